@@ -1,0 +1,134 @@
+"""The ``dgx`` command line: run, calibrate, eval, push, registry, validate."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from dgx.grpo.errors import ConfigError
+
+
+def _fail(e: Exception) -> None:
+    click.secho(f"error: {e}", fg="red", err=True)
+    sys.exit(2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """dgx: align flow-matching text-to-image models with GRPO and DenseGRPO.
+
+    Start with `dgx run configs/shapes_quick.yaml` (the embedded shapes world, CPU).
+    """
+
+
+@main.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--only", "only", multiple=True, help="Run only this variant (repeatable).")
+@click.option("--seed", "seeds", type=int, multiple=True, help="Run only this seed (repeatable).")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Results folder (default runs/<file stem>).")
+@click.option("--resume", is_flag=True, help="Continue killed runs from their last checkpoint; skip finished ones.")
+@click.option("--iterations", type=int, default=None, help="Override train.iterations for every variant.")
+def run(file: Path, only: tuple[str, ...], seeds: tuple[int, ...], out: Path | None, resume: bool, iterations: int | None) -> None:
+    """Train and evaluate every variant x seed of FILE into one results folder."""
+    try:
+        from dgx.grpo.runner import run_ablation
+
+        run_ablation(file, out=out, only=list(only), seeds=list(seeds), resume=resume, iterations=iterations)
+    except ConfigError as e:
+        _fail(e)
+
+
+@main.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--variant", default=None, help="Variant of an ablation file to calibrate (default: the first).")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder (default runs/<stem>/calibration).")
+def calibrate(file: Path, variant: str | None, out: Path | None) -> None:
+    """Calibrate the per-timestep noise psi(t) (DenseGRPO Algorithm 1); writes psi.json and a plot."""
+    try:
+        from dgx.grpo.calibrate import calibrate_file
+
+        path = calibrate_file(file, variant=variant, out=out)
+        click.echo(f"wrote {path}")
+    except ConfigError as e:
+        _fail(e)
+
+
+@main.command("eval")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--adapter", type=click.Path(path_type=Path), default=None, help="A run folder or checkpoint with a LoRA adapter.")
+@click.option("--variant", default=None, help="Variant of an ablation file (default: the first).")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder for per-prompt JSONL and summary.")
+def eval_cmd(file: Path, adapter: Path | None, variant: str | None, out: Path | None) -> None:
+    """Evaluate the base model (or a trained adapter) with the config's evaluation and ODE sampler."""
+    try:
+        from dgx.grpo.runner import evaluate_file
+
+        summary = evaluate_file(file, adapter=adapter, variant=variant, out=out)
+        for k, v in summary.items():
+            click.echo(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
+    except ConfigError as e:
+        _fail(e)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--repo-id", required=True, help="Hub repository, e.g. user/dgx-shapes-densegrpo.")
+@click.option("--private", is_flag=True, help="Create the repository as private.")
+@click.option("--revision", default=None, help="Branch to push to.")
+@click.option("--dry-run", is_flag=True, help="List what would be uploaded; upload nothing.")
+def push(run_dir: Path, repo_id: str, private: bool, revision: str | None, dry_run: bool) -> None:
+    """Export a trained run (diffusers LoRA, config, psi, metrics, model card) and push it to the Hub."""
+    try:
+        from dgx.grpo.hub import push_run
+    except ImportError:
+        _fail(RuntimeError("`dgx push` is not implemented yet (Hub export lands with issue 8)"))
+    try:
+        for line in push_run(run_dir, repo_id, private=private, revision=revision, dry_run=dry_run):
+            click.echo(line)
+    except (ConfigError, RuntimeError) as e:
+        _fail(e)
+
+
+@main.command()
+@click.option("--section", default=None, help="Only this section (models, samplers, noise, rewards, credit, objectives, evaluations).")
+@click.option("--file", "files", multiple=True, type=click.Path(path_type=Path), help="Extra registry file (repeatable).")
+def registry(section: str | None, files: tuple[Path, ...]) -> None:
+    """List the registered components (built-in, $DGX_REGISTRY files and --file)."""
+    from dgx.grpo.registry import SECTIONS, Registry
+
+    try:
+        reg = Registry(list(files))
+    except ConfigError as e:
+        _fail(e)
+    for s in [section] if section else SECTIONS:
+        if s not in reg.sections:
+            _fail(ConfigError(f"unknown section {s!r}; valid: {', '.join(SECTIONS)}"))
+        click.secho(s, bold=True)
+        for name in reg.names(s):
+            e = reg.sections[s][name]
+            src = "" if e.source == "builtin" else f"  [{e.source}]"
+            click.echo(f"  {name:16s} {e.description}{src}")
+
+
+@main.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--show", is_flag=True, help="Print each variant's resolved config as YAML.")
+def validate(file: Path, show: bool) -> None:
+    """Check a config or ablation file without loading any model."""
+    import yaml
+    from dgx.grpo.config import load
+
+    try:
+        abl = load(file)
+    except ConfigError as e:
+        _fail(e)
+    click.echo(f"{file}: OK - {len(abl.variants)} variant(s) x {len(abl.seeds)} seed(s): {', '.join(abl.variants)}")
+    if show:
+        for name, cfg in abl.variants.items():
+            click.secho(f"# {name}", bold=True)
+            click.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""Typed run configs (pydantic), ablation files (base + variants + seeds) and validation.
+
+A run config has the sections below; every field has a default and a description. An
+ablation file is ``base`` (a run config), ``variants`` (name -> overrides, deep-merged
+into base) and ``seeds``. Every error names the file, the key path, the bad value and the
+closest valid names; component names are checked against the registry.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from dgx.grpo.errors import ConfigError
+from dgx.grpo.registry import Registry, suggest
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ModelConfig(_Strict):
+    name: str = Field("shapes", description="registry `models` entry")
+    path: str | None = Field(None, description="Hub id or local folder; default from the registry entry")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="model weights dtype")
+    max_sequence_length: int | None = Field(None, ge=0, description="T5 tokens (SD3); default from registry")
+
+
+class NoiseConfig(_Strict):
+    name: str = Field("uniform", description="registry `noise` entry")
+    a: float = Field(0.7, ge=0, description="uniform: noise level a")
+    value: float = Field(0.7, ge=0, description="constant: sigma_t (or CPS eta)")
+    psi_path: str | None = Field(None, description="calibrated: psi.json (default: the run's calibration output)")
+
+
+class SamplerConfig(_Strict):
+    name: str = Field("sde", description="registry `samplers` entry used for training rollouts")
+    steps: int = Field(10, ge=1, description="T, denoising steps per training rollout")
+    guidance: float = Field(1.0, ge=0, description="classifier-free guidance scale (1 = off)")
+    noise: NoiseConfig = Field(default_factory=NoiseConfig)
+
+
+class RewardConfig(_Strict):
+    name: str = Field("geneval_shapes", description="registry `rewards` entry (the base reward)")
+    credit: str = Field("sparse", description="registry `credit` entry: sparse, dense_gain, dense_latent, coca")
+    ode_steps: Union[int, Literal["t"]] = Field("t", description="n of ODE_n for dense credit: 1, 2, ... or 't'")
+    chunk: int = Field(256, ge=1, description="latents decoded and scored per batch (memory budget)")
+    partial: bool = Field(True, description="GenEval: partial credit (True) or strict 0/1")
+    path: str | None = Field(None, description="reward model Hub id or local folder")
+    processor_path: str | None = Field(None, description="processor Hub id or local folder (PickScore)")
+    weights: dict[str, float] = Field(default_factory=dict, description="weighted: reward name -> weight")
+
+
+class TrainConfig(_Strict):
+    iterations: int = Field(20, ge=0, description="GRPO iterations (sampling + update rounds)")
+    prompts_per_iter: int = Field(8, ge=1, description="prompts per iteration (global)")
+    group_size: int = Field(8, ge=2, description="G, rollouts per prompt")
+    inner_epochs: int = Field(1, ge=1, description="passes over each iteration's samples")
+    micro_batch: int = Field(16, ge=1, description="samples per backward pass")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    timestep_fraction: float = Field(1.0, gt=0, le=1, description="fraction of the T steps trained per sample")
+    lora_rank: int = Field(8, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    lora_targets: list[str] = Field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"])
+    lr: float = Field(3e-4, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(1e-4, ge=0)
+    kl_beta: float = Field(0.01, ge=0, description="beta of the KL to the reference (adapter disabled)")
+    clip_range: float = Field(1e-4, gt=0, description="PPO clip epsilon on the ratio (Flow-GRPO: 1e-4)")
+    adv_clip_max: float = Field(5.0, gt=0, description="advantages clipped to +-this")
+    max_grad_norm: float = Field(1.0, gt=0)
+    ema: float | None = Field(None, gt=0, lt=1, description="EMA decay of the adapter (None = off)")
+    save_every: int = Field(5, ge=1, description="checkpoint every N iterations")
+
+
+class CalibrateConfig(_Strict):
+    iterations: int = Field(10, ge=1, description="K in Algorithm 1")
+    prompts: int = Field(8, ge=1, description="prompts per calibration iteration")
+    group_size: int = Field(4, ge=1, description="samples per prompt (N = prompts * group_size)")
+    eps1: float = Field(2.0, ge=0, description="balance tolerance on #(dR>0) - #(dR<0)")
+    eps2: float = Field(0.01, gt=0, description="psi(t) step")
+    init: Union[float, list[float]] = Field(0.7, description="initial psi: one value or one per step")
+
+
+class EvalConfig(_Strict):
+    name: str = Field("shapes_geneval", description="registry `evaluations` entry")
+    steps: int = Field(20, ge=1, description="ODE steps at evaluation (paper: 40 for SD3.5-M)")
+    images_per_prompt: int = Field(4, ge=1)
+    guidance: float | None = Field(None, description="CFG at eval (default: sampler.guidance)")
+    prompts_file: str | None = Field(None, description="JSONL metadata / prompt file for real benchmarks")
+    max_prompts: int | None = Field(None, ge=1, description="evaluate only the first N prompts")
+    batch: int = Field(64, ge=1)
+
+
+class PromptsConfig(_Strict):
+    name: Literal["shapes", "file"] = Field("shapes", description="shapes-world train split, or a JSONL/TXT file")
+    path: str | None = Field(None, description="prompt file when name = file")
+
+
+class RunConfig(_Strict):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    calibrate: CalibrateConfig = Field(default_factory=CalibrateConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    prompts: PromptsConfig = Field(default_factory=PromptsConfig)
+    seed: int = 0
+    device: str = Field("auto", description="'auto' (accelerate decides), 'cpu', 'cuda', ...")
+
+
+REGISTRY_CHECKS = [  # (key path, registry section)
+    (("model", "name"), "models"),
+    (("sampler", "name"), "samplers"),
+    (("sampler", "noise", "name"), "noise"),
+    (("reward", "name"), "rewards"),
+    (("reward", "credit"), "credit"),
+    (("eval", "name"), "evaluations"),
+]
+
+
+class Ablation(BaseModel):
+    """A resolved ablation: the file, each variant's RunConfig, and the seeds."""
+
+    path: Path
+    variants: dict[str, RunConfig]
+    seeds: list[int]
+    raw_variants: dict[str, dict] = {}
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """``override`` into a copy of ``base``; nested dicts merge, everything else replaces."""
+    out = copy.deepcopy(base)
+    for k, v in (override or {}).items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where}: invalid YAML: {getattr(e, 'problem', e)}") from e
+    if data is None:
+        raise ConfigError(f"{path}: empty file; expected a run config or an ablation (base/variants/seeds)")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def load(path: str | Path, registry: Registry | None = None) -> Ablation:
+    """Read a run config or an ablation file and validate every variant (no model is loaded)."""
+    path = Path(path)
+    data = read_yaml(path)
+    extra = data.pop("registry", [])
+    registry = registry or Registry([(path.parent / p) for p in ([extra] if isinstance(extra, str) else extra)])
+    if "base" in data or "variants" in data:
+        allowed = {"base", "variants", "seeds"}
+        for k in data:
+            if k not in allowed:
+                raise ConfigError(f"{path}: {k}: unknown top-level key of an ablation{suggest(k, allowed)}")
+        base = data.get("base") or {}
+        variants = data.get("variants") or {"default": {}}
+        if not isinstance(variants, dict):
+            raise ConfigError(f"{path}: variants: expected a mapping of name -> overrides, got {type(variants).__name__}")
+        seeds = data.get("seeds", [0])
+    else:
+        base, variants, seeds = data, {"default": {}}, [data.get("seed", 0)]
+    if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ConfigError(f"{path}: seeds: expected a list of integers, got {seeds!r}")
+    if not isinstance(base, dict):
+        raise ConfigError(f"{path}: base: expected a mapping, got {type(base).__name__}")
+    resolved = {}
+    for name, over in variants.items():
+        if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+            raise ConfigError(f"{path}: variants.{name}: variant names must be letters, digits, '_' or '-'")
+        if over is not None and not isinstance(over, dict):
+            raise ConfigError(f"{path}: variants.{name}: expected a mapping of overrides, got {over!r}")
+        merged = deep_merge(base, over or {})
+        resolved[name] = validate(merged, path, over or {}, f"variants.{name}" if "base" in data or "variants" in data else "", registry)
+    return Ablation(path=path, variants=resolved, seeds=seeds, raw_variants={k: v or {} for k, v in variants.items()})
+
+
+def validate(data: dict, path: Path, override: dict, prefix: str, registry: Registry) -> RunConfig:
+    """Validate one merged config; errors point into the variant when it set the key."""
+
+    def where(loc: tuple) -> str:
+        node = override
+        for k in loc:
+            if not isinstance(node, dict) or k not in node:
+                return ".".join(["base"] * bool(prefix) + [str(x) for x in loc])
+            node = node[k]
+        return ".".join([prefix] * bool(prefix) + [str(x) for x in loc])
+
+    try:
+        cfg = RunConfig.model_validate(data)
+    except ValidationError as e:
+        msgs = []
+        for err in e.errors():
+            loc = tuple(x for x in err["loc"] if not isinstance(x, int) or err["type"] != "literal_error")
+            loc = tuple(x for x in loc if x not in ("int", "literal['t']"))
+            key = where(loc)
+            if err["type"] == "extra_forbidden":
+                model = _model_at(loc[:-1])
+                msgs.append(f"{path}: {key}: unknown key{suggest(loc[-1], model.model_fields)}")
+            else:
+                msgs.append(f"{path}: {key}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError("\n".join(dict.fromkeys(msgs))) from None
+    for keys, section in REGISTRY_CHECKS:
+        value: Any = cfg
+        for k in keys:
+            value = getattr(value, k)
+        registry.get(section, value, where=f"{path}: {where(keys)}: ")
+    if cfg.sampler.noise.name == "calibrated" and cfg.sampler.name == "ode":
+        raise ConfigError(f"{path}: {where(('sampler', 'name'))}: the ode sampler takes no noise; use sde or cps")
+    if cfg.reward.name == "weighted":
+        for n in cfg.reward.weights:
+            registry.get("rewards", n, where=f"{path}: {where(('reward', 'weights', n))}: ")
+    return cfg
+
+
+def _model_at(loc: tuple) -> type[BaseModel]:
+    model: type[BaseModel] = RunConfig
+    for k in loc:
+        ann = model.model_fields[k].annotation
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else model
+    return model
+
+
+def resolved_dict(cfg: RunConfig) -> dict:
+    return cfg.model_dump(mode="json")
+

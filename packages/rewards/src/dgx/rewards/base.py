@@ -1,0 +1,50 @@
+"""The reward interface: images + prompts + per-prompt metadata -> one float per image.
+
+Images are float tensors in [0, 1], NCHW (the convention of dgx.sampler). A reward is a
+callable ``reward(images, prompts, metadata) -> Tensor[N]`` with a ``name``; heavy models
+load lazily on first call, from a Hub id or a local folder.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import numpy as np
+import torch
+
+
+class RewardError(ValueError):
+    """A reward cannot be computed (missing weights offline, bad prompt); says what to do."""
+
+
+class Reward(Protocol):
+    name: str
+
+    def __call__(self, images: torch.Tensor, prompts: Sequence[str], metadata: Sequence[dict] | None = None) -> torch.Tensor: ...
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[0, 1] NCHW tensor -> uint8 NHWC array."""
+    return (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def load_error(model_id: str, what: str, cause: Exception) -> RewardError:
+    return RewardError(
+        f"could not load {what} from {model_id!r} ({type(cause).__name__}: {cause}). Offline, download it once "
+        f"elsewhere (huggingface-cli download {model_id}) and set the reward's path to that local folder."
+    )
+
+
+class WeightedReward:
+    """sum_k w_k * reward_k(images, prompts, metadata)."""
+
+    def __init__(self, rewards: dict[str, Reward], weights: dict[str, float]):
+        self.rewards, self.weights = rewards, weights
+        self.name = "+".join(f"{w:g}*{n}" for n, w in weights.items())
+
+    def __call__(self, images, prompts, metadata=None) -> torch.Tensor:
+        return sum(w * self.rewards[n](images, prompts, metadata).float() for n, w in self.weights.items())
+
+    @classmethod
+    def from_config(cls, rewards: dict[str, Reward], weights: dict[str, float]) -> "WeightedReward":
+        return cls(rewards, weights)

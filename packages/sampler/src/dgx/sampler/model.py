@@ -1,0 +1,154 @@
+"""Model adapters: what the sampler needs from a text-to-image flow-matching model.
+
+``FlowModel`` is the interface (prompt encoding, velocity with classifier-free guidance,
+latent init, decode, timestep grid); ``SD3Model`` implements it on the components of a
+diffusers ``StableDiffusion3Pipeline`` loaded from a Hub id or a local folder.
+
+Image convention everywhere in dgx: float tensors in [0, 1], NCHW.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from dgx.sampler.errors import SamplerError
+
+
+@dataclass
+class Conditioning:
+    """Per-sample prompt conditioning (positive and, for CFG, negative)."""
+
+    embeds: torch.Tensor
+    pooled: torch.Tensor
+    neg_embeds: torch.Tensor | None = None
+    neg_pooled: torch.Tensor | None = None
+
+    def index(self, idx: torch.Tensor | list[int]) -> "Conditioning":
+        """Rows ``idx`` (e.g. ``repeat_interleave`` of prompt indices for G samples each)."""
+        idx = torch.as_tensor(idx, dtype=torch.long, device=self.embeds.device)
+        return Conditioning(*(None if getattr(self, f.name) is None else getattr(self, f.name)[idx] for f in fields(self)))
+
+    @staticmethod
+    def cat(items: list["Conditioning"]) -> "Conditioning":
+        return Conditioning(*(
+            None if getattr(items[0], f.name) is None else torch.cat([getattr(c, f.name) for c in items])
+            for f in fields(Conditioning)
+        ))
+
+
+class FlowModel(Protocol):
+    """What samplers, rewards and the trainer call on a model."""
+
+    transformer: torch.nn.Module
+
+    def encode(self, prompts: list[str], negative: str = "") -> Conditioning: ...
+    def velocity(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning, guidance: float) -> torch.Tensor: ...
+    def init_latents(self, n: int, generator, height: int | None = None, width: int | None = None) -> torch.Tensor: ...
+    def decode(self, latents: torch.Tensor) -> torch.Tensor: ...
+    def grid(self, steps: int) -> torch.Tensor: ...
+
+
+class SD3Model:
+    """SD3 / SD3.5 (and the shapes world) through diffusers' StableDiffusion3Pipeline parts.
+
+    ``calls`` counts transformer forward passes (a CFG pair counts once; it is one batch).
+    """
+
+    def __init__(self, pipe, max_sequence_length: int = 256, device: str | torch.device = "cpu"):
+        self.pipe = pipe
+        self.transformer = pipe.transformer
+        self.vae = pipe.vae
+        self.device = torch.device(device)
+        self.max_sequence_length = 0 if pipe.text_encoder_3 is None else max_sequence_length
+        self.calls = 0
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu", max_sequence_length: int = 256
+    ) -> "SD3Model":
+        """Load from a local pipeline folder or a Hub id (offline: a local folder or cached id)."""
+        from diffusers import StableDiffusion3Pipeline
+
+        local = Path(path).is_dir()
+        kwargs = {}
+        if local and not (Path(path) / "text_encoder_3").is_dir():
+            kwargs = {"text_encoder_3": None, "tokenizer_3": None}
+        try:
+            pipe = StableDiffusion3Pipeline.from_pretrained(str(path), torch_dtype=dtype, **kwargs)
+        except (OSError, ValueError) as e:
+            offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+            raise SamplerError(
+                f"could not load an SD3 pipeline from {str(path)!r}"
+                + (" (HF_HUB_OFFLINE=1: only local folders and cached Hub ids work)" if offline else "")
+                + f"; point model.path at a local folder saved with save_pretrained. Cause: {e}"
+            ) from e
+        pipe.set_progress_bar_config(disable=True)
+        pipe.to(device)
+        return cls(pipe, max_sequence_length, device)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.transformer.dtype
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str], negative: str = "") -> Conditioning:
+        """Encode each prompt once (and the negative prompt once)."""
+        pe, _, pooled, _ = self.pipe.encode_prompt(
+            prompts, None, None, device=self.device, do_classifier_free_guidance=False,
+            max_sequence_length=self.max_sequence_length,
+        )
+        ne, _, npooled, _ = self.pipe.encode_prompt(
+            [negative], None, None, device=self.device, do_classifier_free_guidance=False,
+            max_sequence_length=self.max_sequence_length,
+        )
+        n = len(prompts)
+        return Conditioning(pe, pooled, ne.expand(n, -1, -1), npooled.expand(n, -1))
+
+    def velocity(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning, guidance: float = 1.0) -> torch.Tensor:
+        """v(x, t, c) in float32; ``t`` is per sample (B,) in [0, 1]; CFG when guidance > 1."""
+        t = torch.as_tensor(t, dtype=torch.float32, device=x.device).expand(x.shape[0])
+        xm = x.to(self.dtype)
+        self.calls += 1
+        if guidance > 1.0 and cond.neg_embeds is not None:
+            out = self.transformer(
+                torch.cat([xm, xm]),
+                encoder_hidden_states=torch.cat([cond.neg_embeds, cond.embeds]),
+                pooled_projections=torch.cat([cond.neg_pooled, cond.pooled]),
+                timestep=torch.cat([t, t]) * 1000,
+            ).sample.float()
+            v_u, v_c = out.chunk(2)
+            return v_u + guidance * (v_c - v_u)
+        return self.transformer(
+            xm, encoder_hidden_states=cond.embeds, pooled_projections=cond.pooled, timestep=t * 1000
+        ).sample.float()
+
+    def init_latents(self, n: int, generator: torch.Generator | list[torch.Generator], height: int | None = None,
+                     width: int | None = None) -> torch.Tensor:
+        """x_T ~ N(0, I) in float32; a list of ``n`` generators draws each sample from its own."""
+        from diffusers.utils.torch_utils import randn_tensor
+
+        f = self.pipe.vae_scale_factor
+        h = (height or self.pipe.default_sample_size * f) // f
+        w = (width or self.pipe.default_sample_size * f) // f
+        c = self.transformer.config.in_channels
+        return randn_tensor((n, c, h, w), generator=generator, device=self.device, dtype=torch.float32)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents -> images float [0, 1] NCHW."""
+        cfg = self.vae.config
+        z = latents.to(self.vae.dtype) / cfg.scaling_factor + (cfg.shift_factor or 0.0)
+        img = self.vae.decode(z).sample.float()
+        return (img / 2 + 0.5).clamp(0, 1)
+
+    def grid(self, steps: int) -> torch.Tensor:
+        """The scheduler's sigmas for ``steps`` steps (with its shift): ``1 = t_0 > ... > t_T = 0``."""
+        if steps < 1:
+            raise SamplerError(f"sampler steps must be >= 1, got {steps}")
+        sched = self.pipe.scheduler.__class__.from_config(self.pipe.scheduler.config)
+        sched.set_timesteps(steps, device="cpu")
+        return sched.sigmas.float().to(self.device)

@@ -1,0 +1,72 @@
+"""Noise schedules: the diffusion coefficient sigma_t of each SDE step on a timestep grid.
+
+A schedule is called with the step indices and the grid (``grid[0] = 1 > ... > grid[T] = 0``)
+and returns sigma for each step ``grid[i] -> grid[i+1]``:
+
+- ``UniformNoise(a)``: Flow-GRPO's ``sigma_t = a * sqrt(t / (1 - t))``; at t = 1 the
+  denominator uses the second grid value (``1 - grid[1]``), as Flow-GRPO does.
+- ``ConstantNoise(value)``: ``sigma_t = value`` everywhere.
+- ``TableNoise(psi)``: DenseGRPO's calibrated per-timestep ``sigma_t = psi[i]``, read from
+  the ``psi.json`` that ``dgx calibrate`` writes.
+
+For the CPS step the value is used as its noise level eta (see ``steps.cps_step``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import torch
+from dgx.sampler.errors import SamplerError
+
+
+class NoiseSchedule(Protocol):
+    def __call__(self, index: torch.Tensor, grid: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class UniformNoise:
+    a: float = 0.7
+
+    def __call__(self, index: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        t = grid[index].float()
+        denom_t = torch.where(t >= 1.0, grid[1].float(), t)  # t = 1 guard
+        return self.a * torch.sqrt(t / (1 - denom_t))
+
+
+@dataclass(frozen=True)
+class ConstantNoise:
+    value: float = 0.7
+
+    def __call__(self, index: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        return torch.full(torch.as_tensor(index).shape, self.value, dtype=torch.float32, device=grid.device)
+
+
+@dataclass(frozen=True)
+class TableNoise:
+    psi: tuple[float, ...]
+
+    def __call__(self, index: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        if len(self.psi) != len(grid) - 1:
+            raise SamplerError(
+                f"psi table has {len(self.psi)} entries but the sampler has {len(grid) - 1} steps; "
+                "re-run `dgx calibrate` with the same sampler.steps"
+            )
+        return torch.tensor(self.psi, dtype=torch.float32, device=grid.device)[index]
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "TableNoise":
+        """Read ``{"psi": [...], "timesteps": [...], ...}`` as written by calibration."""
+        path = Path(path)
+        if not path.is_file():
+            raise SamplerError(f"psi table {path} not found; run `dgx calibrate CONFIG` first or fix noise.psi_path")
+        data = json.loads(path.read_text())
+        if "psi" not in data:
+            raise SamplerError(f"{path} has no 'psi' list")
+        return cls(tuple(float(p) for p in data["psi"]))
+
+    def to_json(self, path: str | Path, grid: Sequence[float], **extra) -> None:
+        Path(path).write_text(json.dumps({"psi": list(self.psi), "timesteps": [float(t) for t in grid], **extra}, indent=2))

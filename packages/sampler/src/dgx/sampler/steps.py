@@ -1,0 +1,90 @@
+"""One denoising step on the flow-matching grid: SDE, ODE and CPS, with exact log-probs.
+
+Time runs from t = 1 (noise) to 0 (data); ``dt = t_next - t < 0``. Each step is a pure
+function of tensors and returns a ``StepOutput``. If ``x_next`` is given it is scored
+instead of sampled (what training needs). Means and log-probs are computed in float32.
+
+Log-prob convention (used everywhere in dgx): the Gaussian log-density of ``x_next``
+under ``N(mean, std^2 I)``, averaged over all non-batch dimensions (Flow-GRPO's
+reduction; it keeps ratios and KL independent of the latent size). Shape ``(B,)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+
+@dataclass
+class StepOutput:
+    sample: torch.Tensor  # x_next, float32
+    log_prob: torch.Tensor  # (B,), mean over non-batch dims; 0 for deterministic steps
+    mean: torch.Tensor  # float32
+    std: torch.Tensor  # (B,) float32
+
+
+def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    v = torch.as_tensor(v, dtype=torch.float32, device=x.device)
+    return v.reshape(-1, *([1] * (x.ndim - 1))) if v.ndim else v
+
+
+def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """log N(x; mean, std^2) per element, averaged over non-batch dims -> (B,)."""
+    std = _bcast(std, mean)
+    lp = -((x.float() - mean) ** 2) / (2 * std**2) - torch.log(std) - 0.5 * math.log(2 * math.pi)
+    return lp.flatten(1).mean(1)
+
+
+def _finish(mean, std, x_next, generator) -> StepOutput:
+    std = torch.as_tensor(std, dtype=torch.float32, device=mean.device).expand(mean.shape[0]).clone()
+    if x_next is None:
+        # a list of generators draws each sample's noise from its own generator
+        noise = randn_tensor(mean.shape, generator=generator, device=mean.device, dtype=torch.float32)
+        x_next = mean + _bcast(std, mean) * noise
+    deterministic = bool((std == 0).all())
+    lp = torch.zeros(mean.shape[0], device=mean.device) if deterministic else gaussian_log_prob(x_next, mean, std)
+    return StepOutput(x_next.float(), lp, mean, std)
+
+
+def ode_step(x, v, t, t_next, sigma=None, generator=None, x_next=None) -> StepOutput:
+    """Euler: x_next = x + v * dt (a point mass: log_prob 0, std 0)."""
+    x, v = x.float(), v.float()
+    mean = x + v * (_bcast(t_next, x) - _bcast(t, x))
+    return StepOutput(mean, torch.zeros(x.shape[0], device=x.device), mean, torch.zeros(x.shape[0], device=x.device))
+
+
+def sde_step(x, v, t, t_next, sigma, generator=None, x_next=None) -> StepOutput:
+    """Flow-GRPO SDE step with the same marginals as the ODE:
+
+    mean   = x + [v + sigma^2 / (2 t) * (x + (1 - t) v)] * dt
+    x_next = mean + sigma * sqrt(|dt|) * eps
+    """
+    x, v = x.float(), v.float()
+    tb, dt, s = _bcast(t, x), _bcast(t_next, x) - _bcast(t, x), _bcast(sigma, x)
+    mean = x + (v + s**2 / (2 * tb) * (x + (1 - tb) * v)) * dt
+    std = torch.as_tensor(sigma, dtype=torch.float32, device=x.device) * torch.sqrt(
+        -(torch.as_tensor(t_next, dtype=torch.float32, device=x.device) - torch.as_tensor(t, dtype=torch.float32, device=x.device))
+    )
+    return _finish(mean, std, x_next, generator)
+
+
+def cps_step(x, v, t, t_next, sigma, generator=None, x_next=None) -> StepOutput:
+    """Coefficients-preserving sampling (Wang & Yu 2025, Flow-GRPO's ``cps``), eta = ``sigma``:
+
+    x0 = x - t v,  eps = x + (1 - t) v,  std = t_next * sin(eta * pi / 2)
+    mean = (1 - t_next) x0 + sqrt(t_next^2 - std^2) eps
+    """
+    x, v = x.float(), v.float()
+    tb, tn = _bcast(t, x), _bcast(t_next, x)
+    std = torch.as_tensor(t_next, dtype=torch.float32, device=x.device) * torch.sin(
+        torch.as_tensor(sigma, dtype=torch.float32, device=x.device) * math.pi / 2
+    )
+    x0, eps = x - tb * v, x + (1 - tb) * v
+    mean = (1 - tn) * x0 + torch.sqrt(torch.clamp(tn**2 - _bcast(std, x) ** 2, min=0)) * eps
+    return _finish(mean, std, x_next, generator)
+
+
+STEPS = {"sde": sde_step, "ode": ode_step, "cps": cps_step}

@@ -1,0 +1,145 @@
+"""Train the shapes-world model from scratch: a tiny SD3 pipeline (real diffusers classes).
+
+Phase 1 trains the AutoencoderKL on rendered scenes and sets its shift/scaling factors
+from the latent statistics; phase 2 trains the SD3 transformer and both CLIP text encoders
+with the rectified-flow loss (x_t = (1 - t) x_0 + t eps, target v = eps - x_0, SD3's
+logit-normal t), dropping 10% of prompts for classifier-free guidance. Captions are
+sampled tag-uniformly from the whole shapes grammar (the base model's "pretraining data";
+the train/test split only concerns the RL prompts).
+
+    python scripts/train_shapes_model.py --out runs/shapes_model [--steps 12000]
+
+Checkpoints land in OUT/step_XXXXX (pipeline folders, loadable by the SD3 adapter); the
+one shipped is copied to packages/rewards/src/dgx/rewards/shapes/weights by --install.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from dgx.rewards.shapes import prompts as P
+from dgx.rewards.shapes.render import render_prompt
+from dgx.sampler.tiny import tiny_sd3_pipeline
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "packages/rewards/src/dgx/rewards/shapes/weights"
+ARCH = dict(sample_size=16, vae_channels=(32, 64), latent_channels=4, text_dim=32, text_layers=2,
+            layers=6, heads=4, head_dim=32, max_length=24, shift=1.0)
+
+
+def dataset(n: int, seed: int) -> tuple[list[str], torch.Tensor]:
+    """``n`` (prompt, image) pairs, tags sampled uniformly; images float [-1, 1] NCHW."""
+    rng, pick = np.random.default_rng(seed), random.Random(seed)
+    by_tag = {t: [m for m in P.all_prompts() if m["tag"] == t] for t in P.TAGS}
+    texts, imgs = [], np.empty((n, 32, 32, 3), np.uint8)
+    for i in range(n):
+        meta = pick.choice(by_tag[pick.choice(P.TAGS)])
+        imgs[i], _ = render_prompt(meta, rng)
+        texts.append(meta["prompt"])
+    x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return texts, x
+
+
+def train_vae(vae, x: torch.Tensor, steps: int, bs: int, log) -> None:
+    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+    g = torch.Generator().manual_seed(1)
+    for step in range(steps):
+        batch = x[torch.randint(len(x), (bs,), generator=g)]
+        post = vae.encode(batch).latent_dist
+        rec = vae.decode(post.sample(generator=g)).sample
+        loss = F.mse_loss(rec, batch) + 1e-6 * post.kl().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 50 == 0 or step == steps - 1:
+            log(f"vae step {step} loss {loss.item():.5f}")
+
+
+@torch.no_grad()
+def encode_all(vae, x: torch.Tensor) -> torch.Tensor:
+    return torch.cat([vae.encode(x[i : i + 512]).latent_dist.mean for i in range(0, len(x), 512)])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path("runs/shapes_model"))
+    ap.add_argument("--n-images", type=int, default=60000)
+    ap.add_argument("--vae-steps", type=int, default=600)
+    ap.add_argument("--vae-batch", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=8000)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--save-every", type=int, default=1000)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--install", type=Path, help="copy this checkpoint folder into the package weights and exit")
+    args = ap.parse_args()
+    if args.install:
+        shutil.rmtree(WEIGHTS, ignore_errors=True)
+        shutil.copytree(args.install, WEIGHTS)
+        print(f"installed {args.install} -> {WEIGHTS}")
+        return
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    logf = open(args.out / "train.log", "a")
+
+    def log(msg: str) -> None:
+        line = f"[{time.strftime('%H:%M:%S')}] {msg}"
+        print(line, flush=True)
+        logf.write(line + "\n")
+        logf.flush()
+
+    log(f"args {vars(args)}")
+    pipe = tiny_sd3_pipeline(P.vocabulary(), seed=args.seed, **ARCH)
+    t0 = time.time()
+    texts, x = dataset(args.n_images, args.seed)
+    log(f"rendered {len(texts)} images in {time.time() - t0:.0f}s")
+
+    train_vae(pipe.vae, x, args.vae_steps, args.vae_batch, log)
+    z = encode_all(pipe.vae, x)
+    shift, scale = z.mean().item(), 1.0 / z.std().item()
+    pipe.vae.register_to_config(shift_factor=shift, scaling_factor=scale)
+    z = (z - shift) * scale
+    log(f"vae done: shift {shift:.4f} scale {scale:.4f}; latents {tuple(z.shape)}")
+    pipe.vae.requires_grad_(False)
+    del x
+
+    params = [*pipe.transformer.parameters(), *pipe.text_encoder.parameters(), *pipe.text_encoder_2.parameters()]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 500))
+    g = torch.Generator().manual_seed(args.seed + 2)
+    pick = random.Random(args.seed + 3)
+    t0 = time.time()
+    for step in range(1, args.steps + 1):
+        idx = torch.randint(len(z), (args.batch,), generator=g)
+        caps = ["" if pick.random() < 0.1 else texts[i] for i in idx.tolist()]
+        pe, _, pooled, _ = pipe.encode_prompt(caps, None, None, do_classifier_free_guidance=False, max_sequence_length=0)
+        x0 = z[idx]
+        eps = torch.randn(x0.shape, generator=g)
+        t = torch.sigmoid(torch.randn(args.batch, generator=g))  # logit-normal(0, 1)
+        xt = (1 - t[:, None, None, None]) * x0 + t[:, None, None, None] * eps
+        v = pipe.transformer(xt, encoder_hidden_states=pe, pooled_projections=pooled, timestep=t * 1000).sample
+        loss = F.mse_loss(v, eps - x0)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        if step % 100 == 0:
+            log(f"step {step} loss {loss.item():.4f} ({(time.time() - t0) / step:.3f}s/step)")
+        if step % args.save_every == 0 or step == args.steps:
+            ck = args.out / f"step_{step:05d}"
+            pipe.save_pretrained(ck)
+            (ck / "shapes_model.json").write_text(json.dumps({"step": step, "arch": ARCH, "seed": args.seed}))
+            log(f"saved {ck}")
+
+
+if __name__ == "__main__":
+    main()
