@@ -80,11 +80,17 @@ def _overlaps(a: Shape, b: Shape) -> bool:
     return not (ax1 + GAP <= bx0 or bx1 + GAP <= ax0 or ay1 + GAP <= by0 or by1 + GAP <= ay0)
 
 
+def pixel_box(shape: Shape, size: int = SIZE) -> tuple[float, float, float, float]:
+    """The box a detector sees: bounds of the drawn pixels."""
+    ys, xs = np.nonzero(shape_mask(shape, size))
+    return (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+
+
 def _relation_holds(a: Shape, b: Shape, relation: str) -> bool:
-    """GenEval's relative-position rule (same code path as the reward) on ground truth."""
+    """GenEval's relative-position rule (same code as the reward) on both the geometric and pixel boxes."""
     from dgx.rewards.geneval import relative_position
 
-    return relation in relative_position(a.box, b.box)
+    return relation in relative_position(a.box, b.box) and relation in relative_position(pixel_box(a), pixel_box(b))
 
 
 def scene_for(meta: dict, rng: np.random.Generator, max_tries: int = 500) -> list[Shape]:

@@ -1,0 +1,101 @@
+"""Plots: learning curves, dense reward per timestep (paper Fig. 3), psi(t), ODE latent reward."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _rows(metrics_files: list[Path]) -> list[list[dict]]:
+    return [[json.loads(ln) for ln in f.read_text().splitlines()] for f in metrics_files if f.is_file()]
+
+
+def plot_learning_curves(runs: dict[str, list[Path]], out: Path, key: str = "reward_mean") -> Path:
+    """Mean (band: min-max over seeds) of ``key`` per iteration, one line per method."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, files in runs.items():
+        rows = _rows(files)
+        if not rows:
+            continue
+        n = min(len(r) for r in rows)
+        y = np.array([[row[key] for row in r[:n]] for r in rows])
+        x = np.arange(n)
+        ax.plot(x, y.mean(0), label=method)
+        if len(y) > 1:
+            ax.fill_between(x, y.min(0), y.max(0), alpha=0.2)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(key)
+    ax.set_title("Training reward")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def plot_dense_per_timestep(runs: dict[str, list[Path]], out: Path) -> Path | None:
+    """Mean dense signal and share of positive dR per step (averaged over iterations and seeds)."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    drawn = False
+    for method, files in runs.items():
+        rows = [row for r in _rows(files) for row in r if "dense_mean" in row]
+        if not rows:
+            continue
+        drawn = True
+        a1.plot(np.mean([r["dense_mean"] for r in rows], 0), marker="o", label=method)
+        a2.plot(np.mean([r["dense_pos"] for r in rows], 0), marker="o", label=method)
+    if not drawn:
+        plt.close(fig)
+        return None
+    a1.set(xlabel="step index i (x_i -> x_i+1)", ylabel="mean per-step signal", title="Dense reward per timestep")
+    a2.set(xlabel="step index", ylabel="share of dR > 0", title="Positive dense rewards")
+    a2.axhline(0.5, color="grey", lw=0.5)
+    a1.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def plot_psi(psi_json: Path, out: Path) -> Path:
+    """Calibrated psi(t) against Flow-GRPO's uniform a * sqrt(t / (1 - t)), and the imbalance."""
+    d = json.loads(Path(psi_json).read_text())
+    t = np.array(d["timesteps"][:-1])
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    a1.plot(t, d["psi"], marker="o", label="calibrated psi(t)")
+    if "uniform_sigma" in d:
+        a1.plot(t, d["uniform_sigma"], marker="x", label="uniform a=0.7")
+    a1.set(xlabel="t", ylabel="sigma_t", title="Noise level per timestep")
+    a1.invert_xaxis()
+    a1.legend()
+    if "imbalance" in d:
+        a2.plot(t, d["imbalance"]["calibrated"], marker="o", label="calibrated")
+        a2.plot(t, d["imbalance"]["uniform_a0.7"], marker="x", label="uniform a=0.7")
+        a2.set(xlabel="t", ylabel="|#dR>0 - #dR<0| / N", title="Imbalance of dense rewards")
+        a2.invert_xaxis()
+        a2.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def plot_latent_reward(latent_rewards: np.ndarray, timesteps: list[float], out: Path) -> Path:
+    """ODE latent reward R_t of each trajectory against t (paper Fig. 4/8): (B, T+1) array."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in latent_rewards:
+        ax.plot(timesteps, r, alpha=0.4)
+    ax.plot(timesteps, latent_rewards.mean(0), color="k", lw=2, label="mean")
+    ax.set(xlabel="t", ylabel="R(ODE_n(x_t))", title="ODE latent reward along trajectories")
+    ax.invert_xaxis()
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

@@ -1,0 +1,97 @@
+"""Build components named by a RunConfig through the registry (no model loads at validation)."""
+
+from __future__ import annotations
+
+import functools
+import json
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from dgx.grpo.config import RunConfig
+from dgx.grpo.errors import ConfigError
+from dgx.grpo.registry import Registry
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_path(path: str) -> str:
+    """``pkg://package/sub/path`` -> the folder inside an installed package; else unchanged."""
+    if path.startswith("pkg://"):
+        pkg, _, sub = path[len("pkg://") :].partition("/")
+        return str(resources.files(pkg).joinpath(sub))
+    return path
+
+
+def build_model(cfg: RunConfig, registry: Registry, device: str | torch.device = "cpu"):
+    entry = registry.get("models", cfg.model.name)
+    path = resolve_path(cfg.model.path or entry.defaults.get("path", ""))
+    msl = cfg.model.max_sequence_length
+    msl = entry.defaults.get("max_sequence_length", 256) if msl is None else msl
+    return entry.load()(path, dtype=DTYPES[cfg.model.dtype], device=str(device), max_sequence_length=msl)
+
+
+def build_reward(cfg: RunConfig, registry: Registry, name: str | None = None):
+    name = name or cfg.reward.name
+    factory = registry.get("rewards", name).load()
+    r = cfg.reward
+    if name == "weighted":
+        return factory({n: build_reward(cfg, registry, n) for n in r.weights}, r.weights)
+    kwargs = {"partial": r.partial}
+    if r.path:
+        kwargs["path"] = r.path
+    if r.processor_path:
+        kwargs["processor_path"] = r.processor_path
+    return factory(**kwargs)
+
+
+def build_credit(cfg: RunConfig, registry: Registry):
+    fn = registry.get("credit", cfg.reward.credit).load()
+    return functools.partial(fn, ode_steps=cfg.reward.ode_steps, chunk=cfg.reward.chunk)
+
+
+def build_step(cfg: RunConfig, registry: Registry):
+    return registry.get("samplers", cfg.sampler.name).load()
+
+
+def build_schedule(cfg: RunConfig, registry: Registry, psi_path: Path | None = None):
+    """The sampler's noise schedule; ``calibrated`` reads noise.psi_path or ``psi_path``."""
+    n = cfg.sampler.noise
+    factory = registry.get("noise", n.name).load()
+    if n.name == "uniform":
+        return factory(n.a)
+    if n.name == "constant":
+        return factory(n.value)
+    if n.name == "calibrated":
+        path = n.psi_path or psi_path
+        if path is None:
+            raise ConfigError("sampler.noise.name = calibrated needs noise.psi_path (or run through `dgx run`, which calibrates first)")
+        return factory(path)
+    return factory(**n.model_dump(exclude={"name"}))
+
+
+def load_prompts(cfg: RunConfig, split: str = "train") -> list[dict]:
+    """Prompt metadata dicts (``prompt`` plus GenEval fields where known)."""
+    if cfg.prompts.name == "shapes":
+        from dgx.rewards.shapes.prompts import split as shapes_split
+
+        return shapes_split(split)
+    path = Path(cfg.prompts.path or "")
+    if not path.is_file():
+        raise ConfigError(f"prompts.path: prompt file {str(path)!r} not found")
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    if not lines:
+        raise ConfigError(f"prompts.path: {path} has no prompts")
+    if path.suffix == ".jsonl":
+        out = []
+        for i, ln in enumerate(lines, 1):
+            try:
+                m = json.loads(ln)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{path}:{i}: not JSON ({e.msg})") from None
+            if "prompt" not in m:
+                raise ConfigError(f"{path}:{i}: object has no 'prompt' key")
+            out.append(m)
+        return out
+    return [{"prompt": ln.strip()} for ln in lines]

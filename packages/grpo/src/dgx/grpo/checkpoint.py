@@ -1,0 +1,62 @@
+"""Atomic checkpoints: adapter, EMA, optimizer, RNG states, iteration, psi(t).
+
+A checkpoint is written into a temporary folder and renamed into place, then the
+``latest`` pointer file is replaced atomically, so a crash never leaves a half checkpoint
+that ``--resume`` would pick up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def save(ckpt_root: Path, iteration: int, adapter: dict, optimizer: torch.optim.Optimizer, ema: dict | None,
+         psi_path: Path | None = None, keep: int = 2) -> Path:
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    final = ckpt_root / f"iter_{iteration:05d}"
+    tmp = ckpt_root / f".tmp_iter_{iteration:05d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_file({k: v.detach().contiguous().cpu() for k, v in adapter.items()}, tmp / "adapter.safetensors")
+    if ema is not None:
+        save_file({k: v.contiguous().cpu() for k, v in ema.items()}, tmp / "ema.safetensors")
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save({"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}, tmp / "rng.pt")
+    if psi_path is not None and Path(psi_path).is_file():
+        shutil.copy(psi_path, tmp / "psi.json")
+    (tmp / "state.json").write_text(json.dumps({"iteration": iteration}))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    pointer = ckpt_root / ".latest.tmp"
+    pointer.write_text(final.name)
+    os.replace(pointer, ckpt_root / "latest")
+    for old in sorted(p for p in ckpt_root.glob("iter_*") if p != final)[:-keep or None] if keep else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest(ckpt_root: Path) -> Path | None:
+    pointer = ckpt_root / "latest"
+    if not pointer.is_file():
+        return None
+    path = ckpt_root / pointer.read_text().strip()
+    return path if (path / "state.json").is_file() else None
+
+
+def load(path: Path, optimizer: torch.optim.Optimizer) -> tuple[int, dict, dict | None]:
+    """Restore optimizer and RNG states; return (iteration, adapter state, ema state)."""
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
+    rng = torch.load(path / "rng.pt", weights_only=False)
+    torch.set_rng_state(rng["torch"])
+    np.random.set_state(rng["numpy"])
+    random.setstate(rng["python"])
+    ema = load_file(path / "ema.safetensors") if (path / "ema.safetensors").is_file() else None
+    return json.loads((path / "state.json").read_text())["iteration"], load_file(path / "adapter.safetensors"), ema

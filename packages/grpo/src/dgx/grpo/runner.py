@@ -1,0 +1,151 @@
+"""`dgx run` and `dgx eval`: every variant x seed of an ablation into one results folder.
+
+Layout of ``OUT``:
+    base/seed_S/eval/            the untrained model's evaluation (per seed)
+    VARIANT/seed_S/config.yaml   resolved config
+    VARIANT/seed_S/calibration/  psi.json + psi.png (calibrated variants)
+    VARIANT/seed_S/metrics.*     JSONL / CSV / tensorboard
+    VARIANT/seed_S/checkpoints/  atomic checkpoints (for --resume)
+    VARIANT/seed_S/eval/         per_image.jsonl + summary.json
+    summary.md / summary.csv     methods x metrics, mean +/- std over seeds
+    cost.md / cost.csv           seconds and model calls per iteration, ratio to the first variant
+    *.png, report.md             plots and a report linking them
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from dgx.grpo.build import build_model
+from dgx.grpo.calibrate import calibrate
+from dgx.grpo.config import RunConfig, load
+from dgx.grpo.errors import ConfigError
+from dgx.grpo.registry import Registry, suggest
+from dgx.grpo.trainer import train
+
+EVAL_SEED = 12345
+
+
+def evaluate(model, cfg: RunConfig, out: Path, registry: Registry) -> dict[str, float]:
+    ev = cfg.eval
+    fn = registry.get("evaluations", ev.name).load()
+    guidance = cfg.sampler.guidance if ev.guidance is None else ev.guidance
+    return fn(model, steps=ev.steps, guidance=guidance, images_per_prompt=ev.images_per_prompt, seed=EVAL_SEED + cfg.seed,
+              batch=ev.batch, max_prompts=ev.max_prompts, prompts_file=ev.prompts_file, out=out)
+
+
+def _summary(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def run_ablation(file: Path, out: Path | None = None, only: list[str] = (), seeds: list[int] = (), resume: bool = False,
+                 iterations: int | None = None) -> Path:
+    abl = load(file)
+    registry = Registry()
+    out = out or Path("runs") / Path(file).stem
+    for v in only:
+        if v not in abl.variants:
+            raise ConfigError(f"{file}: --only {v}: no such variant{suggest(v, abl.variants)}")
+    variants = {k: v for k, v in abl.variants.items() if not only or k in only}
+    run_seeds = [s for s in abl.seeds if not seeds or s in seeds] or list(seeds)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, list[dict]] = {"base": []}
+    for seed in run_seeds:  # the untrained model, once per seed (same eval config as the first variant)
+        cfg = next(iter(variants.values())).model_copy(update={"seed": seed})
+        ev_dir = out / "base" / f"seed_{seed}" / "eval"
+        summary = _summary(ev_dir / "summary.json") if resume else None
+        if summary is None:
+            summary = evaluate(build_model(cfg, registry), cfg, ev_dir, registry)
+        results["base"].append(summary)
+    for name, vcfg in variants.items():
+        results[name] = []
+        for seed in run_seeds:
+            cfg = vcfg.model_copy(deep=True, update={"seed": seed})
+            if iterations is not None:
+                cfg.train.iterations = iterations
+            run_dir = out / name / f"seed_{seed}"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            summary = _summary(run_dir / "eval" / "summary.json") if resume else None
+            if summary is None:
+                (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+                psi = None
+                if cfg.sampler.noise.name == "calibrated" and not cfg.sampler.noise.psi_path:
+                    psi = run_dir / "calibration" / "psi.json"
+                    if not (resume and psi.is_file()):
+                        calibrate(cfg, psi.parent, registry)
+                model = train(cfg, run_dir, resume=resume, psi_path=psi, registry=registry)
+                summary = evaluate(model, cfg, run_dir / "eval", registry)
+            results[name].append(summary)
+    report(out, results, {n: [out / n / f"seed_{s}" for s in run_seeds] for n in variants})
+    return out
+
+
+def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[Path]]) -> None:
+    """summary/cost tables, plots and report.md."""
+    from dgx.eval.plots import plot_dense_per_timestep, plot_learning_curves, plot_psi
+    from dgx.eval.tables import write_tables
+
+    cols = ["overall"] + [k for k in results["base"][0] if k != "overall"] if results.get("base") else None
+    summary_md = write_tables({k: v for k, v in results.items() if v}, out / "summary", cols)
+    cost: dict[str, list[dict]] = {}
+    for name, dirs in run_dirs.items():
+        for d in dirs:
+            rows = [json.loads(ln) for ln in (d / "metrics.jsonl").read_text().splitlines()] if (d / "metrics.jsonl").is_file() else []
+            if rows:
+                sec = float(np.mean([sum(v for k, v in r.items() if k in ("seconds_rollout", "seconds_credit", "seconds_train")) for r in rows]))
+                calls = float(np.mean([r["model_calls"] for r in rows]))
+                cost.setdefault(name, []).append({"seconds_per_iter": sec, "model_calls_per_iter": calls})
+    if cost:
+        ref = next(iter(cost))
+        ref_sec = np.mean([c["seconds_per_iter"] for c in cost[ref]])
+        ref_calls = np.mean([c["model_calls_per_iter"] for c in cost[ref]])
+        for rows in cost.values():
+            for c in rows:
+                c["time_ratio"] = c["seconds_per_iter"] / ref_sec
+                c["calls_ratio"] = c["model_calls_per_iter"] / ref_calls
+        cost_md = write_tables(cost, out / "cost", digits=2)
+    metrics = {n: [d / "metrics.jsonl" for d in dirs] for n, dirs in run_dirs.items()}
+    plots = [plot_learning_curves(metrics, out / "learning_curves.png"), plot_dense_per_timestep(metrics, out / "dense_per_timestep.png")]
+    for name, dirs in run_dirs.items():
+        psi = dirs[0] / "calibration" / "psi.json"
+        if psi.is_file():
+            plots.append(plot_psi(psi, out / f"psi_{name}.png"))
+    lines = ["# Results", "", "GenEval-style test score (ODE sampler), mean ± std over seeds:", "", summary_md]
+    if cost:
+        lines += [f"Cost per training iteration (ratio to `{ref}`, measured in this run):", "", cost_md]
+    lines += [f"![{p.stem}]({p.name})" for p in plots if p is not None]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+
+
+def evaluate_file(file: Path, adapter: Path | None = None, variant: str | None = None, out: Path | None = None) -> dict:
+    """`dgx eval`: the base model, or a run folder's / checkpoint's adapter."""
+    from peft.utils import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from dgx.grpo import checkpoint
+    from dgx.grpo.trainer import add_lora
+
+    abl = load(file)
+    name = variant or next(iter(abl.variants))
+    if name not in abl.variants:
+        raise ConfigError(f"{file}: no variant {name!r}{suggest(name, abl.variants)}")
+    cfg, registry = abl.variants[name], Registry()
+    model = build_model(cfg, registry)
+    if adapter is not None:
+        adapter = Path(adapter)
+        ck = checkpoint.latest(adapter / "checkpoints") if (adapter / "checkpoints").is_dir() else adapter
+        if ck is None or not (ck / "adapter.safetensors").is_file():
+            raise ConfigError(f"--adapter {adapter}: no adapter.safetensors found (give a run folder or a checkpoint folder)")
+        add_lora(model.transformer, cfg)
+        state = load_file(ck / "ema.safetensors") if (ck / "ema.safetensors").is_file() else load_file(ck / "adapter.safetensors")
+        if (ck / "ema.safetensors").is_file():
+            for n, p in model.transformer.named_parameters():
+                if n in state:
+                    p.data.copy_(state[n])
+        else:
+            set_peft_model_state_dict(model.transformer, state)
+    return evaluate(model, cfg, out or Path("runs") / Path(file).stem / "eval" / name, registry)

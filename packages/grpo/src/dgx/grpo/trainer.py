@@ -1,0 +1,183 @@
+"""The GRPO / DenseGRPO training recipe, readable top to bottom (method.md sections 2-4).
+
+Each iteration: choose prompts -> G SDE rollouts per prompt (no grad) -> reward credit
+(sparse, or per step through a wrapper) -> gather across processes -> advantages per
+prompt group (and per timestep) -> clipped GRPO loss with KL to the reference policy
+(LoRA disabled) on a subsample of the recorded steps -> AdamW on the LoRA parameters.
+
+Every random draw is keyed by (seed, iteration, global sample index), so a sample is the
+same whichever process draws it, and a resumed run repeats the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from peft import LoraConfig
+from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+from tqdm.auto import tqdm
+
+from dgx.grpo import checkpoint
+from dgx.grpo.advantages import advantages
+from dgx.grpo.build import build_credit, build_model, build_reward, build_schedule, build_step, load_prompts
+from dgx.grpo.config import RunConfig
+from dgx.grpo.errors import ConfigError
+from dgx.grpo.loss import grpo_loss
+from dgx.grpo.metrics import MetricsLog
+from dgx.grpo.registry import Registry
+from dgx.sampler import rollout, sample_generator
+
+
+def add_lora(transformer: torch.nn.Module, cfg: RunConfig) -> list[torch.nn.Parameter]:
+    """Freeze the base model, add a peft LoRA adapter, return its (float32) parameters."""
+    tc = cfg.train
+    transformer.requires_grad_(False)
+    transformer.add_adapter(LoraConfig(r=tc.lora_rank, lora_alpha=tc.lora_alpha, init_lora_weights="gaussian",
+                                       target_modules=tc.lora_targets))
+    params = [p for p in transformer.parameters() if p.requires_grad]
+    for p in params:
+        p.data = p.data.float()
+    return params
+
+
+def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path | None = None,
+          registry: Registry | None = None, accelerator: Accelerator | None = None, stop_after: int | None = None):
+    """Train one config into ``run_dir``; returns the model with its trained adapter enabled.
+
+    ``stop_after`` ends the loop after that many iterations of this call (to test resuming).
+    """
+    registry = registry or Registry()
+    acc = accelerator or Accelerator(cpu=cfg.device == "cpu")
+    tc, T, G = cfg.train, cfg.sampler.steps, cfg.train.group_size
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+
+    model = build_model(cfg, registry, acc.device)
+    base = model.transformer
+    params = add_lora(base, cfg)
+    opt = torch.optim.AdamW(params, lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay)
+    model.transformer, opt = acc.prepare(base, opt)
+    ema = {n: p.detach().clone() for n, p in base.named_parameters() if p.requires_grad} if tc.ema else None
+
+    reward, credit_fn = build_reward(cfg, registry), build_credit(cfg, registry)
+    step_fn, schedule = build_step(cfg, registry), build_schedule(cfg, registry, psi_path)
+    prompts = load_prompts(cfg, "train")
+    grid = model.grid(T)
+
+    N, world, rank = tc.prompts_per_iter * G, acc.num_processes, acc.process_index
+    if N % world:
+        raise ConfigError(f"train.prompts_per_iter * group_size = {N} must divide over {world} processes")
+    lo, hi = rank * N // world, (rank + 1) * N // world
+
+    start = 0
+    ckpts = run_dir / "checkpoints"
+    if resume and (last := checkpoint.latest(ckpts)) is not None:
+        done, adapter, ema_state = checkpoint.load(last, opt)
+        set_peft_model_state_dict(base, {k: v.to(acc.device) for k, v in adapter.items()})
+        if ema is not None and ema_state is not None:
+            ema = {k: v.to(acc.device) for k, v in ema_state.items()}
+        start = done + 1
+    metrics = MetricsLog(run_dir, resume_after=start - 1, tensorboard=acc.is_main_process) if acc.is_main_process else None
+
+    end = tc.iterations if stop_after is None else min(tc.iterations, start + stop_after)
+    for it in tqdm(range(start, end), desc=f"train {run_dir.name}", disable=not acc.is_main_process, initial=start, total=tc.iterations):
+        sec, calls0 = {}, model.calls
+        # 1. prompts (same choice on every process) and this process's slice of the N samples
+        pick = np.random.default_rng([cfg.seed, it]).choice(len(prompts), tc.prompts_per_iter, replace=len(prompts) < tc.prompts_per_iter)
+        metas = [prompts[pick[s // G]] for s in range(lo, hi)]
+        texts = [m["prompt"] for m in metas]
+
+        # 2. rollouts with the current policy, no grad
+        t0 = time.perf_counter()
+        uniq = sorted(set(texts))
+        cond = model.encode(uniq).index([uniq.index(p) for p in texts])
+        traj = rollout(model, cond, texts, T, step_fn, schedule, [sample_generator(cfg.seed, it, s) for s in range(lo, hi)],
+                       cfg.sampler.guidance)
+        sec["rollout"] = time.perf_counter() - t0
+
+        # 3. credit (sparse or per step) and advantages over the gathered global batch
+        t0 = time.perf_counter()
+        credit = credit_fn(model, traj, reward, metas)
+        sec["credit"] = time.perf_counter() - t0
+        sec.update({f"credit_{k}": v for k, v in credit.seconds.items()})
+        gather = lambda x: acc.gather(x.to(acc.device).contiguous()).cpu()  # noqa: E731
+        terminal, signal, weights = gather(credit.terminal), gather(credit.signal), gather(credit.weights)
+        adv = advantages(signal, weights, credit.per_step, G, tc.adv_clip_max)[lo:hi]
+
+        # 4. policy update on a subsample of the recorded steps
+        t0 = time.perf_counter()
+        stats = update(model, base, acc, opt, params, ema, cfg, traj, adv, schedule, step_fn, grid, it, lo)
+        sec["train"] = time.perf_counter() - t0
+
+        if metrics is not None:
+            row = {"iteration": it, "reward_mean": terminal.mean().item(), "reward_std": terminal.std().item(),
+                   "lr": opt.param_groups[0]["lr"], "model_calls": model.calls - calls0, **stats,
+                   **{f"seconds_{k}": v for k, v in sec.items()}}
+            if credit.per_step:
+                row["dense_mean"] = signal.mean(0).tolist()
+                row["dense_pos"] = (signal > 0).float().mean(0).tolist()
+                row["dense_neg"] = (signal < 0).float().mean(0).tolist()
+            metrics.log(row)
+        if acc.is_main_process and ((it + 1) % tc.save_every == 0 or it + 1 == tc.iterations):
+            checkpoint.save(ckpts, it, get_peft_model_state_dict(base), opt, ema, psi_path)
+        acc.wait_for_everyone()
+    if metrics is not None:
+        metrics.close()
+    if ema is not None:  # evaluate and export the EMA adapter
+        with torch.no_grad():
+            for n, p in base.named_parameters():
+                if n in ema:
+                    p.copy_(ema[n])
+    model.transformer = base
+    return model
+
+
+def update(model, base, acc, opt, params, ema, cfg: RunConfig, traj, adv, schedule, step_fn, grid, it: int, lo: int) -> dict:
+    """Inner epochs of clipped-loss updates over (sample, step) pairs; returns mean stats."""
+    tc, T = cfg.train, traj.steps
+    trainable = [i for i in range(T) if (traj.stds[:, i] > 0).all()]  # deterministic steps carry no gradient
+    k = max(1, math.ceil(tc.timestep_fraction * len(trainable)))
+    sums: dict[str, float] = {}
+    n_stats = 0
+    for epoch in range(tc.inner_epochs):
+        pairs = []
+        for b in range(len(traj)):
+            perm = torch.randperm(len(trainable), generator=sample_generator(cfg.seed, it, lo + b, epoch + 1))[:k]
+            pairs += [(b, trainable[j]) for j in sorted(perm.tolist())]
+        micro = [pairs[s : s + tc.micro_batch] for s in range(0, len(pairs), tc.micro_batch)]
+        for mi, mb in enumerate(micro):
+            bi, si = torch.tensor([p[0] for p in mb]), torch.tensor([p[1] for p in mb])
+            x, x_next = traj.latents[bi, si], traj.latents[bi, si + 1]
+            t, t_next, sigma = grid[si], grid[si + 1], schedule(si, grid) if schedule is not None else None
+            cond = traj.cond.index(bi)
+            sync = nullcontext() if mi == len(micro) - 1 else acc.no_sync(model.transformer)
+            with sync:
+                out = step_fn(x, model.velocity(x, t, cond, traj.guidance), t, t_next, sigma, x_next=x_next)
+                ref_mean = None
+                if tc.kl_beta > 0:
+                    with torch.no_grad():
+                        base.disable_adapters()
+                        ref_mean = step_fn(x, model.velocity(x, t, cond, traj.guidance), t, t_next, sigma, x_next=x_next).mean
+                        base.enable_adapters()
+                lo_ = grpo_loss(out.log_prob, traj.log_probs[bi, si], adv[bi, si].to(out.log_prob.device), out.mean,
+                                ref_mean, out.std, tc.clip_range, tc.kl_beta)
+                acc.backward(lo_.loss * len(mb) / len(pairs))
+            for name in ("loss", "policy", "kl", "clip_frac", "approx_kl"):
+                sums[name] = sums.get(name, 0.0) + getattr(lo_, name).item() * len(mb) / len(pairs)
+        grad_norm = acc.clip_grad_norm_(params, tc.max_grad_norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(grad_norm)
+        n_stats += 1
+        if ema is not None:
+            with torch.no_grad():
+                for n, p in base.named_parameters():
+                    if n in ema:
+                        ema[n].mul_(tc.ema).add_(p.detach(), alpha=1 - tc.ema)
+    return {k: v / n_stats for k, v in sums.items()}

@@ -1,0 +1,97 @@
+"""OCR accuracy reward, Flow-GRPO's formula (method.md section 7).
+
+target = the text between the first pair of double quotes in the prompt; OCR all text in
+the image, join, remove spaces, lowercase both. distance = 0 if the target is a substring
+of the recognition, else Levenshtein distance capped at len(target);
+reward = 1 - distance / len(target). No recognised text -> reward 0.
+A prompt with no quoted text (or empty quotes) is a user error: ``RewardError`` says so,
+unless ``missing_target="zero"`` was chosen, which scores such images 0.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable, Sequence
+
+import Levenshtein
+import numpy as np
+import torch
+
+from dgx.rewards.base import RewardError, to_uint8
+
+QUOTED = re.compile(r'"([^"]*)"')
+
+
+def target_text(prompt: str) -> str | None:
+    m = QUOTED.search(prompt)
+    return m.group(1) if m else None
+
+
+def ocr_accuracy(recognized: str, target: str) -> float:
+    """1 - min(Levenshtein, len) / len on space-free lowercase text; substring -> 1."""
+    rec, tgt = recognized.replace(" ", "").lower(), target.replace(" ", "").lower()
+    if not tgt:
+        raise RewardError("OCR target is empty after removing spaces")
+    if not rec:
+        return 0.0
+    dist = 0 if tgt in rec else min(Levenshtein.distance(rec, tgt), len(tgt))
+    return 1.0 - dist / len(tgt)
+
+
+def rapidocr_engine() -> Callable[[np.ndarray], list[str]]:
+    """PP-OCR (PaddleOCR's models) through rapidocr/onnxruntime, offline on CPU."""
+    from rapidocr import RapidOCR
+
+    engine = RapidOCR(params={"Global.log_level": "error"})
+
+    def run(img: np.ndarray) -> list[str]:
+        res = engine(img)
+        return list(res.txts or []) if res is not None and getattr(res, "txts", None) else []
+
+    return run
+
+
+def paddleocr_engine() -> Callable[[np.ndarray], list[str]]:
+    """The original PaddleOCR package (optional extra ``dgx-rewards[paddle]``)."""
+    try:
+        from paddleocr import PaddleOCR
+    except ImportError as e:
+        raise RewardError("engine 'paddleocr' needs `pip install dgx-rewards[paddle]`; the default 'rapidocr' runs offline") from e
+    ocr = PaddleOCR(use_angle_cls=False, lang="en")
+
+    def run(img: np.ndarray) -> list[str]:
+        res = ocr.ocr(img)
+        return [line[1][0] for page in (res or []) for line in (page or [])]
+
+    return run
+
+
+ENGINES = {"rapidocr": rapidocr_engine, "paddleocr": paddleocr_engine}
+
+
+class OCRReward:
+    name = "ocr"
+
+    def __init__(self, engine: str = "rapidocr", missing_target: str = "error", **_):
+        if engine not in ENGINES:
+            raise RewardError(f"unknown OCR engine {engine!r}; valid: {', '.join(ENGINES)}")
+        if missing_target not in ("error", "zero"):
+            raise RewardError("missing_target must be 'error' or 'zero'")
+        self.engine_name, self.missing_target, self._engine = engine, missing_target, None
+
+    def recognize(self, img: np.ndarray) -> str:
+        if self._engine is None:
+            self._engine = ENGINES[self.engine_name]()
+        return "".join(self._engine(img))
+
+    def __call__(self, images: torch.Tensor, prompts: Sequence[str], metadata: Sequence[dict] | None = None) -> torch.Tensor:
+        out = []
+        for img, p in zip(to_uint8(images), prompts):
+            tgt = target_text(p)
+            if not tgt or not tgt.strip():
+                if self.missing_target == "zero":
+                    out.append(0.0)
+                    continue
+                raise RewardError(f'OCR reward: prompt {p!r} has no text in double quotes to check, e.g. a sign that says "hello"')
+            out.append(ocr_accuracy(self.recognize(img), tgt))
+        return torch.tensor(out)

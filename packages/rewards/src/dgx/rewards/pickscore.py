@@ -1,0 +1,57 @@
+"""PickScore: CLIP-H preference score, ``logit_scale.exp() * cos(image, text)`` (method.md 7)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from dgx.rewards.base import load_error, to_uint8
+
+
+def _features(out) -> torch.Tensor:
+    """transformers < 5 returns a tensor, >= 5 a model output with the projection in pooler_output."""
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
+class PickScore:
+    """Lazily loads ``CLIPModel`` + ``AutoProcessor`` from Hub ids or local folders.
+
+    ``scale`` divides the score (Flow-GRPO trains with PickScore / 26).
+    """
+
+    name = "pickscore"
+
+    def __init__(self, path: str = "yuvalkirstain/PickScore_v1", processor_path: str = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
+                 device: str | torch.device = "cpu", batch_size: int = 32, scale: float = 1.0, **_):
+        self.path, self.processor_path, self.device = path, processor_path, torch.device(device)
+        self.batch_size, self.scale = batch_size, scale
+        self.model = self.processor = None
+
+    def _load(self) -> None:
+        from transformers import AutoProcessor, CLIPModel
+
+        try:
+            self.processor = AutoProcessor.from_pretrained(self.processor_path)
+        except (OSError, ValueError) as e:
+            raise load_error(self.processor_path, "the PickScore processor", e) from e
+        try:
+            self.model = CLIPModel.from_pretrained(self.path).eval().to(self.device)
+        except (OSError, ValueError) as e:
+            raise load_error(self.path, "the PickScore model", e) from e
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor, prompts: Sequence[str], metadata: Sequence[dict] | None = None) -> torch.Tensor:
+        if self.model is None:
+            self._load()
+        out = []
+        arrays = list(to_uint8(images))
+        for s in range(0, len(arrays), self.batch_size):
+            px = self.processor(images=arrays[s : s + self.batch_size], return_tensors="pt")["pixel_values"].to(self.device)
+            tx = self.processor(text=list(prompts[s : s + self.batch_size]), padding=True, truncation=True,
+                                max_length=77, return_tensors="pt").to(self.device)
+            img = _features(self.model.get_image_features(pixel_values=px))
+            txt = _features(self.model.get_text_features(input_ids=tx["input_ids"], attention_mask=tx.get("attention_mask")))
+            img, txt = img / img.norm(dim=-1, keepdim=True), txt / txt.norm(dim=-1, keepdim=True)
+            out.append((self.model.logit_scale.exp() * (img * txt).sum(-1)).float().cpu() / self.scale)
+        return torch.cat(out)

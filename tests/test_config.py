@@ -1,0 +1,137 @@
+"""Config loading: malformed files give precise errors; variants resolve by deep merge."""
+
+import textwrap
+
+import pytest
+from click.testing import CliRunner
+
+from dgx.grpo.cli import main
+from dgx.grpo.config import deep_merge, load
+from dgx.grpo.errors import ConfigError
+from dgx.grpo.registry import Registry
+
+GOOD = """
+base:
+  sampler: {steps: 10, noise: {name: uniform, a: 0.7}}
+  reward: {name: geneval_shapes}
+  train: {group_size: 8, lr: 3.0e-4}
+variants:
+  flow_grpo: {}
+  dense:
+    reward: {credit: dense_gain, ode_steps: t}
+    sampler: {noise: {name: calibrated}}
+  n2: {reward: {credit: dense_gain, ode_steps: 2}, train: {lr: 1.0e-4}}
+seeds: [0, 1]
+"""
+
+
+def write(tmp_path, text, name="cfg.yaml"):
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def test_valid_ablation_resolves_variants(tmp_path):
+    abl = load(write(tmp_path, GOOD))
+    assert list(abl.variants) == ["flow_grpo", "dense", "n2"] and abl.seeds == [0, 1]
+    d, n2, fg = abl.variants["dense"], abl.variants["n2"], abl.variants["flow_grpo"]
+    assert (fg.reward.credit, fg.sampler.noise.name, fg.sampler.noise.a) == ("sparse", "uniform", 0.7)
+    assert (d.reward.credit, d.reward.ode_steps, d.sampler.noise.name, d.sampler.steps) == ("dense_gain", "t", "calibrated", 10)
+    assert d.sampler.noise.a == 0.7  # untouched sibling keys survive the deep merge
+    assert (n2.reward.ode_steps, n2.train.lr, n2.train.group_size) == (2, 1e-4, 8)
+    assert fg.train.lr == 3e-4
+
+
+def test_deep_merge():
+    assert deep_merge({"a": {"b": 1, "c": 2}, "d": [1]}, {"a": {"c": 3}, "d": [2]}) == {"a": {"b": 1, "c": 3}, "d": [2]}
+
+
+BAD = [
+    ("unknown component", "reward: {name: pickscor}", r"cfg.yaml: reward.name: unknown reward 'pickscor'; did you mean 'pickscore'"),
+    ("unknown credit", "reward: {credit: dense_gian}", r"reward.credit: unknown credit 'dense_gian'; did you mean 'dense_gain'"),
+    ("unknown noise", "sampler: {noise: {name: calibrate}}", r"sampler.noise.name: unknown noise 'calibrate'; did you mean 'calibrated'"),
+    ("unknown sampler", "sampler: {name: sdee}", r"sampler.name: unknown sampler 'sdee'; did you mean 'sde'"),
+    ("unknown model", "model: {name: sd35}", r"model.name: unknown model 'sd35'; did you mean 'sd3'"),
+    ("unknown eval", "eval: {name: genval}", r"eval.name: unknown evaluation 'genval'; did you mean 'geneval'"),
+    ("unknown key", "train: {learning_rate: 0.1}", r"train.learning_rate: unknown key; .*valid: .*\blr\b"),
+    ("unknown nested key", "sampler: {noise: {level: 0.7}}", r"sampler.noise.level: unknown key"),
+    ("unknown section", "trainer: {lr: 1}", r"cfg.yaml: trainer: unknown key; did you mean 'train'"),
+    ("wrong type", "train: {group_size: many}", r"train.group_size: Input should be a valid integer.*\(got 'many'\)"),
+    ("out of range", "train: {group_size: 1}", r"train.group_size: Input should be greater than or equal to 2 \(got 1\)"),
+    ("bad ode_steps", "reward: {ode_steps: tt}", r"reward.ode_steps: .*\(got 'tt'\)"),
+    ("bad dtype", "model: {dtype: fp8}", r"model.dtype: Input should be 'float32', 'bfloat16' or 'float16' \(got 'fp8'\)"),
+    ("negative noise", "sampler: {noise: {a: -1}}", r"sampler.noise.a: Input should be greater than or equal to 0 \(got -1\)"),
+    ("ode with calibrated", "sampler: {name: ode, noise: {name: calibrated}}", r"sampler.name: the ode sampler takes no noise"),
+    ("weighted unknown", "reward: {name: weighted, weights: {pickscore: 1, aesthtic: 0.5}}", r"reward.weights.aesthtic: unknown reward 'aesthtic'; did you mean 'aesthetic'"),
+]
+
+
+@pytest.mark.parametrize("case,body,msg", BAD, ids=[b[0] for b in BAD])
+def test_malformed_single_config(tmp_path, case, body, msg):
+    with pytest.raises(ConfigError, match=msg):
+        load(write(tmp_path, body))
+
+
+ABL_BAD = [
+    ("bad variant key", "base: {}\nvariants:\n  dense: {reward: {crdit: dense_gain}}\n",
+     r"variants.dense.reward.crdit: unknown key; did you mean 'credit'"),
+    ("bad variant value", "base: {}\nvariants:\n  dense: {sampler: {steps: 0}}\n", r"variants.dense.sampler.steps: Input should be greater than or equal to 1 \(got 0\)"),
+    ("error in base", "base: {sampler: {steps: x}}\nvariants:\n  a: {}\n", r"base.sampler.steps: .*valid integer.*\(got 'x'\)"),
+    ("bad variant name", "base: {}\nvariants:\n  'dense grpo': {}\n", r"variants.dense grpo: variant names must be"),
+    ("variant not a mapping", "base: {}\nvariants:\n  a: 3\n", r"variants.a: expected a mapping of overrides, got 3"),
+    ("variants not a mapping", "base: {}\nvariants: [a, b]\n", r"variants: expected a mapping of name -> overrides, got list"),
+    ("bad seeds", "base: {}\nseeds: [0, x]\n", r"seeds: expected a list of integers, got \[0, 'x'\]"),
+    ("unknown top level", "base: {}\nvariant: {}\n", r"variant: unknown top-level key of an ablation; did you mean 'variants'"),
+]
+
+
+@pytest.mark.parametrize("case,body,msg", ABL_BAD, ids=[b[0] for b in ABL_BAD])
+def test_malformed_ablation(tmp_path, case, body, msg):
+    with pytest.raises(ConfigError, match=msg):
+        load(write(tmp_path, body))
+
+
+def test_bad_yaml_missing_and_empty(tmp_path):
+    with pytest.raises(ConfigError, match=r"cfg.yaml: line \d+, column \d+: invalid YAML"):
+        load(write(tmp_path, "train:\n  lr: [1, 2\n"))
+    with pytest.raises(ConfigError, match=r"nope.yaml: file not found"):
+        load(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match=r"empty file"):
+        load(write(tmp_path, ""))
+    with pytest.raises(ConfigError, match=r"top level must be a mapping, got list"):
+        load(write(tmp_path, "- a\n- b\n"))
+
+
+def test_user_registry_file(tmp_path, monkeypatch):
+    reg = write(tmp_path, """
+    rewards:
+      brightness:
+        impl: tests_helpers:Brightness
+        description: mean pixel value
+    """, "my_registry.yaml")
+    cfg = write(tmp_path, "registry: my_registry.yaml\nreward: {name: brightness}\n")
+    assert load(cfg).variants["default"].reward.name == "brightness"
+    with pytest.raises(ConfigError, match="unknown reward 'brightness'"):
+        load(write(tmp_path, "reward: {name: brightness}\n", "plain.yaml"))
+    monkeypatch.setenv("DGX_REGISTRY", str(reg))
+    assert "brightness" in Registry().names("rewards")
+    res = CliRunner().invoke(main, ["registry", "--section", "rewards"])
+    assert res.exit_code == 0 and "brightness" in res.output and "my_registry.yaml" in res.output
+
+
+def test_every_builtin_registry_entry_imports():
+    reg = Registry()
+    for section in reg.sections.values():
+        for entry in section.values():
+            assert callable(entry.load()), entry.impl
+
+
+def test_cli_validate_and_help(tmp_path):
+    r = CliRunner()
+    ok = r.invoke(main, ["validate", str(write(tmp_path, GOOD)), "--show"])
+    assert ok.exit_code == 0 and "3 variant(s) x 2 seed(s)" in ok.output and "credit: dense_gain" in ok.output
+    bad = r.invoke(main, ["validate", str(write(tmp_path, "reward: {name: pickscor}", "bad.yaml"))])
+    assert bad.exit_code == 2 and "did you mean 'pickscore'" in bad.output
+    for cmd in ["run", "calibrate", "eval", "push", "registry", "validate"]:
+        h = r.invoke(main, [cmd, "--help"])
+        assert h.exit_code == 0 and "Usage" in h.output

@@ -1,0 +1,206 @@
+"""Reward definitions: GenEval rules, OCR formula, PickScore, credit wrappers."""
+
+import numpy as np
+import pytest
+import torch
+
+from dgx.rewards.credit import coca, coca_weights, dense_gain, dense_latent, sparse_credit
+from dgx.rewards.geneval import Detection, evaluate, filter_detections, relative_position, summarize
+from dgx.rewards.ocr import OCRReward, RewardError, ocr_accuracy, target_text
+from dgx.sampler import UniformNoise, ode_step, rollout, sde_step
+from dgx.sampler.model import Conditioning
+
+IMG = np.zeros((32, 32, 3), np.uint8)
+
+
+def det(cls, box, conf=0.95, color=None):
+    return Detection(cls, tuple(float(v) for v in box), conf, None, color)
+
+
+def meta(tag, include, exclude=()):
+    return {"tag": tag, "prompt": "", "include": include, "exclude": list(exclude)}
+
+
+L, R, U, D = (0, 10, 8, 18), (20, 10, 28, 18), (10, 0, 18, 8), (10, 20, 18, 28)  # left, right, up, down boxes
+
+RULES = [
+    ("single ok", meta("single_object", [{"class": "circle", "count": 1}]), [det("circle", L, 0.5)], True, 1.0),
+    ("single below 0.3", meta("single_object", [{"class": "circle", "count": 1}]), [det("circle", L, 0.3)], False, 0.0),
+    ("two_object missing", meta("two_object", [{"class": "circle", "count": 1}, {"class": "square", "count": 1}]),
+     [det("circle", L)], False, 0.5),
+    ("counting ok", meta("counting", [{"class": "circle", "count": 3}], [{"class": "circle", "count": 4}]),
+     [det("circle", L), det("circle", R), det("circle", U)], True, 1.0),
+    ("counting 0.9 threshold", meta("counting", [{"class": "circle", "count": 3}], [{"class": "circle", "count": 4}]),
+     [det("circle", L), det("circle", R), det("circle", U, 0.85)], False, (2 / 3 + 1) / 2),
+    ("counting exclude", meta("counting", [{"class": "circle", "count": 3}], [{"class": "circle", "count": 4}]),
+     [det("circle", b) for b in (L, R, U, D)], False, 0.5),
+    ("colors ok", meta("colors", [{"class": "circle", "count": 1, "color": "red"}]), [det("circle", L, color="red")], True, 1.0),
+    ("colors wrong", meta("colors", [{"class": "circle", "count": 1, "color": "red"}]), [det("circle", L, color="blue")], False, 0.5),
+    ("colors top-k by confidence", meta("colors", [{"class": "circle", "count": 1, "color": "red"}]),
+     [det("circle", L, 0.6, "red"), det("circle", R, 0.9, "blue")], False, 0.5),
+    ("position left ok", meta("position", [{"class": "square", "count": 1}, {"class": "circle", "count": 1, "position": ["left of", 0]}]),
+     [det("square", R), det("circle", L)], True, 1.0),
+    ("position left wrong", meta("position", [{"class": "square", "count": 1}, {"class": "circle", "count": 1, "position": ["left of", 0]}]),
+     [det("square", L), det("circle", R)], False, 2 / 3),
+    ("position above ok", meta("position", [{"class": "square", "count": 1}, {"class": "circle", "count": 1, "position": ["above", 0]}]),
+     [det("square", D), det("circle", U)], True, 1.0),
+    ("position no relation (overlap)", meta("position", [{"class": "square", "count": 1}, {"class": "circle", "count": 1, "position": ["below", 0]}]),
+     [det("square", (10, 10, 20, 20)), det("circle", (10, 11, 20, 21))], False, 2 / 3),
+    ("position target missing", meta("position", [{"class": "square", "count": 1}, {"class": "circle", "count": 1, "position": ["below", 0]}]),
+     [det("circle", D)], False, 1 / 3),
+    ("color_attr ok", meta("color_attr", [{"class": "circle", "count": 1, "color": "red"}, {"class": "square", "count": 1, "color": "blue"}]),
+     [det("circle", L, color="red"), det("square", R, color="blue")], True, 1.0),
+    ("color_attr swapped", meta("color_attr", [{"class": "circle", "count": 1, "color": "red"}, {"class": "square", "count": 1, "color": "blue"}]),
+     [det("circle", L, color="blue"), det("square", R, color="red")], False, 0.5),
+]
+
+
+@pytest.mark.parametrize("case,m,dets,correct,partial", RULES, ids=[r[0] for r in RULES])
+def test_geneval_rules(case, m, dets, correct, partial):
+    v = evaluate(IMG, dets, m)
+    assert v.correct is correct, v.reasons
+    assert v.partial == pytest.approx(partial)
+
+
+def test_relative_position_numbers_and_filtering():
+    # offset (-20, 0), shrink 0.1 * (10 + 10) = 2 -> (-18, 0) / 20 -> dx = -0.9: left of only
+    assert relative_position((0, 0, 10, 10), (20, 0, 30, 10)) == {"left of"}
+    # diagonal: shrunk (15.5, 15.5) / norm(17.7) = 0.88 each -> right of and below
+    assert relative_position((25, 25, 30, 30), (10, 10, 15, 15)) == {"right of", "below"}
+    assert relative_position((0, 0, 10, 10), (1, 1, 11, 11)) == set()
+    many = [det("circle", L, 0.5 + i / 100) for i in range(20)]
+    kept = filter_detections(many, "single_object")["circle"]
+    assert len(kept) == 16 and kept[0].confidence == pytest.approx(0.69)
+    assert summarize(["a", "a", "b"], [True, False, True]) == {"a": 0.5, "b": 1.0, "overall": 0.75}
+
+
+def test_shapes_detector_on_rendered_images():
+    from dgx.rewards.shapes import prompts, render
+    from dgx.rewards.shapes.detector import ShapesDetector
+
+    rng, detector = np.random.default_rng(1), ShapesDetector()
+    per_tag = {}
+    for m in prompts.all_prompts()[::3]:
+        img, _ = render.render_prompt(m, rng)
+        per_tag.setdefault(m["tag"], []).append(evaluate(img, detector(img), m).correct)
+    assert set(per_tag) == set(prompts.TAGS)
+    for tag, v in per_tag.items():
+        assert np.mean(v) >= 0.99, (tag, np.mean(v))
+
+
+def test_ocr_formula():
+    assert target_text('a sign saying "Hello World" on a wall') == "Hello World"
+    assert target_text("no quotes") is None
+    assert ocr_accuracy("hello world", "Hello World") == 1.0  # exact after space/case folding
+    assert ocr_accuracy("xx helloworld yy", "hello world") == 1.0  # substring
+    assert ocr_accuracy("hallo", "hello") == pytest.approx(0.8)  # 1 edit of 5
+    assert ocr_accuracy("completely different text", "abc") == 0.0  # distance capped at len
+    assert ocr_accuracy("", "hello") == 0.0  # recognition failure
+    with pytest.raises(RewardError, match="no text in double quotes"):
+        OCRReward()(torch.zeros(1, 3, 8, 8), ["a plain prompt"])
+    assert OCRReward(missing_target="zero")(torch.zeros(1, 3, 8, 8), ["a plain prompt"]).tolist() == [0.0]
+
+
+def test_ocr_real_recognition():
+    from PIL import Image, ImageDraw, ImageFont
+
+    def render(text):
+        im = Image.new("RGB", (320, 96), "white")
+        ImageDraw.Draw(im).text((12, 24), text, fill="black", font=ImageFont.load_default(size=40))
+        return np.array(im)
+
+    imgs = torch.from_numpy(np.stack([render("hello world"), render("hallo"), render("")])).permute(0, 3, 1, 2).float() / 255
+    r = OCRReward()(imgs, ['a sign "Hello World"', 'a sign "hello"', 'a sign "hello"'])
+    assert r.tolist() == pytest.approx([1.0, 0.8, 0.0])
+
+
+def test_pickscore_matches_hand_computation(tmp_path):
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    from dgx.rewards.pickscore import PickScore
+    from dgx.sampler.tiny import word_tokenizer
+
+    torch.manual_seed(0)
+    cfg = CLIPConfig(text_config={"vocab_size": 200, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+                                  "num_attention_heads": 2, "max_position_embeddings": 16, "bos_token_id": 0, "eos_token_id": 1},
+                     vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                    "image_size": 16, "patch_size": 8}, projection_dim=8)
+    model = CLIPModel(cfg).eval()
+    model.save_pretrained(tmp_path / "model")
+    proc = CLIPProcessor(CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}),
+                         word_tokenizer(["a", "red", "circle", "blue"], 16))
+    proc.save_pretrained(tmp_path / "proc")
+    images = torch.rand(3, 3, 20, 20, generator=torch.Generator().manual_seed(0))
+    prompts = ["a red circle", "a blue circle", "red"]
+    got = PickScore(str(tmp_path / "model"), str(tmp_path / "proc"), batch_size=2)(images, prompts)
+    px = proc(images=list((images.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()), return_tensors="pt")["pixel_values"]
+    tx = proc(text=prompts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        img = model.visual_projection(model.vision_model(pixel_values=px).pooler_output)
+        txt = model.text_projection(model.text_model(**tx).pooler_output)
+    want = model.logit_scale.exp() * torch.nn.functional.cosine_similarity(img, txt)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_pickscore_offline_error_names_model():
+    from dgx.rewards.base import RewardError
+    from dgx.rewards.pickscore import PickScore
+
+    with pytest.raises(RewardError, match="no/such-model.*local folder"):
+        PickScore("no/such-model", "no/such-model")(torch.zeros(1, 3, 8, 8), ["x"])
+
+
+class LinearFlow:
+    """Closed-form velocity of Gaussian data; decode = identity; so rewards are exact functions of latents."""
+
+    def velocity(self, x, t, cond, guidance=1.0):
+        t = t.view(-1, 1)
+        var = (1 - t) ** 2 * 0.25 + t**2
+        return t / var * x - (1 - t) * 0.25 / var * x
+
+    def init_latents(self, n, generator):
+        return torch.randn((n, 3), generator=generator)
+
+    def grid(self, steps):
+        return torch.linspace(1, 0, steps + 1)
+
+    def decode(self, latents):
+        return latents
+
+
+def latent_sum(images, prompts, metadata=None):
+    return images.sum(1)
+
+
+def _traj(step=sde_step, schedule=UniformNoise(0.7), n=4, T=6):
+    cond = Conditioning(torch.zeros(n, 1, 1), torch.zeros(n, 1))
+    return rollout(LinearFlow(), cond, [""] * n, T, step, schedule, torch.Generator().manual_seed(0))
+
+
+def test_dense_gains_telescope_and_vanish_on_ode():
+    traj = _traj()
+    for n in ("t", 1, 2):
+        c = dense_gain(LinearFlow(), traj, latent_sum, ode_steps=n, chunk=5)
+        assert c.per_step and c.signal.shape == (4, 6)
+        torch.testing.assert_close(c.signal.sum(1), c.latent_rewards[:, -1] - c.latent_rewards[:, 0], atol=1e-6, rtol=0)
+        torch.testing.assert_close(c.terminal, traj.latents[:, -1].sum(1))
+    ode = _traj(ode_step, None)
+    c = dense_gain(LinearFlow(), ode, latent_sum, ode_steps="t")
+    assert c.signal.abs().max() < 1e-5
+
+
+def test_dense_latent_sparse_and_coca_values():
+    traj = _traj()
+    dl = dense_latent(LinearFlow(), traj, latent_sum, ode_steps=1)
+    # n = 1 is the x0 jump: xhat_k = x_k - t_k v(x_k, t_k)
+    k = 2
+    t = traj.grid[k].expand(4)
+    xhat = traj.latents[:, k] - traj.grid[k] * LinearFlow().velocity(traj.latents[:, k], t, None)
+    torch.testing.assert_close(dl.signal[:, k - 1], xhat.sum(1))
+    sp = sparse_credit(LinearFlow(), traj, latent_sum)
+    assert not sp.per_step and torch.equal(sp.signal, sp.terminal[:, None].expand(4, 6)) and torch.equal(sp.weights, torch.ones(4, 6))
+    lat = torch.tensor([[[0.0], [3.0], [3.0], [4.0]]])  # step changes 3, 0, 1 -> weights 3 * (3, 0, 1) / 4
+    torch.testing.assert_close(coca_weights(lat), torch.tensor([[2.25, 0.0, 0.75]]))
+    cc = coca(LinearFlow(), traj, latent_sum)
+    torch.testing.assert_close(cc.weights.mean(1), torch.ones(4))
+    torch.testing.assert_close(cc.terminal, sp.terminal)
