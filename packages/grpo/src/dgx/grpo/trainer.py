@@ -108,7 +108,8 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
         sec.update({f"credit_{k}": v for k, v in credit.seconds.items()})
         gather = lambda x: acc.gather(x.to(acc.device).contiguous()).cpu()  # noqa: E731
         terminal, signal, weights = gather(credit.terminal), gather(credit.signal), gather(credit.weights)
-        adv = advantages(signal, weights, credit.per_step, G, tc.adv_clip_max)[lo:hi]
+        adv_all = advantages(signal, weights, credit.per_step, G, tc.adv_clip_max)
+        adv = adv_all[lo:hi]
 
         # 4. policy update on a subsample of the recorded steps
         t0 = time.perf_counter()
@@ -117,6 +118,7 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
 
         if metrics is not None:
             row = {"iteration": it, "reward_mean": terminal.mean().item(), "reward_std": terminal.std().item(),
+                   "adv_mean": adv_all.mean().item(), "adv_abs_mean": adv_all.abs().mean().item(),
                    "lr": opt.param_groups[0]["lr"], "model_calls": model.calls - calls0, **stats,
                    **{f"seconds_{k}": v for k, v in sec.items()}}
             if credit.per_step:

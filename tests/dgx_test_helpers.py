@@ -1,0 +1,35 @@
+"""Helpers importable by tests and by the 2-process worker (a user-registry reward)."""
+
+import torch
+
+
+class Brightness:
+    """Mean red-minus-blue intensity: cheap, smooth and varies across random samples."""
+
+    name = "brightness"
+
+    def __init__(self, **_):
+        pass
+
+    def __call__(self, images, prompts, metadata=None):
+        return (images[:, 0] - images[:, 2]).flatten(1).mean(1) * 10
+
+
+def tiny_config(tmp_path, pipe_dir, **train):
+    """A RunConfig on the tiny random pipeline with the brightness reward (user registry)."""
+    from dgx.grpo.config import load
+
+    (tmp_path / "reg.yaml").write_text("rewards:\n  brightness: {impl: 'dgx_test_helpers:Brightness', description: test}\n")
+    t = {"iterations": 3, "prompts_per_iter": 2, "group_size": 4, "lr": 1e-2, "micro_batch": 10, "save_every": 1,
+         "timestep_fraction": 0.5, "lora_rank": 2, "lora_alpha": 4, "clip_range": 0.2, "kl_beta": 0.1, **train}
+    body = {
+        "registry": "reg.yaml",
+        "model": {"name": "shapes", "path": str(pipe_dir)},
+        "sampler": {"steps": 4, "guidance": 2.0},
+        "reward": {"name": "brightness", "credit": "dense_gain", "ode_steps": "t"},
+        "train": t, "device": "cpu",
+    }
+    import yaml
+
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(body))
+    return load(tmp_path / "cfg.yaml").variants["default"]
