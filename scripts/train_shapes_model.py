@@ -31,7 +31,7 @@ from dgx.sampler.tiny import tiny_sd3_pipeline
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "packages/rewards/src/dgx/rewards/shapes/weights"
 ARCH = dict(sample_size=16, vae_channels=(32, 64), latent_channels=4, text_dim=32, text_layers=2,
-            layers=6, heads=4, head_dim=32, max_length=24, shift=1.0)
+            layers=4, heads=3, head_dim=32, max_length=24, shift=1.0)
 
 
 def dataset(n: int, seed: int) -> tuple[list[str], torch.Tensor]:
@@ -70,13 +70,13 @@ def encode_all(vae, x: torch.Tensor) -> torch.Tensor:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("runs/shapes_model"))
-    ap.add_argument("--n-images", type=int, default=60000)
-    ap.add_argument("--vae-steps", type=int, default=600)
+    ap.add_argument("--n-images", type=int, default=30000)
+    ap.add_argument("--vae-steps", type=int, default=500)
     ap.add_argument("--vae-batch", type=int, default=32)
-    ap.add_argument("--steps", type=int, default=8000)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--save-every", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=5000)
+    ap.add_argument("--batch", type=int, default=48)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--save-every", type=int, default=500)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--install", type=Path, help="copy this checkpoint folder into the package weights and exit")
@@ -102,9 +102,17 @@ def main() -> None:
     texts, x = dataset(args.n_images, args.seed)
     log(f"rendered {len(texts)} images in {time.time() - t0:.0f}s")
 
-    train_vae(pipe.vae, x, args.vae_steps, args.vae_batch, log)
-    z = encode_all(pipe.vae, x)
-    shift, scale = z.mean().item(), 1.0 / z.std().item()
+    cache = args.out / "vae_phase.pt"  # phase 1 is reused when the script is re-run on the same OUT
+    if cache.is_file():
+        state = torch.load(cache)
+        pipe.vae.load_state_dict(state["vae"])
+        z, shift, scale = state["latents"], state["shift"], state["scale"]
+        log(f"reused {cache}")
+    else:
+        train_vae(pipe.vae, x, args.vae_steps, args.vae_batch, log)
+        z = encode_all(pipe.vae, x)
+        shift, scale = z.mean().item(), 1.0 / z.std().item()
+        torch.save({"vae": pipe.vae.state_dict(), "latents": z, "shift": shift, "scale": scale}, cache)
     pipe.vae.register_to_config(shift_factor=shift, scaling_factor=scale)
     z = (z - shift) * scale
     log(f"vae done: shift {shift:.4f} scale {scale:.4f}; latents {tuple(z.shape)}")

@@ -1,6 +1,5 @@
 """Helpers importable by tests and by the 2-process worker (a user-registry reward)."""
 
-import torch
 
 
 class Brightness:

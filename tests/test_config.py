@@ -4,7 +4,6 @@ import textwrap
 
 import pytest
 from click.testing import CliRunner
-
 from dgx.grpo.cli import main
 from dgx.grpo.config import deep_merge, load
 from dgx.grpo.errors import ConfigError
@@ -52,7 +51,7 @@ BAD = [
     ("unknown noise", "sampler: {noise: {name: calibrate}}", r"sampler.noise.name: unknown noise 'calibrate'; did you mean 'calibrated'"),
     ("unknown sampler", "sampler: {name: sdee}", r"sampler.name: unknown sampler 'sdee'; did you mean 'sde'"),
     ("unknown model", "model: {name: sd35}", r"model.name: unknown model 'sd35'; did you mean 'sd3'"),
-    ("unknown eval", "eval: {name: genval}", r"eval.name: unknown evaluation 'genval'; did you mean 'geneval'"),
+    ("unknown eval", "eval: {name: shapes_genval}", r"eval.name: unknown evaluation 'shapes_genval'; did you mean 'shapes_geneval'"),
     ("unknown key", "train: {learning_rate: 0.1}", r"train.learning_rate: unknown key; .*valid: .*\blr\b"),
     ("unknown nested key", "sampler: {noise: {level: 0.7}}", r"sampler.noise.level: unknown key"),
     ("unknown section", "trainer: {lr: 1}", r"cfg.yaml: trainer: unknown key; did you mean 'train'"),

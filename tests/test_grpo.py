@@ -8,15 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from dgx_test_helpers import tiny_config
-from peft.utils import get_peft_model_state_dict
-from safetensors.torch import load_file
-
 from dgx.grpo import checkpoint
 from dgx.grpo.advantages import advantages, group_normalize
 from dgx.grpo.loss import grpo_loss
 from dgx.grpo.registry import Registry
 from dgx.grpo.trainer import train
+from dgx_test_helpers import tiny_config
+from peft.utils import get_peft_model_state_dict
+from safetensors.torch import load_file
 
 
 def test_group_and_per_step_advantages():

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-
 from dgx.rewards.credit import coca, coca_weights, dense_gain, dense_latent, sparse_credit
 from dgx.rewards.geneval import Detection, evaluate, filter_detections, relative_position, summarize
 from dgx.rewards.ocr import OCRReward, RewardError, ocr_accuracy, target_text
@@ -114,18 +113,22 @@ def test_ocr_real_recognition():
     assert r.tolist() == pytest.approx([1.0, 0.8, 0.0])
 
 
-def test_pickscore_matches_hand_computation(tmp_path):
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
-
-    from dgx.rewards.pickscore import PickScore
-    from dgx.sampler.tiny import word_tokenizer
+def tiny_clip():
+    from transformers import CLIPConfig, CLIPModel
 
     torch.manual_seed(0)
-    cfg = CLIPConfig(text_config={"vocab_size": 200, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+    return CLIPModel(CLIPConfig(text_config={"vocab_size": 200, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
                                   "num_attention_heads": 2, "max_position_embeddings": 16, "bos_token_id": 0, "eos_token_id": 1},
                      vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-                                    "image_size": 16, "patch_size": 8}, projection_dim=8)
-    model = CLIPModel(cfg).eval()
+                                    "image_size": 16, "patch_size": 8}, projection_dim=8)).eval()
+
+
+def test_pickscore_matches_hand_computation(tmp_path):
+    from dgx.rewards.pickscore import PickScore
+    from dgx.sampler.tiny import word_tokenizer
+    from transformers import CLIPImageProcessor, CLIPProcessor
+
+    model = tiny_clip()
     model.save_pretrained(tmp_path / "model")
     proc = CLIPProcessor(CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}),
                          word_tokenizer(["a", "red", "circle", "blue"], 16))
@@ -140,6 +143,28 @@ def test_pickscore_matches_hand_computation(tmp_path):
         txt = model.text_projection(model.text_model(**tx).pooler_output)
     want = model.logit_scale.exp() * torch.nn.functional.cosine_similarity(img, txt)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_aesthetic_matches_hand_computation(tmp_path):
+    from dgx.rewards.aesthetic import Aesthetic, AestheticHead
+    from safetensors.torch import save_file
+    from transformers import CLIPImageProcessor
+
+    model = tiny_clip()
+    model.save_pretrained(tmp_path / "clip")
+    proc = CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16})
+    proc.save_pretrained(tmp_path / "clip")
+    head = AestheticHead(8).eval()
+    save_file(head.state_dict(), tmp_path / "head.safetensors")
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    got = Aesthetic(str(tmp_path / "clip"), str(tmp_path / "head.safetensors"))(images)
+    px = proc(images=list((images.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()), return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        emb = model.visual_projection(model.vision_model(pixel_values=px).pooler_output)
+        want = head(emb / emb.norm(dim=-1, keepdim=True))
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    with pytest.raises(Exception, match="head_path"):
+        Aesthetic(str(tmp_path / "clip"), str(tmp_path / "missing.pth"))(images)
 
 
 def test_pickscore_offline_error_names_model():

@@ -51,3 +51,47 @@ def shapes_geneval(model: FlowModel, *, steps: int, guidance: float, images_per_
     meta = split("test")[:max_prompts] if max_prompts else split("test")
     return geneval_benchmark(model, shapes_reward(partial=False), meta, steps=steps, guidance=guidance,
                              images_per_prompt=images_per_prompt, seed=seed, batch=batch, out=out)
+
+
+def read_prompts(path: str | Path) -> list[dict]:
+    """Prompts from a .txt (one per line) or .jsonl (objects with 'prompt') file."""
+    path = Path(path or "")
+    if not path.is_file():
+        raise FileNotFoundError(f"prompt file {str(path)!r} not found; set eval.prompts_file")
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    return [json.loads(ln) for ln in lines] if path.suffix == ".jsonl" else [{"prompt": ln.strip()} for ln in lines]
+
+
+def reward_benchmark(model: FlowModel, reward, metadata: list[dict], *, steps: int, guidance: float, images_per_prompt: int = 1,
+                     seed: int = 0, batch: int = 16, out: Path | None = None) -> dict[str, float]:
+    """Mean (and std) of ``reward`` over ODE samples of the prompts; per-image JSONL."""
+    metas = [m for m in metadata for _ in range(images_per_prompt)]
+    prompts = [m["prompt"] for m in metas]
+    images = generate(model, prompts, steps, guidance, seed, batch, desc=reward.name)
+    scores = torch.cat([reward(images[s : s + batch], prompts[s : s + batch], metas[s : s + batch]) for s in range(0, len(images), batch)])
+    summary = {reward.name: scores.mean().item(), f"{reward.name}_std": scores.std().item() if len(scores) > 1 else 0.0}
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "per_image.jsonl", "w") as f:
+            for i, (p, r) in enumerate(zip(prompts, scores.tolist())):
+                f.write(json.dumps({"index": i, "prompt": p, reward.name: r}) + "\n")
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def pickscore(model: FlowModel, *, prompts_file: str, max_prompts: int | None = None, **kw) -> dict[str, float]:
+    """Mean PickScore of ODE samples on test prompts from a file."""
+    from dgx.rewards.pickscore import PickScore
+
+    return reward_benchmark(model, PickScore(), read_prompts(prompts_file)[:max_prompts], **_sampling(kw))
+
+
+def ocr(model: FlowModel, *, prompts_file: str, max_prompts: int | None = None, **kw) -> dict[str, float]:
+    """OCR accuracy of ODE samples on test prompts (with quoted text) from a file."""
+    from dgx.rewards.ocr import OCRReward
+
+    return reward_benchmark(model, OCRReward(), read_prompts(prompts_file)[:max_prompts], **_sampling(kw))
+
+
+def _sampling(kw: dict) -> dict:
+    return {k: kw[k] for k in ("steps", "guidance", "images_per_prompt", "seed", "batch", "out") if k in kw}

@@ -8,7 +8,6 @@ from importlib import resources
 from pathlib import Path
 
 import torch
-
 from dgx.grpo.config import RunConfig
 from dgx.grpo.errors import ConfigError
 from dgx.grpo.registry import Registry

@@ -13,19 +13,17 @@ schedules measured on the same fresh samples; psi.png plots it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
-
 from dgx.grpo.build import build_model, build_reward, build_step, load_prompts
 from dgx.grpo.config import RunConfig, load
 from dgx.grpo.errors import ConfigError
 from dgx.grpo.registry import Registry
 from dgx.rewards.credit import dense_gain
 from dgx.sampler import TableNoise, UniformNoise, rollout, sample_generator
+from tqdm.auto import tqdm
 
 
 def dense_rewards(model, cfg: RunConfig, reward, prompts: list[dict], schedule, key: int) -> torch.Tensor:

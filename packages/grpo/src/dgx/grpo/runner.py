@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-
 from dgx.grpo.build import build_model
 from dgx.grpo.calibrate import calibrate
 from dgx.grpo.config import RunConfig, load
@@ -123,11 +122,10 @@ def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[P
 
 def evaluate_file(file: Path, adapter: Path | None = None, variant: str | None = None, out: Path | None = None) -> dict:
     """`dgx eval`: the base model, or a run folder's / checkpoint's adapter."""
-    from peft.utils import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
     from dgx.grpo import checkpoint
     from dgx.grpo.trainer import add_lora
+    from peft.utils import set_peft_model_state_dict
+    from safetensors.torch import load_file
 
     abl = load(file)
     name = variant or next(iter(abl.variants))

@@ -19,10 +19,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from peft import LoraConfig
-from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
-from tqdm.auto import tqdm
-
 from dgx.grpo import checkpoint
 from dgx.grpo.advantages import advantages
 from dgx.grpo.build import build_credit, build_model, build_reward, build_schedule, build_step, load_prompts
@@ -32,6 +28,9 @@ from dgx.grpo.loss import grpo_loss
 from dgx.grpo.metrics import MetricsLog
 from dgx.grpo.registry import Registry
 from dgx.sampler import rollout, sample_generator
+from peft import LoraConfig
+from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+from tqdm.auto import tqdm
 
 
 def add_lora(transformer: torch.nn.Module, cfg: RunConfig) -> list[torch.nn.Parameter]:

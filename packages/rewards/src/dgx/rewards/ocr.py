@@ -16,7 +16,6 @@ from typing import Callable, Sequence
 import Levenshtein
 import numpy as np
 import torch
-
 from dgx.rewards.base import RewardError, to_uint8
 
 QUOTED = re.compile(r'"([^"]*)"')

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-
 from dgx.rewards.base import load_error, to_uint8
 
 
