@@ -24,7 +24,7 @@ from dgx.grpo.calibrate import calibrate
 from dgx.grpo.config import RunConfig, load
 from dgx.grpo.errors import ConfigError
 from dgx.grpo.registry import Registry, suggest
-from dgx.grpo.trainer import train
+from dgx.grpo.trainer import load_adapter, train
 
 EVAL_SEED = 12345
 
@@ -122,11 +122,6 @@ def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[P
 
 def evaluate_file(file: Path, adapter: Path | None = None, variant: str | None = None, out: Path | None = None) -> dict:
     """`dgx eval`: the base model, or a run folder's / checkpoint's adapter."""
-    from dgx.grpo import checkpoint
-    from dgx.grpo.trainer import add_lora
-    from peft.utils import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
     abl = load(file)
     name = variant or next(iter(abl.variants))
     if name not in abl.variants:
@@ -134,16 +129,5 @@ def evaluate_file(file: Path, adapter: Path | None = None, variant: str | None =
     cfg, registry = abl.variants[name], Registry()
     model = build_model(cfg, registry)
     if adapter is not None:
-        adapter = Path(adapter)
-        ck = checkpoint.latest(adapter / "checkpoints") if (adapter / "checkpoints").is_dir() else adapter
-        if ck is None or not (ck / "adapter.safetensors").is_file():
-            raise ConfigError(f"--adapter {adapter}: no adapter.safetensors found (give a run folder or a checkpoint folder)")
-        add_lora(model.transformer, cfg)
-        state = load_file(ck / "ema.safetensors") if (ck / "ema.safetensors").is_file() else load_file(ck / "adapter.safetensors")
-        if (ck / "ema.safetensors").is_file():
-            for n, p in model.transformer.named_parameters():
-                if n in state:
-                    p.data.copy_(state[n])
-        else:
-            set_peft_model_state_dict(model.transformer, state)
+        load_adapter(model, cfg, adapter)
     return evaluate(model, cfg, out or Path("runs") / Path(file).stem / "eval" / name, registry)

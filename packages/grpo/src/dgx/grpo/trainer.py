@@ -45,6 +45,25 @@ def add_lora(transformer: torch.nn.Module, cfg: RunConfig) -> list[torch.nn.Para
     return params
 
 
+def load_adapter(model, cfg: RunConfig, run_or_ckpt: Path) -> Path:
+    """Add a LoRA adapter to ``model`` and load a run's latest checkpoint (EMA weights if saved)."""
+    from safetensors.torch import load_file
+
+    run_or_ckpt = Path(run_or_ckpt)
+    ck = checkpoint.latest(run_or_ckpt / "checkpoints") if (run_or_ckpt / "checkpoints").is_dir() else run_or_ckpt
+    if ck is None or not (ck / "adapter.safetensors").is_file():
+        raise ConfigError(f"{run_or_ckpt}: no adapter.safetensors found (give a run folder or a checkpoint folder)")
+    add_lora(model.transformer, cfg)
+    set_peft_model_state_dict(model.transformer, load_file(ck / "adapter.safetensors"))
+    if (ck / "ema.safetensors").is_file():
+        ema = load_file(ck / "ema.safetensors")
+        with torch.no_grad():
+            for n, p in model.transformer.named_parameters():
+                if n in ema:
+                    p.copy_(ema[n])
+    return ck
+
+
 def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path | None = None,
           registry: Registry | None = None, accelerator: Accelerator | None = None, stop_after: int | None = None):
     """Train one config into ``run_dir``; returns the model with its trained adapter enabled.

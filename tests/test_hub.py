@@ -1,0 +1,120 @@
+"""Export + push: diffusers LoRA round trip, recorded Hub calls, no token leaks, clean failures."""
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from dgx.eval.benchmarks import generate
+from dgx.grpo.hub import export_run, push_run
+from dgx.grpo.registry import Registry
+from dgx.grpo.trainer import train
+from dgx_test_helpers import tiny_config
+
+TOKEN = "hf_dgxTestSecretToken0123456789"
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, tiny_pipe_dir):
+    tmp = tmp_path_factory.mktemp("hubrun")
+    cfg = tiny_config(tmp, tiny_pipe_dir, iterations=2, lr=5e-2)
+    run = tmp / "run"
+    model = train(cfg, run, registry=Registry([tmp / "reg.yaml"]))
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    return run, model, cfg
+
+
+def snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_export_round_trip_with_diffusers_load_lora_weights(trained_run, tiny_pipe_dir, tmp_path):
+    from dgx.sampler import SD3Model
+    from diffusers import StableDiffusion3Pipeline
+
+    run, model, cfg = trained_run
+    files = {p.name for p in export_run(run, tmp_path / "export", "me/tiny")}
+    assert {"pytorch_lora_weights.safetensors", "README.md", "config.yaml", "samples.png", "metrics.jsonl"} <= files
+    card = (tmp_path / "export" / "README.md").read_text()
+    assert card.startswith("---\n") and "library_name: diffusers" in card and "dense_gain" in card
+    pipe = StableDiffusion3Pipeline.from_pretrained(tiny_pipe_dir, text_encoder_3=None, tokenizer_3=None)
+    base_imgs = generate(SD3Model(pipe), ["a red circle", "two blue squares"], 4, 2.0, seed=3)
+    pipe.load_lora_weights(tmp_path / "export")
+    fresh = SD3Model(pipe)
+    prompts = ["a red circle", "two blue squares"]
+    want = generate(model, prompts, 4, 2.0, seed=3)
+    got = generate(fresh, prompts, 4, 2.0, seed=3)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    assert (got - base_imgs).abs().max() > 1e-3  # the adapter changes the images
+
+
+class RecordingApi:
+    """Stands in for HfApi: records each call and the uploaded folder's contents."""
+
+    def __init__(self, fail_status=None):
+        self.calls, self.uploaded, self.fail_status = [], {}, fail_status
+
+    def create_repo(self, repo_id, **kw):
+        self.calls.append(("create_repo", repo_id, kw))
+        if self.fail_status:
+            from huggingface_hub.errors import HfHubHTTPError
+            from requests import Response
+
+            r = Response()
+            r.status_code = self.fail_status
+            raise HfHubHTTPError("denied", response=r)
+
+    def create_branch(self, repo_id, **kw):
+        self.calls.append(("create_branch", repo_id, kw))
+
+    def upload_folder(self, folder_path, repo_id, **kw):
+        self.calls.append(("upload_folder", repo_id, kw))
+        self.uploaded = {str(p.relative_to(folder_path)): p.read_bytes() for p in Path(folder_path).rglob("*") if p.is_file()}
+        return type("Info", (), {"commit_url": f"https://hub.local/{repo_id}/commit/1"})()
+
+
+def test_push_records_calls_and_never_leaks_token(trained_run, monkeypatch, capsys):
+    run, _, _ = trained_run
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    before = snapshot(run)
+    api = RecordingApi()
+    lines = list(push_run(run, "me/dgx-tiny", private=True, revision="v1", api=api))
+    assert [c[0] for c in api.calls] == ["create_repo", "create_branch", "upload_folder"]
+    assert api.calls[0][2] == {"private": True, "exist_ok": True, "repo_type": "model"}
+    assert api.calls[2][2]["revision"] == "v1" and "pytorch_lora_weights.safetensors" in api.uploaded
+    assert lines[-1].startswith("pushed") and "me/dgx-tiny" in lines[-1]
+    assert snapshot(run) == before  # the run folder is unchanged
+    out = capsys.readouterr()
+    blobs = [out.out, out.err, *lines] + [p.read_bytes().decode("latin-1") for p in run.rglob("*") if p.is_file()]
+    blobs += [v.decode("latin-1") for v in api.uploaded.values()]
+    assert not any(TOKEN in b for b in blobs)
+
+
+def test_dry_run_lists_and_uploads_nothing(trained_run):
+    run, _, _ = trained_run
+    api = RecordingApi()
+    lines = list(push_run(run, "me/dgx-tiny", dry_run=True, api=api))
+    assert api.calls == [] and any("would upload pytorch_lora_weights.safetensors" in x for x in lines)
+
+
+@pytest.mark.parametrize("status,msg", [(401, "token is missing or invalid"), (403, "no write access")])
+def test_push_failures_are_clear_and_leave_run_unchanged(trained_run, status, msg):
+    run, _, _ = trained_run
+    before = snapshot(run)
+    with pytest.raises(RuntimeError, match=msg):
+        list(push_run(run, "me/dgx-tiny", api=RecordingApi(fail_status=status)))
+    assert snapshot(run) == before
+
+
+def test_push_offline_mode(trained_run):
+    run, _, _ = trained_run
+    with pytest.raises(RuntimeError, match="offline mode"):
+        list(push_run(run, "me/dgx-tiny"))  # the real HfApi; HF_HUB_OFFLINE=1 in tests
+
+
+def test_push_rejects_non_run_folder(tmp_path):
+    from dgx.grpo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not a dgx run folder"):
+        list(push_run(tmp_path, "me/x", dry_run=True))
