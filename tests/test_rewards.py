@@ -229,3 +229,55 @@ def test_dense_latent_sparse_and_coca_values():
     cc = coca(LinearFlow(), traj, latent_sum)
     torch.testing.assert_close(cc.weights.mean(1), torch.ones(4))
     torch.testing.assert_close(cc.terminal, sp.terminal)
+
+
+def test_hf_geneval_detector_and_clip_colors(tmp_path):
+    """Real-image GenEval path on a tiny random Mask2Former and a tiny CLIP (same classes as the real ones)."""
+    from dgx.rewards.geneval import COLORS
+    from dgx.rewards.geneval_hf import TEMPLATES, ClipColorClassifier, HFDetector
+    from dgx.sampler.tiny import word_tokenizer
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPProcessor,
+        Mask2FormerConfig,
+        Mask2FormerForUniversalSegmentation,
+        Mask2FormerImageProcessor,
+        SwinConfig,
+    )
+
+    torch.manual_seed(0)
+    cfg = Mask2FormerConfig(
+        backbone_config=SwinConfig(image_size=64, patch_size=4, embed_dim=8, depths=[1] * 4, num_heads=[1] * 4, window_size=2,
+                                   out_features=["stage1", "stage2", "stage3", "stage4"]),
+        feature_size=32, mask_feature_size=32, hidden_dim=32, encoder_feedforward_dim=32, dim_feedforward=32, encoder_layers=1,
+        decoder_layers=2, num_attention_heads=2, num_queries=5, id2label={0: "circle", 1: "square"}, label2id={"circle": 0, "square": 1})
+    Mask2FormerForUniversalSegmentation(cfg).eval().save_pretrained(tmp_path / "det")
+    Mask2FormerImageProcessor(size={"height": 64, "width": 64}).save_pretrained(tmp_path / "det")
+    image = np.random.default_rng(0).integers(0, 255, (48, 48, 3), dtype=np.uint8)
+    dets = HFDetector(str(tmp_path / "det"))(image)
+    assert 0 < len(dets) <= 5
+    for d in dets:
+        ys, xs = np.nonzero(d.mask)
+        assert d.cls in ("circle", "square") and 0 <= d.confidence <= 1
+        assert d.box == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+
+    clip = tiny_clip()
+    clip.save_pretrained(tmp_path / "clip")
+    words = sorted({w for c in COLORS for t in TEMPLATES for w in t.format(c=c, obj="circle").replace("-", " ").split()} | {"colored"})
+    CLIPProcessor(CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}),
+                  word_tokenizer(words, 16)).save_pretrained(tmp_path / "clip")
+    mask = np.zeros((48, 48), bool)
+    mask[10:20, 5:15] = True
+    obj = Detection("circle", (5.0, 10.0, 15.0, 20.0), 0.9, mask)
+    crop = ClipColorClassifier.crop(np.full((48, 48, 3), 200, np.uint8), obj)
+    assert crop.shape == (10, 10, 3) and (crop == 200).all()
+    mask[12, 7] = False
+    assert (ClipColorClassifier.crop(np.full((48, 48, 3), 200, np.uint8), obj)[2, 2] == 0x99).all()
+    cc = ClipColorClassifier(str(tmp_path / "clip"))
+    got = cc(image, [obj])
+    txt = cc.text_embeddings("circle")
+    assert txt.shape[0] == 10 and torch.allclose(txt.norm(dim=1), torch.ones(10))
+    px = cc.processor(images=[cc.crop(image, obj)], return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        emb = clip.visual_projection(clip.vision_model(pixel_values=px).pooler_output)[0]
+    assert got == [COLORS[int((emb / emb.norm() @ txt.T).argmax())]]

@@ -21,7 +21,7 @@ import numpy as np
 import yaml
 from dgx.grpo.build import build_model
 from dgx.grpo.calibrate import calibrate
-from dgx.grpo.config import RunConfig, load
+from dgx.grpo.config import RunConfig, deep_merge, load
 from dgx.grpo.errors import ConfigError
 from dgx.grpo.registry import Registry, suggest
 from dgx.grpo.trainer import load_adapter, train
@@ -42,8 +42,11 @@ def _summary(path: Path) -> dict | None:
 
 
 def run_ablation(file: Path, out: Path | None = None, only: list[str] = (), seeds: list[int] = (), resume: bool = False,
-                 iterations: int | None = None) -> Path:
+                 iterations: int | None = None, overrides: dict | None = None) -> Path:
+    """Train + evaluate; ``overrides`` (a config fragment) is deep-merged into every variant."""
     abl = load(file)
+    if overrides:
+        abl.variants = {k: RunConfig.model_validate(deep_merge(v.model_dump(), overrides)) for k, v in abl.variants.items()}
     registry = Registry()
     out = out or Path("runs") / Path(file).stem
     for v in only:

@@ -1,0 +1,91 @@
+"""`nox -s bench`: the shapes-world ablation of the paper's comparisons -> BENCHMARKS.md.
+
+    python scripts/bench.py                 # configs/shapes_full.yaml (7 variants x 3 seeds)
+    python scripts/bench.py --quick         # CI smoke: 1 iteration, few eval prompts (~3 min)
+
+Results land in runs/bench[_quick]/ (see `dgx run`); BENCHMARKS.md (or BENCHMARKS_quick.md)
+gets the tables, the plots (copied to docs/bench/), machine, date, commands, and which of the
+paper's claims the run reproduces, computed from the numbers whatever they show.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from dgx.grpo.runner import run_ablation
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = {"train": {"iterations": 1, "prompts_per_iter": 2, "group_size": 4},
+         "calibrate": {"iterations": 1, "prompts": 2, "group_size": 2}, "eval": {"max_prompts": 12, "images_per_prompt": 1}}
+CLAIMS = [  # (claim, better, worse)
+    ("dense > sparse (DenseGRPO beats Flow-GRPO)", "dense_grpo", "flow_grpo"),
+    ("calibrated psi(t) > uniform a = 0.7", "dense_grpo", "dense_uniform"),
+    ("dense gain > dense latent baseline", "dense_grpo", "dense_latent"),
+    ("DenseGRPO > Flow-GRPO + CoCA", "dense_grpo", "coca"),
+    ("n = t > n = 2", "dense_grpo", "dense_grpo_n2"),
+    ("n = 2 > n = 1", "dense_grpo_n2", "dense_grpo_n1"),
+    ("uniform dense > Flow-GRPO", "dense_uniform", "flow_grpo"),
+]
+
+
+def overall(out: Path, method: str) -> list[float]:
+    return [json.loads(p.read_text())["overall"] for p in sorted((out / method).glob("seed_*/eval/summary.json"))]
+
+
+def claims(out: Path) -> list[str]:
+    lines = []
+    for text, a, b in CLAIMS:
+        xa, xb = overall(out, a), overall(out, b)
+        if not xa or not xb:
+            continue
+        diff = np.mean(xa) - np.mean(xb)
+        spread = max(np.std(xa), np.std(xb))
+        verdict = "reproduced" if diff > spread else ("not reproduced" if diff <= 0 else "same direction, within seed spread")
+        lines.append(f"- {text}: {np.mean(xa):.3f} vs {np.mean(xb):.3f} (diff {diff:+.3f}, seed std up to {spread:.3f}) -> **{verdict}**")
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--config", type=Path, default=ROOT / "configs/shapes_full.yaml")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    tag = "_quick" if args.quick else ""
+    out = ROOT / f"runs/bench{tag}"
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.time()
+    run_ablation(args.config, out=out, seeds=[0] if args.quick else [], overrides=QUICK if args.quick else None)
+    minutes = (time.time() - t0) / 60
+    docs = ROOT / f"docs/bench{tag}"
+    docs.mkdir(parents=True, exist_ok=True)
+    for png in out.glob("*.png"):
+        shutil.copy(png, docs / png.name)
+    cmd = f"nox -s bench{' -- --quick' if args.quick else ''}"
+    md = [
+        f"# Benchmarks{' (quick smoke)' if args.quick else ''}", "",
+        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
+        f"- machine: {platform.machine()}, {torch.get_num_threads()} torch threads, {platform.platform()}, "
+        f"Python {sys.version.split()[0]}, torch {torch.__version__}",
+        f"- command: `{cmd}` (config `{args.config.relative_to(ROOT)}`), wall time {minutes:.1f} min", "",
+        "## GenEval-style test score (shapes world, ODE sampler)", "", (out / "summary.md").read_text(),
+    ]
+    if (out / "cost.md").is_file():
+        md += ["## Cost per training iteration (same run; ratio to Flow-GRPO)", "", (out / "cost.md").read_text()]
+    md += ["## The paper's claims on the shapes world", ""] + (claims(out) or ["- (too few variants in this run)"]) + [""]
+    md += [f"![{p.stem}](docs/bench{tag}/{p.name})" for p in sorted(docs.glob("*.png"))]
+    (ROOT / f"BENCHMARKS{tag}.md").write_text("\n".join(md) + "\n")
+    print((ROOT / f"BENCHMARKS{tag}.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
