@@ -95,3 +95,14 @@ def ocr(model: FlowModel, *, prompts_file: str, max_prompts: int | None = None, 
 
 def _sampling(kw: dict) -> dict:
     return {k: kw[k] for k in ("steps", "guidance", "images_per_prompt", "seed", "batch", "out") if k in kw}
+
+
+def geneval(model: FlowModel, *, prompts_file: str | None = None, max_prompts: int | None = None, path: str | None = None,
+            processor_path: str | None = None, **kw) -> dict[str, float]:
+    """GenEval on real images: ``prompts_file`` (evaluation_metadata.jsonl) or the suite built like GenEval's."""
+    from dgx.eval.geneval_prompts import build_suite
+    from dgx.rewards.geneval_hf import hf_geneval
+
+    meta = read_prompts(prompts_file) if prompts_file else build_suite()
+    return geneval_benchmark(model, hf_geneval(partial=False, path=path, processor_path=processor_path), meta[:max_prompts],
+                             **_sampling(kw))
