@@ -92,3 +92,61 @@ def test_two_processes_match_one(tmp_path, tiny_pipe_dir):
     assert m1["dense_mean"] == pytest.approx(m2["dense_mean"], abs=1e-5)
     for k in w1:
         torch.testing.assert_close(w1[k], w2[k], atol=1e-5, rtol=1e-4)
+
+
+def test_calibration_follows_algorithm_1(tmp_path, tiny_pipe_dir):
+    from dgx.grpo.calibrate import calibrate
+    from dgx.sampler import TableNoise
+
+    cfg = tiny_config(tmp_path, tiny_pipe_dir)
+    cfg.calibrate.iterations, cfg.calibrate.prompts, cfg.calibrate.group_size = 3, 2, 3
+    cfg.calibrate.eps1, cfg.calibrate.eps2, cfg.calibrate.init = 2.0, 0.05, [0.3, 0.5, 0.7, 0.9]
+    path = calibrate(cfg, tmp_path / "cal", Registry([tmp_path / "reg.yaml"]))
+    d = json.loads(path.read_text())
+    hist = d["history"]
+    assert hist[0]["psi"] == [0.3, 0.5, 0.7, 0.9] and len(hist) == 3
+    for k, h in enumerate(hist):
+        nxt = hist[k + 1]["psi"] if k + 1 < len(hist) else d["psi"]
+        for t in range(4):
+            balanced = abs(h["pos"][t] - h["neg"][t]) < 2.0
+            assert nxt[t] == pytest.approx(max(0.0, h["psi"][t] + (0.05 if balanced else -0.05)))
+    assert TableNoise.from_json(path).psi == tuple(d["psi"])
+    assert len(d["imbalance"]["calibrated"]) == 4 and (tmp_path / "cal" / "psi.png").is_file()
+
+
+def test_dgx_run_end_to_end_and_resume(tmp_path, tiny_pipe_dir):
+    from click.testing import CliRunner
+    from dgx.grpo.cli import main
+
+    tiny_config(tmp_path, tiny_pipe_dir)  # writes reg.yaml
+    abl = tmp_path / "abl.yaml"
+    abl.write_text(f"""
+registry: reg.yaml
+base:
+  model: {{name: shapes, path: "{tiny_pipe_dir}"}}
+  sampler: {{steps: 3, guidance: 2.0}}
+  reward: {{name: brightness}}
+  train: {{iterations: 2, prompts_per_iter: 2, group_size: 2, micro_batch: 8, lora_rank: 2, lora_alpha: 2}}
+  calibrate: {{iterations: 1, prompts: 2, group_size: 2}}
+  eval: {{steps: 2, images_per_prompt: 1, max_prompts: 3}}
+variants:
+  flow_grpo: {{}}
+  dense_grpo: {{reward: {{credit: dense_gain}}, sampler: {{noise: {{name: calibrated}}}}}}
+seeds: [0]
+""")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["run", str(abl), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    for f in ["summary.md", "summary.csv", "cost.md", "report.md", "learning_curves.png", "dense_per_timestep.png", "psi_dense_grpo.png",
+              "dense_grpo/seed_0/calibration/psi.json", "flow_grpo/seed_0/eval/summary.json", "flow_grpo/seed_0/config.yaml"]:
+        assert (out / f).is_file(), f
+    table = (out / "summary.md").read_text()
+    assert "| base |" in table and "| flow_grpo |" in table and "| dense_grpo |" in table
+    cost = (out / "cost.md").read_text()
+    assert "| flow_grpo | " in cost and "1.00" in cost
+    stamp = (out / "dense_grpo/seed_0/eval/summary.json").stat().st_mtime_ns
+    again = CliRunner().invoke(main, ["run", str(abl), "--out", str(out), "--resume", "--only", "dense_grpo"])
+    assert again.exit_code == 0, again.output
+    assert (out / "dense_grpo/seed_0/eval/summary.json").stat().st_mtime_ns == stamp  # finished runs are skipped
+    bad = CliRunner().invoke(main, ["run", str(abl), "--only", "dense_grpoo"])
+    assert bad.exit_code == 2 and "did you mean 'dense_grpo'" in bad.output

@@ -26,7 +26,7 @@ from dgx.sampler import TableNoise, UniformNoise, rollout, sample_generator
 from tqdm.auto import tqdm
 
 
-def dense_rewards(model, cfg: RunConfig, reward, prompts: list[dict], schedule, key: int) -> torch.Tensor:
+def dense_rewards(model, cfg: RunConfig, reward, prompts: list[dict], schedule, key: int, step_fn) -> torch.Tensor:
     """dR (N, T) for N = calibrate.prompts x group_size fresh SDE rollouts keyed by ``key``."""
     c = cfg.calibrate
     pick = np.random.default_rng([cfg.seed, key]).choice(len(prompts), c.prompts, replace=len(prompts) < c.prompts)
@@ -35,7 +35,7 @@ def dense_rewards(model, cfg: RunConfig, reward, prompts: list[dict], schedule, 
     uniq = sorted(set(texts))
     cond = model.encode(uniq).index([uniq.index(p) for p in texts])
     gens = [sample_generator(cfg.seed, key, s) for s in range(len(texts))]
-    traj = rollout(model, cond, texts, cfg.sampler.steps, build_step(cfg, Registry()), schedule, gens, cfg.sampler.guidance)
+    traj = rollout(model, cond, texts, cfg.sampler.steps, step_fn, schedule, gens, cfg.sampler.guidance)
     return dense_gain(model, traj, reward, metas, ode_steps=cfg.reward.ode_steps, chunk=cfg.reward.chunk).signal
 
 
@@ -54,19 +54,19 @@ def calibrate(cfg: RunConfig, out_dir: Path, registry: Registry | None = None) -
     if len(init) != T:
         raise ConfigError(f"calibrate.init has {len(init)} values but sampler.steps is {T}")
     model = build_model(cfg, registry)
-    reward = build_reward(cfg, registry)
+    reward, step_fn = build_reward(cfg, registry), build_step(cfg, registry)
     prompts = load_prompts(cfg, "train")
     grid = model.grid(T)
     psi, history = np.array(init), []
     for k in tqdm(range(c.iterations), desc="calibrate"):
-        dr = dense_rewards(model, cfg, reward, prompts, TableNoise(tuple(psi)), key=100_000 + k)
+        dr = dense_rewards(model, cfg, reward, prompts, TableNoise(tuple(psi)), 100_000 + k, step_fn)
         pos, neg = (dr > 0).sum(0).numpy(), (dr < 0).sum(0).numpy()
         history.append({"psi": psi.tolist(), "pos": pos.tolist(), "neg": neg.tolist()})
         psi = np.where(np.abs(pos - neg) < c.eps1, psi + c.eps2, psi - c.eps2).clip(min=0.0)
     # compare with the uniform schedule on the same fresh samples
     fresh = 200_000
-    calibrated = imbalance(dense_rewards(model, cfg, reward, prompts, TableNoise(tuple(psi)), fresh))
-    uniform = imbalance(dense_rewards(model, cfg, reward, prompts, UniformNoise(0.7), fresh))
+    calibrated = imbalance(dense_rewards(model, cfg, reward, prompts, TableNoise(tuple(psi)), fresh, step_fn))
+    uniform = imbalance(dense_rewards(model, cfg, reward, prompts, UniformNoise(0.7), fresh, step_fn))
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "psi.json"
     TableNoise(tuple(psi.tolist())).to_json(
@@ -88,4 +88,4 @@ def calibrate_file(file: Path, variant: str | None = None, out: Path | None = No
         from dgx.grpo.registry import suggest
 
         raise ConfigError(f"{file}: no variant {name!r}{suggest(name, abl.variants)}")
-    return calibrate(abl.variants[name], out or Path("runs") / file.stem / "calibration")
+    return calibrate(abl.variants[name], out or Path("runs") / file.stem / "calibration", abl.registry())

@@ -128,6 +128,10 @@ class Ablation(BaseModel):
     variants: dict[str, RunConfig]
     seeds: list[int]
     raw_variants: dict[str, dict] = {}
+    registry_files: list[Path] = []  # the file's own `registry:` entries, resolved
+
+    def registry(self) -> Registry:
+        return Registry(self.registry_files)
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -160,7 +164,8 @@ def load(path: str | Path, registry: Registry | None = None) -> Ablation:
     path = Path(path)
     data = read_yaml(path)
     extra = data.pop("registry", [])
-    registry = registry or Registry([(path.parent / p) for p in ([extra] if isinstance(extra, str) else extra)])
+    files = [(path.parent / p) for p in ([extra] if isinstance(extra, str) else extra)]
+    registry = registry or Registry(files)
     if "base" in data or "variants" in data:
         allowed = {"base", "variants", "seeds"}
         for k in data:
@@ -185,7 +190,8 @@ def load(path: str | Path, registry: Registry | None = None) -> Ablation:
             raise ConfigError(f"{path}: variants.{name}: expected a mapping of overrides, got {over!r}")
         merged = deep_merge(base, over or {})
         resolved[name] = validate(merged, path, over or {}, f"variants.{name}" if "base" in data or "variants" in data else "", registry)
-    return Ablation(path=path, variants=resolved, seeds=seeds, raw_variants={k: v or {} for k, v in variants.items()})
+    return Ablation(path=path, variants=resolved, seeds=seeds, raw_variants={k: v or {} for k, v in variants.items()},
+                    registry_files=files)
 
 
 def validate(data: dict, path: Path, override: dict, prefix: str, registry: Registry) -> RunConfig:

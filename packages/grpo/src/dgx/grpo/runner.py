@@ -45,9 +45,9 @@ def run_ablation(file: Path, out: Path | None = None, only: list[str] = (), seed
                  iterations: int | None = None, overrides: dict | None = None) -> Path:
     """Train + evaluate; ``overrides`` (a config fragment) is deep-merged into every variant."""
     abl = load(file)
+    registry = abl.registry()
     if overrides:
         abl.variants = {k: RunConfig.model_validate(deep_merge(v.model_dump(), overrides)) for k, v in abl.variants.items()}
-    registry = Registry()
     out = out or Path("runs") / Path(file).stem
     for v in only:
         if v not in abl.variants:
@@ -129,7 +129,7 @@ def evaluate_file(file: Path, adapter: Path | None = None, variant: str | None =
     name = variant or next(iter(abl.variants))
     if name not in abl.variants:
         raise ConfigError(f"{file}: no variant {name!r}{suggest(name, abl.variants)}")
-    cfg, registry = abl.variants[name], Registry()
+    cfg, registry = abl.variants[name], abl.registry()
     model = build_model(cfg, registry)
     if adapter is not None:
         load_adapter(model, cfg, adapter)
