@@ -48,7 +48,7 @@ def _meta(tag: str, prompt: str, include: list[dict], exclude: list[dict] | None
 def split(name: str) -> list[dict]:
     """The fixed ``"train"`` or ``"test"`` split; no prompt is in both.
 
-    Per tag, ``TEST_FRACTION`` of the prompts (at least one, at most ``MAX_TEST_PER_TAG``)
+    Per tag, ``TEST_FRACTION`` of the prompts (at least two, at most ``MAX_TEST_PER_TAG``)
     go to test, chosen with a fixed seed.
     """
     if name not in ("train", "test"):
@@ -58,7 +58,7 @@ def split(name: str) -> list[dict]:
     for tag in TAGS:
         items = [m for m in all_prompts() if m["tag"] == tag]
         rng.shuffle(items)
-        k = min(MAX_TEST_PER_TAG, max(1, round(len(items) * TEST_FRACTION)))
+        k = min(MAX_TEST_PER_TAG, max(2, round(len(items) * TEST_FRACTION)))
         test += items[:k]
         train += items[k:]
     return train if name == "train" else test

@@ -1,0 +1,49 @@
+"""The shapes world: prompts and splits, metadata format, renderer, shipped model."""
+
+from collections import Counter
+from importlib import resources
+
+import numpy as np
+import pytest
+import torch
+
+from dgx.rewards.shapes import prompts, render
+
+WEIGHTS = resources.files("dgx.rewards.shapes").joinpath("weights")
+
+
+def test_splits_are_disjoint_and_cover_every_tag():
+    train, test = prompts.split("train"), prompts.split("test")
+    tr, te = {m["prompt"] for m in train}, {m["prompt"] for m in test}
+    assert not tr & te and len(tr) + len(te) == len(prompts.all_prompts()) == 1196
+    assert Counter(m["tag"] for m in test) == {"single_object": 2, "two_object": 4, "counting": 4, "colors": 13,
+                                              "position": 16, "color_attr": 60}
+    assert set(Counter(m["tag"] for m in train)) == set(prompts.TAGS)
+    assert prompts.split("test") == test  # fixed
+    with pytest.raises(ValueError, match="unknown split"):
+        prompts.split("val")
+
+
+def test_metadata_follows_geneval_format():
+    by_prompt = {m["prompt"]: m for m in prompts.all_prompts()}
+    assert by_prompt["a photo of three squares"] == {"tag": "counting", "prompt": "a photo of three squares",
+                                                     "include": [{"class": "square", "count": 3}], "exclude": [{"class": "square", "count": 4}]}
+    assert by_prompt["a photo of a circle left of a triangle"]["include"] == [
+        {"class": "triangle", "count": 1}, {"class": "circle", "count": 1, "position": ["left of", 0]}]
+    assert by_prompt["a photo of an orange diamond"]["include"] == [{"class": "diamond", "count": 1, "color": "orange"}]
+    m = by_prompt["a photo of a red square and a blue circle"]
+    assert m["tag"] == "color_attr" and m["include"][1] == {"class": "circle", "count": 1, "color": "blue"}
+    for m in prompts.all_prompts():
+        assert set(m) == {"tag", "prompt", "include", "exclude"} and m["tag"] in prompts.TAGS
+
+
+def test_renderer_draws_exact_palette_and_counts():
+    rng = np.random.default_rng(0)
+    meta = {"tag": "counting", "prompt": "", "include": [{"class": "circle", "count": 4}], "exclude": []}
+    img, shapes = render.render_prompt(meta, rng)
+    assert img.shape == (32, 32, 3) and img.dtype == np.uint8 and len(shapes) == 4
+    colours = {tuple(c) for c in img.reshape(-1, 3)}
+    assert colours <= set(render.PALETTE.values()) | {render.BACKGROUND}
+    for a in shapes:  # no two shapes touch
+        for b in shapes:
+            assert a is b or not render._overlaps(a, b)
