@@ -134,3 +134,14 @@ def test_cli_validate_and_help(tmp_path):
     for cmd in ["run", "calibrate", "eval", "push", "registry", "validate"]:
         h = r.invoke(main, [cmd, "--help"])
         assert h.exit_code == 0 and "Usage" in h.output
+
+
+def test_cli_works_from_any_directory(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    cfg = Path(__file__).resolve().parents[1] / "configs" / "shapes_quick.yaml"
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(main, ["validate", str(cfg)])
+    assert res.exit_code == 0 and "2 variant(s)" in res.output
+    res = CliRunner().invoke(main, ["registry", "--section", "models"])
+    assert res.exit_code == 0 and "shapes" in res.output and "sd3" in res.output

@@ -162,6 +162,8 @@ def update(model, base, acc, opt, params, ema, cfg: RunConfig, traj, adv, schedu
     """Inner epochs of clipped-loss updates over (sample, step) pairs; returns mean stats."""
     tc, T = cfg.train, traj.steps
     trainable = [i for i in range(T) if (traj.stds[:, i] > 0).all()]  # deterministic steps carry no gradient
+    if not trainable:
+        raise ConfigError(f"sampler {cfg.sampler.name!r} made no stochastic step to train on; use sde or cps with noise > 0")
     k = max(1, math.ceil(tc.timestep_fraction * len(trainable)))
     sums: dict[str, float] = {}
     n_stats = 0
