@@ -65,12 +65,6 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("case,body,msg", BAD, ids=[b[0] for b in BAD])
-def test_malformed_single_config(tmp_path, case, body, msg):
-    with pytest.raises(ConfigError, match=msg):
-        load(write(tmp_path, body))
-
-
 ABL_BAD = [
     ("bad variant key", "base: {}\nvariants:\n  dense: {reward: {crdit: dense_gain}}\n",
      r"variants.dense.reward.crdit: unknown key; did you mean 'credit'"),
@@ -84,8 +78,8 @@ ABL_BAD = [
 ]
 
 
-@pytest.mark.parametrize("case,body,msg", ABL_BAD, ids=[b[0] for b in ABL_BAD])
-def test_malformed_ablation(tmp_path, case, body, msg):
+@pytest.mark.parametrize("case,body,msg", BAD + ABL_BAD, ids=[b[0] for b in BAD + ABL_BAD])
+def test_malformed_config(tmp_path, case, body, msg):
     with pytest.raises(ConfigError, match=msg):
         load(write(tmp_path, body))
 

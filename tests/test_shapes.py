@@ -47,3 +47,20 @@ def test_renderer_draws_exact_palette_and_counts():
     for a in shapes:  # no two shapes touch
         for b in shapes:
             assert a is b or not render._overlaps(a, b)
+
+
+def test_shipped_model_loads_offline_and_is_deterministic():
+    from dgx.eval.benchmarks import generate
+    from dgx.grpo.build import build_model
+    from dgx.grpo.config import RunConfig
+    from dgx.grpo.registry import Registry
+
+    size = sum(p.stat().st_size for p in WEIGHTS.rglob("*") if p.is_file())
+    assert 0 < size <= 25 * 2**20, size
+    model = build_model(RunConfig(), Registry())  # model.name shapes -> the package's weights
+    assert type(model.transformer).__name__ == "SD3Transformer2DModel" and model.pipe.text_encoder_3 is None
+    p = ["a photo of a red circle", "a photo of two squares"]
+    a, b, c = (generate(model, p, 10, 3.0, seed=s) for s in (1, 1, 2))
+    assert a.shape == (2, 3, 32, 32)
+    torch.testing.assert_close(a, b)
+    assert (a - c).abs().max() > 0.05

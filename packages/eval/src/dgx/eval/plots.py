@@ -12,6 +12,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+def _save(fig, out: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
 def _rows(metrics_files: list[Path]) -> list[list[dict]]:
     return [[json.loads(ln) for ln in f.read_text().splitlines()] for f in metrics_files if f.is_file()]
 
@@ -33,10 +40,7 @@ def plot_learning_curves(runs: dict[str, list[Path]], out: Path, key: str = "rew
     ax.set_ylabel(key)
     ax.set_title("Training reward")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def plot_dense_per_timestep(runs: dict[str, list[Path]], out: Path) -> Path | None:
@@ -57,10 +61,7 @@ def plot_dense_per_timestep(runs: dict[str, list[Path]], out: Path) -> Path | No
     a2.set(xlabel="step index", ylabel="share of dR > 0", title="Positive dense rewards")
     a2.axhline(0.5, color="grey", lw=0.5)
     a1.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def plot_psi(psi_json: Path, out: Path) -> Path:
@@ -80,10 +81,7 @@ def plot_psi(psi_json: Path, out: Path) -> Path:
         a2.set(xlabel="t", ylabel="|#dR>0 - #dR<0| / N", title="Imbalance of dense rewards")
         a2.invert_xaxis()
         a2.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def plot_latent_reward(latent_rewards: np.ndarray, timesteps: list[float], out: Path) -> Path:
@@ -95,7 +93,4 @@ def plot_latent_reward(latent_rewards: np.ndarray, timesteps: list[float], out: 
     ax.set(xlabel="t", ylabel="R(ODE_n(x_t))", title="ODE latent reward along trajectories")
     ax.invert_xaxis()
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
