@@ -7,7 +7,8 @@ logit-normal t), dropping 10% of prompts for classifier-free guidance. Captions 
 sampled tag-uniformly from the whole shapes grammar (the base model's "pretraining data";
 the train/test split only concerns the RL prompts).
 
-    python scripts/train_shapes_model.py --out runs/shapes_model [--steps 12000]
+    python scripts/train_shapes_model.py --out runs/shapes_model [--steps 5000]
+    python scripts/train_shapes_model.py --out runs/shapes_model --init-from runs/shapes_model/step_05000 --steps N
 
 Checkpoints land in OUT/step_XXXXX (pipeline folders, loadable by the SD3 adapter); the
 one shipped is copied to packages/rewards/src/dgx/rewards/shapes/weights by --install.
@@ -79,6 +80,8 @@ def main() -> None:
     ap.add_argument("--save-every", type=int, default=500)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init-from", type=Path, help="continue from this checkpoint's transformer and text encoders "
+                    "(a second stage: new optimizer and warmup, step numbers continue)")
     ap.add_argument("--install", type=Path, help="copy this checkpoint folder into the package weights and exit")
     args = ap.parse_args()
     if args.install:
@@ -119,6 +122,16 @@ def main() -> None:
     pipe.vae.requires_grad_(False)
     del x
 
+    offset = 0
+    if args.init_from:
+        from diffusers import SD3Transformer2DModel
+        from transformers import CLIPTextModelWithProjection
+
+        pipe.transformer.load_state_dict(SD3Transformer2DModel.from_pretrained(args.init_from / "transformer").state_dict())
+        for name in ("text_encoder", "text_encoder_2"):
+            getattr(pipe, name).load_state_dict(CLIPTextModelWithProjection.from_pretrained(args.init_from / name).state_dict())
+        offset = json.loads((args.init_from / "shapes_model.json").read_text())["step"]
+        log(f"initialised from {args.init_from} (step {offset})")
     params = [*pipe.transformer.parameters(), *pipe.text_encoder.parameters(), *pipe.text_encoder_2.parameters()]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 500))
@@ -143,9 +156,10 @@ def main() -> None:
         if step % 100 == 0:
             log(f"step {step} loss {loss.item():.4f} ({(time.time() - t0) / step:.3f}s/step)")
         if step % args.save_every == 0 or step == args.steps:
-            ck = args.out / f"step_{step:05d}"
+            ck = args.out / f"step_{offset + step:05d}"
             pipe.save_pretrained(ck)
-            (ck / "shapes_model.json").write_text(json.dumps({"step": step, "arch": ARCH, "seed": args.seed}))
+            (ck / "shapes_model.json").write_text(json.dumps({"step": offset + step, "arch": ARCH, "seed": args.seed,
+                                                              "init_from": str(args.init_from) if args.init_from else None}))
             log(f"saved {ck}")
 
 

@@ -20,7 +20,7 @@ def tiny_config(tmp_path, pipe_dir, **train):
 
     (tmp_path / "reg.yaml").write_text("rewards:\n  brightness: {impl: 'dgx_test_helpers:Brightness', description: test}\n")
     t = {"iterations": 3, "prompts_per_iter": 2, "group_size": 4, "lr": 1e-2, "micro_batch": 10, "save_every": 1,
-         "timestep_fraction": 0.5, "lora_rank": 2, "lora_alpha": 4, "clip_range": 0.2, "kl_beta": 0.1, **train}
+         "timestep_fraction": 0.5, "updates_per_epoch": 2, "lora_rank": 2, "lora_alpha": 4, "clip_range": 0.2, "kl_beta": 0.1, **train}
     body = {
         "registry": "reg.yaml",
         "model": {"name": "shapes", "path": str(pipe_dir)},

@@ -6,7 +6,6 @@ from importlib import resources
 import numpy as np
 import pytest
 import torch
-
 from dgx.rewards.shapes import prompts, render
 
 WEIGHTS = resources.files("dgx.rewards.shapes").joinpath("weights")

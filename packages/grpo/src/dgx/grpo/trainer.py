@@ -159,7 +159,7 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
 
 
 def update(model, base, acc, opt, params, ema, cfg: RunConfig, traj, adv, schedule, step_fn, grid, it: int, lo: int) -> dict:
-    """Inner epochs of clipped-loss updates over (sample, step) pairs; returns mean stats."""
+    """Inner epochs of clipped-loss updates over (sample, step) pairs; returns stats averaged over optimizer steps."""
     tc, T = cfg.train, traj.steps
     trainable = [i for i in range(T) if (traj.stds[:, i] > 0).all()]  # deterministic steps carry no gradient
     if not trainable:
@@ -168,38 +168,51 @@ def update(model, base, acc, opt, params, ema, cfg: RunConfig, traj, adv, schedu
     sums: dict[str, float] = {}
     n_stats = 0
     for epoch in range(tc.inner_epochs):
-        pairs = []
-        for b in range(len(traj)):
-            perm = torch.randperm(len(trainable), generator=sample_generator(cfg.seed, it, lo + b, epoch + 1))[:k]
-            pairs += [(b, trainable[j]) for j in sorted(perm.tolist())]
-        micro = [pairs[s : s + tc.micro_batch] for s in range(0, len(pairs), tc.micro_batch)]
-        for mi, mb in enumerate(micro):
-            bi, si = torch.tensor([p[0] for p in mb]), torch.tensor([p[1] for p in mb])
-            x, x_next = traj.latents[bi, si], traj.latents[bi, si + 1]
-            t, t_next, sigma = grid[si], grid[si + 1], schedule(si, grid) if schedule is not None else None
-            cond = traj.cond.index(bi)
-            sync = nullcontext() if mi == len(micro) - 1 else acc.no_sync(model.transformer)
-            with sync:
-                out = step_fn(x, model.velocity(x, t, cond, traj.guidance), t, t_next, sigma, x_next=x_next)
-                ref_mean = None
-                if tc.kl_beta > 0:
-                    with torch.no_grad():
-                        base.disable_adapters()
-                        ref_mean = step_fn(x, model.velocity(x, t, cond, traj.guidance), t, t_next, sigma, x_next=x_next).mean
-                        base.enable_adapters()
-                lo_ = grpo_loss(out.log_prob, traj.log_probs[bi, si], adv[bi, si].to(out.log_prob.device), out.mean,
-                                ref_mean, out.std, tc.clip_range, tc.kl_beta)
-                acc.backward(lo_.loss * len(mb) / len(pairs))
-            for name in ("loss", "policy", "kl", "clip_frac", "approx_kl"):
-                sums[name] = sums.get(name, 0.0) + getattr(lo_, name).item() * len(mb) / len(pairs)
-        grad_norm = acc.clip_grad_norm_(params, tc.max_grad_norm)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(grad_norm)
-        n_stats += 1
-        if ema is not None:
-            with torch.no_grad():
-                for n, p in base.named_parameters():
-                    if n in ema:
-                        ema[n].mul_(tc.ema).add_(p.detach(), alpha=1 - tc.ema)
+        # each sample gets k random steps; pairs are ordered slot by slot across samples (as Flow-GRPO
+        # loops over timesteps), so every optimizer step sees all samples
+        perms = [torch.randperm(len(trainable), generator=sample_generator(cfg.seed, it, lo + b, epoch + 1))[:k].tolist()
+                 for b in range(len(traj))]
+        pairs = [(b, trainable[perms[b][j]]) for j in range(k) for b in range(len(traj))]
+        per_update = math.ceil(len(pairs) / tc.updates_per_epoch)
+        for chunk in (pairs[u : u + per_update] for u in range(0, len(pairs), per_update)):
+            sums = _accumulate(sums, optimizer_step(model, base, acc, opt, params, ema, tc, traj, adv, schedule, step_fn, grid, chunk))
+            n_stats += 1
     return {k: v / n_stats for k, v in sums.items()}
+
+
+def optimizer_step(model, base, acc, opt, params, ema, tc, traj, adv, schedule, step_fn, grid, pairs) -> dict:
+    """One AdamW step on ``pairs`` (sample, step), accumulated over micro-batches; returns stats."""
+    sums: dict[str, float] = {}
+    micro = [pairs[s : s + tc.micro_batch] for s in range(0, len(pairs), tc.micro_batch)]
+    for mi, mb in enumerate(micro):
+        bi, si = torch.tensor([p[0] for p in mb]), torch.tensor([p[1] for p in mb])
+        x, x_next = traj.latents[bi, si], traj.latents[bi, si + 1]
+        t, t_next, sigma = grid[si], grid[si + 1], schedule(si, grid) if schedule is not None else None
+        cond = traj.cond.index(bi)
+        sync = nullcontext() if mi == len(micro) - 1 else acc.no_sync(model.transformer)
+        with sync:
+            out = step_fn(x, model.velocity(x, t, cond, traj.guidance), t, t_next, sigma, x_next=x_next)
+            ref_mean = None
+            if tc.kl_beta > 0:
+                with torch.no_grad():
+                    base.disable_adapters()
+                    ref_mean = step_fn(x, model.velocity(x, t, cond, traj.guidance), t, t_next, sigma, x_next=x_next).mean
+                    base.enable_adapters()
+            lo = grpo_loss(out.log_prob, traj.log_probs[bi, si], adv[bi, si].to(out.log_prob.device), out.mean,
+                           ref_mean, out.std, tc.clip_range, tc.kl_beta)
+            acc.backward(lo.loss * len(mb) / len(pairs))
+        for name in ("loss", "policy", "kl", "clip_frac", "approx_kl"):
+            sums[name] = sums.get(name, 0.0) + getattr(lo, name).item() * len(mb) / len(pairs)
+    sums["grad_norm"] = float(acc.clip_grad_norm_(params, tc.max_grad_norm))
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    if ema is not None:
+        with torch.no_grad():
+            for n, p in base.named_parameters():
+                if n in ema:
+                    ema[n].mul_(tc.ema).add_(p.detach(), alpha=1 - tc.ema)
+    return sums
+
+
+def _accumulate(total: dict[str, float], new: dict[str, float]) -> dict[str, float]:
+    return {k: total.get(k, 0.0) + v for k, v in new.items()}

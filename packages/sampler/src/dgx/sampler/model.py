@@ -56,6 +56,8 @@ class SD3Model:
     """SD3 / SD3.5 (and the shapes world) through diffusers' StableDiffusion3Pipeline parts.
 
     ``calls`` counts transformer forward passes (a CFG pair counts once; it is one batch).
+    ``transformer`` is what forward passes go through (a trainer may swap in a DDP wrapper);
+    config and dtype are read from the pipeline's own module.
     """
 
     def __init__(self, pipe, max_sequence_length: int = 256, device: str | torch.device = "cpu"):
@@ -92,7 +94,7 @@ class SD3Model:
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.transformer.dtype
+        return self.pipe.transformer.dtype
 
     @torch.no_grad()
     def encode(self, prompts: list[str], negative: str = "") -> Conditioning:
@@ -134,7 +136,7 @@ class SD3Model:
         f = self.pipe.vae_scale_factor
         h = (height or self.pipe.default_sample_size * f) // f
         w = (width or self.pipe.default_sample_size * f) // f
-        c = self.transformer.config.in_channels
+        c = self.pipe.transformer.config.in_channels
         return randn_tensor((n, c, h, w), generator=generator, device=self.device, dtype=torch.float32)
 
     @torch.no_grad()
