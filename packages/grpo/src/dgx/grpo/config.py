@@ -211,8 +211,8 @@ def validate(data: dict, path: Path, override: dict, prefix: str, registry: Regi
     except ValidationError as e:
         msgs = []
         for err in e.errors():
-            loc = tuple(x for x in err["loc"] if not isinstance(x, int) or err["type"] != "literal_error")
-            loc = tuple(x for x in loc if x not in ("int", "literal['t']"))
+            # drop pydantic's union-branch tags (e.g. reward.ode_steps.int / .literal['t'])
+            loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and (x == "int" or x.startswith("literal["))))
             key = where(loc)
             if err["type"] == "extra_forbidden":
                 model = _model_at(loc[:-1])
