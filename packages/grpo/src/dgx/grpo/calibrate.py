@@ -50,13 +50,16 @@ def calibrate(cfg: RunConfig, out_dir: Path, registry: Registry | None = None) -
     c, T = cfg.calibrate, cfg.sampler.steps
     if cfg.sampler.name == "ode":
         raise ConfigError("calibration needs a stochastic sampler (sampler.name: sde or cps)")
-    init = [float(c.init)] * T if isinstance(c.init, (int, float)) else [float(v) for v in c.init]
+    model = build_model(cfg, registry)
+    grid = model.grid(T)
+    if c.init == "uniform":
+        init = UniformNoise(cfg.sampler.noise.a)(torch.arange(T), grid).tolist()
+    else:
+        init = [float(c.init)] * T if isinstance(c.init, (int, float)) else [float(v) for v in c.init]
     if len(init) != T:
         raise ConfigError(f"calibrate.init has {len(init)} values but sampler.steps is {T}")
-    model = build_model(cfg, registry)
     reward, step_fn = build_reward(cfg, registry), build_step(cfg, registry)
     prompts = load_prompts(cfg, "train")
-    grid = model.grid(T)
     psi, history = np.array(init), []
     for k in tqdm(range(c.iterations), desc="calibrate"):
         dr = dense_rewards(model, cfg, reward, prompts, TableNoise(tuple(psi)), 100_000 + k, step_fn)

@@ -82,7 +82,8 @@ class CalibrateConfig(_Strict):
     group_size: int = Field(4, ge=1, description="samples per prompt (N = prompts * group_size)")
     eps1: float = Field(2.0, ge=0, description="balance tolerance on #(dR>0) - #(dR<0)")
     eps2: float = Field(0.01, gt=0, description="psi(t) step")
-    init: Union[float, list[float]] = Field(0.7, description="initial psi: one value or one per step")
+    init: Union[float, list[float], Literal["uniform"]] = Field(
+        "uniform", description="initial psi: 'uniform' (a * sqrt(t / (1 - t)) with sampler.noise.a), one value, or one per step")
 
 
 class EvalConfig(_Strict):
