@@ -281,3 +281,18 @@ def test_hf_geneval_detector_and_clip_colors(tmp_path):
     with torch.no_grad():
         emb = clip.visual_projection(clip.vision_model(pixel_values=px).pooler_output)[0]
     assert got == [COLORS[int((emb / emb.norm() @ txt.T).argmax())]]
+
+
+def test_weighted_reward_from_config(tmp_path):
+    from dgx.grpo.build import build_reward
+    from dgx.grpo.config import load
+
+    (tmp_path / "reg.yaml").write_text("rewards:\n  brightness: {impl: 'dgx_test_helpers:Brightness', description: t}\n")
+    (tmp_path / "c.yaml").write_text("registry: reg.yaml\nreward: {name: weighted, weights: {brightness: 2.0, geneval_shapes: 0.5}}\n")
+    abl = load(tmp_path / "c.yaml")
+    reward = build_reward(abl.variants["default"], abl.registry())
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    meta = [{"tag": "single_object", "prompt": "a photo of a circle", "include": [{"class": "circle", "count": 1}], "exclude": []}] * 2
+    want = 2.0 * (images[:, 0] - images[:, 2]).flatten(1).mean(1) * 10 + 0.5 * reward.rewards["geneval_shapes"](images, ["x"] * 2, meta)
+    torch.testing.assert_close(reward(images, ["x"] * 2, meta), want)
+    assert reward.name == "2*brightness+0.5*geneval_shapes"
