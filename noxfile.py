@@ -4,6 +4,8 @@
 builds a fresh virtualenv per package.
 """
 
+import sys
+
 import nox
 
 nox.options.sessions = ["lint", "tests"]
@@ -18,18 +20,18 @@ ORDER = list(PACKAGES)
 
 @nox.session(venv_backend="none")
 def tests(session):
-    session.run("pytest", "-q", *session.posargs, env={"HF_HUB_OFFLINE": "1"})
+    session.run(sys.executable, "-m", "pytest", "-q", *session.posargs, env={"HF_HUB_OFFLINE": "1"})
 
 
 @nox.session(venv_backend="none")
 def lint(session):
-    session.run("ruff", "check", ".")
+    session.run(sys.executable, "-m", "ruff", "check", ".")
 
 
 @nox.session(venv_backend="none")
 def bench(session):
     """Full shapes-world ablation + cost table -> BENCHMARKS.md (`-- --quick` for a smoke run)."""
-    session.run("python", "scripts/bench.py", *session.posargs, env={"HF_HUB_OFFLINE": "1"})
+    session.run(sys.executable, "scripts/bench.py", *session.posargs, env={"HF_HUB_OFFLINE": "1"})
 
 
 @nox.session(python=False)
@@ -39,7 +41,7 @@ def isolation(session):
 
     for pkg, deps in PACKAGES.items():
         with tempfile.TemporaryDirectory() as d:
-            session.run("python", "-m", "venv", d)
+            session.run(sys.executable, "-m", "venv", d)
             pip, py = f"{d}/bin/pip", f"{d}/bin/python"
             session.run(pip, "install", "-q", "torch==2.13.0", silent=True)
             session.run(pip, "install", "-q", *[f"packages/{p}" for p in deps + [pkg]], silent=True)
