@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from dgx.grpo import checkpoint
@@ -69,7 +70,10 @@ def test_resume_matches_uninterrupted(tmp_path, tiny_pipe_dir):
     assert [r["iteration"] for r in rows] == [0, 1, 2]
     rows_a = [json.loads(x) for x in (tmp_path / "a" / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["reward_mean"] for r in rows] == pytest.approx([r["reward_mean"] for r in rows_a], abs=1e-6)
-    assert all(len(r["dense_mean"]) == 4 for r in rows)
+    assert all(len(r["dense_mean"]) == 4 and len(r["latent_reward_mean"]) == 5 for r in rows)
+    # dense gains are differences of the logged latent rewards
+    r0 = rows[0]
+    assert r0["dense_mean"] == pytest.approx(np.diff(r0["latent_reward_mean"]).tolist(), abs=1e-6)
 
 
 def test_two_processes_match_one(tmp_path, tiny_pipe_dir):
@@ -141,6 +145,7 @@ seeds: [0]
     res = CliRunner().invoke(main, ["run", str(abl), "--out", str(out)])
     assert res.exit_code == 0, res.output
     for f in ["summary.md", "summary.csv", "cost.md", "report.md", "learning_curves.png", "dense_per_timestep.png", "psi_dense_grpo.png",
+              "latent_reward.png",
               "dense_grpo/seed_0/calibration/psi.json", "flow_grpo/seed_0/eval/summary.json", "flow_grpo/seed_0/config.yaml"]:
         assert (out / f).is_file(), f
     table = (out / "summary.md").read_text()

@@ -84,13 +84,19 @@ def plot_psi(psi_json: Path, out: Path) -> Path:
     return _save(fig, out)
 
 
-def plot_latent_reward(latent_rewards: np.ndarray, timesteps: list[float], out: Path) -> Path:
-    """ODE latent reward R_t of each trajectory against t (paper Fig. 4/8): (B, T+1) array."""
+def plot_latent_reward(runs: dict[str, list[Path]], out: Path) -> Path | None:
+    """Mean ODE latent reward R(ODE_n(x_t)) against t, per method (paper Figs. 4 / 8)."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    for r in latent_rewards:
-        ax.plot(timesteps, r, alpha=0.4)
-    ax.plot(timesteps, latent_rewards.mean(0), color="k", lw=2, label="mean")
-    ax.set(xlabel="t", ylabel="R(ODE_n(x_t))", title="ODE latent reward along trajectories")
+    drawn = False
+    for method, files in runs.items():
+        rows = [row for r in _rows(files) for row in r if "latent_reward_mean" in row]
+        if rows:
+            drawn = True
+            ax.plot(rows[0]["grid"], np.mean([r["latent_reward_mean"] for r in rows], 0), marker="o", label=method)
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set(xlabel="t", ylabel="mean R(ODE_n(x_t))", title="ODE latent reward along trajectories")
     ax.invert_xaxis()
-    ax.legend()
+    ax.legend(fontsize=7)
     return _save(fig, out)

@@ -88,7 +88,7 @@ def run_ablation(file: Path, out: Path | None = None, only: list[str] = (), seed
 
 def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[Path]]) -> None:
     """summary/cost tables, plots and report.md."""
-    from dgx.eval.plots import plot_dense_per_timestep, plot_learning_curves, plot_psi
+    from dgx.eval.plots import plot_dense_per_timestep, plot_latent_reward, plot_learning_curves, plot_psi
     from dgx.eval.tables import write_tables
 
     cols = ["overall"] + [k for k in results["base"][0] if k != "overall"] if results.get("base") else None
@@ -111,7 +111,8 @@ def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[P
                 c["calls_ratio"] = c["model_calls_per_iter"] / ref_calls
         cost_md = write_tables(cost, out / "cost", digits=2)
     metrics = {n: [d / "metrics.jsonl" for d in dirs] for n, dirs in run_dirs.items()}
-    plots = [plot_learning_curves(metrics, out / "learning_curves.png"), plot_dense_per_timestep(metrics, out / "dense_per_timestep.png")]
+    plots = [plot_learning_curves(metrics, out / "learning_curves.png"), plot_dense_per_timestep(metrics, out / "dense_per_timestep.png"),
+             plot_latent_reward(metrics, out / "latent_reward.png")]
     for name, dirs in run_dirs.items():
         psi = dirs[0] / "calibration" / "psi.json"
         if psi.is_file():

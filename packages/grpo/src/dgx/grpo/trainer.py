@@ -126,6 +126,7 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
         sec.update({f"credit_{k}": v for k, v in credit.seconds.items()})
         gather = lambda x: acc.gather(x.to(acc.device).contiguous()).cpu()  # noqa: E731
         terminal, signal, weights = gather(credit.terminal), gather(credit.signal), gather(credit.weights)
+        latent = None if credit.latent_rewards is None else gather(credit.latent_rewards)
         adv_all = advantages(signal, weights, credit.per_step, G, tc.adv_clip_max)
         adv = adv_all[lo:hi]
 
@@ -139,6 +140,9 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
                    "adv_mean": adv_all.mean().item(), "adv_abs_mean": adv_all.abs().mean().item(),
                    "lr": opt.param_groups[0]["lr"], "model_calls": model.calls - calls0, **stats,
                    **{f"seconds_{k}": v for k, v in sec.items()}}
+            if latent is not None:  # R_k = R(ODE_n(x_k)) along the grid, gathered
+                row["latent_reward_mean"] = latent.mean(0).tolist()
+                row["grid"] = grid.tolist()
             if credit.per_step:
                 row["dense_mean"] = signal.mean(0).tolist()
                 row["dense_pos"] = (signal > 0).float().mean(0).tolist()
