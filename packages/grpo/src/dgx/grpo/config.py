@@ -129,7 +129,6 @@ class Ablation(BaseModel):
     path: Path
     variants: dict[str, RunConfig]
     seeds: list[int]
-    raw_variants: dict[str, dict] = {}
     registry_files: list[Path] = []  # the file's own `registry:` entries, resolved
 
     def registry(self) -> Registry:
@@ -192,8 +191,7 @@ def load(path: str | Path, registry: Registry | None = None) -> Ablation:
             raise ConfigError(f"{path}: variants.{name}: expected a mapping of overrides, got {over!r}")
         merged = deep_merge(base, over or {})
         resolved[name] = validate(merged, path, over or {}, f"variants.{name}" if "base" in data or "variants" in data else "", registry)
-    return Ablation(path=path, variants=resolved, seeds=seeds, raw_variants={k: v or {} for k, v in variants.items()},
-                    registry_files=files)
+    return Ablation(path=path, variants=resolved, seeds=seeds, registry_files=files)
 
 
 def validate(data: dict, path: Path, override: dict, prefix: str, registry: Registry) -> RunConfig:
@@ -240,8 +238,3 @@ def _model_at(loc: tuple) -> type[BaseModel]:
         ann = model.model_fields[k].annotation
         model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else model
     return model
-
-
-def resolved_dict(cfg: RunConfig) -> dict:
-    return cfg.model_dump(mode="json")
-

@@ -101,7 +101,7 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
         if ema is not None and ema_state is not None:
             ema = {k: v.to(acc.device) for k, v in ema_state.items()}
         start = done + 1
-    metrics = MetricsLog(run_dir, resume_after=start - 1, tensorboard=acc.is_main_process) if acc.is_main_process else None
+    metrics = MetricsLog(run_dir, resume_after=start - 1) if acc.is_main_process else None
 
     end = tc.iterations if stop_after is None else min(tc.iterations, start + stop_after)
     for it in tqdm(range(start, end), desc=f"train {run_dir.name}", disable=not acc.is_main_process, initial=start, total=tc.iterations):
