@@ -296,3 +296,15 @@ def test_weighted_reward_from_config(tmp_path):
     want = 2.0 * (images[:, 0] - images[:, 2]).flatten(1).mean(1) * 10 + 0.5 * reward.rewards["geneval_shapes"](images, ["x"] * 2, meta)
     torch.testing.assert_close(reward(images, ["x"] * 2, meta), want)
     assert reward.name == "2*brightness+0.5*geneval_shapes"
+
+
+def test_imagereward_missing_package_says_how_to_install():
+    import importlib.util
+
+    from dgx.rewards.base import RewardError
+    from dgx.rewards.imagereward import ImageReward
+
+    if importlib.util.find_spec("ImageReward") is not None:
+        pytest.skip("ImageReward is installed")
+    with pytest.raises(RewardError, match=r"pip install dgx-rewards\[imagereward\]"):
+        ImageReward()(torch.zeros(1, 3, 8, 8), ["x"])
