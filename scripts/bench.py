@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from dgx.grpo.runner import run_ablation
+from dgx.grpo.config import load
+from dgx.grpo.runner import report, run_ablation
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = {"train": {"iterations": 1, "prompts_per_iter": 2, "group_size": 4},
@@ -57,18 +58,33 @@ def claims(out: Path) -> list[str]:
     return lines
 
 
+def finished(out: Path) -> dict[str, list[dict]]:
+    """method -> eval summaries of the seeds that finished (base first)."""
+    res: dict[str, list[dict]] = {}
+    for d in sorted(out.glob("*/seed_*/eval/summary.json"), key=lambda p: (p.parts[-4] != "base", p.stat().st_mtime)):
+        res.setdefault(d.parts[-4], []).append(json.loads(d.read_text()))
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--config", type=Path, default=ROOT / "configs/shapes_full.yaml")
+    ap.add_argument("--report-only", action="store_true", help="write the report from the runs finished so far")
     args = ap.parse_args()
     torch.set_num_threads(2)
     tag = "_quick" if args.quick else ""
     out = ROOT / f"runs/bench{tag}"
-    shutil.rmtree(out, ignore_errors=True)
     t0 = time.time()
-    run_ablation(args.config, out=out, seeds=[0] if args.quick else [], overrides=QUICK if args.quick else None)
+    if not args.report_only:
+        shutil.rmtree(out, ignore_errors=True)
+        run_ablation(args.config, out=out, seeds=[0] if args.quick else [], overrides=QUICK if args.quick else None)
     minutes = (time.time() - t0) / 60
+    abl = load(args.config)
+    planned = len(abl.variants) * (1 if args.quick else len(abl.seeds))
+    done = finished(out)
+    if args.report_only:
+        report(out, done, {n: sorted((out / n).glob("seed_*")) for n in done if n != "base"})
     docs = ROOT / f"docs/bench{tag}"
     docs.mkdir(parents=True, exist_ok=True)
     for png in out.glob("*.png"):
@@ -79,7 +95,10 @@ def main() -> None:
         f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
         f"- machine: {platform.machine()}, {torch.get_num_threads()} torch threads, {platform.platform()}, "
         f"Python {sys.version.split()[0]}, torch {torch.__version__}",
-        f"- command: `{cmd}` (config `{args.config.relative_to(ROOT)}`), wall time {minutes:.1f} min", "",
+        f"- command: `{cmd}` (config `{args.config.relative_to(ROOT)}`)"
+        + ("" if args.report_only else f", wall time {minutes:.1f} min"),
+        f"- runs finished: {sum(len(v) for k, v in done.items() if k != 'base')} of {planned}"
+        + (" (PARTIAL: written from the runs finished so far)" if sum(len(v) for k, v in done.items() if k != "base") < planned else ""), "",
         "## GenEval-style test score (shapes world, ODE sampler)", "", (out / "summary.md").read_text(),
     ]
     if (out / "cost.md").is_file():
