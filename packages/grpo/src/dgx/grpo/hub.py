@@ -26,7 +26,7 @@ LoRA for `{base}` trained with **dgx** ({method}) on the `{reward}` reward.
 
 | setting | value |
 |---|---|
-| credit | `{credit}` (ODE steps n = {ode_steps}) |
+| credit | `{credit}`{ode_steps} |
 | sampler | `{sampler}`, {steps} steps, noise `{noise}` |
 | iterations x prompts x group | {iterations} x {prompts} x {group} |
 | LoRA | rank {rank}, alpha {alpha} |
@@ -40,11 +40,13 @@ LoRA for `{base}` trained with **dgx** ({method}) on the `{reward}` reward.
 ## Use
 
 ```python
-from diffusers import StableDiffusion3Pipeline
-pipe = StableDiffusion3Pipeline.from_pretrained("{base}")
+{load}
 pipe.load_lora_weights("{repo_id}")
 ```
 """
+LOAD_HUB = 'from diffusers import StableDiffusion3Pipeline\npipe = StableDiffusion3Pipeline.from_pretrained("{base}")'
+LOAD_PKG = ("from diffusers import StableDiffusion3Pipeline\nfrom dgx.grpo.build import resolve_path  # pip install dgx-grpo\n"
+            'pipe = StableDiffusion3Pipeline.from_pretrained(resolve_path("{base}"), text_encoder_3=None, tokenizer_3=None)')
 
 
 def run_config(run_dir: Path) -> RunConfig:
@@ -90,7 +92,8 @@ def export_run(run_dir: Path, out: Path, repo_id: str = "<repo-id>", n_samples: 
     (out / "README.md").write_text(CARD.format(
         front_matter=f"---\n{data.to_yaml()}\n---", title=f"dgx {method.get(cfg.reward.credit, cfg.reward.credit)} LoRA",
         base=base, method=method.get(cfg.reward.credit, cfg.reward.credit), reward=cfg.reward.name, credit=cfg.reward.credit,
-        ode_steps=cfg.reward.ode_steps, sampler=cfg.sampler.name, steps=cfg.sampler.steps, noise=cfg.sampler.noise.name,
+        ode_steps=f" (ODE steps n = {cfg.reward.ode_steps})" if cfg.reward.credit.startswith("dense") else "",
+        load=(LOAD_PKG if base.startswith("pkg://") else LOAD_HUB).format(base=base), sampler=cfg.sampler.name, steps=cfg.sampler.steps, noise=cfg.sampler.noise.name,
         iterations=cfg.train.iterations, prompts=cfg.train.prompts_per_iter, group=cfg.train.group_size,
         rank=cfg.train.lora_rank, alpha=cfg.train.lora_alpha, eval_name=cfg.eval.name, eval_steps=cfg.eval.steps,
         results=results, repo_id=repo_id,
