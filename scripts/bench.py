@@ -26,7 +26,7 @@ from dgx.grpo.runner import report, run_ablation
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = {"train": {"iterations": 1, "prompts_per_iter": 2, "group_size": 4},
-         "calibrate": {"iterations": 1, "prompts": 2, "group_size": 2}, "eval": {"max_prompts": 12, "images_per_prompt": 1}}
+         "calibrate": {"iterations": 1, "prompts": 2, "group_size": 2, "check_prompts": 2}, "eval": {"max_prompts": 12, "images_per_prompt": 1, "min_images_per_tag": 0}}
 CLAIMS = [  # (claim, better, worse)
     ("dense > sparse (DenseGRPO beats Flow-GRPO)", "dense_grpo", "flow_grpo"),
     ("calibrated psi(t) > uniform a = 0.7", "dense_grpo", "dense_uniform"),
@@ -71,14 +71,17 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--config", type=Path, default=ROOT / "configs/shapes_full.yaml")
     ap.add_argument("--report-only", action="store_true", help="write the report from the runs finished so far")
+    ap.add_argument("--resume", action="store_true", help="keep finished runs and continue the others (after a crash)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     tag = "_quick" if args.quick else ""
     out = ROOT / f"runs/bench{tag}"
     t0 = time.time()
     if not args.report_only:
-        shutil.rmtree(out, ignore_errors=True)
-        run_ablation(args.config, out=out, seeds=[0] if args.quick else [], overrides=QUICK if args.quick else None)
+        if not args.resume:
+            shutil.rmtree(out, ignore_errors=True)
+        run_ablation(args.config, out=out, seeds=[0] if args.quick else [], overrides=QUICK if args.quick else None,
+                     resume=args.resume)
     minutes = (time.time() - t0) / 60
     abl = load(args.config)
     planned = len(abl.variants) * (1 if args.quick else len(abl.seeds))
@@ -103,6 +106,10 @@ def main() -> None:
     ]
     if (out / "cost.md").is_file():
         md += ["## Cost per training iteration (same run; ratio to Flow-GRPO)", "", (out / "cost.md").read_text()]
+    if (out / "calibration_balance.md").is_file():
+        md += ["## Calibration balance (Algorithm 1 vs uniform a = 0.7)", "",
+               "Mean over steps of |#(dR > 0) - #(dR < 0)| / N on the same fresh samples (lower = better balanced):", "",
+               (out / "calibration_balance.md").read_text()]
     if args.quick:
         md += ["## The paper's claims", "", "Not evaluated: a smoke run (1 iteration, 12 prompts, 1 image each) says nothing about them.", ""]
     else:

@@ -1,5 +1,6 @@
 """Helpers importable by tests and by the 2-process worker (a user-registry reward)."""
 
+import torch
 
 
 class Brightness:
@@ -32,3 +33,13 @@ def tiny_config(tmp_path, pipe_dir, **train):
 
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(body))
     return load(tmp_path / "cfg.yaml").variants["default"]
+
+
+def tiny_clip():
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(0)
+    return CLIPModel(CLIPConfig(text_config={"vocab_size": 200, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+                                  "num_attention_heads": 2, "max_position_embeddings": 16, "bos_token_id": 0, "eos_token_id": 1},
+                     vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                    "image_size": 16, "patch_size": 8}, projection_dim=8)).eval()

@@ -5,6 +5,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import torch
 from dgx.eval.geneval_prompts import build_suite
 from dgx.eval.tables import aggregate, write_tables
 from dgx.rewards.geneval import summarize
@@ -68,3 +69,68 @@ def test_shapes_geneval_benchmark_writes_per_image(tmp_path, tiny_model):
     for r in rows:
         per_tag.setdefault(r["tag"], []).append(r["correct"])
     assert s["overall"] == pytest.approx(np.mean([np.mean(v) for v in per_tag.values()]))
+
+
+def test_min_images_per_tag_raises_counts_for_small_tags():
+    from dgx.eval.benchmarks import images_per_prompt_by_tag
+
+    meta = [{"tag": "single_object"}] * 2 + [{"tag": "counting"}] * 5 + [{"tag": "color_attr"}] * 40
+    assert images_per_prompt_by_tag(meta, 4) == [4] * 47  # GenEval's own protocol
+    reps = images_per_prompt_by_tag(meta, 4, 32)
+    assert reps[:2] == [16, 16] and reps[2:7] == [7] * 5 and reps[7:] == [4] * 40
+
+
+def test_shapes_geneval_min_images_per_tag(tmp_path, tiny_model):
+    from dgx.eval.benchmarks import shapes_geneval
+
+    shapes_geneval(tiny_model, steps=1, guidance=1.0, images_per_prompt=1, min_images_per_tag=3, max_prompts=4, out=tmp_path)
+    rows = [json.loads(x) for x in (tmp_path / "per_image.jsonl").read_text().splitlines()]
+    per_tag = Counter(r["tag"] for r in rows)
+    assert min(per_tag.values()) >= 3 and sum(per_tag.values()) < 4 * 3 + 1
+
+
+def test_drawbench_csv_categories_and_metrics(tmp_path, tiny_model):
+    """DrawBench: prompts and categories from the sheet's CSV, every metric on the same images,
+    per-category means equal the per-image rows; ImageReward skipped (with a warning) when absent."""
+    import importlib.util
+
+    from dgx.eval.benchmarks import drawbench, generate, read_prompts
+    from dgx.rewards.aesthetic import AestheticHead
+    from dgx.rewards.pickscore import PickScore
+    from dgx.sampler.tiny import word_tokenizer
+    from dgx_test_helpers import tiny_clip
+    from safetensors.torch import save_file
+    from transformers import CLIPImageProcessor, CLIPProcessor
+
+    tiny_clip().save_pretrained(tmp_path / "clip")
+    CLIPProcessor(CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}),
+                  word_tokenizer(["a", "red", "circle", "blue", "square"], 16)).save_pretrained(tmp_path / "clip")
+    torch.manual_seed(0)
+    save_file(AestheticHead(8).eval().state_dict(), tmp_path / "head.safetensors")
+    csv_file = tmp_path / "drawbench.csv"
+    csv_file.write_text('Prompts,Category\na red circle,Colors\na blue square,Colors\n"a circle, red",Text\n')
+    assert read_prompts(csv_file)[2] == {"prompt": "a circle, red", "category": "Text"}
+
+    clip = str(tmp_path / "clip")
+    metrics = {"aesthetic": {"path": clip, "head_path": str(tmp_path / "head.safetensors")},
+               "pickscore": {"path": clip, "processor_path": clip}}
+    s = drawbench(tiny_model, prompts_file=str(csv_file), metrics=metrics, steps=2, guidance=1.0, images_per_prompt=2,
+                  seed=3, batch=4, out=tmp_path / "out")
+    rows = [json.loads(x) for x in (tmp_path / "out" / "per_image.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and [r["category"] for r in rows] == ["Colors"] * 4 + ["Text"] * 2
+    for m in ("aesthetic", "pickscore"):
+        assert s[m] == pytest.approx(np.mean([r[m] for r in rows]), abs=1e-5)
+        assert s[f"{m}/Text"] == pytest.approx(np.mean([r[m] for r in rows[4:]]), abs=1e-5)
+    prompts = [r["prompt"] for r in rows]
+    want = PickScore(clip, clip)(generate(tiny_model, prompts, 2, 1.0, 3, 4), prompts)
+    assert [r["pickscore"] for r in rows] == pytest.approx(want.tolist(), abs=1e-5)
+
+    if importlib.util.find_spec("ImageReward") is None:
+        from dgx.eval.benchmarks import drawbench_rewards
+
+        with pytest.warns(UserWarning, match="ImageReward is not installed"):
+            assert set(drawbench_rewards()) == {"aesthetic", "pickscore"}
+    with pytest.raises(ValueError, match="unknown DrawBench metric"):
+        drawbench(tiny_model, prompts_file=str(csv_file), metrics={"hps": {}}, steps=1, guidance=1.0)
+    with pytest.raises(FileNotFoundError, match="prompts_file"):
+        drawbench(tiny_model, steps=1, guidance=1.0)

@@ -158,3 +158,16 @@ seeds: [0]
     assert (out / "dense_grpo/seed_0/eval/summary.json").stat().st_mtime_ns == stamp  # finished runs are skipped
     bad = CliRunner().invoke(main, ["run", str(abl), "--only", "dense_grpoo"])
     assert bad.exit_code == 2 and "did you mean 'dense_grpo'" in bad.output
+
+
+def test_prompt_sampling_by_tag_is_balanced_over_tags():
+    from dgx.grpo.build import choose_prompts
+
+    prompts = [{"prompt": "x", "tag": "big"}] * 98 + [{"prompt": "y", "tag": "small"}] * 2
+    rng = np.random.default_rng(0)
+    picks = np.concatenate([choose_prompts(prompts, 4, rng, "by_tag") for _ in range(500)])
+    assert abs((picks >= 98).mean() - 0.5) < 0.05  # uniform sampling would give 2%
+    uni = np.concatenate([choose_prompts(prompts, 4, rng) for _ in range(500)])
+    assert (uni >= 98).mean() < 0.06
+    with pytest.raises(Exception, match="by_tag needs a 'tag'"):
+        choose_prompts([{"prompt": "z"}], 1, rng, "by_tag")

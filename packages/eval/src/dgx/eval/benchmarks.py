@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import importlib.util
 import json
+import math
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -26,10 +30,21 @@ def generate(model: FlowModel, prompts: Sequence[str], steps: int, guidance: flo
     return torch.cat(out)
 
 
+def images_per_prompt_by_tag(metadata: list[dict], images_per_prompt: int, min_images_per_tag: int = 0) -> list[int]:
+    """Images for each prompt: ``images_per_prompt``, raised for tags with few prompts so that every
+    tag gets at least ``min_images_per_tag`` images (0 keeps GenEval's fixed count)."""
+    counts: dict[str, int] = {}
+    for m in metadata:
+        counts[m.get("tag", "")] = counts.get(m.get("tag", ""), 0) + 1
+    return [max(images_per_prompt, math.ceil(min_images_per_tag / counts[m.get("tag", "")])) for m in metadata]
+
+
 def geneval_benchmark(model: FlowModel, reward: GenEvalReward, metadata: list[dict], *, steps: int, guidance: float,
-                      images_per_prompt: int = 4, seed: int = 0, batch: int = 64, out: Path | None = None) -> dict[str, float]:
+                      images_per_prompt: int = 4, min_images_per_tag: int = 0, seed: int = 0, batch: int = 64,
+                      out: Path | None = None) -> dict[str, float]:
     """GenEval protocol: N images per prompt, strict per-image verdicts, per-tag and overall."""
-    metas = [m for m in metadata for _ in range(images_per_prompt)]
+    reps = images_per_prompt_by_tag(metadata, images_per_prompt, min_images_per_tag)
+    metas = [m for m, k in zip(metadata, reps) for _ in range(k)]
     images = generate(model, [m["prompt"] for m in metas], steps, guidance, seed, batch, desc=reward.name)
     verdicts = reward.verdicts(images, metas)
     summary = summarize([m["tag"] for m in metas], [v.correct for v in verdicts])
@@ -43,21 +58,31 @@ def geneval_benchmark(model: FlowModel, reward: GenEvalReward, metadata: list[di
     return summary
 
 
-def shapes_geneval(model: FlowModel, *, steps: int, guidance: float, images_per_prompt: int = 4, seed: int = 0,
-                   batch: int = 64, max_prompts: int | None = None, out: Path | None = None, **_) -> dict[str, float]:
+def shapes_geneval(model: FlowModel, *, steps: int, guidance: float, images_per_prompt: int = 4, min_images_per_tag: int = 0,
+                   seed: int = 0, batch: int = 64, max_prompts: int | None = None, out: Path | None = None, **_) -> dict[str, float]:
     """GenEval-style score on the shapes-world test split."""
     from dgx.rewards.shapes.prompts import split
 
     meta = split("test")[:max_prompts] if max_prompts else split("test")
     return geneval_benchmark(model, shapes_reward(partial=False), meta, steps=steps, guidance=guidance,
-                             images_per_prompt=images_per_prompt, seed=seed, batch=batch, out=out)
+                             images_per_prompt=images_per_prompt, min_images_per_tag=min_images_per_tag, seed=seed,
+                             batch=batch, out=out)
 
 
 def read_prompts(path: str | Path) -> list[dict]:
-    """Prompts from a .txt (one per line) or .jsonl (objects with 'prompt') file."""
+    """Prompts from a .txt (one per line), .jsonl (objects with 'prompt') or .csv file (a 'prompt' or
+    'Prompts' column and optionally 'category' / 'Category', as DrawBench's own sheet)."""
     path = Path(path or "")
     if not path.is_file():
         raise FileNotFoundError(f"prompt file {str(path)!r} not found; set eval.prompts_file")
+    if path.suffix == ".csv":
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        keys = {k.lower(): k for k in (rows[0] if rows else {})}
+        if "prompt" not in keys and "prompts" not in keys:
+            raise ValueError(f"{path}: no 'prompt' or 'Prompts' column (columns: {list(keys.values())})")
+        pk, ck = keys.get("prompt", keys.get("prompts")), keys.get("category")
+        return [{"prompt": r[pk], **({"category": r[ck]} if ck else {})} for r in rows if r[pk].strip()]
     lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
     return [json.loads(ln) for ln in lines] if path.suffix == ".jsonl" else [{"prompt": ln.strip()} for ln in lines]
 
@@ -65,25 +90,76 @@ def read_prompts(path: str | Path) -> list[dict]:
 def reward_benchmark(model: FlowModel, reward, metadata: list[dict], *, steps: int, guidance: float, images_per_prompt: int = 1,
                      seed: int = 0, batch: int = 16, out: Path | None = None) -> dict[str, float]:
     """Mean (and std) of ``reward`` over ODE samples of the prompts; per-image JSONL."""
+    return multi_reward_benchmark(model, {reward.name: reward}, metadata, steps=steps, guidance=guidance,
+                                  images_per_prompt=images_per_prompt, seed=seed, batch=batch, out=out)
+
+
+def multi_reward_benchmark(model: FlowModel, rewards: dict, metadata: list[dict], *, steps: int, guidance: float,
+                           images_per_prompt: int = 1, seed: int = 0, batch: int = 16, out: Path | None = None) -> dict[str, float]:
+    """Score the same ODE samples with every reward: mean and std per metric, and the mean per
+    ``category`` (``metric/category``) where the prompts have one; per-image JSONL."""
     metas = [m for m in metadata for _ in range(images_per_prompt)]
     prompts = [m["prompt"] for m in metas]
-    images = generate(model, prompts, steps, guidance, seed, batch, desc=reward.name)
-    scores = torch.cat([reward(images[s : s + batch], prompts[s : s + batch], metas[s : s + batch]) for s in range(0, len(images), batch)])
-    summary = {reward.name: scores.mean().item(), f"{reward.name}_std": scores.std().item() if len(scores) > 1 else 0.0}
+    images = generate(model, prompts, steps, guidance, seed, batch, desc="+".join(rewards))
+    scores = {name: torch.cat([r(images[s : s + batch], prompts[s : s + batch], metas[s : s + batch]).float().cpu()
+                               for s in range(0, len(images), batch)]) for name, r in rewards.items()}
+    summary: dict[str, float] = {}
+    cats = sorted({m["category"] for m in metas if "category" in m})
+    for name, v in scores.items():
+        summary[name], summary[f"{name}_std"] = v.mean().item(), v.std().item() if len(v) > 1 else 0.0
+        for c in cats:
+            summary[f"{name}/{c}"] = v[torch.tensor([m.get("category") == c for m in metas])].mean().item()
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         with open(out / "per_image.jsonl", "w") as f:
-            for i, (p, r) in enumerate(zip(prompts, scores.tolist())):
-                f.write(json.dumps({"index": i, "prompt": p, reward.name: r}) + "\n")
+            for i, (m, p) in enumerate(zip(metas, prompts)):
+                extra = {"category": m["category"]} if "category" in m else {}
+                f.write(json.dumps({"index": i, "prompt": p, **extra, **{n: v[i].item() for n, v in scores.items()}}) + "\n")
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+DRAWBENCH_METRICS = ("aesthetic", "pickscore", "imagereward")
+
+
+def drawbench_rewards(metrics: dict[str, dict] | None = None, device: str | torch.device = "cpu") -> dict:
+    """The DrawBench metrics: ``metrics`` maps a name (aesthetic, pickscore, imagereward) to its reward's
+    keyword arguments (path, head_path, ...). By default all three, ImageReward only where its package is
+    installed (skipped with a warning otherwise); naming it explicitly makes a missing package an error."""
+    from dgx.rewards.aesthetic import Aesthetic
+    from dgx.rewards.imagereward import ImageReward
+    from dgx.rewards.pickscore import PickScore
+
+    classes = {"aesthetic": Aesthetic, "pickscore": PickScore, "imagereward": ImageReward}
+    if metrics is None:
+        metrics = {n: {} for n in DRAWBENCH_METRICS}
+        if importlib.util.find_spec("ImageReward") is None:
+            warnings.warn("DrawBench: ImageReward is not installed (pip install dgx-rewards[imagereward]); scoring without it",
+                          stacklevel=2)
+            del metrics["imagereward"]
+    unknown = sorted(set(metrics) - set(classes))
+    if unknown:
+        raise ValueError(f"unknown DrawBench metric(s) {unknown}; choose from {sorted(classes)}")
+    return {n: classes[n](**{"device": device, **kw}) for n, kw in metrics.items()}
+
+
+def drawbench(model: FlowModel, *, prompts_file: str | None = None, metrics: dict[str, dict] | None = None,
+              max_prompts: int | None = None, **kw) -> dict[str, float]:
+    """DrawBench: the 200 prompts (11 categories) from a file, scored with several metrics.
+
+    ``prompts_file``: DrawBench's sheet exported as CSV (columns Prompts, Category), or a TXT/JSONL file.
+    """
+    if not prompts_file:
+        raise FileNotFoundError("drawbench needs eval.prompts_file: DrawBench's prompt sheet as CSV (Prompts, Category) "
+                                "or one prompt per line; it is not bundled with dgx")
+    return multi_reward_benchmark(model, drawbench_rewards(metrics, _device(model)), read_prompts(prompts_file)[:max_prompts], **_sampling(kw))
 
 
 def pickscore(model: FlowModel, *, prompts_file: str, max_prompts: int | None = None, **kw) -> dict[str, float]:
     """Mean PickScore of ODE samples on test prompts from a file."""
     from dgx.rewards.pickscore import PickScore
 
-    return reward_benchmark(model, PickScore(), read_prompts(prompts_file)[:max_prompts], **_sampling(kw))
+    return reward_benchmark(model, PickScore(device=_device(model)), read_prompts(prompts_file)[:max_prompts], **_sampling(kw))
 
 
 def ocr(model: FlowModel, *, prompts_file: str, max_prompts: int | None = None, **kw) -> dict[str, float]:
@@ -93,8 +169,16 @@ def ocr(model: FlowModel, *, prompts_file: str, max_prompts: int | None = None, 
     return reward_benchmark(model, OCRReward(), read_prompts(prompts_file)[:max_prompts], **_sampling(kw))
 
 
+def _device(model: FlowModel) -> torch.device:
+    return getattr(model, "device", torch.device("cpu"))
+
+
 def _sampling(kw: dict) -> dict:
     return {k: kw[k] for k in ("steps", "guidance", "images_per_prompt", "seed", "batch", "out") if k in kw}
+
+
+def _geneval_sampling(kw: dict) -> dict:
+    return {**_sampling(kw), **({"min_images_per_tag": kw["min_images_per_tag"]} if "min_images_per_tag" in kw else {})}
 
 
 def geneval(model: FlowModel, *, prompts_file: str | None = None, max_prompts: int | None = None, path: str | None = None,
@@ -105,4 +189,4 @@ def geneval(model: FlowModel, *, prompts_file: str | None = None, max_prompts: i
 
     meta = read_prompts(prompts_file) if prompts_file else build_suite()
     return geneval_benchmark(model, hf_geneval(partial=False, path=path, processor_path=processor_path), meta[:max_prompts],
-                             **_sampling(kw))
+                             **_geneval_sampling(kw))

@@ -7,6 +7,7 @@ import json
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import torch
 from dgx.grpo.config import RunConfig
 from dgx.grpo.errors import ConfigError
@@ -94,3 +95,17 @@ def load_prompts(cfg: RunConfig, split: str = "train") -> list[dict]:
             out.append(m)
         return out
     return [{"prompt": ln.strip()} for ln in lines]
+
+
+def choose_prompts(prompts: list[dict], n: int, rng: np.random.Generator, mode: str = "uniform") -> np.ndarray:
+    """Indices of ``n`` prompts: uniformly (without replacement where possible), or ``by_tag``: for each
+    pick a tag uniformly among the tags present, then a prompt of that tag."""
+    if mode == "uniform":
+        return rng.choice(len(prompts), n, replace=len(prompts) < n)
+    if any("tag" not in m for m in prompts):
+        raise ConfigError("train.prompt_sampling: by_tag needs a 'tag' in every prompt's metadata")
+    by_tag: dict[str, list[int]] = {}
+    for i, m in enumerate(prompts):
+        by_tag.setdefault(m["tag"], []).append(i)
+    tags = sorted(by_tag)
+    return np.array([rng.choice(by_tag[tags[rng.integers(len(tags))]]) for _ in range(n)])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from dgx.grpo.build import build_model, build_reward, build_step, load_prompts
+from dgx.grpo.build import build_model, build_reward, build_step, choose_prompts, load_prompts
 from dgx.grpo.config import RunConfig, load
 from dgx.grpo.errors import ConfigError
 from dgx.grpo.registry import Registry
@@ -26,10 +26,12 @@ from dgx.sampler import TableNoise, UniformNoise, rollout, sample_generator
 from tqdm.auto import tqdm
 
 
-def dense_rewards(model, cfg: RunConfig, reward, prompts: list[dict], schedule, key: int, step_fn) -> torch.Tensor:
-    """dR (N, T) for N = calibrate.prompts x group_size fresh SDE rollouts keyed by ``key``."""
+def dense_rewards(model, cfg: RunConfig, reward, prompts: list[dict], schedule, key: int, step_fn,
+                  n_prompts: int | None = None) -> torch.Tensor:
+    """dR (N, T) for N = n_prompts (default calibrate.prompts) x group_size fresh SDE rollouts keyed by ``key``."""
     c = cfg.calibrate
-    pick = np.random.default_rng([cfg.seed, key]).choice(len(prompts), c.prompts, replace=len(prompts) < c.prompts)
+    n_prompts = n_prompts or c.prompts
+    pick = choose_prompts(prompts, n_prompts, np.random.default_rng([cfg.seed, key]), cfg.train.prompt_sampling)
     metas = [prompts[i] for i in pick for _ in range(c.group_size)]
     texts = [m["prompt"] for m in metas]
     uniq = sorted(set(texts))
@@ -68,8 +70,8 @@ def calibrate(cfg: RunConfig, out_dir: Path, registry: Registry | None = None) -
         psi = np.where(np.abs(pos - neg) < c.eps1, psi + c.eps2, psi - c.eps2).clip(min=0.0)
     # compare with the uniform schedule on the same fresh samples
     fresh = 200_000
-    calibrated = imbalance(dense_rewards(model, cfg, reward, prompts, TableNoise(tuple(psi)), fresh, step_fn))
-    uniform = imbalance(dense_rewards(model, cfg, reward, prompts, UniformNoise(0.7), fresh, step_fn))
+    calibrated = imbalance(dense_rewards(model, cfg, reward, prompts, TableNoise(tuple(psi)), fresh, step_fn, c.check_prompts))
+    uniform = imbalance(dense_rewards(model, cfg, reward, prompts, UniformNoise(0.7), fresh, step_fn, c.check_prompts))
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "psi.json"
     TableNoise(tuple(psi.tolist())).to_json(

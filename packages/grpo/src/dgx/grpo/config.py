@@ -57,6 +57,8 @@ class RewardConfig(_Strict):
 class TrainConfig(_Strict):
     iterations: int = Field(20, ge=0, description="GRPO iterations (sampling + update rounds)")
     prompts_per_iter: int = Field(8, ge=1, description="prompts per iteration (global)")
+    prompt_sampling: Literal["uniform", "by_tag"] = Field(
+        "uniform", description="uniform over the train prompts, or by_tag: a tag uniformly, then a prompt of that tag")
     group_size: int = Field(8, ge=2, description="G, rollouts per prompt")
     inner_epochs: int = Field(1, ge=1, description="passes over each iteration's samples")
     updates_per_epoch: int = Field(1, ge=1, description="optimizer steps per inner epoch: the epoch's (sample, step) pairs are split into this many chunks")
@@ -80,6 +82,8 @@ class CalibrateConfig(_Strict):
     iterations: int = Field(10, ge=1, description="K in Algorithm 1")
     prompts: int = Field(8, ge=1, description="prompts per calibration iteration")
     group_size: int = Field(4, ge=1, description="samples per prompt (N = prompts * group_size)")
+    check_prompts: int = Field(16, ge=1, description="prompts of the final check that compares the calibrated and the "
+                               "uniform a = 0.7 schedules' balance on the same fresh samples (x group_size)")
     eps1: float = Field(2.0, ge=0, description="balance tolerance on #(dR>0) - #(dR<0)")
     eps2: float = Field(0.01, gt=0, description="psi(t) step")
     init: Union[float, list[float], Literal["uniform"]] = Field(
@@ -90,10 +94,14 @@ class EvalConfig(_Strict):
     name: str = Field("shapes_geneval", description="registry `evaluations` entry")
     steps: int = Field(20, ge=1, description="ODE steps at evaluation (paper: 40 for SD3.5-M)")
     images_per_prompt: int = Field(4, ge=1)
+    min_images_per_tag: int = Field(0, ge=0, description="GenEval-style: more images per prompt for tags with few prompts, "
+                                    "so every tag has at least this many images (0 = off, GenEval's own protocol)")
     guidance: float | None = Field(None, description="CFG at eval (default: sampler.guidance)")
     prompts_file: str | None = Field(None, description="JSONL metadata / prompt file for real benchmarks")
     max_prompts: int | None = Field(None, ge=1, description="evaluate only the first N prompts")
     batch: int = Field(64, ge=1)
+    metrics: dict[str, dict] | None = Field(None, description="drawbench: metric name (aesthetic, pickscore, imagereward) -> "
+                                            "its reward's arguments (path, head_path, ...); default all, ImageReward where installed")
 
 
 class PromptsConfig(_Strict):

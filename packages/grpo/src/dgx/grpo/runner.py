@@ -33,8 +33,10 @@ def evaluate(model, cfg: RunConfig, out: Path, registry: Registry) -> dict[str, 
     ev = cfg.eval
     fn = registry.get("evaluations", ev.name).load()
     guidance = cfg.sampler.guidance if ev.guidance is None else ev.guidance
-    return fn(model, steps=ev.steps, guidance=guidance, images_per_prompt=ev.images_per_prompt, seed=EVAL_SEED + cfg.seed,
-              batch=ev.batch, max_prompts=ev.max_prompts, prompts_file=ev.prompts_file, out=out)
+    return fn(model, steps=ev.steps, guidance=guidance, images_per_prompt=ev.images_per_prompt,
+              min_images_per_tag=ev.min_images_per_tag, seed=EVAL_SEED + cfg.seed,
+              batch=ev.batch, max_prompts=ev.max_prompts, prompts_file=ev.prompts_file,
+              metrics=ev.metrics, out=out)
 
 
 def _summary(path: Path) -> dict | None:
@@ -63,9 +65,8 @@ def run_ablation(file: Path, out: Path | None = None, only: list[str] = (), seed
         if summary is None:
             summary = evaluate(build_model(cfg, registry), cfg, ev_dir, registry)
         results["base"].append(summary)
-    for name, vcfg in variants.items():
-        results[name] = []
-        for seed in run_seeds:
+    for seed in run_seeds:  # seed by seed, so that an interrupted run has every variant for the first seeds
+        for name, vcfg in variants.items():
             cfg = vcfg.model_copy(deep=True, update={"seed": seed})
             if iterations is not None:
                 cfg.train.iterations = iterations
@@ -81,7 +82,7 @@ def run_ablation(file: Path, out: Path | None = None, only: list[str] = (), seed
                         calibrate(cfg, psi.parent, registry)
                 model = train(cfg, run_dir, resume=resume, psi_path=psi, registry=registry)
                 summary = evaluate(model, cfg, run_dir / "eval", registry)
-            results[name].append(summary)
+            results.setdefault(name, []).append(summary)
     report(out, results, {n: [out / n / f"seed_{s}" for s in run_seeds] for n in variants})
     return out
 
@@ -117,9 +118,17 @@ def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[P
         psi = dirs[0] / "calibration" / "psi.json"
         if psi.is_file():
             plots.append(plot_psi(psi, out / f"psi_{name}.png"))
+    balance = {n: [json.loads((d / "calibration" / "psi.json").read_text())["imbalance"] for d in dirs
+                   if (d / "calibration" / "psi.json").is_file()] for n, dirs in run_dirs.items()}
+    balance = {n: [{"calibrated": b["calibrated_mean"], "uniform_a0.7": b["uniform_a0.7_mean"]} for b in v]
+               for n, v in balance.items() if v}
     lines = ["# Results", "", "GenEval-style test score (ODE sampler), mean ± std over seeds:", "", summary_md]
     if cost:
         lines += [f"Cost per training iteration (ratio to `{ref}`, measured in this run):", "", cost_md]
+    if balance:
+        lines += ["Calibration: mean over steps of |#(dR > 0) - #(dR < 0)| / N on the same fresh samples, for the "
+                  "calibrated psi(t) and the uniform a = 0.7 schedule (lower = better balanced):", "",
+                  write_tables(balance, out / "calibration_balance")]
     lines += [f"![{p.stem}]({p.name})" for p in plots if p is not None]
     (out / "report.md").write_text("\n".join(lines) + "\n")
 

@@ -21,7 +21,15 @@ import torch
 from accelerate import Accelerator
 from dgx.grpo import checkpoint
 from dgx.grpo.advantages import advantages
-from dgx.grpo.build import build_credit, build_model, build_reward, build_schedule, build_step, load_prompts
+from dgx.grpo.build import (
+    build_credit,
+    build_model,
+    build_reward,
+    build_schedule,
+    build_step,
+    choose_prompts,
+    load_prompts,
+)
 from dgx.grpo.config import RunConfig
 from dgx.grpo.errors import ConfigError
 from dgx.grpo.loss import grpo_loss
@@ -107,7 +115,7 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
     for it in tqdm(range(start, end), desc=f"train {run_dir.name}", disable=not acc.is_main_process, initial=start, total=tc.iterations):
         sec, calls0 = {}, model.calls
         # 1. prompts (same choice on every process) and this process's slice of the N samples
-        pick = np.random.default_rng([cfg.seed, it]).choice(len(prompts), tc.prompts_per_iter, replace=len(prompts) < tc.prompts_per_iter)
+        pick = choose_prompts(prompts, tc.prompts_per_iter, np.random.default_rng([cfg.seed, it]), tc.prompt_sampling)
         metas = [prompts[pick[s // G]] for s in range(lo, hi)]
         texts = [m["prompt"] for m in metas]
 
