@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 QUICK = {"train": {"iterations": 1, "prompts_per_iter": 2, "group_size": 4},
          "calibrate": {"iterations": 1, "prompts": 2, "group_size": 2, "check_prompts": 2}, "eval": {"max_prompts": 12, "images_per_prompt": 1, "min_images_per_tag": 0}}
 CLAIMS = [  # (claim, better, worse)
+    ("DenseGRPO improves on the base model", "dense_grpo", "base"),
+    ("Flow-GRPO improves on the base model", "flow_grpo", "base"),
     ("dense > sparse (DenseGRPO beats Flow-GRPO)", "dense_grpo", "flow_grpo"),
     ("calibrated psi(t) > uniform a = 0.7", "dense_grpo", "dense_uniform"),
     ("dense gain > dense latent baseline", "dense_grpo", "dense_latent"),
@@ -43,18 +45,20 @@ def overall(out: Path, method: str) -> list[float]:
 
 
 def claims(out: Path) -> list[str]:
+    """Each claim's mean difference against twice its standard error over seeds (Welch, sample std)."""
     lines = []
     for text, a, b in CLAIMS:
         xa, xb = overall(out, a), overall(out, b)
         if not xa or not xb:
             continue
         diff = np.mean(xa) - np.mean(xb)
-        spread = max(np.std(xa), np.std(xb))
         if min(len(xa), len(xb)) < 2:
-            verdict = f"direction only ({'same' if diff > 0 else 'opposite'}; one seed, no spread)"
+            verdict, se_text = f"direction only ({'same' if diff > 0 else 'opposite'}; one seed, no spread)", ""
         else:
-            verdict = "reproduced" if diff > spread else ("not reproduced" if diff <= 0 else "same direction, within seed spread")
-        lines.append(f"- {text}: {np.mean(xa):.3f} vs {np.mean(xb):.3f} (diff {diff:+.3f}, seed std up to {spread:.3f}) -> **{verdict}**")
+            se = float(np.sqrt(np.var(xa, ddof=1) / len(xa) + np.var(xb, ddof=1) / len(xb)))
+            verdict = "reproduced" if diff > 2 * se else ("not reproduced" if diff <= 0 else "same direction, within 2 standard errors")
+            se_text = f", standard error {se:.3f} over {min(len(xa), len(xb))} seeds"
+        lines.append(f"- {text}: {np.mean(xa):.3f} vs {np.mean(xb):.3f} (diff {diff:+.3f}{se_text}) -> **{verdict}**")
     return lines
 
 
@@ -99,7 +103,7 @@ def main() -> None:
         f"- machine: {platform.machine()}, {torch.get_num_threads()} torch threads, {platform.platform()}, "
         f"Python {sys.version.split()[0]}, torch {torch.__version__}",
         f"- command: `{cmd}` (config `{args.config.relative_to(ROOT)}`)"
-        + ("" if args.report_only else f", wall time {minutes:.1f} min"),
+        + ("" if args.report_only else f", wall time {minutes:.1f} min" + (" (this resumed invocation only)" if args.resume else "")),
         f"- runs finished: {sum(len(v) for k, v in done.items() if k != 'base')} of {planned}"
         + (" (PARTIAL: written from the runs finished so far)" if sum(len(v) for k, v in done.items() if k != "base") < planned else ""), "",
         "## GenEval-style test score (shapes world, ODE sampler)", "", (out / "summary.md").read_text(),
