@@ -62,10 +62,11 @@ def claims(out: Path) -> list[str]:
     return lines
 
 
-def finished(out: Path) -> dict[str, list[dict]]:
-    """method -> eval summaries of the seeds that finished (base first)."""
+def finished(out: Path, order: list[str]) -> dict[str, list[dict]]:
+    """method -> eval summaries of the seeds that finished, base first, then in the config's ``order``."""
     res: dict[str, list[dict]] = {}
-    for d in sorted(out.glob("*/seed_*/eval/summary.json"), key=lambda p: (p.parts[-4] != "base", p.stat().st_mtime)):
+    rank = {name: i for i, name in enumerate(["base", *order])}
+    for d in sorted(out.glob("*/seed_*/eval/summary.json"), key=lambda p: (rank.get(p.parts[-4], len(rank)), p.parts[-3])):
         res.setdefault(d.parts[-4], []).append(json.loads(d.read_text()))
     return res
 
@@ -89,7 +90,7 @@ def main() -> None:
     minutes = (time.time() - t0) / 60
     abl = load(args.config)
     planned = len(abl.variants) * (1 if args.quick else len(abl.seeds))
-    done = finished(out)
+    done = finished(out, list(abl.variants))
     if args.report_only:
         report(out, done, {n: sorted((out / n).glob("seed_*")) for n in done if n != "base"})
     docs = ROOT / f"docs/bench{tag}"

@@ -9,7 +9,7 @@ import numpy as np
 
 
 def aggregate(results: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, tuple[float, float, int]]]:
-    """method -> metric -> (mean, std, n) over the per-seed dicts."""
+    """method -> metric -> (mean, std, n) over the per-seed dicts (population std, ddof = 0)."""
     out = {}
     for method, runs in results.items():
         keys = [k for k in runs[0] if all(isinstance(r.get(k), (int, float)) for r in runs)]
