@@ -91,6 +91,7 @@ def main() -> None:
     abl = load(args.config)
     planned = len(abl.variants) * (1 if args.quick else len(abl.seeds))
     done = finished(out, list(abl.variants))
+    n_done = sum(len(v) for k, v in done.items() if k != "base")
     if args.report_only:
         report(out, done, {n: sorted((out / n).glob("seed_*")) for n in done if n != "base"})
     docs = ROOT / f"docs/bench{tag}"
@@ -105,8 +106,7 @@ def main() -> None:
         f"Python {sys.version.split()[0]}, torch {torch.__version__}",
         f"- command: `{cmd}` (config `{args.config.relative_to(ROOT)}`)"
         + ("" if args.report_only else f", wall time {minutes:.1f} min" + (" (this resumed invocation only)" if args.resume else "")),
-        f"- runs finished: {sum(len(v) for k, v in done.items() if k != 'base')} of {planned}"
-        + (" (PARTIAL: written from the runs finished so far)" if sum(len(v) for k, v in done.items() if k != "base") < planned else ""), "",
+        f"- runs finished: {n_done} of {planned}" + (" (PARTIAL: written from the runs finished so far)" if n_done < planned else ""), "",
         "## GenEval-style test score (shapes world, ODE sampler)", "", (out / "summary.md").read_text(),
     ]
     if (out / "cost.md").is_file():

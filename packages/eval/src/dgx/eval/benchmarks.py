@@ -7,6 +7,7 @@ import importlib.util
 import json
 import math
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
@@ -33,9 +34,7 @@ def generate(model: FlowModel, prompts: Sequence[str], steps: int, guidance: flo
 def images_per_prompt_by_tag(metadata: list[dict], images_per_prompt: int, min_images_per_tag: int = 0) -> list[int]:
     """Images for each prompt: ``images_per_prompt``, raised for tags with few prompts so that every
     tag gets at least ``min_images_per_tag`` images (0 keeps GenEval's fixed count)."""
-    counts: dict[str, int] = {}
-    for m in metadata:
-        counts[m.get("tag", "")] = counts.get(m.get("tag", ""), 0) + 1
+    counts = Counter(m.get("tag", "") for m in metadata)
     return [max(images_per_prompt, math.ceil(min_images_per_tag / counts[m.get("tag", "")])) for m in metadata]
 
 
@@ -104,11 +103,11 @@ def multi_reward_benchmark(model: FlowModel, rewards: dict, metadata: list[dict]
     scores = {name: torch.cat([r(images[s : s + batch], prompts[s : s + batch], metas[s : s + batch]).float().cpu()
                                for s in range(0, len(images), batch)]) for name, r in rewards.items()}
     summary: dict[str, float] = {}
-    cats = sorted({m["category"] for m in metas if "category" in m})
+    in_category = {c: torch.tensor([m.get("category") == c for m in metas]) for c in sorted({m.get("category") for m in metas} - {None})}
     for name, v in scores.items():
         summary[name], summary[f"{name}_std"] = v.mean().item(), v.std().item() if len(v) > 1 else 0.0
-        for c in cats:
-            summary[f"{name}/{c}"] = v[torch.tensor([m.get("category") == c for m in metas])].mean().item()
+        for c, mask in in_category.items():
+            summary[f"{name}/{c}"] = v[mask].mean().item()
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         with open(out / "per_image.jsonl", "w") as f:
@@ -173,12 +172,9 @@ def _device(model: FlowModel) -> torch.device:
     return getattr(model, "device", torch.device("cpu"))
 
 
-def _sampling(kw: dict) -> dict:
-    return {k: kw[k] for k in ("steps", "guidance", "images_per_prompt", "seed", "batch", "out") if k in kw}
-
-
-def _geneval_sampling(kw: dict) -> dict:
-    return {**_sampling(kw), **({"min_images_per_tag": kw["min_images_per_tag"]} if "min_images_per_tag" in kw else {})}
+def _sampling(kw: dict, extra: tuple[str, ...] = ()) -> dict:
+    """The sampling arguments a benchmark function passes on (plus ``extra`` keys)."""
+    return {k: kw[k] for k in ("steps", "guidance", "images_per_prompt", "seed", "batch", "out", *extra) if k in kw}
 
 
 def geneval(model: FlowModel, *, prompts_file: str | None = None, max_prompts: int | None = None, path: str | None = None,
@@ -189,4 +185,4 @@ def geneval(model: FlowModel, *, prompts_file: str | None = None, max_prompts: i
 
     meta = read_prompts(prompts_file) if prompts_file else build_suite()
     return geneval_benchmark(model, hf_geneval(partial=False, path=path, processor_path=processor_path), meta[:max_prompts],
-                             **_geneval_sampling(kw))
+                             **_sampling(kw, ("min_images_per_tag",)))

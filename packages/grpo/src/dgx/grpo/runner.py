@@ -118,10 +118,12 @@ def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[P
         psi = dirs[0] / "calibration" / "psi.json"
         if psi.is_file():
             plots.append(plot_psi(psi, out / f"psi_{name}.png"))
-    balance = {n: [json.loads((d / "calibration" / "psi.json").read_text())["imbalance"] for d in dirs
-                   if (d / "calibration" / "psi.json").is_file()] for n, dirs in run_dirs.items()}
-    balance = {n: [{"calibrated": b["calibrated_mean"], "uniform_a0.7": b["uniform_a0.7_mean"]} for b in v]
-               for n, v in balance.items() if v}
+    balance: dict[str, list[dict]] = {}  # calibrated runs: the imbalance check written by calibrate()
+    for name, dirs in run_dirs.items():
+        for psi in (d / "calibration" / "psi.json" for d in dirs):
+            if psi.is_file():
+                b = json.loads(psi.read_text())["imbalance"]
+                balance.setdefault(name, []).append({"calibrated": b["calibrated_mean"], "uniform_a0.7": b["uniform_a0.7_mean"]})
     lines = ["# Results", "", "GenEval-style test score (ODE sampler), mean ± std over seeds:", "", summary_md]
     if cost:
         lines += [f"Cost per training iteration (ratio to `{ref}`, measured in this run):", "", cost_md]
