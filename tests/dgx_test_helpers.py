@@ -43,3 +43,15 @@ def tiny_clip():
                                   "num_attention_heads": 2, "max_position_embeddings": 16, "bos_token_id": 0, "eos_token_id": 1},
                      vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
                                     "image_size": 16, "patch_size": 8}, projection_dim=8)).eval()
+
+
+class Ink:
+    """Mean distance of the pixels from the shapes world's grey background: larger, more or darker shapes score higher."""
+
+    name = "ink"
+
+    def __init__(self, **_):
+        pass
+
+    def __call__(self, images, prompts, metadata=None):
+        return (images - 0.6).abs().flatten(1).mean(1)

@@ -1,0 +1,59 @@
+"""Compare samplers on the shapes test split: is the training sampler's reward the test score?
+
+Scores the same prompts (GenEval-style, strict and partial credit, per tag) with the ODE
+at the eval steps, the ODE at the training steps and the training SDE, for the base model
+or a trained adapter. Shows whether what RL optimises (partial credit on SDE samples)
+moves with what is tested (strict verdicts on ODE samples).
+
+    python scripts/diagnose_samplers.py configs/shapes_quick.yaml [--adapter RUN_DIR] [--a 0.3 0.7]
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from dgx.eval.benchmarks import images_per_prompt_by_tag
+from dgx.grpo.build import build_model
+from dgx.grpo.config import load
+from dgx.grpo.registry import Registry
+from dgx.grpo.trainer import load_adapter
+from dgx.rewards.geneval import summarize
+from dgx.rewards.geneval_reward import shapes_geneval
+from dgx.rewards.shapes.prompts import split
+from dgx.sampler import UniformNoise, ode_step, rollout, sample_generator, sde_step
+
+ap = argparse.ArgumentParser()
+ap.add_argument("config")
+ap.add_argument("--variant", default=None)
+ap.add_argument("--adapter", default=None)
+ap.add_argument("--a", type=float, nargs="+", default=[0.7])
+ap.add_argument("--images", type=int, default=4)
+ap.add_argument("--min-per-tag", type=int, default=32)
+ap.add_argument("--seed", type=int, default=777)
+args = ap.parse_args()
+
+variants = load(Path(args.config)).variants
+cfg = next(iter(variants.values())) if args.variant is None else variants[args.variant]
+model = build_model(cfg, Registry())
+if args.adapter:
+    load_adapter(model, cfg, Path(args.adapter))
+meta = split("test")
+metas = [m for m, k in zip(meta, images_per_prompt_by_tag(meta, args.images, args.min_per_tag)) for _ in range(k)]
+texts = [m["prompt"] for m in metas]
+reward = shapes_geneval(partial=False)
+
+samplers = {f"ode{cfg.eval.steps}": (cfg.eval.steps, ode_step, None), f"ode{cfg.sampler.steps}": (cfg.sampler.steps, ode_step, None)}
+samplers.update({f"sde{cfg.sampler.steps}_a{a}": (cfg.sampler.steps, sde_step, UniformNoise(a)) for a in args.a})
+with torch.no_grad():
+    cond = model.encode(texts)
+    for name, (steps, step_fn, sched) in samplers.items():
+        gens = [sample_generator(args.seed, i) for i in range(len(texts))]
+        traj = rollout(model, cond, texts, steps, step_fn, sched, gens, cfg.sampler.guidance)
+        verdicts = reward.verdicts(model.decode(traj.latents[:, -1]), metas)
+        tags = [m["tag"] for m in metas]
+        strict = summarize(tags, [v.correct for v in verdicts])
+        partial = {t: sum(v.partial for v, g in zip(verdicts, tags) if g == t) / tags.count(t) for t in strict if t != "overall"}
+        partial["overall"] = sum(partial.values()) / len(partial)
+        print(json.dumps({"sampler": name, "adapter": args.adapter, "strict": {k: round(v, 3) for k, v in strict.items()},
+                          "partial": {k: round(v, 3) for k, v in partial.items()}}), flush=True)
