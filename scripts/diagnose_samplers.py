@@ -3,13 +3,15 @@
 Scores the same prompts (GenEval-style, strict and partial credit, per tag) with the ODE
 at the eval steps, the ODE at the training steps and the training SDE, for the base model
 or a trained adapter. Shows whether what RL optimises (partial credit on SDE samples)
-moves with what is tested (strict verdicts on ODE samples).
+moves with what is tested (strict verdicts on ODE samples), and per tag which kind of clause
+failed first (count, colour, position, exclude) in the failed images.
 
     python scripts/diagnose_samplers.py configs/shapes_quick.yaml [--adapter RUN_DIR] [--a 0.3 0.7]
 """
 
 import argparse
 import json
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -22,6 +24,18 @@ from dgx.rewards.geneval import summarize
 from dgx.rewards.geneval_reward import shapes_geneval
 from dgx.rewards.shapes.prompts import split
 from dgx.sampler import UniformNoise, ode_step, rollout, sample_generator, sde_step
+
+
+def failure_kind(reason: str) -> str:
+    """The clause kind of a GenEval verdict reason (see dgx.rewards.geneval.evaluate)."""
+    if "<" in reason:
+        return "exclude"
+    if "; and" in reason:
+        return "colour"
+    if ">=" in reason:
+        return "count"
+    return "position"
+
 
 ap = argparse.ArgumentParser()
 ap.add_argument("config")
@@ -55,5 +69,7 @@ with torch.no_grad():
         strict = summarize(tags, [v.correct for v in verdicts])
         partial = {t: sum(v.partial for v, g in zip(verdicts, tags) if g == t) / tags.count(t) for t in strict if t != "overall"}
         partial["overall"] = sum(partial.values()) / len(partial)
+        first = {t: dict(Counter(failure_kind(v.reasons[0]) for v, g in zip(verdicts, tags) if g == t and not v.correct))
+                 for t in strict if t != "overall"}
         print(json.dumps({"sampler": name, "adapter": args.adapter, "strict": {k: round(v, 3) for k, v in strict.items()},
-                          "partial": {k: round(v, 3) for k, v in partial.items()}}), flush=True)
+                          "partial": {k: round(v, 3) for k, v in partial.items()}, "first_failure": first}), flush=True)

@@ -139,3 +139,25 @@ def test_cli_works_from_any_directory(tmp_path, monkeypatch):
     assert res.exit_code == 0 and "2 variant(s)" in res.output
     res = CliRunner().invoke(main, ["registry", "--section", "models"])
     assert res.exit_code == 0 and "shapes" in res.output and "sd3" in res.output
+
+
+def test_soft_credit_builds_for_geneval_and_is_refused_elsewhere(tmp_path):
+    from dgx.grpo.build import build_reward
+
+    soft = load(write(tmp_path, GOOD.replace("{name: geneval_shapes}", "{name: geneval_shapes, soft: true}"))).variants["flow_grpo"]
+    assert build_reward(soft, Registry()).soft is True
+    pick = soft.model_copy(update={"reward": soft.reward.model_copy(update={"name": "pickscore"})})
+    with pytest.raises(ConfigError, match="reward.soft.*pickscore"):
+        build_reward(pick, Registry())
+
+
+def test_noise_window_builds_and_is_checked_against_the_steps(tmp_path):
+    from dgx.grpo.build import build_schedule
+    from dgx.sampler import UniformNoise, Windowed
+
+    cfg = load(write(tmp_path, GOOD.replace("a: 0.7}", "a: 0.7, window: [0, 3]}"))).variants["flow_grpo"]
+    assert build_schedule(cfg, Registry()) == Windowed(UniformNoise(0.7), 0, 3)
+    bad = cfg.model_copy(deep=True)
+    bad.sampler.noise.window = (3, 12)
+    with pytest.raises(ConfigError, match=r"window = \[3, 12\].*sampler.steps = 10"):
+        build_schedule(bad, Registry())

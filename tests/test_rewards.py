@@ -88,6 +88,36 @@ def test_shapes_detector_on_rendered_images():
         assert np.mean(v) >= 0.99, (tag, np.mean(v))
 
 
+def test_soft_credit_scores_class_beliefs_and_leaves_verdicts_alone():
+    two = meta("counting", [{"class": "circle", "count": 2}], [{"class": "circle", "count": 3}])
+    dets = [Detection("square", L, 0.6, None, None, {"circle": 0.4, "square": 0.6}),
+            Detection("circle", R, 0.95, None, None, {"circle": 0.8, "square": 0.2}),
+            det("circle", U, 0.5)]  # no scores: its confidence counts for its own class
+    hard, soft = evaluate(IMG, dets, two), evaluate(IMG, dets, two, soft=True)
+    assert hard.correct is soft.correct is False and hard.reasons == soft.reasons
+    assert hard.partial == pytest.approx((1 / 2 + 1) / 2)  # one circle above 0.9; exclude holds
+    assert soft.partial == pytest.approx(((0.8 + 0.5) / 2 + 1) / 2)  # top-2 circle beliefs 0.8, 0.5
+
+    from dgx.rewards.geneval_reward import shapes_geneval
+    from dgx.rewards.shapes import render
+    from dgx.rewards.shapes.detector import ShapesDetector
+
+    sq = render.Shape("square", "red", 16, 16, 10)
+    crisp = render.draw([sq])
+    round_ = crisp.copy()
+    round_[render.shape_mask(sq) & ~render.shape_mask(render.Shape("circle", "red", 16, 16, 11))] = render.BACKGROUND
+    d_crisp, d_round = (ShapesDetector()(im)[0] for im in (crisp, round_))
+    assert (d_crisp.cls, d_round.cls) == ("square", "circle")  # the strict rule: 1 vs 0
+    s_crisp, s_round = d_crisp.scores, d_round.scores
+    assert s_crisp["square"] > 0.65 > s_round["square"] > 0.3 and s_round["circle"] > s_crisp["circle"]
+    m = [meta("single_object", [{"class": "square", "count": 1}])] * 2
+    x = torch.from_numpy(np.stack([crisp, round_])).permute(0, 3, 1, 2).float() / 255
+    r = shapes_geneval(soft=True)(x, ["", ""], m)
+    assert r.tolist() == pytest.approx([s_crisp["square"], s_round["square"]], abs=1e-6)
+    with pytest.raises(RewardError, match="partial"):
+        shapes_geneval(partial=False, soft=True)
+
+
 def test_ocr_formula():
     assert target_text('a sign saying "Hello World" on a wall') == "Hello World"
     assert target_text("no quotes") is None

@@ -7,6 +7,7 @@ from dgx.sampler import (
     SamplerError,
     TableNoise,
     UniformNoise,
+    Windowed,
     continuation_path,
     continue_ode,
     continue_ode_naive,
@@ -83,8 +84,23 @@ def test_uniform_schedule_t1_guard_and_table():
         TableNoise((0.1, 0.2))(torch.arange(3), grid)
 
 
+def test_windowed_noise_explores_only_inside_the_window():
+    grid = torch.linspace(1, 0, 6)
+    w = Windowed(ConstantNoise(0.5), 1, 3)
+    torch.testing.assert_close(w(torch.arange(5), grid), torch.tensor([0.0, 0.5, 0.5, 0.0, 0.0]))
+    flow, gen = GaussianFlow([1.0], [0.5]), lambda: torch.Generator().manual_seed(3)
+    traj = rollout(flow, _cond(4), [""] * 4, 5, sde_step, w, gen())
+    assert (traj.stds[:, [0, 3, 4]] == 0).all() and (traj.stds[:, 1:3] > 0).all()
+    assert (traj.log_probs[:, [0, 3, 4]] == 0).all()
+    ode = rollout(flow, _cond(4), [""] * 4, 5, ode_step, None, gen())
+    torch.testing.assert_close(traj.latents[:, :2], ode.latents[:, :2])  # same noise, same first (ODE) step
+    assert not torch.allclose(traj.latents[:, 2], ode.latents[:, 2])
+    with pytest.raises(SamplerError, match="window"):
+        Windowed(ConstantNoise(0.5), 3, 7)(torch.arange(5), grid)
+
+
 @pytest.mark.parametrize("schedule", [UniformNoise(0.3), UniformNoise(0.7), UniformNoise(1.0),
-                                      TableNoise(tuple(0.2 + 0.8 * i / 99 for i in range(100)))])
+                                      TableNoise(tuple(0.2 + 0.8 * i / 99 for i in range(100))), Windowed(UniformNoise(0.7), 10, 60)])
 def test_sde_reaches_gaussian_data_distribution(schedule):
     """The drift term keeps the ODE's marginals: x_0 matches the data mean and variance."""
     mu, s, n = [1.5, -0.5], [0.5, 1.2], 20000

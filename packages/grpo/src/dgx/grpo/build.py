@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 from importlib import resources
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 from dgx.grpo.config import RunConfig
 from dgx.grpo.errors import ConfigError
 from dgx.grpo.registry import Registry
+from dgx.sampler import Windowed
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -39,6 +41,10 @@ def build_reward(cfg: RunConfig, registry: Registry, name: str | None = None):
     if name == "weighted":
         return factory({n: build_reward(cfg, registry, n) for n in r.weights}, r.weights)
     kwargs = {"partial": r.partial}
+    if r.soft:
+        if "soft" not in inspect.signature(factory).parameters:
+            raise ConfigError(f"reward.soft: the reward {name!r} has no soft credit; use a GenEval reward or soft: false")
+        kwargs["soft"] = True
     if r.path:
         kwargs["path"] = r.path
     if r.processor_path:
@@ -56,19 +62,27 @@ def build_step(cfg: RunConfig, registry: Registry):
 
 
 def build_schedule(cfg: RunConfig, registry: Registry, psi_path: Path | None = None):
-    """The sampler's noise schedule; ``calibrated`` reads noise.psi_path or ``psi_path``."""
+    """The sampler's noise schedule; ``calibrated`` reads noise.psi_path or ``psi_path``; with
+    ``noise.window`` it is zero (an ODE step) outside the window."""
     n = cfg.sampler.noise
     factory = registry.get("noise", n.name).load()
     if n.name == "uniform":
-        return factory(n.a)
-    if n.name == "constant":
-        return factory(n.value)
-    if n.name == "calibrated":
+        schedule = factory(n.a)
+    elif n.name == "constant":
+        schedule = factory(n.value)
+    elif n.name == "calibrated":
         path = n.psi_path or psi_path
         if path is None:
             raise ConfigError("sampler.noise.name = calibrated needs noise.psi_path (or run through `dgx run`, which calibrates first)")
-        return factory(path)
-    return factory(**n.model_dump(exclude={"name"}))
+        schedule = factory(path)
+    else:
+        schedule = factory(**n.model_dump(exclude={"name", "window"}))
+    if n.window is None:
+        return schedule
+    start, stop = n.window
+    if not 0 <= start < stop <= cfg.sampler.steps:
+        raise ConfigError(f"sampler.noise.window = [{start}, {stop}] must satisfy 0 <= start < stop <= sampler.steps = {cfg.sampler.steps}")
+    return Windowed(schedule, start, stop)
 
 
 def load_prompts(cfg: RunConfig, split: str = "train") -> list[dict]:

@@ -34,6 +34,8 @@ class NoiseConfig(_Strict):
     a: float = Field(0.7, ge=0, description="uniform: noise level a")
     value: float = Field(0.7, ge=0, description="constant: sigma_t (or CPS eta)")
     psi_path: str | None = Field(None, description="calibrated: psi.json (default: the run's calibration output)")
+    window: tuple[int, int] | None = Field(
+        None, description="[start, stop): noise only on these steps (0 = the first), ODE elsewhere; None = every step")
 
 
 class SamplerConfig(_Strict):
@@ -49,6 +51,7 @@ class RewardConfig(_Strict):
     ode_steps: Union[int, Literal["t"]] = Field("t", description="n of ODE_n for dense credit: 1, 2, ... or 't'")
     chunk: int = Field(256, ge=1, description="latents decoded and scored per batch (memory budget)")
     partial: bool = Field(True, description="GenEval: partial credit (True) or strict 0/1")
+    soft: bool = Field(False, description="GenEval partial credit: object clauses score the detector's class probability")
     path: str | None = Field(None, description="reward model Hub id or local folder")
     processor_path: str | None = Field(None, description="processor Hub id or local folder (PickScore)")
     weights: dict[str, float] = Field(default_factory=dict, description="weighted: reward name -> weight")

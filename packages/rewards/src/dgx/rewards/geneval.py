@@ -29,6 +29,13 @@ class Detection:
     confidence: float
     mask: np.ndarray | None = None
     color: str | None = None
+    scores: dict[str, float] | None = None  # per-class probabilities, when the detector has them
+
+    def score(self, cls: str) -> float:
+        """How much this object looks like ``cls``: its class probability, else its confidence if it is one."""
+        if self.scores is not None:
+            return self.scores.get(cls, 0.0)
+        return self.confidence if self.cls == cls else 0.0
 
 
 class Detector(Protocol):
@@ -95,6 +102,7 @@ def evaluate(
     detections: list[Detection],
     meta: dict,
     color_of: ColorClassifier = detector_color,
+    soft: bool = False,
 ) -> Verdict:
     """Apply every clause of ``meta`` to the detections of ``image``.
 
@@ -102,6 +110,10 @@ def evaluate(
     scores in [0, 1] - count: min(found, count) / count; colour: matching / count;
     position: fraction of (object, target) pairs in relation; exclude: 0 or 1 - and the
     partial reward is their mean. Strict correctness is the official all-clauses rule.
+    ``soft`` (a training-reward option, never a test rule) scores each count clause by the
+    detector's belief instead: the ``count`` highest ``Detection.score(class)`` over all
+    detections, unthresholded, summed and divided by ``count``, so a square drawn half-round
+    earns part of its clause.
     """
     objects = filter_detections(detections, meta["tag"])
     correct, reasons, credits = True, [], []
@@ -110,7 +122,10 @@ def evaluate(
         cls, count = req["class"], req["count"]
         found = objects.get(cls, [])[:count]
         matched = True
-        credits.append(min(len(found), count) / count)
+        if soft:
+            credits.append(sum(sorted((d.score(cls) for d in detections), reverse=True)[:count]) / count)
+        else:
+            credits.append(min(len(found), count) / count)
         if len(found) < count:
             matched = False
             reasons.append(f"expected {cls}>={count}, found {len(found)}")

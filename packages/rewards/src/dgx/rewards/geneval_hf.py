@@ -107,10 +107,10 @@ class ClipColorClassifier:
         return [COLORS[int((img[i] @ self.text_embeddings(d.cls).T).argmax())] for i, d in enumerate(objects)]
 
 
-def hf_geneval(partial: bool = True, path: str | None = None, processor_path: str | None = None, **_):
+def hf_geneval(partial: bool = True, soft: bool = False, path: str | None = None, processor_path: str | None = None, **_):
     """GenEval reward for real images (``path``: detector, ``processor_path``: CLIP for colours)."""
     from dgx.rewards.geneval_reward import GenEvalReward
 
     det = HFDetector(path) if path else HFDetector()
     col = ClipColorClassifier(processor_path) if processor_path else ClipColorClassifier()
-    return GenEvalReward(det, col, partial=partial, name="geneval")
+    return GenEvalReward(det, col, partial=partial, name="geneval", soft=soft)

@@ -68,7 +68,7 @@ class MMDetDetector:
                           None if masks is None else masks[i]) for i in range(len(scores))]
 
 
-def mmdet_geneval(partial: bool = True, path: str | None = None, processor_path: str | None = None,
+def mmdet_geneval(partial: bool = True, soft: bool = False, path: str | None = None, processor_path: str | None = None,
                   config: str | None = None, device: str | torch.device = "cpu", **_):
     """GenEval reward with the official detector: ``path`` = the Mask2Former checkpoint (.pth), ``config`` =
     its mmdetection config (default: GenEval's, from mmdet's own configs folder), ``processor_path`` = CLIP."""
@@ -86,4 +86,4 @@ def mmdet_geneval(partial: bool = True, path: str | None = None, processor_path:
             raise RewardError("geneval_mmdet needs mmdetection: pip install dgx-rewards[mmdet] (mmdet 2.x, mmcv-full 1.x)") from e
         config = os.path.join(os.path.dirname(mmdet.__file__), f"../configs/mask2former/{CONFIG}.py")
     col = ClipColorClassifier(processor_path, device) if processor_path else ClipColorClassifier(device=device)
-    return GenEvalReward(MMDetDetector(config, path, device), col, partial=partial, name="geneval")
+    return GenEvalReward(MMDetDetector(config, path, device), col, partial=partial, name="geneval", soft=soft)

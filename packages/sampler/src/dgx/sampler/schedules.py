@@ -8,6 +8,9 @@ and returns sigma for each step ``grid[i] -> grid[i+1]``:
 - ``ConstantNoise(value)``: ``sigma_t = value`` everywhere.
 - ``TableNoise(psi)``: DenseGRPO's calibrated per-timestep ``sigma_t = psi[i]``, read from
   the ``psi.json`` that ``dgx calibrate`` writes.
+- ``Windowed(inner, start, stop)``: ``inner``'s sigma on steps ``start <= i < stop`` and 0
+  (a deterministic ODE step) elsewhere, as Flow-GRPO-Fast and MixGRPO do: only the window's
+  steps explore and are trained, and the rest of every rollout is the ODE the test uses.
 
 For the CPS step the value is used as its noise level eta (see ``steps.cps_step``).
 """
@@ -70,3 +73,17 @@ class TableNoise:
 
     def to_json(self, path: str | Path, grid: Sequence[float], **extra) -> None:
         Path(path).write_text(json.dumps({"psi": list(self.psi), "timesteps": [float(t) for t in grid], **extra}, indent=2))
+
+
+@dataclass(frozen=True)
+class Windowed:
+    inner: NoiseSchedule
+    start: int
+    stop: int
+
+    def __call__(self, index: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        if not 0 <= self.start < self.stop <= len(grid) - 1:
+            raise SamplerError(f"noise window [{self.start}, {self.stop}) must lie within the {len(grid) - 1} sampler steps")
+        index = torch.as_tensor(index)
+        inside = (index >= self.start) & (index < self.stop)
+        return torch.where(inside.to(grid.device), self.inner(index, grid), 0.0)

@@ -7,7 +7,9 @@ and the share of its mass in the upper half of its box (triangle ~0.25, others ~
 Confidence = softmax(-d^2 / TAU) over the distances d to the class prototypes (an
 ambiguous blob halfway between two classes gets 0.5), times a fit factor
 exp(-max(0, d1 - SLACK)^2 / (2 * SLACK_STD^2)) that is 1 for any rendered shape and
-falls for blobs far from every prototype.
+falls for blobs far from every prototype. ``Detection.scores`` is the same posterior at a
+10x softer temperature (SOFT_TAU), times the fit factor: a graded "how square is this blob"
+for soft GenEval credit, where the confidence is nearly 0/1.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from scipy import ndimage
 
 MIN_AREA = 12
 TAU, SLACK, SLACK_STD = 0.005, 0.12, 0.05
+SOFT_TAU = 0.05
 # (fill ratio, upper-half mass share) per class, measured on rendered shapes of size 8-11.
 PROTOTYPES = {
     "square": (1.0, 0.5),
@@ -62,9 +65,13 @@ class ShapesDetector:
         h = y1 - y0  # upper-half mass; an odd middle row counts half
         upper = (mask[y0 : y0 + h // 2].sum() + (0.5 * mask[y0 + h // 2].sum() if h % 2 else 0.0)) / area
         d = np.linalg.norm(self.protos - np.array([fill, upper], np.float32), axis=1)
-        logits = -(d**2) / TAU
-        p = np.exp(logits - logits.max())
         best = int(d.argmin())
         fit = np.exp(-max(0.0, float(d[best]) - SLACK) ** 2 / (2 * SLACK_STD**2))
-        conf = float(p[best] / p.sum() * fit)
-        return Detection(self.classes[best], (float(x0), float(y0), float(x1), float(y1)), conf, mask, color)
+        conf, soft = (_softmax(-(d**2) / tau) * fit for tau in (TAU, SOFT_TAU))
+        scores = {c: float(v) for c, v in zip(self.classes, soft)}
+        return Detection(self.classes[best], (float(x0), float(y0), float(x1), float(y1)), float(conf[best]), mask, color, scores)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    p = np.exp(logits - logits.max())
+    return p / p.sum()
