@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import shutil
 import time
@@ -77,6 +78,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5000)
     ap.add_argument("--batch", type=int, default=48)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--cosine", action="store_true", help="after warmup, decay the lr to 0 along a cosine")
     ap.add_argument("--save-every", type=int, default=500)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -134,7 +136,14 @@ def main() -> None:
         log(f"initialised from {args.init_from} (step {offset})")
     params = [*pipe.transformer.parameters(), *pipe.text_encoder.parameters(), *pipe.text_encoder_2.parameters()]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 500))
+    warm = 500
+
+    def lr_factor(s: int) -> float:
+        if s < warm or not args.cosine:
+            return min(1.0, (s + 1) / warm)
+        return 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, args.steps - warm)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     g = torch.Generator().manual_seed(args.seed + 2)
     pick = random.Random(args.seed + 3)
     t0 = time.time()
