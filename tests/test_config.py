@@ -3,6 +3,7 @@
 import textwrap
 
 import pytest
+import torch
 from click.testing import CliRunner
 from dgx.grpo.cli import main
 from dgx.grpo.config import deep_merge, load
@@ -161,3 +162,28 @@ def test_noise_window_builds_and_is_checked_against_the_steps(tmp_path):
     bad.sampler.noise.window = (3, 12)
     with pytest.raises(ConfigError, match=r"window = \[3, 12\].*sampler.steps = 10"):
         build_schedule(bad, Registry())
+
+
+def test_registry_module_beside_the_registry_file_and_builder_defaults(tmp_path):
+    """impl modules may sit next to a user registry file; extra model `defaults` and model.resolution
+    reach the builder as keywords."""
+    from dgx.grpo.build import build_model, build_reward
+
+    (tmp_path / "my_parts.py").write_text(
+        "import torch\n"
+        "class Bright:\n"
+        "    def __init__(self, **_): pass\n"
+        "    def __call__(self, images, prompts, metadata=None): return images.flatten(1).mean(1)\n"
+        "def model(path, dtype, device, max_sequence_length, resolution=None, width=1):\n"
+        "    return dict(path=path, msl=max_sequence_length, resolution=resolution, width=width)\n"
+    )
+    write(tmp_path, """
+    rewards:
+      bright: {impl: "my_parts:Bright"}
+    models:
+      wide: {impl: "my_parts:model", defaults: {max_sequence_length: 7, width: 3}}
+    """, "reg.yaml")
+    cfg = load(write(tmp_path, "registry: reg.yaml\nmodel: {name: wide, resolution: 64}\nreward: {name: bright}\n"))
+    run, reg = cfg.variants["default"], cfg.registry()
+    assert build_reward(run, reg)(torch.full((2, 3, 4, 4), 0.25), ["a", "b"]).tolist() == [0.25, 0.25]
+    assert build_model(run, reg) == {"path": "", "msl": 7, "resolution": 64, "width": 3}

@@ -202,3 +202,17 @@ def test_training_raises_the_reward(tmp_path):
     model.transformer.disable_adapters()
     gain = trained - ink()
     assert gain.mean() > 4 * gain.std() / len(gain) ** 0.5, gain
+
+
+def test_gradient_checkpointing_gives_the_same_update(tmp_path, tiny_pipe_dir):
+    runs = {}
+    for ckpt in (False, True):
+        d = tmp_path / str(ckpt)
+        d.mkdir()
+        model = train(tiny_config(d, tiny_pipe_dir, iterations=1, gradient_checkpointing=ckpt), d / "run", registry=Registry([d / "reg.yaml"]))
+        assert model.transformer.is_gradient_checkpointing == ckpt
+        runs[ckpt] = get_peft_model_state_dict(model.transformer)
+    assert runs[False].keys() == runs[True].keys()
+    assert any(v.abs().max() > 0 for k, v in runs[True].items() if "lora_B" in k)  # the update reached the adapter
+    for k in runs[False]:
+        torch.testing.assert_close(runs[False][k], runs[True][k], atol=1e-6, rtol=1e-5)

@@ -162,3 +162,35 @@ def test_batched_continuation_equals_naive_on_tiny_sd3(tiny_model):
     slow = continue_ode_naive(tiny_model, traj, "t")
     torch.testing.assert_close(fast, slow, atol=1e-4, rtol=1e-4)
     assert fast_calls == 4 and tiny_model.calls == 3 * (5 + 4 + 3 + 2 + 1)
+
+
+def test_resolution_sets_the_latent_size_and_is_checked(tiny_pipe_dir):
+    from dgx.sampler import SD3Model
+
+    m = SD3Model.from_pretrained(tiny_pipe_dir, resolution=24)  # VAE factor 2 x patch 2: multiples of 4
+    assert m.init_latents(2, torch.Generator().manual_seed(0)).shape == (2, 4, 12, 12)
+    assert SD3Model.from_pretrained(tiny_pipe_dir).resolution == 16  # the pipeline's default
+    with pytest.raises(SamplerError, match="multiple of 4"):
+        SD3Model.from_pretrained(tiny_pipe_dir, resolution=18)
+
+
+def test_sd35_medium_architecture_from_its_config():
+    """The full transformer (on the meta device: no memory) has SD3.5-M's size and dual-attention
+    blocks; a one-block copy runs end to end with the real conditioning shapes."""
+    from dgx.sampler.architectures import SD35_MEDIUM_TRANSFORMER, sd35_medium_random
+    from diffusers import SD3Transformer2DModel
+
+    with torch.device("meta"):
+        full = SD3Transformer2DModel(**SD35_MEDIUM_TRANSFORMER)
+    n = sum(p.numel() for p in full.parameters())
+    assert 2.0e9 < n < 2.6e9 and len(full.transformer_blocks) == 24
+    assert [b.attn2 is not None for b in full.transformer_blocks] == [i < 13 for i in range(24)]
+
+    m = sd35_medium_random(layers=1, resolution=128, max_sequence_length=16)
+    cond = m.encode(["a red cat", "a dog"])
+    assert cond.embeds.shape == (2, 77 + 16, 4096) and cond.pooled.shape == (2, 2048)
+    x = m.init_latents(2, torch.Generator().manual_seed(0))
+    assert x.shape == (2, 16, 16, 16)
+    v = m.velocity(x, torch.full((2,), 0.5), cond, guidance=4.5)
+    assert v.shape == x.shape and torch.isfinite(v).all()
+    assert m.decode(x).shape == (2, 3, 128, 128)

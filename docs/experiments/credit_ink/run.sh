@@ -1,6 +1,5 @@
 #!/bin/bash
 # Every credit wrapper on the smooth "ink" reward, three seeds; results in runs/credit_ink/results.jsonl.
-export PYTHONPATH=docs/experiments/credit_ink
 for seed in ${SEEDS:-0 1 2}; do
   python scripts/sweep.py docs/experiments/credit_ink/ink.yaml --out runs/credit_ink --no-eval --paired 32 \
     "sparse_s$seed={\"seed\": $seed}" \

@@ -27,11 +27,16 @@ def resolve_path(path: str) -> str:
 
 
 def build_model(cfg: RunConfig, registry: Registry, device: str | torch.device = "cpu"):
+    """The registry entry's builder; its ``defaults`` other than path and max_sequence_length, and
+    model.resolution when set, are passed as keywords."""
     entry = registry.get("models", cfg.model.name)
+    extra = {k: v for k, v in entry.defaults.items() if k not in ("path", "max_sequence_length")}
+    if cfg.model.resolution is not None:
+        extra["resolution"] = cfg.model.resolution
     path = resolve_path(cfg.model.path or entry.defaults.get("path", ""))
     msl = cfg.model.max_sequence_length
     msl = entry.defaults.get("max_sequence_length", 256) if msl is None else msl
-    return entry.load()(path, dtype=DTYPES[cfg.model.dtype], device=str(device), max_sequence_length=msl)
+    return entry.load()(path, dtype=DTYPES[cfg.model.dtype], device=str(device), max_sequence_length=msl, **extra)
 
 
 def build_reward(cfg: RunConfig, registry: Registry, name: str | None = None):

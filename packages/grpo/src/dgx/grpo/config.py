@@ -27,6 +27,7 @@ class ModelConfig(_Strict):
     path: str | None = Field(None, description="Hub id or local folder; default from the registry entry")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="model weights dtype")
     max_sequence_length: int | None = Field(None, ge=0, description="T5 tokens (SD3); default from registry")
+    resolution: int | None = Field(None, gt=0, description="image side in pixels (square); default: the model's own")
 
 
 class NoiseConfig(_Strict):
@@ -78,6 +79,8 @@ class TrainConfig(_Strict):
     adv_clip_max: float = Field(5.0, gt=0, description="advantages clipped to +-this")
     max_grad_norm: float = Field(1.0, gt=0)
     ema: float | None = Field(None, gt=0, lt=1, description="EMA decay of the adapter (None = off)")
+    gradient_checkpointing: bool = Field(
+        False, description="recompute the transformer blocks' activations in the backward pass (less memory, more time)")
     save_every: int = Field(5, ge=1, description="checkpoint every N iterations")
 
 

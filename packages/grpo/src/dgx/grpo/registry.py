@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
 import os
 from dataclasses import dataclass, field
 from importlib import resources
@@ -25,9 +26,16 @@ class Entry:
     source: str = "builtin"
 
     def load(self) -> Any:
-        """Import the implementation (``module:attr[.attr]``)."""
+        """Import the implementation (``module:attr[.attr]``); a user registry file's module may also
+        be a ``module.py`` beside that file."""
         mod, _, attr = self.impl.partition(":")
-        obj = importlib.import_module(mod)
+        local = Path(self.source).parent / (mod.replace(".", "/") + ".py")
+        if self.source != "builtin" and local.is_file():
+            spec = importlib.util.spec_from_file_location(mod, local)
+            obj = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(obj)
+        else:
+            obj = importlib.import_module(mod)
         for part in attr.split("."):
             obj = getattr(obj, part)
         return obj

@@ -87,6 +87,8 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
     model = build_model(cfg, registry, acc.device)
     base = model.transformer
     params = add_lora(base, cfg)
+    if tc.gradient_checkpointing:
+        base.enable_gradient_checkpointing()
     opt = torch.optim.AdamW(params, lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay)
     model.transformer, opt = acc.prepare(base, opt)
     ema = {n: p.detach().clone() for n, p in base.named_parameters() if p.requires_grad} if tc.ema else None

@@ -60,17 +60,26 @@ class SD3Model:
     config and dtype are read from the pipeline's own module.
     """
 
-    def __init__(self, pipe, max_sequence_length: int = 256, device: str | torch.device = "cpu"):
+    def __init__(self, pipe, max_sequence_length: int = 256, device: str | torch.device = "cpu", pad_missing_t5: bool = False,
+                 resolution: int | None = None):
+        """Without T5 the prompt is CLIP tokens only, unless ``pad_missing_t5`` appends
+        ``max_sequence_length`` zero tokens in its place (diffusers' own padding). ``resolution``
+        is the image side in pixels (default: the pipeline's, 1024 for SD3.5)."""
         self.pipe = pipe
+        step = pipe.vae_scale_factor * pipe.transformer.config.patch_size
+        if resolution is not None and (resolution <= 0 or resolution % step):
+            raise SamplerError(f"resolution {resolution} px must be a positive multiple of {step} (VAE factor x patch size)")
+        self.resolution = resolution or pipe.default_sample_size * pipe.vae_scale_factor
         self.transformer = pipe.transformer
         self.vae = pipe.vae
         self.device = torch.device(device)
-        self.max_sequence_length = 0 if pipe.text_encoder_3 is None else max_sequence_length
+        self.max_sequence_length = 0 if pipe.text_encoder_3 is None and not pad_missing_t5 else max_sequence_length
         self.calls = 0
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu", max_sequence_length: int = 256
+        cls, path: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu", max_sequence_length: int = 256,
+        resolution: int | None = None,
     ) -> "SD3Model":
         """Load from a local pipeline folder or a Hub id (offline: a local folder or cached id)."""
         from diffusers import StableDiffusion3Pipeline
@@ -90,7 +99,7 @@ class SD3Model:
             ) from e
         pipe.set_progress_bar_config(disable=True)
         pipe.to(device)
-        return cls(pipe, max_sequence_length, device)
+        return cls(pipe, max_sequence_length, device, resolution=resolution)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -134,8 +143,8 @@ class SD3Model:
         from diffusers.utils.torch_utils import randn_tensor
 
         f = self.pipe.vae_scale_factor
-        h = (height or self.pipe.default_sample_size * f) // f
-        w = (width or self.pipe.default_sample_size * f) // f
+        h = (height or self.resolution) // f
+        w = (width or self.resolution) // f
         c = self.pipe.transformer.config.in_channels
         return randn_tensor((n, c, h, w), generator=generator, device=self.device, dtype=torch.float32)
 
