@@ -47,8 +47,7 @@ ap.add_argument("--min-per-tag", type=int, default=32)
 ap.add_argument("--seed", type=int, default=777)
 args = ap.parse_args()
 
-variants = load(Path(args.config)).variants
-cfg = next(iter(variants.values())) if args.variant is None else variants[args.variant]
+cfg = load(Path(args.config)).variant(args.variant)[1]
 model = build_model(cfg, Registry())
 if args.adapter:
     load_adapter(model, cfg, Path(args.adapter))

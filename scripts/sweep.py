@@ -62,7 +62,7 @@ ap.add_argument("--paired", type=int, default=0, metavar="N", help="paired train
 args = ap.parse_args()
 
 abl = load(args.config)
-base = abl.variants[args.variant or next(iter(abl.variants))].model_dump()
+base = abl.variant(args.variant)[1].model_dump()
 for spec in args.specs:
     name, _, over = spec.partition("=")
     cfg = RunConfig.model_validate(deep_merge(base, json.loads(over or "{}")))

@@ -30,9 +30,9 @@ ap.add_argument("--out", type=Path, default=Path("runs/time_iteration"))
 args = ap.parse_args()
 
 abl = load(args.config)
-name = args.variant or next(iter(abl.variants))
+name, variant = abl.variant(args.variant)
 over = deep_merge(json.loads(args.override), {"train": {"iterations": args.iterations}} if args.iterations else {})
-cfg = RunConfig.model_validate(deep_merge(abl.variants[name].model_dump(), over))
+cfg = RunConfig.model_validate(deep_merge(variant.model_dump(), over))
 run = args.out / name
 shutil.rmtree(run, ignore_errors=True)
 cuda = torch.cuda.is_available() and cfg.device != "cpu"

@@ -40,6 +40,9 @@ def test_valid_ablation_resolves_variants(tmp_path):
     assert d.sampler.noise.a == 0.7  # untouched sibling keys survive the deep merge
     assert (n2.reward.ode_steps, n2.train.lr, n2.train.group_size) == (2, 1e-4, 8)
     assert fg.train.lr == 3e-4
+    assert abl.variant() == ("flow_grpo", fg) and abl.variant("n2") == ("n2", n2)
+    with pytest.raises(ConfigError, match="no variant 'dens'; did you mean 'dense'"):
+        abl.variant("dens")
 
 
 def test_deep_merge():

@@ -88,9 +88,4 @@ def calibrate(cfg: RunConfig, out_dir: Path, registry: Registry | None = None) -
 
 def calibrate_file(file: Path, variant: str | None = None, out: Path | None = None) -> Path:
     abl = load(file)
-    name = variant or next(iter(abl.variants))
-    if name not in abl.variants:
-        from dgx.grpo.registry import suggest
-
-        raise ConfigError(f"{file}: no variant {name!r}{suggest(name, abl.variants)}")
-    return calibrate(abl.variants[name], out or Path("runs") / file.stem / "calibration", abl.registry())
+    return calibrate(abl.variant(variant)[1], out or Path("runs") / file.stem / "calibration", abl.registry())

@@ -148,6 +148,13 @@ class Ablation(BaseModel):
     def registry(self) -> Registry:
         return Registry(self.registry_files)
 
+    def variant(self, name: str | None = None) -> tuple[str, RunConfig]:
+        """The named variant (default: the first) and its config; an unknown name is a ConfigError."""
+        name = name or next(iter(self.variants))
+        if name not in self.variants:
+            raise ConfigError(f"{self.path}: no variant {name!r}{suggest(name, self.variants)}")
+        return name, self.variants[name]
+
 
 def deep_merge(base: dict, override: dict) -> dict:
     """``override`` into a copy of ``base``; nested dicts merge, everything else replaces."""

@@ -138,10 +138,8 @@ def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[P
 def evaluate_file(file: Path, adapter: Path | None = None, variant: str | None = None, out: Path | None = None) -> dict:
     """`dgx eval`: the base model, or a run folder's / checkpoint's adapter."""
     abl = load(file)
-    name = variant or next(iter(abl.variants))
-    if name not in abl.variants:
-        raise ConfigError(f"{file}: no variant {name!r}{suggest(name, abl.variants)}")
-    cfg, registry = abl.variants[name], abl.registry()
+    name, cfg = abl.variant(variant)
+    registry = abl.registry()
     model = build_model(cfg, registry)
     if adapter is not None:
         load_adapter(model, cfg, adapter)
