@@ -26,17 +26,6 @@ from dgx.rewards.shapes.prompts import split
 from dgx.sampler import UniformNoise, ode_step, rollout, sample_generator, sde_step
 
 
-def failure_kind(reason: str) -> str:
-    """The clause kind of a GenEval verdict reason (see dgx.rewards.geneval.evaluate)."""
-    if "<" in reason:
-        return "exclude"
-    if "; and" in reason:
-        return "colour"
-    if ">=" in reason:
-        return "count"
-    return "position"
-
-
 ap = argparse.ArgumentParser()
 ap.add_argument("config")
 ap.add_argument("--variant", default=None)
@@ -68,7 +57,7 @@ with torch.no_grad():
         strict = summarize(tags, [v.correct for v in verdicts])
         partial = {t: sum(v.partial for v, g in zip(verdicts, tags) if g == t) / tags.count(t) for t in strict if t != "overall"}
         partial["overall"] = sum(partial.values()) / len(partial)
-        first = {t: dict(Counter(failure_kind(v.reasons[0]) for v, g in zip(verdicts, tags) if g == t and not v.correct))
+        first = {t: dict(Counter(v.kinds[0] for v, g in zip(verdicts, tags) if g == t and not v.correct))
                  for t in strict if t != "overall"}
         print(json.dumps({"sampler": name, "adapter": args.adapter, "strict": {k: round(v, 3) for k, v in strict.items()},
                           "partial": {k: round(v, 3) for k, v in partial.items()}, "first_failure": first}), flush=True)

@@ -44,14 +44,3 @@ def tiny_clip():
                      vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
                                     "image_size": 16, "patch_size": 8}, projection_dim=8)).eval()
 
-
-class Ink:
-    """Mean distance of the pixels from the shapes world's grey background: larger, more or darker shapes score higher."""
-
-    name = "ink"
-
-    def __init__(self, **_):
-        pass
-
-    def __call__(self, images, prompts, metadata=None):
-        return (images - 0.6).abs().flatten(1).mean(1)

@@ -181,15 +181,14 @@ def test_training_raises_the_reward(tmp_path):
     import yaml
     from dgx.grpo.config import load
     from dgx.sampler import ode_step, rollout, sample_generator
-    from dgx_test_helpers import Ink
+    from dgx.rewards.ink import Ink
 
-    (tmp_path / "reg.yaml").write_text("rewards:\n  ink: {impl: 'dgx_test_helpers:Ink', description: test}\n")
-    body = {"registry": "reg.yaml", "model": {"name": "shapes"}, "sampler": {"steps": 6, "guidance": 5.0},
+    body = {"model": {"name": "shapes"}, "sampler": {"steps": 6, "guidance": 5.0},
             "reward": {"name": "ink", "credit": "dense_gain"}, "device": "cpu",
             "train": {"iterations": 12, "prompts_per_iter": 2, "group_size": 8, "lr": 5e-3, "kl_beta": 0.0, "save_every": 100,
                       "timestep_fraction": 0.5, "updates_per_epoch": 2, "micro_batch": 64}}
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(body))
-    model = train(load(tmp_path / "cfg.yaml").variants["default"], tmp_path / "run", registry=Registry([tmp_path / "reg.yaml"]))
+    model = train(load(tmp_path / "cfg.yaml").variants["default"], tmp_path / "run", registry=Registry())
     prompts = ["a photo of a red circle", "a photo of two squares"] * 8
 
     def ink() -> torch.Tensor:

@@ -24,42 +24,43 @@ def meta(tag, include, exclude=()):
 L, R, U, D = (0, 10, 8, 18), (20, 10, 28, 18), (10, 0, 18, 8), (10, 20, 18, 28)  # left, right, up, down boxes
 
 RULES = [
-    ("single ok", meta("single_object", [{"class": "circle", "count": 1}]), [det("circle", L, 0.5)], True, 1.0),
-    ("single below 0.3", meta("single_object", [{"class": "circle", "count": 1}]), [det("circle", L, 0.3)], False, 0.0),
+    ("single ok", meta("single_object", [{"class": "circle", "count": 1}]), [det("circle", L, 0.5)], True, 1.0, []),
+    ("single below 0.3", meta("single_object", [{"class": "circle", "count": 1}]), [det("circle", L, 0.3)], False, 0.0, ["count"]),
     ("two_object missing", meta("two_object", [{"class": "circle", "count": 1}, {"class": "square", "count": 1}]),
-     [det("circle", L)], False, 0.5),
+     [det("circle", L)], False, 0.5, ["count"]),
     ("counting ok", meta("counting", [{"class": "circle", "count": 3}], [{"class": "circle", "count": 4}]),
-     [det("circle", L), det("circle", R), det("circle", U)], True, 1.0),
+     [det("circle", L), det("circle", R), det("circle", U)], True, 1.0, []),
     ("counting 0.9 threshold", meta("counting", [{"class": "circle", "count": 3}], [{"class": "circle", "count": 4}]),
-     [det("circle", L), det("circle", R), det("circle", U, 0.85)], False, (2 / 3 + 1) / 2),
+     [det("circle", L), det("circle", R), det("circle", U, 0.85)], False, (2 / 3 + 1) / 2, ["count"]),
     ("counting exclude", meta("counting", [{"class": "circle", "count": 3}], [{"class": "circle", "count": 4}]),
-     [det("circle", b) for b in (L, R, U, D)], False, 0.5),
-    ("colors ok", meta("colors", [{"class": "circle", "count": 1, "color": "red"}]), [det("circle", L, color="red")], True, 1.0),
-    ("colors wrong", meta("colors", [{"class": "circle", "count": 1, "color": "red"}]), [det("circle", L, color="blue")], False, 0.5),
+     [det("circle", b) for b in (L, R, U, D)], False, 0.5, ["exclude"]),
+    ("colors ok", meta("colors", [{"class": "circle", "count": 1, "color": "red"}]), [det("circle", L, color="red")], True, 1.0, []),
+    ("colors wrong", meta("colors", [{"class": "circle", "count": 1, "color": "red"}]), [det("circle", L, color="blue")], False, 0.5, ["colour"]),
     ("colors top-k by confidence", meta("colors", [{"class": "circle", "count": 1, "color": "red"}]),
-     [det("circle", L, 0.6, "red"), det("circle", R, 0.9, "blue")], False, 0.5),
+     [det("circle", L, 0.6, "red"), det("circle", R, 0.9, "blue")], False, 0.5, ["colour"]),
     ("position left ok", meta("position", [{"class": "square", "count": 1}, {"class": "circle", "count": 1, "position": ["left of", 0]}]),
-     [det("square", R), det("circle", L)], True, 1.0),
+     [det("square", R), det("circle", L)], True, 1.0, []),
     ("position left wrong", meta("position", [{"class": "square", "count": 1}, {"class": "circle", "count": 1, "position": ["left of", 0]}]),
-     [det("square", L), det("circle", R)], False, 2 / 3),
+     [det("square", L), det("circle", R)], False, 2 / 3, ["position"]),
     ("position above ok", meta("position", [{"class": "square", "count": 1}, {"class": "circle", "count": 1, "position": ["above", 0]}]),
-     [det("square", D), det("circle", U)], True, 1.0),
+     [det("square", D), det("circle", U)], True, 1.0, []),
     ("position no relation (overlap)", meta("position", [{"class": "square", "count": 1}, {"class": "circle", "count": 1, "position": ["below", 0]}]),
-     [det("square", (10, 10, 20, 20)), det("circle", (10, 11, 20, 21))], False, 2 / 3),
+     [det("square", (10, 10, 20, 20)), det("circle", (10, 11, 20, 21))], False, 2 / 3, ["position"]),
     ("position target missing", meta("position", [{"class": "square", "count": 1}, {"class": "circle", "count": 1, "position": ["below", 0]}]),
-     [det("circle", D)], False, 1 / 3),
+     [det("circle", D)], False, 1 / 3, ["count", "position"]),
     ("color_attr ok", meta("color_attr", [{"class": "circle", "count": 1, "color": "red"}, {"class": "square", "count": 1, "color": "blue"}]),
-     [det("circle", L, color="red"), det("square", R, color="blue")], True, 1.0),
+     [det("circle", L, color="red"), det("square", R, color="blue")], True, 1.0, []),
     ("color_attr swapped", meta("color_attr", [{"class": "circle", "count": 1, "color": "red"}, {"class": "square", "count": 1, "color": "blue"}]),
-     [det("circle", L, color="blue"), det("square", R, color="red")], False, 0.5),
+     [det("circle", L, color="blue"), det("square", R, color="red")], False, 0.5, ["colour", "colour"]),
 ]
 
 
-@pytest.mark.parametrize("case,m,dets,correct,partial", RULES, ids=[r[0] for r in RULES])
-def test_geneval_rules(case, m, dets, correct, partial):
+@pytest.mark.parametrize("case,m,dets,correct,partial,kinds", RULES, ids=[r[0] for r in RULES])
+def test_geneval_rules(case, m, dets, correct, partial, kinds):
     v = evaluate(IMG, dets, m)
     assert v.correct is correct, v.reasons
     assert v.partial == pytest.approx(partial)
+    assert v.kinds == kinds and len(v.reasons) == len(kinds), v.reasons
 
 
 def test_relative_position_numbers_and_filtering():

@@ -54,11 +54,13 @@ def detector_color(image: np.ndarray, objects: list[Detection]) -> list[str]:
 
 @dataclass
 class Verdict:
-    """The outcome for one image: strict correctness, partial credit in [0, 1], reasons."""
+    """The outcome for one image: strict correctness, partial credit in [0, 1], and per failed clause
+    a reason and its kind (``count``, ``colour``, ``position`` or ``exclude``), in clause order."""
 
     correct: bool
     partial: float
     reasons: list[str] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
 
 
 def relative_position(box_a: Sequence[float], box_b: Sequence[float]) -> set[str]:
@@ -116,7 +118,12 @@ def evaluate(
     earns part of its clause.
     """
     objects = filter_detections(detections, meta["tag"])
-    correct, reasons, credits = True, [], []
+    correct, reasons, kinds, credits = True, [], [], []
+
+    def fail(kind: str, reason: str) -> None:
+        kinds.append(kind)
+        reasons.append(reason)
+
     groups: list[list[Detection] | None] = []
     for req in meta.get("include", []):
         cls, count = req["class"], req["count"]
@@ -128,7 +135,7 @@ def evaluate(
             credits.append(min(len(found), count) / count)
         if len(found) < count:
             matched = False
-            reasons.append(f"expected {cls}>={count}, found {len(found)}")
+            fail("count", f"expected {cls}>={count}, found {len(found)}")
             if "color" in req:
                 credits.append(0.0)
             if "position" in req:
@@ -140,13 +147,13 @@ def evaluate(
                 credits.append(hits / count)
                 if hits < count:
                     matched = False
-                    reasons.append(f"expected {req['color']} {cls}>={count}, found {hits} {req['color']}; and {colors}")
+                    fail("colour", f"expected {req['color']} {cls}>={count}, found {hits} {req['color']}; and {colors}")
             if "position" in req:
                 rel, target = req["position"]
                 targets = groups[target]
                 if not matched or targets is None:
                     if matched:
-                        reasons.append(f"no target for {cls} to be {rel}")
+                        fail("position", f"no target for {cls} to be {rel}")
                     matched = False
                     credits.append(0.0)
                 else:
@@ -154,7 +161,7 @@ def evaluate(
                     credits.append(sum(pairs) / len(pairs))
                     if not all(pairs):
                         matched = False
-                        reasons.append(f"expected {cls} {rel} target")
+                        fail("position", f"expected {cls} {rel} target")
         correct &= matched
         groups.append(found if matched else None)
     for req in meta.get("exclude", []):
@@ -163,9 +170,9 @@ def evaluate(
         credits.append(float(ok))
         if not ok:
             correct = False
-            reasons.append(f"expected {req['class']}<{req['count']}, found {n}")
+            fail("exclude", f"expected {req['class']}<{req['count']}, found {n}")
     partial = float(np.mean(credits)) if credits else 1.0
-    return Verdict(bool(correct), partial, reasons)
+    return Verdict(bool(correct), partial, reasons, kinds)
 
 
 def summarize(tags: Sequence[str], correct: Sequence[bool]) -> dict[str, float]:
