@@ -19,7 +19,9 @@ def group_normalize(x: torch.Tensor, group_size: int) -> torch.Tensor:
     return ((g - g.mean(1, keepdim=True)) / (g.std(1, keepdim=True) + EPS)).view_as(x)
 
 
-def advantages(signal: torch.Tensor, weights: torch.Tensor, per_step: bool, group_size: int, clip: float) -> torch.Tensor:
+def advantages(
+    signal: torch.Tensor, weights: torch.Tensor, per_step: bool, group_size: int, clip: float
+) -> torch.Tensor:
     """(N, T) advantages for (N, T) ``signal`` and ``weights``, clipped to [-clip, clip]."""
     if signal.shape[0] % group_size:
         raise ValueError(f"{signal.shape[0]} samples do not split into groups of {group_size}")

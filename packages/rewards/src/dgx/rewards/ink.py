@@ -21,5 +21,7 @@ class Ink:
     def __init__(self, background: float = 0.6, **_):
         self.background = background
 
-    def __call__(self, images: torch.Tensor, prompts: Sequence[str], metadata: Sequence[dict] | None = None) -> torch.Tensor:
+    def __call__(
+        self, images: torch.Tensor, prompts: Sequence[str], metadata: Sequence[dict] | None = None
+    ) -> torch.Tensor:
         return (images - self.background).abs().flatten(1).mean(1)
