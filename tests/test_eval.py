@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from dgx.eval.geneval_prompts import build_suite
-from dgx.eval.tables import aggregate, write_tables
+from dgx.eval.tables import aggregate, paired_gain, write_gain_table, write_tables
 from dgx.rewards.geneval import summarize
 
 
@@ -52,6 +52,19 @@ def test_tables_mean_std(tmp_path):
     md = write_tables(res, tmp_path / "t", ["overall", "x"])
     assert "| dense | 0.700 ± 0.100 | 2.000 ± 1.000 |" in md and "| base | 0.450 ± 0.050 |  |" in md
     assert (tmp_path / "t.csv").read_text().splitlines()[0] == "method,overall_mean,overall_std,x_mean,x_std,seeds"
+
+
+def test_paired_gain_per_tag_and_overall(tmp_path):
+    rec = lambda tag, ok, p="p": {"tag": tag, "prompt": p, "correct": ok}  # noqa: E731
+    base = [rec("a", True), rec("a", False), rec("b", True), rec("b", False)]
+    other = [rec("a", True), rec("a", True), rec("b", False), rec("b", False)]
+    g = paired_gain(base, other)  # a: diffs 0, 1; b: -1, 0 -> SE of each 0.5
+    assert g["a"] == pytest.approx((0.5, 0.5)) and g["b"] == pytest.approx((-0.5, 0.5))
+    assert g["overall"] == pytest.approx((0.0, 0.5**0.5 / 2))
+    md = write_gain_table({"dense": [g, g]}, tmp_path / "g", ["overall", "a"])  # two seeds pooled
+    assert "| dense | +0.000 ± 0.250 | +0.500 ± 0.354 |" in md
+    with pytest.raises(ValueError, match="not of the same images"):
+        paired_gain(base, [rec("a", True, "q")] + other[1:])
 
 
 def test_reward_benchmark_ocr_accuracy_from_recognitions(tmp_path, tiny_model, monkeypatch):

@@ -31,6 +31,14 @@ def test_group_and_per_step_advantages():
     traj = advantages(sig, torch.tensor([[2.0, 0.0]] * 4), False, 2, 5.0)  # uses signal[:, 0], times weights
     torch.testing.assert_close(traj[:, 0], torch.tensor([-s, s, 0.0, 0.0]) * 2)
     assert advantages(sig * 100, torch.ones(4, 2), True, 2, 0.5).abs().max() == 0.5
+    # batch std: centred per group (-1, 1, 0, 0 | 0, 0, -1, 1), one std over all 8 values = sqrt(4 / 7)
+    b = 1 / ((4 / 7) ** 0.5 + 1e-4)
+    batch = advantages(sig, torch.ones(4, 2), True, 2, 5.0, std="batch")
+    torch.testing.assert_close(batch, torch.tensor([[-b, 0.0], [b, 0.0], [0.0, -b], [0.0, b]]))
+    small = torch.tensor([[1.0, 0.0], [1.1, 0.0], [0.0, 0.0], [0.0, 2.0]])  # a 0.1 and a 2.0 difference
+    group, batch = (advantages(small, torch.ones(4, 2), True, 2, 5.0, std=s) for s in ("group", "batch"))
+    assert group[1, 0] == pytest.approx(group[3, 1].item(), rel=2e-3)  # per group: both unit scale
+    assert batch[1, 0] == pytest.approx(batch[3, 1].item() / 20, rel=1e-4)  # one batch std: scaled as the rewards
     with pytest.raises(ValueError, match="groups of 3"):
         advantages(sig, torch.ones(4, 2), True, 3, 5.0)
 
@@ -165,6 +173,7 @@ seeds: [0]
         "summary.md",
         "summary.csv",
         "cost.md",
+        "gain.md",
         "report.md",
         "learning_curves.png",
         "dense_per_timestep.png",

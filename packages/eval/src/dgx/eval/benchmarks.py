@@ -77,6 +77,7 @@ def geneval_benchmark(
                             "correct": v.correct,
                             "partial": v.partial,
                             "reasons": v.reasons,
+                            "kinds": v.kinds,
                         }
                     )
                     + "\n"

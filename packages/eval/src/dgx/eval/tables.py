@@ -45,3 +45,53 @@ def write_tables(
             n = max((v[2] for v in m.values()), default=0)
             w.writerow([method] + [x for c in cols for x in (m.get(c, ("", ""))[:2])] + [n])
     return text
+
+
+def paired_gain(base: list[dict], other: list[dict]) -> dict[str, tuple[float, float]]:
+    """Gain of ``other`` over ``base`` from GenEval-style per-image records of the same images (record i
+    of both: same prompt, same initial noise): per tag, mean(correct_other - correct_base) and its
+    standard error; ``overall`` = mean over tags, SE = sqrt(sum of the tags' SE^2) / number of tags.
+    Pairing removes the prompt-and-noise luck that both models share."""
+    if len(base) != len(other) or any(a["prompt"] != b["prompt"] for a, b in zip(base, other)):
+        raise ValueError("paired_gain: the two evaluations are not of the same images (prompts differ)")
+    by_tag: dict[str, list[float]] = {}
+    for a, b in zip(base, other):
+        by_tag.setdefault(a["tag"], []).append(float(b["correct"]) - float(a["correct"]))
+    out = {
+        t: (float(np.mean(d)), float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0)
+        for t, d in by_tag.items()
+    }
+    out["overall"] = (
+        float(np.mean([g for g, _ in out.values()])),
+        float(np.sqrt(sum(s**2 for _, s in out.values())) / len(out)),
+    )
+    return out
+
+
+def write_gain_table(
+    gains: dict[str, list[dict[str, tuple[float, float]]]], out_stem: Path, columns: list[str], digits: int = 3
+) -> str:
+    """Markdown + CSV of paired gains, method -> one ``paired_gain`` per seed; several seeds are pooled
+    (mean gain, SE = sqrt(sum SE^2) / seeds). Returns the Markdown."""
+    pooled = {
+        m: {
+            c: (float(np.mean([s[c][0] for s in seeds])), float(np.sqrt(sum(s[c][1] ** 2 for s in seeds)) / len(seeds)))
+            for c in columns
+        }
+        for m, seeds in gains.items()
+        if seeds
+    }
+    md = ["| method | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    md += [
+        f"| {m} | " + " | ".join(f"{g:+.{digits}f} ± {s:.{digits}f}" for g, s in row.values()) + " |"
+        for m, row in pooled.items()
+    ]
+    text = "\n".join(md) + "\n"
+    out_stem.parent.mkdir(parents=True, exist_ok=True)
+    out_stem.with_suffix(".md").write_text(text)
+    with open(out_stem.with_suffix(".csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["method"] + [x for c in columns for x in (f"{c}_gain", f"{c}_se")] + ["seeds"])
+        for m, row in pooled.items():
+            w.writerow([m] + [x for g, s in row.values() for x in (g, s)] + [len(gains[m])])
+    return text

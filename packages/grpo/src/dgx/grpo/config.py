@@ -100,6 +100,11 @@ class TrainConfig(_Strict):
     kl_beta: float = Field(0.01, ge=0, description="beta of the KL to the reference (adapter disabled)")
     clip_range: float = Field(1e-4, gt=0, description="PPO clip epsilon on the ratio (Flow-GRPO: 1e-4)")
     adv_clip_max: float = Field(5.0, gt=0, description="advantages clipped to +-this")
+    adv_std: Literal["group", "batch"] = Field(
+        "group",
+        description="divide group-centred rewards by their group's std (per step for per-step credit; the papers) "
+        "or by one std over the whole batch (groups whose rewards barely differ get small advantages)",
+    )
     max_grad_norm: float = Field(1.0, gt=0)
     ema: float | None = Field(None, gt=0, lt=1, description="EMA decay of the adapter (None = off)")
     gradient_checkpointing: bool = Field(

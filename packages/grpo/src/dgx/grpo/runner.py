@@ -105,13 +105,36 @@ def run_ablation(
     return out
 
 
+def _per_image(run_dir: Path) -> list[dict] | None:
+    path = run_dir / "eval" / "per_image.jsonl"
+    if not path.is_file():
+        return None
+    rows = [json.loads(ln) for ln in path.read_text().splitlines()]
+    return rows if rows and all("tag" in r and "correct" in r for r in rows) else None
+
+
+def paired_gains(out: Path, run_dirs: dict[str, list[Path]]) -> dict[str, list[dict]]:
+    """Per variant, one ``paired_gain`` over the base model (``out/base/seed_S``) per seed, for
+    GenEval-style evaluations."""
+    from dgx.eval.tables import paired_gain
+
+    gains: dict[str, list[dict]] = {}
+    for name, dirs in run_dirs.items():
+        for d in dirs:
+            base, other = _per_image(out / "base" / d.name), _per_image(d)
+            if base is not None and other is not None:
+                gains.setdefault(name, []).append(paired_gain(base, other))
+    return gains
+
+
 def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[Path]]) -> None:
-    """summary/cost tables, plots and report.md."""
+    """summary/gain/cost tables, plots and report.md."""
     from dgx.eval.plots import plot_dense_per_timestep, plot_latent_reward, plot_learning_curves, plot_psi
-    from dgx.eval.tables import write_tables
+    from dgx.eval.tables import write_gain_table, write_tables
 
     cols = ["overall"] + [k for k in results["base"][0] if k != "overall"] if results.get("base") else None
     summary_md = write_tables({k: v for k, v in results.items() if v}, out / "summary", cols)
+    gains = paired_gains(out, run_dirs)
     cost: dict[str, list[dict]] = {}
     for name, dirs in run_dirs.items():
         for d in dirs:
@@ -159,6 +182,14 @@ def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[P
                     {"calibrated": b["calibrated_mean"], "uniform_a0.7": b["uniform_a0.7_mean"]}
                 )
     lines = ["# Results", "", "GenEval-style test score (ODE sampler), mean ± std over seeds:", "", summary_md]
+    if gains:
+        gain_md = write_gain_table(gains, out / "gain", cols or list(next(iter(gains.values()))[0]))
+        lines += [
+            "Gain over the base model on the same images (same prompt and initial noise per image), "
+            "± standard error (seeds pooled). A gain within two standard errors of 0 is not a measured change:",
+            "",
+            gain_md,
+        ]
     if cost:
         lines += [f"Cost per training iteration (ratio to `{ref}`, measured in this run):", "", cost_md]
     if balance:

@@ -162,7 +162,7 @@ def train(
         gather = lambda x: acc.gather(x.to(acc.device).contiguous()).cpu()  # noqa: E731
         terminal, signal, weights = gather(credit.terminal), gather(credit.signal), gather(credit.weights)
         latent = None if credit.latent_rewards is None else gather(credit.latent_rewards)
-        adv_all = advantages(signal, weights, credit.per_step, G, tc.adv_clip_max)
+        adv_all = advantages(signal, weights, credit.per_step, G, tc.adv_clip_max, tc.adv_std)
         adv = adv_all[lo:hi]
 
         # 4. policy update on a subsample of the recorded steps
