@@ -188,6 +188,12 @@ seeds: [0]
     assert "| base |" in table and "| flow_grpo |" in table and "| dense_grpo |" in table
     cost = (out / "cost.md").read_text()
     assert "| flow_grpo | " in cost and "1.00" in cost
+    gain = (out / "gain.md").read_text()  # paired with the base model's per-image verdicts
+    assert (
+        "| flow_grpo | " in gain
+        and "| dense_grpo | " in gain
+        and "Gain over the base" in (out / "report.md").read_text()
+    )
     stamp = (out / "dense_grpo/seed_0/eval/summary.json").stat().st_mtime_ns
     again = CliRunner().invoke(main, ["run", str(abl), "--out", str(out), "--resume", "--only", "dense_grpo"])
     assert again.exit_code == 0, again.output

@@ -29,7 +29,8 @@ from dgx.grpo.trainer import load_adapter, train
 EVAL_SEED = 12345
 
 
-def evaluate(model, cfg: RunConfig, out: Path, registry: Registry) -> dict[str, float]:
+def evaluate(model, cfg: RunConfig, out: Path, registry: Registry, seed: int | None = None) -> dict[str, float]:
+    """The config's benchmark; image i's noise is keyed by (seed, i), seed = EVAL_SEED + cfg.seed unless given."""
     ev = cfg.eval
     fn = registry.get("evaluations", ev.name).load()
     guidance = cfg.sampler.guidance if ev.guidance is None else ev.guidance
@@ -39,7 +40,7 @@ def evaluate(model, cfg: RunConfig, out: Path, registry: Registry) -> dict[str, 
         guidance=guidance,
         images_per_prompt=ev.images_per_prompt,
         min_images_per_tag=ev.min_images_per_tag,
-        seed=EVAL_SEED + cfg.seed,
+        seed=EVAL_SEED + cfg.seed if seed is None else seed,
         batch=ev.batch,
         max_prompts=ev.max_prompts,
         prompts_file=ev.prompts_file,
@@ -105,7 +106,8 @@ def run_ablation(
     return out
 
 
-def _per_image(run_dir: Path) -> list[dict] | None:
+def per_image(run_dir: Path) -> list[dict] | None:
+    """A run's GenEval-style per-image eval records (None if absent or not GenEval-style)."""
     path = run_dir / "eval" / "per_image.jsonl"
     if not path.is_file():
         return None
@@ -121,7 +123,7 @@ def paired_gains(out: Path, run_dirs: dict[str, list[Path]]) -> dict[str, list[d
     gains: dict[str, list[dict]] = {}
     for name, dirs in run_dirs.items():
         for d in dirs:
-            base, other = _per_image(out / "base" / d.name), _per_image(d)
+            base, other = per_image(out / "base" / d.name), per_image(d)
             if base is not None and other is not None:
                 gains.setdefault(name, []).append(paired_gain(base, other))
     return gains
