@@ -49,9 +49,5 @@ def isolation(session):
             check = f"import dgx.{pkg}; import importlib.util as u; bad = [p for p in {above!r} if u.find_spec('dgx.' + p)]; assert not bad, bad; print('dgx-{pkg} alone: ok')"
             session.run(py, "-c", check)
             if pkg == "rewards":  # the shapes-world weights ship as package data
-                session.run(
-                    py,
-                    "-c",
-                    "from importlib import resources as r; "
-                    "assert (r.files('dgx.rewards.shapes') / 'weights' / 'model_index.json').is_file(); print('weights: ok')",
-                )
+                session.run(py, "-c", "from importlib import resources as r; "
+                            "assert (r.files('dgx.rewards.shapes') / 'weights' / 'model_index.json').is_file(); print('weights: ok')")

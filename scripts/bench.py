@@ -25,11 +25,8 @@ from dgx.grpo.config import load
 from dgx.grpo.runner import report, run_ablation
 
 ROOT = Path(__file__).resolve().parents[1]
-QUICK = {
-    "train": {"iterations": 1, "prompts_per_iter": 2, "group_size": 4},
-    "calibrate": {"iterations": 1, "prompts": 2, "group_size": 2, "check_prompts": 2},
-    "eval": {"max_prompts": 12, "images_per_prompt": 1, "min_images_per_tag": 0},
-}
+QUICK = {"train": {"iterations": 1, "prompts_per_iter": 2, "group_size": 4},
+         "calibrate": {"iterations": 1, "prompts": 2, "group_size": 2, "check_prompts": 2}, "eval": {"max_prompts": 12, "images_per_prompt": 1, "min_images_per_tag": 0}}
 CLAIMS = [  # (claim, better, worse)
     ("DenseGRPO improves on the base model", "dense_grpo", "base"),
     ("Flow-GRPO improves on the base model", "flow_grpo", "base"),
@@ -59,11 +56,7 @@ def claims(out: Path) -> list[str]:
             verdict, se_text = f"direction only ({'same' if diff > 0 else 'opposite'}; one seed, no spread)", ""
         else:
             se = float(np.sqrt(np.var(xa, ddof=1) / len(xa) + np.var(xb, ddof=1) / len(xb)))
-            verdict = (
-                "reproduced"
-                if diff > 2 * se
-                else ("not reproduced" if diff <= 0 else "same direction, within 2 standard errors")
-            )
+            verdict = "reproduced" if diff > 2 * se else ("not reproduced" if diff <= 0 else "same direction, within 2 standard errors")
             se_text = f", standard error {se:.3f} over {min(len(xa), len(xb))} seeds"
         lines.append(f"- {text}: {np.mean(xa):.3f} vs {np.mean(xb):.3f} (diff {diff:+.3f}{se_text}) -> **{verdict}**")
     return lines
@@ -73,9 +66,7 @@ def finished(out: Path, order: list[str]) -> dict[str, list[dict]]:
     """method -> eval summaries of the seeds that finished, base first, then in the config's ``order``."""
     res: dict[str, list[dict]] = {}
     rank = {name: i for i, name in enumerate(["base", *order])}
-    for d in sorted(
-        out.glob("*/seed_*/eval/summary.json"), key=lambda p: (rank.get(p.parts[-4], len(rank)), p.parts[-3])
-    ):
+    for d in sorted(out.glob("*/seed_*/eval/summary.json"), key=lambda p: (rank.get(p.parts[-4], len(rank)), p.parts[-3])):
         res.setdefault(d.parts[-4], []).append(json.loads(d.read_text()))
     return res
 
@@ -94,13 +85,8 @@ def main() -> None:
     if not args.report_only:
         if not args.resume:
             shutil.rmtree(out, ignore_errors=True)
-        run_ablation(
-            args.config,
-            out=out,
-            seeds=[0] if args.quick else [],
-            overrides=QUICK if args.quick else None,
-            resume=args.resume,
-        )
+        run_ablation(args.config, out=out, seeds=[0] if args.quick else [], overrides=QUICK if args.quick else None,
+                     resume=args.resume)
     minutes = (time.time() - t0) / 60
     abl = load(args.config)
     planned = len(abl.variants) * (1 if args.quick else len(abl.seeds))
@@ -114,47 +100,25 @@ def main() -> None:
         shutil.copy(png, docs / png.name)
     cmd = f"nox -s bench{' -- --quick' if args.quick else ''}"
     md = [
-        f"# Benchmarks{' (quick smoke)' if args.quick else ''}",
-        "",
+        f"# Benchmarks{' (quick smoke)' if args.quick else ''}", "",
         f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
         f"- machine: {platform.machine()}, {torch.get_num_threads()} torch threads, {platform.platform()}, "
         f"Python {sys.version.split()[0]}, torch {torch.__version__}",
         f"- command: `{cmd}` (config `{args.config.relative_to(ROOT)}`)"
-        + (
-            ""
-            if args.report_only
-            else f", wall time {minutes:.1f} min" + (" (this resumed invocation only)" if args.resume else "")
-        ),
-        f"- runs finished: {n_done} of {planned}"
-        + (" (PARTIAL: written from the runs finished so far)" if n_done < planned else ""),
-        "",
-        "## GenEval-style test score (shapes world, ODE sampler)",
-        "",
-        (out / "summary.md").read_text(),
+        + ("" if args.report_only else f", wall time {minutes:.1f} min" + (" (this resumed invocation only)" if args.resume else "")),
+        f"- runs finished: {n_done} of {planned}" + (" (PARTIAL: written from the runs finished so far)" if n_done < planned else ""), "",
+        "## GenEval-style test score (shapes world, ODE sampler)", "", (out / "summary.md").read_text(),
     ]
     if (out / "cost.md").is_file():
         md += ["## Cost per training iteration (same run; ratio to Flow-GRPO)", "", (out / "cost.md").read_text()]
     if (out / "calibration_balance.md").is_file():
-        md += [
-            "## Calibration balance (Algorithm 1 vs uniform a = 0.7)",
-            "",
-            "Mean over steps of |#(dR > 0) - #(dR < 0)| / N on the same fresh samples (lower = better balanced):",
-            "",
-            (out / "calibration_balance.md").read_text(),
-        ]
+        md += ["## Calibration balance (Algorithm 1 vs uniform a = 0.7)", "",
+               "Mean over steps of |#(dR > 0) - #(dR < 0)| / N on the same fresh samples (lower = better balanced):", "",
+               (out / "calibration_balance.md").read_text()]
     if args.quick:
-        md += [
-            "## The paper's claims",
-            "",
-            "Not evaluated: a smoke run (1 iteration, 12 prompts, 1 image each) says nothing about them.",
-            "",
-        ]
+        md += ["## The paper's claims", "", "Not evaluated: a smoke run (1 iteration, 12 prompts, 1 image each) says nothing about them.", ""]
     else:
-        md += (
-            ["## The paper's claims on the shapes world", ""]
-            + (claims(out) or ["- (too few variants in this run)"])
-            + [""]
-        )
+        md += ["## The paper's claims on the shapes world", ""] + (claims(out) or ["- (too few variants in this run)"]) + [""]
     md += [f"![{p.stem}](docs/bench{tag}/{p.name})" for p in sorted(docs.glob("*.png"))]
     (ROOT / f"BENCHMARKS{tag}.md").write_text("\n".join(md) + "\n")
     print((ROOT / f"BENCHMARKS{tag}.md").read_text())

@@ -27,32 +27,21 @@ from dgx.sampler.tiny import tiny_sd3_pipeline
 
 def continuation(T: int = 10, B: int = 4) -> dict:
     with tempfile.TemporaryDirectory() as d:
-        tiny_sd3_pipeline(
-            vocabulary(), sample_size=8, vae_channels=(16, 16), layers=1, heads=2, head_dim=8, text_dim=16
-        ).save_pretrained(d)
+        tiny_sd3_pipeline(vocabulary(), sample_size=8, vae_channels=(16, 16), layers=1, heads=2, head_dim=8, text_dim=16).save_pretrained(d)
         model = SD3Model.from_pretrained(d)
     prompts = [m["prompt"] for m in split("train")[:B]]
-    traj = rollout(
-        model, model.encode(prompts), prompts, T, sde_step, UniformNoise(0.7), torch.Generator().manual_seed(0), 3.0
-    )
+    traj = rollout(model, model.encode(prompts), prompts, T, sde_step, UniformNoise(0.7), torch.Generator().manual_seed(0), 3.0)
     out = {}
-    for name, fn in [
-        ("batched", lambda: continue_ode(model, traj, "t")),
-        ("naive", lambda: continue_ode_naive(model, traj, "t")),
-    ]:
+    for name, fn in [("batched", lambda: continue_ode(model, traj, "t")), ("naive", lambda: continue_ode_naive(model, traj, "t"))]:
         model.calls = 0
         t0 = time.perf_counter()
         res = fn()
         out[name] = {"model_calls": model.calls, "seconds": time.perf_counter() - t0}
         out[name + "_result"] = res
     err = (out.pop("batched_result") - out.pop("naive_result")).abs().max().item()
-    out.update(
-        T=T,
-        trajectories=B,
-        max_abs_diff=err,
-        calls_ratio=out["naive"]["model_calls"] / out["batched"]["model_calls"],
-        time_ratio=out["naive"]["seconds"] / out["batched"]["seconds"],
-    )
+    out.update(T=T, trajectories=B, max_abs_diff=err,
+               calls_ratio=out["naive"]["model_calls"] / out["batched"]["model_calls"],
+               time_ratio=out["naive"]["seconds"] / out["batched"]["seconds"])
     return out
 
 
@@ -64,26 +53,18 @@ def shapes(path: str, repeats: int = 7) -> dict:
     for r in range(repeats):
         t0 = time.perf_counter()
         cond = model.encode(prompts[:8])
-        traj = rollout(
-            model, cond, prompts[:8], 10, sde_step, UniformNoise(0.7), [sample_generator(r, i) for i in range(8)], 3.0
-        )
+        traj = rollout(model, cond, prompts[:8], 10, sde_step, UniformNoise(0.7), [sample_generator(r, i) for i in range(8)], 3.0)
         model.decode(traj.latents[:, -1])
         times.append(time.perf_counter() - t0)
     cond = model.encode(prompts)
-    traj = rollout(
-        model, cond, prompts, 10, sde_step, UniformNoise(0.7), [sample_generator(9, i) for i in range(16)], 3.0
-    )
+    traj = rollout(model, cond, prompts, 10, sde_step, UniformNoise(0.7), [sample_generator(9, i) for i in range(16)], 3.0)
     t0 = time.perf_counter()
     credit = dense_gain(model, traj, shapes_geneval(), metas, ode_steps="t", chunk=256)
     total = time.perf_counter() - t0
     sec = credit.seconds
-    return {
-        "rollout_8x10_median_s": statistics.median(times),
-        "rollout_8x10_all_s": times,
-        "dense_16x11_total_s": total,
-        "dense_16x11_seconds": sec,
-        "dense_16x11_share": {k: v / total for k, v in sec.items()},
-    }
+    return {"rollout_8x10_median_s": statistics.median(times), "rollout_8x10_all_s": times,
+            "dense_16x11_total_s": total, "dense_16x11_seconds": sec,
+            "dense_16x11_share": {k: v / total for k, v in sec.items()}}
 
 
 def main() -> None:

@@ -44,10 +44,7 @@ metas = [m for m, k in zip(meta, images_per_prompt_by_tag(meta, args.images, arg
 texts = [m["prompt"] for m in metas]
 reward = shapes_geneval(partial=False)
 
-samplers = {
-    f"ode{cfg.eval.steps}": (cfg.eval.steps, ode_step, None),
-    f"ode{cfg.sampler.steps}": (cfg.sampler.steps, ode_step, None),
-}
+samplers = {f"ode{cfg.eval.steps}": (cfg.eval.steps, ode_step, None), f"ode{cfg.sampler.steps}": (cfg.sampler.steps, ode_step, None)}
 samplers.update({f"sde{cfg.sampler.steps}_a{a}": (cfg.sampler.steps, sde_step, UniformNoise(a)) for a in args.a})
 with torch.no_grad():
     cond = model.encode(texts)
@@ -57,26 +54,9 @@ with torch.no_grad():
         verdicts = reward.verdicts(model.decode(traj.latents[:, -1]), metas)
         tags = [m["tag"] for m in metas]
         strict = summarize(tags, [v.correct for v in verdicts])
-        partial = {
-            t: sum(v.partial for v, g in zip(verdicts, tags) if g == t) / tags.count(t)
-            for t in strict
-            if t != "overall"
-        }
+        partial = {t: sum(v.partial for v, g in zip(verdicts, tags) if g == t) / tags.count(t) for t in strict if t != "overall"}
         partial["overall"] = sum(partial.values()) / len(partial)
-        first = {
-            t: dict(Counter(v.kinds[0] for v, g in zip(verdicts, tags) if g == t and not v.correct))
-            for t in strict
-            if t != "overall"
-        }
-        print(
-            json.dumps(
-                {
-                    "sampler": name,
-                    "adapter": args.adapter,
-                    "strict": {k: round(v, 3) for k, v in strict.items()},
-                    "partial": {k: round(v, 3) for k, v in partial.items()},
-                    "first_failure": first,
-                }
-            ),
-            flush=True,
-        )
+        first = {t: dict(Counter(v.kinds[0] for v, g in zip(verdicts, tags) if g == t and not v.correct))
+                 for t in strict if t != "overall"}
+        print(json.dumps({"sampler": name, "adapter": args.adapter, "strict": {k: round(v, 3) for k, v in strict.items()},
+                          "partial": {k: round(v, 3) for k, v in partial.items()}, "first_failure": first}), flush=True)

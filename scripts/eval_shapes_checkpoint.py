@@ -1,6 +1,6 @@
 """Score a shapes-model checkpoint folder with the GenEval-style test benchmark (ODE sampler).
 
-python scripts/eval_shapes_checkpoint.py runs/shapes_model/step_05000 [--guidance 1 3 5] [--steps 20]
+    python scripts/eval_shapes_checkpoint.py runs/shapes_model/step_05000 [--guidance 1 3 5] [--steps 20]
 """
 
 import argparse

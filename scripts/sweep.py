@@ -39,9 +39,7 @@ def paired_gain(model, cfg: RunConfig, reward, n: int) -> dict[str, float]:
     def score() -> torch.Tensor:
         gens = [sample_generator(4321, i) for i in range(n)]
         with torch.no_grad():
-            traj = rollout(
-                model, model.encode(texts), texts, cfg.eval.steps, ode_step, None, gens, cfg.sampler.guidance
-            )
+            traj = rollout(model, model.encode(texts), texts, cfg.eval.steps, ode_step, None, gens, cfg.sampler.guidance)
             return reward(model.decode(traj.latents[:, -1]), texts, metas).float()
 
     trained = score()
@@ -49,12 +47,8 @@ def paired_gain(model, cfg: RunConfig, reward, n: int) -> dict[str, float]:
     base = score()
     model.transformer.enable_adapters()
     d = trained - base
-    return {
-        "trained": round(trained.mean().item(), 4),
-        "base": round(base.mean().item(), 4),
-        "gain": round(d.mean().item(), 4),
-        "gain_se": round(d.std().item() / n**0.5, 4),
-    }
+    return {"trained": round(trained.mean().item(), 4), "base": round(base.mean().item(), 4),
+            "gain": round(d.mean().item(), 4), "gain_se": round(d.std().item() / n**0.5, 4)}
 
 
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -64,9 +58,7 @@ ap.add_argument("--variant", default=None)
 ap.add_argument("--out", type=Path, default=Path("runs/sweep"))
 ap.add_argument("--reference", default=None, help="NAME of a run (in --out) to pair training rewards with")
 ap.add_argument("--no-eval", action="store_true")
-ap.add_argument(
-    "--paired", type=int, default=0, metavar="N", help="paired trained-vs-base reward on N ODE test samples"
-)
+ap.add_argument("--paired", type=int, default=0, metavar="N", help="paired trained-vs-base reward on N ODE test samples")
 args = ap.parse_args()
 
 abl = load(args.config)

@@ -44,27 +44,16 @@ wall = time.perf_counter() - t0
 rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 result = {
-    "config": str(args.config),
-    "variant": name,
-    "override": over,
-    "device": str(next(model.transformer.parameters()).device),
-    "gpu": torch.cuda.get_device_name() if cuda else None,
-    "dtype": cfg.model.dtype,
+    "config": str(args.config), "variant": name, "override": over, "device": str(next(model.transformer.parameters()).device),
+    "gpu": torch.cuda.get_device_name() if cuda else None, "dtype": cfg.model.dtype,
     "transformer_params": sum(p.numel() for p in model.transformer.parameters()),
     "trainable_params": sum(p.numel() for p in model.transformer.parameters() if p.requires_grad),
-    "samples_per_iteration": cfg.train.prompts_per_iter * cfg.train.group_size,
-    "steps": cfg.sampler.steps,
-    "wall_s": round(wall, 1),
-    "peak_memory_gib": round(peak / 2**30, 2),
+    "samples_per_iteration": cfg.train.prompts_per_iter * cfg.train.group_size, "steps": cfg.sampler.steps,
+    "wall_s": round(wall, 1), "peak_memory_gib": round(peak / 2**30, 2),
     "peak_memory_kind": "cuda max_memory_allocated" if cuda else "process peak RSS",
-    "per_iteration": [
-        {
-            k: (round(v, 2) if isinstance(v, float) else v)
-            for k, v in r.items()
-            if k.startswith("seconds_") or k in ("iteration", "model_calls", "reward_mean", "loss", "grad_norm")
-        }
-        for r in rows
-    ],
+    "per_iteration": [{k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items()
+                       if k.startswith("seconds_") or k in ("iteration", "model_calls", "reward_mean", "loss", "grad_norm")}
+                      for r in rows],
 }
 print(json.dumps(result), flush=True)
 with open(args.out / "results.jsonl", "a") as fh:

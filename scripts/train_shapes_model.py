@@ -32,18 +32,8 @@ from dgx.rewards.shapes.render import render_prompt
 from dgx.sampler.tiny import tiny_sd3_pipeline
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "packages/rewards/src/dgx/rewards/shapes/weights"
-ARCH = dict(
-    sample_size=16,
-    vae_channels=(32, 64),
-    latent_channels=4,
-    text_dim=32,
-    text_layers=2,
-    layers=4,
-    heads=3,
-    head_dim=32,
-    max_length=24,
-    shift=1.0,
-)
+ARCH = dict(sample_size=16, vae_channels=(32, 64), latent_channels=4, text_dim=32, text_layers=2,
+            layers=4, heads=3, head_dim=32, max_length=24, shift=1.0)
 
 
 def dataset(n: int, seed: int) -> tuple[list[str], torch.Tensor]:
@@ -92,12 +82,8 @@ def main() -> None:
     ap.add_argument("--save-every", type=int, default=500)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument(
-        "--init-from",
-        type=Path,
-        help="continue from this checkpoint's transformer and text encoders "
-        "(a second stage: new optimizer and warmup, step numbers continue)",
-    )
+    ap.add_argument("--init-from", type=Path, help="continue from this checkpoint's transformer and text encoders "
+                    "(a second stage: new optimizer and warmup, step numbers continue)")
     ap.add_argument("--install", type=Path, help="copy this checkpoint folder into the package weights and exit")
     args = ap.parse_args()
     if args.install:
@@ -143,13 +129,9 @@ def main() -> None:
         from diffusers import SD3Transformer2DModel
         from transformers import CLIPTextModelWithProjection
 
-        pipe.transformer.load_state_dict(
-            SD3Transformer2DModel.from_pretrained(args.init_from / "transformer").state_dict()
-        )
+        pipe.transformer.load_state_dict(SD3Transformer2DModel.from_pretrained(args.init_from / "transformer").state_dict())
         for name in ("text_encoder", "text_encoder_2"):
-            getattr(pipe, name).load_state_dict(
-                CLIPTextModelWithProjection.from_pretrained(args.init_from / name).state_dict()
-            )
+            getattr(pipe, name).load_state_dict(CLIPTextModelWithProjection.from_pretrained(args.init_from / name).state_dict())
         offset = json.loads((args.init_from / "shapes_model.json").read_text())["step"]
         log(f"initialised from {args.init_from} (step {offset})")
     params = [*pipe.transformer.parameters(), *pipe.text_encoder.parameters(), *pipe.text_encoder_2.parameters()]
@@ -168,9 +150,7 @@ def main() -> None:
     for step in range(1, args.steps + 1):
         idx = torch.randint(len(z), (args.batch,), generator=g)
         caps = ["" if pick.random() < 0.1 else texts[i] for i in idx.tolist()]
-        pe, _, pooled, _ = pipe.encode_prompt(
-            caps, None, None, do_classifier_free_guidance=False, max_sequence_length=0
-        )
+        pe, _, pooled, _ = pipe.encode_prompt(caps, None, None, do_classifier_free_guidance=False, max_sequence_length=0)
         x0 = z[idx]
         eps = torch.randn(x0.shape, generator=g)
         t = torch.sigmoid(torch.randn(args.batch, generator=g))  # logit-normal(0, 1)
@@ -187,16 +167,8 @@ def main() -> None:
         if step % args.save_every == 0 or step == args.steps:
             ck = args.out / f"step_{offset + step:05d}"
             pipe.save_pretrained(ck)
-            (ck / "shapes_model.json").write_text(
-                json.dumps(
-                    {
-                        "step": offset + step,
-                        "arch": ARCH,
-                        "seed": args.seed,
-                        "init_from": str(args.init_from) if args.init_from else None,
-                    }
-                )
-            )
+            (ck / "shapes_model.json").write_text(json.dumps({"step": offset + step, "arch": ARCH, "seed": args.seed,
+                                                              "init_from": str(args.init_from) if args.init_from else None}))
             log(f"saved {ck}")
 
 

@@ -18,9 +18,7 @@ def tiny_pipe_dir(tmp_path_factory):
     from dgx.sampler.tiny import tiny_sd3_pipeline
 
     d = tmp_path_factory.mktemp("tiny_sd3")
-    tiny_sd3_pipeline(
-        WORDS, sample_size=8, vae_channels=(16, 16), layers=1, heads=2, head_dim=8, text_dim=16, shift=3.0
-    ).save_pretrained(d)
+    tiny_sd3_pipeline(WORDS, sample_size=8, vae_channels=(16, 16), layers=1, heads=2, head_dim=8, text_dim=16, shift=3.0).save_pretrained(d)
     return d
 
 

@@ -19,31 +19,15 @@ def tiny_config(tmp_path, pipe_dir, **train):
     """A RunConfig on the tiny random pipeline with the brightness reward (user registry)."""
     from dgx.grpo.config import load
 
-    (tmp_path / "reg.yaml").write_text(
-        "rewards:\n  brightness: {impl: 'dgx_test_helpers:Brightness', description: test}\n"
-    )
-    t = {
-        "iterations": 3,
-        "prompts_per_iter": 2,
-        "group_size": 4,
-        "lr": 1e-2,
-        "micro_batch": 10,
-        "save_every": 1,
-        "timestep_fraction": 0.5,
-        "updates_per_epoch": 2,
-        "lora_rank": 2,
-        "lora_alpha": 4,
-        "clip_range": 0.2,
-        "kl_beta": 0.1,
-        **train,
-    }
+    (tmp_path / "reg.yaml").write_text("rewards:\n  brightness: {impl: 'dgx_test_helpers:Brightness', description: test}\n")
+    t = {"iterations": 3, "prompts_per_iter": 2, "group_size": 4, "lr": 1e-2, "micro_batch": 10, "save_every": 1,
+         "timestep_fraction": 0.5, "updates_per_epoch": 2, "lora_rank": 2, "lora_alpha": 4, "clip_range": 0.2, "kl_beta": 0.1, **train}
     body = {
         "registry": "reg.yaml",
         "model": {"name": "shapes", "path": str(pipe_dir)},
         "sampler": {"steps": 4, "guidance": 2.0},
         "reward": {"name": "brightness", "credit": "dense_gain", "ode_steps": "t"},
-        "train": t,
-        "device": "cpu",
+        "train": t, "device": "cpu",
     }
     import yaml
 
@@ -55,26 +39,8 @@ def tiny_clip():
     from transformers import CLIPConfig, CLIPModel
 
     torch.manual_seed(0)
-    return CLIPModel(
-        CLIPConfig(
-            text_config={
-                "vocab_size": 200,
-                "hidden_size": 16,
-                "intermediate_size": 32,
-                "num_hidden_layers": 1,
-                "num_attention_heads": 2,
-                "max_position_embeddings": 16,
-                "bos_token_id": 0,
-                "eos_token_id": 1,
-            },
-            vision_config={
-                "hidden_size": 16,
-                "intermediate_size": 32,
-                "num_hidden_layers": 1,
-                "num_attention_heads": 2,
-                "image_size": 16,
-                "patch_size": 8,
-            },
-            projection_dim=8,
-        )
-    ).eval()
+    return CLIPModel(CLIPConfig(text_config={"vocab_size": 200, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+                                  "num_attention_heads": 2, "max_position_embeddings": 16, "bos_token_id": 0, "eos_token_id": 1},
+                     vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                    "image_size": 16, "patch_size": 8}, projection_dim=8)).eval()
+

@@ -94,26 +94,9 @@ def test_two_processes_match_one(tmp_path, tiny_pipe_dir):
         d.mkdir()
         # --multi_gpu goes through torchrun; the workers' Accelerator(cpu=True) then runs gloo on CPU
         mode = ["--multi_gpu"] if n > 1 else ["--cpu"]
-        cmd = [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            *mode,
-            "--num_processes",
-            str(n),
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "--main_process_port",
-            str(29500 + n),
-            str(worker),
-            str(d),
-            str(tiny_pipe_dir),
-            str(d / "adapter.pt"),
-        ]
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", *mode, "--num_processes", str(n), "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(29500 + n),
+               str(worker), str(d), str(tiny_pipe_dir), str(d / "adapter.pt")]
         res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
         assert res.returncode == 0, res.stderr[-3000:]
         outs[n] = (torch.load(d / "adapter.pt"), json.loads((d / "adapter.json").read_text()))
@@ -169,31 +152,16 @@ seeds: [0]
     out = tmp_path / "out"
     res = CliRunner().invoke(main, ["run", str(abl), "--out", str(out)])
     assert res.exit_code == 0, res.output
-    for f in [
-        "summary.md",
-        "summary.csv",
-        "cost.md",
-        "gain.md",
-        "report.md",
-        "learning_curves.png",
-        "dense_per_timestep.png",
-        "psi_dense_grpo.png",
-        "latent_reward.png",
-        "dense_grpo/seed_0/calibration/psi.json",
-        "flow_grpo/seed_0/eval/summary.json",
-        "flow_grpo/seed_0/config.yaml",
-    ]:
+    for f in ["summary.md", "summary.csv", "cost.md", "gain.md", "report.md", "learning_curves.png", "dense_per_timestep.png", "psi_dense_grpo.png",
+              "latent_reward.png",
+              "dense_grpo/seed_0/calibration/psi.json", "flow_grpo/seed_0/eval/summary.json", "flow_grpo/seed_0/config.yaml"]:
         assert (out / f).is_file(), f
     table = (out / "summary.md").read_text()
     assert "| base |" in table and "| flow_grpo |" in table and "| dense_grpo |" in table
     cost = (out / "cost.md").read_text()
     assert "| flow_grpo | " in cost and "1.00" in cost
     gain = (out / "gain.md").read_text()  # paired with the base model's per-image verdicts
-    assert (
-        "| flow_grpo | " in gain
-        and "| dense_grpo | " in gain
-        and "Gain over the base" in (out / "report.md").read_text()
-    )
+    assert "| flow_grpo | " in gain and "| dense_grpo | " in gain and "Gain over the base" in (out / "report.md").read_text()
     stamp = (out / "dense_grpo/seed_0/eval/summary.json").stat().st_mtime_ns
     again = CliRunner().invoke(main, ["run", str(abl), "--out", str(out), "--resume", "--only", "dense_grpo"])
     assert again.exit_code == 0, again.output
@@ -215,6 +183,7 @@ def test_prompt_sampling_by_tag_is_balanced_over_tags():
         choose_prompts([{"prompt": "z"}], 1, rng, "by_tag")
 
 
+
 def test_training_raises_the_reward(tmp_path):
     """GRPO must move the policy towards higher reward: after a few DenseGRPO iterations on the
     shapes model with the "ink" reward, ODE samples on held-out noise score higher than the base
@@ -224,23 +193,10 @@ def test_training_raises_the_reward(tmp_path):
     from dgx.rewards.ink import Ink
     from dgx.sampler import ode_step, rollout, sample_generator
 
-    body = {
-        "model": {"name": "shapes"},
-        "sampler": {"steps": 6, "guidance": 5.0},
-        "reward": {"name": "ink", "credit": "dense_gain"},
-        "device": "cpu",
-        "train": {
-            "iterations": 12,
-            "prompts_per_iter": 2,
-            "group_size": 8,
-            "lr": 5e-3,
-            "kl_beta": 0.0,
-            "save_every": 100,
-            "timestep_fraction": 0.5,
-            "updates_per_epoch": 2,
-            "micro_batch": 64,
-        },
-    }
+    body = {"model": {"name": "shapes"}, "sampler": {"steps": 6, "guidance": 5.0},
+            "reward": {"name": "ink", "credit": "dense_gain"}, "device": "cpu",
+            "train": {"iterations": 12, "prompts_per_iter": 2, "group_size": 8, "lr": 5e-3, "kl_beta": 0.0, "save_every": 100,
+                      "timestep_fraction": 0.5, "updates_per_epoch": 2, "micro_batch": 64}}
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(body))
     model = train(load(tmp_path / "cfg.yaml").variants["default"], tmp_path / "run", registry=Registry())
     prompts = ["a photo of a red circle", "a photo of two squares"] * 8
@@ -262,11 +218,7 @@ def test_gradient_checkpointing_gives_the_same_update(tmp_path, tiny_pipe_dir):
     for ckpt in (False, True):
         d = tmp_path / str(ckpt)
         d.mkdir()
-        model = train(
-            tiny_config(d, tiny_pipe_dir, iterations=1, gradient_checkpointing=ckpt),
-            d / "run",
-            registry=Registry([d / "reg.yaml"]),
-        )
+        model = train(tiny_config(d, tiny_pipe_dir, iterations=1, gradient_checkpointing=ckpt), d / "run", registry=Registry([d / "reg.yaml"]))
         assert model.transformer.is_gradient_checkpointing == ckpt
         runs[ckpt] = get_peft_model_state_dict(model.transformer)
     assert runs[False].keys() == runs[True].keys()

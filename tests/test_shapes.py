@@ -15,14 +15,8 @@ def test_splits_are_disjoint_and_cover_every_tag():
     train, test = prompts.split("train"), prompts.split("test")
     tr, te = {m["prompt"] for m in train}, {m["prompt"] for m in test}
     assert not tr & te and len(tr) + len(te) == len(prompts.all_prompts()) == 1196
-    assert Counter(m["tag"] for m in test) == {
-        "single_object": 2,
-        "two_object": 4,
-        "counting": 4,
-        "colors": 13,
-        "position": 16,
-        "color_attr": 60,
-    }
+    assert Counter(m["tag"] for m in test) == {"single_object": 2, "two_object": 4, "counting": 4, "colors": 13,
+                                              "position": 16, "color_attr": 60}
     assert set(Counter(m["tag"] for m in train)) == set(prompts.TAGS)
     assert prompts.split("test") == test  # fixed
     with pytest.raises(ValueError, match="unknown split"):
@@ -31,16 +25,10 @@ def test_splits_are_disjoint_and_cover_every_tag():
 
 def test_metadata_follows_geneval_format():
     by_prompt = {m["prompt"]: m for m in prompts.all_prompts()}
-    assert by_prompt["a photo of three squares"] == {
-        "tag": "counting",
-        "prompt": "a photo of three squares",
-        "include": [{"class": "square", "count": 3}],
-        "exclude": [{"class": "square", "count": 4}],
-    }
+    assert by_prompt["a photo of three squares"] == {"tag": "counting", "prompt": "a photo of three squares",
+                                                     "include": [{"class": "square", "count": 3}], "exclude": [{"class": "square", "count": 4}]}
     assert by_prompt["a photo of a circle left of a triangle"]["include"] == [
-        {"class": "triangle", "count": 1},
-        {"class": "circle", "count": 1, "position": ["left of", 0]},
-    ]
+        {"class": "triangle", "count": 1}, {"class": "circle", "count": 1, "position": ["left of", 0]}]
     assert by_prompt["a photo of an orange diamond"]["include"] == [{"class": "diamond", "count": 1, "color": "orange"}]
     m = by_prompt["a photo of a red square and a blue circle"]
     assert m["tag"] == "color_attr" and m["include"][1] == {"class": "circle", "count": 1, "color": "blue"}

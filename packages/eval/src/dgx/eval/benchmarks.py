@@ -19,15 +19,8 @@ from dgx.sampler import FlowModel, ode_step, rollout, sample_generator
 from tqdm.auto import tqdm
 
 
-def generate(
-    model: FlowModel,
-    prompts: Sequence[str],
-    steps: int,
-    guidance: float,
-    seed: int,
-    batch: int = 64,
-    desc: str = "eval",
-) -> torch.Tensor:
+def generate(model: FlowModel, prompts: Sequence[str], steps: int, guidance: float, seed: int,
+             batch: int = 64, desc: str = "eval") -> torch.Tensor:
     """ODE samples for ``prompts`` (one image each): float [0, 1] NCHW. Image i uses seed (seed, i)."""
     out = []
     for s in tqdm(range(0, len(prompts), batch), desc=desc, leave=False):
@@ -45,19 +38,9 @@ def images_per_prompt_by_tag(metadata: list[dict], images_per_prompt: int, min_i
     return [max(images_per_prompt, math.ceil(min_images_per_tag / counts[m.get("tag", "")])) for m in metadata]
 
 
-def geneval_benchmark(
-    model: FlowModel,
-    reward: GenEvalReward,
-    metadata: list[dict],
-    *,
-    steps: int,
-    guidance: float,
-    images_per_prompt: int = 4,
-    min_images_per_tag: int = 0,
-    seed: int = 0,
-    batch: int = 64,
-    out: Path | None = None,
-) -> dict[str, float]:
+def geneval_benchmark(model: FlowModel, reward: GenEvalReward, metadata: list[dict], *, steps: int, guidance: float,
+                      images_per_prompt: int = 4, min_images_per_tag: int = 0, seed: int = 0, batch: int = 64,
+                      out: Path | None = None) -> dict[str, float]:
     """GenEval protocol: N images per prompt, strict per-image verdicts, per-tag and overall."""
     reps = images_per_prompt_by_tag(metadata, images_per_prompt, min_images_per_tag)
     metas = [m for m, k in zip(metadata, reps) for _ in range(k)]
@@ -68,53 +51,21 @@ def geneval_benchmark(
         out.mkdir(parents=True, exist_ok=True)
         with open(out / "per_image.jsonl", "w") as f:
             for i, (m, v) in enumerate(zip(metas, verdicts)):
-                f.write(
-                    json.dumps(
-                        {
-                            "index": i,
-                            "tag": m["tag"],
-                            "prompt": m["prompt"],
-                            "correct": v.correct,
-                            "partial": v.partial,
-                            "reasons": v.reasons,
-                            "kinds": v.kinds,
-                        }
-                    )
-                    + "\n"
-                )
+                f.write(json.dumps({"index": i, "tag": m["tag"], "prompt": m["prompt"], "correct": v.correct,
+                                    "partial": v.partial, "reasons": v.reasons, "kinds": v.kinds}) + "\n")
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
-def shapes_geneval(
-    model: FlowModel,
-    *,
-    steps: int,
-    guidance: float,
-    images_per_prompt: int = 4,
-    min_images_per_tag: int = 0,
-    seed: int = 0,
-    batch: int = 64,
-    max_prompts: int | None = None,
-    out: Path | None = None,
-    **_,
-) -> dict[str, float]:
+def shapes_geneval(model: FlowModel, *, steps: int, guidance: float, images_per_prompt: int = 4, min_images_per_tag: int = 0,
+                   seed: int = 0, batch: int = 64, max_prompts: int | None = None, out: Path | None = None, **_) -> dict[str, float]:
     """GenEval-style score on the shapes-world test split."""
     from dgx.rewards.shapes.prompts import split
 
     meta = split("test")[:max_prompts] if max_prompts else split("test")
-    return geneval_benchmark(
-        model,
-        shapes_reward(partial=False),
-        meta,
-        steps=steps,
-        guidance=guidance,
-        images_per_prompt=images_per_prompt,
-        min_images_per_tag=min_images_per_tag,
-        seed=seed,
-        batch=batch,
-        out=out,
-    )
+    return geneval_benchmark(model, shapes_reward(partial=False), meta, steps=steps, guidance=guidance,
+                             images_per_prompt=images_per_prompt, min_images_per_tag=min_images_per_tag, seed=seed,
+                             batch=batch, out=out)
 
 
 def read_prompts(path: str | Path) -> list[dict]:
@@ -135,63 +86,24 @@ def read_prompts(path: str | Path) -> list[dict]:
     return [json.loads(ln) for ln in lines] if path.suffix == ".jsonl" else [{"prompt": ln.strip()} for ln in lines]
 
 
-def reward_benchmark(
-    model: FlowModel,
-    reward,
-    metadata: list[dict],
-    *,
-    steps: int,
-    guidance: float,
-    images_per_prompt: int = 1,
-    seed: int = 0,
-    batch: int = 16,
-    out: Path | None = None,
-) -> dict[str, float]:
+def reward_benchmark(model: FlowModel, reward, metadata: list[dict], *, steps: int, guidance: float, images_per_prompt: int = 1,
+                     seed: int = 0, batch: int = 16, out: Path | None = None) -> dict[str, float]:
     """Mean (and std) of ``reward`` over ODE samples of the prompts; per-image JSONL."""
-    return multi_reward_benchmark(
-        model,
-        {reward.name: reward},
-        metadata,
-        steps=steps,
-        guidance=guidance,
-        images_per_prompt=images_per_prompt,
-        seed=seed,
-        batch=batch,
-        out=out,
-    )
+    return multi_reward_benchmark(model, {reward.name: reward}, metadata, steps=steps, guidance=guidance,
+                                  images_per_prompt=images_per_prompt, seed=seed, batch=batch, out=out)
 
 
-def multi_reward_benchmark(
-    model: FlowModel,
-    rewards: dict,
-    metadata: list[dict],
-    *,
-    steps: int,
-    guidance: float,
-    images_per_prompt: int = 1,
-    seed: int = 0,
-    batch: int = 16,
-    out: Path | None = None,
-) -> dict[str, float]:
+def multi_reward_benchmark(model: FlowModel, rewards: dict, metadata: list[dict], *, steps: int, guidance: float,
+                           images_per_prompt: int = 1, seed: int = 0, batch: int = 16, out: Path | None = None) -> dict[str, float]:
     """Score the same ODE samples with every reward: mean and std per metric, and the mean per
     ``category`` (``metric/category``) where the prompts have one; per-image JSONL."""
     metas = [m for m in metadata for _ in range(images_per_prompt)]
     prompts = [m["prompt"] for m in metas]
     images = generate(model, prompts, steps, guidance, seed, batch, desc="+".join(rewards))
-    scores = {
-        name: torch.cat(
-            [
-                r(images[s : s + batch], prompts[s : s + batch], metas[s : s + batch]).float().cpu()
-                for s in range(0, len(images), batch)
-            ]
-        )
-        for name, r in rewards.items()
-    }
+    scores = {name: torch.cat([r(images[s : s + batch], prompts[s : s + batch], metas[s : s + batch]).float().cpu()
+                               for s in range(0, len(images), batch)]) for name, r in rewards.items()}
     summary: dict[str, float] = {}
-    in_category = {
-        c: torch.tensor([m.get("category") == c for m in metas])
-        for c in sorted({m.get("category") for m in metas} - {None})
-    }
+    in_category = {c: torch.tensor([m.get("category") == c for m in metas]) for c in sorted({m.get("category") for m in metas} - {None})}
     for name, v in scores.items():
         summary[name], summary[f"{name}_std"] = v.mean().item(), v.std().item() if len(v) > 1 else 0.0
         for c, mask in in_category.items():
@@ -201,9 +113,7 @@ def multi_reward_benchmark(
         with open(out / "per_image.jsonl", "w") as f:
             for i, (m, p) in enumerate(zip(metas, prompts)):
                 extra = {"category": m["category"]} if "category" in m else {}
-                f.write(
-                    json.dumps({"index": i, "prompt": p, **extra, **{n: v[i].item() for n, v in scores.items()}}) + "\n"
-                )
+                f.write(json.dumps({"index": i, "prompt": p, **extra, **{n: v[i].item() for n, v in scores.items()}}) + "\n")
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -223,10 +133,8 @@ def drawbench_rewards(metrics: dict[str, dict] | None = None, device: str | torc
     if metrics is None:
         metrics = {n: {} for n in DRAWBENCH_METRICS}
         if importlib.util.find_spec("ImageReward") is None:
-            warnings.warn(
-                "DrawBench: ImageReward is not installed (pip install dgx-rewards[imagereward]); scoring without it",
-                stacklevel=2,
-            )
+            warnings.warn("DrawBench: ImageReward is not installed (pip install dgx-rewards[imagereward]); scoring without it",
+                          stacklevel=2)
             del metrics["imagereward"]
     unknown = sorted(set(metrics) - set(classes))
     if unknown:
@@ -234,35 +142,23 @@ def drawbench_rewards(metrics: dict[str, dict] | None = None, device: str | torc
     return {n: classes[n](**{"device": device, **kw}) for n, kw in metrics.items()}
 
 
-def drawbench(
-    model: FlowModel,
-    *,
-    prompts_file: str | None = None,
-    metrics: dict[str, dict] | None = None,
-    max_prompts: int | None = None,
-    **kw,
-) -> dict[str, float]:
+def drawbench(model: FlowModel, *, prompts_file: str | None = None, metrics: dict[str, dict] | None = None,
+              max_prompts: int | None = None, **kw) -> dict[str, float]:
     """DrawBench: the 200 prompts (11 categories) from a file, scored with several metrics.
 
     ``prompts_file``: DrawBench's sheet exported as CSV (columns Prompts, Category), or a TXT/JSONL file.
     """
     if not prompts_file:
-        raise FileNotFoundError(
-            "drawbench needs eval.prompts_file: DrawBench's prompt sheet as CSV (Prompts, Category) "
-            "or one prompt per line; it is not bundled with dgx"
-        )
-    return multi_reward_benchmark(
-        model, drawbench_rewards(metrics, _device(model)), read_prompts(prompts_file)[:max_prompts], **_sampling(kw)
-    )
+        raise FileNotFoundError("drawbench needs eval.prompts_file: DrawBench's prompt sheet as CSV (Prompts, Category) "
+                                "or one prompt per line; it is not bundled with dgx")
+    return multi_reward_benchmark(model, drawbench_rewards(metrics, _device(model)), read_prompts(prompts_file)[:max_prompts], **_sampling(kw))
 
 
 def pickscore(model: FlowModel, *, prompts_file: str, max_prompts: int | None = None, **kw) -> dict[str, float]:
     """Mean PickScore of ODE samples on test prompts from a file."""
     from dgx.rewards.pickscore import PickScore
 
-    return reward_benchmark(
-        model, PickScore(device=_device(model)), read_prompts(prompts_file)[:max_prompts], **_sampling(kw)
-    )
+    return reward_benchmark(model, PickScore(device=_device(model)), read_prompts(prompts_file)[:max_prompts], **_sampling(kw))
 
 
 def ocr(model: FlowModel, *, prompts_file: str, max_prompts: int | None = None, **kw) -> dict[str, float]:
@@ -281,23 +177,12 @@ def _sampling(kw: dict, extra: tuple[str, ...] = ()) -> dict:
     return {k: kw[k] for k in ("steps", "guidance", "images_per_prompt", "seed", "batch", "out", *extra) if k in kw}
 
 
-def geneval(
-    model: FlowModel,
-    *,
-    prompts_file: str | None = None,
-    max_prompts: int | None = None,
-    path: str | None = None,
-    processor_path: str | None = None,
-    **kw,
-) -> dict[str, float]:
+def geneval(model: FlowModel, *, prompts_file: str | None = None, max_prompts: int | None = None, path: str | None = None,
+            processor_path: str | None = None, **kw) -> dict[str, float]:
     """GenEval on real images: ``prompts_file`` (evaluation_metadata.jsonl) or the suite built like GenEval's."""
     from dgx.eval.geneval_prompts import build_suite
     from dgx.rewards.geneval_hf import hf_geneval
 
     meta = read_prompts(prompts_file) if prompts_file else build_suite()
-    return geneval_benchmark(
-        model,
-        hf_geneval(partial=False, path=path, processor_path=processor_path),
-        meta[:max_prompts],
-        **_sampling(kw, ("min_images_per_tag",)),
-    )
+    return geneval_benchmark(model, hf_geneval(partial=False, path=path, processor_path=processor_path), meta[:max_prompts],
+                             **_sampling(kw, ("min_images_per_tag",)))

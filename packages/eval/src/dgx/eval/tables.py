@@ -13,15 +13,12 @@ def aggregate(results: dict[str, list[dict[str, float]]]) -> dict[str, dict[str,
     out = {}
     for method, runs in results.items():
         keys = [k for k in runs[0] if all(isinstance(r.get(k), (int, float)) for r in runs)]
-        out[method] = {
-            k: (float(np.mean([r[k] for r in runs])), float(np.std([r[k] for r in runs])), len(runs)) for k in keys
-        }
+        out[method] = {k: (float(np.mean([r[k] for r in runs])), float(np.std([r[k] for r in runs])), len(runs)) for k in keys}
     return out
 
 
-def write_tables(
-    results: dict[str, list[dict[str, float]]], out_stem: Path, columns: list[str] | None = None, digits: int = 3
-) -> str:
+def write_tables(results: dict[str, list[dict[str, float]]], out_stem: Path, columns: list[str] | None = None,
+                 digits: int = 3) -> str:
     """Write ``out_stem``.md and .csv; return the Markdown."""
     agg = aggregate(results)
     cols = columns or list(dict.fromkeys(k for m in agg.values() for k in m))

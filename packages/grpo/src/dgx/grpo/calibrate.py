@@ -26,9 +26,8 @@ from dgx.sampler import TableNoise, UniformNoise, rollout, sample_generator
 from tqdm.auto import tqdm
 
 
-def dense_rewards(
-    model, cfg: RunConfig, reward, prompts: list[dict], schedule, key: int, step_fn, n_prompts: int | None = None
-) -> torch.Tensor:
+def dense_rewards(model, cfg: RunConfig, reward, prompts: list[dict], schedule, key: int, step_fn,
+                  n_prompts: int | None = None) -> torch.Tensor:
     """dR (N, T) for N = n_prompts (default calibrate.prompts) x group_size fresh SDE rollouts keyed by ``key``."""
     c = cfg.calibrate
     n_prompts = n_prompts or c.prompts
@@ -71,24 +70,15 @@ def calibrate(cfg: RunConfig, out_dir: Path, registry: Registry | None = None) -
         psi = np.where(np.abs(pos - neg) < c.eps1, psi + c.eps2, psi - c.eps2).clip(min=0.0)
     # compare with the uniform schedule on the same fresh samples
     fresh = 200_000
-    calibrated = imbalance(
-        dense_rewards(model, cfg, reward, prompts, TableNoise(tuple(psi)), fresh, step_fn, c.check_prompts)
-    )
+    calibrated = imbalance(dense_rewards(model, cfg, reward, prompts, TableNoise(tuple(psi)), fresh, step_fn, c.check_prompts))
     uniform = imbalance(dense_rewards(model, cfg, reward, prompts, UniformNoise(0.7), fresh, step_fn, c.check_prompts))
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "psi.json"
     TableNoise(tuple(psi.tolist())).to_json(
-        path,
-        grid.tolist(),
-        uniform_sigma=UniformNoise(0.7)(torch.arange(T), grid).tolist(),
-        imbalance={
-            "calibrated": calibrated,
-            "uniform_a0.7": uniform,
-            "calibrated_mean": float(np.mean(calibrated)),
-            "uniform_a0.7_mean": float(np.mean(uniform)),
-        },
-        history=history,
-        config=c.model_dump(),
+        path, grid.tolist(), uniform_sigma=UniformNoise(0.7)(torch.arange(T), grid).tolist(),
+        imbalance={"calibrated": calibrated, "uniform_a0.7": uniform,
+                   "calibrated_mean": float(np.mean(calibrated)), "uniform_a0.7_mean": float(np.mean(uniform))},
+        history=history, config=c.model_dump(),
     )
     from dgx.eval.plots import plot_psi
 

@@ -18,15 +18,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 
-def save(
-    ckpt_root: Path,
-    iteration: int,
-    adapter: dict,
-    optimizer: torch.optim.Optimizer,
-    ema: dict | None,
-    psi_path: Path | None = None,
-    keep: int = 2,
-) -> Path:
+def save(ckpt_root: Path, iteration: int, adapter: dict, optimizer: torch.optim.Optimizer, ema: dict | None,
+         psi_path: Path | None = None, keep: int = 2) -> Path:
     ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / f"iter_{iteration:05d}"
     tmp = ckpt_root / f".tmp_iter_{iteration:05d}"
@@ -36,9 +29,7 @@ def save(
     if ema is not None:
         save_file({k: v.contiguous().cpu() for k, v in ema.items()}, tmp / "ema.safetensors")
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(
-        {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}, tmp / "rng.pt"
-    )
+    torch.save({"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}, tmp / "rng.pt")
     if psi_path is not None and Path(psi_path).is_file():
         shutil.copy(psi_path, tmp / "psi.json")
     (tmp / "state.json").write_text(json.dumps({"iteration": iteration}))
@@ -47,7 +38,7 @@ def save(
     pointer = ckpt_root / ".latest.tmp"
     pointer.write_text(final.name)
     os.replace(pointer, ckpt_root / "latest")
-    for old in sorted(p for p in ckpt_root.glob("iter_*") if p != final)[: -keep or None] if keep else []:
+    for old in sorted(p for p in ckpt_root.glob("iter_*") if p != final)[:-keep or None] if keep else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
 

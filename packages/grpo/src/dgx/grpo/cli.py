@@ -29,9 +29,7 @@ def main() -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Results folder (default runs/<file stem>).")
 @click.option("--resume", is_flag=True, help="Continue killed runs from their last checkpoint; skip finished ones.")
 @click.option("--iterations", type=int, default=None, help="Override train.iterations for every variant.")
-def run(
-    file: Path, only: tuple[str, ...], seeds: tuple[int, ...], out: Path | None, resume: bool, iterations: int | None
-) -> None:
+def run(file: Path, only: tuple[str, ...], seeds: tuple[int, ...], out: Path | None, resume: bool, iterations: int | None) -> None:
     """Train and evaluate every variant x seed of FILE into one results folder."""
     try:
         from dgx.grpo.runner import run_ablation
@@ -44,9 +42,7 @@ def run(
 @main.command()
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--variant", default=None, help="Variant of an ablation file to calibrate (default: the first).")
-@click.option(
-    "--out", type=click.Path(path_type=Path), default=None, help="Output folder (default runs/<stem>/calibration)."
-)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder (default runs/<stem>/calibration).")
 def calibrate(file: Path, variant: str | None, out: Path | None) -> None:
     """Calibrate the per-timestep noise psi(t) (DenseGRPO Algorithm 1); writes psi.json and a plot."""
     try:
@@ -60,13 +56,9 @@ def calibrate(file: Path, variant: str | None, out: Path | None) -> None:
 
 @main.command("eval")
 @click.argument("file", type=click.Path(path_type=Path))
-@click.option(
-    "--adapter", type=click.Path(path_type=Path), default=None, help="A run folder or checkpoint with a LoRA adapter."
-)
+@click.option("--adapter", type=click.Path(path_type=Path), default=None, help="A run folder or checkpoint with a LoRA adapter.")
 @click.option("--variant", default=None, help="Variant of an ablation file (default: the first).")
-@click.option(
-    "--out", type=click.Path(path_type=Path), default=None, help="Output folder for per-prompt JSONL and summary."
-)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder for per-prompt JSONL and summary.")
 def eval_cmd(file: Path, adapter: Path | None, variant: str | None, out: Path | None) -> None:
     """Evaluate the base model (or a trained adapter) with the config's evaluation and ODE sampler."""
     try:
@@ -99,14 +91,8 @@ def push(run_dir: Path, repo_id: str, private: bool, revision: str | None, dry_r
 
 
 @main.command()
-@click.option(
-    "--section",
-    default=None,
-    help="Only this section (models, samplers, noise, rewards, credit, objectives, evaluations).",
-)
-@click.option(
-    "--file", "files", multiple=True, type=click.Path(path_type=Path), help="Extra registry file (repeatable)."
-)
+@click.option("--section", default=None, help="Only this section (models, samplers, noise, rewards, credit, objectives, evaluations).")
+@click.option("--file", "files", multiple=True, type=click.Path(path_type=Path), help="Extra registry file (repeatable).")
 def registry(section: str | None, files: tuple[Path, ...]) -> None:
     """List the registered components (built-in, $DGX_REGISTRY files and --file)."""
     from dgx.grpo.registry import SECTIONS, Registry

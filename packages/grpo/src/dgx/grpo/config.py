@@ -36,8 +36,7 @@ class NoiseConfig(_Strict):
     value: float = Field(0.7, ge=0, description="constant: sigma_t (or CPS eta)")
     psi_path: str | None = Field(None, description="calibrated: psi.json (default: the run's calibration output)")
     window: tuple[int, int] | None = Field(
-        None, description="[start, stop): noise only on these steps (0 = the first), ODE elsewhere; None = every step"
-    )
+        None, description="[start, stop): noise only on these steps (0 = the first), ODE elsewhere; None = every step")
 
 
 class SamplerConfig(_Strict):
@@ -53,9 +52,7 @@ class RewardConfig(_Strict):
     ode_steps: Union[int, Literal["t"]] = Field("t", description="n of ODE_n for dense credit: 1, 2, ... or 't'")
     chunk: int = Field(256, ge=1, description="latents decoded and scored per batch (memory budget)")
     partial: bool = Field(True, description="GenEval: partial credit (True) or strict 0/1")
-    soft: bool = Field(
-        False, description="GenEval partial credit: object clauses score the detector's class probability"
-    )
+    soft: bool = Field(False, description="GenEval partial credit: object clauses score the detector's class probability")
     path: str | None = Field(None, description="reward model Hub id or local folder")
     processor_path: str | None = Field(None, description="processor Hub id or local folder (PickScore)")
     weights: dict[str, float] = Field(default_factory=dict, description="weighted: reward name -> weight")
@@ -65,35 +62,15 @@ class TrainConfig(_Strict):
     iterations: int = Field(20, ge=0, description="GRPO iterations (sampling + update rounds)")
     prompts_per_iter: int = Field(8, ge=1, description="prompts per iteration (global)")
     prompt_sampling: Literal["uniform", "by_tag"] = Field(
-        "uniform", description="uniform over the train prompts, or by_tag: a tag uniformly, then a prompt of that tag"
-    )
+        "uniform", description="uniform over the train prompts, or by_tag: a tag uniformly, then a prompt of that tag")
     group_size: int = Field(8, ge=2, description="G, rollouts per prompt")
     inner_epochs: int = Field(1, ge=1, description="passes over each iteration's samples")
-    updates_per_epoch: int = Field(
-        1,
-        ge=1,
-        description="optimizer steps per inner epoch: the epoch's (sample, step) pairs are split into this many chunks",
-    )
-    micro_batch: int = Field(
-        32,
-        ge=1,
-        description="(sample, step) pairs per backward pass; gradients accumulate over a chunk's micro-batches",
-    )
+    updates_per_epoch: int = Field(1, ge=1, description="optimizer steps per inner epoch: the epoch's (sample, step) pairs are split into this many chunks")
+    micro_batch: int = Field(32, ge=1, description="(sample, step) pairs per backward pass; gradients accumulate over a chunk's micro-batches")
     timestep_fraction: float = Field(1.0, gt=0, le=1, description="fraction of the T steps trained per sample")
     lora_rank: int = Field(8, ge=1)
     lora_alpha: int = Field(16, ge=1)
-    lora_targets: list[str] = Field(
-        default_factory=lambda: [
-            "to_q",
-            "to_k",
-            "to_v",
-            "to_out.0",
-            "add_q_proj",
-            "add_k_proj",
-            "add_v_proj",
-            "to_add_out",
-        ]
-    )
+    lora_targets: list[str] = Field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"])
     lr: float = Field(3e-4, gt=0)
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = Field(1e-4, ge=0)
@@ -101,15 +78,12 @@ class TrainConfig(_Strict):
     clip_range: float = Field(1e-4, gt=0, description="PPO clip epsilon on the ratio (Flow-GRPO: 1e-4)")
     adv_clip_max: float = Field(5.0, gt=0, description="advantages clipped to +-this")
     adv_std: Literal["group", "batch"] = Field(
-        "group",
-        description="divide group-centred rewards by their group's std (per step for per-step credit; the papers) "
-        "or by one std over the whole batch (groups whose rewards barely differ get small advantages)",
-    )
+        "group", description="divide group-centred rewards by their group's std (per step for per-step credit; the "
+        "papers) or by one std over the whole batch (groups whose rewards barely differ get small advantages)")
     max_grad_norm: float = Field(1.0, gt=0)
     ema: float | None = Field(None, gt=0, lt=1, description="EMA decay of the adapter (None = off)")
     gradient_checkpointing: bool = Field(
-        False, description="recompute the transformer blocks' activations in the backward pass (less memory, more time)"
-    )
+        False, description="recompute the transformer blocks' activations in the backward pass (less memory, more time)")
     save_every: int = Field(5, ge=1, description="checkpoint every N iterations")
 
 
@@ -117,39 +91,26 @@ class CalibrateConfig(_Strict):
     iterations: int = Field(10, ge=1, description="K in Algorithm 1")
     prompts: int = Field(8, ge=1, description="prompts per calibration iteration")
     group_size: int = Field(4, ge=1, description="samples per prompt (N = prompts * group_size)")
-    check_prompts: int = Field(
-        16,
-        ge=1,
-        description="prompts of the final check that compares the calibrated and the "
-        "uniform a = 0.7 schedules' balance on the same fresh samples (x group_size)",
-    )
+    check_prompts: int = Field(16, ge=1, description="prompts of the final check that compares the calibrated and the "
+                               "uniform a = 0.7 schedules' balance on the same fresh samples (x group_size)")
     eps1: float = Field(2.0, ge=0, description="balance tolerance on #(dR>0) - #(dR<0)")
     eps2: float = Field(0.01, gt=0, description="psi(t) step")
     init: Union[float, list[float], Literal["uniform"]] = Field(
-        "uniform",
-        description="initial psi: 'uniform' (a * sqrt(t / (1 - t)) with sampler.noise.a), one value, or one per step",
-    )
+        "uniform", description="initial psi: 'uniform' (a * sqrt(t / (1 - t)) with sampler.noise.a), one value, or one per step")
 
 
 class EvalConfig(_Strict):
     name: str = Field("shapes_geneval", description="registry `evaluations` entry")
     steps: int = Field(20, ge=1, description="ODE steps at evaluation (paper: 40 for SD3.5-M)")
     images_per_prompt: int = Field(4, ge=1)
-    min_images_per_tag: int = Field(
-        0,
-        ge=0,
-        description="GenEval-style: more images per prompt for tags with few prompts, "
-        "so every tag has at least this many images (0 = off, GenEval's own protocol)",
-    )
+    min_images_per_tag: int = Field(0, ge=0, description="GenEval-style: more images per prompt for tags with few prompts, "
+                                    "so every tag has at least this many images (0 = off, GenEval's own protocol)")
     guidance: float | None = Field(None, description="CFG at eval (default: sampler.guidance)")
     prompts_file: str | None = Field(None, description="JSONL metadata / prompt file for real benchmarks")
     max_prompts: int | None = Field(None, ge=1, description="evaluate only the first N prompts")
     batch: int = Field(64, ge=1)
-    metrics: dict[str, dict] | None = Field(
-        None,
-        description="drawbench: metric name (aesthetic, pickscore, imagereward) -> "
-        "its reward's arguments (path, head_path, ...); default all, ImageReward where installed",
-    )
+    metrics: dict[str, dict] | None = Field(None, description="drawbench: metric name (aesthetic, pickscore, imagereward) -> "
+                                            "its reward's arguments (path, head_path, ...); default all, ImageReward where installed")
 
 
 class PromptsConfig(_Strict):
@@ -238,9 +199,7 @@ def load(path: str | Path, registry: Registry | None = None) -> Ablation:
         base = data.get("base") or {}
         variants = data.get("variants") or {"default": {}}
         if not isinstance(variants, dict):
-            raise ConfigError(
-                f"{path}: variants: expected a mapping of name -> overrides, got {type(variants).__name__}"
-            )
+            raise ConfigError(f"{path}: variants: expected a mapping of name -> overrides, got {type(variants).__name__}")
         seeds = data.get("seeds", [0])
     else:
         base, variants, seeds = data, {"default": {}}, [data.get("seed", 0)]
@@ -255,9 +214,7 @@ def load(path: str | Path, registry: Registry | None = None) -> Ablation:
         if over is not None and not isinstance(over, dict):
             raise ConfigError(f"{path}: variants.{name}: expected a mapping of overrides, got {over!r}")
         merged = deep_merge(base, over or {})
-        resolved[name] = validate(
-            merged, path, over or {}, f"variants.{name}" if "base" in data or "variants" in data else "", registry
-        )
+        resolved[name] = validate(merged, path, over or {}, f"variants.{name}" if "base" in data or "variants" in data else "", registry)
     return Ablation(path=path, variants=resolved, seeds=seeds, registry_files=files)
 
 

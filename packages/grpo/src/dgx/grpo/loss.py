@@ -1,9 +1,9 @@
 """The GRPO objective on a batch of recorded (sample, step) pairs (method.md section 2).
 
-ratio = exp(log pi_theta(x_next | x_t) - log pi_old(x_next | x_t))
-policy = mean( max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps)) )   (= -J's PPO term)
-kl     = mean( ||mean_theta - mean_ref||^2 / (2 std^2) )   (equal-std Gaussians, mean over dims)
-loss   = policy + beta * kl
+    ratio = exp(log pi_theta(x_next | x_t) - log pi_old(x_next | x_t))
+    policy = mean( max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps)) )   (= -J's PPO term)
+    kl     = mean( ||mean_theta - mean_ref||^2 / (2 std^2) )   (equal-std Gaussians, mean over dims)
+    loss   = policy + beta * kl
 """
 
 from __future__ import annotations
@@ -22,16 +22,8 @@ class LossOutput:
     approx_kl: torch.Tensor  # 0.5 * mean((log_prob - old_log_prob)^2), a drift diagnostic
 
 
-def grpo_loss(
-    log_prob: torch.Tensor,
-    old_log_prob: torch.Tensor,
-    adv: torch.Tensor,
-    mean: torch.Tensor,
-    ref_mean: torch.Tensor | None,
-    std: torch.Tensor,
-    clip_range: float,
-    kl_beta: float,
-) -> LossOutput:
+def grpo_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, adv: torch.Tensor, mean: torch.Tensor,
+              ref_mean: torch.Tensor | None, std: torch.Tensor, clip_range: float, kl_beta: float) -> LossOutput:
     """All per-pair tensors are (P,); ``mean``/``ref_mean`` are (P, ...) step means in float32."""
     ratio = torch.exp(log_prob - old_log_prob)
     policy = torch.maximum(-adv * ratio, -adv * ratio.clamp(1 - clip_range, 1 + clip_range)).mean()
@@ -41,9 +33,6 @@ def grpo_loss(
     else:
         kl = torch.zeros((), device=log_prob.device)
     return LossOutput(
-        policy + kl_beta * kl,
-        policy.detach(),
-        kl.detach(),
-        ((ratio - 1).abs() > clip_range).float().mean().detach(),
-        (0.5 * (log_prob - old_log_prob) ** 2).mean().detach(),
+        policy + kl_beta * kl, policy.detach(), kl.detach(),
+        ((ratio - 1).abs() > clip_range).float().mean().detach(), (0.5 * (log_prob - old_log_prob) ** 2).mean().detach(),
     )

@@ -34,41 +34,23 @@ def evaluate(model, cfg: RunConfig, out: Path, registry: Registry, seed: int | N
     ev = cfg.eval
     fn = registry.get("evaluations", ev.name).load()
     guidance = cfg.sampler.guidance if ev.guidance is None else ev.guidance
-    return fn(
-        model,
-        steps=ev.steps,
-        guidance=guidance,
-        images_per_prompt=ev.images_per_prompt,
-        min_images_per_tag=ev.min_images_per_tag,
-        seed=EVAL_SEED + cfg.seed if seed is None else seed,
-        batch=ev.batch,
-        max_prompts=ev.max_prompts,
-        prompts_file=ev.prompts_file,
-        metrics=ev.metrics,
-        out=out,
-    )
+    return fn(model, steps=ev.steps, guidance=guidance, images_per_prompt=ev.images_per_prompt,
+              min_images_per_tag=ev.min_images_per_tag, seed=EVAL_SEED + cfg.seed if seed is None else seed,
+              batch=ev.batch, max_prompts=ev.max_prompts, prompts_file=ev.prompts_file,
+              metrics=ev.metrics, out=out)
 
 
 def _summary(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def run_ablation(
-    file: Path,
-    out: Path | None = None,
-    only: list[str] = (),
-    seeds: list[int] = (),
-    resume: bool = False,
-    iterations: int | None = None,
-    overrides: dict | None = None,
-) -> Path:
+def run_ablation(file: Path, out: Path | None = None, only: list[str] = (), seeds: list[int] = (), resume: bool = False,
+                 iterations: int | None = None, overrides: dict | None = None) -> Path:
     """Train + evaluate; ``overrides`` (a config fragment) is deep-merged into every variant."""
     abl = load(file)
     registry = abl.registry()
     if overrides:
-        abl.variants = {
-            k: RunConfig.model_validate(deep_merge(v.model_dump(), overrides)) for k, v in abl.variants.items()
-        }
+        abl.variants = {k: RunConfig.model_validate(deep_merge(v.model_dump(), overrides)) for k, v in abl.variants.items()}
     out = out or Path("runs") / Path(file).stem
     for v in only:
         if v not in abl.variants:
@@ -140,20 +122,9 @@ def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[P
     cost: dict[str, list[dict]] = {}
     for name, dirs in run_dirs.items():
         for d in dirs:
-            rows = (
-                [json.loads(ln) for ln in (d / "metrics.jsonl").read_text().splitlines()]
-                if (d / "metrics.jsonl").is_file()
-                else []
-            )
+            rows = [json.loads(ln) for ln in (d / "metrics.jsonl").read_text().splitlines()] if (d / "metrics.jsonl").is_file() else []
             if rows:
-                sec = float(
-                    np.mean(
-                        [
-                            sum(v for k, v in r.items() if k in ("seconds_rollout", "seconds_credit", "seconds_train"))
-                            for r in rows
-                        ]
-                    )
-                )
+                sec = float(np.mean([sum(v for k, v in r.items() if k in ("seconds_rollout", "seconds_credit", "seconds_train")) for r in rows]))
                 calls = float(np.mean([r["model_calls"] for r in rows]))
                 cost.setdefault(name, []).append({"seconds_per_iter": sec, "model_calls_per_iter": calls})
     if cost:
@@ -166,11 +137,8 @@ def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[P
                 c["calls_ratio"] = c["model_calls_per_iter"] / ref_calls
         cost_md = write_tables(cost, out / "cost", digits=2)
     metrics = {n: [d / "metrics.jsonl" for d in dirs] for n, dirs in run_dirs.items()}
-    plots = [
-        plot_learning_curves(metrics, out / "learning_curves.png"),
-        plot_dense_per_timestep(metrics, out / "dense_per_timestep.png"),
-        plot_latent_reward(metrics, out / "latent_reward.png"),
-    ]
+    plots = [plot_learning_curves(metrics, out / "learning_curves.png"), plot_dense_per_timestep(metrics, out / "dense_per_timestep.png"),
+             plot_latent_reward(metrics, out / "latent_reward.png")]
     for name, dirs in run_dirs.items():
         psi = dirs[0] / "calibration" / "psi.json"
         if psi.is_file():
@@ -180,27 +148,18 @@ def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[P
         for psi in (d / "calibration" / "psi.json" for d in dirs):
             if psi.is_file():
                 b = json.loads(psi.read_text())["imbalance"]
-                balance.setdefault(name, []).append(
-                    {"calibrated": b["calibrated_mean"], "uniform_a0.7": b["uniform_a0.7_mean"]}
-                )
+                balance.setdefault(name, []).append({"calibrated": b["calibrated_mean"], "uniform_a0.7": b["uniform_a0.7_mean"]})
     lines = ["# Results", "", "GenEval-style test score (ODE sampler), mean ± std over seeds:", "", summary_md]
     if gains:
         gain_md = write_gain_table(gains, out / "gain", cols or list(next(iter(gains.values()))[0]))
-        lines += [
-            "Gain over the base model on the same images (same prompt and initial noise per image), "
-            "± standard error (seeds pooled). A gain within two standard errors of 0 is not a measured change:",
-            "",
-            gain_md,
-        ]
+        lines += ["Gain over the base model on the same images (same prompt and initial noise per image), ± standard "
+                  "error (seeds pooled). A gain within two standard errors of 0 is not a measured change:", "", gain_md]
     if cost:
         lines += [f"Cost per training iteration (ratio to `{ref}`, measured in this run):", "", cost_md]
     if balance:
-        lines += [
-            "Calibration: mean over steps of |#(dR > 0) - #(dR < 0)| / N on the same fresh samples, for the "
-            "calibrated psi(t) and the uniform a = 0.7 schedule (lower = better balanced):",
-            "",
-            write_tables(balance, out / "calibration_balance"),
-        ]
+        lines += ["Calibration: mean over steps of |#(dR > 0) - #(dR < 0)| / N on the same fresh samples, for the "
+                  "calibrated psi(t) and the uniform a = 0.7 schedule (lower = better balanced):", "",
+                  write_tables(balance, out / "calibration_balance")]
     lines += [f"![{p.stem}]({p.name})" for p in plots if p is not None]
     (out / "report.md").write_text("\n".join(lines) + "\n")
 

@@ -45,11 +45,8 @@ def add_lora(transformer: torch.nn.Module, cfg: RunConfig) -> list[torch.nn.Para
     """Freeze the base model, add a peft LoRA adapter, return its (float32) parameters."""
     tc = cfg.train
     transformer.requires_grad_(False)
-    transformer.add_adapter(
-        LoraConfig(
-            r=tc.lora_rank, lora_alpha=tc.lora_alpha, init_lora_weights="gaussian", target_modules=tc.lora_targets
-        )
-    )
+    transformer.add_adapter(LoraConfig(r=tc.lora_rank, lora_alpha=tc.lora_alpha, init_lora_weights="gaussian",
+                                       target_modules=tc.lora_targets))
     params = [p for p in transformer.parameters() if p.requires_grad]
     for p in params:
         p.data = p.data.float()
@@ -75,16 +72,8 @@ def load_adapter(model, cfg: RunConfig, run_or_ckpt: Path) -> Path:
     return ck
 
 
-def train(
-    cfg: RunConfig,
-    run_dir: Path,
-    *,
-    resume: bool = False,
-    psi_path: Path | None = None,
-    registry: Registry | None = None,
-    accelerator: Accelerator | None = None,
-    stop_after: int | None = None,
-):
+def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path | None = None,
+          registry: Registry | None = None, accelerator: Accelerator | None = None, stop_after: int | None = None):
     """Train one config into ``run_dir``; returns the model with its trained adapter enabled.
 
     ``stop_after`` ends the loop after that many iterations of this call (to test resuming).
@@ -125,13 +114,7 @@ def train(
     metrics = MetricsLog(run_dir, resume_after=start - 1) if acc.is_main_process else None
 
     end = tc.iterations if stop_after is None else min(tc.iterations, start + stop_after)
-    for it in tqdm(
-        range(start, end),
-        desc=f"train {run_dir.name}",
-        disable=not acc.is_main_process,
-        initial=start,
-        total=tc.iterations,
-    ):
+    for it in tqdm(range(start, end), desc=f"train {run_dir.name}", disable=not acc.is_main_process, initial=start, total=tc.iterations):
         sec, calls0 = {}, model.calls
         # 1. prompts (same choice on every process) and this process's slice of the N samples
         pick = choose_prompts(prompts, tc.prompts_per_iter, np.random.default_rng([cfg.seed, it]), tc.prompt_sampling)
@@ -142,16 +125,8 @@ def train(
         t0 = time.perf_counter()
         uniq = sorted(set(texts))
         cond = model.encode(uniq).index([uniq.index(p) for p in texts])
-        traj = rollout(
-            model,
-            cond,
-            texts,
-            T,
-            step_fn,
-            schedule,
-            [sample_generator(cfg.seed, it, s) for s in range(lo, hi)],
-            cfg.sampler.guidance,
-        )
+        traj = rollout(model, cond, texts, T, step_fn, schedule, [sample_generator(cfg.seed, it, s) for s in range(lo, hi)],
+                       cfg.sampler.guidance)
         sec["rollout"] = time.perf_counter() - t0
 
         # 3. credit (sparse or per step) and advantages over the gathered global batch
@@ -171,17 +146,10 @@ def train(
         sec["train"] = time.perf_counter() - t0
 
         if metrics is not None:
-            row = {
-                "iteration": it,
-                "reward_mean": terminal.mean().item(),
-                "reward_std": terminal.std().item(),
-                "adv_mean": adv_all.mean().item(),
-                "adv_abs_mean": adv_all.abs().mean().item(),
-                "lr": opt.param_groups[0]["lr"],
-                "model_calls": model.calls - calls0,
-                **stats,
-                **{f"seconds_{k}": v for k, v in sec.items()},
-            }
+            row = {"iteration": it, "reward_mean": terminal.mean().item(), "reward_std": terminal.std().item(),
+                   "adv_mean": adv_all.mean().item(), "adv_abs_mean": adv_all.abs().mean().item(),
+                   "lr": opt.param_groups[0]["lr"], "model_calls": model.calls - calls0, **stats,
+                   **{f"seconds_{k}": v for k, v in sec.items()}}
             if latent is not None:  # R_k = R(ODE_n(x_k)) along the grid, gathered
                 row["latent_reward_mean"] = latent.mean(0).tolist()
                 row["grid"] = grid.tolist()
@@ -204,32 +172,24 @@ def train(
     return model
 
 
-def update(
-    model, base, acc, opt, params, ema, cfg: RunConfig, traj, adv, schedule, step_fn, grid, it: int, lo: int
-) -> dict:
+def update(model, base, acc, opt, params, ema, cfg: RunConfig, traj, adv, schedule, step_fn, grid, it: int, lo: int) -> dict:
     """Inner epochs of clipped-loss updates over (sample, step) pairs; returns stats averaged over optimizer steps."""
     tc, T = cfg.train, traj.steps
     trainable = [i for i in range(T) if (traj.stds[:, i] > 0).all()]  # deterministic steps carry no gradient
     if not trainable:
-        raise ConfigError(
-            f"sampler {cfg.sampler.name!r} made no stochastic step to train on; use sde or cps with noise > 0"
-        )
+        raise ConfigError(f"sampler {cfg.sampler.name!r} made no stochastic step to train on; use sde or cps with noise > 0")
     k = max(1, math.ceil(tc.timestep_fraction * len(trainable)))
     sums: dict[str, float] = {}
     n_stats = 0
     for epoch in range(tc.inner_epochs):
         # each sample gets k random steps; pairs are ordered slot by slot across samples (as Flow-GRPO
         # loops over timesteps), so every optimizer step sees all samples
-        perms = [
-            torch.randperm(len(trainable), generator=sample_generator(cfg.seed, it, lo + b, epoch + 1))[:k].tolist()
-            for b in range(len(traj))
-        ]
+        perms = [torch.randperm(len(trainable), generator=sample_generator(cfg.seed, it, lo + b, epoch + 1))[:k].tolist()
+                 for b in range(len(traj))]
         pairs = [(b, trainable[perms[b][j]]) for j in range(k) for b in range(len(traj))]
         per_update = math.ceil(len(pairs) / tc.updates_per_epoch)
         for chunk in (pairs[u : u + per_update] for u in range(0, len(pairs), per_update)):
-            sums = _accumulate(
-                sums, optimizer_step(model, base, acc, opt, params, ema, tc, traj, adv, schedule, step_fn, grid, chunk)
-            )
+            sums = _accumulate(sums, optimizer_step(model, base, acc, opt, params, ema, tc, traj, adv, schedule, step_fn, grid, chunk))
             n_stats += 1
     return {k: v / n_stats for k, v in sums.items()}
 
@@ -250,20 +210,10 @@ def optimizer_step(model, base, acc, opt, params, ema, tc, traj, adv, schedule, 
             if tc.kl_beta > 0:
                 with torch.no_grad():
                     base.disable_adapters()
-                    ref_mean = step_fn(
-                        x, model.velocity(x, t, cond, traj.guidance), t, t_next, sigma, x_next=x_next
-                    ).mean
+                    ref_mean = step_fn(x, model.velocity(x, t, cond, traj.guidance), t, t_next, sigma, x_next=x_next).mean
                     base.enable_adapters()
-            lo = grpo_loss(
-                out.log_prob,
-                traj.log_probs[bi, si],
-                adv[bi, si].to(out.log_prob.device),
-                out.mean,
-                ref_mean,
-                out.std,
-                tc.clip_range,
-                tc.kl_beta,
-            )
+            lo = grpo_loss(out.log_prob, traj.log_probs[bi, si], adv[bi, si].to(out.log_prob.device), out.mean,
+                           ref_mean, out.std, tc.clip_range, tc.kl_beta)
             acc.backward(lo.loss * len(mb) / len(pairs))
         for name in ("loss", "policy", "kl", "clip_frac", "approx_kl"):
             sums[name] = sums.get(name, 0.0) + getattr(lo, name).item() * len(mb) / len(pairs)

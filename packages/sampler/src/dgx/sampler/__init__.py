@@ -9,25 +9,7 @@ from dgx.sampler.steps import STEPS, StepOutput, cps_step, gaussian_log_prob, od
 from dgx.sampler.trajectory import Trajectory, rollout, sample_generator
 
 __all__ = [
-    "STEPS",
-    "Conditioning",
-    "ConstantNoise",
-    "FlowModel",
-    "NoiseSchedule",
-    "SD3Model",
-    "SamplerError",
-    "StepOutput",
-    "TableNoise",
-    "Trajectory",
-    "UniformNoise",
-    "continuation_path",
-    "continue_ode",
-    "Windowed",
-    "continue_ode_naive",
-    "cps_step",
-    "gaussian_log_prob",
-    "ode_step",
-    "rollout",
-    "sample_generator",
-    "sde_step",
+    "STEPS", "Conditioning", "ConstantNoise", "FlowModel", "NoiseSchedule", "SD3Model", "SamplerError",
+    "StepOutput", "TableNoise", "Trajectory", "UniformNoise", "continuation_path", "continue_ode",
+    "Windowed", "continue_ode_naive", "cps_step", "gaussian_log_prob", "ode_step", "rollout", "sample_generator", "sde_step",
 ]

@@ -30,18 +30,14 @@ class Conditioning:
     def index(self, idx: torch.Tensor | list[int]) -> "Conditioning":
         """Rows ``idx`` (e.g. ``repeat_interleave`` of prompt indices for G samples each)."""
         idx = torch.as_tensor(idx, dtype=torch.long, device=self.embeds.device)
-        return Conditioning(
-            *(None if getattr(self, f.name) is None else getattr(self, f.name)[idx] for f in fields(self))
-        )
+        return Conditioning(*(None if getattr(self, f.name) is None else getattr(self, f.name)[idx] for f in fields(self)))
 
     @staticmethod
     def cat(items: list["Conditioning"]) -> "Conditioning":
-        return Conditioning(
-            *(
-                None if getattr(items[0], f.name) is None else torch.cat([getattr(c, f.name) for c in items])
-                for f in fields(Conditioning)
-            )
-        )
+        return Conditioning(*(
+            None if getattr(items[0], f.name) is None else torch.cat([getattr(c, f.name) for c in items])
+            for f in fields(Conditioning)
+        ))
 
 
 class FlowModel(Protocol):
@@ -64,23 +60,15 @@ class SD3Model:
     config and dtype are read from the pipeline's own module.
     """
 
-    def __init__(
-        self,
-        pipe,
-        max_sequence_length: int = 256,
-        device: str | torch.device = "cpu",
-        pad_missing_t5: bool = False,
-        resolution: int | None = None,
-    ):
+    def __init__(self, pipe, max_sequence_length: int = 256, device: str | torch.device = "cpu", pad_missing_t5: bool = False,
+                 resolution: int | None = None):
         """Without T5 the prompt is CLIP tokens only, unless ``pad_missing_t5`` appends
         ``max_sequence_length`` zero tokens in its place (diffusers' own padding). ``resolution``
         is the image side in pixels (default: the pipeline's, 1024 for SD3.5)."""
         self.pipe = pipe
         step = pipe.vae_scale_factor * pipe.transformer.config.patch_size
         if resolution is not None and (resolution <= 0 or resolution % step):
-            raise SamplerError(
-                f"resolution {resolution} px must be a positive multiple of {step} (VAE factor x patch size)"
-            )
+            raise SamplerError(f"resolution {resolution} px must be a positive multiple of {step} (VAE factor x patch size)")
         self.resolution = resolution or pipe.default_sample_size * pipe.vae_scale_factor
         self.transformer = pipe.transformer
         self.vae = pipe.vae
@@ -90,11 +78,7 @@ class SD3Model:
 
     @classmethod
     def from_pretrained(
-        cls,
-        path: str | Path,
-        dtype: torch.dtype = torch.float32,
-        device: str = "cpu",
-        max_sequence_length: int = 256,
+        cls, path: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu", max_sequence_length: int = 256,
         resolution: int | None = None,
     ) -> "SD3Model":
         """Load from a local pipeline folder or a Hub id (offline: a local folder or cached id)."""
@@ -125,19 +109,11 @@ class SD3Model:
     def encode(self, prompts: list[str], negative: str = "") -> Conditioning:
         """Encode each prompt once (and the negative prompt once)."""
         pe, _, pooled, _ = self.pipe.encode_prompt(
-            prompts,
-            None,
-            None,
-            device=self.device,
-            do_classifier_free_guidance=False,
+            prompts, None, None, device=self.device, do_classifier_free_guidance=False,
             max_sequence_length=self.max_sequence_length,
         )
         ne, _, npooled, _ = self.pipe.encode_prompt(
-            [negative],
-            None,
-            None,
-            device=self.device,
-            do_classifier_free_guidance=False,
+            [negative], None, None, device=self.device, do_classifier_free_guidance=False,
             max_sequence_length=self.max_sequence_length,
         )
         n = len(prompts)
@@ -161,13 +137,8 @@ class SD3Model:
             xm, encoder_hidden_states=cond.embeds, pooled_projections=cond.pooled, timestep=t * 1000
         ).sample.float()
 
-    def init_latents(
-        self,
-        n: int,
-        generator: torch.Generator | list[torch.Generator],
-        height: int | None = None,
-        width: int | None = None,
-    ) -> torch.Tensor:
+    def init_latents(self, n: int, generator: torch.Generator | list[torch.Generator], height: int | None = None,
+                     width: int | None = None) -> torch.Tensor:
         """x_T ~ N(0, I) in float32; a list of ``n`` generators draws each sample from its own."""
         from diffusers.utils.torch_utils import randn_tensor
 

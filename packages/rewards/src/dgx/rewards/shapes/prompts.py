@@ -26,13 +26,9 @@ def all_prompts() -> list[dict]:
     for c in SHAPES:
         out.append(_meta("single_object", f"a photo of a {c}", [{"class": c, "count": 1}]))
     for a, b in itertools.permutations(SHAPES, 2):
-        out.append(
-            _meta("two_object", f"a photo of a {a} and a {b}", [{"class": a, "count": 1}, {"class": b, "count": 1}])
-        )
+        out.append(_meta("two_object", f"a photo of a {a} and a {b}", [{"class": a, "count": 1}, {"class": b, "count": 1}]))
     for c, (n, word) in itertools.product(SHAPES, NUMBERS.items()):
-        out.append(
-            _meta("counting", f"a photo of {word} {c}s", [{"class": c, "count": n}], [{"class": c, "count": n + 1}])
-        )
+        out.append(_meta("counting", f"a photo of {word} {c}s", [{"class": c, "count": n}], [{"class": c, "count": n + 1}]))
     for col, c in itertools.product(COLORS, SHAPES):
         out.append(_meta("colors", f"a photo of {_a(col)} {col} {c}", [{"class": c, "count": 1, "color": col}]))
     for (a, b), rel in itertools.product(itertools.permutations(SHAPES, 2), RELATIONS):
