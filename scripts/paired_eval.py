@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from dgx.eval.tables import paired_gain
+from dgx.eval.tables import paired_gain, pool
 from dgx.grpo.build import build_model
 from dgx.grpo.config import load
 from dgx.grpo.runner import evaluate, per_image
@@ -59,8 +59,7 @@ for adapter in [None, *args.adapters]:
             row["gain"] = [round(x, 4) for x in g]
         print(json.dumps(row), flush=True)
 for name, g in gains.items():
-    mean = sum(x for x, _ in g) / len(g)
-    se = sum(s**2 for _, s in g) ** 0.5 / len(g)
+    mean, se = pool(g)
     print(
         json.dumps({"model": name, "seeds": args.seeds, "pooled_gain": round(mean, 4), "se": round(se, 4)}), flush=True
     )

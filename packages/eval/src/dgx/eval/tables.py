@@ -32,16 +32,26 @@ def write_tables(results: dict[str, list[dict[str, float]]], out_stem: Path, col
                 mean, std, n = m[c]
                 cells.append(f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}")
         md.append(f"| {method} | " + " | ".join(cells) + " |")
+    csv_rows = [[method] + [x for c in cols for x in (m.get(c, ("", ""))[:2])] + [max((v[2] for v in m.values()), default=0)]
+                for method, m in agg.items()]
+    return _write(out_stem, md, ["method"] + [x for c in cols for x in (f"{c}_mean", f"{c}_std")] + ["seeds"], csv_rows)
+
+
+def _write(out_stem: Path, md: list[str], csv_header: list[str], csv_rows: list[list]) -> str:
+    """Write ``out_stem``.md (the Markdown lines) and .csv; return the Markdown."""
     text = "\n".join(md) + "\n"
     out_stem.parent.mkdir(parents=True, exist_ok=True)
     out_stem.with_suffix(".md").write_text(text)
     with open(out_stem.with_suffix(".csv"), "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["method"] + [x for c in cols for x in (f"{c}_mean", f"{c}_std")] + ["seeds"])
-        for method, m in agg.items():
-            n = max((v[2] for v in m.values()), default=0)
-            w.writerow([method] + [x for c in cols for x in (m.get(c, ("", ""))[:2])] + [n])
+        w.writerow(csv_header)
+        w.writerows(csv_rows)
     return text
+
+
+def pool(estimates: list[tuple[float, float]]) -> tuple[float, float]:
+    """Mean of independent (estimate, standard error) pairs and its SE: sqrt(sum SE^2) / n."""
+    return (float(np.mean([g for g, _ in estimates])), float(np.sqrt(sum(s**2 for _, s in estimates)) / len(estimates)))
 
 
 def paired_gain(base: list[dict], other: list[dict]) -> dict[str, tuple[float, float]]:
@@ -58,10 +68,7 @@ def paired_gain(base: list[dict], other: list[dict]) -> dict[str, tuple[float, f
         t: (float(np.mean(d)), float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0)
         for t, d in by_tag.items()
     }
-    out["overall"] = (
-        float(np.mean([g for g, _ in out.values()])),
-        float(np.sqrt(sum(s**2 for _, s in out.values())) / len(out)),
-    )
+    out["overall"] = pool(list(out.values()))
     return out
 
 
@@ -70,25 +77,11 @@ def write_gain_table(
 ) -> str:
     """Markdown + CSV of paired gains, method -> one ``paired_gain`` per seed; several seeds are pooled
     (mean gain, SE = sqrt(sum SE^2) / seeds). Returns the Markdown."""
-    pooled = {
-        m: {
-            c: (float(np.mean([s[c][0] for s in seeds])), float(np.sqrt(sum(s[c][1] ** 2 for s in seeds)) / len(seeds)))
-            for c in columns
-        }
-        for m, seeds in gains.items()
-        if seeds
-    }
+    pooled = {m: {c: pool([s[c] for s in seeds]) for c in columns} for m, seeds in gains.items() if seeds}
     md = ["| method | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     md += [
         f"| {m} | " + " | ".join(f"{g:+.{digits}f} ± {s:.{digits}f}" for g, s in row.values()) + " |"
         for m, row in pooled.items()
     ]
-    text = "\n".join(md) + "\n"
-    out_stem.parent.mkdir(parents=True, exist_ok=True)
-    out_stem.with_suffix(".md").write_text(text)
-    with open(out_stem.with_suffix(".csv"), "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["method"] + [x for c in columns for x in (f"{c}_gain", f"{c}_se")] + ["seeds"])
-        for m, row in pooled.items():
-            w.writerow([m] + [x for g, s in row.values() for x in (g, s)] + [len(gains[m])])
-    return text
+    csv_rows = [[m] + [x for g, s in row.values() for x in (g, s)] + [len(gains[m])] for m, row in pooled.items()]
+    return _write(out_stem, md, ["method"] + [x for c in columns for x in (f"{c}_gain", f"{c}_se")] + ["seeds"], csv_rows)
