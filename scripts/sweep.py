@@ -8,8 +8,9 @@ and sample, so runs with the same sampling settings see identical prompts and in
 Each NAME=JSON deep-merges JSON into the variant; results go to OUT/NAME and one JSON line per run
 to OUT/results.jsonl (test scores, seconds, and the mean training-reward gain over the reference in
 blocks of 10 iterations). Use --no-eval to train only. --paired N also scores N ODE samples of
-test prompts with the training reward, for the trained adapter and for the base model (adapter
-disabled) on the same noise, and reports the mean gain and its standard error.
+test prompts with the training reward (or the one --paired-reward sets), for the trained adapter
+and for the base model (adapter disabled) on the same noise, and reports the mean gain and its
+standard error.
 """
 
 import argparse
@@ -59,6 +60,8 @@ ap.add_argument("--out", type=Path, default=Path("runs/sweep"))
 ap.add_argument("--reference", default=None, help="NAME of a run (in --out) to pair training rewards with")
 ap.add_argument("--no-eval", action="store_true")
 ap.add_argument("--paired", type=int, default=0, metavar="N", help="paired trained-vs-base reward on N ODE test samples")
+ap.add_argument("--paired-reward", default="{}", metavar="JSON",
+                help="override of the reward section for --paired (e.g. a soft-reward run scored by partial credit)")
 args = ap.parse_args()
 
 abl = load(args.config)
@@ -73,7 +76,9 @@ for spec in args.specs:
     if not args.no_eval:
         row["test"] = {k: round(v, 4) for k, v in evaluate(model, cfg, run / "eval", abl.registry()).items()}
     if args.paired:
-        row["paired"] = paired_gain(model, cfg, build_reward(cfg, abl.registry()), args.paired)
+        scored = cfg.model_copy(update={"reward": cfg.reward.model_copy(update=json.loads(args.paired_reward))})
+        row["paired"] = paired_gain(model, scored, build_reward(scored, abl.registry()), args.paired)
+        row["paired_reward"] = json.loads(args.paired_reward)
     ref = args.out / (args.reference or "")
     if args.reference and (ref / "metrics.jsonl").is_file() and ref != run:
         r, f = rewards(run), rewards(ref)

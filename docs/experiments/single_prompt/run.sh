@@ -1,9 +1,19 @@
 #!/bin/bash
 # Flow-GRPO and DenseGRPO (uniform a = 0.7) on one prompt; --paired 128: the reward of 128 ODE samples
 # (20 steps) of that prompt, trained adapter minus base model on the same noise. Results in
-# runs/single_prompt/results.jsonl.
+# runs/single_prompt/results.jsonl. Session 7 (section 2 of the README): the graded (soft) reward,
+# scored by partial credit and by the soft reward, 4x the samples per iteration, and where the
+# outcome of a rollout is set (scripts/diagnose_exploration.py).
 set -e
+S="python scripts/sweep.py docs/experiments/single_prompt/square.yaml --out runs/single_prompt --no-eval --paired 128"
 for v in flow_grpo dense_grpo_uniform; do
-  python scripts/sweep.py docs/experiments/single_prompt/square.yaml --variant $v --out runs/single_prompt --no-eval \
-    --paired 128 "${v}={}"
+  $S --variant $v "${v}={}"
 done
+$S --variant flow_grpo 'flow_128={"train": {"prompts_per_iter": 16}}'
+for r in '{"soft":false}' '{"soft":true}'; do
+  $S --variant flow_grpo --paired-reward "$r" 'flow_soft={"reward": {"soft": true}}' \
+    'flow_soft_s1={"reward": {"soft": true}, "seed": 1}' 'flow_soft_s2={"reward": {"soft": true}, "seed": 2}' \
+    'flow_soft_120={"reward": {"soft": true}, "train": {"iterations": 120}}'
+  $S --variant dense_grpo_uniform --paired-reward "$r" 'dense_soft={"reward": {"soft": true}}'
+done
+python scripts/diagnose_exploration.py configs/shapes_quick.yaml --prompts 8 --x0 8 --k 8 --a 0.3 0.7 1.2
