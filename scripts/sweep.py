@@ -19,37 +19,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from dgx.grpo.build import build_reward, choose_prompts, load_prompts
+from dgx.grpo.build import build_reward
 from dgx.grpo.config import RunConfig, deep_merge, load
-from dgx.grpo.runner import evaluate
+from dgx.grpo.runner import evaluate, paired_reward_gain
 from dgx.grpo.trainer import train
-from dgx.sampler import ode_step, rollout, sample_generator
 
 
 def rewards(run: Path) -> np.ndarray:
     return np.array([json.loads(line)["reward_mean"] for line in (run / "metrics.jsonl").read_text().splitlines()])
-
-
-def paired_gain(model, cfg: RunConfig, reward, n: int) -> dict[str, float]:
-    """Training reward of n ODE samples (eval steps) on test prompts: trained minus base, same noise."""
-    prompts = load_prompts(cfg, "test")
-    metas = [prompts[i] for i in choose_prompts(prompts, n, np.random.default_rng(4321), cfg.train.prompt_sampling)]
-    texts = [m["prompt"] for m in metas]
-
-    def score() -> torch.Tensor:
-        gens = [sample_generator(4321, i) for i in range(n)]
-        with torch.no_grad():
-            traj = rollout(model, model.encode(texts), texts, cfg.eval.steps, ode_step, None, gens, cfg.sampler.guidance)
-            return reward(model.decode(traj.latents[:, -1]), texts, metas).float()
-
-    trained = score()
-    model.transformer.disable_adapters()
-    base = score()
-    model.transformer.enable_adapters()
-    d = trained - base
-    return {"trained": round(trained.mean().item(), 4), "base": round(base.mean().item(), 4),
-            "gain": round(d.mean().item(), 4), "gain_se": round(d.std().item() / n**0.5, 4)}
 
 
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -77,7 +54,7 @@ for spec in args.specs:
         row["test"] = {k: round(v, 4) for k, v in evaluate(model, cfg, run / "eval", abl.registry()).items()}
     if args.paired:
         scored = cfg.model_copy(update={"reward": cfg.reward.model_copy(update=json.loads(args.paired_reward))})
-        row["paired"] = paired_gain(model, scored, build_reward(scored, abl.registry()), args.paired)
+        row["paired"] = paired_reward_gain(model, scored, build_reward(scored, abl.registry()), args.paired)
         row["paired_reward"] = json.loads(args.paired_reward)
     ref = args.out / (args.reference or "")
     if args.reference and (ref / "metrics.jsonl").is_file() and ref != run:

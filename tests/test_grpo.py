@@ -225,3 +225,26 @@ def test_gradient_checkpointing_gives_the_same_update(tmp_path, tiny_pipe_dir):
     assert any(v.abs().max() > 0 for k, v in runs[True].items() if "lora_B" in k)  # the update reached the adapter
     for k in runs[False]:
         torch.testing.assert_close(runs[False][k], runs[True][k], atol=1e-6, rtol=1e-5)
+
+
+def test_paired_reward_gain_pairs_adapter_with_base(tmp_path, tiny_pipe_dir):
+    from dgx.grpo.build import build_model, build_reward
+    from dgx.grpo.runner import paired_reward_gain
+    from dgx.grpo.trainer import add_lora
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    cfg = tiny_config(tmp_path, tiny_pipe_dir)
+    cfg.eval.steps = 2
+    reg = Registry([tmp_path / "reg.yaml"])
+    model, reward = build_model(cfg, reg), build_reward(cfg, reg)
+    add_lora(model.transformer, cfg)  # lora_B starts at zero: the adapter is the base model
+    same = paired_reward_gain(model, cfg, reward, 6)
+    assert same["gain"] == 0 and same["gain_se"] == 0 and same["trained"] == same["base"]
+    with torch.no_grad():
+        for n, p in model.transformer.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
+    moved = paired_reward_gain(model, cfg, reward, 6)
+    assert moved["base"] == same["base"] and moved["trained"] != moved["base"] and moved["gain_se"] > 0
+    lora = [m for m in model.transformer.modules() if isinstance(m, BaseTunerLayer)]
+    assert lora and not any(m.disable_adapters for m in lora)  # re-enabled afterwards

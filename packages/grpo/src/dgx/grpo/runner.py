@@ -18,13 +18,15 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 import yaml
-from dgx.grpo.build import build_model
+from dgx.grpo.build import build_model, choose_prompts, load_prompts
 from dgx.grpo.calibrate import calibrate
 from dgx.grpo.config import RunConfig, deep_merge, load
 from dgx.grpo.errors import ConfigError
 from dgx.grpo.registry import Registry, suggest
 from dgx.grpo.trainer import load_adapter, train
+from dgx.sampler import ode_step, rollout, sample_generator
 
 EVAL_SEED = 12345
 
@@ -38,6 +40,28 @@ def evaluate(model, cfg: RunConfig, out: Path, registry: Registry, seed: int | N
               min_images_per_tag=ev.min_images_per_tag, seed=EVAL_SEED + cfg.seed if seed is None else seed,
               batch=ev.batch, max_prompts=ev.max_prompts, prompts_file=ev.prompts_file,
               metrics=ev.metrics, out=out)
+
+
+def paired_reward_gain(model, cfg: RunConfig, reward, n: int) -> dict[str, float]:
+    """The config's reward of ``n`` ODE samples (eval steps, test prompts), the enabled adapter minus the
+    base model (adapter disabled) on the same prompts and noise: means, gain and the gain's standard error."""
+    prompts = load_prompts(cfg, "test")
+    metas = [prompts[i] for i in choose_prompts(prompts, n, np.random.default_rng(4321), cfg.train.prompt_sampling)]
+    texts = [m["prompt"] for m in metas]
+
+    def score() -> torch.Tensor:
+        gens = [sample_generator(4321, i) for i in range(n)]
+        with torch.no_grad():
+            traj = rollout(model, model.encode(texts), texts, cfg.eval.steps, ode_step, None, gens, cfg.sampler.guidance)
+            return reward(model.decode(traj.latents[:, -1]), texts, metas).float()
+
+    trained = score()
+    model.transformer.disable_adapters()
+    base = score()
+    model.transformer.enable_adapters()
+    d = trained - base
+    return {"trained": round(trained.mean().item(), 4), "base": round(base.mean().item(), 4),
+            "gain": round(d.mean().item(), 4), "gain_se": round(d.std().item() / n**0.5, 4)}
 
 
 def _summary(path: Path) -> dict | None:
