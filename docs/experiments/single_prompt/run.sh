@@ -17,3 +17,10 @@ for r in '{"soft":false}' '{"soft":true}'; do
   $S --variant dense_grpo_uniform --paired-reward "$r" 'dense_soft={"reward": {"soft": true}}'
 done
 python scripts/diagnose_exploration.py configs/shapes_quick.yaml --prompts 8 --x0 8 --k 8 --a 0.3 0.7 1.2
+# Session 8 (capacity.jsonl): reward-filtered fine-tuning of the same LoRA on the base model's winners, and its control
+for lr in 7e-4 1e-4; do
+  for f in "" --no-filter; do
+    python scripts/diagnose_capacity.py docs/experiments/single_prompt/square.yaml --samples 512 --steps 400 \
+      --eval-at 50 100 200 400 --lr $lr --out runs/single_prompt/capacity.jsonl $f
+  done
+done
