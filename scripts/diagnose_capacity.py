@@ -9,6 +9,8 @@ rectified-flow loss (x_t = (1 - t) x_0 + t eps, target v = eps - x_0, logit-norm
 "RAFT" / rejection-sampling recipe). At each --eval-at step it prints the paired ODE reward on
 test prompts, adapter minus base model on the same noise (as ``scripts/sweep.py --paired``).
 ``--no-filter`` fine-tunes on all the samples instead: the control for what the filtering adds.
+``--guidance 1`` samples, fine-tunes and tests without classifier-free guidance, where the model's
+velocity is the flow of its own samples (with CFG it is not, and fitting them moves the model).
 
     python scripts/diagnose_capacity.py docs/experiments/single_prompt/square.yaml --samples 512 --steps 400
 """
@@ -38,11 +40,15 @@ ap.add_argument("--lr", type=float, default=None, help="default: the config's tr
 ap.add_argument("--eval-at", type=int, nargs="+", default=[100, 200, 400])
 ap.add_argument("--paired", type=int, default=128, help="ODE test samples for the paired gain")
 ap.add_argument("--seed", type=int, default=777)
+ap.add_argument("--guidance", type=float, default=None,
+                help="CFG scale for sampling, fine-tuning and the paired test (default: the config's)")
 ap.add_argument("--no-filter", action="store_true", help="control: fine-tune on all samples, winners or not")
 ap.add_argument("--out", type=Path, default=None, help="append one JSON line per evaluation here")
 args = ap.parse_args()
 
 cfg = load(args.config).variant(args.variant)[1]
+if args.guidance is not None:
+    cfg = cfg.model_copy(update={"sampler": cfg.sampler.model_copy(update={"guidance": args.guidance})})
 registry = Registry()
 model = build_model(cfg, registry)
 reward = build_reward(cfg, registry)
@@ -87,7 +93,7 @@ for step in tqdm(range(1, args.steps + 1), desc="fine-tune"):
     opt.step()
     losses.append(loss.item())
     if step in args.eval_at:
-        row = {"config": str(args.config), "filter": not args.no_filter, "winners": len(x0_w), "samples": len(metas), "step": step,
+        row = {"config": str(args.config), "filter": not args.no_filter, "guidance": cfg.sampler.guidance, "winners": len(x0_w), "samples": len(metas), "step": step,
                "lr": args.lr or cfg.train.lr, "loss": round(float(np.mean(losses[-50:])), 4),
                "paired": paired_reward_gain(model, cfg, reward, args.paired), "seconds": round(time.perf_counter() - t0)}
         print(json.dumps(row), flush=True)

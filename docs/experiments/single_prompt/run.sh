@@ -24,3 +24,7 @@ for lr in 7e-4 1e-4; do
       --eval-at 50 100 200 400 --lr $lr --out runs/single_prompt/capacity.jsonl $f
   done
 done
+for f in "" --no-filter; do  # without classifier-free guidance
+  python scripts/diagnose_capacity.py docs/experiments/single_prompt/square.yaml --samples 512 --steps 400 \
+    --eval-at 100 200 400 --guidance 1 --out runs/single_prompt/capacity.jsonl $f
+done
