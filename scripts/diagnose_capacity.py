@@ -48,7 +48,8 @@ args = ap.parse_args()
 
 cfg = load(args.config).variant(args.variant)[1]
 if args.guidance is not None:
-    cfg = cfg.model_copy(update={"sampler": cfg.sampler.model_copy(update={"guidance": args.guidance})})
+    cfg = cfg.model_copy(update={"sampler": cfg.sampler.model_copy(update={"guidance": args.guidance}),
+                                 "eval": cfg.eval.model_copy(update={"guidance": None})})
 registry = Registry()
 model = build_model(cfg, registry)
 reward = build_reward(cfg, registry)

@@ -42,23 +42,27 @@ def evaluate(model, cfg: RunConfig, out: Path, registry: Registry, seed: int | N
               metrics=ev.metrics, out=out)
 
 
-def paired_reward_gain(model, cfg: RunConfig, reward, n: int) -> dict[str, float]:
-    """The config's reward of ``n`` ODE samples (eval steps, test prompts), the enabled adapter minus the
-    base model (adapter disabled) on the same prompts and noise: means, gain and the gain's standard error."""
+def paired_reward_gain(model, cfg: RunConfig, reward, n: int, seed: int = 4321) -> dict[str, float]:
+    """The config's reward of ``n`` ODE samples (eval steps and guidance, test prompts), the enabled
+    adapter minus the base model (adapter disabled) on the same prompts and noise: means, gain and
+    the gain's standard error."""
     prompts = load_prompts(cfg, "test")
-    metas = [prompts[i] for i in choose_prompts(prompts, n, np.random.default_rng(4321), cfg.train.prompt_sampling)]
+    metas = [prompts[i] for i in choose_prompts(prompts, n, np.random.default_rng(seed), cfg.train.prompt_sampling)]
     texts = [m["prompt"] for m in metas]
+    guidance = cfg.sampler.guidance if cfg.eval.guidance is None else cfg.eval.guidance
 
+    @torch.no_grad()
     def score() -> torch.Tensor:
-        gens = [sample_generator(4321, i) for i in range(n)]
-        with torch.no_grad():
-            traj = rollout(model, model.encode(texts), texts, cfg.eval.steps, ode_step, None, gens, cfg.sampler.guidance)
-            return reward(model.decode(traj.latents[:, -1]), texts, metas).float()
+        gens = [sample_generator(seed, i) for i in range(n)]
+        traj = rollout(model, model.encode(texts), texts, cfg.eval.steps, ode_step, None, gens, guidance)
+        return reward(model.decode(traj.latents[:, -1]), texts, metas).float()
 
     trained = score()
     model.transformer.disable_adapters()
-    base = score()
-    model.transformer.enable_adapters()
+    try:
+        base = score()
+    finally:
+        model.transformer.enable_adapters()
     d = trained - base
     return {"trained": round(trained.mean().item(), 4), "base": round(base.mean().item(), 4),
             "gain": round(d.mean().item(), 4), "gain_se": round(d.std().item() / n**0.5, 4)}
