@@ -28,3 +28,8 @@ for f in "" --no-filter; do  # without classifier-free guidance
   python scripts/diagnose_capacity.py docs/experiments/single_prompt/square.yaml --samples 512 --steps 400 \
     --eval-at 100 200 400 --guidance 1 --out runs/single_prompt/capacity.jsonl $f
 done
+# Session 8: 16x the samples per iteration (README "512 samples per iteration fit the prompt") and its plot
+$S --variant flow_grpo 'flow_512={"train": {"prompts_per_iter": 64, "iterations": 60}}'
+python -c "from pathlib import Path; from dgx.eval.plots import plot_learning_curves as p; r = Path('runs/single_prompt'); \
+p({'Flow-GRPO, 128 samples/iteration': [r / 'flow_128/metrics.jsonl'], 'Flow-GRPO, 512 samples/iteration': [r / 'flow_512/metrics.jsonl']}, \
+r / 'samples_per_iteration.png')"
