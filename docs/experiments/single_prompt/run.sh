@@ -30,6 +30,8 @@ for f in "" --no-filter; do  # without classifier-free guidance
 done
 # Session 8: 16x the samples per iteration (README "512 samples per iteration fit the prompt") and its plot
 $S --variant flow_grpo 'flow_512={"train": {"prompts_per_iter": 64, "iterations": 60}}'
+$S --variant dense_grpo_uniform 'dense_512={"train": {"prompts_per_iter": 64, "iterations": 25}}'  # stopped at 25 for time
 python -c "from pathlib import Path; from dgx.eval.plots import plot_learning_curves as p; r = Path('runs/single_prompt'); \
-p({'Flow-GRPO, 128 samples/iteration': [r / 'flow_128/metrics.jsonl'], 'Flow-GRPO, 512 samples/iteration': [r / 'flow_512/metrics.jsonl']}, \
+p({'Flow-GRPO, 128 samples/iteration': [r / 'flow_128/metrics.jsonl'], 'Flow-GRPO, 512 samples/iteration': [r / 'flow_512/metrics.jsonl'], \
+'DenseGRPO (a = 0.7), 512 samples/iteration': [r / 'dense_512/metrics.jsonl']}, \
 r / 'samples_per_iteration.png')"
