@@ -3,7 +3,7 @@
 GRPO has not raised the shapes-world GenEval reward at CPU scale. Either the adapter cannot express
 a model that scores better, or the policy-gradient estimate from a few thousand samples is too
 noisy to find one. This script gives the same adapter (the config's rank, alpha, targets and lr) a
-low-noise signal instead: it draws N ODE samples (eval steps, CFG) of the training prompts from
+low-noise signal instead: it draws N ODE samples (eval steps and guidance) of the training prompts from
 the base model, keeps those the reward scores 1, and fine-tunes the adapter on them with the
 rectified-flow loss (x_t = (1 - t) x_0 + t eps, target v = eps - x_0, logit-normal t; the
 "RAFT" / rejection-sampling recipe). At each --eval-at step it prints the paired ODE reward on
@@ -48,8 +48,7 @@ args = ap.parse_args()
 
 cfg = load(args.config).variant(args.variant)[1]
 if args.guidance is not None:
-    cfg = cfg.model_copy(update={"sampler": cfg.sampler.model_copy(update={"guidance": args.guidance}),
-                                 "eval": cfg.eval.model_copy(update={"guidance": None})})
+    cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"guidance": args.guidance})})
 registry = Registry()
 model = build_model(cfg, registry)
 reward = build_reward(cfg, registry)
@@ -64,7 +63,7 @@ with torch.no_grad():
         m = metas[s : s + 64]
         texts = [x["prompt"] for x in m]
         gens = [sample_generator(args.seed, s + i) for i in range(len(m))]
-        traj = rollout(model, model.encode(texts), texts, cfg.eval.steps, ode_step, None, gens, cfg.sampler.guidance)
+        traj = rollout(model, model.encode(texts), texts, cfg.eval.steps, ode_step, None, gens, cfg.eval_guidance)
         x0 = traj.latents[:, -1]
         keep = reward(model.decode(x0), texts, m).float() >= 1.0
         keep |= args.no_filter
@@ -79,23 +78,25 @@ cond_w = model.encode(texts_w)
 # 2. rectified-flow fine-tuning of a fresh adapter on them
 torch.manual_seed(args.seed)
 params = add_lora(model.transformer, cfg)
-opt = torch.optim.AdamW(params, lr=args.lr or cfg.train.lr, weight_decay=cfg.train.weight_decay)
+lr = args.lr or cfg.train.lr
+opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.train.weight_decay)
 g = torch.Generator().manual_seed(args.seed)
 losses = []
 for step in tqdm(range(1, args.steps + 1), desc="fine-tune"):
     idx = torch.randint(len(x0_w), (args.batch,), generator=g)
-    x0, eps = x0_w[idx], torch.randn(x0_w[idx].shape, generator=g)
+    x0 = x0_w[idx]
+    eps = torch.randn(x0.shape, generator=g)
     t = torch.sigmoid(torch.randn(args.batch, generator=g))
     x_t = (1 - t.view(-1, 1, 1, 1)) * x0 + t.view(-1, 1, 1, 1) * eps
-    v = model.velocity(x_t, t, cond_w.index(idx), cfg.sampler.guidance)  # the guided velocity is the policy
+    v = model.velocity(x_t, t, cond_w.index(idx), cfg.eval_guidance)  # the guided velocity that draws the samples
     loss = torch.nn.functional.mse_loss(v, eps - x0)
     opt.zero_grad()
     loss.backward()
     opt.step()
     losses.append(loss.item())
     if step in args.eval_at:
-        row = {"config": str(args.config), "filter": not args.no_filter, "guidance": cfg.sampler.guidance, "winners": len(x0_w), "samples": len(metas), "step": step,
-               "lr": args.lr or cfg.train.lr, "loss": round(float(np.mean(losses[-50:])), 4),
+        row = {"config": str(args.config), "filter": not args.no_filter, "guidance": cfg.eval_guidance, "winners": len(x0_w), "samples": len(metas), "step": step,
+               "lr": lr, "loss": round(float(np.mean(losses[-50:])), 4),
                "paired": paired_reward_gain(model, cfg, reward, args.paired), "seconds": round(time.perf_counter() - t0)}
         print(json.dumps(row), flush=True)
         if args.out:

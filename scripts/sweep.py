@@ -40,6 +40,7 @@ ap.add_argument("--paired", type=int, default=0, metavar="N", help="paired train
 ap.add_argument("--paired-reward", default="{}", metavar="JSON",
                 help="override of the reward section for --paired (e.g. a soft-reward run scored by partial credit)")
 args = ap.parse_args()
+paired_reward = json.loads(args.paired_reward)
 
 abl = load(args.config)
 base = abl.variant(args.variant)[1].model_dump()
@@ -53,9 +54,9 @@ for spec in args.specs:
     if not args.no_eval:
         row["test"] = {k: round(v, 4) for k, v in evaluate(model, cfg, run / "eval", abl.registry()).items()}
     if args.paired:
-        scored = cfg.model_copy(update={"reward": cfg.reward.model_copy(update=json.loads(args.paired_reward))})
+        scored = cfg.model_copy(update={"reward": cfg.reward.model_copy(update=paired_reward)})
         row["paired"] = paired_reward_gain(model, scored, build_reward(scored, abl.registry()), args.paired)
-        row["paired_reward"] = json.loads(args.paired_reward)
+        row["paired_reward"] = paired_reward
     ref = args.out / (args.reference or "")
     if args.reference and (ref / "metrics.jsonl").is_file() and ref != run:
         r, f = rewards(run), rewards(ref)

@@ -129,6 +129,11 @@ class RunConfig(_Strict):
     seed: int = 0
     device: str = Field("auto", description="'auto' (accelerate decides), 'cpu', 'cuda', ...")
 
+    @property
+    def eval_guidance(self) -> float:
+        """CFG scale of evaluation samples: ``eval.guidance``, else the sampler's."""
+        return self.sampler.guidance if self.eval.guidance is None else self.eval.guidance
+
 
 REGISTRY_CHECKS = [  # (key path, registry section)
     (("model", "name"), "models"),

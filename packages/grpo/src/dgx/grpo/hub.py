@@ -81,7 +81,7 @@ def export_run(run_dir: Path, out: Path, repo_id: str = "<repo-id>", n_samples: 
         if src.is_file():
             shutil.copy(src, out / ("eval_summary.json" if src.name == "summary.json" else src.name))
     prompts = [m["prompt"] for m in load_prompts(cfg, "test" if cfg.prompts.name == "shapes" else "train")[:n_samples]]
-    images = generate(model, prompts, cfg.eval.steps, cfg.sampler.guidance if cfg.eval.guidance is None else cfg.eval.guidance, seed=0)
+    images = generate(model, prompts, cfg.eval.steps, cfg.eval_guidance, seed=0)
     _grid(images, prompts).save(out / "samples.png")
     summary = json.loads((out / "eval_summary.json").read_text()) if (out / "eval_summary.json").is_file() else {}
     base = cfg.model.path or Registry().get("models", cfg.model.name).defaults.get("path", cfg.model.name)

@@ -35,8 +35,7 @@ def evaluate(model, cfg: RunConfig, out: Path, registry: Registry, seed: int | N
     """The config's benchmark; image i's noise is keyed by (seed, i), seed = EVAL_SEED + cfg.seed unless given."""
     ev = cfg.eval
     fn = registry.get("evaluations", ev.name).load()
-    guidance = cfg.sampler.guidance if ev.guidance is None else ev.guidance
-    return fn(model, steps=ev.steps, guidance=guidance, images_per_prompt=ev.images_per_prompt,
+    return fn(model, steps=ev.steps, guidance=cfg.eval_guidance, images_per_prompt=ev.images_per_prompt,
               min_images_per_tag=ev.min_images_per_tag, seed=EVAL_SEED + cfg.seed if seed is None else seed,
               batch=ev.batch, max_prompts=ev.max_prompts, prompts_file=ev.prompts_file,
               metrics=ev.metrics, out=out)
@@ -49,12 +48,11 @@ def paired_reward_gain(model, cfg: RunConfig, reward, n: int, seed: int = 4321) 
     prompts = load_prompts(cfg, "test")
     metas = [prompts[i] for i in choose_prompts(prompts, n, np.random.default_rng(seed), cfg.train.prompt_sampling)]
     texts = [m["prompt"] for m in metas]
-    guidance = cfg.sampler.guidance if cfg.eval.guidance is None else cfg.eval.guidance
 
     @torch.no_grad()
     def score() -> torch.Tensor:
         gens = [sample_generator(seed, i) for i in range(n)]
-        traj = rollout(model, model.encode(texts), texts, cfg.eval.steps, ode_step, None, gens, guidance)
+        traj = rollout(model, model.encode(texts), texts, cfg.eval.steps, ode_step, None, gens, cfg.eval_guidance)
         return reward(model.decode(traj.latents[:, -1]), texts, metas).float()
 
     trained = score()
