@@ -158,6 +158,7 @@ seeds: [0]
         assert (out / f).is_file(), f
     table = (out / "summary.md").read_text()
     assert "| base |" in table and "| flow_grpo |" in table and "| dense_grpo |" in table
+    assert table in res.output and f"report: {out / 'report.md'}" in res.output  # the tables are printed at the end
     cost = (out / "cost.md").read_text()
     assert "| flow_grpo | " in cost and "1.00" in cost
     gain = (out / "gain.md").read_text()  # paired with the base model's per-image verdicts

@@ -194,3 +194,16 @@ def test_sd35_medium_architecture_from_its_config():
     v = m.velocity(x, torch.full((2,), 0.5), cond, guidance=4.5)
     assert v.shape == x.shape and torch.isfinite(v).all()
     assert m.decode(x).shape == (2, 3, 128, 128)
+
+
+def test_load_dtype_is_applied_with_the_keyword_the_installed_diffusers_takes(tiny_pipe_dir):
+    import warnings
+
+    from dgx.sampler import SD3Model
+    from dgx.sampler.model import _dtype_keyword
+
+    assert _dtype_keyword("0.39.0") == "torch_dtype" and _dtype_keyword("0.40.0") == "dtype"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*torch_dtype.*")
+        m = SD3Model.from_pretrained(tiny_pipe_dir, dtype=torch.bfloat16)
+    assert next(m.transformer.parameters()).dtype == torch.bfloat16

@@ -34,9 +34,13 @@ def run(file: Path, only: tuple[str, ...], seeds: tuple[int, ...], out: Path | N
     try:
         from dgx.grpo.runner import run_ablation
 
-        run_ablation(file, out=out, only=list(only), seeds=list(seeds), resume=resume, iterations=iterations)
+        out = run_ablation(file, out=out, only=list(only), seeds=list(seeds), resume=resume, iterations=iterations)
     except ConfigError as e:
         _fail(e)
+    for table, title in (("summary.md", "test score"), ("gain.md", "gain over the base model (± standard error)")):
+        if (out / table).is_file():
+            click.echo(f"\n{title}:\n{(out / table).read_text()}")
+    click.echo(f"report: {out / 'report.md'}")
 
 
 @main.command()

@@ -40,6 +40,13 @@ class Conditioning:
         ))
 
 
+def _dtype_keyword(diffusers_version: str) -> str:
+    """diffusers >= 0.40 takes ``dtype=`` (and warns on ``torch_dtype=``); older releases only ``torch_dtype=``."""
+    from packaging.version import Version
+
+    return "dtype" if Version(diffusers_version) >= Version("0.40.0") else "torch_dtype"
+
+
 class FlowModel(Protocol):
     """What samplers, rewards and the trainer call on a model."""
 
@@ -82,14 +89,15 @@ class SD3Model:
         resolution: int | None = None,
     ) -> "SD3Model":
         """Load from a local pipeline folder or a Hub id (offline: a local folder or cached id)."""
+        import diffusers
         from diffusers import StableDiffusion3Pipeline
 
         local = Path(path).is_dir()
-        kwargs = {}
+        kwargs = {_dtype_keyword(diffusers.__version__): dtype}
         if local and not (Path(path) / "text_encoder_3").is_dir():
-            kwargs = {"text_encoder_3": None, "tokenizer_3": None}
+            kwargs |= {"text_encoder_3": None, "tokenizer_3": None}
         try:
-            pipe = StableDiffusion3Pipeline.from_pretrained(str(path), torch_dtype=dtype, **kwargs)
+            pipe = StableDiffusion3Pipeline.from_pretrained(str(path), **kwargs)
         except (OSError, ValueError) as e:
             offline = os.environ.get("HF_HUB_OFFLINE") == "1"
             raise SamplerError(
