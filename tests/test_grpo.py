@@ -249,3 +249,19 @@ def test_paired_reward_gain_pairs_adapter_with_base(tmp_path, tiny_pipe_dir):
     assert moved["base"] == same["base"] and moved["trained"] != moved["base"] and moved["gain_se"] > 0
     lora = [m for m in model.transformer.modules() if isinstance(m, BaseTunerLayer)]
     assert lora and not any(m.disable_adapters for m in lora)  # re-enabled afterwards
+
+
+def test_dgx_calibrate_cli_writes_psi_and_reports_both_imbalances(tmp_path, tiny_pipe_dir):
+    import yaml
+    from click.testing import CliRunner
+    from dgx.grpo.cli import main
+
+    tiny_config(tmp_path, tiny_pipe_dir)
+    body = yaml.safe_load((tmp_path / "cfg.yaml").read_text())
+    body["calibrate"] = {"iterations": 1, "prompts": 2, "group_size": 2, "check_prompts": 2}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(body))
+    res = CliRunner().invoke(main, ["calibrate", str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "cal")])
+    assert res.exit_code == 0, res.output
+    b = json.loads((tmp_path / "cal" / "psi.json").read_text())["imbalance"]
+    assert f"calibrated {b['calibrated_mean']:.3f}, uniform a = 0.7 {b['uniform_a0.7_mean']:.3f}" in res.output
+    assert (tmp_path / "cal" / "psi.png").is_file()

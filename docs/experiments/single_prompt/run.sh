@@ -29,8 +29,13 @@ for f in "" --no-filter; do  # without classifier-free guidance
     --eval-at 100 200 400 --guidance 1 --out runs/single_prompt/capacity.jsonl $f
 done
 # Session 8: 16x the samples per iteration (README "512 samples per iteration fit the prompt") and its plot
-$S --variant flow_grpo 'flow_512={"train": {"prompts_per_iter": 64, "iterations": 60}}'
-$S --variant dense_grpo_uniform 'dense_512={"train": {"prompts_per_iter": 64, "iterations": 25}}'  # stopped at 25 for time
+for n in 30 60; do  # paired gain after 30 iterations, then resumed to 60
+  $S --variant flow_grpo "flow_512={\"train\": {\"prompts_per_iter\": 64, \"iterations\": $n}}"
+done
+# DenseGRPO at 512: session 8 stopped it at 25 iterations; session 9 resumed it to 30 and 60
+for n in 30 60; do
+  $S --variant dense_grpo_uniform "dense_512={\"train\": {\"prompts_per_iter\": 64, \"iterations\": $n}}"
+done
 python -c "from pathlib import Path; from dgx.eval.plots import plot_learning_curves as p; r = Path('runs/single_prompt'); \
 p({'Flow-GRPO, 128 samples/iteration': [r / 'flow_128/metrics.jsonl'], 'Flow-GRPO, 512 samples/iteration': [r / 'flow_512/metrics.jsonl'], \
 'DenseGRPO (a = 0.7), 512 samples/iteration': [r / 'dense_512/metrics.jsonl']}, \

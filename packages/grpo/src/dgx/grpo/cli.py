@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -53,7 +54,9 @@ def calibrate(file: Path, variant: str | None, out: Path | None) -> None:
         from dgx.grpo.calibrate import calibrate_file
 
         path = calibrate_file(file, variant=variant, out=out)
-        click.echo(f"wrote {path}")
+        b = json.loads(path.read_text())["imbalance"]
+        click.echo(f"wrote {path} and psi.png; mean |#(dR > 0) - #(dR < 0)| / N on fresh samples: "
+                   f"calibrated {b['calibrated_mean']:.3f}, uniform a = 0.7 {b['uniform_a0.7_mean']:.3f}")
     except ConfigError as e:
         _fail(e)
 
@@ -83,10 +86,8 @@ def eval_cmd(file: Path, adapter: Path | None, variant: str | None, out: Path | 
 @click.option("--dry-run", is_flag=True, help="List what would be uploaded; upload nothing.")
 def push(run_dir: Path, repo_id: str, private: bool, revision: str | None, dry_run: bool) -> None:
     """Export a trained run (diffusers LoRA, config, psi, metrics, model card) and push it to the Hub."""
-    try:
-        from dgx.grpo.hub import push_run
-    except ImportError:
-        _fail(RuntimeError("`dgx push` is not implemented yet (Hub export lands with issue 8)"))
+    from dgx.grpo.hub import push_run
+
     try:
         for line in push_run(run_dir, repo_id, private=private, revision=revision, dry_run=dry_run):
             click.echo(line)
