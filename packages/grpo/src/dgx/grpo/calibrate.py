@@ -13,6 +13,7 @@ schedules measured on the same fresh samples; psi.png plots it.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,12 @@ def calibrate(cfg: RunConfig, out_dir: Path, registry: Registry | None = None) -
 
     plot_psi(path, out_dir / "psi.png")
     return path
+
+
+def mean_imbalance(psi_path: Path) -> dict[str, float]:
+    """The final check written to psi.json: mean imbalance of the calibrated and the uniform a = 0.7 schedules."""
+    b = json.loads(Path(psi_path).read_text())["imbalance"]
+    return {"calibrated": b["calibrated_mean"], "uniform_a0.7": b["uniform_a0.7_mean"]}
 
 
 def calibrate_file(file: Path, variant: str | None = None, out: Path | None = None) -> Path:

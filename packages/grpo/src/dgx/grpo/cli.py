@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -51,12 +50,12 @@ def run(file: Path, only: tuple[str, ...], seeds: tuple[int, ...], out: Path | N
 def calibrate(file: Path, variant: str | None, out: Path | None) -> None:
     """Calibrate the per-timestep noise psi(t) (DenseGRPO Algorithm 1); writes psi.json and a plot."""
     try:
-        from dgx.grpo.calibrate import calibrate_file
+        from dgx.grpo.calibrate import calibrate_file, mean_imbalance
 
         path = calibrate_file(file, variant=variant, out=out)
-        b = json.loads(path.read_text())["imbalance"]
+        b = mean_imbalance(path)
         click.echo(f"wrote {path} and psi.png; mean |#(dR > 0) - #(dR < 0)| / N on fresh samples: "
-                   f"calibrated {b['calibrated_mean']:.3f}, uniform a = 0.7 {b['uniform_a0.7_mean']:.3f}")
+                   f"calibrated {b['calibrated']:.3f}, uniform a = 0.7 {b['uniform_a0.7']:.3f}")
     except ConfigError as e:
         _fail(e)
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import yaml
 from dgx.grpo.build import build_model, choose_prompts, load_prompts
-from dgx.grpo.calibrate import calibrate
+from dgx.grpo.calibrate import calibrate, mean_imbalance
 from dgx.grpo.config import RunConfig, deep_merge, load
 from dgx.grpo.errors import ConfigError
 from dgx.grpo.registry import Registry, suggest
@@ -173,8 +173,7 @@ def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[P
     for name, dirs in run_dirs.items():
         for psi in (d / "calibration" / "psi.json" for d in dirs):
             if psi.is_file():
-                b = json.loads(psi.read_text())["imbalance"]
-                balance.setdefault(name, []).append({"calibrated": b["calibrated_mean"], "uniform_a0.7": b["uniform_a0.7_mean"]})
+                balance.setdefault(name, []).append(mean_imbalance(psi))
     lines = ["# Results", "", "GenEval-style test score (ODE sampler), mean ± std over seeds:", "", summary_md]
     if gains:
         gain_md = write_gain_table(gains, out / "gain", cols or list(next(iter(gains.values()))[0]))
