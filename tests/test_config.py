@@ -134,6 +134,34 @@ def test_cli_validate_and_help(tmp_path):
         assert h.exit_code == 0 and "Usage" in h.output
 
 
+def test_set_overrides_every_variant_last_and_errors_name_the_flag(tmp_path):
+    from dgx.grpo.config import parse_sets
+
+    sets = parse_sets(["train.lr=1e-3", "sampler.noise={name: uniform, a: 0.5}", "reward.partial=false", "seeds_x.y=[1, 2]"])
+    assert sets == {"train": {"lr": 1e-3}, "sampler": {"noise": {"name": "uniform", "a": 0.5}},
+                    "reward": {"partial": False}, "seeds_x": {"y": [1, 2]}}
+    del sets["seeds_x"]
+    abl = load(write(tmp_path, GOOD), overrides=sets)
+    for cfg in abl.variants.values():  # the command line wins over base and over the variant (n2 set its own lr)
+        assert (cfg.train.lr, cfg.sampler.noise.name, cfg.sampler.noise.a, cfg.reward.partial) == (1e-3, "uniform", 0.5, False)
+    assert abl.variants["n2"].reward.ode_steps == 2 and abl.variants["flow_grpo"].train.group_size == 8
+    for bad, msg in [(["train.lr"], "expected KEY=VALUE"), (["train..lr=1"], "expected KEY=VALUE"),
+                     (["train=3", "train.lr=1"], "train was already set to a value"), (["train.lr=[1"], "not valid YAML")]:
+        with pytest.raises(ConfigError, match=msg):
+            parse_sets(bad)
+    with pytest.raises(ConfigError, match=r"--set train\.lrr: unknown key; did you mean 'lr'") as e:
+        load(write(tmp_path, GOOD), overrides=parse_sets(["train.lrr=1"]))
+    assert "variants." not in str(e.value)
+    with pytest.raises(ConfigError, match=r"--set train\.lr: .*got 'fast'"):
+        load(write(tmp_path, GOOD), overrides=parse_sets(["train.lr=fast"]))
+    with pytest.raises(ConfigError, match=r"variants\.n2\.train\.lr: .*got 'x'"):  # a key --set did not touch keeps its place
+        load(write(tmp_path, GOOD.replace("lr: 1.0e-4", "lr: x")), overrides=parse_sets(["train.group_size=4"]))
+    r = CliRunner().invoke(main, ["validate", str(write(tmp_path, GOOD)), "--show", "--set", "train.group_size=12"])
+    assert r.exit_code == 0 and r.output.count("group_size: 12") == 3
+    r = CliRunner().invoke(main, ["validate", str(write(tmp_path, GOOD)), "--set", "sampler.noise.name=calibratd"])
+    assert r.exit_code == 2 and "--set sampler.noise.name" in r.output and "did you mean 'calibrated'" in r.output
+
+
 def test_cli_works_from_any_directory(tmp_path, monkeypatch):
     from pathlib import Path
 

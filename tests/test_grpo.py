@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from dgx.grpo import checkpoint
 from dgx.grpo.advantages import advantages, group_normalize
 from dgx.grpo.loss import grpo_loss
@@ -109,7 +110,7 @@ def test_two_processes_match_one(tmp_path, tiny_pipe_dir):
         torch.testing.assert_close(w1[k], w2[k], atol=1e-4, rtol=1e-3)  # lr is 1e-2: a real divergence is ~100x larger
 
 
-def test_calibration_follows_algorithm_1(tmp_path, tiny_pipe_dir):
+def test_calibration_follows_algorithm_1_and_resumes(tmp_path, tiny_pipe_dir, monkeypatch):
     from dgx.grpo.calibrate import calibrate
     from dgx.sampler import TableNoise
 
@@ -127,6 +128,26 @@ def test_calibration_follows_algorithm_1(tmp_path, tiny_pipe_dir):
             assert nxt[t] == pytest.approx(max(0.0, h["psi"][t] + (0.05 if balanced else -0.05)))
     assert TableNoise.from_json(path).psi == tuple(d["psi"])
     assert len(d["imbalance"]["calibrated"]) == 4 and (tmp_path / "cal" / "psi.png").is_file()
+
+    # a calibration stopped after 1 iteration and continued to 3 repeats the uninterrupted one, sampling only the rest
+    import dgx.grpo.calibrate as cal
+
+    calls, original = [], cal.dense_rewards
+    monkeypatch.setattr(cal, "dense_rewards", lambda *a, **k: calls.append(a[5]) or original(*a, **k))  # a[5]: the samples' key
+    cfg.calibrate.iterations = 1
+    calibrate(cfg, tmp_path / "cal2", Registry([tmp_path / "reg.yaml"]))
+    cfg.calibrate.iterations = 3
+    calls.clear()
+    again = json.loads(calibrate(cfg, tmp_path / "cal2", Registry([tmp_path / "reg.yaml"]), resume=True).read_text())
+    assert calls == [100_001, 100_002, 200_000, 200_000]  # iterations 2 and 3, then the final check
+    assert again["psi"] == d["psi"] and again["history"] == hist and again["imbalance"] == d["imbalance"]
+    calls.clear()
+    calibrate(cfg, tmp_path / "cal2", Registry([tmp_path / "reg.yaml"]))  # without resume: start over
+    assert calls[:3] == [100_000, 100_001, 100_002]
+    cfg.calibrate.eps2 = 0.1  # other settings: the saved progress does not apply, start over
+    calls.clear()
+    calibrate(cfg, tmp_path / "cal2", Registry([tmp_path / "reg.yaml"]), resume=True)
+    assert calls[:3] == [100_000, 100_001, 100_002]
 
 
 def test_dgx_run_end_to_end_and_resume(tmp_path, tiny_pipe_dir):
@@ -169,6 +190,19 @@ seeds: [0]
     assert (out / "dense_grpo/seed_0/eval/summary.json").stat().st_mtime_ns == stamp  # finished runs are skipped
     bad = CliRunner().invoke(main, ["run", str(abl), "--only", "dense_grpoo"])
     assert bad.exit_code == 2 and "did you mean 'dense_grpo'" in bad.output
+    changed = CliRunner().invoke(main, ["run", str(abl), "--out", str(out), "--resume", "--set", "train.lr=0.5"])
+    assert changed.exit_code == 2 and "train.lr changed" in changed.output  # not silently trained on with other settings
+    shorter = CliRunner().invoke(main, ["run", str(abl), "--out", str(out), "--resume", "--iterations", "1"])
+    assert shorter.exit_code == 2 and "cannot shorten" in shorter.output
+    base_stamp = (out / "base/seed_0/eval/summary.json").stat().st_mtime_ns
+    flow_stamp = (out / "flow_grpo/seed_0/eval/summary.json").stat().st_mtime_ns
+    longer = CliRunner().invoke(main, ["run", str(abl), "--out", str(out), "--resume", "--only", "flow_grpo", "--iterations", "3"])
+    assert longer.exit_code == 0, longer.output  # trains on from the last checkpoint and evaluates again
+    rows = [json.loads(ln) for ln in (out / "flow_grpo/seed_0/metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [0, 1, 2]
+    assert (out / "flow_grpo/seed_0/eval/summary.json").stat().st_mtime_ns != flow_stamp
+    assert yaml.safe_load((out / "flow_grpo/seed_0/config.yaml").read_text())["train"]["iterations"] == 3
+    assert (out / "base/seed_0/eval/summary.json").stat().st_mtime_ns == base_stamp  # same evaluation: base not redone
 
 
 def test_prompt_sampling_by_tag_is_balanced_over_tags():

@@ -5,6 +5,7 @@
         sample N trajectories with sigma_t = psi(t); dense rewards dR_t^i (dense_gain)
         for every step t:  psi(t) += eps2  if |#(dR_t > 0) - #(dR_t < 0)| < eps1   (balanced: explore more)
                            psi(t) -= eps2  otherwise                              (imbalanced: explore less)
+                           (next_psi)
 
 The result is written to psi.json (read by the ``calibrated`` noise schedule) with the
 per-iteration history and the imbalance of the calibrated and the uniform a = 0.7
@@ -14,11 +15,13 @@ schedules measured on the same fresh samples; psi.png plots it.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from dgx.grpo.build import build_model, build_reward, build_step, choose_prompts, load_prompts
+from dgx.grpo.checkpoint import write_text_atomic
 from dgx.grpo.config import RunConfig, load
 from dgx.grpo.errors import ConfigError
 from dgx.grpo.registry import Registry
@@ -47,8 +50,27 @@ def imbalance(dr: torch.Tensor) -> list[float]:
     return (((dr > 0).sum(0) - (dr < 0).sum(0)).abs().float() / dr.shape[0]).tolist()
 
 
-def calibrate(cfg: RunConfig, out_dir: Path, registry: Registry | None = None) -> Path:
-    """Run Algorithm 1 and write ``out_dir/psi.json`` and ``out_dir/psi.png``."""
+def next_psi(psi: np.ndarray, pos: np.ndarray, neg: np.ndarray, eps1: float, eps2: float) -> np.ndarray:
+    """Algorithm 1's update: psi(t) + eps2 where |#pos - #neg| < eps1 (balanced), else psi(t) - eps2; >= 0."""
+    return np.where(np.abs(pos - neg) < eps1, psi + eps2, psi - eps2).clip(min=0.0)
+
+
+def _fingerprint(cfg: RunConfig) -> dict:
+    """What the calibration's samples depend on (not how many iterations it runs, nor the final check's size)."""
+    d = cfg.model_dump(mode="json")
+    d["calibrate"] = {k: v for k, v in d["calibrate"].items() if k not in ("iterations", "check_prompts")}
+    d["train"] = {"prompt_sampling": d["train"]["prompt_sampling"]}
+    d.pop("eval")
+    return d
+
+
+def calibrate(cfg: RunConfig, out_dir: Path, registry: Registry | None = None, resume: bool = False) -> Path:
+    """Run Algorithm 1 and write ``out_dir/psi.json`` and ``out_dir/psi.png``.
+
+    Every iteration is saved to ``out_dir/progress.json``; with ``resume`` a call with the same
+    settings continues from it (a killed calibration, or more iterations), with the same result as
+    one uninterrupted call, since every sample is keyed by (seed, iteration, index).
+    """
     registry = registry or Registry()
     c, T = cfg.calibrate, cfg.sampler.steps
     if cfg.sampler.name == "ode":
@@ -63,24 +85,31 @@ def calibrate(cfg: RunConfig, out_dir: Path, registry: Registry | None = None) -
         raise ConfigError(f"calibrate.init has {len(init)} values but sampler.steps is {T}")
     reward, step_fn = build_reward(cfg, registry), build_step(cfg, registry)
     prompts = load_prompts(cfg, "train")
-    psi, history = np.array(init), []
-    for k in tqdm(range(c.iterations), desc="calibrate"):
+    out_dir.mkdir(parents=True, exist_ok=True)
+    progress, fingerprint = out_dir / "progress.json", _fingerprint(cfg)
+    saved = json.loads(progress.read_text()) if resume and progress.is_file() else {}
+    history = saved["history"][: c.iterations] if saved.get("fingerprint") == fingerprint else []
+    psi = np.array(init)
+    for h in history:
+        psi = next_psi(np.array(h["psi"]), np.array(h["pos"]), np.array(h["neg"]), c.eps1, c.eps2)
+    for k in tqdm(range(len(history), c.iterations), desc="calibrate", initial=len(history), total=c.iterations):
         dr = dense_rewards(model, cfg, reward, prompts, TableNoise(tuple(psi)), 100_000 + k, step_fn)
         pos, neg = (dr > 0).sum(0).numpy(), (dr < 0).sum(0).numpy()
         history.append({"psi": psi.tolist(), "pos": pos.tolist(), "neg": neg.tolist()})
-        psi = np.where(np.abs(pos - neg) < c.eps1, psi + c.eps2, psi - c.eps2).clip(min=0.0)
+        write_text_atomic(progress, json.dumps({"fingerprint": fingerprint, "history": history}))
+        psi = next_psi(psi, pos, neg, c.eps1, c.eps2)
     # compare with the uniform schedule on the same fresh samples
     fresh = 200_000
     calibrated = imbalance(dense_rewards(model, cfg, reward, prompts, TableNoise(tuple(psi)), fresh, step_fn, c.check_prompts))
     uniform = imbalance(dense_rewards(model, cfg, reward, prompts, UniformNoise(0.7), fresh, step_fn, c.check_prompts))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "psi.json"
+    path, tmp = out_dir / "psi.json", out_dir / "psi.json.tmp"
     TableNoise(tuple(psi.tolist())).to_json(
-        path, grid.tolist(), uniform_sigma=UniformNoise(0.7)(torch.arange(T), grid).tolist(),
+        tmp, grid.tolist(), uniform_sigma=UniformNoise(0.7)(torch.arange(T), grid).tolist(),
         imbalance={"calibrated": calibrated, "uniform_a0.7": uniform,
                    "calibrated_mean": float(np.mean(calibrated)), "uniform_a0.7_mean": float(np.mean(uniform))},
         history=history, config=c.model_dump(),
     )
+    os.replace(tmp, path)  # a half-written psi.json would pass for a finished calibration on --resume
     from dgx.eval.plots import plot_psi
 
     plot_psi(path, out_dir / "psi.png")
@@ -93,6 +122,7 @@ def mean_imbalance(psi_path: Path) -> dict[str, float]:
     return {"calibrated": b["calibrated_mean"], "uniform_a0.7": b["uniform_a0.7_mean"]}
 
 
-def calibrate_file(file: Path, variant: str | None = None, out: Path | None = None) -> Path:
-    abl = load(file)
-    return calibrate(abl.variant(variant)[1], out or Path("runs") / file.stem / "calibration", abl.registry())
+def calibrate_file(file: Path, variant: str | None = None, out: Path | None = None, overrides: dict | None = None,
+                   resume: bool = False) -> Path:
+    abl = load(file, overrides=overrides)
+    return calibrate(abl.variant(variant)[1], out or Path("runs") / file.stem / "calibration", abl.registry(), resume)

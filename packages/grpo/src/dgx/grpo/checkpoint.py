@@ -18,6 +18,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``path`` through a temporary file and a rename: readers see the old or the new text, never half."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def save(ckpt_root: Path, iteration: int, adapter: dict, optimizer: torch.optim.Optimizer, ema: dict | None,
          psi_path: Path | None = None, keep: int = 2) -> Path:
     ckpt_root.mkdir(parents=True, exist_ok=True)
@@ -35,9 +42,7 @@ def save(ckpt_root: Path, iteration: int, adapter: dict, optimizer: torch.optim.
     (tmp / "state.json").write_text(json.dumps({"iteration": iteration}))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
-    pointer = ckpt_root / ".latest.tmp"
-    pointer.write_text(final.name)
-    os.replace(pointer, ckpt_root / "latest")
+    write_text_atomic(ckpt_root / "latest", final.name)
     for old in sorted(p for p in ckpt_root.glob("iter_*") if p != final)[:-keep or None] if keep else []:
         shutil.rmtree(old, ignore_errors=True)
     return final

@@ -14,6 +14,16 @@ def _fail(e: Exception) -> None:
     sys.exit(2)
 
 
+SET_HELP = "Override a config key in every variant: KEY=VALUE, dotted key, YAML value (repeatable), e.g. --set train.lr=1e-3."
+
+
+def _overrides(sets: tuple[str, ...], **extra) -> dict:
+    """``--set`` items (and shortcut options such as --iterations) as one override dict."""
+    from dgx.grpo.config import deep_merge, parse_sets
+
+    return deep_merge(parse_sets(sets), {k: v for k, v in extra.items() if v is not None})
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """dgx: align flow-matching text-to-image models with GRPO and DenseGRPO.
@@ -28,13 +38,16 @@ def main() -> None:
 @click.option("--seed", "seeds", type=int, multiple=True, help="Run only this seed (repeatable).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Results folder (default runs/<file stem>).")
 @click.option("--resume", is_flag=True, help="Continue killed runs from their last checkpoint; skip finished ones.")
-@click.option("--iterations", type=int, default=None, help="Override train.iterations for every variant.")
-def run(file: Path, only: tuple[str, ...], seeds: tuple[int, ...], out: Path | None, resume: bool, iterations: int | None) -> None:
+@click.option("--iterations", type=int, default=None, help="Shortcut for --set train.iterations=N (with --resume: train longer).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+def run(file: Path, only: tuple[str, ...], seeds: tuple[int, ...], out: Path | None, resume: bool, iterations: int | None,
+        sets: tuple[str, ...]) -> None:
     """Train and evaluate every variant x seed of FILE into one results folder."""
     try:
         from dgx.grpo.runner import run_ablation
 
-        out = run_ablation(file, out=out, only=list(only), seeds=list(seeds), resume=resume, iterations=iterations)
+        overrides = _overrides(sets, train={"iterations": iterations} if iterations is not None else None)
+        out = run_ablation(file, out=out, only=list(only), seeds=list(seeds), resume=resume, overrides=overrides)
     except ConfigError as e:
         _fail(e)
     for table, title in (("summary.md", "test score"), ("gain.md", "gain over the base model (± standard error)")):
@@ -47,12 +60,14 @@ def run(file: Path, only: tuple[str, ...], seeds: tuple[int, ...], out: Path | N
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--variant", default=None, help="Variant of an ablation file to calibrate (default: the first).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder (default runs/<stem>/calibration).")
-def calibrate(file: Path, variant: str | None, out: Path | None) -> None:
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option("--resume", is_flag=True, help="Continue from OUT/progress.json (same settings; more iterations allowed).")
+def calibrate(file: Path, variant: str | None, out: Path | None, sets: tuple[str, ...], resume: bool) -> None:
     """Calibrate the per-timestep noise psi(t) (DenseGRPO Algorithm 1); writes psi.json and a plot."""
     try:
         from dgx.grpo.calibrate import calibrate_file, mean_imbalance
 
-        path = calibrate_file(file, variant=variant, out=out)
+        path = calibrate_file(file, variant=variant, out=out, overrides=_overrides(sets), resume=resume)
         b = mean_imbalance(path)
         click.echo(f"wrote {path} and psi.png; mean |#(dR > 0) - #(dR < 0)| / N on fresh samples: "
                    f"calibrated {b['calibrated']:.3f}, uniform a = 0.7 {b['uniform_a0.7']:.3f}")
@@ -65,12 +80,13 @@ def calibrate(file: Path, variant: str | None, out: Path | None) -> None:
 @click.option("--adapter", type=click.Path(path_type=Path), default=None, help="A run folder or checkpoint with a LoRA adapter.")
 @click.option("--variant", default=None, help="Variant of an ablation file (default: the first).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder for per-prompt JSONL and summary.")
-def eval_cmd(file: Path, adapter: Path | None, variant: str | None, out: Path | None) -> None:
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+def eval_cmd(file: Path, adapter: Path | None, variant: str | None, out: Path | None, sets: tuple[str, ...]) -> None:
     """Evaluate the base model (or a trained adapter) with the config's evaluation and ODE sampler."""
     try:
         from dgx.grpo.runner import evaluate_file
 
-        summary = evaluate_file(file, adapter=adapter, variant=variant, out=out)
+        summary = evaluate_file(file, adapter=adapter, variant=variant, out=out, overrides=_overrides(sets))
         for k, v in summary.items():
             click.echo(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
     except ConfigError as e:
@@ -118,13 +134,14 @@ def registry(section: str | None, files: tuple[Path, ...]) -> None:
 @main.command()
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--show", is_flag=True, help="Print each variant's resolved config as YAML.")
-def validate(file: Path, show: bool) -> None:
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+def validate(file: Path, show: bool, sets: tuple[str, ...]) -> None:
     """Check a config or ablation file without loading any model."""
     import yaml
     from dgx.grpo.config import load
 
     try:
-        abl = load(file)
+        abl = load(file, overrides=_overrides(sets))
     except ConfigError as e:
         _fail(e)
     click.echo(f"{file}: OK - {len(abl.variants)} variant(s) x {len(abl.seeds)} seed(s): {', '.join(abl.variants)}")

@@ -9,6 +9,7 @@ closest valid names; component names are checked against the registry.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -172,6 +173,33 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
+_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def parse_sets(items: list[str] | tuple[str, ...]) -> dict:
+    """``["train.lr=1e-3", "sampler.noise={name: uniform, a: 0.5}"]`` -> a nested override dict;
+    each value is read as YAML (numbers, booleans, lists and mappings keep their types)."""
+    out: dict = {}
+    for item in items:
+        key, eq, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not eq or not all(parts):
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. train.lr=1e-3")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML ({getattr(e, 'problem', e)})") from None
+        if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):  # YAML 1.1 reads 1e-3 as a string
+            value = float(value)
+        node = out
+        for k in parts[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {k} was already set to a value, not a mapping")
+        node[parts[-1]] = value
+    return out
+
+
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
@@ -189,8 +217,9 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
-def load(path: str | Path, registry: Registry | None = None) -> Ablation:
-    """Read a run config or an ablation file and validate every variant (no model is loaded)."""
+def load(path: str | Path, registry: Registry | None = None, overrides: dict | None = None) -> Ablation:
+    """Read a run config or an ablation file and validate every variant (no model is loaded);
+    ``overrides`` (e.g. from ``parse_sets``) is deep-merged into every variant last."""
     path = Path(path)
     data = read_yaml(path)
     extra = data.pop("registry", [])
@@ -218,15 +247,28 @@ def load(path: str | Path, registry: Registry | None = None) -> Ablation:
             raise ConfigError(f"{path}: variants.{name}: variant names must be letters, digits, '_' or '-'")
         if over is not None and not isinstance(over, dict):
             raise ConfigError(f"{path}: variants.{name}: expected a mapping of overrides, got {over!r}")
-        merged = deep_merge(base, over or {})
-        resolved[name] = validate(merged, path, over or {}, f"variants.{name}" if "base" in data or "variants" in data else "", registry)
+        merged = deep_merge(deep_merge(base, over or {}), overrides or {})
+        prefix = f"variants.{name}" if "base" in data or "variants" in data else ""
+        resolved[name] = validate(merged, path, over or {}, prefix, registry, overrides or {})
     return Ablation(path=path, variants=resolved, seeds=seeds, registry_files=files)
 
 
-def validate(data: dict, path: Path, override: dict, prefix: str, registry: Registry) -> RunConfig:
-    """Validate one merged config; errors point into the variant when it set the key."""
+def validate(data: dict, path: Path, override: dict, prefix: str, registry: Registry, cli: dict | None = None) -> RunConfig:
+    """Validate one merged config; errors point at ``--set`` or into the variant when they set the key."""
+
+    def set_on_cli(loc: tuple) -> bool:  # --set gave this key, or replaced a mapping above it with a value
+        node: Any = cli or {}
+        for k in loc:
+            if not isinstance(node, dict) or k not in node:
+                return False
+            node = node[k]
+            if not isinstance(node, dict):
+                return True
+        return bool(loc)
 
     def where(loc: tuple) -> str:
+        if set_on_cli(loc):
+            return "--set " + ".".join(str(x) for x in loc)
         node = override
         for k in loc:
             if not isinstance(node, dict) or k not in node:

@@ -22,7 +22,7 @@ import torch
 import yaml
 from dgx.grpo.build import build_model, choose_prompts, load_prompts
 from dgx.grpo.calibrate import calibrate, mean_imbalance
-from dgx.grpo.config import RunConfig, deep_merge, load
+from dgx.grpo.config import RunConfig, load
 from dgx.grpo.errors import ConfigError
 from dgx.grpo.registry import Registry, suggest
 from dgx.grpo.trainer import load_adapter, train
@@ -70,13 +70,45 @@ def _summary(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+# keys a resumed run may change: how long it trains, how often it saves, how it is evaluated
+RESUMABLE_CHANGES = ("train.iterations", "train.save_every", "eval")
+
+
+def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two resolved configs (as dicts)."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b, key = old.get(k), new.get(k), f"{prefix}{k}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_changes(a, b, key + ".")
+        elif a != b:
+            out.append(key)
+    return out
+
+
+def check_resume(run_dir: Path, cfg: RunConfig) -> list[str]:
+    """The keys changed since ``run_dir/config.yaml`` was written; a resumed run may only train
+    longer, save at another interval or be evaluated differently (RESUMABLE_CHANGES)."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return []
+    old = yaml.safe_load(path.read_text())
+    changed = config_changes(old, cfg.model_dump(mode="json"))
+    bad = [k for k in changed if not any(k == r or k.startswith(r + ".") for r in RESUMABLE_CHANGES)]
+    if bad:
+        raise ConfigError(f"{run_dir}: --resume with a different config ({', '.join(bad)} changed since "
+                          f"{path.name} was written); resume with the same settings or give a new --out")
+    if cfg.train.iterations < old["train"]["iterations"]:
+        raise ConfigError(f"{run_dir}: --resume cannot shorten a run (train.iterations {old['train']['iterations']} -> "
+                          f"{cfg.train.iterations}); give a new --out")
+    return changed
+
+
 def run_ablation(file: Path, out: Path | None = None, only: list[str] = (), seeds: list[int] = (), resume: bool = False,
-                 iterations: int | None = None, overrides: dict | None = None) -> Path:
-    """Train + evaluate; ``overrides`` (a config fragment) is deep-merged into every variant."""
-    abl = load(file)
+                 overrides: dict | None = None) -> Path:
+    """Train + evaluate; ``overrides`` (a config fragment, e.g. from ``--set``) is deep-merged into every variant."""
+    abl = load(file, overrides=overrides)
     registry = abl.registry()
-    if overrides:
-        abl.variants = {k: RunConfig.model_validate(deep_merge(v.model_dump(), overrides)) for k, v in abl.variants.items()}
     out = out or Path("runs") / Path(file).stem
     for v in only:
         if v not in abl.variants:
@@ -88,25 +120,29 @@ def run_ablation(file: Path, out: Path | None = None, only: list[str] = (), seed
     for seed in run_seeds:  # the untrained model, once per seed (same eval config as the first variant)
         cfg = next(iter(variants.values())).model_copy(update={"seed": seed})
         ev_dir = out / "base" / f"seed_{seed}" / "eval"
-        summary = _summary(ev_dir / "summary.json") if resume else None
+        dumped = cfg.model_dump(mode="json")
+        stamp = yaml.safe_dump({k: dumped[k] for k in ("model", "eval", "seed")}, sort_keys=False)
+        same = (ev_dir / "config.yaml").is_file() and (ev_dir / "config.yaml").read_text() == stamp
+        summary = _summary(ev_dir / "summary.json") if resume and same else None
         if summary is None:
             summary = evaluate(build_model(cfg, registry), cfg, ev_dir, registry)
+            (ev_dir / "config.yaml").write_text(stamp)
         results["base"].append(summary)
     for seed in run_seeds:  # seed by seed, so that an interrupted run has every variant for the first seeds
         for name, vcfg in variants.items():
             cfg = vcfg.model_copy(deep=True, update={"seed": seed})
-            if iterations is not None:
-                cfg.train.iterations = iterations
             run_dir = out / name / f"seed_{seed}"
             run_dir.mkdir(parents=True, exist_ok=True)
             summary = _summary(run_dir / "eval" / "summary.json") if resume else None
+            if resume and check_resume(run_dir, cfg):
+                summary = None  # trained longer or evaluated differently: continue from the last checkpoint, evaluate again
             if summary is None:
                 (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
                 psi = None
                 if cfg.sampler.noise.name == "calibrated" and not cfg.sampler.noise.psi_path:
                     psi = run_dir / "calibration" / "psi.json"
                     if not (resume and psi.is_file()):
-                        calibrate(cfg, psi.parent, registry)
+                        calibrate(cfg, psi.parent, registry, resume=resume)
                 model = train(cfg, run_dir, resume=resume, psi_path=psi, registry=registry)
                 summary = evaluate(model, cfg, run_dir / "eval", registry)
             results.setdefault(name, []).append(summary)
@@ -189,9 +225,10 @@ def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[P
     (out / "report.md").write_text("\n".join(lines) + "\n")
 
 
-def evaluate_file(file: Path, adapter: Path | None = None, variant: str | None = None, out: Path | None = None) -> dict:
+def evaluate_file(file: Path, adapter: Path | None = None, variant: str | None = None, out: Path | None = None,
+                  overrides: dict | None = None) -> dict:
     """`dgx eval`: the base model, or a run folder's / checkpoint's adapter."""
-    abl = load(file)
+    abl = load(file, overrides=overrides)
     name, cfg = abl.variant(variant)
     registry = abl.registry()
     model = build_model(cfg, registry)
