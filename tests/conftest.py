@@ -27,3 +27,13 @@ def tiny_model(tiny_pipe_dir):
     from dgx.sampler import SD3Model
 
     return SD3Model.from_pretrained(tiny_pipe_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_flux_dir(tmp_path_factory):
+    """A tiny random FluxPipeline (guidance-distilled, like FLUX.1-dev) saved to a folder."""
+    from dgx.sampler.tiny import tiny_flux_pipeline
+
+    d = tmp_path_factory.mktemp("tiny_flux")
+    tiny_flux_pipeline(WORDS).save_pretrained(d)
+    return d

@@ -1,6 +1,7 @@
 """Config loading: malformed files give precise errors; variants resolve by deep merge."""
 
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -160,6 +161,12 @@ def test_set_overrides_every_variant_last_and_errors_name_the_flag(tmp_path):
     assert r.exit_code == 0 and r.output.count("group_size: 12") == 3
     r = CliRunner().invoke(main, ["validate", str(write(tmp_path, GOOD)), "--set", "sampler.noise.name=calibratd"])
     assert r.exit_code == 2 and "--set sampler.noise.name" in r.output and "did you mean 'calibrated'" in r.output
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")))
+def test_shipped_configs_validate(name):
+    abl = load(Path(__file__).resolve().parents[1] / "configs" / name)
+    assert abl.variants and abl.seeds
 
 
 def test_cli_works_from_any_directory(tmp_path, monkeypatch):

@@ -299,3 +299,19 @@ def test_dgx_calibrate_cli_writes_psi_and_reports_both_imbalances(tmp_path, tiny
     b = json.loads((tmp_path / "cal" / "psi.json").read_text())["imbalance"]
     assert f"calibrated {b['calibrated_mean']:.3f}, uniform a = 0.7 {b['uniform_a0.7_mean']:.3f}" in res.output
     assert (tmp_path / "cal" / "psi.png").is_file()
+
+
+def test_grpo_on_flux_trains_lora_on_double_and_single_blocks(tmp_path, tiny_flux_dir):
+    """The same recipe on a FLUX pipeline (guidance embedding, packed tokens, dynamic-shift grid): the
+    rollout's log-probs are the policy's (ratio 1 at each iteration's only update), the adapter covers
+    the double- and single-stream blocks and moves away from the reference (KL > 0 after one update)."""
+    cfg = tiny_config(tmp_path, tiny_flux_dir, iterations=2, updates_per_epoch=1)
+    cfg.model.name, cfg.model.resolution, cfg.model.max_sequence_length = "flux", 16, 16
+    cfg.sampler.guidance = 3.5
+    model = train(cfg, tmp_path / "run", registry=Registry([tmp_path / "reg.yaml"]))
+    assert type(model).__name__ == "FluxModel"
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["approx_kl"] for r in rows] == pytest.approx([0.0, 0.0], abs=1e-8)
+    assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-10) and rows[1]["kl"] > 0 and len(rows[0]["dense_mean"]) == 4
+    names = list(load_file(tmp_path / "run" / "checkpoints" / "iter_00001" / "adapter.safetensors"))
+    assert any(n.startswith("single_transformer_blocks.") for n in names) and any(n.startswith("transformer_blocks.") for n in names)

@@ -207,3 +207,35 @@ def test_load_dtype_is_applied_with_the_keyword_the_installed_diffusers_takes(ti
         warnings.filterwarnings("error", message=".*torch_dtype.*")
         m = SD3Model.from_pretrained(tiny_pipe_dir, dtype=torch.bfloat16)
     assert next(m.transformer.parameters()).dtype == torch.bfloat16
+
+
+def test_flux_adapter_reproduces_the_flux_pipeline(tiny_flux_dir):
+    """Our ODE rollout through FluxModel (NCHW latents, packed inside velocity) gives FluxPipeline's own
+    latents and image: the same noise, dynamic-shift sigmas, guidance embedding and unpacking."""
+    from dgx.sampler.flux import FluxModel
+    from dgx.sampler.tiny import tiny_flux_pipeline
+
+    m = FluxModel.from_pretrained(tiny_flux_dir, dtype=torch.float32, max_sequence_length=16, resolution=16)
+    assert m.distilled_guidance and m.init_latents(2, torch.Generator().manual_seed(0)).shape == (2, 4, 8, 8)
+    kw = dict(height=16, width=16, num_inference_steps=4, guidance_scale=3.5, max_sequence_length=16)
+    ref = m.pipe("a red circle", generator=torch.Generator().manual_seed(0), output_type="latent", **kw).images
+    traj = rollout(m, m.encode(["a red circle"]), ["a red circle"], 4, ode_step, None, torch.Generator().manual_seed(0), 3.5)
+    torch.testing.assert_close(m.pipe._pack_latents(traj.latents[:, -1], 1, 4, 8, 8), ref, atol=1e-5, rtol=1e-5)
+    img = m.pipe("a red circle", generator=torch.Generator().manual_seed(0), output_type="pt", **kw).images
+    torch.testing.assert_close(m.decode(traj.latents[:, -1]), img, atol=1e-5, rtol=1e-5)
+    assert m.calls == 4 and not torch.equal(m.velocity(traj.latents[:, 1], traj.grid[1:2], traj.cond, 1.0),
+                                            m.velocity(traj.latents[:, 1], traj.grid[1:2], traj.cond, 5.0))
+
+    # without a guidance embedding (schnell-like): true CFG with the negative prompt, as the pipeline's true_cfg_scale
+    schnell = FluxModel(tiny_flux_pipeline(["a", "red", "circle"], guidance_embeds=False), 16, resolution=16)
+    assert not schnell.distilled_guidance
+    ref = schnell.pipe("a red circle", negative_prompt="", true_cfg_scale=3.0, generator=torch.Generator().manual_seed(1),
+                       output_type="latent", **kw).images
+    traj = rollout(schnell, schnell.encode(["a red circle"]), ["a red circle"], 4, ode_step, None,
+                   torch.Generator().manual_seed(1), 3.0)
+    torch.testing.assert_close(schnell.pipe._pack_latents(traj.latents[:, -1], 1, 4, 8, 8), ref, atol=1e-5, rtol=1e-5)
+
+    with pytest.raises(SamplerError, match="multiple of 4"):
+        FluxModel.from_pretrained(tiny_flux_dir, dtype=torch.float32, resolution=18)
+    with pytest.raises(SamplerError, match="could not load a FluxPipeline .*HF_HUB_OFFLINE=1"):
+        FluxModel.from_pretrained(str(tiny_flux_dir / "missing"))

@@ -1,15 +1,16 @@
 """dgx.sampler: flow-matching SDE/ODE/CPS steps with log-probs, noise schedules, rollouts,
-batched ODE_n continuation and model adapters (diffusers SD3)."""
+batched ODE_n continuation and model adapters (diffusers SD3 and FLUX)."""
 
 from dgx.sampler.continuation import continuation_path, continue_ode, continue_ode_naive
 from dgx.sampler.errors import SamplerError
+from dgx.sampler.flux import FluxModel
 from dgx.sampler.model import Conditioning, FlowModel, SD3Model
 from dgx.sampler.schedules import ConstantNoise, NoiseSchedule, TableNoise, UniformNoise, Windowed
 from dgx.sampler.steps import STEPS, StepOutput, cps_step, gaussian_log_prob, ode_step, sde_step
 from dgx.sampler.trajectory import Trajectory, rollout, sample_generator
 
 __all__ = [
-    "STEPS", "Conditioning", "ConstantNoise", "FlowModel", "NoiseSchedule", "SD3Model", "SamplerError",
+    "STEPS", "Conditioning", "ConstantNoise", "FlowModel", "FluxModel", "NoiseSchedule", "SD3Model", "SamplerError",
     "StepOutput", "TableNoise", "Trajectory", "UniformNoise", "continuation_path", "continue_ode",
     "Windowed", "continue_ode_naive", "cps_step", "gaussian_log_prob", "ode_step", "rollout", "sample_generator", "sde_step",
 ]

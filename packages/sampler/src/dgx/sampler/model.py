@@ -2,7 +2,8 @@
 
 ``FlowModel`` is the interface (prompt encoding, velocity with classifier-free guidance,
 latent init, decode, timestep grid); ``SD3Model`` implements it on the components of a
-diffusers ``StableDiffusion3Pipeline`` loaded from a Hub id or a local folder.
+diffusers ``StableDiffusion3Pipeline`` loaded from a Hub id or a local folder, and
+``dgx.sampler.flux.FluxModel`` on a ``FluxPipeline``'s.
 
 Image convention everywhere in dgx: float tensors in [0, 1], NCHW.
 """
@@ -59,29 +60,76 @@ class FlowModel(Protocol):
     def grid(self, steps: int) -> torch.Tensor: ...
 
 
-class SD3Model:
-    """SD3 / SD3.5 (and the shapes world) through diffusers' StableDiffusion3Pipeline parts.
+def load_pipeline(pipeline_cls, path: str | Path, dtype: torch.dtype, device: str, **kwargs):
+    """``pipeline_cls.from_pretrained`` (Hub id or local folder) with progress bars off, on ``device``;
+    a load failure says what works offline."""
+    import diffusers
 
-    ``calls`` counts transformer forward passes (a CFG pair counts once; it is one batch).
+    kwargs[_dtype_keyword(diffusers.__version__)] = dtype
+    try:
+        pipe = pipeline_cls.from_pretrained(str(path), **kwargs)
+    except (OSError, ValueError) as e:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        raise SamplerError(
+            f"could not load a {pipeline_cls.__name__} from {str(path)!r}"
+            + (" (HF_HUB_OFFLINE=1: only local folders and cached Hub ids work)" if offline else "")
+            + f"; point model.path at a local folder saved with save_pretrained. Cause: {e}"
+        ) from e
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+class PipelineModel:
+    """What the diffusers adapters share: NCHW float32 latents drawn per sample, VAE decoding, and
+    ``calls``, the count of transformer forward passes (a CFG pair counts once; it is one batch).
     ``transformer`` is what forward passes go through (a trainer may swap in a DDP wrapper);
-    config and dtype are read from the pipeline's own module.
-    """
+    config and dtype are read from the pipeline's own module."""
+
+    def __init__(self, pipe, device: str | torch.device, resolution: int | None, multiple: int, latent_channels: int):
+        if resolution is not None and (resolution <= 0 or resolution % multiple):
+            raise SamplerError(f"resolution {resolution} px must be a positive multiple of {multiple} (VAE factor x patch size)")
+        self.pipe = pipe
+        self.resolution = resolution or pipe.default_sample_size * pipe.vae_scale_factor
+        self.transformer = pipe.transformer
+        self.vae = pipe.vae
+        self.device = torch.device(device)
+        self.latent_channels = latent_channels
+        self.calls = 0
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.pipe.transformer.dtype
+
+    def init_latents(self, n: int, generator: torch.Generator | list[torch.Generator], height: int | None = None,
+                     width: int | None = None) -> torch.Tensor:
+        """x_T ~ N(0, I) in float32, (n, C, h, w); a list of ``n`` generators draws each sample from its own."""
+        from diffusers.utils.torch_utils import randn_tensor
+
+        f = self.pipe.vae_scale_factor
+        h = (height or self.resolution) // f
+        w = (width or self.resolution) // f
+        return randn_tensor((n, self.latent_channels, h, w), generator=generator, device=self.device, dtype=torch.float32)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents (n, C, h, w) -> images float [0, 1] NCHW."""
+        cfg = self.vae.config
+        z = latents.to(self.vae.dtype) / cfg.scaling_factor + (cfg.shift_factor or 0.0)
+        img = self.vae.decode(z).sample.float()
+        return (img / 2 + 0.5).clamp(0, 1)
+
+
+class SD3Model(PipelineModel):
+    """SD3 / SD3.5 (and the shapes world) through diffusers' StableDiffusion3Pipeline parts."""
 
     def __init__(self, pipe, max_sequence_length: int = 256, device: str | torch.device = "cpu", pad_missing_t5: bool = False,
                  resolution: int | None = None):
         """Without T5 the prompt is CLIP tokens only, unless ``pad_missing_t5`` appends
         ``max_sequence_length`` zero tokens in its place (diffusers' own padding). ``resolution``
         is the image side in pixels (default: the pipeline's, 1024 for SD3.5)."""
-        self.pipe = pipe
-        step = pipe.vae_scale_factor * pipe.transformer.config.patch_size
-        if resolution is not None and (resolution <= 0 or resolution % step):
-            raise SamplerError(f"resolution {resolution} px must be a positive multiple of {step} (VAE factor x patch size)")
-        self.resolution = resolution or pipe.default_sample_size * pipe.vae_scale_factor
-        self.transformer = pipe.transformer
-        self.vae = pipe.vae
-        self.device = torch.device(device)
+        super().__init__(pipe, device, resolution, pipe.vae_scale_factor * pipe.transformer.config.patch_size,
+                         pipe.transformer.config.in_channels)
         self.max_sequence_length = 0 if pipe.text_encoder_3 is None and not pad_missing_t5 else max_sequence_length
-        self.calls = 0
 
     @classmethod
     def from_pretrained(
@@ -89,29 +137,13 @@ class SD3Model:
         resolution: int | None = None,
     ) -> "SD3Model":
         """Load from a local pipeline folder or a Hub id (offline: a local folder or cached id)."""
-        import diffusers
         from diffusers import StableDiffusion3Pipeline
 
-        local = Path(path).is_dir()
-        kwargs = {_dtype_keyword(diffusers.__version__): dtype}
-        if local and not (Path(path) / "text_encoder_3").is_dir():
+        kwargs = {}
+        if Path(path).is_dir() and not (Path(path) / "text_encoder_3").is_dir():
             kwargs |= {"text_encoder_3": None, "tokenizer_3": None}
-        try:
-            pipe = StableDiffusion3Pipeline.from_pretrained(str(path), **kwargs)
-        except (OSError, ValueError) as e:
-            offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-            raise SamplerError(
-                f"could not load an SD3 pipeline from {str(path)!r}"
-                + (" (HF_HUB_OFFLINE=1: only local folders and cached Hub ids work)" if offline else "")
-                + f"; point model.path at a local folder saved with save_pretrained. Cause: {e}"
-            ) from e
-        pipe.set_progress_bar_config(disable=True)
-        pipe.to(device)
+        pipe = load_pipeline(StableDiffusion3Pipeline, path, dtype, device, **kwargs)
         return cls(pipe, max_sequence_length, device, resolution=resolution)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.pipe.transformer.dtype
 
     @torch.no_grad()
     def encode(self, prompts: list[str], negative: str = "") -> Conditioning:
@@ -144,25 +176,6 @@ class SD3Model:
         return self.transformer(
             xm, encoder_hidden_states=cond.embeds, pooled_projections=cond.pooled, timestep=t * 1000
         ).sample.float()
-
-    def init_latents(self, n: int, generator: torch.Generator | list[torch.Generator], height: int | None = None,
-                     width: int | None = None) -> torch.Tensor:
-        """x_T ~ N(0, I) in float32; a list of ``n`` generators draws each sample from its own."""
-        from diffusers.utils.torch_utils import randn_tensor
-
-        f = self.pipe.vae_scale_factor
-        h = (height or self.resolution) // f
-        w = (width or self.resolution) // f
-        c = self.pipe.transformer.config.in_channels
-        return randn_tensor((n, c, h, w), generator=generator, device=self.device, dtype=torch.float32)
-
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents -> images float [0, 1] NCHW."""
-        cfg = self.vae.config
-        z = latents.to(self.vae.dtype) / cfg.scaling_factor + (cfg.shift_factor or 0.0)
-        img = self.vae.decode(z).sample.float()
-        return (img / 2 + 0.5).clamp(0, 1)
 
     def grid(self, steps: int) -> torch.Tensor:
         """The scheduler's sigmas for ``steps`` steps (with its shift): ``1 = t_0 > ... > t_T = 0``."""

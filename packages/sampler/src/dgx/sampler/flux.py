@@ -1,0 +1,92 @@
+"""FLUX through diffusers' ``FluxPipeline`` parts, behind the same ``FlowModel`` interface.
+
+The sampler keeps latents NCHW (n, 16, h, w) as for SD3; ``velocity`` packs them into FLUX's
+2x2-patch tokens (with their position ids), runs the transformer and unpacks its output.
+FLUX.1-dev is guidance-distilled: ``guidance`` feeds its guidance embedding (one forward pass).
+A transformer without that embedding (FLUX.1-schnell, or a de-distilled model) takes true
+classifier-free guidance with the negative prompt when guidance > 1, as SD3 does.
+The timestep grid is the pipeline's: sigmas linspace(1, 1/T, T) shifted by mu, which grows
+with the number of image tokens (dynamic shifting), then 0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from dgx.sampler.errors import SamplerError
+from dgx.sampler.model import Conditioning, PipelineModel, load_pipeline
+
+
+class FluxModel(PipelineModel):
+    """FLUX.1 [dev] / [schnell] (or a tiny FluxPipeline) as a ``FlowModel``."""
+
+    def __init__(self, pipe, max_sequence_length: int = 512, device: str | torch.device = "cpu", resolution: int | None = None):
+        if pipe.text_encoder_2 is None:
+            raise SamplerError("FLUX needs its T5 text encoder (text_encoder_2): its tokens are the transformer's text input")
+        super().__init__(pipe, device, resolution, pipe.vae_scale_factor * 2, pipe.transformer.config.in_channels // 4)
+        self.max_sequence_length = max_sequence_length
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, dtype: torch.dtype = torch.bfloat16, device: str = "cpu", max_sequence_length: int = 512,
+        resolution: int | None = None,
+    ) -> "FluxModel":
+        """Load from a local pipeline folder or a Hub id (offline: a local folder or cached id)."""
+        from diffusers import FluxPipeline
+
+        return cls(load_pipeline(FluxPipeline, path, dtype, device), max_sequence_length, device, resolution)
+
+    @property
+    def distilled_guidance(self) -> bool:
+        """True when the transformer embeds the guidance scale (FLUX.1-dev) instead of taking CFG."""
+        return bool(self.pipe.transformer.config.guidance_embeds)
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str], negative: str = "") -> Conditioning:
+        """T5 token embeddings and the CLIP pooled embedding, per prompt (and the negative prompt's)."""
+        kw = dict(device=self.device, max_sequence_length=self.max_sequence_length)
+        pe, pooled, _ = self.pipe.encode_prompt(prompts, None, **kw)
+        if self.distilled_guidance:  # no negative branch is ever run
+            return Conditioning(pe, pooled)
+        ne, npooled, _ = self.pipe.encode_prompt([negative], None, **kw)
+        n = len(prompts)
+        return Conditioning(pe, pooled, ne.expand(n, -1, -1), npooled.expand(n, -1))
+
+    def velocity(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning, guidance: float = 1.0) -> torch.Tensor:
+        """v(x, t, c) in float32 for NCHW ``x``; ``t`` per sample (B,) in [0, 1]."""
+        b, c, h, w = x.shape
+        t = torch.as_tensor(t, dtype=torch.float32, device=x.device).expand(b)
+        tokens = self.pipe._pack_latents(x.to(self.dtype), b, c, h, w)
+        img_ids = self.pipe._prepare_latent_image_ids(b, h // 2, w // 2, x.device, self.dtype)
+        txt_ids = torch.zeros(cond.embeds.shape[1], 3, device=x.device, dtype=self.dtype)
+        self.calls += 1
+
+        def run(tok, embeds, pooled, tt, g):
+            out = self.transformer(hidden_states=tok, encoder_hidden_states=embeds, pooled_projections=pooled, timestep=tt,
+                                   guidance=g, txt_ids=txt_ids, img_ids=img_ids, return_dict=False)[0]
+            f = self.pipe.vae_scale_factor
+            return self.pipe._unpack_latents(out, h * f, w * f, f).float()
+
+        if self.distilled_guidance:
+            return run(tokens, cond.embeds, cond.pooled, t, torch.full((b,), float(guidance), device=x.device))
+        if guidance > 1.0 and cond.neg_embeds is not None:
+            v_u, v_c = run(torch.cat([tokens, tokens]), torch.cat([cond.neg_embeds, cond.embeds]),
+                           torch.cat([cond.neg_pooled, cond.pooled]), torch.cat([t, t]), None).chunk(2)
+            return v_u + guidance * (v_c - v_u)
+        return run(tokens, cond.embeds, cond.pooled, t, None)
+
+    def grid(self, steps: int) -> torch.Tensor:
+        """The pipeline's sigmas for ``steps`` steps at this resolution: ``1 = t_0 > ... > t_T = 0``."""
+        from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+        if steps < 1:
+            raise SamplerError(f"sampler steps must be >= 1, got {steps}")
+        sched = self.pipe.scheduler.__class__.from_config(self.pipe.scheduler.config)
+        tokens = (self.resolution // (self.pipe.vae_scale_factor * 2)) ** 2
+        c = sched.config
+        mu = calculate_shift(tokens, c.get("base_image_seq_len", 256), c.get("max_image_seq_len", 4096),
+                             c.get("base_shift", 0.5), c.get("max_shift", 1.15))
+        sched.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu, device="cpu")
+        return sched.sigmas.float().to(self.device)
