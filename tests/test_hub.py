@@ -49,6 +49,28 @@ def test_export_round_trip_with_diffusers_load_lora_weights(trained_run, tiny_pi
     assert (got - base_imgs).abs().max() > 1e-3  # the adapter changes the images
 
 
+def test_flux_export_loads_into_flux_pipeline(tmp_path, tiny_flux_dir):
+    """A FLUX run exports through FluxPipeline's LoRA format; the card loads it with FluxPipeline."""
+    from dgx.sampler.flux import FluxModel
+    from diffusers import FluxPipeline
+
+    cfg = tiny_config(tmp_path, tiny_flux_dir, iterations=1, lr=5e-2, updates_per_epoch=1)
+    cfg.model.name, cfg.model.resolution, cfg.model.max_sequence_length = "flux", 16, 16
+    cfg.sampler.guidance, cfg.eval.steps = 3.5, 3
+    run = tmp_path / "run"
+    model = train(cfg, run, registry=Registry([tmp_path / "reg.yaml"]))
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    export_run(run, tmp_path / "export", "me/tiny-flux")
+    card = (tmp_path / "export" / "README.md").read_text()
+    assert f'FluxPipeline.from_pretrained("{tiny_flux_dir}")' in card and "- flux" in card
+    pipe = FluxPipeline.from_pretrained(tiny_flux_dir)
+    base_imgs = generate(FluxModel(pipe, 16, resolution=16), ["a red circle"], 3, 3.5, seed=3)
+    pipe.load_lora_weights(tmp_path / "export")
+    got = generate(FluxModel(pipe, 16, resolution=16), ["a red circle"], 3, 3.5, seed=3)
+    torch.testing.assert_close(got, generate(model, ["a red circle"], 3, 3.5, seed=3), atol=1e-5, rtol=1e-4)
+    assert (got - base_imgs).abs().max() > 1e-3
+
+
 class RecordingApi:
     """Stands in for HfApi: records each call and the uploaded folder's contents."""
 

@@ -1,7 +1,7 @@
 """Export a trained run for reuse and publish it on the Hugging Face Hub (`dgx push`).
 
-The export holds the LoRA in the diffusers format (``StableDiffusion3Pipeline.load_lora_weights``
-reads it, LoRA config included), the resolved config, psi(t), the evaluation metrics, the
+The export holds the LoRA in the diffusers format (the model's pipeline class, e.g.
+``StableDiffusion3Pipeline`` or ``FluxPipeline``, reads it with ``load_lora_weights``, LoRA config included), the resolved config, psi(t), the evaluation metrics, the
 training metrics, a sample image grid and a model card (README.md with Hub metadata).
 It is built in a staging folder, never in the run folder; the token comes from
 huggingface_hub's standard places (HF_TOKEN, the login cache) and is never printed,
@@ -44,7 +44,7 @@ LoRA for `{base}` trained with **dgx** ({method}) on the `{reward}` reward.
 pipe.load_lora_weights("{repo_id}")
 ```
 """
-LOAD_HUB = 'from diffusers import StableDiffusion3Pipeline\npipe = StableDiffusion3Pipeline.from_pretrained("{base}")'
+LOAD_HUB = 'from diffusers import {cls}\npipe = {cls}.from_pretrained("{base}")'
 LOAD_PKG = ("from diffusers import StableDiffusion3Pipeline\nfrom dgx.grpo.build import resolve_path  # pip install dgx-grpo\n"
             'pipe = StableDiffusion3Pipeline.from_pretrained(resolve_path("{base}"), text_encoder_3=None, tokenizer_3=None)')
 
@@ -62,7 +62,6 @@ def export_run(run_dir: Path, out: Path, repo_id: str = "<repo-id>", n_samples: 
     from dgx.grpo.build import build_model, load_prompts
     from dgx.grpo.registry import Registry
     from dgx.grpo.trainer import load_adapter
-    from diffusers import StableDiffusion3Pipeline
     from huggingface_hub import ModelCardData
     from peft.utils import get_peft_model_state_dict
 
@@ -72,7 +71,7 @@ def export_run(run_dir: Path, out: Path, repo_id: str = "<repo-id>", n_samples: 
     ckpt = load_adapter(model, cfg, run_dir)
     out.mkdir(parents=True, exist_ok=True)
     tr = model.transformer
-    StableDiffusion3Pipeline.save_lora_weights(
+    type(model.pipe).save_lora_weights(  # the pipeline class that will load it
         out, transformer_lora_layers=get_peft_model_state_dict(tr),
         transformer_lora_adapter_metadata=tr.peft_config["default"].to_dict(),
     )
@@ -93,7 +92,8 @@ def export_run(run_dir: Path, out: Path, repo_id: str = "<repo-id>", n_samples: 
         front_matter=f"---\n{data.to_yaml()}\n---", title=f"dgx {method.get(cfg.reward.credit, cfg.reward.credit)} LoRA",
         base=base, method=method.get(cfg.reward.credit, cfg.reward.credit), reward=cfg.reward.name, credit=cfg.reward.credit,
         ode_steps=f" (ODE steps n = {cfg.reward.ode_steps})" if cfg.reward.credit.startswith("dense") else "",
-        load=(LOAD_PKG if base.startswith("pkg://") else LOAD_HUB).format(base=base), sampler=cfg.sampler.name, steps=cfg.sampler.steps, noise=cfg.sampler.noise.name,
+        load=(LOAD_PKG if base.startswith("pkg://") else LOAD_HUB).format(base=base, cls=type(model.pipe).__name__),
+        sampler=cfg.sampler.name, steps=cfg.sampler.steps, noise=cfg.sampler.noise.name,
         iterations=cfg.train.iterations, prompts=cfg.train.prompts_per_iter, group=cfg.train.group_size,
         rank=cfg.train.lora_rank, alpha=cfg.train.lora_alpha, eval_name=cfg.eval.name, eval_steps=cfg.eval.steps,
         results=results, repo_id=repo_id,
