@@ -44,3 +44,13 @@ def tiny_clip():
                      vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
                                     "image_size": 16, "patch_size": 8}, projection_dim=8)).eval()
 
+
+
+class NanForBlue(Brightness):
+    """Brightness, except NaN for prompts that mention blue (a broken reward)."""
+
+    name = "nan_for_blue"
+
+    def __call__(self, images, prompts, metadata=None):
+        r = super().__call__(images, prompts, metadata)
+        return torch.where(torch.tensor(["blue" in p for p in prompts]), float("nan"), r)

@@ -1,6 +1,7 @@
 """GRPO objective, advantages, training resume and multi-process equivalence."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -180,6 +181,8 @@ seeds: [0]
     table = (out / "summary.md").read_text()
     assert "| base |" in table and "| flow_grpo |" in table and "| dense_grpo |" in table
     assert table in res.output and f"report: {out / 'report.md'}" in res.output  # the tables are printed at the end
+    env = [json.loads(ln) for ln in (out / "invocations.jsonl").read_text().splitlines()]
+    assert len(env) == 1 and env[0]["torch"] == torch.__version__ and f"torch {torch.__version__}" in (out / "report.md").read_text()
     cost = (out / "cost.md").read_text()
     assert "| flow_grpo | " in cost and "1.00" in cost
     gain = (out / "gain.md").read_text()  # paired with the base model's per-image verdicts
@@ -315,3 +318,36 @@ def test_grpo_on_flux_trains_lora_on_double_and_single_blocks(tmp_path, tiny_flu
     assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-10) and rows[1]["kl"] > 0 and len(rows[0]["dense_mean"]) == 4
     names = list(load_file(tmp_path / "run" / "checkpoints" / "iter_00001" / "adapter.safetensors"))
     assert any(n.startswith("single_transformer_blocks.") for n in names) and any(n.startswith("transformer_blocks.") for n in names)
+
+
+def test_nan_rewards_stop_the_run_and_nan_gradients_skip_the_step(tmp_path, tiny_pipe_dir, monkeypatch):
+    import dgx.grpo.trainer as trainer
+    from dgx.grpo.errors import TrainingError
+
+    cfg = tiny_config(tmp_path, tiny_pipe_dir, iterations=1)
+    (tmp_path / "reg.yaml").write_text((tmp_path / "reg.yaml").read_text()
+                                       + "  nan_for_blue: {impl: 'dgx_test_helpers:NanForBlue', description: test}\n")
+    cfg.prompts.name, cfg.prompts.path = "file", str(tmp_path / "p.txt")
+    (tmp_path / "p.txt").write_text("a red circle\ntwo blue squares\n")
+    cfg.reward.name = "nan_for_blue"
+    with pytest.raises(TrainingError, match=r"iteration 0: reward 'nan_for_blue' .*NaN or inf for prompts \['two blue squares'\]"):
+        train(cfg, tmp_path / "nan", registry=Registry([tmp_path / "reg.yaml"]))
+
+    cfg.reward.name = "brightness"
+    calls, loss_fn = [], trainer.grpo_loss
+
+    def first_nan(*a, **k):  # the first optimizer step's loss is NaN, the others are not
+        out = loss_fn(*a, **k)
+        calls.append(1)
+        if len(calls) == 1:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(trainer, "grpo_loss", first_nan)
+    cfg.train.updates_per_epoch, cfg.train.micro_batch = 2, 100
+    with pytest.warns(UserWarning, match="optimizer step skipped"):
+        train(cfg, tmp_path / "skip", registry=Registry([tmp_path / "reg.yaml"]))
+    row = json.loads((tmp_path / "skip" / "metrics.jsonl").read_text())
+    assert row["skipped_steps"] == 0.5 and math.isfinite(row["loss"]) is False  # 1 of 2 steps skipped; its NaN loss is logged
+    adapter = load_file(tmp_path / "skip" / "checkpoints" / "iter_00000" / "adapter.safetensors")
+    assert all(torch.isfinite(v).all() for v in adapter.values()) and any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k)

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import click
-from dgx.grpo.errors import ConfigError
+from dgx.grpo.errors import ConfigError, TrainingError
 
 
 def _fail(e: Exception) -> None:
@@ -48,7 +48,7 @@ def run(file: Path, only: tuple[str, ...], seeds: tuple[int, ...], out: Path | N
 
         overrides = _overrides(sets, train={"iterations": iterations} if iterations is not None else None)
         out = run_ablation(file, out=out, only=list(only), seeds=list(seeds), resume=resume, overrides=overrides)
-    except ConfigError as e:
+    except (ConfigError, TrainingError) as e:
         _fail(e)
     for table, title in (("summary.md", "test score"), ("gain.md", "gain over the base model (± standard error)")):
         if (out / table).is_file():

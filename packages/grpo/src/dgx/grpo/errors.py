@@ -3,3 +3,7 @@
 
 class ConfigError(ValueError):
     """A config problem; the message names the file, key path, bad value and valid names."""
+
+
+class TrainingError(RuntimeError):
+    """A run cannot go on (e.g. the reward returned NaN); the message says where and what to check."""

@@ -104,6 +104,25 @@ def check_resume(run_dir: Path, cfg: RunConfig) -> list[str]:
     return changed
 
 
+def environment() -> dict:
+    """Command line, library versions and device, to tell runs of different setups apart."""
+    import platform
+    import sys
+    from datetime import datetime, timezone
+    from importlib.metadata import PackageNotFoundError, version
+
+    def ver(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    libs = ["dgx-grpo", "torch", "diffusers", "transformers", "peft", "accelerate"]
+    return {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "argv": sys.argv, "python": platform.python_version(),
+            **{n: ver(n) for n in libs}, "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+            "torch_threads": torch.get_num_threads()}
+
+
 def run_ablation(file: Path, out: Path | None = None, only: list[str] = (), seeds: list[int] = (), resume: bool = False,
                  overrides: dict | None = None) -> Path:
     """Train + evaluate; ``overrides`` (a config fragment, e.g. from ``--set``) is deep-merged into every variant."""
@@ -116,6 +135,8 @@ def run_ablation(file: Path, out: Path | None = None, only: list[str] = (), seed
     variants = {k: v for k, v in abl.variants.items() if not only or k in only}
     run_seeds = [s for s in abl.seeds if not seeds or s in seeds] or list(seeds)
     out.mkdir(parents=True, exist_ok=True)
+    with open(out / "invocations.jsonl", "a") as f:  # one line per `dgx run` into this folder (a resume adds one)
+        f.write(json.dumps(environment()) + "\n")
     results: dict[str, list[dict]] = {"base": []}
     for seed in run_seeds:  # the untrained model, once per seed (same eval config as the first variant)
         cfg = next(iter(variants.values())).model_copy(update={"seed": seed})
@@ -222,6 +243,11 @@ def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[P
                   "calibrated psi(t) and the uniform a = 0.7 schedule (lower = better balanced):", "",
                   write_tables(balance, out / "calibration_balance")]
     lines += [f"![{p.stem}]({p.name})" for p in plots if p is not None]
+    if (out / "invocations.jsonl").is_file():
+        env = json.loads((out / "invocations.jsonl").read_text().splitlines()[-1])
+        libs = ", ".join(f"{k} {v}" for k, v in env.items() if k not in ("time", "argv") and v is not None)
+        lines += ["", f"Last run {env['time']}: `{' '.join(Path(env['argv'][0]).name if i == 0 else a for i, a in enumerate(env['argv']))}`; "
+                  f"{libs} (every invocation: `invocations.jsonl`)."]
     (out / "report.md").write_text("\n".join(lines) + "\n")
 
 

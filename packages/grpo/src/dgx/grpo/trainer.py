@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from dgx.grpo.build import (
     load_prompts,
 )
 from dgx.grpo.config import RunConfig
-from dgx.grpo.errors import ConfigError
+from dgx.grpo.errors import ConfigError, TrainingError
 from dgx.grpo.loss import grpo_loss
 from dgx.grpo.metrics import MetricsLog
 from dgx.grpo.registry import Registry
@@ -136,6 +137,11 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
         sec.update({f"credit_{k}": v for k, v in credit.seconds.items()})
         gather = lambda x: acc.gather(x.to(acc.device).contiguous()).cpu()  # noqa: E731
         terminal, signal, weights = gather(credit.terminal), gather(credit.signal), gather(credit.weights)
+        if not (torch.isfinite(terminal).all() and torch.isfinite(signal).all()):
+            bad = sorted({prompts[pick[s // G]]["prompt"] for s in range(N)
+                          if not (torch.isfinite(signal[s]).all() and torch.isfinite(terminal[s]))})
+            raise TrainingError(f"iteration {it}: reward {cfg.reward.name!r} (credit {cfg.reward.credit!r}) gave NaN or inf "
+                                f"for prompts {bad[:5]}; the last checkpoint is kept for --resume once the reward is fixed")
         latent = None if credit.latent_rewards is None else gather(credit.latent_rewards)
         adv_all = advantages(signal, weights, credit.per_step, G, tc.adv_clip_max, tc.adv_std)
         adv = adv_all[lo:hi]
@@ -218,7 +224,11 @@ def optimizer_step(model, base, acc, opt, params, ema, tc, traj, adv, schedule, 
         for name in ("loss", "policy", "kl", "clip_frac", "approx_kl"):
             sums[name] = sums.get(name, 0.0) + getattr(lo, name).item() * len(mb) / len(pairs)
     sums["grad_norm"] = float(acc.clip_grad_norm_(params, tc.max_grad_norm))
-    opt.step()
+    sums["skipped_steps"] = float(not math.isfinite(sums["grad_norm"]))  # the same on every process (reduced gradients)
+    if sums["skipped_steps"]:
+        warnings.warn("non-finite gradient norm: optimizer step skipped (see skipped_steps in the metrics)", stacklevel=2)
+    else:
+        opt.step()
     opt.zero_grad(set_to_none=True)
     if ema is not None:
         with torch.no_grad():
