@@ -351,3 +351,19 @@ def test_nan_rewards_stop_the_run_and_nan_gradients_skip_the_step(tmp_path, tiny
     assert row["skipped_steps"] == 0.5 and math.isfinite(row["loss"]) is False  # 1 of 2 steps skipped; its NaN loss is logged
     adapter = load_file(tmp_path / "skip" / "checkpoints" / "iter_00000" / "adapter.safetensors")
     assert all(torch.isfinite(v).all() for v in adapter.values()) and any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k)
+
+
+def test_bf16_weights_under_accelerate_mixed_precision(tmp_path, tiny_pipe_dir):
+    """model.dtype bfloat16 with Accelerator(mixed_precision="bf16"): rollout and update see the same policy
+    (approximate KL 0 at each iteration's only update), the LoRA stays float32 and the run is finite."""
+    from accelerate import Accelerator
+
+    cfg = tiny_config(tmp_path, tiny_pipe_dir, iterations=2, updates_per_epoch=1)
+    cfg.model.dtype = "bfloat16"
+    model = train(cfg, tmp_path / "run", registry=Registry([tmp_path / "reg.yaml"]),
+                  accelerator=Accelerator(cpu=True, mixed_precision="bf16"))
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["approx_kl"] for r in rows] == pytest.approx([0.0, 0.0], abs=1e-6) and rows[1]["kl"] > 0
+    assert all(math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) for r in rows)
+    assert {p.dtype for p in model.transformer.parameters() if p.requires_grad} == {torch.float32}
+    assert next(p for p in model.transformer.parameters() if not p.requires_grad).dtype == torch.bfloat16
