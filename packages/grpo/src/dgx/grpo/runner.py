@@ -246,8 +246,8 @@ def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[P
     if (out / "invocations.jsonl").is_file():
         env = json.loads((out / "invocations.jsonl").read_text().splitlines()[-1])
         libs = ", ".join(f"{k} {v}" for k, v in env.items() if k not in ("time", "argv") and v is not None)
-        lines += ["", f"Last run {env['time']}: `{' '.join(Path(env['argv'][0]).name if i == 0 else a for i, a in enumerate(env['argv']))}`; "
-                  f"{libs} (every invocation: `invocations.jsonl`)."]
+        cmd = " ".join([Path(env["argv"][0]).name, *env["argv"][1:]])
+        lines += ["", f"Last run {env['time']}: `{cmd}`; {libs} (every invocation: `invocations.jsonl`)."]
     (out / "report.md").write_text("\n".join(lines) + "\n")
 
 

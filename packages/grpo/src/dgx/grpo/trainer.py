@@ -115,7 +115,9 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
     metrics = MetricsLog(run_dir, resume_after=start - 1) if acc.is_main_process else None
 
     end = tc.iterations if stop_after is None else min(tc.iterations, start + stop_after)
-    for it in tqdm(range(start, end), desc=f"train {run_dir.name}", disable=not acc.is_main_process, initial=start, total=tc.iterations):
+    bar = tqdm(range(start, end), desc=f"train {run_dir.parent.name}/{run_dir.name}", disable=not acc.is_main_process,
+               initial=start, total=tc.iterations)
+    for it in bar:
         sec, calls0 = {}, model.calls
         # 1. prompts (same choice on every process) and this process's slice of the N samples
         pick = choose_prompts(prompts, tc.prompts_per_iter, np.random.default_rng([cfg.seed, it]), tc.prompt_sampling)
@@ -151,6 +153,7 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
         stats = update(model, base, acc, opt, params, ema, cfg, traj, adv, schedule, step_fn, grid, it, lo)
         sec["train"] = time.perf_counter() - t0
 
+        bar.set_postfix(reward=f"{terminal.mean().item():.3f}", kl=f"{stats['kl']:.1e}", clip=f"{stats['clip_frac']:.2f}")
         if metrics is not None:
             row = {"iteration": it, "reward_mean": terminal.mean().item(), "reward_std": terminal.std().item(),
                    "adv_mean": adv_all.mean().item(), "adv_abs_mean": adv_all.abs().mean().item(),

@@ -1,0 +1,9 @@
+#!/bin/bash
+# DenseGRPO (n = t, calibrated psi) with the same 64 x 8 = 512 samples per iteration on all the quick
+# ablation's training prompts, 60 iterations (session 10); about 2 h on 2 cores. Resumable: rerun it.
+# Then the strict test score paired with the base model on the two further evaluation seeds.
+set -e
+dgx run configs/shapes_quick.yaml --only dense_grpo --set train.prompts_per_iter=64 --iterations 60 \
+  --out runs/quick512_dense --resume
+python scripts/paired_eval.py configs/shapes_quick.yaml --variant dense_grpo --seeds 12345 1000 1001 \
+  --out runs/quick512_dense/paired --adapters runs/quick512_dense/dense_grpo/seed_0 | tee runs/quick512_dense/paired.jsonl
