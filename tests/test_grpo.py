@@ -302,6 +302,12 @@ def test_dgx_calibrate_cli_writes_psi_and_reports_both_imbalances(tmp_path, tiny
     b = json.loads((tmp_path / "cal" / "psi.json").read_text())["imbalance"]
     assert f"calibrated {b['calibrated_mean']:.3f}, uniform a = 0.7 {b['uniform_a0.7_mean']:.3f}" in res.output
     assert (tmp_path / "cal" / "psi.png").is_file()
+    # --set reaches the calibration, and --resume continues its saved progress: one more iteration
+    more = CliRunner().invoke(main, ["calibrate", str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "cal"), "--resume",
+                                     "--set", "calibrate.iterations=2"])
+    assert more.exit_code == 0, more.output
+    hist = json.loads((tmp_path / "cal" / "psi.json").read_text())["history"]
+    assert len(hist) == 2 and hist[0] == json.loads((tmp_path / "cal" / "progress.json").read_text())["history"][0]
 
 
 def test_grpo_on_flux_trains_lora_on_double_and_single_blocks(tmp_path, tiny_flux_dir):
@@ -367,3 +373,22 @@ def test_bf16_weights_under_accelerate_mixed_precision(tmp_path, tiny_pipe_dir):
     assert all(math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) for r in rows)
     assert {p.dtype for p in model.transformer.parameters() if p.requires_grad} == {torch.float32}
     assert next(p for p in model.transformer.parameters() if not p.requires_grad).dtype == torch.bfloat16
+
+
+def test_dgx_eval_cli_scores_base_and_adapter_with_set(tmp_path, tiny_pipe_dir):
+    from click.testing import CliRunner
+    from dgx.grpo.cli import main
+
+    cfg = tiny_config(tmp_path, tiny_pipe_dir, iterations=1, lr=5e-2)
+    train(cfg, tmp_path / "run", registry=Registry([tmp_path / "reg.yaml"]))
+    sets = ["--set", "eval.max_prompts=3", "--set", "eval.images_per_prompt=2", "--set", "eval.steps=2"]
+    outs = {}
+    for name, extra in (("base", []), ("trained", ["--adapter", str(tmp_path / "run")])):
+        res = CliRunner().invoke(main, ["eval", str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / name), *sets, *extra])
+        assert res.exit_code == 0, res.output
+        summary = json.loads((tmp_path / name / "summary.json").read_text())
+        assert f"overall: {summary['overall']:.4f}" in res.output
+        outs[name] = [json.loads(ln) for ln in (tmp_path / name / "per_image.jsonl").read_text().splitlines()]
+    assert len(outs["base"]) == 6 and [r["prompt"] for r in outs["base"]] == [r["prompt"] for r in outs["trained"]]
+    bad = CliRunner().invoke(main, ["eval", str(tmp_path / "cfg.yaml"), "--adapter", str(tmp_path / "nothing")])
+    assert bad.exit_code == 2 and "no adapter.safetensors found" in bad.output
