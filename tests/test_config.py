@@ -163,9 +163,15 @@ def test_set_overrides_every_variant_last_and_errors_name_the_flag(tmp_path):
     assert r.exit_code == 2 and "--set sampler.noise.name" in r.output and "did you mean 'calibrated'" in r.output
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")))
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted(str(p.relative_to(ROOT)) for p in [*ROOT.glob("configs/*.yaml"), *ROOT.glob("docs/experiments/**/*.yaml")]
+                 if p.name != "registry.yaml")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_configs_validate(name):
-    abl = load(Path(__file__).resolve().parents[1] / "configs" / name)
+    """Every config in configs/ and docs/experiments/ loads (registry files, component names, keys)."""
+    abl = load(ROOT / name)
     assert abl.variants and abl.seeds
 
 

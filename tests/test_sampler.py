@@ -239,3 +239,24 @@ def test_flux_adapter_reproduces_the_flux_pipeline(tiny_flux_dir):
         FluxModel.from_pretrained(tiny_flux_dir, dtype=torch.float32, resolution=18)
     with pytest.raises(SamplerError, match="could not load a FluxPipeline .*HF_HUB_OFFLINE=1"):
         FluxModel.from_pretrained(str(tiny_flux_dir / "missing"))
+
+
+def test_flux_dev_architecture_from_its_config():
+    """FLUX.1-dev's transformer (meta device) has its published size and depth; a copy cut to one double-
+    and one single-stream block runs end to end with the real conditioning widths."""
+    from dgx.sampler.architectures import FLUX_DEV_TRANSFORMER, flux_dev_random
+    from diffusers import FluxTransformer2DModel
+
+    with torch.device("meta"):
+        full = FluxTransformer2DModel(**FLUX_DEV_TRANSFORMER)
+    n = sum(p.numel() for p in full.parameters())
+    assert 11.5e9 < n < 12.2e9 and (len(full.transformer_blocks), len(full.single_transformer_blocks)) == (19, 38)
+
+    m = flux_dev_random(dtype=torch.float32, layers=1, single_layers=1, resolution=128, max_sequence_length=16)
+    cond = m.encode(["a red cat", "a dog"])
+    assert cond.embeds.shape == (2, 16, 4096) and cond.pooled.shape == (2, 768) and cond.neg_embeds is None
+    x = m.init_latents(2, torch.Generator().manual_seed(0))
+    assert x.shape == (2, 16, 16, 16) and len(m.grid(10)) == 11
+    v = m.velocity(x, torch.full((2,), 0.5), cond, guidance=3.5)
+    assert v.shape == x.shape and torch.isfinite(v).all()
+    assert m.decode(x).shape == (2, 3, 128, 128)

@@ -1,4 +1,4 @@
-"""Published SD3-class architectures with random weights, built offline (no Hub).
+"""Published SD3- and FLUX-class architectures with random weights, built offline (no Hub).
 
 For measuring time and memory of the real model sizes where the weights cannot be had
 (CI, an offline GPU box): the SD3.5-Medium transformer (MMDiT-X: 24 blocks, width 1536,
@@ -7,15 +7,27 @@ down-sampling) from their published configs. The CLIP-L / CLIP-G text encoders k
 widths (768 / 1280, so the conditioning has the real shapes) but only ``text_layers``
 layers; T5-XXL is left out and its tokens are zeros, as diffusers pads when
 ``text_encoder_3`` is None, so the transformer still sees 77 + ``max_sequence_length`` tokens.
+
+FLUX.1-dev's transformer (19 double- and 38 single-stream blocks of width 3072, guidance
+embedding, RoPE axes 16/56/56) and VAE likewise; FLUX reads T5 tokens, so T5-XXL keeps its
+width (4096) with ``text_layers`` layers, and CLIP-L gives the pooled vector.
 """
 
 from __future__ import annotations
 
 import torch
+from dgx.sampler.flux import FluxModel
 from dgx.sampler.model import SD3Model
-from dgx.sampler.tiny import word_tokenizer
-from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
-from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+from dgx.sampler.tiny import word_level_tokenizer, word_tokenizer
+from diffusers import (
+    AutoencoderKL,
+    FlowMatchEulerDiscreteScheduler,
+    FluxPipeline,
+    FluxTransformer2DModel,
+    SD3Transformer2DModel,
+    StableDiffusion3Pipeline,
+)
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
 SD35_MEDIUM_TRANSFORMER = dict(
     sample_size=128, patch_size=2, in_channels=16, num_layers=24, attention_head_dim=64, num_attention_heads=24,
@@ -27,6 +39,11 @@ SD3_VAE = dict(
     down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=32,
     sample_size=1024, scaling_factor=1.5305, shift_factor=0.0609, use_quant_conv=False, use_post_quant_conv=False,
 )
+FLUX_DEV_TRANSFORMER = dict(
+    patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128, num_attention_heads=24,
+    joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True, axes_dims_rope=(16, 56, 56),
+)
+FLUX_VAE = dict(SD3_VAE, scaling_factor=0.3611, shift_factor=0.1159)
 WORDS = "a photo of an the and with on in left right above below red green blue yellow cat dog car".split()
 
 
@@ -60,3 +77,30 @@ def sd35_medium_random(path: str = "", dtype: torch.dtype = torch.float32, devic
     pipe = sd35_medium_pipeline(layers, text_layers).to(device=device, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     return SD3Model(pipe, max_sequence_length, device, pad_missing_t5=True, resolution=resolution)
+
+
+def flux_dev_pipeline(layers: int | None = None, single_layers: int | None = None, text_layers: int = 1, seed: int = 0) -> FluxPipeline:
+    """FLUX.1-dev-shaped pipeline with random weights; ``layers`` / ``single_layers`` cut the depth for quick checks."""
+    torch.manual_seed(seed)
+    arch = dict(FLUX_DEV_TRANSFORMER)
+    arch.update({k: v for k, v in (("num_layers", layers), ("num_single_layers", single_layers)) if v is not None})
+    clip_tok, t5_tok = word_tokenizer(WORDS, 77), word_level_tokenizer(WORDS, 512)
+    clip = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(clip_tok.get_vocab()), hidden_size=768, intermediate_size=3072, num_hidden_layers=text_layers,
+        num_attention_heads=12, max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_act="gelu"))
+    t5 = T5EncoderModel(T5Config(vocab_size=len(t5_tok.get_vocab()), d_model=4096, d_kv=64, d_ff=10240, num_layers=text_layers,
+                                 num_heads=64, feed_forward_proj="gated-gelu", dropout_rate=0.0, pad_token_id=0, eos_token_id=1,
+                                 decoder_start_token_id=0))
+    scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                                base_image_seq_len=256, max_image_seq_len=4096, shift=3.0)
+    return FluxPipeline(scheduler=scheduler, vae=AutoencoderKL(**FLUX_VAE), text_encoder=clip, tokenizer=clip_tok,
+                        text_encoder_2=t5, tokenizer_2=t5_tok, transformer=FluxTransformer2DModel(**arch))
+
+
+def flux_dev_random(path: str = "", dtype: torch.dtype = torch.bfloat16, device: str = "cpu", max_sequence_length: int = 512,
+                    resolution: int | None = None, layers: int | None = None, single_layers: int | None = None,
+                    text_layers: int = 1) -> FluxModel:
+    """Registry builder (``models: flux_dev_random``): the pipeline above as a ``FluxModel``; ``path`` is unused."""
+    pipe = flux_dev_pipeline(layers, single_layers, text_layers).to(device=device, dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    return FluxModel(pipe, max_sequence_length, device, resolution=resolution)
