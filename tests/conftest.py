@@ -37,3 +37,14 @@ def tiny_flux_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("tiny_flux")
     tiny_flux_pipeline(WORDS).save_pretrained(d)
     return d
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Accelerate's state is a process-wide singleton: reset it after every test (as accelerate's own
+    AccelerateTestCase does), so a test may build an Accelerator with other settings."""
+    yield
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
