@@ -392,3 +392,21 @@ def test_dgx_eval_cli_scores_base_and_adapter_with_set(tmp_path, tiny_pipe_dir):
     assert len(outs["base"]) == 6 and [r["prompt"] for r in outs["base"]] == [r["prompt"] for r in outs["trained"]]
     bad = CliRunner().invoke(main, ["eval", str(tmp_path / "cfg.yaml"), "--adapter", str(tmp_path / "nothing")])
     assert bad.exit_code == 2 and "no adapter.safetensors found" in bad.output
+
+
+def test_resume_may_shorten_a_run_only_above_what_it_has_trained(tmp_path, tiny_pipe_dir):
+    from dgx.grpo.errors import ConfigError
+    from dgx.grpo.runner import check_resume
+
+    cfg = tiny_config(tmp_path, tiny_pipe_dir, iterations=10)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    p = torch.nn.Parameter(torch.zeros(2))
+    checkpoint.save(run / "checkpoints", 2, {"w": p.detach()}, torch.optim.AdamW([p]), None)  # 3 iterations done
+    assert check_resume(run, cfg) == []
+    assert check_resume(run, cfg.model_copy(update={"train": cfg.train.model_copy(update={"iterations": 3})})) == ["train.iterations"]
+    with pytest.raises(ConfigError, match="cannot shorten a run to 2 iterations: it has trained 3 of 10"):
+        check_resume(run, cfg.model_copy(update={"train": cfg.train.model_copy(update={"iterations": 2})}))
+    with pytest.raises(ConfigError, match=r"train\.lr changed"):
+        check_resume(run, cfg.model_copy(update={"train": cfg.train.model_copy(update={"lr": 0.5})}))

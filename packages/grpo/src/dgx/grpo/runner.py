@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from dgx.grpo import checkpoint
 from dgx.grpo.build import build_model, choose_prompts, load_prompts
 from dgx.grpo.calibrate import calibrate, mean_imbalance
 from dgx.grpo.config import RunConfig, load
@@ -87,8 +88,8 @@ def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 
 def check_resume(run_dir: Path, cfg: RunConfig) -> list[str]:
-    """The keys changed since ``run_dir/config.yaml`` was written; a resumed run may only train
-    longer, save at another interval or be evaluated differently (RESUMABLE_CHANGES)."""
+    """The keys changed since ``run_dir/config.yaml`` was written; a resumed run may only change its
+    length (not below what it has trained), save interval or evaluation (RESUMABLE_CHANGES)."""
     path = run_dir / "config.yaml"
     if not path.is_file():
         return []
@@ -98,9 +99,12 @@ def check_resume(run_dir: Path, cfg: RunConfig) -> list[str]:
     if bad:
         raise ConfigError(f"{run_dir}: --resume with a different config ({', '.join(bad)} changed since "
                           f"{path.name} was written); resume with the same settings or give a new --out")
-    if cfg.train.iterations < old["train"]["iterations"]:
-        raise ConfigError(f"{run_dir}: --resume cannot shorten a run (train.iterations {old['train']['iterations']} -> "
-                          f"{cfg.train.iterations}); give a new --out")
+    if cfg.train.iterations < old["train"]["iterations"]:  # shorter: only if it has not trained past the new end
+        last = checkpoint.latest(run_dir / "checkpoints")
+        done = 0 if last is None else json.loads((last / "state.json").read_text())["iteration"] + 1
+        if done > cfg.train.iterations or (run_dir / "eval" / "summary.json").is_file():
+            raise ConfigError(f"{run_dir}: --resume cannot shorten a run to {cfg.train.iterations} iterations: it has "
+                              f"trained {done} of {old['train']['iterations']}; give a new --out")
     return changed
 
 
