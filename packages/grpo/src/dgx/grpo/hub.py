@@ -1,8 +1,9 @@
 """Export a trained run for reuse and publish it on the Hugging Face Hub (`dgx push`).
 
 The export holds the LoRA in the diffusers format (the model's pipeline class, e.g.
-``StableDiffusion3Pipeline`` or ``FluxPipeline``, reads it with ``load_lora_weights``, LoRA config included), the resolved config, psi(t), the evaluation metrics, the
-training metrics, a sample image grid and a model card (README.md with Hub metadata).
+``StableDiffusion3Pipeline`` or ``FluxPipeline``, reads it with ``load_lora_weights``, LoRA
+config included), the resolved config, psi(t), the evaluation metrics, the training
+metrics, a sample image grid and a model card (README.md with Hub metadata).
 It is built in a staging folder, never in the run folder; the token comes from
 huggingface_hub's standard places (HF_TOKEN, the login cache) and is never printed,
 logged or written anywhere.
