@@ -90,8 +90,9 @@ def calibrate(cfg: RunConfig, out_dir: Path, registry: Registry | None = None, r
     saved = json.loads(progress.read_text()) if resume and progress.is_file() else {}
     history = saved["history"][: c.iterations] if saved.get("fingerprint") == fingerprint else []
     psi = np.array(init)
-    for h in history:
-        psi = next_psi(np.array(h["psi"]), np.array(h["pos"]), np.array(h["neg"]), c.eps1, c.eps2)
+    if history:  # each entry holds the psi it sampled with: the next one follows from the last
+        last = history[-1]
+        psi = next_psi(np.array(last["psi"]), np.array(last["pos"]), np.array(last["neg"]), c.eps1, c.eps2)
     for k in tqdm(range(len(history), c.iterations), desc="calibrate", initial=len(history), total=c.iterations):
         dr = dense_rewards(model, cfg, reward, prompts, TableNoise(tuple(psi)), 100_000 + k, step_fn)
         pos, neg = (dr > 0).sum(0).numpy(), (dr < 0).sum(0).numpy()

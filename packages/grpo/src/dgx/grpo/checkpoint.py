@@ -64,4 +64,9 @@ def load(path: Path, optimizer: torch.optim.Optimizer) -> tuple[int, dict, dict 
     np.random.set_state(rng["numpy"])
     random.setstate(rng["python"])
     ema = load_file(path / "ema.safetensors") if (path / "ema.safetensors").is_file() else None
-    return json.loads((path / "state.json").read_text())["iteration"], load_file(path / "adapter.safetensors"), ema
+    return iteration(path), load_file(path / "adapter.safetensors"), ema
+
+
+def iteration(path: Path) -> int:
+    """The (0-based) iteration after which checkpoint ``path`` was written."""
+    return json.loads((Path(path) / "state.json").read_text())["iteration"]

@@ -101,7 +101,7 @@ def check_resume(run_dir: Path, cfg: RunConfig) -> list[str]:
                           f"{path.name} was written); resume with the same settings or give a new --out")
     if cfg.train.iterations < old["train"]["iterations"]:  # shorter: only if it has not trained past the new end
         last = checkpoint.latest(run_dir / "checkpoints")
-        done = 0 if last is None else json.loads((last / "state.json").read_text())["iteration"] + 1
+        done = 0 if last is None else checkpoint.iteration(last) + 1
         if done > cfg.train.iterations or (run_dir / "eval" / "summary.json").is_file():
             raise ConfigError(f"{run_dir}: --resume cannot shorten a run to {cfg.train.iterations} iterations: it has "
                               f"trained {done} of {old['train']['iterations']}; give a new --out")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from dgx.sampler.flux import FluxModel
 from dgx.sampler.model import SD3Model
-from dgx.sampler.tiny import word_level_tokenizer, word_tokenizer
+from dgx.sampler.tiny import flux_scheduler, word_level_tokenizer, word_tokenizer
 from diffusers import (
     AutoencoderKL,
     FlowMatchEulerDiscreteScheduler,
@@ -91,9 +91,7 @@ def flux_dev_pipeline(layers: int | None = None, single_layers: int | None = Non
     t5 = T5EncoderModel(T5Config(vocab_size=len(t5_tok.get_vocab()), d_model=4096, d_kv=64, d_ff=10240, num_layers=text_layers,
                                  num_heads=64, feed_forward_proj="gated-gelu", dropout_rate=0.0, pad_token_id=0, eos_token_id=1,
                                  decoder_start_token_id=0))
-    scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
-                                                base_image_seq_len=256, max_image_seq_len=4096, shift=3.0)
-    return FluxPipeline(scheduler=scheduler, vae=AutoencoderKL(**FLUX_VAE), text_encoder=clip, tokenizer=clip_tok,
+    return FluxPipeline(scheduler=flux_scheduler(), vae=AutoencoderKL(**FLUX_VAE), text_encoder=clip, tokenizer=clip_tok,
                         text_encoder_2=t5, tokenizer_2=t5_tok, transformer=FluxTransformer2DModel(**arch))
 
 

@@ -81,9 +81,7 @@ class FluxModel(PipelineModel):
         """The pipeline's sigmas for ``steps`` steps at this resolution: ``1 = t_0 > ... > t_T = 0``."""
         from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
-        if steps < 1:
-            raise SamplerError(f"sampler steps must be >= 1, got {steps}")
-        sched = self.pipe.scheduler.__class__.from_config(self.pipe.scheduler.config)
+        sched = self._scheduler(steps)
         tokens = (self.resolution // (self.pipe.vae_scale_factor * 2)) ** 2
         c = sched.config
         mu = calculate_shift(tokens, c.get("base_image_seq_len", 256), c.get("max_image_seq_len", 4096),

@@ -110,6 +110,12 @@ class PipelineModel:
         w = (width or self.resolution) // f
         return randn_tensor((n, self.latent_channels, h, w), generator=generator, device=self.device, dtype=torch.float32)
 
+    def _scheduler(self, steps: int):
+        """A fresh copy of the pipeline's scheduler (the pipeline's own stays untouched) for ``steps`` >= 1 steps."""
+        if steps < 1:
+            raise SamplerError(f"sampler steps must be >= 1, got {steps}")
+        return self.pipe.scheduler.__class__.from_config(self.pipe.scheduler.config)
+
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents (n, C, h, w) -> images float [0, 1] NCHW."""
@@ -179,8 +185,6 @@ class SD3Model(PipelineModel):
 
     def grid(self, steps: int) -> torch.Tensor:
         """The scheduler's sigmas for ``steps`` steps (with its shift): ``1 = t_0 > ... > t_T = 0``."""
-        if steps < 1:
-            raise SamplerError(f"sampler steps must be >= 1, got {steps}")
-        sched = self.pipe.scheduler.__class__.from_config(self.pipe.scheduler.config)
+        sched = self._scheduler(steps)
         sched.set_timesteps(steps, device="cpu")
         return sched.sigmas.float().to(self.device)

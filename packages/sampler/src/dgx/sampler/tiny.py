@@ -123,6 +123,12 @@ def tiny_sd3_pipeline(
     )
 
 
+def flux_scheduler() -> FlowMatchEulerDiscreteScheduler:
+    """FLUX.1-dev's scheduler config: shift mu grows with the image token count (dynamic shifting)."""
+    return FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                           base_image_seq_len=256, max_image_seq_len=4096, shift=3.0)
+
+
 def tiny_flux_pipeline(
     words: list[str],
     *,
@@ -138,8 +144,7 @@ def tiny_flux_pipeline(
     guidance_embeds: bool = True,
     seed: int = 0,
 ) -> FluxPipeline:
-    """A randomly initialised ``FluxPipeline`` (CLIP + T5 text encoders, dynamic-shift scheduler as
-    FLUX.1-dev's); ``guidance_embeds=False`` gives a schnell-like transformer that takes true CFG.
+    """A randomly initialised ``FluxPipeline`` (CLIP + T5 text encoders, FLUX.1-dev's scheduler); ``guidance_embeds=False`` gives a schnell-like transformer that takes true CFG.
     Pipelines default to 128 latent pixels a side; pass a small ``resolution`` to ``FluxModel``."""
     torch.manual_seed(seed)
     clip_tok = word_tokenizer(words, max_length)
@@ -153,10 +158,8 @@ def tiny_flux_pipeline(
         attention_head_dim=head_dim, num_attention_heads=heads, joint_attention_dim=t5_dim, pooled_projection_dim=text_dim,
         guidance_embeds=guidance_embeds, axes_dims_rope=rope,
     )
-    scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
-                                                base_image_seq_len=256, max_image_seq_len=4096)
     return FluxPipeline(
-        scheduler=scheduler, vae=_vae(latent_channels, vae_channels, 32, shift_factor=0.1, scaling_factor=0.5),
+        scheduler=flux_scheduler(), vae=_vae(latent_channels, vae_channels, 32, shift_factor=0.1, scaling_factor=0.5),
         text_encoder=CLIPTextModel(_clip_config(len(clip_tok.get_vocab()), text_dim, 1, max_length)), tokenizer=clip_tok,
         text_encoder_2=t5, tokenizer_2=t5_tok, transformer=transformer,
     )
