@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from dgx.rewards.shapes import prompts as P
-from dgx.rewards.shapes.render import render_prompt
+from dgx.rewards.shapes import render as R
 from dgx.sampler.tiny import tiny_sd3_pipeline
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "packages/rewards/src/dgx/rewards/shapes/weights"
@@ -36,14 +36,15 @@ ARCH = dict(sample_size=16, vae_channels=(32, 64), latent_channels=4, text_dim=3
             layers=4, heads=3, head_dim=32, max_length=24, shift=1.0)
 
 
-def dataset(n: int, seed: int) -> tuple[list[str], torch.Tensor]:
-    """``n`` (prompt, image) pairs, tags sampled uniformly; images float [-1, 1] NCHW."""
+def dataset(n: int, seed: int, sizes: tuple[int, int] = (R.MIN_SIZE, R.MAX_SIZE), gap: int = R.GAP) -> tuple[list[str], torch.Tensor]:
+    """``n`` (prompt, image) pairs, tags sampled uniformly; images float [-1, 1] NCHW; shape sides and
+    gaps as ``render.scene_for`` takes them."""
     rng, pick = np.random.default_rng(seed), random.Random(seed)
     by_tag = {t: [m for m in P.all_prompts() if m["tag"] == t] for t in P.TAGS}
     texts, imgs = [], np.empty((n, 32, 32, 3), np.uint8)
     for i in range(n):
         meta = pick.choice(by_tag[pick.choice(P.TAGS)])
-        imgs[i], _ = render_prompt(meta, rng)
+        imgs[i], _ = R.render_prompt(meta, rng, sizes, gap)
         texts.append(meta["prompt"])
     x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
     return texts, x
@@ -82,6 +83,12 @@ def main() -> None:
     ap.add_argument("--save-every", type=int, default=500)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sizes", type=int, nargs=2, default=[R.MIN_SIZE, R.MAX_SIZE], metavar=("MIN", "MAX"),
+                    help="side of the rendered shapes in px, inclusive (the shipped model: %(default)s)")
+    ap.add_argument("--layers", type=int, default=ARCH["layers"], help="transformer blocks (the shipped model: %(default)s)")
+    ap.add_argument("--heads", type=int, default=ARCH["heads"],
+                    help="attention heads of width %d, so the model width is 32 x heads (the shipped model: %%(default)s)" % ARCH["head_dim"])
+    ap.add_argument("--gap", type=int, default=R.GAP, help="px kept free between shapes (the shipped model: %(default)s)")
     ap.add_argument("--init-from", type=Path, help="continue from this checkpoint's transformer and text encoders "
                     "(a second stage: new optimizer and warmup, step numbers continue)")
     ap.add_argument("--install", type=Path, help="copy this checkpoint folder into the package weights and exit")
@@ -102,9 +109,10 @@ def main() -> None:
         logf.flush()
 
     log(f"args {vars(args)}")
-    pipe = tiny_sd3_pipeline(P.vocabulary(), seed=args.seed, **ARCH)
+    arch = {**ARCH, "layers": args.layers, "heads": args.heads}
+    pipe = tiny_sd3_pipeline(P.vocabulary(), seed=args.seed, **arch)
     t0 = time.time()
-    texts, x = dataset(args.n_images, args.seed)
+    texts, x = dataset(args.n_images, args.seed, tuple(args.sizes), args.gap)
     log(f"rendered {len(texts)} images in {time.time() - t0:.0f}s")
 
     cache = args.out / "vae_phase.pt"  # phase 1 is reused when the script is re-run on the same OUT
@@ -167,7 +175,8 @@ def main() -> None:
         if step % args.save_every == 0 or step == args.steps:
             ck = args.out / f"step_{offset + step:05d}"
             pipe.save_pretrained(ck)
-            (ck / "shapes_model.json").write_text(json.dumps({"step": offset + step, "arch": ARCH, "seed": args.seed,
+            (ck / "shapes_model.json").write_text(json.dumps({"step": offset + step, "arch": arch, "seed": args.seed,
+                                                              "render": {"sizes": args.sizes, "gap": args.gap},
                                                               "init_from": str(args.init_from) if args.init_from else None}))
             log(f"saved {ck}")
 

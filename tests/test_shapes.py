@@ -36,16 +36,19 @@ def test_metadata_follows_geneval_format():
         assert set(m) == {"tag", "prompt", "include", "exclude"} and m["tag"] in prompts.TAGS
 
 
-def test_renderer_draws_exact_palette_and_counts():
+@pytest.mark.parametrize("sizes, gap", [((render.MIN_SIZE, render.MAX_SIZE), render.GAP), ((10, 13), 3)])
+def test_renderer_draws_exact_palette_and_counts(sizes, gap):
     rng = np.random.default_rng(0)
     meta = {"tag": "counting", "prompt": "", "include": [{"class": "circle", "count": 4}], "exclude": []}
-    img, shapes = render.render_prompt(meta, rng)
-    assert img.shape == (32, 32, 3) and img.dtype == np.uint8 and len(shapes) == 4
-    colours = {tuple(c) for c in img.reshape(-1, 3)}
-    assert colours <= set(render.PALETTE.values()) | {render.BACKGROUND}
-    for a in shapes:  # no two shapes touch
-        for b in shapes:
-            assert a is b or not render._overlaps(a, b)
+    for _ in range(20):
+        img, shapes = render.render_prompt(meta, rng, sizes, gap)
+        assert img.shape == (32, 32, 3) and img.dtype == np.uint8 and len(shapes) == 4
+        colours = {tuple(c) for c in img.reshape(-1, 3)}
+        assert colours <= set(render.PALETTE.values()) | {render.BACKGROUND}
+        assert all(sizes[0] <= s.size <= sizes[1] for s in shapes)
+        for a in shapes:  # no two shapes come closer than the gap
+            for b in shapes:
+                assert a is b or not render._overlaps(a, b, gap)
 
 
 def test_shipped_model_loads_offline_and_is_deterministic():

@@ -74,10 +74,10 @@ def draw(shapes: list[Shape], size: int = SIZE) -> np.ndarray:
     return img
 
 
-def _overlaps(a: Shape, b: Shape) -> bool:
+def _overlaps(a: Shape, b: Shape, gap: int = GAP) -> bool:
     ax0, ay0, ax1, ay1 = a.box
     bx0, by0, bx1, by1 = b.box
-    return not (ax1 + GAP <= bx0 or bx1 + GAP <= ax0 or ay1 + GAP <= by0 or by1 + GAP <= ay0)
+    return not (ax1 + gap <= bx0 or bx1 + gap <= ax0 or ay1 + gap <= by0 or by1 + gap <= ay0)
 
 
 def pixel_box(shape: Shape, size: int = SIZE) -> tuple[float, float, float, float]:
@@ -93,11 +93,13 @@ def _relation_holds(a: Shape, b: Shape, relation: str) -> bool:
     return relation in relative_position(a.box, b.box) and relation in relative_position(pixel_box(a), pixel_box(b))
 
 
-def scene_for(meta: dict, rng: np.random.Generator, max_tries: int = 500) -> list[Shape]:
+def scene_for(meta: dict, rng: np.random.Generator, max_tries: int = 500,
+              sizes: tuple[int, int] = (MIN_SIZE, MAX_SIZE), gap: int = GAP) -> list[Shape]:
     """Sample a scene that satisfies GenEval metadata ``meta`` (include/exclude clauses).
 
     Objects without a colour requirement get a random colour; counts and positions are
-    honoured exactly; shapes never touch.
+    honoured exactly; shapes never touch (``gap`` pixels apart); sides are drawn uniformly
+    from ``sizes`` (inclusive).
     """
     for _ in range(max_tries):
         shapes: list[Shape] = []
@@ -106,7 +108,7 @@ def scene_for(meta: dict, rng: np.random.Generator, max_tries: int = 500) -> lis
         for req in meta["include"]:
             group = []
             for _ in range(req["count"]):
-                s = _place(req, groups, shapes, rng)
+                s = _place(req, groups, shapes, rng, sizes, gap)
                 if s is None:
                     ok = False
                     break
@@ -120,13 +122,14 @@ def scene_for(meta: dict, rng: np.random.Generator, max_tries: int = 500) -> lis
     raise RuntimeError(f"could not place a scene for {meta['prompt']!r} in {max_tries} tries")
 
 
-def _place(req: dict, groups: list[list[Shape]], placed: list[Shape], rng: np.random.Generator) -> Shape | None:
+def _place(req: dict, groups: list[list[Shape]], placed: list[Shape], rng: np.random.Generator,
+           sizes: tuple[int, int], gap: int) -> Shape | None:
     color = req.get("color") or COLORS[rng.integers(len(COLORS))]
     for _ in range(50):
-        size = int(rng.integers(MIN_SIZE, MAX_SIZE + 1))
+        size = int(rng.integers(sizes[0], sizes[1] + 1))
         lo, hi = size / 2 + 0.5, SIZE - size / 2 - 0.5
         s = Shape(req["class"], color, float(rng.uniform(lo, hi)), float(rng.uniform(lo, hi)), size)
-        if any(_overlaps(s, p) for p in placed):
+        if any(_overlaps(s, p, gap) for p in placed):
             continue
         if "position" in req:
             rel, idx = req["position"]
@@ -136,7 +139,8 @@ def _place(req: dict, groups: list[list[Shape]], placed: list[Shape], rng: np.ra
     return None
 
 
-def render_prompt(meta: dict, rng: np.random.Generator) -> tuple[np.ndarray, list[Shape]]:
-    """A ground-truth image for one prompt's metadata, and the shapes drawn."""
-    shapes = scene_for(meta, rng)
+def render_prompt(meta: dict, rng: np.random.Generator, sizes: tuple[int, int] = (MIN_SIZE, MAX_SIZE),
+                  gap: int = GAP) -> tuple[np.ndarray, list[Shape]]:
+    """A ground-truth image for one prompt's metadata, and the shapes drawn (``scene_for``'s layout)."""
+    shapes = scene_for(meta, rng, sizes=sizes, gap=gap)
     return draw(shapes), shapes

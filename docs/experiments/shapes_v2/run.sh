@@ -1,0 +1,13 @@
+#!/bin/bash
+# Shapes model v2 (session 11): the shipped architecture and data recipe, with shapes of 10-13 px kept
+# 3 px apart (the shipped model: 8-11 px, 2 px), one 6000-step cosine stage; then the quick ablation
+# on it, its test score, the VAE ceiling and single-object detections of both models (diagnose.jsonl),
+# and where a rollout's outcome is set (exploration.jsonl).
+set -e
+python scripts/train_shapes_model.py --out runs/shapes_v2 --steps 6000 --cosine --save-every 1000 --sizes 10 13 --gap 3
+dgx run docs/experiments/shapes_v2/shapes_quick_v2.yaml --out runs/shapes_v2_quick
+python scripts/eval_shapes_checkpoint.py runs/shapes_v2/step_06000 --guidance 5
+for m in packages/rewards/src/dgx/rewards/shapes/weights runs/shapes_v2/step_06000; do
+  python scripts/diagnose_shapes_model.py $m -n 256
+done
+python scripts/diagnose_exploration.py docs/experiments/shapes_v2/shapes_quick_v2.yaml --prompts 8 --x0 8 --k 8 --a 0.7
