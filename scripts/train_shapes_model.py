@@ -87,7 +87,7 @@ def main() -> None:
                     help="side of the rendered shapes in px, inclusive (the shipped model: %(default)s)")
     ap.add_argument("--layers", type=int, default=ARCH["layers"], help="transformer blocks (the shipped model: %(default)s)")
     ap.add_argument("--heads", type=int, default=ARCH["heads"],
-                    help="attention heads of width %d, so the model width is 32 x heads (the shipped model: %%(default)s)" % ARCH["head_dim"])
+                    help=f"attention heads of {ARCH['head_dim']} channels each (the shipped model: %(default)s)")
     ap.add_argument("--gap", type=int, default=R.GAP, help="px kept free between shapes (the shipped model: %(default)s)")
     ap.add_argument("--init-from", type=Path, help="continue from this checkpoint's transformer and text encoders "
                     "(a second stage: new optimizer and warmup, step numbers continue)")

@@ -11,3 +11,8 @@ for m in packages/rewards/src/dgx/rewards/shapes/weights runs/shapes_v2/step_060
   python scripts/diagnose_shapes_model.py $m -n 256
 done
 python scripts/diagnose_exploration.py docs/experiments/shapes_v2/shapes_quick_v2.yaml --prompts 8 --x0 8 --k 8 --a 0.7
+# v3: the same layout with a wider transformer (6 blocks of width 128, 3.5 M parameters; 0.40 s per step here)
+python scripts/train_shapes_model.py --out runs/shapes_v3 --steps 5000 --cosine --save-every 1000 --sizes 10 13 --gap 3 --layers 6 --heads 4
+dgx run docs/experiments/shapes_v2/shapes_quick_v3.yaml --out runs/shapes_v3_quick
+python scripts/eval_shapes_checkpoint.py runs/shapes_v3/step_05000 --guidance 5
+python scripts/diagnose_shapes_model.py runs/shapes_v3/step_05000 -n 256 --grid docs/experiments/shapes_v2/single_object_v3.png  # diagnose_v3.jsonl
