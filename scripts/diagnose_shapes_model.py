@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from dgx.eval.benchmarks import generate
+from dgx.rewards.base import to_uint8
 from dgx.rewards.geneval import evaluate
 from dgx.rewards.shapes import prompts as P
 from dgx.rewards.shapes import render as R
@@ -42,11 +43,6 @@ layout = info.get("render", {"sizes": [R.MIN_SIZE, R.MAX_SIZE], "gap": R.GAP})  
 layout = {"sizes": args.sizes or layout["sizes"], "gap": layout["gap"] if args.gap is None else args.gap}
 model = SD3Model.from_pretrained(args.path, max_sequence_length=0)
 detector = ShapesDetector()
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """float [0, 1] NCHW -> uint8 NHWC."""
-    return (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
 
 
 rng = np.random.default_rng(args.seed)

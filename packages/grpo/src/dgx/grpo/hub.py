@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 from dgx.grpo.config import RunConfig
 from dgx.grpo.errors import ConfigError
+from dgx.rewards.base import to_uint8
 
 CARD = """{front_matter}
 # {title}
@@ -110,8 +111,7 @@ def _grid(images, captions: list[str]):
     rows = (n + cols - 1) // cols
     scale = max(1, 128 // max(h, w))
     grid = Image.new("RGB", (cols * w * scale, rows * h * scale), "white")
-    arr = (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-    for i, a in enumerate(arr):
+    for i, a in enumerate(to_uint8(images)):
         grid.paste(Image.fromarray(a).resize((w * scale, h * scale), Image.NEAREST), ((i % cols) * w * scale, (i // cols) * h * scale))
     return grid
 

@@ -144,8 +144,9 @@ def tiny_flux_pipeline(
     guidance_embeds: bool = True,
     seed: int = 0,
 ) -> FluxPipeline:
-    """A randomly initialised ``FluxPipeline`` (CLIP + T5 text encoders, FLUX.1-dev's scheduler); ``guidance_embeds=False`` gives a schnell-like transformer that takes true CFG.
-    Pipelines default to 128 latent pixels a side; pass a small ``resolution`` to ``FluxModel``."""
+    """A randomly initialised ``FluxPipeline`` (CLIP + T5 text encoders, FLUX.1-dev's scheduler);
+    ``guidance_embeds=False`` gives a schnell-like transformer that takes true CFG. Pipelines
+    default to 128 latent pixels a side; pass a small ``resolution`` to ``FluxModel``."""
     torch.manual_seed(seed)
     clip_tok = word_tokenizer(words, max_length)
     t5_tok = word_level_tokenizer(words, max_length)
