@@ -63,8 +63,9 @@ def test_resume_matches_uninterrupted(tmp_path, tiny_pipe_dir):
     reg = lambda d: Registry([d / "reg.yaml"])  # noqa: E731
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    cfg_a = tiny_config(tmp_path / "a", tiny_pipe_dir)
-    cfg_b = tiny_config(tmp_path / "b", tiny_pipe_dir)
+    sched = {"iterations": 4, "lr_schedule": "cosine", "lr_warmup": 1}  # a restarted schedule would train at 1e-2, then 0
+    cfg_a = tiny_config(tmp_path / "a", tiny_pipe_dir, **sched)
+    cfg_b = tiny_config(tmp_path / "b", tiny_pipe_dir, **sched)
     full = train(cfg_a, tmp_path / "a" / "run", registry=reg(tmp_path / "a"))
     train(cfg_b, tmp_path / "b" / "run", registry=reg(tmp_path / "b"), stop_after=2)  # "killed" after 2 iterations
     assert checkpoint.latest(tmp_path / "b" / "run" / "checkpoints").name == "iter_00001"
@@ -77,9 +78,10 @@ def test_resume_matches_uninterrupted(tmp_path, tiny_pipe_dir):
     init = load_file(tmp_path / "a" / "run" / "checkpoints" / "iter_00002" / "adapter.safetensors")
     assert set(init) == set(wa)
     rows = [json.loads(x) for x in (tmp_path / "b" / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["iteration"] for r in rows] == [0, 1, 2]
+    assert [r["iteration"] for r in rows] == [0, 1, 2, 3]
     rows_a = [json.loads(x) for x in (tmp_path / "a" / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["reward_mean"] for r in rows] == pytest.approx([r["reward_mean"] for r in rows_a], abs=1e-6)
+    assert [r["lr"] for r in rows] == pytest.approx([0.0, 1e-2, 7.5e-3, 2.5e-3])  # warmup, then cosine to 0 at iteration 4
     assert all(len(r["dense_mean"]) == 4 and len(r["latent_reward_mean"]) == 5 for r in rows)
     # dense gains are differences of the logged latent rewards
     r0 = rows[0]
@@ -163,7 +165,7 @@ base:
   model: {{name: shapes, path: "{tiny_pipe_dir}"}}
   sampler: {{steps: 3, guidance: 2.0}}
   reward: {{name: brightness}}
-  train: {{iterations: 2, prompts_per_iter: 2, group_size: 2, micro_batch: 8, lora_rank: 2, lora_alpha: 2}}
+  train: {{iterations: 2, prompts_per_iter: 2, group_size: 2, micro_batch: 8, lora_rank: 2, lora_alpha: 2, lr_schedule: linear}}
   calibrate: {{iterations: 1, prompts: 2, group_size: 2}}
   eval: {{steps: 2, images_per_prompt: 1, max_prompts: 3}}
 variants:
@@ -203,6 +205,8 @@ seeds: [0]
     assert longer.exit_code == 0, longer.output  # trains on from the last checkpoint and evaluates again
     rows = [json.loads(ln) for ln in (out / "flow_grpo/seed_0/metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [0, 1, 2]
+    # linear decay to 0 at the end: 2 iterations ran at 3e-4 and 1.5e-4; the third follows the new end (1e-4), not the old (0)
+    assert [r["lr"] for r in rows] == pytest.approx([3e-4, 1.5e-4, 1e-4])
     assert (out / "flow_grpo/seed_0/eval/summary.json").stat().st_mtime_ns != flow_stamp
     assert yaml.safe_load((out / "flow_grpo/seed_0/config.yaml").read_text())["train"]["iterations"] == 3
     assert (out / "base/seed_0/eval/summary.json").stat().st_mtime_ns == base_stamp  # same evaluation: base not redone
@@ -403,7 +407,7 @@ def test_resume_may_shorten_a_run_only_above_what_it_has_trained(tmp_path, tiny_
     run.mkdir()
     (run / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     p = torch.nn.Parameter(torch.zeros(2))
-    checkpoint.save(run / "checkpoints", 2, {"w": p.detach()}, torch.optim.AdamW([p]), None)  # 3 iterations done
+    checkpoint.save(run / "checkpoints", 2, {"w": p.detach()}, torch.optim.AdamW([p]), None, None)  # 3 iterations done
     assert check_resume(run, cfg) == []
     assert check_resume(run, cfg.model_copy(update={"train": cfg.train.model_copy(update={"iterations": 3})})) == ["train.iterations"]
     with pytest.raises(ConfigError, match="cannot shorten a run to 2 iterations: it has trained 3 of 10"):

@@ -1,4 +1,4 @@
-"""Atomic checkpoints: adapter, EMA, optimizer, RNG states, iteration, psi(t).
+"""Atomic checkpoints: adapter, EMA, optimizer, learning-rate scheduler, RNG states, iteration, psi(t).
 
 A checkpoint is written into a temporary folder and renamed into place, then the
 ``latest`` pointer file is replaced atomically, so a crash never leaves a half checkpoint
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -25,8 +26,8 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save(ckpt_root: Path, iteration: int, adapter: dict, optimizer: torch.optim.Optimizer, ema: dict | None,
-         psi_path: Path | None = None, keep: int = 2) -> Path:
+def save(ckpt_root: Path, iteration: int, adapter: dict, optimizer: torch.optim.Optimizer, scheduler: LRScheduler | None,
+         ema: dict | None, psi_path: Path | None = None, keep: int = 2) -> Path:
     ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / f"iter_{iteration:05d}"
     tmp = ckpt_root / f".tmp_iter_{iteration:05d}"
@@ -36,6 +37,8 @@ def save(ckpt_root: Path, iteration: int, adapter: dict, optimizer: torch.optim.
     if ema is not None:
         save_file({k: v.contiguous().cpu() for k, v in ema.items()}, tmp / "ema.safetensors")
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    if scheduler is not None:
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     torch.save({"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}, tmp / "rng.pt")
     if psi_path is not None and Path(psi_path).is_file():
         shutil.copy(psi_path, tmp / "psi.json")
@@ -56,9 +59,21 @@ def latest(ckpt_root: Path) -> Path | None:
     return path if (path / "state.json").is_file() else None
 
 
-def load(path: Path, optimizer: torch.optim.Optimizer) -> tuple[int, dict, dict | None]:
-    """Restore optimizer and RNG states; return (iteration, adapter state, ema state)."""
+def load(path: Path, optimizer: torch.optim.Optimizer, scheduler: LambdaLR | None = None) -> tuple[int, dict, dict | None]:
+    """Restore optimizer, scheduler and RNG states; return (iteration, adapter state, ema state).
+
+    ``scheduler`` keeps its own lr functions (a run resumed with more iterations decays to its new
+    end) and sets the optimizer's lr from them; a checkpoint without ``scheduler.pt`` (written before
+    schedulers were saved) gets it stepped once per finished iteration.
+    """
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
+    if scheduler is not None and (path / "scheduler.pt").is_file():
+        scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
+        for group, base, fn in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+            group["lr"] = base * fn(scheduler.last_epoch)
+    elif scheduler is not None:
+        for _ in range(iteration(path) + 1):
+            scheduler.step()
     rng = torch.load(path / "rng.pt", weights_only=False)
     torch.set_rng_state(rng["torch"])
     np.random.set_state(rng["numpy"])

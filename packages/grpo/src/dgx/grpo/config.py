@@ -73,6 +73,10 @@ class TrainConfig(_Strict):
     lora_alpha: int = Field(16, ge=1)
     lora_targets: list[str] = Field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"])
     lr: float = Field(3e-4, gt=0)
+    lr_schedule: Literal["constant", "linear", "cosine"] = Field(
+        "constant", description="learning rate over the iterations after warmup (Flow-GRPO: constant); linear and "
+        "cosine decay to 0 at train.iterations")
+    lr_warmup: int = Field(0, ge=0, description="iterations of linear warmup from 0 to lr")
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = Field(1e-4, ge=0)
     kl_beta: float = Field(0.01, ge=0, description="beta of the KL to the reference (adapter disabled)")

@@ -3,7 +3,8 @@
 Each iteration: choose prompts -> G SDE rollouts per prompt (no grad) -> reward credit
 (sparse, or per step through a wrapper) -> gather across processes -> advantages per
 prompt group (and per timestep) -> clipped GRPO loss with KL to the reference policy
-(LoRA disabled) on a subsample of the recorded steps -> AdamW on the LoRA parameters.
+(LoRA disabled) on a subsample of the recorded steps -> AdamW on the LoRA parameters, its learning
+rate set per iteration by ``train.lr_schedule`` and ``train.lr_warmup``.
 
 Every random draw is keyed by (seed, iteration, global sample index), so a sample is the
 same whichever process draws it, and a resumed run repeats the uninterrupted one.
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
+from diffusers.optimization import get_scheduler
 from dgx.grpo import checkpoint
 from dgx.grpo.advantages import advantages
 from dgx.grpo.build import (
@@ -91,6 +93,9 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
     if tc.gradient_checkpointing:
         base.enable_gradient_checkpointing()
     opt = torch.optim.AdamW(params, lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay)
+    # stepped once per iteration (not prepared by accelerate, which would step it once per process)
+    name = "constant_with_warmup" if tc.lr_schedule == "constant" and tc.lr_warmup else tc.lr_schedule
+    sched = get_scheduler(name, opt, num_warmup_steps=tc.lr_warmup, num_training_steps=tc.iterations)
     model.transformer, opt = acc.prepare(base, opt)
     ema = {n: p.detach().clone() for n, p in base.named_parameters() if p.requires_grad} if tc.ema else None
 
@@ -107,7 +112,7 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
     start = 0
     ckpts = run_dir / "checkpoints"
     if resume and (last := checkpoint.latest(ckpts)) is not None:
-        done, adapter, ema_state = checkpoint.load(last, opt)
+        done, adapter, ema_state = checkpoint.load(last, opt, sched)
         set_peft_model_state_dict(base, {k: v.to(acc.device) for k, v in adapter.items()})
         if ema is not None and ema_state is not None:
             ema = {k: v.to(acc.device) for k, v in ema_state.items()}
@@ -153,11 +158,13 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
         stats = update(model, base, acc, opt, params, ema, cfg, traj, adv, schedule, step_fn, grid, it, lo)
         sec["train"] = time.perf_counter() - t0
 
+        lr = opt.param_groups[0]["lr"]  # this iteration's
+        sched.step()
         bar.set_postfix(reward=f"{terminal.mean().item():.3f}", kl=f"{stats['kl']:.1e}", clip=f"{stats['clip_frac']:.2f}")
         if metrics is not None:
             row = {"iteration": it, "reward_mean": terminal.mean().item(), "reward_std": terminal.std().item(),
                    "adv_mean": adv_all.mean().item(), "adv_abs_mean": adv_all.abs().mean().item(),
-                   "lr": opt.param_groups[0]["lr"], "model_calls": model.calls - calls0, **stats,
+                   "lr": lr, "model_calls": model.calls - calls0, **stats,
                    **{f"seconds_{k}": v for k, v in sec.items()}}
             if latent is not None:  # R_k = R(ODE_n(x_k)) along the grid, gathered
                 row["latent_reward_mean"] = latent.mean(0).tolist()
@@ -168,7 +175,7 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
                 row["dense_neg"] = (signal < 0).float().mean(0).tolist()
             metrics.log(row)
         if acc.is_main_process and ((it + 1) % tc.save_every == 0 or it + 1 == tc.iterations):
-            checkpoint.save(ckpts, it, get_peft_model_state_dict(base), opt, ema, psi_path)
+            checkpoint.save(ckpts, it, get_peft_model_state_dict(base), opt, sched, ema, psi_path)
         acc.wait_for_everyone()
     if metrics is not None:
         metrics.close()
