@@ -15,11 +15,21 @@ class Brightness:
         return (images[:, 0] - images[:, 2]).flatten(1).mean(1) * 10
 
 
+def brightness_eval(model, *, steps, guidance, seed, out=None, shard=None, **_):
+    """A benchmark for tests: mean brightness of ODE samples of five prompts, two images each."""
+    from dgx.eval.benchmarks import Shard, reward_benchmark
+
+    prompts = [{"prompt": p} for p in ("a red circle", "a blue square", "two green triangles", "a photo of a diamond", "a cat")]
+    return reward_benchmark(model, Brightness(), prompts, steps=steps, guidance=guidance, images_per_prompt=2, seed=seed,
+                            batch=3, out=out, shard=shard or Shard())
+
+
 def tiny_config(tmp_path, pipe_dir, **train):
     """A RunConfig on the tiny random pipeline with the brightness reward (user registry)."""
     from dgx.grpo.config import load
 
-    (tmp_path / "reg.yaml").write_text("rewards:\n  brightness: {impl: 'dgx_test_helpers:Brightness', description: test}\n")
+    (tmp_path / "reg.yaml").write_text("evaluations:\n  brightness_eval: {impl: 'dgx_test_helpers:brightness_eval', description: test}\n"
+                                       "rewards:\n  brightness: {impl: 'dgx_test_helpers:Brightness', description: test}\n")
     t = {"iterations": 3, "prompts_per_iter": 2, "group_size": 4, "lr": 1e-2, "micro_batch": 10, "save_every": 1,
          "timestep_fraction": 0.5, "updates_per_epoch": 2, "lora_rank": 2, "lora_alpha": 4, "clip_range": 0.2, "kl_beta": 0.1, **train}
     body = {

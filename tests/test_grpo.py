@@ -212,6 +212,49 @@ seeds: [0]
     assert (out / "base/seed_0/eval/summary.json").stat().st_mtime_ns == base_stamp  # same evaluation: base not redone
 
 
+def test_dgx_run_on_two_processes_matches_one(tmp_path, tiny_pipe_dir):
+    """`accelerate launch --num_processes 2 -m dgx.grpo.cli run`: calibration, training and evaluation split over
+    the processes give one process's psi(t), metrics and scores, and shared files are written once."""
+    tiny_config(tmp_path, tiny_pipe_dir)  # writes reg.yaml (brightness reward and benchmark)
+    abl = tmp_path / "abl.yaml"
+    abl.write_text(f"""
+registry: reg.yaml
+base:
+  model: {{name: shapes, path: "{tiny_pipe_dir}"}}
+  sampler: {{steps: 3, guidance: 2.0, noise: {{name: calibrated}}}}
+  reward: {{name: brightness, credit: dense_gain}}
+  train: {{iterations: 2, prompts_per_iter: 2, group_size: 2, micro_batch: 8, lora_rank: 2, lora_alpha: 4,
+          lr: 5.0e-2, clip_range: 0.2}}
+  calibrate: {{iterations: 2, prompts: 2, group_size: 3, check_prompts: 2}}
+  eval: {{name: brightness_eval, steps: 2}}
+  device: cpu
+variants:
+  dense_grpo: {{}}
+seeds: [0]
+""")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    for n in (1, 2):
+        mode = ["--multi_gpu"] if n > 1 else ["--cpu"]
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", *mode, "--num_processes", str(n), "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(29510 + n),
+               "-m", "dgx.grpo.cli", "run", str(abl), "--out", str(tmp_path / f"out{n}")]
+        res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        assert res.returncode == 0, res.stderr[-3000:]
+    one, two = tmp_path / "out1", tmp_path / "out2"
+    assert len((two / "invocations.jsonl").read_text().splitlines()) == 1  # written by the main process only
+    psi1, psi2 = (json.loads((o / "dense_grpo/seed_0/calibration/psi.json").read_text()) for o in (one, two))
+    assert psi1["psi"] == pytest.approx(psi2["psi"], abs=1e-9) and psi1["history"] == psi2["history"]
+    for run in ("base/seed_0", "dense_grpo/seed_0"):
+        rows1, rows2 = ([json.loads(ln) for ln in (o / run / "eval/per_image.jsonl").read_text().splitlines()] for o in (one, two))
+        assert [r["index"] for r in rows2] == list(range(10)) and [r["prompt"] for r in rows1] == [r["prompt"] for r in rows2]
+        assert [r["brightness"] for r in rows1] == pytest.approx([r["brightness"] for r in rows2], abs=1e-4), run
+    m1, m2 = ([json.loads(ln) for ln in (o / "dense_grpo/seed_0/metrics.jsonl").read_text().splitlines()] for o in (one, two))
+    assert [r["reward_mean"] for r in m1] == pytest.approx([r["reward_mean"] for r in m2], abs=1e-4) and len(m2) == 2
+    base, trained = ([json.loads(ln)["brightness"] for ln in (one / run / "eval/per_image.jsonl").read_text().splitlines()]
+                     for run in ("base/seed_0", "dense_grpo/seed_0"))
+    assert max(abs(a - b) for a, b in zip(base, trained)) > 2e-3  # training moved the images 20x more than the tolerance
+
+
 def test_prompt_sampling_by_tag_is_balanced_over_tags():
     from dgx.grpo.build import choose_prompts
 

@@ -1,4 +1,9 @@
-"""Benchmarks: sample with the ODE sampler, score, write per-prompt JSONL and a summary."""
+"""Benchmarks: sample with the ODE sampler, score, write per-prompt JSONL and a summary.
+
+Under several processes (``accelerate launch``) each process samples and scores its ``Shard`` of the
+images; the per-image records are gathered in image order, so every process gets the summary a single
+process would compute (image i's noise is keyed by (seed, i) wherever it is drawn).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,9 @@ import json
 import math
 import warnings
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from dgx.rewards.geneval import summarize
@@ -19,13 +25,26 @@ from dgx.sampler import FlowModel, ode_step, rollout, sample_generator
 from tqdm.auto import tqdm
 
 
+@dataclass(frozen=True)
+class Shard:
+    """Process ``index`` of ``count`` scores images [index * n // count, (index + 1) * n // count) of n;
+    ``gather`` joins every process's per-image records in process order (accelerate's ``gather_object``)."""
+
+    index: int = 0
+    count: int = 1
+    gather: Callable[[list], list] = list
+
+    def part(self, n: int) -> range:
+        return range(self.index * n // self.count, (self.index + 1) * n // self.count)
+
+
 def generate(model: FlowModel, prompts: Sequence[str], steps: int, guidance: float, seed: int,
-             batch: int = 64, desc: str = "eval") -> torch.Tensor:
-    """ODE samples for ``prompts`` (one image each): float [0, 1] NCHW. Image i uses seed (seed, i)."""
+             batch: int = 64, desc: str = "eval", first: int = 0) -> torch.Tensor:
+    """ODE samples for ``prompts`` (one image each): float [0, 1] NCHW. Image i uses seed (seed, first + i)."""
     out = []
     for s in tqdm(range(0, len(prompts), batch), desc=desc, leave=False):
         chunk = list(prompts[s : s + batch])
-        gens = [sample_generator(seed, s + i) for i in range(len(chunk))]
+        gens = [sample_generator(seed, first + s + i) for i in range(len(chunk))]
         traj = rollout(model, model.encode(chunk), chunk, steps, ode_step, None, gens, guidance)
         out.append(model.decode(traj.latents[:, -1]))
     return torch.cat(out)
@@ -38,34 +57,39 @@ def images_per_prompt_by_tag(metadata: list[dict], images_per_prompt: int, min_i
     return [max(images_per_prompt, math.ceil(min_images_per_tag / counts[m.get("tag", "")])) for m in metadata]
 
 
+def _write(out: Path | None, records: list[dict], summary: dict) -> None:
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "per_image.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+
+
 def geneval_benchmark(model: FlowModel, reward: GenEvalReward, metadata: list[dict], *, steps: int, guidance: float,
                       images_per_prompt: int = 4, min_images_per_tag: int = 0, seed: int = 0, batch: int = 64,
-                      out: Path | None = None) -> dict[str, float]:
+                      out: Path | None = None, shard: Shard = Shard()) -> dict[str, float]:
     """GenEval protocol: N images per prompt, strict per-image verdicts, per-tag and overall."""
     reps = images_per_prompt_by_tag(metadata, images_per_prompt, min_images_per_tag)
     metas = [m for m, k in zip(metadata, reps) for _ in range(k)]
-    images = generate(model, [m["prompt"] for m in metas], steps, guidance, seed, batch, desc=reward.name)
-    verdicts = reward.verdicts(images, metas)
-    summary = summarize([m["tag"] for m in metas], [v.correct for v in verdicts])
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        with open(out / "per_image.jsonl", "w") as f:
-            for i, (m, v) in enumerate(zip(metas, verdicts)):
-                f.write(json.dumps({"index": i, "tag": m["tag"], "prompt": m["prompt"], "correct": v.correct,
-                                    "partial": v.partial, "reasons": v.reasons, "kinds": v.kinds}) + "\n")
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    mine = shard.part(len(metas))
+    images = generate(model, [metas[i]["prompt"] for i in mine], steps, guidance, seed, batch, reward.name, mine.start)
+    verdicts = reward.verdicts(images, [metas[i] for i in mine])
+    records = shard.gather([{"index": i, "tag": metas[i]["tag"], "prompt": metas[i]["prompt"], "correct": v.correct,
+                             "partial": v.partial, "reasons": v.reasons, "kinds": v.kinds} for i, v in zip(mine, verdicts)])
+    summary = summarize([r["tag"] for r in records], [r["correct"] for r in records])
+    _write(out, records, summary)
     return summary
 
 
 def shapes_geneval(model: FlowModel, *, steps: int, guidance: float, images_per_prompt: int = 4, min_images_per_tag: int = 0,
-                   seed: int = 0, batch: int = 64, max_prompts: int | None = None, out: Path | None = None, **_) -> dict[str, float]:
+                   seed: int = 0, batch: int = 64, max_prompts: int | None = None, out: Path | None = None,
+                   shard: Shard = Shard(), **_) -> dict[str, float]:
     """GenEval-style score on the shapes-world test split."""
     from dgx.rewards.shapes.prompts import split
 
     meta = split("test")[:max_prompts] if max_prompts else split("test")
     return geneval_benchmark(model, shapes_reward(partial=False), meta, steps=steps, guidance=guidance,
                              images_per_prompt=images_per_prompt, min_images_per_tag=min_images_per_tag, seed=seed,
-                             batch=batch, out=out)
+                             batch=batch, out=out, shard=shard)
 
 
 def read_prompts(path: str | Path) -> list[dict]:
@@ -87,34 +111,34 @@ def read_prompts(path: str | Path) -> list[dict]:
 
 
 def reward_benchmark(model: FlowModel, reward, metadata: list[dict], *, steps: int, guidance: float, images_per_prompt: int = 1,
-                     seed: int = 0, batch: int = 16, out: Path | None = None) -> dict[str, float]:
+                     seed: int = 0, batch: int = 16, out: Path | None = None, shard: Shard = Shard()) -> dict[str, float]:
     """Mean (and std) of ``reward`` over ODE samples of the prompts; per-image JSONL."""
     return multi_reward_benchmark(model, {reward.name: reward}, metadata, steps=steps, guidance=guidance,
-                                  images_per_prompt=images_per_prompt, seed=seed, batch=batch, out=out)
+                                  images_per_prompt=images_per_prompt, seed=seed, batch=batch, out=out, shard=shard)
 
 
 def multi_reward_benchmark(model: FlowModel, rewards: dict, metadata: list[dict], *, steps: int, guidance: float,
-                           images_per_prompt: int = 1, seed: int = 0, batch: int = 16, out: Path | None = None) -> dict[str, float]:
+                           images_per_prompt: int = 1, seed: int = 0, batch: int = 16, out: Path | None = None,
+                           shard: Shard = Shard()) -> dict[str, float]:
     """Score the same ODE samples with every reward: mean and std per metric, and the mean per
     ``category`` (``metric/category``) where the prompts have one; per-image JSONL."""
     metas = [m for m in metadata for _ in range(images_per_prompt)]
-    prompts = [m["prompt"] for m in metas]
-    images = generate(model, prompts, steps, guidance, seed, batch, desc="+".join(rewards))
-    scores = {name: torch.cat([r(images[s : s + batch], prompts[s : s + batch], metas[s : s + batch]).float().cpu()
-                               for s in range(0, len(images), batch)]) for name, r in rewards.items()}
+    mine = shard.part(len(metas))
+    prompts, local = [metas[i]["prompt"] for i in mine], [metas[i] for i in mine]
+    images = generate(model, prompts, steps, guidance, seed, batch, "+".join(rewards), mine.start)
+    scores = {name: torch.cat([r(images[s : s + batch], prompts[s : s + batch], local[s : s + batch]).float().cpu()
+                               for s in range(0, len(images), batch)]) if len(images) else torch.zeros(0)
+              for name, r in rewards.items()}
+    records = shard.gather([{"index": i, "prompt": m["prompt"], **({"category": m["category"]} if "category" in m else {}),
+                             **{n: v[j].item() for n, v in scores.items()}} for j, (i, m) in enumerate(zip(mine, local))])
     summary: dict[str, float] = {}
-    in_category = {c: torch.tensor([m.get("category") == c for m in metas]) for c in sorted({m.get("category") for m in metas} - {None})}
-    for name, v in scores.items():
+    categories = sorted({r.get("category") for r in records} - {None})
+    for name in rewards:
+        v = torch.tensor([r[name] for r in records])
         summary[name], summary[f"{name}_std"] = v.mean().item(), v.std().item() if len(v) > 1 else 0.0
-        for c, mask in in_category.items():
-            summary[f"{name}/{c}"] = v[mask].mean().item()
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        with open(out / "per_image.jsonl", "w") as f:
-            for i, (m, p) in enumerate(zip(metas, prompts)):
-                extra = {"category": m["category"]} if "category" in m else {}
-                f.write(json.dumps({"index": i, "prompt": p, **extra, **{n: v[i].item() for n, v in scores.items()}}) + "\n")
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        for c in categories:
+            summary[f"{name}/{c}"] = v[torch.tensor([r.get("category") == c for r in records])].mean().item()
+    _write(out, records, summary)
     return summary
 
 
@@ -174,7 +198,7 @@ def _device(model: FlowModel) -> torch.device:
 
 def _sampling(kw: dict, extra: tuple[str, ...] = ()) -> dict:
     """The sampling arguments a benchmark function passes on (plus ``extra`` keys)."""
-    return {k: kw[k] for k in ("steps", "guidance", "images_per_prompt", "seed", "batch", "out", *extra) if k in kw}
+    return {k: kw[k] for k in ("steps", "guidance", "images_per_prompt", "seed", "batch", "out", "shard", *extra) if k in kw}
 
 
 def geneval(model: FlowModel, *, prompts_file: str | None = None, max_prompts: int | None = None, path: str | None = None,

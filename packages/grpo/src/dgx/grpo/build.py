@@ -26,9 +26,13 @@ def resolve_path(path: str) -> str:
     return path
 
 
-def build_model(cfg: RunConfig, registry: Registry, device: str | torch.device = "cpu"):
-    """The registry entry's builder; its ``defaults`` other than path and max_sequence_length, and
-    model.resolution when set, are passed as keywords."""
+def build_model(cfg: RunConfig, registry: Registry, device: str | torch.device | None = None):
+    """The registry entry's builder on ``device`` (default: ``device_for(cfg)``); its ``defaults`` other
+    than path and max_sequence_length, and model.resolution when set, are passed as keywords."""
+    if device is None:
+        from dgx.grpo.distributed import device_for
+
+        device = device_for(cfg)
     entry = registry.get("models", cfg.model.name)
     extra = {k: v for k, v in entry.defaults.items() if k not in ("path", "max_sequence_length")}
     if cfg.model.resolution is not None:

@@ -23,6 +23,7 @@ import torch
 from dgx.grpo.build import build_model, build_reward, build_step, choose_prompts, load_prompts
 from dgx.grpo.checkpoint import write_text_atomic
 from dgx.grpo.config import RunConfig, load
+from dgx.grpo.distributed import gather_rows, process_state, shard
 from dgx.grpo.errors import ConfigError
 from dgx.grpo.registry import Registry
 from dgx.rewards.credit import dense_gain
@@ -32,17 +33,21 @@ from tqdm.auto import tqdm
 
 def dense_rewards(model, cfg: RunConfig, reward, prompts: list[dict], schedule, key: int, step_fn,
                   n_prompts: int | None = None) -> torch.Tensor:
-    """dR (N, T) for N = n_prompts (default calibrate.prompts) x group_size fresh SDE rollouts keyed by ``key``."""
+    """dR (N, T) for N = n_prompts (default calibrate.prompts) x group_size fresh SDE rollouts keyed by ``key``
+    (each process rolls out its share of the N and gets all N rows)."""
     c = cfg.calibrate
     n_prompts = n_prompts or c.prompts
     pick = choose_prompts(prompts, n_prompts, np.random.default_rng([cfg.seed, key]), cfg.train.prompt_sampling)
-    metas = [prompts[i] for i in pick for _ in range(c.group_size)]
+    all_metas = [prompts[i] for i in pick for _ in range(c.group_size)]
+    mine = shard(cfg).part(len(all_metas))
+    metas = [all_metas[s] for s in mine]
     texts = [m["prompt"] for m in metas]
     uniq = sorted(set(texts))
     cond = model.encode(uniq).index([uniq.index(p) for p in texts])
-    gens = [sample_generator(cfg.seed, key, s) for s in range(len(texts))]
+    gens = [sample_generator(cfg.seed, key, s) for s in mine]
     traj = rollout(model, cond, texts, cfg.sampler.steps, step_fn, schedule, gens, cfg.sampler.guidance)
-    return dense_gain(model, traj, reward, metas, ode_steps=cfg.reward.ode_steps, chunk=cfg.reward.chunk).signal
+    dr = dense_gain(model, traj, reward, metas, ode_steps=cfg.reward.ode_steps, chunk=cfg.reward.chunk).signal
+    return gather_rows(dr, process_state(cfg))
 
 
 def imbalance(dr: torch.Tensor) -> list[float]:
@@ -69,9 +74,12 @@ def calibrate(cfg: RunConfig, out_dir: Path, registry: Registry | None = None, r
 
     Every iteration is saved to ``out_dir/progress.json``; with ``resume`` a call with the same
     settings continues from it (a killed calibration, or more iterations), with the same result as
-    one uninterrupted call, since every sample is keyed by (seed, iteration, index).
+    one uninterrupted call, since every sample is keyed by (seed, iteration, index). Under several
+    processes each rolls out its share of the samples, all compute the same psi(t), the main process
+    writes the files and the others wait for psi.json.
     """
     registry = registry or Registry()
+    state = process_state(cfg)
     c, T = cfg.calibrate, cfg.sampler.steps
     if cfg.sampler.name == "ode":
         raise ConfigError("calibration needs a stochastic sampler (sampler.name: sde or cps)")
@@ -93,27 +101,31 @@ def calibrate(cfg: RunConfig, out_dir: Path, registry: Registry | None = None, r
     if history:  # each entry holds the psi it sampled with: the next one follows from the last
         last = history[-1]
         psi = next_psi(np.array(last["psi"]), np.array(last["pos"]), np.array(last["neg"]), c.eps1, c.eps2)
-    for k in tqdm(range(len(history), c.iterations), desc="calibrate", initial=len(history), total=c.iterations):
+    for k in tqdm(range(len(history), c.iterations), desc="calibrate", initial=len(history), total=c.iterations,
+                  disable=not state.is_main_process):
         dr = dense_rewards(model, cfg, reward, prompts, TableNoise(tuple(psi)), 100_000 + k, step_fn)
         pos, neg = (dr > 0).sum(0).numpy(), (dr < 0).sum(0).numpy()
         history.append({"psi": psi.tolist(), "pos": pos.tolist(), "neg": neg.tolist()})
-        write_text_atomic(progress, json.dumps({"fingerprint": fingerprint, "history": history}))
+        if state.is_main_process:
+            write_text_atomic(progress, json.dumps({"fingerprint": fingerprint, "history": history}))
         psi = next_psi(psi, pos, neg, c.eps1, c.eps2)
     # compare with the uniform schedule on the same fresh samples
     fresh = 200_000
     calibrated = imbalance(dense_rewards(model, cfg, reward, prompts, TableNoise(tuple(psi)), fresh, step_fn, c.check_prompts))
     uniform = imbalance(dense_rewards(model, cfg, reward, prompts, UniformNoise(0.7), fresh, step_fn, c.check_prompts))
     path, tmp = out_dir / "psi.json", out_dir / "psi.json.tmp"
-    TableNoise(tuple(psi.tolist())).to_json(
-        tmp, grid.tolist(), uniform_sigma=UniformNoise(0.7)(torch.arange(T), grid).tolist(),
-        imbalance={"calibrated": calibrated, "uniform_a0.7": uniform,
-                   "calibrated_mean": float(np.mean(calibrated)), "uniform_a0.7_mean": float(np.mean(uniform))},
-        history=history, config=c.model_dump(),
-    )
-    os.replace(tmp, path)  # a half-written psi.json would pass for a finished calibration on --resume
-    from dgx.eval.plots import plot_psi
+    if state.is_main_process:
+        TableNoise(tuple(psi.tolist())).to_json(
+            tmp, grid.tolist(), uniform_sigma=UniformNoise(0.7)(torch.arange(T), grid).tolist(),
+            imbalance={"calibrated": calibrated, "uniform_a0.7": uniform,
+                       "calibrated_mean": float(np.mean(calibrated)), "uniform_a0.7_mean": float(np.mean(uniform))},
+            history=history, config=c.model_dump(),
+        )
+        os.replace(tmp, path)  # a half-written psi.json would pass for a finished calibration on --resume
+        from dgx.eval.plots import plot_psi
 
-    plot_psi(path, out_dir / "psi.png")
+        plot_psi(path, out_dir / "psi.png")
+    state.wait_for_everyone()
     return path
 
 

@@ -132,7 +132,9 @@ class RunConfig(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     prompts: PromptsConfig = Field(default_factory=PromptsConfig)
     seed: int = 0
-    device: str = Field("auto", description="'auto' (accelerate decides), 'cpu', 'cuda', ...")
+    device: Literal["auto", "cpu"] = Field(
+        "auto", description="'auto': accelerate's device for this process (its GPU under `accelerate launch`, else a GPU "
+        "where there is one, else the CPU; choose GPUs with CUDA_VISIBLE_DEVICES), or 'cpu'")
 
     @property
     def eval_guidance(self) -> float:

@@ -10,6 +10,9 @@ Layout of ``OUT``:
     summary.md / summary.csv     methods x metrics, mean +/- std over seeds
     cost.md / cost.csv           seconds and model calls per iteration, ratio to the first variant
     *.png, report.md             plots and a report linking them
+
+Under `accelerate launch` every process runs this loop: training, calibration and evaluation split
+their samples over the processes (``distributed.py``) and only the main process writes shared files.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dgx.grpo import checkpoint
 from dgx.grpo.build import build_model, choose_prompts, load_prompts
 from dgx.grpo.calibrate import calibrate, mean_imbalance
 from dgx.grpo.config import RunConfig, load
+from dgx.grpo.distributed import process_state, shard
 from dgx.grpo.errors import ConfigError
 from dgx.grpo.registry import Registry, suggest
 from dgx.grpo.trainer import load_adapter, train
@@ -33,13 +37,18 @@ EVAL_SEED = 12345
 
 
 def evaluate(model, cfg: RunConfig, out: Path, registry: Registry, seed: int | None = None) -> dict[str, float]:
-    """The config's benchmark; image i's noise is keyed by (seed, i), seed = EVAL_SEED + cfg.seed unless given."""
+    """The config's benchmark; image i's noise is keyed by (seed, i), seed = EVAL_SEED + cfg.seed unless given.
+
+    Under several processes the benchmark gets ``shard=`` (each process scores its share of the images)
+    and only the main process writes ``out``.
+    """
     ev = cfg.eval
     fn = registry.get("evaluations", ev.name).load()
+    part = shard(cfg)
     return fn(model, steps=ev.steps, guidance=cfg.eval_guidance, images_per_prompt=ev.images_per_prompt,
               min_images_per_tag=ev.min_images_per_tag, seed=EVAL_SEED + cfg.seed if seed is None else seed,
               batch=ev.batch, max_prompts=ev.max_prompts, prompts_file=ev.prompts_file,
-              metrics=ev.metrics, out=out)
+              metrics=ev.metrics, out=out if part.index == 0 else None, **({"shard": part} if part.count > 1 else {}))
 
 
 def paired_reward_gain(model, cfg: RunConfig, reward, n: int, seed: int = 4321) -> dict[str, float]:
@@ -138,9 +147,12 @@ def run_ablation(file: Path, out: Path | None = None, only: list[str] = (), seed
             raise ConfigError(f"{file}: --only {v}: no such variant{suggest(v, abl.variants)}")
     variants = {k: v for k, v in abl.variants.items() if not only or k in only}
     run_seeds = [s for s in abl.seeds if not seeds or s in seeds] or list(seeds)
+    state = process_state(next(iter(variants.values())))
+    main = state.is_main_process
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "invocations.jsonl", "a") as f:  # one line per `dgx run` into this folder (a resume adds one)
-        f.write(json.dumps(environment()) + "\n")
+    if main:
+        with open(out / "invocations.jsonl", "a") as f:  # one line per `dgx run` into this folder (a resume adds one)
+            f.write(json.dumps(environment()) + "\n")
     results: dict[str, list[dict]] = {"base": []}
     for seed in run_seeds:  # the untrained model, once per seed (same eval config as the first variant)
         cfg = next(iter(variants.values())).model_copy(update={"seed": seed})
@@ -149,9 +161,11 @@ def run_ablation(file: Path, out: Path | None = None, only: list[str] = (), seed
         stamp = yaml.safe_dump({k: dumped[k] for k in ("model", "eval", "seed")}, sort_keys=False)
         same = (ev_dir / "config.yaml").is_file() and (ev_dir / "config.yaml").read_text() == stamp
         summary = _summary(ev_dir / "summary.json") if resume and same else None
+        state.wait_for_everyone()  # every process has read the folder before the main one rewrites it
         if summary is None:
             summary = evaluate(build_model(cfg, registry), cfg, ev_dir, registry)
-            (ev_dir / "config.yaml").write_text(stamp)
+            if main:
+                (ev_dir / "config.yaml").write_text(stamp)
         results["base"].append(summary)
     for seed in run_seeds:  # seed by seed, so that an interrupted run has every variant for the first seeds
         for name, vcfg in variants.items():
@@ -161,17 +175,22 @@ def run_ablation(file: Path, out: Path | None = None, only: list[str] = (), seed
             summary = _summary(run_dir / "eval" / "summary.json") if resume else None
             if resume and check_resume(run_dir, cfg):
                 summary = None  # trained longer or evaluated differently: continue from the last checkpoint, evaluate again
+            psi = run_dir / "calibration" / "psi.json"
+            have_psi = resume and psi.is_file()
+            state.wait_for_everyone()  # every process has read the folder before the main one rewrites it
             if summary is None:
-                (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-                psi = None
-                if cfg.sampler.noise.name == "calibrated" and not cfg.sampler.noise.psi_path:
-                    psi = run_dir / "calibration" / "psi.json"
-                    if not (resume and psi.is_file()):
-                        calibrate(cfg, psi.parent, registry, resume=resume)
+                if main:
+                    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+                if cfg.sampler.noise.name != "calibrated" or cfg.sampler.noise.psi_path:
+                    psi = None
+                elif not have_psi:
+                    calibrate(cfg, psi.parent, registry, resume=resume)
                 model = train(cfg, run_dir, resume=resume, psi_path=psi, registry=registry)
                 summary = evaluate(model, cfg, run_dir / "eval", registry)
             results.setdefault(name, []).append(summary)
-    report(out, results, {n: [out / n / f"seed_{s}" for s in run_seeds] for n in variants})
+    if main:
+        report(out, results, {n: [out / n / f"seed_{s}" for s in run_seeds] for n in variants})
+    state.wait_for_everyone()
     return out
 
 

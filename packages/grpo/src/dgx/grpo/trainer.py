@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from diffusers.optimization import get_scheduler
 from dgx.grpo import checkpoint
 from dgx.grpo.advantages import advantages
 from dgx.grpo.build import (
@@ -39,6 +38,7 @@ from dgx.grpo.loss import grpo_loss
 from dgx.grpo.metrics import MetricsLog
 from dgx.grpo.registry import Registry
 from dgx.sampler import rollout, sample_generator
+from diffusers.optimization import get_scheduler
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from tqdm.auto import tqdm
