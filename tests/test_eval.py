@@ -147,3 +147,32 @@ def test_drawbench_csv_categories_and_metrics(tmp_path, tiny_model):
         drawbench(tiny_model, prompts_file=str(csv_file), metrics={"hps": {}}, steps=1, guidance=1.0)
     with pytest.raises(FileNotFoundError, match="prompts_file"):
         drawbench(tiny_model, steps=1, guidance=1.0)
+
+
+def test_benchmark_shards_score_the_images_of_one_process(tmp_path):
+    """Two processes' shards (each scoring its half, gathered in order) give one process's per-image verdicts:
+    image i keeps its noise (seed, i) whichever process draws it. On the shipped shapes model, whose verdicts vary."""
+    from dgx.eval.benchmarks import Shard, shapes_geneval
+    from dgx.grpo.build import build_model
+    from dgx.grpo.config import RunConfig
+    from dgx.grpo.registry import Registry
+
+    model = build_model(RunConfig(device="cpu"), Registry())
+    kw = {"steps": 6, "guidance": 5.0, "images_per_prompt": 2, "max_prompts": 9, "seed": 7}
+    whole_dir, halves = tmp_path / "whole", []
+    whole = shapes_geneval(model, out=whole_dir, **kw)
+    rows = [json.loads(x) for x in (whole_dir / "per_image.jsonl").read_text().splitlines()]
+    for i in range(2):
+        out = tmp_path / f"shard_{i}"
+        shapes_geneval(model, out=out, shard=Shard(i, 2), **kw)  # gather = list: this shard's records only
+        halves += [json.loads(x) for x in (out / "per_image.jsonl").read_text().splitlines()]
+    assert halves == rows and len(rows) == 18 and len({r["partial"] for r in rows}) > 1
+    gathered = shapes_geneval(model, shard=Shard(1, 2, gather=lambda mine: rows[:9] + mine), **kw)
+    assert gathered == whole
+
+
+def test_moving_average_is_trailing():
+    from dgx.eval.plots import moving_average
+
+    np.testing.assert_allclose(moving_average(np.array([1.0, 2.0, 3.0, 4.0, 5.0]), 2), [1.0, 1.5, 2.5, 3.5, 4.5])
+    np.testing.assert_allclose(moving_average(np.array([[0.0, 3.0, 6.0]]), 5), [[0.0, 1.5, 3.0]])

@@ -47,7 +47,7 @@ def generate(model: FlowModel, prompts: Sequence[str], steps: int, guidance: flo
         gens = [sample_generator(seed, first + s + i) for i in range(len(chunk))]
         traj = rollout(model, model.encode(chunk), chunk, steps, ode_step, None, gens, guidance)
         out.append(model.decode(traj.latents[:, -1]))
-    return torch.cat(out)
+    return torch.cat(out) if out else torch.zeros(0, 3, 1, 1)  # no prompts: a process with an empty shard
 
 
 def images_per_prompt_by_tag(metadata: list[dict], images_per_prompt: int, min_images_per_tag: int = 0) -> list[int]:

@@ -23,23 +23,41 @@ def _rows(metrics_files: list[Path]) -> list[list[dict]]:
     return [[json.loads(ln) for ln in f.read_text().splitlines()] for f in metrics_files if f.is_file()]
 
 
-def plot_learning_curves(runs: dict[str, list[Path]], out: Path, key: str = "reward_mean") -> Path:
-    """Mean (band: min-max over seeds) of ``key`` per iteration, one line per method."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method, files in runs.items():
-        rows = _rows(files)
-        if not rows:
-            continue
-        n = min(len(r) for r in rows)
-        y = np.array([[row[key] for row in r[:n]] for r in rows])
-        x = np.arange(n)
-        ax.plot(x, y.mean(0), label=method)
-        if len(y) > 1:
-            ax.fill_between(x, y.min(0), y.max(0), alpha=0.2)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel(key)
-    ax.set_title("Training reward")
-    ax.legend(fontsize=7)
+def moving_average(y: np.ndarray, window: int) -> np.ndarray:
+    """Trailing mean over the last ``window`` values (fewer at the start), along the last axis."""
+    c = np.cumsum(np.pad(y, [(0, 0)] * (y.ndim - 1) + [(1, 0)]), axis=-1)
+    i = np.arange(1, y.shape[-1] + 1)
+    lo = np.maximum(i - window, 0)
+    return (c[..., i] - c[..., lo]) / (i - lo)
+
+
+# metric -> (panel title, smoothed): noisy per-iteration metrics get a moving average
+LEARNING_CURVES = {"reward_mean": ("training reward", True), "kl": ("KL to the reference", False),
+                   "clip_frac": ("clipped fraction", True), "lr": ("learning rate", False)}
+
+
+def plot_learning_curves(runs: dict[str, list[Path]], out: Path, keys: dict[str, tuple[str, bool]] = LEARNING_CURVES) -> Path:
+    """One panel per metric in ``keys``: per iteration the mean over seeds, the min-max band over seeds,
+    and for smoothed metrics the mean faint under its trailing moving average over a tenth of the run."""
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.6), squeeze=False)
+    for ax, (key, (title, smooth)) in zip(axes[0], keys.items()):
+        for color, (method, files) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4, runs.items()):
+            rows = [r for r in _rows(files) if r and key in r[0]]
+            if not rows:
+                continue
+            n = min(len(r) for r in rows)
+            y = np.array([[row[key] for row in r[:n]] for r in rows], dtype=float)
+            x, window = np.arange(n), max(1, n // 10) if smooth else 1
+            ax.plot(x, y.mean(0), color=color, alpha=0.3 if window > 1 else 1.0, linewidth=0.8)
+            if window > 1:
+                ax.plot(x, moving_average(y.mean(0), window), color=color, label=method)
+            else:
+                ax.lines[-1].set_label(method)
+            if len(y) > 1:
+                ax.fill_between(x, y.min(0), y.max(0), color=color, alpha=0.15)
+        ax.set(xlabel="iteration", title=title)
+        if ax.lines:
+            ax.legend(fontsize=7)
     return _save(fig, out)
 
 
