@@ -457,3 +457,10 @@ def test_resume_may_shorten_a_run_only_above_what_it_has_trained(tmp_path, tiny_
         check_resume(run, cfg.model_copy(update={"train": cfg.train.model_copy(update={"iterations": 2})}))
     with pytest.raises(ConfigError, match=r"train\.lr changed"):
         check_resume(run, cfg.model_copy(update={"train": cfg.train.model_copy(update={"lr": 0.5})}))
+    # a run written before a field existed (here lr_schedule / lr_warmup) resumes: the field takes its default
+    old = cfg.model_dump(mode="json")
+    del old["train"]["lr_schedule"], old["train"]["lr_warmup"]
+    (run / "config.yaml").write_text(yaml.safe_dump(old))
+    assert check_resume(run, cfg) == []
+    with pytest.raises(ConfigError, match=r"train\.lr_schedule changed"):
+        check_resume(run, cfg.model_copy(update={"train": cfg.train.model_copy(update={"lr_schedule": "cosine"})}))

@@ -102,7 +102,11 @@ def check_resume(run_dir: Path, cfg: RunConfig) -> list[str]:
     path = run_dir / "config.yaml"
     if not path.is_file():
         return []
-    old = yaml.safe_load(path.read_text())
+    written = yaml.safe_load(path.read_text())
+    try:  # fields added to dgx since the run was written take their defaults
+        old = RunConfig.model_validate(written).model_dump(mode="json")
+    except ValueError:
+        old = written  # a field since removed or renamed: every difference shows
     changed = config_changes(old, cfg.model_dump(mode="json"))
     bad = [k for k in changed if not any(k == r or k.startswith(r + ".") for r in RESUMABLE_CHANGES)]
     if bad:
