@@ -240,6 +240,7 @@ seeds: [0]
                "-m", "dgx.grpo.cli", "run", str(abl), "--out", str(tmp_path / f"out{n}")]
         res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
         assert res.returncode == 0, res.stderr[-3000:]
+        assert res.stdout.count("report: ") == 1  # the results are printed by the main process only
     one, two = tmp_path / "out1", tmp_path / "out2"
     assert len((two / "invocations.jsonl").read_text().splitlines()) == 1  # written by the main process only
     psi1, psi2 = (json.loads((o / "dense_grpo/seed_0/calibration/psi.json").read_text()) for o in (one, two))

@@ -32,6 +32,13 @@ def main() -> None:
     """
 
 
+def _main_process() -> bool:
+    """False on the other processes of an `accelerate launch`, which print no results."""
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
 @main.command()
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--only", "only", multiple=True, help="Run only this variant (repeatable).")
@@ -50,6 +57,8 @@ def run(file: Path, only: tuple[str, ...], seeds: tuple[int, ...], out: Path | N
         out = run_ablation(file, out=out, only=list(only), seeds=list(seeds), resume=resume, overrides=overrides)
     except (ConfigError, TrainingError) as e:
         _fail(e)
+    if not _main_process():
+        return
     for table, title in (("summary.md", "test score"), ("gain.md", "gain over the base model (± standard error)")):
         if (out / table).is_file():
             click.echo(f"\n{title}:\n{(out / table).read_text()}")
@@ -69,8 +78,9 @@ def calibrate(file: Path, variant: str | None, out: Path | None, sets: tuple[str
 
         path = calibrate_file(file, variant=variant, out=out, overrides=_overrides(sets), resume=resume)
         b = mean_imbalance(path)
-        click.echo(f"wrote {path} and psi.png; mean |#(dR > 0) - #(dR < 0)| / N on fresh samples: "
-                   f"calibrated {b['calibrated']:.3f}, uniform a = 0.7 {b['uniform_a0.7']:.3f}")
+        if _main_process():
+            click.echo(f"wrote {path} and psi.png; mean |#(dR > 0) - #(dR < 0)| / N on fresh samples: "
+                       f"calibrated {b['calibrated']:.3f}, uniform a = 0.7 {b['uniform_a0.7']:.3f}")
     except ConfigError as e:
         _fail(e)
 
@@ -87,7 +97,7 @@ def eval_cmd(file: Path, adapter: Path | None, variant: str | None, out: Path | 
         from dgx.grpo.runner import evaluate_file
 
         summary = evaluate_file(file, adapter=adapter, variant=variant, out=out, overrides=_overrides(sets))
-        for k, v in summary.items():
+        for k, v in summary.items() if _main_process() else ():
             click.echo(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
     except ConfigError as e:
         _fail(e)
