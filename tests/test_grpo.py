@@ -465,3 +465,23 @@ def test_resume_may_shorten_a_run_only_above_what_it_has_trained(tmp_path, tiny_
     assert check_resume(run, cfg) == []
     with pytest.raises(ConfigError, match=r"train\.lr_schedule changed"):
         check_resume(run, cfg.model_copy(update={"train": cfg.train.model_copy(update={"lr_schedule": "cosine"})}))
+
+
+def test_checkpoint_without_scheduler_state_resumes_at_its_iteration(tmp_path):
+    """Checkpoints written before schedulers were saved resume their schedule at the checkpoint's iteration."""
+    from diffusers.optimization import get_scheduler
+
+    def fresh():
+        p = torch.nn.Parameter(torch.zeros(2))
+        opt = torch.optim.AdamW([p], lr=1.0)
+        return p, opt, get_scheduler("cosine", opt, num_warmup_steps=1, num_training_steps=5)
+
+    p, opt, _ = fresh()
+    ck = checkpoint.save(tmp_path, 2, {"w": p.detach()}, opt, None, None)  # 3 iterations done, no scheduler.pt
+    assert not (ck / "scheduler.pt").exists()
+    _, opt2, sched2 = fresh()
+    checkpoint.load(ck, opt2, sched2)
+    assert opt2.param_groups[0]["lr"] == pytest.approx(0.5)  # iteration 3: cosine at (3 - 1) / 4 of the decay
+    opt2.step()
+    sched2.step()
+    assert opt2.param_groups[0]["lr"] == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.75)))

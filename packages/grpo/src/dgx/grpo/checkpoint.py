@@ -62,18 +62,18 @@ def latest(ckpt_root: Path) -> Path | None:
 def load(path: Path, optimizer: torch.optim.Optimizer, scheduler: LambdaLR | None = None) -> tuple[int, dict, dict | None]:
     """Restore optimizer, scheduler and RNG states; return (iteration, adapter state, ema state).
 
-    ``scheduler`` keeps its own lr functions (a run resumed with more iterations decays to its new
-    end) and sets the optimizer's lr from them; a checkpoint without ``scheduler.pt`` (written before
-    schedulers were saved) gets it stepped once per finished iteration.
+    ``scheduler`` (stepped once per iteration) keeps its own lr functions, so a run resumed with more
+    iterations decays to its new end, and sets the optimizer's lr from them. A checkpoint without
+    ``scheduler.pt`` (written before schedulers were saved) resumes at its iteration count.
     """
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
-    if scheduler is not None and (path / "scheduler.pt").is_file():
-        scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
+    if scheduler is not None:
+        if (path / "scheduler.pt").is_file():
+            scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
+        else:
+            scheduler.last_epoch = iteration(path) + 1
         for group, base, fn in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
             group["lr"] = base * fn(scheduler.last_epoch)
-    elif scheduler is not None:
-        for _ in range(iteration(path) + 1):
-            scheduler.step()
     rng = torch.load(path / "rng.pt", weights_only=False)
     torch.set_rng_state(rng["torch"])
     np.random.set_state(rng["numpy"])
