@@ -153,6 +153,10 @@ def run_ablation(file: Path, out: Path | None = None, only: list[str] = (), seed
     run_seeds = [s for s in abl.seeds if not seeds or s in seeds] or list(seeds)
     state = process_state(next(iter(variants.values())))
     main = state.is_main_process
+    for name, v in variants.items():  # checked before hours of calibration and evaluation, not when training starts
+        if (n := v.train.prompts_per_iter * v.train.group_size) % state.num_processes:
+            raise ConfigError(f"{file}: variant {name}: train.prompts_per_iter x group_size = {n} samples per iteration "
+                              f"do not divide over {state.num_processes} processes")
     out.mkdir(parents=True, exist_ok=True)
     if main:
         with open(out / "invocations.jsonl", "a") as f:  # one line per `dgx run` into this folder (a resume adds one)
