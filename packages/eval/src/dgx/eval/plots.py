@@ -31,16 +31,16 @@ def moving_average(y: np.ndarray, window: int) -> np.ndarray:
     return (c[..., i] - c[..., lo]) / (i - lo)
 
 
-# metric -> (panel title, smoothed): noisy per-iteration metrics get a moving average
-LEARNING_CURVES = {"reward_mean": ("training reward", True), "kl": ("KL to the reference", False),
-                   "clip_frac": ("clipped fraction", True), "lr": ("learning rate", False)}
+# metric -> (panel title, smoothed, y axis from 0): noisy per-iteration metrics get a moving average
+LEARNING_CURVES = {"reward_mean": ("training reward", True, False), "kl": ("KL to the reference", False, True),
+                   "clip_frac": ("clipped fraction", True, True), "lr": ("learning rate", False, True)}
 
 
-def plot_learning_curves(runs: dict[str, list[Path]], out: Path, keys: dict[str, tuple[str, bool]] = LEARNING_CURVES) -> Path:
+def plot_learning_curves(runs: dict[str, list[Path]], out: Path, keys: dict[str, tuple[str, bool, bool]] = LEARNING_CURVES) -> Path:
     """One panel per metric in ``keys``: per iteration the mean over seeds, the min-max band over seeds,
     and for smoothed metrics the mean faint under its trailing moving average over a tenth of the run."""
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.6), squeeze=False)
-    for ax, (key, (title, smooth)) in zip(axes[0], keys.items()):
+    for ax, (key, (title, smooth, from_zero)) in zip(axes[0], keys.items()):
         for color, (method, files) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4, runs.items()):
             rows = [r for r in _rows(files) if r and key in r[0]]
             if not rows:
@@ -56,6 +56,8 @@ def plot_learning_curves(runs: dict[str, list[Path]], out: Path, keys: dict[str,
             if len(y) > 1:
                 ax.fill_between(x, y.min(0), y.max(0), color=color, alpha=0.15)
         ax.set(xlabel="iteration", title=title)
+        if from_zero:
+            ax.set_ylim(bottom=0)
         if ax.lines:
             ax.legend(fontsize=7)
     return _save(fig, out)
