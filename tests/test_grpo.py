@@ -488,3 +488,22 @@ def test_checkpoint_without_scheduler_state_resumes_at_its_iteration(tmp_path):
     opt2.step()
     sched2.step()
     assert opt2.param_groups[0]["lr"] == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.75)))
+
+
+def test_metrics_log_writes_jsonl_csv_and_per_step_tensorboard_curves(tmp_path):
+    from dgx.grpo.metrics import MetricsLog
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    log = MetricsLog(tmp_path)
+    for it in range(3):
+        log.log({"iteration": it, "reward_mean": 0.5 + it, "dense_pos": [0.1 * it, 0.2], "grid": [1.0, 0.5, 0.0]})
+    log.close()
+    assert [json.loads(ln)["dense_pos"] for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [[0.0, 0.2], [0.1, 0.2], [0.2, 0.2]]
+    assert (tmp_path / "metrics.csv").read_text().splitlines()[0] == "iteration,reward_mean"  # scalars only
+    tb = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
+    tags = tb.Tags()["scalars"]
+    assert set(tags) == {"reward_mean", "dense_pos/step_00", "dense_pos/step_01"}  # the constant grid is not a curve
+    assert [e.value for e in tb.Scalars("dense_pos/step_00")] == pytest.approx([0.0, 0.1, 0.2])
+    again = MetricsLog(tmp_path, resume_after=1)  # a resumed run keeps the rows up to its checkpoint
+    assert [json.loads(ln)["iteration"] for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [0, 1]
+    again.close()

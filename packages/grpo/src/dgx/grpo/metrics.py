@@ -7,7 +7,13 @@ import json
 from pathlib import Path
 
 
+CONSTANT_LISTS = ("grid",)  # logged in JSONL only: the same every iteration
+
+
 class MetricsLog:
+    """Rows of one run: every key to ``metrics.jsonl``, scalars to ``metrics.csv``, scalars and per-step lists
+    (as ``KEY/step_NN``) to TensorBoard; ``resume_after`` keeps the rows of iterations up to it."""
+
     def __init__(self, run_dir: Path, resume_after: int | None = None, tensorboard: bool = True):
         self.jsonl, self.csv = run_dir / "metrics.jsonl", run_dir / "metrics.csv"
         rows = [json.loads(ln) for ln in self.jsonl.read_text().splitlines()] if self.jsonl.is_file() else []
@@ -30,6 +36,9 @@ class MetricsLog:
             for k, v in row.items():
                 if isinstance(v, (int, float)) and k != "iteration":
                     self.tb.add_scalar(k, v, row["iteration"])
+                elif isinstance(v, list) and k not in CONSTANT_LISTS:  # per-step statistics: one curve per step
+                    for i, x in enumerate(v):
+                        self.tb.add_scalar(f"{k}/step_{i:02d}", x, row["iteration"])
             self.tb.flush()
 
     def _rewrite_csv(self) -> None:
