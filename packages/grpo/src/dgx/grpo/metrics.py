@@ -6,7 +6,6 @@ import csv
 import json
 from pathlib import Path
 
-
 CONSTANT_LISTS = ("grid",)  # logged in JSONL only: the same every iteration
 
 
