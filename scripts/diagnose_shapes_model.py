@@ -44,7 +44,6 @@ layout = {"sizes": args.sizes or layout["sizes"], "gap": layout["gap"] if args.g
 model = SD3Model.from_pretrained(args.path, max_sequence_length=0)
 detector = ShapesDetector()
 
-
 rng = np.random.default_rng(args.seed)
 for tag in P.TAGS:
     metas = [m for m in P.all_prompts() if m["tag"] == tag]

@@ -240,10 +240,13 @@ seeds: [0]
                "-m", "dgx.grpo.cli", "run", str(abl), "--out", str(tmp_path / f"out{n}")]
         res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
         assert res.returncode == 0, res.stderr[-3000:]
-        assert res.stdout.count("report: ") == 1  # the results are printed by the main process only
+        assert res.stdout.count("report: ") == 1, res.stdout[-3000:]  # the results are printed by the main process only
+    port = cmd.index("--main_process_port") + 1
+    cmd[port] = "29520"  # its own port: the previous launch's may not be free again yet
     odd = subprocess.run(cmd + ["--set", "train.prompts_per_iter=1", "--set", "train.group_size=3"], capture_output=True,
                          text=True, env=env, timeout=600)
-    assert odd.returncode != 0 and "= 3 samples per iteration do not divide over 2 processes" in odd.stderr + odd.stdout
+    assert odd.returncode != 0 and "= 3 samples per iteration do not divide over 2 processes" in odd.stderr + odd.stdout, \
+        odd.stderr[-3000:]
     one, two = tmp_path / "out1", tmp_path / "out2"
     assert len((two / "invocations.jsonl").read_text().splitlines()) == 1  # written by the main process only
     psi1, psi2 = (json.loads((o / "dense_grpo/seed_0/calibration/psi.json").read_text()) for o in (one, two))

@@ -48,11 +48,10 @@ def plot_learning_curves(runs: dict[str, list[Path]], out: Path, keys: dict[str,
             n = min(len(r) for r in rows)
             y = np.array([[row[key] for row in r[:n]] for r in rows], dtype=float)
             x, window = np.arange(n), max(1, n // 10) if smooth else 1
-            ax.plot(x, y.mean(0), color=color, alpha=0.3 if window > 1 else 1.0, linewidth=0.8)
-            if window > 1:
+            faint = window > 1
+            ax.plot(x, y.mean(0), color=color, alpha=0.3 if faint else 1.0, linewidth=0.8, label=None if faint else method)
+            if faint:
                 ax.plot(x, moving_average(y.mean(0), window), color=color, label=method)
-            else:
-                ax.lines[-1].set_label(method)
             if len(y) > 1:
                 ax.fill_between(x, y.min(0), y.max(0), color=color, alpha=0.15)
         ax.set(xlabel="iteration", title=title)

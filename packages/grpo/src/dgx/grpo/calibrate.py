@@ -23,7 +23,7 @@ import torch
 from dgx.grpo.build import build_model, build_reward, build_step, choose_prompts, load_prompts
 from dgx.grpo.checkpoint import write_text_atomic
 from dgx.grpo.config import RunConfig, load
-from dgx.grpo.distributed import gather_rows, process_state, shard
+from dgx.grpo.distributed import process_state, shard
 from dgx.grpo.errors import ConfigError
 from dgx.grpo.registry import Registry
 from dgx.rewards.credit import dense_gain
@@ -39,7 +39,8 @@ def dense_rewards(model, cfg: RunConfig, reward, prompts: list[dict], schedule, 
     n_prompts = n_prompts or c.prompts
     pick = choose_prompts(prompts, n_prompts, np.random.default_rng([cfg.seed, key]), cfg.train.prompt_sampling)
     all_metas = [prompts[i] for i in pick for _ in range(c.group_size)]
-    mine = shard(cfg).part(len(all_metas))
+    part = shard(cfg)
+    mine = part.part(len(all_metas))
     metas = [all_metas[s] for s in mine]
     texts = [m["prompt"] for m in metas]
     uniq = sorted(set(texts))
@@ -47,7 +48,7 @@ def dense_rewards(model, cfg: RunConfig, reward, prompts: list[dict], schedule, 
     gens = [sample_generator(cfg.seed, key, s) for s in mine]
     traj = rollout(model, cond, texts, cfg.sampler.steps, step_fn, schedule, gens, cfg.sampler.guidance)
     dr = dense_gain(model, traj, reward, metas, ode_steps=cfg.reward.ode_steps, chunk=cfg.reward.chunk).signal
-    return gather_rows(dr, process_state(cfg))
+    return torch.cat(part.gather([dr.cpu()]))
 
 
 def imbalance(dr: torch.Tensor) -> list[float]:

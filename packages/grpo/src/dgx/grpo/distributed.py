@@ -30,10 +30,3 @@ def shard(cfg: RunConfig) -> Shard:
     """This process's share of a benchmark's or a calibration's samples and how to gather them."""
     state = process_state(cfg)
     return Shard(state.process_index, state.num_processes, gather_object)
-
-
-def gather_rows(x: torch.Tensor, state: PartialState) -> torch.Tensor:
-    """Concatenate every process's rows of ``x`` in process order (rows may differ in number)."""
-    if state.num_processes == 1:
-        return x
-    return torch.cat([part.to(x.device) for part in gather_object([x.cpu()])])

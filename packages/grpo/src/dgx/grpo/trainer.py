@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
+from dgx.eval.benchmarks import Shard
 from dgx.grpo import checkpoint
 from dgx.grpo.advantages import advantages
 from dgx.grpo.build import (
@@ -107,7 +108,8 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
     N, world, rank = tc.prompts_per_iter * G, acc.num_processes, acc.process_index
     if N % world:
         raise ConfigError(f"train.prompts_per_iter * group_size = {N} must divide over {world} processes")
-    lo, hi = rank * N // world, (rank + 1) * N // world
+    mine = Shard(rank, world).part(N)  # this process's samples, split as calibration and evaluation split theirs
+    lo, hi = mine.start, mine.stop
 
     start = 0
     ckpts = run_dir / "checkpoints"
