@@ -153,7 +153,7 @@ def test_calibration_follows_algorithm_1_and_resumes(tmp_path, tiny_pipe_dir, mo
     assert calls[:3] == [100_000, 100_001, 100_002]
 
 
-def test_dgx_run_end_to_end_and_resume(tmp_path, tiny_pipe_dir):
+def test_dgx_run_end_to_end_and_resume(tmp_path, tiny_pipe_dir, monkeypatch):
     from click.testing import CliRunner
     from dgx.grpo.cli import main
 
@@ -210,6 +210,25 @@ seeds: [0]
     assert (out / "flow_grpo/seed_0/eval/summary.json").stat().st_mtime_ns != flow_stamp
     assert yaml.safe_load((out / "flow_grpo/seed_0/config.yaml").read_text())["train"]["iterations"] == 3
     assert (out / "base/seed_0/eval/summary.json").stat().st_mtime_ns == base_stamp  # same evaluation: base not redone
+    # an extension killed while training keeps its old evaluation and the new length in config.yaml:
+    # --resume trains on and evaluates again instead of taking the run as finished
+    from dgx.grpo import runner
+
+    def killed(*args, **kwargs):
+        train(*args, **kwargs, stop_after=1)
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(runner, "train", killed)
+    longest = ["run", str(abl), "--out", str(out), "--resume", "--only", "flow_grpo", "--iterations", "5", "--set", "train.save_every=1"]
+    assert CliRunner().invoke(main, longest).exit_code != 0
+    monkeypatch.setattr(runner, "train", train)
+    assert checkpoint.trained(out / "flow_grpo/seed_0/checkpoints") == 4
+    flow_stamp = (out / "flow_grpo/seed_0/eval/summary.json").stat().st_mtime_ns
+    resumed = CliRunner().invoke(main, longest)
+    assert resumed.exit_code == 0, resumed.output
+    rows = [json.loads(ln) for ln in (out / "flow_grpo/seed_0/metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [0, 1, 2, 3, 4]
+    assert (out / "flow_grpo/seed_0/eval/summary.json").stat().st_mtime_ns != flow_stamp
 
 
 def test_dgx_run_on_two_processes_matches_one(tmp_path, tiny_pipe_dir):
@@ -491,6 +510,34 @@ def test_checkpoint_without_scheduler_state_resumes_at_its_iteration(tmp_path):
     opt2.step()
     sched2.step()
     assert opt2.param_groups[0]["lr"] == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.75)))
+
+
+def test_checkpoint_written_on_a_gpu_resumes_on_a_cpu(tmp_path, monkeypatch):
+    """Optimizer, scheduler and RNG states saved from GPU tensors load on a machine without one."""
+    from diffusers.optimization import get_scheduler
+
+    p = torch.nn.Parameter(torch.randn(3, 2))
+    opt = torch.optim.AdamW([p], lr=1e-2)
+    sched = get_scheduler("linear", opt, num_warmup_steps=0, num_training_steps=10)
+    p.square().sum().backward()
+    opt.step()
+    sched.step()
+    # tag every tensor as a cuda:0 tensor, as torch.save does for a run trained on a GPU
+    registry = torch.serialization._package_registry
+    monkeypatch.setattr(torch.serialization, "_package_registry", [(0, lambda obj: "cuda:0", lambda obj, loc: None), *registry])
+    ck = checkpoint.save(tmp_path, 4, {"w": p.detach()}, opt, sched, None)
+    monkeypatch.setattr(torch.serialization, "_package_registry", registry)
+    if not torch.cuda.is_available():  # what loading without a map location does here
+        with pytest.raises(RuntimeError, match="CUDA"):
+            torch.load(ck / "optimizer.pt", weights_only=False)
+    q = torch.nn.Parameter(p.detach().clone())
+    opt2 = torch.optim.AdamW([q], lr=1e-2)
+    sched2 = get_scheduler("linear", opt2, num_warmup_steps=0, num_training_steps=10)
+    it, adapter, _ = checkpoint.load(ck, opt2, sched2)
+    assert it == 4 and checkpoint.trained(tmp_path) == 5 and torch.equal(adapter["w"], p.detach())
+    state = opt2.state_dict()["state"][0]
+    assert state["exp_avg"].device == q.device and torch.equal(state["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    assert opt2.param_groups[0]["lr"] == pytest.approx(opt.param_groups[0]["lr"])
 
 
 def test_metrics_log_writes_jsonl_csv_and_per_step_tensorboard_curves(tmp_path):

@@ -39,7 +39,10 @@ def save(ckpt_root: Path, iteration: int, adapter: dict, optimizer: torch.optim.
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     if scheduler is not None:
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    torch.save({"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}, tmp / "rng.pt")
+    rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_initialized():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    torch.save(rng, tmp / "rng.pt")
     if psi_path is not None and Path(psi_path).is_file():
         shutil.copy(psi_path, tmp / "psi.json")
     (tmp / "state.json").write_text(json.dumps({"iteration": iteration}))
@@ -66,16 +69,19 @@ def load(path: Path, optimizer: torch.optim.Optimizer, scheduler: LambdaLR | Non
     iterations decays to its new end, and sets the optimizer's lr from them. A checkpoint without
     ``scheduler.pt`` (written before schedulers were saved) resumes at its iteration count.
     """
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
+    # map_location: a checkpoint written on a GPU also resumes on a CPU (load_state_dict moves the state to the parameters)
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
     if scheduler is not None:
         if (path / "scheduler.pt").is_file():
-            scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
+            scheduler.load_state_dict(torch.load(path / "scheduler.pt", map_location="cpu", weights_only=False))
         else:
             scheduler.last_epoch = iteration(path) + 1
         for group, base, fn in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
             group["lr"] = base * fn(scheduler.last_epoch)
-    rng = torch.load(path / "rng.pt", weights_only=False)
+    rng = torch.load(path / "rng.pt", map_location="cpu", weights_only=False)
     torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(rng["cuda"])
     np.random.set_state(rng["numpy"])
     random.setstate(rng["python"])
     ema = load_file(path / "ema.safetensors") if (path / "ema.safetensors").is_file() else None
@@ -85,3 +91,9 @@ def load(path: Path, optimizer: torch.optim.Optimizer, scheduler: LambdaLR | Non
 def iteration(path: Path) -> int:
     """The (0-based) iteration after which checkpoint ``path`` was written."""
     return json.loads((Path(path) / "state.json").read_text())["iteration"]
+
+
+def trained(ckpt_root: Path) -> int:
+    """How many iterations the run of ``ckpt_root`` has trained, by its latest checkpoint (0 if none)."""
+    last = latest(ckpt_root)
+    return 0 if last is None else iteration(last) + 1

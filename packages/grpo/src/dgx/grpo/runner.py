@@ -113,8 +113,7 @@ def check_resume(run_dir: Path, cfg: RunConfig) -> list[str]:
         raise ConfigError(f"{run_dir}: --resume with a different config ({', '.join(bad)} changed since "
                           f"{path.name} was written); resume with the same settings or give a new --out")
     if cfg.train.iterations < old["train"]["iterations"]:  # shorter: only if it has not trained past the new end
-        last = checkpoint.latest(run_dir / "checkpoints")
-        done = 0 if last is None else checkpoint.iteration(last) + 1
+        done = checkpoint.trained(run_dir / "checkpoints")
         if done > cfg.train.iterations or (run_dir / "eval" / "summary.json").is_file():
             raise ConfigError(f"{run_dir}: --resume cannot shorten a run to {cfg.train.iterations} iterations: it has "
                               f"trained {done} of {old['train']['iterations']}; give a new --out")
@@ -180,7 +179,8 @@ def run_ablation(file: Path, out: Path | None = None, only: list[str] = (), seed
             cfg = vcfg.model_copy(deep=True, update={"seed": seed})
             run_dir = out / name / f"seed_{seed}"
             run_dir.mkdir(parents=True, exist_ok=True)
-            summary = _summary(run_dir / "eval" / "summary.json") if resume else None
+            finished = checkpoint.trained(run_dir / "checkpoints") >= cfg.train.iterations  # not killed while extended
+            summary = _summary(run_dir / "eval" / "summary.json") if resume and finished else None
             if resume and check_resume(run_dir, cfg):
                 summary = None  # trained longer or evaluated differently: continue from the last checkpoint, evaluate again
             psi = run_dir / "calibration" / "psi.json"
