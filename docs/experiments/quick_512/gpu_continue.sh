@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Continue the two 512-samples-per-iteration runs of this folder (Flow-GRPO in runs/quick512/flow_512,
+# DenseGRPO in runs/quick512_dense, 60 iterations each on the CPU) on a GPU, side by side, for SECONDS
+# of training each; then score both (their latest checkpoints) paired image by image with the base
+# model on three evaluation seeds, all on the same device.
+#   bash docs/experiments/quick_512/gpu_continue.sh [SECONDS] [OUT]
+# A run stopped at the time limit keeps its last checkpoint (every 5 iterations); rerunning continues it.
+# OUT (default runs/quick512_gpu) receives paired.jsonl and runs.tgz (both run folders, no TensorBoard).
+set -u
+secs=${1:-300}
+out=${2:-runs/quick512_gpu}
+mkdir -p "$out"
+if ls .whl/*.whl >/dev/null 2>&1; then  # a bare GPU machine: see ../sd35m_iteration/gpu_check.sh
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site
+fi
+python3 -c "import dgx.grpo" 2>/dev/null || export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$(printf '%s:' packages/*/src)"
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
+cfg=configs/shapes_quick.yaml
+timeout "$secs" python3 scripts/sweep.py "$cfg" --variant flow_grpo --out runs/quick512 --no-eval \
+  'flow_512={"train": {"prompts_per_iter": 64, "iterations": 1000}}' > "$out/flow.log" 2>&1 &
+timeout "$secs" python3 -m dgx.grpo.cli run "$cfg" --only dense_grpo --set train.prompts_per_iter=64 --iterations 1000 \
+  --out runs/quick512_dense --resume > "$out/dense.log" 2>&1 &
+wait
+for f in runs/quick512/flow_512 runs/quick512_dense/dense_grpo/seed_0; do
+  echo "$f: $(wc -l < "$f/metrics.jsonl") iterations logged, latest checkpoint $(cat "$f/checkpoints/latest")"
+done
+python3 scripts/paired_eval.py "$cfg" --variant dense_grpo --seeds 12345 1000 1001 --out "$out/paired" \
+  --adapters runs/quick512/flow_512 runs/quick512_dense/dense_grpo/seed_0 | tee "$out/paired.jsonl"
+tar czf "$out/runs.tgz" --exclude=tensorboard runs/quick512/flow_512 runs/quick512_dense "$out/paired"

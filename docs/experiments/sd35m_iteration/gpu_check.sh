@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The GPU checks of issue 6, in one run (at most 9 minutes on one H100/H200), from the repository root:
+#   bash docs/experiments/sd35m_iteration/gpu_check.sh [OUT]
+# 1. two GRPO iterations (Flow-GRPO credit) of the SD3.5-M architecture, random weights, 512 px, bf16;
+# 2. one DenseGRPO iteration of the same (ODE denoising of every intermediate latent);
+# 3. the quick shapes ablation (calibration, training, evaluation) on the GPU, cut to 10 iterations.
+# Each stage has its own time limit, so that a slow one does not starve the next. Runs go to runs/gpu_check;
+# OUT (default: that folder) receives the summaries: sd35m_results.jsonl, the SD3.5-M runs' metrics
+# (kept when a stage runs out of time), shapes_report.md, shapes_cost.md.
+# Without an installed dgx (a bare machine with PyTorch) the four packages are put on PYTHONPATH; wheels of
+# what else is missing can be placed in .whl/ and are installed into /tmp/site first.
+set -u
+runs=runs/gpu_check
+out=${1:-${OUT:-$runs}}
+rm -rf "$runs"; mkdir -p "$runs" "$out"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site
+fi
+python3 -c "import dgx.grpo" 2>/dev/null || export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$(printf '%s:' packages/*/src)"
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+python3 -c "import torch, diffusers, transformers, peft, accelerate; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'accelerate', accelerate.__version__)"
+
+cfg=docs/experiments/sd35m_iteration/sd35m_random.yaml
+echo "== 1. SD3.5-M architecture, Flow-GRPO, 2 iterations"
+timeout 230 python3 scripts/time_iteration.py "$cfg" --variant flow_grpo --iterations 2 --out "$runs/sd35m"
+echo "== 2. SD3.5-M architecture, DenseGRPO, 1 iteration"
+timeout 170 python3 scripts/time_iteration.py "$cfg" --variant dense_grpo --iterations 1 --out "$runs/sd35m"
+cp "$runs/sd35m/results.jsonl" "$out/sd35m_results.jsonl" 2>/dev/null
+for v in flow_grpo dense_grpo; do cp "$runs/sd35m/$v/metrics.jsonl" "$out/sd35m_${v}_metrics.jsonl" 2>/dev/null; done
+echo "== 3. quick shapes ablation on the GPU, 10 iterations"
+start=$(date +%s)
+timeout 130 python3 -m dgx.grpo.cli run configs/shapes_quick.yaml --iterations 10 --out "$runs/shapes_quick"
+echo "shapes_quick rc=$? wall_s=$(( $(date +%s) - start ))"
+cp "$runs/shapes_quick/report.md" "$out/shapes_report.md" 2>/dev/null
+cp "$runs/shapes_quick/cost.md" "$out/shapes_cost.md" 2>/dev/null
+nvidia-smi --query-gpu=name,memory.used --format=csv
