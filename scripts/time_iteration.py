@@ -51,7 +51,7 @@ result = {
     "samples_per_iteration": cfg.train.prompts_per_iter * cfg.train.group_size, "steps": cfg.sampler.steps,
     "wall_s": round(wall, 1), "peak_memory_gib": round(peak / 2**30, 2),
     "peak_memory_kind": "cuda max_memory_allocated" if cuda else "process peak RSS",
-    "per_iteration": [{k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items()
+    "per_iteration": [{k: (float(f"{v:.3g}") if isinstance(v, float) else v) for k, v in r.items()
                        if k.startswith("seconds_") or k in ("iteration", "model_calls", "reward_mean", "loss", "grad_norm")}
                       for r in rows],
 }

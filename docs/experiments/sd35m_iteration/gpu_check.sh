@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of issue 6, in one run (at most 9 minutes on one H100/H200), from the repository root:
+# The GPU checks of issue 6, in one run (5 min on one H200; its stages' time limits add up to 9), from the repository root:
 #   bash docs/experiments/sd35m_iteration/gpu_check.sh [OUT]
 # 1. two GRPO iterations (Flow-GRPO credit) of the SD3.5-M architecture, random weights, 512 px, bf16;
 # 2. one DenseGRPO iteration of the same (ODE denoising of every intermediate latent);
@@ -8,7 +8,11 @@
 # OUT (default: that folder) receives the summaries: sd35m_results.jsonl, the SD3.5-M runs' metrics
 # (kept when a stage runs out of time), shapes_report.md, shapes_cost.md.
 # Without an installed dgx (a bare machine with PyTorch) the four packages are put on PYTHONPATH; wheels of
-# what else is missing can be placed in .whl/ and are installed into /tmp/site first.
+# what else is missing can be placed in .whl/ and are installed into /tmp/site first. For the H200 image of
+# session 13 (torch, transformers, peft, accelerate present) that was, from a machine with pip access:
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d .whl \
+#     diffusers==0.42.1 pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 \
+#     importlib_metadata==10.2.0 typing_extensions==4.16.0
 set -u
 runs=runs/gpu_check
 out=${1:-${OUT:-$runs}}
