@@ -6,7 +6,7 @@
 #   bash docs/experiments/quick_512/gpu_continue.sh [SECONDS] [OUT]
 # A run stopped at the time limit keeps its last checkpoint (every 5 iterations); rerunning continues it.
 # OUT (default runs/quick512_gpu) receives paired.jsonl and runs.tgz: both run folders (no TensorBoard)
-# and the per-image records under paired/. Unpacked in the repository root (`tar xzf runs.tgz`), the run
+# and the per-image records (as runs/quick512_gpu/paired). Unpacked in the repository root (`tar xzf runs.tgz`), the run
 # folders continue from there, on the next GPU or on a CPU (checkpoints load on either).
 set -u
 secs=${1:-300}
@@ -29,4 +29,5 @@ for f in runs/quick512/flow_512 runs/quick512_dense/dense_grpo/seed_0; do
 done
 python3 scripts/paired_eval.py "$cfg" --variant dense_grpo --seeds 12345 1000 1001 --out "$out/paired" \
   --adapters runs/quick512/flow_512 runs/quick512_dense/dense_grpo/seed_0 | tee "$out/paired.jsonl"
-tar czf "$out/runs.tgz" --exclude=tensorboard runs/quick512/flow_512 runs/quick512_dense -C "$out" paired
+tar czf "$out/runs.tgz" --exclude=tensorboard runs/quick512/flow_512 runs/quick512_dense \
+  -C "$out" --transform "s,^paired,runs/quick512_gpu/paired," paired
