@@ -89,6 +89,37 @@ def test_shapes_detector_on_rendered_images():
         assert np.mean(v) >= 0.99, (tag, np.mean(v))
 
 
+def test_shapes_detector_batch_matches_one_image_at_a_time():
+    """detect_batch equals a plain per-image reference (nearest colour by subtraction, one 2D labelling
+    per colour): no component joins across images, none is lost at image borders."""
+    from dgx.rewards.shapes import prompts, render
+    from dgx.rewards.shapes.detector import ShapesDetector
+    from scipy import ndimage
+
+    detector, rng = ShapesDetector(), np.random.default_rng(3)
+    rendered = [render.render_prompt(m, rng)[0] for m in prompts.all_prompts()[::40]]
+    size = rendered[0].shape[0]
+    colors = detector.colors.astype(np.uint8)
+    blocks = colors[rng.integers(len(colors), size=(6, size // 4, size // 4))].repeat(4, 1).repeat(4, 2)  # edge-to-edge blobs
+    noisy = np.clip(np.stack(rendered[:6]).astype(int) + rng.integers(-90, 90, (6, size, size, 3)), 0, 255).astype(np.uint8)
+    images = np.concatenate([np.stack(rendered), blocks, noisy])
+
+    def reference(image):
+        lab = ((image[..., None, :].astype(np.float32) - detector.colors) ** 2).sum(-1).argmin(-1)
+        out = []
+        for ci, cname in enumerate(detector.names):
+            comps, n = ndimage.label(lab == ci)
+            out += [detector._classify(comps == k, cname) for k in range(1, n + 1) if (comps == k).sum() >= detector.min_area]
+        return out
+
+    def key(ds):
+        return [(d.cls, d.color, d.box, round(d.confidence, 9), d.mask.tobytes()) for d in ds]
+
+    batch = detector.detect_batch(images)
+    assert sum(map(len, batch)) > 3 * len(images)
+    assert [key(ds) for ds in batch] == [key(reference(im)) for im in images] == [key(detector(im)) for im in images]
+
+
 def test_soft_credit_scores_class_beliefs_and_leaves_verdicts_alone():
     two = meta("counting", [{"class": "circle", "count": 2}], [{"class": "circle", "count": 3}])
     dets = [Detection("square", L, 0.6, None, None, {"circle": 0.4, "square": 0.6}),

@@ -25,7 +25,10 @@ class GenEvalReward:
     def verdicts(self, images: torch.Tensor, metadata: Sequence[dict]) -> list[Verdict]:
         if metadata is None or len(metadata) != len(images):
             raise RewardError(f"{self.name} needs GenEval metadata for every image (got {0 if metadata is None else len(metadata)} for {len(images)})")
-        return [evaluate(img, self.detector(img), m, self.color_of, self.soft) for img, m in zip(to_uint8(images), metadata)]
+        imgs = to_uint8(images)
+        batch = getattr(self.detector, "detect_batch", None)  # a detector may take the whole batch at once
+        dets = batch(imgs) if batch is not None else [self.detector(img) for img in imgs]
+        return [evaluate(img, d, m, self.color_of, self.soft) for img, d, m in zip(imgs, dets, metadata)]
 
     def __call__(self, images: torch.Tensor, prompts: Sequence[str], metadata: Sequence[dict] | None = None) -> torch.Tensor:
         vs = self.verdicts(images, metadata)
