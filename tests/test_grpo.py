@@ -479,6 +479,9 @@ def test_resume_may_shorten_a_run_only_above_what_it_has_trained(tmp_path, tiny_
     checkpoint.save(run / "checkpoints", 2, {"w": p.detach()}, torch.optim.AdamW([p]), None, None)  # 3 iterations done
     assert check_resume(run, cfg) == []
     assert check_resume(run, cfg.model_copy(update={"train": cfg.train.model_copy(update={"iterations": 3})})) == ["train.iterations"]
+    (run / "eval").mkdir()  # the evaluation of an earlier, shorter length (then extended to 10 and killed at 3)
+    (run / "eval" / "summary.json").write_text('{"overall": 0.5}')
+    assert check_resume(run, cfg.model_copy(update={"train": cfg.train.model_copy(update={"iterations": 3})})) == ["train.iterations"]
     with pytest.raises(ConfigError, match="cannot shorten a run to 2 iterations: it has trained 3 of 10"):
         check_resume(run, cfg.model_copy(update={"train": cfg.train.model_copy(update={"iterations": 2})}))
     with pytest.raises(ConfigError, match=r"train\.lr changed"):

@@ -4,6 +4,7 @@
 # of training each; then score both (their latest checkpoints) paired image by image with the base
 # model on three evaluation seeds, all on the same device.
 #   bash docs/experiments/quick_512/gpu_continue.sh [SECONDS] [OUT]
+# FLOW_ITERATIONS / DENSE_ITERATIONS (default 1000) end a run earlier, e.g. DenseGRPO at Flow-GRPO's 205.
 # A run stopped at the time limit keeps its last checkpoint (every 5 iterations); rerunning continues it.
 # OUT (default runs/quick512_gpu) receives paired.jsonl and runs.tgz: both run folders (no TensorBoard)
 # and the per-image records (as runs/quick512_gpu/paired). Unpacked in the repository root (`tar xzf runs.tgz`), the run
@@ -20,8 +21,8 @@ python3 -c "import dgx.grpo" 2>/dev/null || export PYTHONPATH="${PYTHONPATH:+$PY
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
 cfg=configs/shapes_quick.yaml
 timeout "$secs" python3 scripts/sweep.py "$cfg" --variant flow_grpo --out runs/quick512 --no-eval \
-  'flow_512={"train": {"prompts_per_iter": 64, "iterations": 1000}}' > "$out/flow.log" 2>&1 &
-timeout "$secs" python3 -m dgx.grpo.cli run "$cfg" --only dense_grpo --set train.prompts_per_iter=64 --iterations 1000 \
+  'flow_512={"train": {"prompts_per_iter": 64, "iterations": '"${FLOW_ITERATIONS:-1000}"'}}' > "$out/flow.log" 2>&1 &
+timeout "$secs" python3 -m dgx.grpo.cli run "$cfg" --only dense_grpo --set train.prompts_per_iter=64 --iterations "${DENSE_ITERATIONS:-1000}" \
   --out runs/quick512_dense --resume > "$out/dense.log" 2>&1 &
 wait
 for f in runs/quick512/flow_512 runs/quick512_dense/dense_grpo/seed_0; do

@@ -114,7 +114,7 @@ def check_resume(run_dir: Path, cfg: RunConfig) -> list[str]:
                           f"{path.name} was written); resume with the same settings or give a new --out")
     if cfg.train.iterations < old["train"]["iterations"]:  # shorter: only if it has not trained past the new end
         done = checkpoint.trained(run_dir / "checkpoints")
-        if done > cfg.train.iterations or (run_dir / "eval" / "summary.json").is_file():
+        if done > cfg.train.iterations:  # a finished run has trained its old length, so it is refused here too
             raise ConfigError(f"{run_dir}: --resume cannot shorten a run to {cfg.train.iterations} iterations: it has "
                               f"trained {done} of {old['train']['iterations']}; give a new --out")
     return changed
