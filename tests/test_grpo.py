@@ -281,6 +281,29 @@ seeds: [0]
     assert max(abs(a - b) for a, b in zip(base, trained)) > 2e-3  # training moved the images 20x more than the tolerance
 
 
+def test_accelerate_modes_that_shard_parameters_are_refused(tmp_path, tiny_pipe_dir, monkeypatch):
+    """FSDP and DeepSpeed (which accelerate only enables on accelerators) are refused with a clear error, by the
+    trainer and by `dgx run` before it calibrates or evaluates anything; DDP and one process pass."""
+    from types import SimpleNamespace
+
+    from accelerate import PartialState
+    from accelerate.utils import DistributedType
+    from dgx.grpo import runner
+    from dgx.grpo.distributed import check_supported
+    from dgx.grpo.errors import ConfigError
+
+    cfg = tiny_config(tmp_path, tiny_pipe_dir, iterations=1)
+    for mode in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        state = SimpleNamespace(distributed_type=mode)
+        with pytest.raises(ConfigError, match=f"configured for {mode.value}.*without --use_fsdp"):
+            train(cfg, tmp_path / "run", registry=Registry([tmp_path / "reg.yaml"]), accelerator=SimpleNamespace(state=state))
+        monkeypatch.setattr(runner, "process_state", lambda cfg, state=state: state)
+        with pytest.raises(ConfigError, match=f"configured for {mode.value}"):
+            runner.run_ablation(tmp_path / "cfg.yaml", out=tmp_path / "out")
+        assert not (tmp_path / "out").exists()
+    check_supported(PartialState(cpu=True))  # one process (MULTI_CPU / DDP under accelerate launch) is fine
+
+
 def test_prompt_sampling_by_tag_is_balanced_over_tags():
     from dgx.grpo.build import choose_prompts
 

@@ -10,14 +10,27 @@ from __future__ import annotations
 
 import torch
 from accelerate import PartialState
-from accelerate.utils import gather_object
+from accelerate.utils import DistributedType, gather_object
 from dgx.eval.benchmarks import Shard
 from dgx.grpo.config import RunConfig
+from dgx.grpo.errors import ConfigError
+
+# accelerate modes that shard the trained parameters across processes
+SHARDED = (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM)
 
 
 def process_state(cfg: RunConfig) -> PartialState:
     """accelerate's state of this process (on the CPU when ``cfg.device`` is 'cpu')."""
     return PartialState(cpu=cfg.device == "cpu")
+
+
+def check_supported(state: PartialState) -> None:
+    """Refuse accelerate modes that shard parameters: the trainer's checkpoints, EMA and gradient clipping
+    read the LoRA weights as whole tensors on every process (DDP, or one process)."""
+    if state.distributed_type in SHARDED:
+        raise ConfigError(f"accelerate is configured for {state.distributed_type.value}, which shards the trained "
+                          "parameters; dgx trains with DDP or one process (its checkpoints, EMA and gradient clipping "
+                          "do not handle sharded LoRA weights yet): launch without --use_fsdp / --use_deepspeed")
 
 
 def device_for(cfg: RunConfig) -> torch.device:

@@ -27,7 +27,7 @@ from dgx.grpo import checkpoint
 from dgx.grpo.build import build_model, choose_prompts, load_prompts
 from dgx.grpo.calibrate import calibrate, mean_imbalance
 from dgx.grpo.config import RunConfig, load
-from dgx.grpo.distributed import process_state, shard
+from dgx.grpo.distributed import check_supported, process_state, shard
 from dgx.grpo.errors import ConfigError
 from dgx.grpo.registry import Registry, suggest
 from dgx.grpo.trainer import load_adapter, train
@@ -151,6 +151,7 @@ def run_ablation(file: Path, out: Path | None = None, only: list[str] = (), seed
     variants = {k: v for k, v in abl.variants.items() if not only or k in only}
     run_seeds = [s for s in abl.seeds if not seeds or s in seeds] or list(seeds)
     state = process_state(next(iter(variants.values())))
+    check_supported(state)
     main = state.is_main_process
     for name, v in variants.items():  # checked before hours of calibration and evaluation, not when training starts
         if (n := v.train.prompts_per_iter * v.train.group_size) % state.num_processes:

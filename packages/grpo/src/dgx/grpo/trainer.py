@@ -34,6 +34,7 @@ from dgx.grpo.build import (
     load_prompts,
 )
 from dgx.grpo.config import RunConfig
+from dgx.grpo.distributed import check_supported
 from dgx.grpo.errors import ConfigError, TrainingError
 from dgx.grpo.loss import grpo_loss
 from dgx.grpo.metrics import MetricsLog
@@ -84,6 +85,7 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
     """
     registry = registry or Registry()
     acc = accelerator or Accelerator(cpu=cfg.device == "cpu")
+    check_supported(acc.state)
     tc, T, G = cfg.train, cfg.sampler.steps, cfg.train.group_size
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
