@@ -13,12 +13,8 @@ set -u
 secs=${1:-300}
 out=${2:-runs/quick512_gpu}
 mkdir -p "$out"
-if ls .whl/*.whl >/dev/null 2>&1; then  # a bare GPU machine: see ../sd35m_iteration/gpu_check.sh
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site
-fi
-python3 -c "import dgx.grpo" 2>/dev/null || export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$(printf '%s:' packages/*/src)"
-export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
+source scripts/bare_machine_env.sh
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
 cfg=configs/shapes_quick.yaml
 timeout "$secs" python3 scripts/sweep.py "$cfg" --variant flow_grpo --out runs/quick512 --no-eval \
   'flow_512={"train": {"prompts_per_iter": 64, "iterations": '"${FLOW_ITERATIONS:-1000}"'}}' > "$out/flow.log" 2>&1 &

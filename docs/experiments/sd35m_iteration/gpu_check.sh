@@ -7,7 +7,7 @@
 # Each stage has its own time limit, so that a slow one does not starve the next. Runs go to runs/gpu_check;
 # OUT (default: that folder) receives the summaries: sd35m_results.jsonl, the SD3.5-M runs' metrics
 # (kept when a stage runs out of time), shapes_report.md, shapes_cost.md.
-# Without an installed dgx (a bare machine with PyTorch) the four packages are put on PYTHONPATH; wheels of
+# Without an installed dgx (a bare machine with PyTorch) scripts/bare_machine_env.sh puts the four packages on PYTHONPATH; wheels of
 # what else is missing can be placed in .whl/ and are installed into /tmp/site first. For the H200 image of
 # session 13 (torch, transformers, peft, accelerate present) that was, from a machine with pip access:
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d .whl \
@@ -17,12 +17,8 @@ set -u
 runs=runs/gpu_check
 out=${1:-${OUT:-$runs}}
 rm -rf "$runs"; mkdir -p "$runs" "$out"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site
-fi
-python3 -c "import dgx.grpo" 2>/dev/null || export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$(printf '%s:' packages/*/src)"
-export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+source scripts/bare_machine_env.sh
+export TOKENIZERS_PARALLELISM=false
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import torch, diffusers, transformers, peft, accelerate; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'accelerate', accelerate.__version__)"
 

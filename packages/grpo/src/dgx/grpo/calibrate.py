@@ -39,8 +39,8 @@ def dense_rewards(model, cfg: RunConfig, reward, prompts: list[dict], schedule, 
     n_prompts = n_prompts or c.prompts
     pick = choose_prompts(prompts, n_prompts, np.random.default_rng([cfg.seed, key]), cfg.train.prompt_sampling)
     all_metas = [prompts[i] for i in pick for _ in range(c.group_size)]
-    part = shard(cfg)
-    mine = part.part(len(all_metas))
+    split = shard(cfg)
+    mine = split.part(len(all_metas))
     metas = [all_metas[s] for s in mine]
     texts = [m["prompt"] for m in metas]
     uniq = sorted(set(texts))
@@ -48,7 +48,7 @@ def dense_rewards(model, cfg: RunConfig, reward, prompts: list[dict], schedule, 
     gens = [sample_generator(cfg.seed, key, s) for s in mine]
     traj = rollout(model, cond, texts, cfg.sampler.steps, step_fn, schedule, gens, cfg.sampler.guidance)
     dr = dense_gain(model, traj, reward, metas, ode_steps=cfg.reward.ode_steps, chunk=cfg.reward.chunk).signal
-    return torch.cat(part.gather([dr.cpu()]))
+    return torch.cat(split.gather([dr.cpu()]))
 
 
 def imbalance(dr: torch.Tensor) -> list[float]:
