@@ -153,6 +153,41 @@ def test_calibration_follows_algorithm_1_and_resumes(tmp_path, tiny_pipe_dir, mo
     assert calls[:3] == [100_000, 100_001, 100_002]
 
 
+def test_calibration_reports_steps_where_no_reward_changed(tmp_path, tiny_pipe_dir, monkeypatch):
+    """A step whose dR is always 0 (a reward of few values) counts as balanced, so psi grows there every
+    iteration: calibration warns, lists the step in psi.json, and records the share of changed rewards."""
+    import dgx.grpo.calibrate as cal
+
+    cfg = tiny_config(tmp_path, tiny_pipe_dir)
+    cfg.calibrate.iterations, cfg.calibrate.prompts, cfg.calibrate.group_size = 2, 2, 3
+    cfg.calibrate.eps2, cfg.calibrate.init = 0.05, [0.3, 0.5, 0.7, 0.9]
+    original = cal.dense_rewards
+
+    def step_1_never_changes(*a, **k):
+        dr = original(*a, **k)
+        dr[:, 1] = 0.0
+        return dr
+
+    monkeypatch.setattr(cal, "dense_rewards", step_1_never_changes)
+    with pytest.warns(UserWarning, match=r"at steps \[1\] no dense reward changed in any of 2 iterations of 6 samples"):
+        path = cal.calibrate(cfg, tmp_path / "cal", Registry([tmp_path / "reg.yaml"]))
+    d = json.loads(path.read_text())
+    assert d["silent_steps"] == [1] and d["psi"][1] == pytest.approx(0.5 + 2 * 0.05)
+    assert d["changed"]["calibrated"][1] == 0.0 and d["changed"]["uniform_a0.7"][1] == 0.0
+    assert all(0.0 < v <= 1.0 for i, v in enumerate(d["changed"]["calibrated"]) if i != 1)  # the tiny reward is smooth
+    assert cal.silent_steps([{"pos": [0, 1, 0], "neg": [0, 0, 0]}, {"pos": [0, 0, 0], "neg": [0, 0, 2]}]) == [0]
+    assert cal.silent_steps([]) == []
+
+    from dgx.grpo.runner import report  # `dgx run`'s report names the run and its silent steps
+
+    run = tmp_path / "abl" / "dense_grpo" / "seed_0"
+    (run / "calibration").mkdir(parents=True)
+    (run / "calibration" / "psi.json").write_text(path.read_text())
+    report(tmp_path / "abl", {"dense_grpo": [{"overall": 0.5}]}, {"dense_grpo": [run]})
+    assert "- `dense_grpo/seed_0`: steps [1]" in (tmp_path / "abl" / "report.md").read_text()
+    assert (tmp_path / "abl" / "psi_dense_grpo.png").is_file()
+
+
 def test_dgx_run_end_to_end_and_resume(tmp_path, tiny_pipe_dir, monkeypatch):
     from click.testing import CliRunner
     from dgx.grpo.cli import main

@@ -84,22 +84,30 @@ def plot_dense_per_timestep(runs: dict[str, list[Path]], out: Path) -> Path | No
 
 
 def plot_psi(psi_json: Path, out: Path) -> Path:
-    """Calibrated psi(t) against Flow-GRPO's uniform a * sqrt(t / (1 - t)), and the imbalance."""
+    """Calibrated psi(t) against Flow-GRPO's uniform a * sqrt(t / (1 - t)), the imbalance of both, and
+    the share of samples whose step changed the reward (dR != 0), with the steps calibration saw none change."""
     d = json.loads(Path(psi_json).read_text())
     t = np.array(d["timesteps"][:-1])
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    panels = 3 if "changed" in d else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4))
+    a1 = axes[0]
     a1.plot(t, d["psi"], marker="o", label="calibrated psi(t)")
     if "uniform_sigma" in d:
         a1.plot(t, d["uniform_sigma"], marker="x", label="uniform a=0.7")
+    silent = d.get("silent_steps", [])
+    if silent:
+        a1.plot(t[silent], np.array(d["psi"])[silent], "o", mfc="none", mec="red", ms=11, label="no change seen in calibration")
     a1.set(xlabel="t", ylabel="sigma_t", title="Noise level per timestep")
-    a1.invert_xaxis()
     a1.legend()
-    if "imbalance" in d:
-        a2.plot(t, d["imbalance"]["calibrated"], marker="o", label="calibrated")
-        a2.plot(t, d["imbalance"]["uniform_a0.7"], marker="x", label="uniform a=0.7")
-        a2.set(xlabel="t", ylabel="|#dR>0 - #dR<0| / N", title="Imbalance of dense rewards")
-        a2.invert_xaxis()
-        a2.legend()
+    for ax, key, ylabel, title in [(axes[1], "imbalance", "|#dR>0 - #dR<0| / N", "Imbalance of dense rewards"),
+                                   (axes[-1], "changed", "#(dR != 0) / N", "Steps that changed the reward")][: panels - 1]:
+        if key in d:
+            ax.plot(t, d[key]["calibrated"], marker="o", label="calibrated")
+            ax.plot(t, d[key]["uniform_a0.7"], marker="x", label="uniform a=0.7")
+            ax.set(xlabel="t", ylabel=ylabel, title=title)
+            ax.legend()
+    for ax in axes:
+        ax.invert_xaxis()
     return _save(fig, out)
 
 

@@ -8,14 +8,21 @@
                            (next_psi)
 
 The result is written to psi.json (read by the ``calibrated`` noise schedule) with the
-per-iteration history and the imbalance of the calibrated and the uniform a = 0.7
-schedules measured on the same fresh samples; psi.png plots it.
+per-iteration history, and the imbalance and the share of steps that changed the reward
+(dR != 0) of the calibrated and the uniform a = 0.7 schedules measured on the same fresh
+samples; psi.png plots them.
+
+With a reward of few values (GenEval, OCR) most dR can be exactly 0, and a step where none
+changed counts as balanced (0 = 0): psi(t) there grows by eps2 every iteration whatever it
+does. Such "silent" steps are listed in psi.json and warned about; more samples per
+iteration (``calibrate.prompts``) give the rule something to balance.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +61,16 @@ def dense_rewards(model, cfg: RunConfig, reward, prompts: list[dict], schedule, 
 def imbalance(dr: torch.Tensor) -> list[float]:
     """Per step |#(dR > 0) - #(dR < 0)| / N."""
     return (((dr > 0).sum(0) - (dr < 0).sum(0)).abs().float() / dr.shape[0]).tolist()
+
+
+def changed(dr: torch.Tensor) -> list[float]:
+    """Per step the share of samples whose step changed the reward, #(dR != 0) / N."""
+    return (dr != 0).float().mean(0).tolist()
+
+
+def silent_steps(history: list[dict]) -> list[int]:
+    """Steps where no dense reward changed in any calibration iteration (#pos = #neg = 0 throughout)."""
+    return [t for t in range(len(history[0]["pos"])) if all(h["pos"][t] + h["neg"][t] == 0 for h in history)] if history else []
 
 
 def next_psi(psi: np.ndarray, pos: np.ndarray, neg: np.ndarray, eps1: float, eps2: float) -> np.ndarray:
@@ -112,15 +129,24 @@ def calibrate(cfg: RunConfig, out_dir: Path, registry: Registry | None = None, r
         psi = next_psi(psi, pos, neg, c.eps1, c.eps2)
     # compare with the uniform schedule on the same fresh samples
     fresh = 200_000
-    calibrated = imbalance(dense_rewards(model, cfg, reward, prompts, TableNoise(tuple(psi)), fresh, step_fn, c.check_prompts))
-    uniform = imbalance(dense_rewards(model, cfg, reward, prompts, UniformNoise(0.7), fresh, step_fn, c.check_prompts))
+    dr_cal = dense_rewards(model, cfg, reward, prompts, TableNoise(tuple(psi)), fresh, step_fn, c.check_prompts)
+    dr_uni = dense_rewards(model, cfg, reward, prompts, UniformNoise(0.7), fresh, step_fn, c.check_prompts)
+    calibrated, uniform = imbalance(dr_cal), imbalance(dr_uni)
+    silent = silent_steps(history)
+    if silent and state.is_main_process:
+        warnings.warn(f"calibration: at steps {silent} no dense reward changed in any of {len(history)} iterations of "
+                      f"{c.prompts * c.group_size} samples, and 0 = 0 counts as balanced, so psi(t) there only grew (by "
+                      f"{len(history) * c.eps2:g}); with it, {[round(changed(dr_cal)[t], 3) for t in silent]} of the final "
+                      "check's samples changed the reward there. A reward of few values (GenEval, OCR) needs more samples "
+                      "per iteration (calibrate.prompts) for Algorithm 1 to balance anything at those steps.", stacklevel=2)
     path, tmp = out_dir / "psi.json", out_dir / "psi.json.tmp"
     if state.is_main_process:
         TableNoise(tuple(psi.tolist())).to_json(
             tmp, grid.tolist(), uniform_sigma=UniformNoise(0.7)(torch.arange(T), grid).tolist(),
             imbalance={"calibrated": calibrated, "uniform_a0.7": uniform,
                        "calibrated_mean": float(np.mean(calibrated)), "uniform_a0.7_mean": float(np.mean(uniform))},
-            history=history, config=c.model_dump(),
+            changed={"calibrated": changed(dr_cal), "uniform_a0.7": changed(dr_uni)},
+            silent_steps=silent, history=history, config=c.model_dump(),
         )
         os.replace(tmp, path)  # a half-written psi.json would pass for a finished calibration on --resume
         from dgx.eval.plots import plot_psi

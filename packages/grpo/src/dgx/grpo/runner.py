@@ -259,10 +259,14 @@ def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[P
         if psi.is_file():
             plots.append(plot_psi(psi, out / f"psi_{name}.png"))
     balance: dict[str, list[dict]] = {}  # calibrated runs: the imbalance check written by calibrate()
+    silent: list[str] = []  # steps where calibration saw no reward change (psi only grew there)
     for name, dirs in run_dirs.items():
-        for psi in (d / "calibration" / "psi.json" for d in dirs):
+        for d in dirs:
+            psi = d / "calibration" / "psi.json"
             if psi.is_file():
                 balance.setdefault(name, []).append(mean_imbalance(psi))
+                if steps := json.loads(psi.read_text()).get("silent_steps"):
+                    silent.append(f"- `{name}/{d.name}`: steps {steps}")
     lines = ["# Results", "", "GenEval-style test score (ODE sampler), mean ± std over seeds:", "", summary_md]
     if gains:
         gain_md = write_gain_table(gains, out / "gain", cols or list(next(iter(gains.values()))[0]))
@@ -274,6 +278,10 @@ def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[P
         lines += ["Calibration: mean over steps of |#(dR > 0) - #(dR < 0)| / N on the same fresh samples, for the "
                   "calibrated psi(t) and the uniform a = 0.7 schedule (lower = better balanced):", "",
                   write_tables(balance, out / "calibration_balance")]
+    if silent:
+        lines += ["No dense reward changed at these steps in any calibration iteration. 0 = 0 counts as balanced, so "
+                  "psi(t) there only grew; `calibrate.prompts` gives Algorithm 1 more samples to balance "
+                  "(psi.json: `changed`, `silent_steps`):", "", *silent, ""]
     lines += [f"![{p.stem}]({p.name})" for p in plots if p is not None]
     if (out / "invocations.jsonl").is_file():
         env = json.loads((out / "invocations.jsonl").read_text().splitlines()[-1])
