@@ -8,9 +8,9 @@
                            (next_psi)
 
 The result is written to psi.json (read by the ``calibrated`` noise schedule) with the
-per-iteration history, and the imbalance and the share of steps that changed the reward
-(dR != 0) of the calibrated and the uniform a = 0.7 schedules measured on the same fresh
-samples; psi.png plots them.
+per-iteration history, and for the calibrated and the uniform a = 0.7 schedules, measured
+on the same fresh samples, the imbalance and the share of samples whose step changed the
+reward (dR != 0); psi.png plots them.
 
 With a reward of few values (GenEval, OCR) most dR can be exactly 0, and a step where none
 changed counts as balanced (0 = 0): psi(t) there grows by eps2 every iteration whatever it
@@ -131,12 +131,12 @@ def calibrate(cfg: RunConfig, out_dir: Path, registry: Registry | None = None, r
     fresh = 200_000
     dr_cal = dense_rewards(model, cfg, reward, prompts, TableNoise(tuple(psi)), fresh, step_fn, c.check_prompts)
     dr_uni = dense_rewards(model, cfg, reward, prompts, UniformNoise(0.7), fresh, step_fn, c.check_prompts)
-    calibrated, uniform = imbalance(dr_cal), imbalance(dr_uni)
+    calibrated, uniform, changed_cal = imbalance(dr_cal), imbalance(dr_uni), changed(dr_cal)
     silent = silent_steps(history)
     if silent and state.is_main_process:
         warnings.warn(f"calibration: at steps {silent} no dense reward changed in any of {len(history)} iterations of "
                       f"{c.prompts * c.group_size} samples, and 0 = 0 counts as balanced, so psi(t) there only grew (by "
-                      f"{len(history) * c.eps2:g}); with it, {[round(changed(dr_cal)[t], 3) for t in silent]} of the final "
+                      f"{len(history) * c.eps2:g}); with it, {[round(changed_cal[t], 3) for t in silent]} of the final "
                       "check's samples changed the reward there. A reward of few values (GenEval, OCR) needs more samples "
                       "per iteration (calibrate.prompts) for Algorithm 1 to balance anything at those steps.", stacklevel=2)
     path, tmp = out_dir / "psi.json", out_dir / "psi.json.tmp"
@@ -145,7 +145,7 @@ def calibrate(cfg: RunConfig, out_dir: Path, registry: Registry | None = None, r
             tmp, grid.tolist(), uniform_sigma=UniformNoise(0.7)(torch.arange(T), grid).tolist(),
             imbalance={"calibrated": calibrated, "uniform_a0.7": uniform,
                        "calibrated_mean": float(np.mean(calibrated)), "uniform_a0.7_mean": float(np.mean(uniform))},
-            changed={"calibrated": changed(dr_cal), "uniform_a0.7": changed(dr_uni)},
+            changed={"calibrated": changed_cal, "uniform_a0.7": changed(dr_uni)},
             silent_steps=silent, history=history, config=c.model_dump(),
         )
         os.replace(tmp, path)  # a half-written psi.json would pass for a finished calibration on --resume
