@@ -88,8 +88,11 @@ def plot_psi(psi_json: Path, out: Path) -> Path:
     the share of samples whose step changed the reward (dR != 0), with the steps calibration saw none change."""
     d = json.loads(Path(psi_json).read_text())
     t = np.array(d["timesteps"][:-1])
-    panels = 3 if "changed" in d else 2
-    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4))
+    panels = {"imbalance": ("|#dR>0 - #dR<0| / N", "Imbalance of dense rewards"),
+              "changed": ("#(dR != 0) / N", "Steps that changed the reward")}
+    checks = [(key, *labels) for key, labels in panels.items() if key in d]  # the final checks psi.json holds
+    fig, axes = plt.subplots(1, 1 + len(checks), figsize=(5 * (1 + len(checks)), 4), squeeze=False)
+    axes = axes[0]
     a1 = axes[0]
     a1.plot(t, d["psi"], marker="o", label="calibrated psi(t)")
     if "uniform_sigma" in d:
@@ -99,13 +102,11 @@ def plot_psi(psi_json: Path, out: Path) -> Path:
         a1.plot(t[silent], np.array(d["psi"])[silent], "o", mfc="none", mec="red", ms=11, label="no change seen in calibration")
     a1.set(xlabel="t", ylabel="sigma_t", title="Noise level per timestep")
     a1.legend()
-    for ax, key, ylabel, title in [(axes[1], "imbalance", "|#dR>0 - #dR<0| / N", "Imbalance of dense rewards"),
-                                   (axes[-1], "changed", "#(dR != 0) / N", "Steps that changed the reward")][: panels - 1]:
-        if key in d:
-            ax.plot(t, d[key]["calibrated"], marker="o", label="calibrated")
-            ax.plot(t, d[key]["uniform_a0.7"], marker="x", label="uniform a=0.7")
-            ax.set(xlabel="t", ylabel=ylabel, title=title)
-            ax.legend()
+    for ax, (key, ylabel, title) in zip(axes[1:], checks):
+        ax.plot(t, d[key]["calibrated"], marker="o", label="calibrated")
+        ax.plot(t, d[key]["uniform_a0.7"], marker="x", label="uniform a=0.7")
+        ax.set(xlabel="t", ylabel=ylabel, title=title)
+        ax.legend()
     for ax in axes:
         ax.invert_xaxis()
     return _save(fig, out)
