@@ -178,6 +178,13 @@ def test_calibration_reports_steps_where_no_reward_changed(tmp_path, tiny_pipe_d
     assert cal.silent_steps([{"pos": [0, 1, 0], "neg": [0, 0, 0]}, {"pos": [0, 0, 0], "neg": [0, 0, 2]}]) == [0]
     assert cal.silent_steps([]) == []
 
+    cfg.calibrate.silent = "hold"  # our option: a step with nothing to balance keeps its psi
+    with pytest.warns(UserWarning, match=r"at steps \[1\] .* kept its initial value \(calibrate.silent: hold\)"):
+        held = json.loads(cal.calibrate(cfg, tmp_path / "held", Registry([tmp_path / "reg.yaml"])).read_text())
+    assert held["psi"][1] == pytest.approx(0.5) and held["history"][0] == d["history"][0]
+    step = cal.next_psi(np.array([0.5, 0.5, 0.5]), np.array([0, 1, 4]), np.array([0, 0, 0]), 2.0, 0.05, "hold")
+    assert step.tolist() == pytest.approx([0.5, 0.55, 0.45])  # silent: held; balanced: up; imbalanced: down
+
     from dgx.grpo.runner import report  # `dgx run`'s report names the run and its silent steps
 
     run = tmp_path / "abl" / "dense_grpo" / "seed_0"

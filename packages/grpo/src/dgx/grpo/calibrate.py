@@ -15,7 +15,8 @@ reward (dR != 0); psi.png plots them.
 With a reward of few values (GenEval, OCR) most dR can be exactly 0, and a step where none
 changed counts as balanced (0 = 0): psi(t) there grows by eps2 every iteration whatever it
 does. Such "silent" steps are listed in psi.json and warned about; more samples per
-iteration (``calibrate.prompts``) give the rule something to balance.
+iteration (``calibrate.prompts``) give the rule something to balance, and ``calibrate.silent:
+hold`` (our option, not the paper's) leaves psi(t) unchanged in an iteration where nothing changed.
 """
 
 from __future__ import annotations
@@ -73,9 +74,14 @@ def silent_steps(history: list[dict]) -> list[int]:
     return [t for t in range(len(history[0]["pos"])) if all(h["pos"][t] + h["neg"][t] == 0 for h in history)] if history else []
 
 
-def next_psi(psi: np.ndarray, pos: np.ndarray, neg: np.ndarray, eps1: float, eps2: float) -> np.ndarray:
-    """Algorithm 1's update: psi(t) + eps2 where |#pos - #neg| < eps1 (balanced), else psi(t) - eps2; >= 0."""
-    return np.where(np.abs(pos - neg) < eps1, psi + eps2, psi - eps2).clip(min=0.0)
+def next_psi(psi: np.ndarray, pos: np.ndarray, neg: np.ndarray, eps1: float, eps2: float,
+             silent: str = "explore") -> np.ndarray:
+    """Algorithm 1's update: psi(t) + eps2 where |#pos - #neg| < eps1 (balanced), else psi(t) - eps2; >= 0.
+    ``silent="hold"``: psi(t) unchanged where no dense reward changed (#pos = #neg = 0)."""
+    step = np.where(np.abs(pos - neg) < eps1, eps2, -eps2)
+    if silent == "hold":
+        step = np.where(pos + neg == 0, 0.0, step)
+    return (psi + step).clip(min=0.0)
 
 
 def _fingerprint(cfg: RunConfig) -> dict:
@@ -118,7 +124,7 @@ def calibrate(cfg: RunConfig, out_dir: Path, registry: Registry | None = None, r
     psi = np.array(init)
     if history:  # each entry holds the psi it sampled with: the next one follows from the last
         last = history[-1]
-        psi = next_psi(np.array(last["psi"]), np.array(last["pos"]), np.array(last["neg"]), c.eps1, c.eps2)
+        psi = next_psi(np.array(last["psi"]), np.array(last["pos"]), np.array(last["neg"]), c.eps1, c.eps2, c.silent)
     for k in tqdm(range(len(history), c.iterations), desc="calibrate", initial=len(history), total=c.iterations,
                   disable=not state.is_main_process):
         dr = dense_rewards(model, cfg, reward, prompts, TableNoise(tuple(psi)), 100_000 + k, step_fn)
@@ -126,7 +132,7 @@ def calibrate(cfg: RunConfig, out_dir: Path, registry: Registry | None = None, r
         history.append({"psi": psi.tolist(), "pos": pos.tolist(), "neg": neg.tolist()})
         if state.is_main_process:
             write_text_atomic(progress, json.dumps({"fingerprint": fingerprint, "history": history}))
-        psi = next_psi(psi, pos, neg, c.eps1, c.eps2)
+        psi = next_psi(psi, pos, neg, c.eps1, c.eps2, c.silent)
     # compare with the uniform schedule on the same fresh samples
     fresh = 200_000
     dr_cal = dense_rewards(model, cfg, reward, prompts, TableNoise(tuple(psi)), fresh, step_fn, c.check_prompts)
@@ -134,11 +140,14 @@ def calibrate(cfg: RunConfig, out_dir: Path, registry: Registry | None = None, r
     calibrated, uniform, changed_cal = imbalance(dr_cal), imbalance(dr_uni), changed(dr_cal)
     silent = silent_steps(history)
     if silent and state.is_main_process:
+        what = (f"0 = 0 counts as balanced, so psi(t) there only grew (by {len(history) * c.eps2:g})"
+                if c.silent == "explore" else "psi(t) there kept its initial value (calibrate.silent: hold)")
         warnings.warn(f"calibration: at steps {silent} no dense reward changed in any of {len(history)} iterations of "
-                      f"{c.prompts * c.group_size} samples, and 0 = 0 counts as balanced, so psi(t) there only grew (by "
-                      f"{len(history) * c.eps2:g}); with it, {[round(changed_cal[t], 3) for t in silent]} of the final "
-                      "check's samples changed the reward there. A reward of few values (GenEval, OCR) needs more samples "
-                      "per iteration (calibrate.prompts) for Algorithm 1 to balance anything at those steps.", stacklevel=2)
+                      f"{c.prompts * c.group_size} samples, and {what}; with it, "
+                      f"{[round(changed_cal[t], 3) for t in silent]} of the final check's samples changed the reward "
+                      "there. A reward of few values (GenEval, OCR) needs more samples per iteration (calibrate.prompts) "
+                      "for Algorithm 1 to balance anything at those steps"
+                      + (", or calibrate.silent: hold to leave them alone." if c.silent == "explore" else "."), stacklevel=2)
     path, tmp = out_dir / "psi.json", out_dir / "psi.json.tmp"
     if state.is_main_process:
         TableNoise(tuple(psi.tolist())).to_json(

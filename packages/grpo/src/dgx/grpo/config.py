@@ -100,6 +100,9 @@ class CalibrateConfig(_Strict):
                                "uniform a = 0.7 schedules' balance on the same fresh samples (x group_size)")
     eps1: float = Field(2.0, ge=0, description="balance tolerance on #(dR>0) - #(dR<0)")
     eps2: float = Field(0.01, gt=0, description="psi(t) step")
+    silent: Literal["explore", "hold"] = Field(
+        "explore", description="a step where no dense reward changed (#pos = #neg = 0): 'explore' counts it as balanced "
+        "and raises psi (Algorithm 1 as written), 'hold' leaves psi there unchanged (no evidence either way)")
     init: Union[float, list[float], Literal["uniform"]] = Field(
         "uniform", description="initial psi: 'uniform' (a * sqrt(t / (1 - t)) with sampler.noise.a), one value, or one per step")
 
