@@ -140,14 +140,15 @@ def calibrate(cfg: RunConfig, out_dir: Path, registry: Registry | None = None, r
     calibrated, uniform, changed_cal = imbalance(dr_cal), imbalance(dr_uni), changed(dr_cal)
     silent = silent_steps(history)
     if silent and state.is_main_process:
-        what = (f"0 = 0 counts as balanced, so psi(t) there only grew (by {len(history) * c.eps2:g})"
-                if c.silent == "explore" else "psi(t) there kept its initial value (calibrate.silent: hold)")
+        what, hint = ((f"0 = 0 counts as balanced, so psi(t) there only grew (by {len(history) * c.eps2:g})",
+                       ", or calibrate.silent: hold to leave them alone.") if c.silent == "explore" else
+                      ("psi(t) there kept its initial value (calibrate.silent: hold)", "."))
         warnings.warn(f"calibration: at steps {silent} no dense reward changed in any of {len(history)} iterations of "
                       f"{c.prompts * c.group_size} samples, and {what}; with it, "
                       f"{[round(changed_cal[t], 3) for t in silent]} of the final check's samples changed the reward "
                       "there. A reward of few values (GenEval, OCR) needs more samples per iteration (calibrate.prompts) "
                       "for Algorithm 1 to balance anything at those steps"
-                      + (", or calibrate.silent: hold to leave them alone." if c.silent == "explore" else "."), stacklevel=2)
+                      + hint, stacklevel=2)
     path, tmp = out_dir / "psi.json", out_dir / "psi.json.tmp"
     if state.is_main_process:
         TableNoise(tuple(psi.tolist())).to_json(
