@@ -5,7 +5,9 @@ from the latent statistics; phase 2 trains the SD3 transformer and both CLIP tex
 with the rectified-flow loss (x_t = (1 - t) x_0 + t eps, target v = eps - x_0, SD3's
 logit-normal t), dropping 10% of prompts for classifier-free guidance. Captions are
 sampled tag-uniformly from the whole shapes grammar (the base model's "pretraining data";
-the train/test split only concerns the RL prompts).
+the train/test split only concerns the RL prompts). ``--caption-noise P`` makes P of the pairs
+show a one-word neighbour of their caption (a model that draws well and follows prompts worse;
+docs/experiments/shapes_web).
 
     python scripts/train_shapes_model.py --out runs/shapes_model [--steps 5000]
     python scripts/train_shapes_model.py --out runs/shapes_model --init-from runs/shapes_model/step_05000 --steps N
@@ -36,15 +38,19 @@ ARCH = dict(sample_size=16, vae_channels=(32, 64), latent_channels=4, text_dim=3
             layers=4, heads=3, head_dim=32, max_length=24, shift=1.0)
 
 
-def dataset(n: int, seed: int, sizes: tuple[int, int] = (R.MIN_SIZE, R.MAX_SIZE), gap: int = R.GAP) -> tuple[list[str], torch.Tensor]:
+def dataset(n: int, seed: int, sizes: tuple[int, int] = (R.MIN_SIZE, R.MAX_SIZE), gap: int = R.GAP,
+            caption_noise: float = 0.0) -> tuple[list[str], torch.Tensor]:
     """``n`` (prompt, image) pairs, tags sampled uniformly; images float [-1, 1] NCHW; shape sides and
-    gaps as ``render.scene_for`` takes them."""
+    gaps as ``render.scene_for`` takes them. With ``caption_noise`` p, a pair's image shows, with
+    probability p, a one-word neighbour of its caption instead (alt-text that gets one detail wrong)."""
     rng, pick = np.random.default_rng(seed), random.Random(seed)
     by_tag = {t: [m for m in P.all_prompts() if m["tag"] == t] for t in P.TAGS}
+    near = P.one_word_neighbours(P.all_prompts()) if caption_noise > 0 else {}
     texts, imgs = [], np.empty((n, 32, 32, 3), np.uint8)
     for i in range(n):
         meta = pick.choice(by_tag[pick.choice(P.TAGS)])
-        imgs[i], _ = R.render_prompt(meta, rng, sizes, gap)
+        shown = pick.choice(near[meta["prompt"]]) if caption_noise > 0 and pick.random() < caption_noise else meta
+        imgs[i], _ = R.render_prompt(shown, rng, sizes, gap)
         texts.append(meta["prompt"])
     x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
     return texts, x
@@ -89,6 +95,10 @@ def main() -> None:
     ap.add_argument("--heads", type=int, default=ARCH["heads"],
                     help=f"attention heads of {ARCH['head_dim']} channels each (the shipped model: %(default)s)")
     ap.add_argument("--gap", type=int, default=R.GAP, help="px kept free between shapes (the shipped model: %(default)s)")
+    ap.add_argument("--caption-noise", type=float, default=0.0,
+                    help="fraction of pairs whose image shows a one-word neighbour of the caption (the shipped model: 0)")
+    ap.add_argument("--vae-from", type=Path, help="take the VAE (and its shift/scale) from this pipeline folder "
+                    "instead of training one (phase 1 skipped)")
     ap.add_argument("--init-from", type=Path, help="continue from this checkpoint's transformer and text encoders "
                     "(a second stage: new optimizer and warmup, step numbers continue)")
     ap.add_argument("--install", type=Path, help="copy this checkpoint folder into the package weights and exit")
@@ -112,11 +122,21 @@ def main() -> None:
     arch = {**ARCH, "layers": args.layers, "heads": args.heads}
     pipe = tiny_sd3_pipeline(P.vocabulary(), seed=args.seed, **arch)
     t0 = time.time()
-    texts, x = dataset(args.n_images, args.seed, tuple(args.sizes), args.gap)
+    if not 0 <= args.caption_noise < 1:
+        ap.error("--caption-noise must be in [0, 1)")
+    texts, x = dataset(args.n_images, args.seed, tuple(args.sizes), args.gap, args.caption_noise)
     log(f"rendered {len(texts)} images in {time.time() - t0:.0f}s")
 
     cache = args.out / "vae_phase.pt"  # phase 1 is reused when the script is re-run on the same OUT
-    if cache.is_file():
+    if args.vae_from:
+        from diffusers import AutoencoderKL
+
+        pipe.vae.load_state_dict(AutoencoderKL.from_pretrained(args.vae_from / "vae").state_dict())
+        vae_cfg = AutoencoderKL.load_config(args.vae_from / "vae")
+        shift, scale = vae_cfg["shift_factor"], vae_cfg["scaling_factor"]
+        z = encode_all(pipe.vae, x)
+        log(f"vae from {args.vae_from}")
+    elif cache.is_file():
         state = torch.load(cache)
         pipe.vae.load_state_dict(state["vae"])
         z, shift, scale = state["latents"], state["shift"], state["scale"]
@@ -176,7 +196,7 @@ def main() -> None:
             ck = args.out / f"step_{offset + step:05d}"
             pipe.save_pretrained(ck)
             (ck / "shapes_model.json").write_text(json.dumps({"step": offset + step, "arch": arch, "seed": args.seed,
-                                                              "render": {"sizes": args.sizes, "gap": args.gap},
+                                                              "render": {"sizes": args.sizes, "gap": args.gap}, "caption_noise": args.caption_noise,
                                                               "init_from": str(args.init_from) if args.init_from else None}))
             log(f"saved {ck}")
 

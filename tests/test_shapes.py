@@ -36,6 +36,19 @@ def test_metadata_follows_geneval_format():
         assert set(m) == {"tag", "prompt", "include", "exclude"} and m["tag"] in prompts.TAGS
 
 
+def test_one_word_neighbours_change_one_detail_within_the_tag():
+    near = prompts.one_word_neighbours(prompts.all_prompts())
+    assert [m["prompt"] for m in near["a photo of three squares"]] == [
+        "a photo of three circles", "a photo of two squares", "a photo of four squares",
+        "a photo of three triangles", "a photo of three diamonds"]
+    # articles are ignored, so a colour that changes "a" to "an" is still one word
+    assert "a photo of an orange circle" in {m["prompt"] for m in near["a photo of a red circle"]}
+    assert {m["prompt"] for m in near["a photo of a circle left of a square"]} >= {"a photo of a circle right of a square"}
+    for p, ms in near.items():
+        assert ms and p not in {m["prompt"] for m in ms}
+        assert len({m["tag"] for m in ms}) == 1
+
+
 @pytest.mark.parametrize("sizes, gap", [((render.MIN_SIZE, render.MAX_SIZE), render.GAP), ((10, 13), 3)])
 def test_renderer_draws_exact_palette_and_counts(sizes, gap):
     rng = np.random.default_rng(0)

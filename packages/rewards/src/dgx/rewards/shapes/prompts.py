@@ -64,6 +64,20 @@ def split(name: str) -> list[dict]:
     return train if name == "train" else test
 
 
+def one_word_neighbours(prompts: list[dict]) -> dict[str, list[dict]]:
+    """Per prompt, the prompts of its tag whose caption differs in exactly one word, articles ignored
+    (another colour, shape, number or relation); used to train a model on captions that get one detail wrong."""
+    def words(m: dict) -> list[str]:
+        return [w for w in m["prompt"].split() if w not in ("a", "an")]
+
+    out: dict[str, list[dict]] = {}
+    for m in prompts:
+        w = words(m)
+        out[m["prompt"]] = [o for o in prompts if o["tag"] == m["tag"] and len(words(o)) == len(w)
+                            and sum(x != y for x, y in zip(words(o), w)) == 1]
+    return out
+
+
 def vocabulary() -> list[str]:
     """Every word the grammar uses (for the shapes model's tokenizer)."""
     words = {w for m in all_prompts() for w in m["prompt"].split()}
