@@ -67,15 +67,13 @@ def split(name: str) -> list[dict]:
 def one_word_neighbours(prompts: list[dict]) -> dict[str, list[dict]]:
     """Per prompt, the prompts of its tag whose caption differs in exactly one word, articles ignored
     (another colour, shape, number or relation); used to train a model on captions that get one detail wrong."""
-    def words(m: dict) -> list[str]:
-        return [w for w in m["prompt"].split() if w not in ("a", "an")]
+    words = {m["prompt"]: [w for w in m["prompt"].split() if w not in ("a", "an")] for m in prompts}
 
-    out: dict[str, list[dict]] = {}
-    for m in prompts:
-        w = words(m)
-        out[m["prompt"]] = [o for o in prompts if o["tag"] == m["tag"] and len(words(o)) == len(w)
-                            and sum(x != y for x, y in zip(words(o), w)) == 1]
-    return out
+    def one_apart(a: list[str], b: list[str]) -> bool:
+        return len(a) == len(b) and sum(x != y for x, y in zip(a, b)) == 1
+
+    return {m["prompt"]: [o for o in prompts if o["tag"] == m["tag"] and one_apart(words[o["prompt"]], words[m["prompt"]])]
+            for m in prompts}
 
 
 def vocabulary() -> list[str]:
