@@ -49,7 +49,7 @@ def dataset(n: int, seed: int, sizes: tuple[int, int] = (R.MIN_SIZE, R.MAX_SIZE)
     texts, imgs = [], np.empty((n, 32, 32, 3), np.uint8)
     for i in range(n):
         meta = pick.choice(by_tag[pick.choice(P.TAGS)])
-        shown = pick.choice(near[meta["prompt"]]) if caption_noise > 0 and pick.random() < caption_noise else meta
+        shown = pick.choice(near[meta["prompt"]]) if near and pick.random() < caption_noise else meta
         imgs[i], _ = R.render_prompt(shown, rng, sizes, gap)
         texts.append(meta["prompt"])
     x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
@@ -131,9 +131,9 @@ def main() -> None:
     if args.vae_from:
         from diffusers import AutoencoderKL
 
-        pipe.vae.load_state_dict(AutoencoderKL.from_pretrained(args.vae_from / "vae").state_dict())
-        vae_cfg = AutoencoderKL.load_config(args.vae_from / "vae")
-        shift, scale = vae_cfg["shift_factor"], vae_cfg["scaling_factor"]
+        vae = AutoencoderKL.from_pretrained(args.vae_from / "vae")
+        pipe.vae.load_state_dict(vae.state_dict())
+        shift, scale = vae.config.shift_factor, vae.config.scaling_factor
         z = encode_all(pipe.vae, x)
         log(f"vae from {args.vae_from}")
     elif cache.is_file():

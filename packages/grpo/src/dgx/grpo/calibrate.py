@@ -140,9 +140,11 @@ def calibrate(cfg: RunConfig, out_dir: Path, registry: Registry | None = None, r
     calibrated, uniform, changed_cal = imbalance(dr_cal), imbalance(dr_uni), changed(dr_cal)
     silent = silent_steps(history)
     if silent and state.is_main_process:
-        what, hint = ((f"0 = 0 counts as balanced, so psi(t) there only grew (by {len(history) * c.eps2:g})",
-                       ", or calibrate.silent: hold to leave them alone.") if c.silent == "explore" else
-                      ("psi(t) there kept its initial value (calibrate.silent: hold)", "."))
+        if c.silent == "explore":
+            what = f"0 = 0 counts as balanced, so psi(t) there only grew (by {len(history) * c.eps2:g})"
+            hint = ", or calibrate.silent: hold to leave them alone."
+        else:
+            what, hint = "psi(t) there kept its initial value (calibrate.silent: hold)", "."
         warnings.warn(f"calibration: at steps {silent} no dense reward changed in any of {len(history)} iterations of "
                       f"{c.prompts * c.group_size} samples, and {what}; with it, "
                       f"{[round(changed_cal[t], 3) for t in silent]} of the final check's samples changed the reward "
