@@ -39,17 +39,21 @@ ARCH = dict(sample_size=16, vae_channels=(32, 64), latent_channels=4, text_dim=3
 
 
 def dataset(n: int, seed: int, sizes: tuple[int, int] = (R.MIN_SIZE, R.MAX_SIZE), gap: int = R.GAP,
-            caption_noise: float = 0.0) -> tuple[list[str], torch.Tensor]:
+            caption_noise: float = 0.0, caption_swap: float = 0.0) -> tuple[list[str], torch.Tensor]:
     """``n`` (prompt, image) pairs, tags sampled uniformly; images float [-1, 1] NCHW; shape sides and
     gaps as ``render.scene_for`` takes them. With ``caption_noise`` p, a pair's image shows, with
-    probability p, a one-word neighbour of its caption instead (alt-text that gets one detail wrong)."""
+    probability p, a one-word neighbour of its caption instead (alt-text that gets one detail wrong); with
+    ``caption_swap`` q, with probability q, the caption's ``prompts.swapped`` twin (the same error for every prompt)."""
     rng, pick = np.random.default_rng(seed), random.Random(seed)
     by_tag = {t: [m for m in P.all_prompts() if m["tag"] == t] for t in P.TAGS}
     near = P.one_word_neighbours(P.all_prompts()) if caption_noise > 0 else {}
+    twin = P.swapped(P.all_prompts()) if caption_swap > 0 else {}
     texts, imgs = [], np.empty((n, 32, 32, 3), np.uint8)
     for i in range(n):
         meta = pick.choice(by_tag[pick.choice(P.TAGS)])
         shown = pick.choice(near[meta["prompt"]]) if near and pick.random() < caption_noise else meta
+        if twin and pick.random() < caption_swap:
+            shown = twin[meta["prompt"]]
         imgs[i], _ = R.render_prompt(shown, rng, sizes, gap)
         texts.append(meta["prompt"])
     x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
@@ -97,6 +101,9 @@ def main() -> None:
     ap.add_argument("--gap", type=int, default=R.GAP, help="px kept free between shapes (the shipped model: %(default)s)")
     ap.add_argument("--caption-noise", type=float, default=0.0,
                     help="fraction of pairs whose image shows a one-word neighbour of the caption (the shipped model: 0)")
+    ap.add_argument("--caption-swap", type=float, default=0.0,
+                    help="fraction of pairs whose image shows the caption with shapes and colours swapped in fixed "
+                    "pairs, prompts.SWAP (a systematic bias; the shipped model: 0)")
     ap.add_argument("--vae-from", type=Path, help="take the VAE (and its shift/scale) from this pipeline folder "
                     "instead of training one (phase 1 skipped)")
     ap.add_argument("--init-from", type=Path, help="continue from this checkpoint's transformer and text encoders "
@@ -122,9 +129,10 @@ def main() -> None:
     arch = {**ARCH, "layers": args.layers, "heads": args.heads}
     pipe = tiny_sd3_pipeline(P.vocabulary(), seed=args.seed, **arch)
     t0 = time.time()
-    if not 0 <= args.caption_noise < 1:
-        ap.error("--caption-noise must be in [0, 1)")
-    texts, x = dataset(args.n_images, args.seed, tuple(args.sizes), args.gap, args.caption_noise)
+    for flag, p in (("--caption-noise", args.caption_noise), ("--caption-swap", args.caption_swap)):
+        if not 0 <= p < 1:
+            ap.error(f"{flag} must be in [0, 1)")
+    texts, x = dataset(args.n_images, args.seed, tuple(args.sizes), args.gap, args.caption_noise, args.caption_swap)
     log(f"rendered {len(texts)} images in {time.time() - t0:.0f}s")
 
     cache = args.out / "vae_phase.pt"  # phase 1 is reused when the script is re-run on the same OUT
@@ -197,6 +205,7 @@ def main() -> None:
             pipe.save_pretrained(ck)
             (ck / "shapes_model.json").write_text(json.dumps({"step": offset + step, "arch": arch, "seed": args.seed,
                                                               "render": {"sizes": args.sizes, "gap": args.gap}, "caption_noise": args.caption_noise,
+                                                              "caption_swap": args.caption_swap,
                                                               "init_from": str(args.init_from) if args.init_from else None}))
             log(f"saved {ck}")
 

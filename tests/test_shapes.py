@@ -49,6 +49,17 @@ def test_one_word_neighbours_change_one_detail_within_the_tag():
         assert len({m["tag"] for m in ms}) == 1
 
 
+def test_swapped_maps_every_prompt_to_its_twin_in_the_same_tag():
+    twin = prompts.swapped(prompts.all_prompts())
+    assert twin["a photo of three squares"]["prompt"] == "a photo of three circles"
+    assert twin["a photo of three squares"]["exclude"] == [{"class": "circle", "count": 4}]
+    assert twin["a photo of an orange circle"]["include"] == [{"class": "square", "count": 1, "color": "purple"}]
+    assert twin["a photo of a circle left of a triangle"]["prompt"] == "a photo of a square left of a diamond"
+    for p, m in twin.items():  # an involution without fixed points, within each tag
+        assert m["prompt"] != p and twin[m["prompt"]]["prompt"] == p
+    assert {p: m["tag"] for p, m in twin.items()} == {m["prompt"]: m["tag"] for m in prompts.all_prompts()}
+
+
 @pytest.mark.parametrize("sizes, gap", [((render.MIN_SIZE, render.MAX_SIZE), render.GAP), ((10, 13), 3)])
 def test_renderer_draws_exact_palette_and_counts(sizes, gap):
     rng = np.random.default_rng(0)

@@ -76,6 +76,30 @@ def one_word_neighbours(prompts: list[dict]) -> dict[str, list[dict]]:
             for m in prompts}
 
 
+# A fixed involution of the grammar's words: shapes and colours in pairs (relations are left alone: with the shapes
+# swapped, "a circle left of a square" and its swap "a square right of a circle" would be the same scene).
+SWAP = {a: b for x, y in [("circle", "square"), ("triangle", "diamond"), ("red", "blue"), ("orange", "purple"),
+                          ("yellow", "green"), ("pink", "brown"), ("black", "white")] for a, b in [(x, y), (y, x)]}
+
+
+def swapped(prompts: list[dict], swap: dict[str, str] = SWAP) -> dict[str, dict]:
+    """Per prompt, the prompt whose caption is this one with every word (plurals too) mapped by ``swap``,
+    articles ignored; used to train a model with one error shared by all prompts (a systematic bias)."""
+
+    def key(words: list[str]) -> tuple[str, ...]:
+        return tuple(w for w in words if w not in ("a", "an"))
+
+    def word(w: str) -> str:
+        if w in swap:
+            return swap[w]
+        if w.endswith("s") and w[:-1] in swap:  # plural shapes in counting prompts
+            return swap[w[:-1]] + "s"
+        return w
+
+    index = {key(m["prompt"].split()): m for m in prompts}
+    return {m["prompt"]: index[key([word(w) for w in m["prompt"].split()])] for m in prompts}
+
+
 def vocabulary() -> list[str]:
     """Every word the grammar uses (for the shapes model's tokenizer)."""
     words = {w for m in all_prompts() for w in m["prompt"].split()}
