@@ -6,7 +6,7 @@ or a trained adapter. Shows whether what RL optimises (partial credit on SDE sam
 moves with what is tested (strict verdicts on ODE samples), and per tag which kind of clause
 failed first (count, colour, position, exclude) in the failed images.
 
-    python scripts/diagnose_samplers.py configs/shapes_quick.yaml [--adapter RUN_DIR] [--a 0.3 0.7]
+    python scripts/diagnose_samplers.py configs/shapes_quick.yaml [--adapter RUN_DIR] [--a 0.3 0.7] [--split train]
 """
 
 import argparse
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from dgx.eval.benchmarks import images_per_prompt_by_tag
 from dgx.grpo.build import build_model
-from dgx.grpo.config import load
+from dgx.grpo.config import load, parse_sets
 from dgx.grpo.registry import Registry
 from dgx.grpo.trainer import load_adapter
 from dgx.rewards.geneval import summarize
@@ -33,13 +33,16 @@ ap.add_argument("--a", type=float, nargs="+", default=[0.7])
 ap.add_argument("--images", type=int, default=4)
 ap.add_argument("--min-per-tag", type=int, default=32)
 ap.add_argument("--seed", type=int, default=777)
+ap.add_argument("--split", choices=["test", "train"], default="test", help="the prompts scored")
+ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                help="override a config key, as dgx run --set (e.g. model.path=runs/shapes_bias/step_09000)")
 args = ap.parse_args()
 
-cfg = load(Path(args.config)).variant(args.variant)[1]
+cfg = load(Path(args.config), overrides=parse_sets(args.sets)).variant(args.variant)[1]
 model = build_model(cfg, Registry())
 if args.adapter:
     load_adapter(model, cfg, Path(args.adapter))
-meta = split("test")
+meta = split(args.split)
 metas = [m for m, k in zip(meta, images_per_prompt_by_tag(meta, args.images, args.min_per_tag)) for _ in range(k)]
 texts = [m["prompt"] for m in metas]
 reward = shapes_geneval(partial=False)
@@ -58,5 +61,5 @@ with torch.no_grad():
         partial["overall"] = sum(partial.values()) / len(partial)
         first = {t: dict(Counter(v.kinds[0] for v, g in zip(verdicts, tags) if g == t and not v.correct))
                  for t in strict if t != "overall"}
-        print(json.dumps({"sampler": name, "adapter": args.adapter, "strict": {k: round(v, 3) for k, v in strict.items()},
+        print(json.dumps({"sampler": name, "split": args.split, "adapter": args.adapter, "strict": {k: round(v, 3) for k, v in strict.items()},
                           "partial": {k: round(v, 3) for k, v in partial.items()}, "first_failure": first}), flush=True)
