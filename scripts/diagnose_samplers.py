@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from dgx.eval.benchmarks import images_per_prompt_by_tag
 from dgx.grpo.build import build_model
+from dgx.grpo.cli import SET_HELP
 from dgx.grpo.config import load, parse_sets
 from dgx.grpo.registry import Registry
 from dgx.grpo.trainer import load_adapter
@@ -34,8 +35,7 @@ ap.add_argument("--images", type=int, default=4)
 ap.add_argument("--min-per-tag", type=int, default=32)
 ap.add_argument("--seed", type=int, default=777)
 ap.add_argument("--split", choices=["test", "train"], default="test", help="the prompts scored")
-ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                help="override a config key, as dgx run --set (e.g. model.path=runs/shapes_bias/step_09000)")
+ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
 args = ap.parse_args()
 
 cfg = load(Path(args.config), overrides=parse_sets(args.sets)).variant(args.variant)[1]

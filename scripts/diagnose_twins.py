@@ -15,6 +15,7 @@ from pathlib import Path
 
 from dgx.eval.benchmarks import generate, images_per_prompt_by_tag
 from dgx.grpo.build import build_model
+from dgx.grpo.cli import SET_HELP
 from dgx.grpo.config import load, parse_sets
 from dgx.grpo.runner import EVAL_SEED
 from dgx.grpo.trainer import load_adapter
@@ -26,8 +27,7 @@ ap.add_argument("config", type=Path)
 ap.add_argument("--variant", default=None, help="the variant whose model, LoRA and eval settings are used")
 ap.add_argument("--adapters", nargs="*", default=[], help="run folders or checkpoint folders")
 ap.add_argument("--seed", type=int, default=EVAL_SEED)
-ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                help="override a config key, as dgx run --set (e.g. model.path=runs/shapes_bias/step_09000)")
+ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
 args = ap.parse_args()
 
 abl = load(args.config, overrides=parse_sets(args.sets))

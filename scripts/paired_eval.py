@@ -18,6 +18,7 @@ from pathlib import Path
 
 from dgx.eval.tables import paired_gain, pool
 from dgx.grpo.build import build_model
+from dgx.grpo.cli import SET_HELP
 from dgx.grpo.config import load, parse_sets
 from dgx.grpo.runner import evaluate, per_image
 from dgx.grpo.trainer import load_adapter
@@ -30,8 +31,7 @@ ap.add_argument("--seeds", type=int, nargs="+", default=[1000, 1001])
 ap.add_argument("--images", type=int, default=None, help="eval.images_per_prompt (default: the config's)")
 ap.add_argument("--min-per-tag", type=int, default=None, help="eval.min_images_per_tag (default: the config's)")
 ap.add_argument("--out", type=Path, default=Path("runs/paired_eval"))
-ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                help="override a config key, as dgx run --set (e.g. model.path=runs/shapes_bias/step_09000)")
+ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
 args = ap.parse_args()
 
 abl = load(args.config, overrides=parse_sets(args.sets))
