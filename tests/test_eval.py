@@ -2,6 +2,7 @@
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -176,3 +177,19 @@ def test_moving_average_is_trailing():
 
     np.testing.assert_allclose(moving_average(np.array([1.0, 2.0, 3.0, 4.0, 5.0]), 2), [1.0, 1.5, 2.5, 3.5, 4.5])
     np.testing.assert_allclose(moving_average(np.array([[0.0, 3.0, 6.0]]), 5), [[0.0, 1.5, 3.0]])
+
+
+def test_reward_difference_pairs_runs_by_iteration(tmp_path):
+    from dgx.eval.plots import plot_reward_difference, reward_difference
+
+    def metrics(name: str, rewards: dict[int, float]) -> Path:
+        path = tmp_path / name
+        path.write_text("".join(json.dumps({"iteration": i, "reward_mean": r}) + "\n" for i, r in rewards.items()))
+        return path
+
+    ref = metrics("ref.jsonl", {i: 0.1 * i for i in range(5)})
+    other = metrics("other.jsonl", {i: 0.1 * i + 0.05 for i in (0, 1, 3, 4, 5)})  # a resumed run without iteration 2
+    np.testing.assert_allclose(reward_difference(ref, other), [0.05] * 4)
+    assert reward_difference(tmp_path / "missing.jsonl", other).size == 0
+    assert plot_reward_difference({"a": [ref]}, tmp_path / "one.png") is None  # nothing to pair with
+    assert plot_reward_difference({"a": [ref], "b": [other]}, tmp_path / "two.png").is_file()

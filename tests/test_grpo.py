@@ -195,6 +195,22 @@ def test_calibration_reports_steps_where_no_reward_changed(tmp_path, tiny_pipe_d
     assert (tmp_path / "abl" / "psi_dense_grpo.png").is_file()
 
 
+def test_prompt_draws_tells_which_runs_train_on_the_same_prompts(tmp_path):
+    from dgx.grpo.runner import prompt_draws
+
+    def run(name: str, **train) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        cfg = {"seed": 0, "prompts": {"name": "shapes", "path": None},
+               "train": {"prompts_per_iter": 4, "prompt_sampling": "by_tag", "lr": 7e-4, **train}}
+        (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+        return d
+
+    flow, dense, wide = run("flow"), run("dense", lr=1e-3), run("wide", prompts_per_iter=64)
+    assert prompt_draws(flow) == prompt_draws(dense) != prompt_draws(wide)  # the learning rate does not change them
+    assert prompt_draws(tmp_path / "missing") is None
+
+
 def test_dgx_run_end_to_end_and_resume(tmp_path, tiny_pipe_dir, monkeypatch):
     from click.testing import CliRunner
     from dgx.grpo.cli import main
@@ -219,7 +235,7 @@ seeds: [0]
     res = CliRunner().invoke(main, ["run", str(abl), "--out", str(out)])
     assert res.exit_code == 0, res.output
     for f in ["summary.md", "summary.csv", "cost.md", "gain.md", "report.md", "learning_curves.png", "dense_per_timestep.png", "psi_dense_grpo.png",
-              "latent_reward.png",
+              "latent_reward.png", "reward_difference.png",
               "dense_grpo/seed_0/calibration/psi.json", "flow_grpo/seed_0/eval/summary.json", "flow_grpo/seed_0/config.yaml"]:
         assert (out / f).is_file(), f
     table = (out / "summary.md").read_text()

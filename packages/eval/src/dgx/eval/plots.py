@@ -1,4 +1,5 @@
-"""Plots: learning curves, dense reward per timestep (paper Fig. 3), psi(t), ODE latent reward."""
+"""Plots: learning curves, paired training-reward differences, dense reward per timestep (paper Fig. 3), psi(t),
+ODE latent reward."""
 
 from __future__ import annotations
 
@@ -59,6 +60,41 @@ def plot_learning_curves(runs: dict[str, list[Path]], out: Path, keys: dict[str,
             ax.set_ylim(bottom=0)
         if ax.lines:
             ax.legend(fontsize=7)
+    return _save(fig, out)
+
+
+def reward_difference(ref: Path, other: Path) -> np.ndarray:
+    """``other``'s training reward minus ``ref``'s at each iteration both metrics files have, in order."""
+    def by_iteration(path: Path) -> dict[int, float]:
+        return {r["iteration"]: r["reward_mean"] for r in _rows([path])[0]} if path.is_file() else {}
+
+    a, b = by_iteration(ref), by_iteration(other)
+    return np.array([b[i] - a[i] for i in sorted(set(a) & set(b))])
+
+
+def plot_reward_difference(runs: dict[str, list[Path]], out: Path) -> Path | None:
+    """Each method's training reward minus the first method's at the same seed and iteration, and its mean so far.
+
+    For runs that draw the same prompts at each iteration: how hard those prompts are moves every run's reward
+    alike, so a training reward that climbs may be the prompt mix; the difference cancels it. None for one method.
+    """
+    names = list(runs)
+    if len(names) < 2:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for color, name in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"][1:] * 4, names[1:]):
+        diffs = [reward_difference(a, b) for a, b in zip(runs[names[0]], runs[name])]
+        n = min((len(d) for d in diffs), default=0)
+        if n == 0:
+            continue
+        d = np.mean([x[:n] for x in diffs], 0)
+        ax.plot(d, color=color, alpha=0.3, linewidth=0.8)
+        ax.plot(np.cumsum(d) / np.arange(1, n + 1), color=color, label=f"{name}: mean so far")
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set(xlabel="iteration", ylabel=f"training reward minus {names[0]}'s",
+           title="Training reward, paired by iteration (same prompts)")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     return _save(fig, out)
 
 

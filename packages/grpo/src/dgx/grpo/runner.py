@@ -226,9 +226,26 @@ def paired_gains(out: Path, run_dirs: dict[str, list[Path]]) -> dict[str, list[d
     return gains
 
 
+def prompt_draws(run_dir: Path) -> str | None:
+    """What decides the prompts a run draws at each iteration (the trainer keys them by seed and iteration), from
+    its ``config.yaml``; runs with equal values train on the same prompts in the same order."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return None
+    c = yaml.safe_load(path.read_text())
+    t = c.get("train", {})
+    return json.dumps([c.get("seed"), c.get("prompts"), t.get("prompts_per_iter"), t.get("prompt_sampling")], sort_keys=True)
+
+
 def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[Path]]) -> None:
     """summary/gain/cost tables, plots and report.md."""
-    from dgx.eval.plots import plot_dense_per_timestep, plot_latent_reward, plot_learning_curves, plot_psi
+    from dgx.eval.plots import (
+        plot_dense_per_timestep,
+        plot_latent_reward,
+        plot_learning_curves,
+        plot_psi,
+        plot_reward_difference,
+    )
     from dgx.eval.tables import write_gain_table, write_tables
 
     cols = ["overall"] + [k for k in results["base"][0] if k != "overall"] if results.get("base") else None
@@ -252,8 +269,10 @@ def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[P
                 c["calls_ratio"] = c["model_calls_per_iter"] / ref_calls
         cost_md = write_tables(cost, out / "cost", digits=2)
     metrics = {n: [d / "metrics.jsonl" for d in dirs] for n, dirs in run_dirs.items()}
-    plots = [plot_learning_curves(metrics, out / "learning_curves.png"), plot_dense_per_timestep(metrics, out / "dense_per_timestep.png"),
-             plot_latent_reward(metrics, out / "latent_reward.png")]
+    first = [prompt_draws(d) for d in next(iter(run_dirs.values()), [])]
+    paired = {n: metrics[n] for n, dirs in run_dirs.items() if None not in first and [prompt_draws(d) for d in dirs] == first}
+    plots = [plot_learning_curves(metrics, out / "learning_curves.png"), plot_reward_difference(paired, out / "reward_difference.png"),
+             plot_dense_per_timestep(metrics, out / "dense_per_timestep.png"), plot_latent_reward(metrics, out / "latent_reward.png")]
     for name, dirs in run_dirs.items():
         psi = dirs[0] / "calibration" / "psi.json"
         if psi.is_file():
