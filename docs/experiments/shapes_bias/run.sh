@@ -18,3 +18,10 @@ python scripts/diagnose_twins.py configs/shapes_quick.yaml $S --adapters $A | te
 python scripts/diagnose_samplers.py configs/shapes_quick.yaml $S | tee runs/quick_bias/samplers.jsonl
 python scripts/diagnose_samplers.py configs/shapes_quick.yaml $S --adapter runs/quick_bias/flow_grpo/seed_0 \
   | tee -a runs/quick_bias/samplers.jsonl
+# The swap share 0.3 (swap03/): the same recipe, one evaluation seed.
+python scripts/train_shapes_model.py --out runs/shapes_bias03 --init-from $W --vae-from $W --caption-swap 0.3 \
+  --steps 2000 --lr 5e-4 --save-every 500
+S3="--set model.path=runs/shapes_bias03/step_09000"
+dgx run configs/shapes_quick.yaml $S3 --out runs/quick_bias03
+python scripts/diagnose_twins.py configs/shapes_quick.yaml $S3 \
+  --adapters runs/quick_bias03/flow_grpo/seed_0 runs/quick_bias03/dense_grpo/seed_0 | tee runs/quick_bias03/twins.jsonl
