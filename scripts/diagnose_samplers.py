@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import torch
-from dgx.eval.benchmarks import images_per_prompt_by_tag
+from dgx.eval.benchmarks import images_by_tag
 from dgx.grpo.build import build_model
 from dgx.grpo.cli import SET_HELP
 from dgx.grpo.config import load, parse_sets
@@ -43,7 +43,7 @@ model = build_model(cfg, Registry())
 if args.adapter:
     load_adapter(model, cfg, Path(args.adapter))
 meta = split(args.split)
-metas = [m for m, k in zip(meta, images_per_prompt_by_tag(meta, args.images, args.min_per_tag)) for _ in range(k)]
+metas = images_by_tag(meta, args.images, args.min_per_tag)
 texts = [m["prompt"] for m in metas]
 reward = shapes_geneval(partial=False)
 

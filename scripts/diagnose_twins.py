@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from dgx.eval.benchmarks import generate, images_per_prompt_by_tag
+from dgx.eval.benchmarks import generate, images_by_tag
 from dgx.grpo.build import build_model
 from dgx.grpo.cli import SET_HELP
 from dgx.grpo.config import load, parse_sets
@@ -32,9 +32,7 @@ args = ap.parse_args()
 
 abl = load(args.config, overrides=parse_sets(args.sets))
 cfg, registry = abl.variant(args.variant)[1], abl.registry()
-test = split("test")
-metas = [m for m, k in zip(test, images_per_prompt_by_tag(test, cfg.eval.images_per_prompt, cfg.eval.min_images_per_tag))
-         for _ in range(k)]
+metas = images_by_tag(split("test"), cfg.eval.images_per_prompt, cfg.eval.min_images_per_tag)
 twin = swapped(all_prompts())
 twins = [twin[m["prompt"]] for m in metas]
 reward = shapes_reward(partial=False)

@@ -57,6 +57,12 @@ def images_per_prompt_by_tag(metadata: list[dict], images_per_prompt: int, min_i
     return [max(images_per_prompt, math.ceil(min_images_per_tag / counts[m.get("tag", "")])) for m in metadata]
 
 
+def images_by_tag(metadata: list[dict], images_per_prompt: int, min_images_per_tag: int = 0) -> list[dict]:
+    """One metadata entry per image, each prompt repeated ``images_per_prompt_by_tag`` times, in order."""
+    reps = images_per_prompt_by_tag(metadata, images_per_prompt, min_images_per_tag)
+    return [m for m, k in zip(metadata, reps) for _ in range(k)]
+
+
 def _write(out: Path | None, records: list[dict], summary: dict) -> None:
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -68,8 +74,7 @@ def geneval_benchmark(model: FlowModel, reward: GenEvalReward, metadata: list[di
                       images_per_prompt: int = 4, min_images_per_tag: int = 0, seed: int = 0, batch: int = 64,
                       out: Path | None = None, shard: Shard = Shard()) -> dict[str, float]:
     """GenEval protocol: N images per prompt, strict per-image verdicts, per-tag and overall."""
-    reps = images_per_prompt_by_tag(metadata, images_per_prompt, min_images_per_tag)
-    metas = [m for m, k in zip(metadata, reps) for _ in range(k)]
+    metas = images_by_tag(metadata, images_per_prompt, min_images_per_tag)
     mine = shard.part(len(metas))
     images = generate(model, [metas[i]["prompt"] for i in mine], steps, guidance, seed, batch, reward.name, mine.start)
     verdicts = reward.verdicts(images, [metas[i] for i in mine])

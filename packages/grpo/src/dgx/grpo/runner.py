@@ -269,8 +269,9 @@ def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[P
                 c["calls_ratio"] = c["model_calls_per_iter"] / ref_calls
         cost_md = write_tables(cost, out / "cost", digits=2)
     metrics = {n: [d / "metrics.jsonl" for d in dirs] for n, dirs in run_dirs.items()}
-    first = [prompt_draws(d) for d in next(iter(run_dirs.values()), [])]
-    paired = {n: metrics[n] for n, dirs in run_dirs.items() if None not in first and [prompt_draws(d) for d in dirs] == first}
+    draws = {n: [prompt_draws(d) for d in dirs] for n, dirs in run_dirs.items()}
+    first = next(iter(draws.values()), [])
+    paired = {n: metrics[n] for n, d in draws.items() if None not in first and d == first}
     plots = [plot_learning_curves(metrics, out / "learning_curves.png"), plot_reward_difference(paired, out / "reward_difference.png"),
              plot_dense_per_timestep(metrics, out / "dense_per_timestep.png"), plot_latent_reward(metrics, out / "latent_reward.png")]
     for name, dirs in run_dirs.items():

@@ -67,7 +67,7 @@ def split(name: str) -> list[dict]:
 def one_word_neighbours(prompts: list[dict]) -> dict[str, list[dict]]:
     """Per prompt, the prompts of its tag whose caption differs in exactly one word, articles ignored
     (another colour, shape, number or relation); used to train a model on captions that get one detail wrong."""
-    words = {m["prompt"]: [w for w in m["prompt"].split() if w not in ("a", "an")] for m in prompts}
+    words = {m["prompt"]: _content_words(m["prompt"].split()) for m in prompts}
 
     def one_apart(a: list[str], b: list[str]) -> bool:
         return len(a) == len(b) and sum(x != y for x, y in zip(a, b)) == 1
@@ -86,9 +86,6 @@ def swapped(prompts: list[dict], swap: dict[str, str] = SWAP) -> dict[str, dict]
     """Per prompt, the prompt whose caption is this one with every word (plurals too) mapped by ``swap``,
     articles ignored; used to train a model with one error shared by all prompts (a systematic bias)."""
 
-    def key(words: list[str]) -> tuple[str, ...]:
-        return tuple(w for w in words if w not in ("a", "an"))
-
     def word(w: str) -> str:
         if w in swap:
             return swap[w]
@@ -96,14 +93,19 @@ def swapped(prompts: list[dict], swap: dict[str, str] = SWAP) -> dict[str, dict]
             return swap[w[:-1]] + "s"
         return w
 
-    index = {key(m["prompt"].split()): m for m in prompts}
-    return {m["prompt"]: index[key([word(w) for w in m["prompt"].split()])] for m in prompts}
+    index = {tuple(_content_words(m["prompt"].split())): m for m in prompts}
+    return {m["prompt"]: index[tuple(_content_words([word(w) for w in m["prompt"].split()]))] for m in prompts}
 
 
 def vocabulary() -> list[str]:
     """Every word the grammar uses (for the shapes model's tokenizer)."""
     words = {w for m in all_prompts() for w in m["prompt"].split()}
     return sorted(words)
+
+
+def _content_words(words: list[str]) -> list[str]:
+    """The words without the articles, which change with the next word ("a red", "an orange")."""
+    return [w for w in words if w not in ("a", "an")]
 
 
 def _a(word: str) -> str:
