@@ -413,3 +413,19 @@ def test_mmdet_missing_package_error(monkeypatch):
         MMDetDetector("cfg.py", "ckpt.pth")._load()
     with pytest.raises(RewardError, match="reward.path"):
         mmdet_geneval()
+
+
+def test_random_reward_is_a_fixed_coin_per_image():
+    """The control reward: the same pixels always score the same (resume, several processes), other images or
+    another salt score independently, and the values spread over [0, 1) like a uniform draw."""
+    from dgx.rewards.control import RandomReward
+
+    imgs = torch.rand(400, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    r = RandomReward()(imgs, [""] * len(imgs))
+    assert torch.equal(r, RandomReward()(imgs.clone(), [""] * len(imgs)))
+    assert ((r >= 0) & (r < 1)).all() and len(set(r.tolist())) == len(r)
+    assert abs(r.mean().item() - 0.5) < 0.05 and abs(r.var().item() - 1 / 12) < 0.015
+    other = RandomReward(salt="b")(imgs, [""] * len(imgs))
+    assert abs(np.corrcoef(r.numpy(), other.numpy())[0, 1]) < 0.15
+    ink = (imgs - 0.6).abs().flatten(1).mean(1)  # carries nothing about the image's content
+    assert abs(np.corrcoef(r.numpy(), ink.numpy())[0, 1]) < 0.15
