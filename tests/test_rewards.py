@@ -427,5 +427,5 @@ def test_random_reward_is_a_fixed_coin_per_image():
     assert abs(r.mean().item() - 0.5) < 0.05 and abs(r.var().item() - 1 / 12) < 0.015
     other = RandomReward(salt="b")(imgs, [""] * len(imgs))
     assert abs(np.corrcoef(r.numpy(), other.numpy())[0, 1]) < 0.15
-    ink = (imgs - 0.6).abs().flatten(1).mean(1)  # carries nothing about the image's content
+    ink = (imgs - 0.6).abs().flatten(1).mean(1)  # something the image shows: the score must not follow it
     assert abs(np.corrcoef(r.numpy(), ink.numpy())[0, 1]) < 0.15

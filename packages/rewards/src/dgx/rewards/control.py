@@ -27,5 +27,5 @@ class RandomReward:
     def __call__(
         self, images: torch.Tensor, prompts: Sequence[str], metadata: Sequence[dict] | None = None
     ) -> torch.Tensor:
-        digests = (hashlib.blake2b(img.tobytes(), digest_size=8, key=self.salt).digest() for img in to_uint8(images))
+        digests = (hashlib.blake2b(self.salt + img.tobytes(), digest_size=8).digest() for img in to_uint8(images))
         return torch.tensor([int.from_bytes(d, "little") / 2**64 for d in digests])
