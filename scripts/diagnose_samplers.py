@@ -7,6 +7,9 @@ moves with what is tested (strict verdicts on ODE samples), and per tag which ki
 failed first (count, colour, position, exclude) in the failed images.
 
     python scripts/diagnose_samplers.py configs/shapes_quick.yaml [--adapter RUN_DIR] [--a 0.3 0.7] [--split train]
+
+``--records FILE`` also writes one JSON line per image and sampler (tag, prompt, strict and partial verdict): with the
+same ``--seed``, image i has the same prompt and noise for every model, so two models' files pair image by image.
 """
 
 import argparse
@@ -35,6 +38,7 @@ ap.add_argument("--images", type=int, default=4)
 ap.add_argument("--min-per-tag", type=int, default=32)
 ap.add_argument("--seed", type=int, default=777)
 ap.add_argument("--split", choices=["test", "train"], default="test", help="the prompts scored")
+ap.add_argument("--records", type=Path, default=None, help="per-image verdicts (JSON lines) to this file")
 ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
 args = ap.parse_args()
 
@@ -49,6 +53,7 @@ reward = shapes_geneval(partial=False)
 
 samplers = {f"ode{cfg.eval.steps}": (cfg.eval.steps, ode_step, None), f"ode{cfg.sampler.steps}": (cfg.sampler.steps, ode_step, None)}
 samplers.update({f"sde{cfg.sampler.steps}_a{a}": (cfg.sampler.steps, sde_step, UniformNoise(a)) for a in args.a})
+records = []
 with torch.no_grad():
     cond = model.encode(texts)
     for name, (steps, step_fn, sched) in samplers.items():
@@ -61,5 +66,10 @@ with torch.no_grad():
         partial["overall"] = sum(partial.values()) / len(partial)
         first = {t: dict(Counter(v.kinds[0] for v, g in zip(verdicts, tags) if g == t and not v.correct))
                  for t in strict if t != "overall"}
+        records += [{"sampler": name, "i": i, "tag": m["tag"], "prompt": m["prompt"], "correct": v.correct,
+                     "partial": v.partial} for i, (m, v) in enumerate(zip(metas, verdicts))]
         print(json.dumps({"sampler": name, "split": args.split, "adapter": args.adapter, "strict": {k: round(v, 3) for k, v in strict.items()},
                           "partial": {k: round(v, 3) for k, v in partial.items()}, "first_failure": first}), flush=True)
+if args.records:
+    args.records.parent.mkdir(parents=True, exist_ok=True)
+    args.records.write_text("".join(json.dumps(r) + "\n" for r in records))
