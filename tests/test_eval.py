@@ -56,6 +56,9 @@ def test_paired_gain_per_tag_and_overall(tmp_path):
     assert "| dense | +0.000 ± 0.250 | +0.500 ± 0.354 |" in md
     with pytest.raises(ValueError, match="not of the same images"):
         paired_gain(base, [rec("a", True, "q")] + other[1:])
+    score = lambda recs, xs: [{**r, "partial": x} for r, x in zip(recs, xs)]  # noqa: E731
+    g = paired_gain(score(base, [1.0, 0.5, 1.0, 0.5]), score(other, [1.0, 1.0, 0.5, 0.5]), key="partial")
+    assert g["a"] == pytest.approx((0.25, 0.25)) and g["b"] == pytest.approx((-0.25, 0.25))
 
 
 def test_reward_benchmark_ocr_accuracy_from_recognitions(tmp_path, tiny_model, monkeypatch):

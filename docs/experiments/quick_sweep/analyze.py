@@ -1,6 +1,6 @@
 """Paired test-score gain of every run of gpu_sweep.sh over the base model, per config, over training seeds.
 
-    for f in OUT1/qsweep.tgz OUT2/qsweep.tgz; do mkdir -p x/$i && tar xzf $f -C x/$i; done   # one folder per sweep
+    i=0; for f in OUT1/qsweep.tgz OUT2/qsweep.tgz; do i=$((i + 1)); mkdir -p x/$i && tar xzf "$f" -C x/$i; done
     python docs/experiments/quick_sweep/analyze.py x/*/runs/qsweep
 
 Run NAME_sS (training seed S) was scored at eval seed 12345 + S and is paired image by image with the base model's

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from dgx.eval.tables import pool
+from dgx.eval.tables import paired_gain
 
 
 def load(path: Path) -> dict[str, list[dict]]:
@@ -17,15 +17,6 @@ def load(path: Path) -> dict[str, list[dict]]:
     for r in map(json.loads, path.read_text().splitlines()):
         by.setdefault(r["sampler"], []).append(r)
     return by
-
-
-def gain(a: list[dict], b: list[dict], key: str) -> tuple[float, float]:
-    """b minus a over the same images: per tag mean and SE, pooled over tags."""
-    assert [r["prompt"] for r in a] == [r["prompt"] for r in b], "not the same images"
-    tags: dict[str, list[float]] = {}
-    for x, y in zip(a, b):
-        tags.setdefault(x["tag"], []).append(float(y[key]) - float(x[key]))
-    return pool([(float(np.mean(d)), float(np.std(d, ddof=1) / np.sqrt(len(d)))) for d in tags.values()])
 
 
 folder = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/sde_transfer/records")
@@ -38,7 +29,7 @@ print("| pair | sampler | strict gain | partial-credit gain |\n|---|---|---|---|
 for a, b in pairs:
     for sampler in base:
         ra = base[sampler] if a == "base" else models[a][sampler]
-        (s, se), (p, pe) = gain(ra, models[b][sampler], "correct"), gain(ra, models[b][sampler], "partial")
+        (s, se), (p, pe) = (paired_gain(ra, models[b][sampler], key)["overall"] for key in ("correct", "partial"))
         print(f"| {b} - {a} | {sampler} | {s:+.3f} ± {se:.3f} | {p:+.3f} ± {pe:.3f} |")
         kinds.setdefault((f"{b.rsplit('_s', 1)[0]} - {a.rsplit('_s', 1)[0]}", sampler), []).append((s, p))
 print("\nMean over seeds (± SE from the spread between seeds):\n")

@@ -54,16 +54,17 @@ def pool(estimates: list[tuple[float, float]]) -> tuple[float, float]:
     return (float(np.mean([g for g, _ in estimates])), float(np.sqrt(sum(s**2 for _, s in estimates)) / len(estimates)))
 
 
-def paired_gain(base: list[dict], other: list[dict]) -> dict[str, tuple[float, float]]:
+def paired_gain(base: list[dict], other: list[dict], key: str = "correct") -> dict[str, tuple[float, float]]:
     """Gain of ``other`` over ``base`` from GenEval-style per-image records of the same images (record i
-    of both: same prompt, same initial noise): per tag, mean(correct_other - correct_base) and its
-    standard error; ``overall`` = mean over tags, SE = sqrt(sum of the tags' SE^2) / number of tags.
-    Pairing removes the prompt-and-noise luck that both models share."""
+    of both: same prompt, same initial noise): per tag, mean(key_other - key_base) and its standard
+    error (``key``: the strict verdict "correct", or a score such as "partial"); ``overall`` = mean over
+    tags, SE = sqrt(sum of the tags' SE^2) / number of tags. Pairing removes the prompt-and-noise luck
+    that both models share."""
     if len(base) != len(other) or any(a["prompt"] != b["prompt"] for a, b in zip(base, other)):
         raise ValueError("paired_gain: the two evaluations are not of the same images (prompts differ)")
     by_tag: dict[str, list[float]] = {}
     for a, b in zip(base, other):
-        by_tag.setdefault(a["tag"], []).append(float(b["correct"]) - float(a["correct"]))
+        by_tag.setdefault(a["tag"], []).append(float(b[key]) - float(a[key]))
     out = {
         t: (float(np.mean(d)), float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0)
         for t, d in by_tag.items()
