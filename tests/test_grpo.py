@@ -405,12 +405,23 @@ def test_training_raises_the_reward(tmp_path):
     assert gain.mean() > 4 * gain.std() / len(gain) ** 0.5, gain
 
 
-def test_gradient_checkpointing_gives_the_same_update(tmp_path, tiny_pipe_dir):
+def test_gradient_checkpointing_gives_the_same_update(tmp_path, tiny_pipe_dir, monkeypatch):
+    """Also: the update's attention (forward and the backward's recompute) runs without cuDNN's kernel, whose
+    backward failed on an H100; the rollout keeps torch's default choice."""
+    sdpa, cudnn_on = torch.nn.functional.scaled_dot_product_attention, []
+
+    def spy(*args, **kwargs):
+        cudnn_on.append((torch.is_grad_enabled(), torch.backends.cuda.cudnn_sdp_enabled()))
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
     runs = {}
     for ckpt in (False, True):
         d = tmp_path / str(ckpt)
         d.mkdir()
         model = train(tiny_config(d, tiny_pipe_dir, iterations=1, gradient_checkpointing=ckpt), d / "run", registry=Registry([d / "reg.yaml"]))
+        assert {on for grad, on in cudnn_on if grad} == {False} and {on for grad, on in cudnn_on if not grad} == {False, True}
+        cudnn_on.clear()
         assert model.transformer.is_gradient_checkpointing == ckpt
         runs[ckpt] = get_peft_model_state_dict(model.transformer)
     assert runs[False].keys() == runs[True].keys()

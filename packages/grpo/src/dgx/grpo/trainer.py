@@ -43,6 +43,7 @@ from dgx.sampler import rollout, sample_generator
 from diffusers.optimization import get_scheduler
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 
 
@@ -192,6 +193,11 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
     return model
 
 
+# Attention kernels for the update's forward, backward and checkpoint recompute: all but cuDNN's, whose backward
+# failed on an H100 for FLUX.1-dev-sized blocks (torch 2.11, "mha_graph.execute(...).is_good()"; session 19).
+UPDATE_SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
 def update(model, base, acc, opt, params, ema, cfg: RunConfig, traj, adv, schedule, step_fn, grid, it: int, lo: int) -> dict:
     """Inner epochs of clipped-loss updates over (sample, step) pairs; returns stats averaged over optimizer steps."""
     tc, T = cfg.train, traj.steps
@@ -209,7 +215,9 @@ def update(model, base, acc, opt, params, ema, cfg: RunConfig, traj, adv, schedu
         pairs = [(b, trainable[perms[b][j]]) for j in range(k) for b in range(len(traj))]
         per_update = math.ceil(len(pairs) / tc.updates_per_epoch)
         for chunk in (pairs[u : u + per_update] for u in range(0, len(pairs), per_update)):
-            sums = _accumulate(sums, optimizer_step(model, base, acc, opt, params, ema, tc, traj, adv, schedule, step_fn, grid, chunk))
+            with sdpa_kernel(UPDATE_SDPA_BACKENDS):
+                stats = optimizer_step(model, base, acc, opt, params, ema, tc, traj, adv, schedule, step_fn, grid, chunk)
+            sums = _accumulate(sums, stats)
             n_stats += 1
     return {k: v / n_stats for k, v in sums.items()}
 

@@ -11,9 +11,15 @@ layers; T5-XXL is left out and its tokens are zeros, as diffusers pads when
 FLUX.1-dev's transformer (19 double- and 38 single-stream blocks of width 3072, guidance
 embedding, RoPE axes 16/56/56) and VAE likewise; FLUX reads T5 tokens, so T5-XXL keeps its
 width (4096) with ``text_layers`` layers, and CLIP-L gives the pooled vector.
+
+The registry builders create the weights directly on the target device in the target dtype:
+FLUX.1-dev initialised in float32 on the CPU first would take 48 GB of RAM and minutes.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from dgx.sampler.flux import FluxModel
@@ -44,6 +50,19 @@ FLUX_DEV_TRANSFORMER = dict(
     joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True, axes_dims_rope=(16, 56, 56),
 )
 FLUX_VAE = dict(SD3_VAE, scaling_factor=0.3611, shift_factor=0.1159)
+@contextmanager
+def initialised_on(device: str | torch.device, dtype: torch.dtype) -> Iterator[None]:
+    """Tensors created inside (parameters at their random init) land on ``device`` in ``dtype``; the
+    process's default dtype is restored on exit."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
 WORDS = "a photo of an the and with on in left right above below red green blue yellow cat dog car".split()
 
 
@@ -74,7 +93,8 @@ def sd35_medium_random(path: str = "", dtype: torch.dtype = torch.float32, devic
                        max_sequence_length: int = 256, resolution: int | None = None, layers: int | None = None,
                        text_layers: int = 1) -> SD3Model:
     """Registry builder (``models: sd35m_random``): the pipeline above as an ``SD3Model``; ``path`` is unused."""
-    pipe = sd35_medium_pipeline(layers, text_layers).to(device=device, dtype=dtype)
+    with initialised_on(device, dtype):
+        pipe = sd35_medium_pipeline(layers, text_layers).to(device=device, dtype=dtype)  # buffers made in float32 explicitly
     pipe.set_progress_bar_config(disable=True)
     return SD3Model(pipe, max_sequence_length, device, pad_missing_t5=True, resolution=resolution)
 
@@ -99,6 +119,7 @@ def flux_dev_random(path: str = "", dtype: torch.dtype = torch.bfloat16, device:
                     resolution: int | None = None, layers: int | None = None, single_layers: int | None = None,
                     text_layers: int = 1) -> FluxModel:
     """Registry builder (``models: flux_dev_random``): the pipeline above as a ``FluxModel``; ``path`` is unused."""
-    pipe = flux_dev_pipeline(layers, single_layers, text_layers).to(device=device, dtype=dtype)
+    with initialised_on(device, dtype):
+        pipe = flux_dev_pipeline(layers, single_layers, text_layers).to(device=device, dtype=dtype)  # buffers made in float32 explicitly
     pipe.set_progress_bar_config(disable=True)
     return FluxModel(pipe, max_sequence_length, device, resolution=resolution)
