@@ -199,21 +199,19 @@ def test_sd35_medium_architecture_from_its_config():
 def test_random_architectures_are_initialised_in_their_dtype():
     """The builders' weights come out in the requested dtype, and the process's default dtype is left as it
     was, also when the build fails; the full FLUX.1-dev transformer is created in bfloat16 (on the meta device)."""
-    from dgx.sampler.architectures import flux_dev_random, initialised_on, sd35_medium_random
+    from dgx.sampler.architectures import FLUX_DEV_TRANSFORMER, flux_dev_random, initialised_on, sd35_medium_random
+    from diffusers import FluxTransformer2DModel
 
     for build in (lambda: sd35_medium_random(dtype=torch.bfloat16, layers=1, resolution=64, max_sequence_length=8),
                   lambda: flux_dev_random(dtype=torch.bfloat16, layers=1, single_layers=1, resolution=64, max_sequence_length=8)):
         m = build()
-        assert {p.dtype for p in m.pipe.components["transformer"].parameters()} == {torch.bfloat16}
+        assert {p.dtype for p in m.transformer.parameters()} == {torch.bfloat16}
         assert {p.dtype for p in m.pipe.vae.parameters()} == {torch.bfloat16}
         assert torch.get_default_dtype() == torch.float32
     with pytest.raises(ValueError), initialised_on("cpu", torch.float16):
         assert torch.empty(1).dtype == torch.float16
         raise ValueError
     assert torch.get_default_dtype() == torch.float32
-    from dgx.sampler.architectures import FLUX_DEV_TRANSFORMER
-    from diffusers import FluxTransformer2DModel
-
     with initialised_on("meta", torch.bfloat16):
         full = FluxTransformer2DModel(**FLUX_DEV_TRANSFORMER)
     assert {p.dtype for p in full.parameters()} == {torch.bfloat16} and torch.get_default_dtype() == torch.float32
