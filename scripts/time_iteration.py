@@ -11,6 +11,7 @@ A ``calibrated`` noise schedule needs ``sampler.noise.psi_path`` here (no calibr
 """
 
 import argparse
+import importlib.metadata
 import json
 import resource
 import shutil
@@ -46,6 +47,7 @@ peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resourc
 result = {
     "config": str(args.config), "variant": name, "override": over, "device": str(next(model.transformer.parameters()).device),
     "gpu": torch.cuda.get_device_name() if cuda else None, "dtype": cfg.model.dtype,
+    "versions": {m: importlib.metadata.version(m) for m in ("torch", "diffusers", "transformers", "peft", "accelerate")},
     "transformer_params": sum(p.numel() for p in model.transformer.parameters()),
     "trainable_params": sum(p.numel() for p in model.transformer.parameters() if p.requires_grad),
     "samples_per_iteration": cfg.train.prompts_per_iter * cfg.train.group_size, "steps": cfg.sampler.steps,
