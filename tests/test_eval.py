@@ -86,6 +86,47 @@ def test_shapes_geneval_benchmark_writes_per_image(tmp_path, tiny_model):
     for r in rows:
         per_tag.setdefault(r["tag"], []).append(r["correct"])
     assert s["overall"] == pytest.approx(np.mean([np.mean(v) for v in per_tag.values()]))
+    # a few images are kept as PNG: the picks, pixel for pixel the images that were scored
+    from dgx.eval.benchmarks import generate, sample_picks
+    from PIL import Image
+
+    saved = sorted(p.name for p in (tmp_path / "samples").glob("*.png"))
+    assert saved and saved == [f"{j:05d}.png" for j in sample_picks(rows, "tag")]
+    i = int(saved[-1][:5])
+    img = generate(tiny_model, [rows[i]["prompt"]], 2, 1.0, seed=0, first=i)[0].clamp(0, 1)
+    png = torch.from_numpy(np.array(Image.open(tmp_path / "samples" / saved[-1]))).permute(2, 0, 1).float() / 255
+    assert png.shape == img.shape and (png - img).abs().max() <= 1.01 / 255
+
+
+def test_sample_picks_and_grid(tmp_path):
+    """Up to n images, spread over the groups, one per prompt; the grid frames GenEval verdicts green / red and
+    shows only image indices every model kept."""
+    from dgx.eval.benchmarks import sample_picks
+    from dgx.eval.plots import plot_samples
+    from PIL import Image
+
+    metas = [{"tag": "a", "prompt": "p1"}, {"tag": "a", "prompt": "p1"}, {"tag": "a", "prompt": "p2"},
+             {"tag": "b", "prompt": "q1"}, {"tag": "a", "prompt": "p3"}, {"tag": "b", "prompt": "q2"}]
+    assert sample_picks(metas, "tag", n=4) == [0, 2, 3, 5]
+    assert sample_picks(metas, "tag", n=2) == [0, 3]
+    assert sample_picks(metas, "category", n=3) == [0, 2, 3]  # no categories: one group
+
+    evals = {}
+    for name, verdicts in (("base", [True, False]), ("trained", [True, True])):
+        d = tmp_path / name
+        (d / "samples").mkdir(parents=True)
+        rows = [{"index": i, "prompt": "a photo of a square", "tag": "a", "correct": v} for i, v in enumerate(verdicts)]
+        (d / "per_image.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        for i in range(2):
+            Image.fromarray(np.full((16, 16, 3), 128, np.uint8)).save(d / "samples" / f"{i:05d}.png")
+        evals[name] = d
+    grid = np.array(Image.open(plot_samples(evals, tmp_path / "grid.png")).convert("RGB")).reshape(-1, 3).astype(int)
+    near = lambda rgb: (np.abs(grid - rgb).sum(1) < 30).sum()  # noqa: E731
+    green, red = near((44, 160, 44)), near((214, 39, 40))
+    assert red > 0 and 2.5 < green / red < 3.5  # three correct frames, one wrong
+    (evals["trained"] / "samples" / "00000.png").unlink()
+    (evals["trained"] / "samples" / "00001.png").rename(evals["trained"] / "samples" / "00002.png")
+    assert plot_samples(evals, tmp_path / "none.png") is None
 
 
 def test_min_images_per_tag_raises_counts_for_small_tags():

@@ -235,9 +235,12 @@ seeds: [0]
     res = CliRunner().invoke(main, ["run", str(abl), "--out", str(out)])
     assert res.exit_code == 0, res.output
     for f in ["summary.md", "summary.csv", "cost.md", "gain.md", "report.md", "learning_curves.png", "dense_per_timestep.png", "psi_dense_grpo.png",
-              "latent_reward.png", "reward_difference.png",
+              "latent_reward.png", "reward_difference.png", "samples.png",
               "dense_grpo/seed_0/calibration/psi.json", "flow_grpo/seed_0/eval/summary.json", "flow_grpo/seed_0/config.yaml"]:
         assert (out / f).is_file(), f
+    kept = {m: sorted(p.name for p in (out / m / "seed_0/eval/samples").glob("*.png")) for m in ("base", "flow_grpo", "dense_grpo")}
+    assert kept["base"] == kept["flow_grpo"] == kept["dense_grpo"] == ["00000.png", "00001.png", "00002.png"]
+    assert "![samples](samples.png)" in (out / "report.md").read_text()
     table = (out / "summary.md").read_text()
     assert "| base |" in table and "| flow_grpo |" in table and "| dense_grpo |" in table
     assert table in res.output and f"report: {out / 'report.md'}" in res.output  # the tables are printed at the end

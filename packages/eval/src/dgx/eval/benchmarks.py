@@ -1,4 +1,5 @@
-"""Benchmarks: sample with the ODE sampler, score, write per-prompt JSONL and a summary.
+"""Benchmarks: sample with the ODE sampler, score, write per-prompt JSONL, a summary and a few images
+(``samples/``, for the report's sample grid; under several processes, from the first process's share).
 
 Under several processes (``accelerate launch``) each process samples and scores its ``Shard`` of the
 images; the per-image records are gathered in image order, so every process gets the summary a single
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
+from dgx.rewards.base import to_uint8
 from dgx.rewards.geneval import summarize
 from dgx.rewards.geneval_reward import GenEvalReward
 from dgx.rewards.geneval_reward import shapes_geneval as shapes_reward
@@ -63,11 +65,39 @@ def images_by_tag(metadata: list[dict], images_per_prompt: int, min_images_per_t
     return [m for m, k in zip(metadata, reps) for _ in range(k)]
 
 
-def _write(out: Path | None, records: list[dict], summary: dict) -> None:
+SAMPLES_SAVED = 12  # images per evaluation kept as PNG for viewing (the report's sample grid)
+
+
+def sample_picks(metas: Sequence[dict], key: str, n: int = SAMPLES_SAVED) -> list[int]:
+    """Positions of the images to keep for viewing: for each value of ``key`` (GenEval's tag, DrawBench's
+    category; absent = one group) the first ``n // groups`` (at least 1) images of distinct prompts, in image order.
+    Image i has the same prompt and noise in every model's evaluation, so the picks line up across models."""
+    groups: dict[str, set[str]] = {}
+    for m in metas:
+        groups.setdefault(m.get(key, ""), set())
+    per_group = max(1, n // max(1, len(groups)))
+    picks = []
+    for j, m in enumerate(metas):
+        seen = groups[m.get(key, "")]
+        if len(seen) < per_group and m["prompt"] not in seen:
+            seen.add(m["prompt"])
+            picks.append(j)
+    return picks
+
+
+def _write(out: Path | None, records: list[dict], summary: dict, images: torch.Tensor | None = None,
+           picks: Sequence[int] = (), first: int = 0) -> None:
+    """per_image.jsonl, summary.json, and ``images[j]`` for j in ``picks`` as samples/INDEX.png (INDEX = first + j)."""
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "per_image.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        if picks and images is not None:
+            from PIL import Image
+
+            (out / "samples").mkdir(exist_ok=True)
+            for j, pixels in zip(picks, to_uint8(images[list(picks)])):
+                Image.fromarray(pixels).save(out / "samples" / f"{first + j:05d}.png")
 
 
 def geneval_benchmark(model: FlowModel, reward: GenEvalReward, metadata: list[dict], *, steps: int, guidance: float,
@@ -81,7 +111,7 @@ def geneval_benchmark(model: FlowModel, reward: GenEvalReward, metadata: list[di
     records = shard.gather([{"index": i, "tag": metas[i]["tag"], "prompt": metas[i]["prompt"], "correct": v.correct,
                              "partial": v.partial, "reasons": v.reasons, "kinds": v.kinds} for i, v in zip(mine, verdicts)])
     summary = summarize([r["tag"] for r in records], [r["correct"] for r in records])
-    _write(out, records, summary)
+    _write(out, records, summary, images, sample_picks([metas[i] for i in mine], "tag"), mine.start)
     return summary
 
 
@@ -143,7 +173,7 @@ def multi_reward_benchmark(model: FlowModel, rewards: dict, metadata: list[dict]
         summary[name], summary[f"{name}_std"] = v.mean().item(), v.std().item() if len(v) > 1 else 0.0
         for c in categories:
             summary[f"{name}/{c}"] = v[torch.tensor([r.get("category") == c for r in records])].mean().item()
-    _write(out, records, summary)
+    _write(out, records, summary, images, sample_picks(local, "category"), mine.start)
     return summary
 
 

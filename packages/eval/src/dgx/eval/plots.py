@@ -1,9 +1,10 @@
 """Plots: learning curves, paired training-reward differences, dense reward per timestep (paper Fig. 3), psi(t),
-ODE latent reward."""
+ODE latent reward, and a grid of evaluation samples per model."""
 
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -163,4 +164,40 @@ def plot_latent_reward(runs: dict[str, list[Path]], out: Path) -> Path | None:
     ax.set(xlabel="t", ylabel="mean R(ODE_n(x_t))", title="ODE latent reward along trajectories")
     ax.invert_xaxis()
     ax.legend(fontsize=7)
+    return _save(fig, out)
+
+
+def plot_samples(evals: dict[str, Path], out: Path, max_columns: int = 12) -> Path | None:
+    """The images every evaluation folder in ``evals`` (model name -> eval dir) kept in ``samples/``, one row per
+    model and one column per image index (the same prompt and noise in every row). A GenEval verdict frames an image
+    green (correct) or red; a reward benchmark's first score is written under it. None if no index is common."""
+    from PIL import Image
+
+    records = {}
+    for name, d in evals.items():
+        path = d / "per_image.jsonl"
+        records[name] = {r["index"]: r for r in map(json.loads, path.read_text().splitlines())} if path.is_file() else {}
+    names = [sorted(p.stem for p in (d / "samples").glob("*.png")) for d in evals.values()]
+    common = sorted(set.intersection(*map(set, names))) if names else []
+    common = [c for c in common if all(int(c) in r for r in records.values())][:max_columns]
+    if not common:
+        return None
+    fig, axes = plt.subplots(len(evals), len(common), figsize=(1.25 * len(common), 1.45 * len(evals) + 0.4), squeeze=False)
+    for row, (name, d) in zip(axes, evals.items()):
+        for ax, idx in zip(row, common):
+            rec = records[name][int(idx)]
+            ax.imshow(Image.open(d / "samples" / f"{idx}.png"))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if "correct" in rec:
+                for spine in ax.spines.values():
+                    spine.set(color="tab:green" if rec["correct"] else "tab:red", linewidth=2.5)
+            else:
+                score = next((k for k, v in rec.items() if k != "index" and isinstance(v, float)), None)
+                if score is not None:
+                    ax.set_xlabel(f"{score} {rec[score]:.3g}", fontsize=6)
+        row[0].set_ylabel(name, fontsize=8)
+    for ax, idx in zip(axes[0], common):
+        prompt = next(iter(records.values()))[int(idx)]["prompt"]
+        ax.set_title("\n".join(textwrap.wrap(prompt, 16)[:3]), fontsize=6)
     return _save(fig, out)

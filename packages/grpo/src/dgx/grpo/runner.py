@@ -6,10 +6,10 @@ Layout of ``OUT``:
     VARIANT/seed_S/calibration/  psi.json + psi.png (calibrated variants)
     VARIANT/seed_S/metrics.*     JSONL / CSV / tensorboard
     VARIANT/seed_S/checkpoints/  atomic checkpoints (for --resume)
-    VARIANT/seed_S/eval/         per_image.jsonl + summary.json
+    VARIANT/seed_S/eval/         per_image.jsonl + summary.json + samples/ (a few images as PNG)
     summary.md / summary.csv     methods x metrics, mean +/- std over seeds
     cost.md / cost.csv           seconds and model calls per iteration, ratio to the first variant
-    *.png, report.md             plots and a report linking them
+    *.png, report.md             plots (samples.png: the same test images from every model) and a report linking them
 
 Under `accelerate launch` every process runs this loop: training, calibration and evaluation split
 their samples over the processes (``distributed.py``) and only the main process writes shared files.
@@ -245,6 +245,7 @@ def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[P
         plot_learning_curves,
         plot_psi,
         plot_reward_difference,
+        plot_samples,
     )
     from dgx.eval.tables import write_gain_table, write_tables
 
@@ -272,7 +273,10 @@ def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[P
     draws = {n: [prompt_draws(d) for d in dirs] for n, dirs in run_dirs.items()}
     first = next(iter(draws.values()), [])
     paired = {n: metrics[n] for n, d in draws.items() if None not in first and d == first}
-    plots = [plot_learning_curves(metrics, out / "learning_curves.png"), plot_reward_difference(paired, out / "reward_difference.png"),
+    seed_dir = next((d[0].name for d in run_dirs.values() if d), None)  # samples.png: the first seed of every model
+    samples = {"base": out / "base" / seed_dir / "eval", **{n: d[0] / "eval" for n, d in run_dirs.items() if d}} if seed_dir else {}
+    plots = [plot_samples(samples, out / "samples.png"),
+             plot_learning_curves(metrics, out / "learning_curves.png"), plot_reward_difference(paired, out / "reward_difference.png"),
              plot_dense_per_timestep(metrics, out / "dense_per_timestep.png"), plot_latent_reward(metrics, out / "latent_reward.png")]
     for name, dirs in run_dirs.items():
         psi = dirs[0] / "calibration" / "psi.json"
