@@ -557,6 +557,7 @@ def test_dgx_eval_cli_scores_base_and_adapter_with_set(tmp_path, tiny_pipe_dir):
         summary = json.loads((tmp_path / name / "summary.json").read_text())
         assert f"overall: {summary['overall']:.4f}" in res.output
         outs[name] = [json.loads(ln) for ln in (tmp_path / name / "per_image.jsonl").read_text().splitlines()]
+        assert (tmp_path / name / "samples.png").is_file() and len(list((tmp_path / name / "samples").glob("*.png"))) == 3
     assert len(outs["base"]) == 6 and [r["prompt"] for r in outs["base"]] == [r["prompt"] for r in outs["trained"]]
     bad = CliRunner().invoke(main, ["eval", str(tmp_path / "cfg.yaml"), "--adapter", str(tmp_path / "nothing")])
     assert bad.exit_code == 2 and "no adapter.safetensors found" in bad.output

@@ -317,11 +317,18 @@ def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[P
 
 def evaluate_file(file: Path, adapter: Path | None = None, variant: str | None = None, out: Path | None = None,
                   overrides: dict | None = None) -> dict:
-    """`dgx eval`: the base model, or a run folder's / checkpoint's adapter."""
+    """`dgx eval`: the base model, or a run folder's / checkpoint's adapter; the images it kept in one row
+    (``samples.png``)."""
+    from dgx.eval.plots import plot_samples
+
     abl = load(file, overrides=overrides)
     name, cfg = abl.variant(variant)
     registry = abl.registry()
     model = build_model(cfg, registry)
     if adapter is not None:
         load_adapter(model, cfg, adapter)
-    return evaluate(model, cfg, out or Path("runs") / Path(file).stem / "eval" / name, registry)
+    out = out or Path("runs") / Path(file).stem / "eval" / name
+    summary = evaluate(model, cfg, out, registry)
+    if process_state(cfg).is_main_process:
+        plot_samples({"base" if adapter is None else Path(adapter).name: out}, out / "samples.png")
+    return summary
