@@ -38,6 +38,7 @@ def test_export_round_trip_with_diffusers_load_lora_weights(trained_run, tiny_pi
     assert {"pytorch_lora_weights.safetensors", "README.md", "config.yaml", "samples.png", "metrics.jsonl"} <= files
     card = (tmp_path / "export" / "README.md").read_text()
     assert card.startswith("---\n") and "library_name: diffusers" in card and "dense_gain" in card
+    assert "The base model (top row) and this LoRA (bottom row)" in card
     pipe = StableDiffusion3Pipeline.from_pretrained(tiny_pipe_dir, text_encoder_3=None, tokenizer_3=None)
     base_imgs = generate(SD3Model(pipe), ["a red circle", "two blue squares"], 4, 2.0, seed=3)
     pipe.load_lora_weights(tmp_path / "export")

@@ -167,10 +167,33 @@ def plot_latent_reward(runs: dict[str, list[Path]], out: Path) -> Path | None:
     return _save(fig, out)
 
 
+def sample_grid(rows: dict[str, list[np.ndarray]], prompts: list[str], out: Path,
+                verdicts: dict[str, list[bool | None]] | None = None, notes: dict[str, list[str]] | None = None) -> Path:
+    """Images (uint8 HWC) in rows, one row per model, under their column's prompt; a verdict frames an image green
+    (True) or red (False), a note is written under it."""
+    cols = len(prompts)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(1.25 * cols, 1.45 * len(rows) + 0.4), squeeze=False)
+    for ax_row, (name, images) in zip(axes, rows.items()):
+        for j, (ax, img) in enumerate(zip(ax_row, images)):
+            ax.imshow(img)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            verdict = (verdicts or {}).get(name, [None] * cols)[j]
+            if verdict is not None:
+                for spine in ax.spines.values():
+                    spine.set(color="tab:green" if verdict else "tab:red", linewidth=2.5)
+            if notes and notes.get(name):
+                ax.set_xlabel(notes[name][j], fontsize=6)
+        ax_row[0].set_ylabel(name, fontsize=8)
+    for ax, prompt in zip(axes[0], prompts):
+        ax.set_title("\n".join(textwrap.wrap(prompt, 16)[:3]), fontsize=6)
+    return _save(fig, out)
+
+
 def plot_samples(evals: dict[str, Path], out: Path, max_columns: int = 12) -> Path | None:
-    """The images every evaluation folder in ``evals`` (model name -> eval dir) kept in ``samples/``, one row per
-    model and one column per image index (the same prompt and noise in every row). A GenEval verdict frames an image
-    green (correct) or red; a reward benchmark's first score is written under it. None if no index is common."""
+    """``sample_grid`` of the images every evaluation folder in ``evals`` (model name -> eval dir) kept in
+    ``samples/``: one column per image index (the same prompt and noise in every row). GenEval verdicts frame the
+    images; a reward benchmark's first score is written under them. None if no index is common."""
     from PIL import Image
 
     records = {}
@@ -179,25 +202,12 @@ def plot_samples(evals: dict[str, Path], out: Path, max_columns: int = 12) -> Pa
         records[name] = {r["index"]: r for r in map(json.loads, path.read_text().splitlines())} if path.is_file() else {}
     names = [sorted(p.stem for p in (d / "samples").glob("*.png")) for d in evals.values()]
     common = sorted(set.intersection(*map(set, names))) if names else []
-    common = [c for c in common if all(int(c) in r for r in records.values())][:max_columns]
+    common = [int(c) for c in common if all(int(c) in r for r in records.values())][:max_columns]
     if not common:
         return None
-    fig, axes = plt.subplots(len(evals), len(common), figsize=(1.25 * len(common), 1.45 * len(evals) + 0.4), squeeze=False)
-    for row, (name, d) in zip(axes, evals.items()):
-        for ax, idx in zip(row, common):
-            rec = records[name][int(idx)]
-            ax.imshow(Image.open(d / "samples" / f"{idx}.png"))
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if "correct" in rec:
-                for spine in ax.spines.values():
-                    spine.set(color="tab:green" if rec["correct"] else "tab:red", linewidth=2.5)
-            else:
-                score = next((k for k, v in rec.items() if k != "index" and isinstance(v, float)), None)
-                if score is not None:
-                    ax.set_xlabel(f"{score} {rec[score]:.3g}", fontsize=6)
-        row[0].set_ylabel(name, fontsize=8)
-    for ax, idx in zip(axes[0], common):
-        prompt = next(iter(records.values()))[int(idx)]["prompt"]
-        ax.set_title("\n".join(textwrap.wrap(prompt, 16)[:3]), fontsize=6)
-    return _save(fig, out)
+    rows = {n: [np.array(Image.open(d / "samples" / f"{i:05d}.png")) for i in common] for n, d in evals.items()}
+    recs = {n: [records[n][i] for i in common] for n in evals}
+    verdicts = {n: [r.get("correct") for r in rs] for n, rs in recs.items()}
+    score = next((k for k, v in recs[next(iter(recs))][0].items() if k != "index" and isinstance(v, float)), None)
+    notes = {n: [f"{score} {r[score]:.3g}" for r in rs] for n, rs in recs.items()} if score else None
+    return sample_grid(rows, [r["prompt"] for r in next(iter(recs.values()))], out, verdicts, notes)

@@ -3,7 +3,7 @@
 The export holds the LoRA in the diffusers format (the model's pipeline class, e.g.
 ``StableDiffusion3Pipeline`` or ``FluxPipeline``, reads it with ``load_lora_weights``, LoRA
 config included), the resolved config, psi(t), the evaluation metrics, the training
-metrics, a sample image grid and a model card (README.md with Hub metadata).
+metrics, sample images of the base model and the adapter (same prompts and noise) and a model card (README.md with Hub metadata).
 It is built in a staging folder, never in the run folder; the token comes from
 huggingface_hub's standard places (HF_TOKEN, the login cache) and is never printed,
 logged or written anywhere.
@@ -37,6 +37,8 @@ LoRA for `{base}` trained with **dgx** ({method}) on the `{reward}` reward.
 
 {results}
 
+The base model (top row) and this LoRA (bottom row) on the same prompts and initial noise:
+
 ![samples](samples.png)
 
 ## Use
@@ -61,6 +63,7 @@ def run_config(run_dir: Path) -> RunConfig:
 def export_run(run_dir: Path, out: Path, repo_id: str = "<repo-id>", n_samples: int = 8) -> list[Path]:
     """Write the export of ``run_dir`` into ``out``; returns the files written."""
     from dgx.eval.benchmarks import generate
+    from dgx.eval.plots import sample_grid
     from dgx.grpo.build import build_model, load_prompts
     from dgx.grpo.registry import Registry
     from dgx.grpo.trainer import load_adapter
@@ -82,8 +85,11 @@ def export_run(run_dir: Path, out: Path, repo_id: str = "<repo-id>", n_samples: 
         if src.is_file():
             shutil.copy(src, out / ("eval_summary.json" if src.name == "summary.json" else src.name))
     prompts = [m["prompt"] for m in load_prompts(cfg, "test" if cfg.prompts.name == "shapes" else "train")[:n_samples]]
-    images = generate(model, prompts, cfg.eval.steps, cfg.eval_guidance, seed=0)
-    _grid(images, prompts).save(out / "samples.png")
+    images = {"this LoRA": generate(model, prompts, cfg.eval.steps, cfg.eval_guidance, seed=0)}
+    tr.disable_adapters()  # the base model on the same prompts and noise
+    images["base"] = generate(model, prompts, cfg.eval.steps, cfg.eval_guidance, seed=0)
+    tr.enable_adapters()
+    sample_grid({k: list(to_uint8(images[k])) for k in ("base", "this LoRA")}, prompts, out / "samples.png")
     summary = json.loads((out / "eval_summary.json").read_text()) if (out / "eval_summary.json").is_file() else {}
     base = cfg.model.path or Registry().get("models", cfg.model.name).defaults.get("path", cfg.model.name)
     data = ModelCardData(base_model=None if base.startswith("pkg://") else base, library_name="diffusers", license="other",
@@ -101,19 +107,6 @@ def export_run(run_dir: Path, out: Path, repo_id: str = "<repo-id>", n_samples: 
         results=results, repo_id=repo_id,
     ))
     return sorted(p for p in out.rglob("*") if p.is_file())
-
-
-def _grid(images, captions: list[str]):
-    from PIL import Image
-
-    n, _, h, w = images.shape
-    cols = min(4, n)
-    rows = (n + cols - 1) // cols
-    scale = max(1, 128 // max(h, w))
-    grid = Image.new("RGB", (cols * w * scale, rows * h * scale), "white")
-    for i, a in enumerate(to_uint8(images)):
-        grid.paste(Image.fromarray(a).resize((w * scale, h * scale), Image.NEAREST), ((i % cols) * w * scale, (i // cols) * h * scale))
-    return grid
 
 
 def push_run(run_dir: Path, repo_id: str, private: bool = False, revision: str | None = None, dry_run: bool = False,
