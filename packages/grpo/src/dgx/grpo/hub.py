@@ -3,7 +3,8 @@
 The export holds the LoRA in the diffusers format (the model's pipeline class, e.g.
 ``StableDiffusion3Pipeline`` or ``FluxPipeline``, reads it with ``load_lora_weights``, LoRA
 config included), the resolved config, psi(t), the evaluation metrics, the training
-metrics, sample images of the base model and the adapter (same prompts and noise) and a model card (README.md with Hub metadata).
+metrics, sample images of the base model and the adapter (same prompts and noise) and a
+model card (README.md with Hub metadata).
 It is built in a staging folder, never in the run folder; the token comes from
 huggingface_hub's standard places (HF_TOKEN, the login cache) and is never printed,
 logged or written anywhere.
@@ -87,8 +88,10 @@ def export_run(run_dir: Path, out: Path, repo_id: str = "<repo-id>", n_samples: 
     prompts = [m["prompt"] for m in load_prompts(cfg, "test" if cfg.prompts.name == "shapes" else "train")[:n_samples]]
     images = {"this LoRA": generate(model, prompts, cfg.eval.steps, cfg.eval_guidance, seed=0)}
     tr.disable_adapters()  # the base model on the same prompts and noise
-    images["base"] = generate(model, prompts, cfg.eval.steps, cfg.eval_guidance, seed=0)
-    tr.enable_adapters()
+    try:
+        images["base"] = generate(model, prompts, cfg.eval.steps, cfg.eval_guidance, seed=0)
+    finally:
+        tr.enable_adapters()
     sample_grid({k: list(to_uint8(images[k])) for k in ("base", "this LoRA")}, prompts, out / "samples.png")
     summary = json.loads((out / "eval_summary.json").read_text()) if (out / "eval_summary.json").is_file() else {}
     base = cfg.model.path or Registry().get("models", cfg.model.name).defaults.get("path", cfg.model.name)
