@@ -11,7 +11,6 @@ A ``calibrated`` noise schedule needs ``sampler.noise.psi_path`` here (no calibr
 """
 
 import argparse
-import importlib.metadata
 import json
 import resource
 import shutil
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import torch
 from dgx.grpo.config import RunConfig, deep_merge, load
+from dgx.grpo.runner import environment
 from dgx.grpo.trainer import train
 
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -47,7 +47,7 @@ peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resourc
 result = {
     "config": str(args.config), "variant": name, "override": over, "device": str(next(model.transformer.parameters()).device),
     "gpu": torch.cuda.get_device_name() if cuda else None, "dtype": cfg.model.dtype,
-    "versions": {m: importlib.metadata.version(m) for m in ("torch", "diffusers", "transformers", "peft", "accelerate")},
+    "environment": environment(),  # library versions, command line, CUDA, threads
     "transformer_params": sum(p.numel() for p in model.transformer.parameters()),
     "trainable_params": sum(p.numel() for p in model.transformer.parameters() if p.requires_grad),
     "samples_per_iteration": cfg.train.prompts_per_iter * cfg.train.group_size, "steps": cfg.sampler.steps,

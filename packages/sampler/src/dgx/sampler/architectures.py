@@ -55,7 +55,8 @@ FLUX_VAE = dict(SD3_VAE, scaling_factor=0.3611, shift_factor=0.1159)
 @contextmanager
 def initialised_on(device: str | torch.device, dtype: torch.dtype) -> Iterator[None]:
     """Tensors created inside (parameters at their random init) land on ``device`` in ``dtype``; the
-    process's default dtype is restored on exit."""
+    process's default dtype is restored on exit. Callers still ``.to(device, dtype)`` the result: some modules
+    build tables in float32 explicitly (SD3's ``pos_embed``)."""
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
@@ -96,7 +97,7 @@ def sd35_medium_random(path: str = "", dtype: torch.dtype = torch.float32, devic
                        text_layers: int = 1) -> SD3Model:
     """Registry builder (``models: sd35m_random``): the pipeline above as an ``SD3Model``; ``path`` is unused."""
     with initialised_on(device, dtype):
-        pipe = sd35_medium_pipeline(layers, text_layers).to(device=device, dtype=dtype)  # .to: tables built in float32 explicitly (SD3's pos_embed)
+        pipe = sd35_medium_pipeline(layers, text_layers).to(device=device, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     return SD3Model(pipe, max_sequence_length, device, pad_missing_t5=True, resolution=resolution)
 
@@ -122,6 +123,6 @@ def flux_dev_random(path: str = "", dtype: torch.dtype = torch.bfloat16, device:
                     text_layers: int = 1) -> FluxModel:
     """Registry builder (``models: flux_dev_random``): the pipeline above as a ``FluxModel``; ``path`` is unused."""
     with initialised_on(device, dtype):
-        pipe = flux_dev_pipeline(layers, single_layers, text_layers).to(device=device, dtype=dtype)  # .to: tables built in float32 explicitly (SD3's pos_embed)
+        pipe = flux_dev_pipeline(layers, single_layers, text_layers).to(device=device, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     return FluxModel(pipe, max_sequence_length, device, resolution=resolution)
