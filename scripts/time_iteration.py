@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from accelerate.state import AcceleratorState
 from dgx.grpo.config import RunConfig, deep_merge, load
 from dgx.grpo.runner import environment
 from dgx.grpo.trainer import train
@@ -48,6 +49,7 @@ result = {
     "config": str(args.config), "variant": name, "override": over, "device": str(next(model.transformer.parameters()).device),
     "gpu": torch.cuda.get_device_name() if cuda else None, "dtype": cfg.model.dtype,
     "environment": environment(),  # library versions, command line, CUDA, threads
+    "accelerate": AcceleratorState().distributed_type.value,  # NO, MULTI_GPU (DDP) or FSDP
     "transformer_params": sum(p.numel() for p in model.transformer.parameters()),
     "trainable_params": sum(p.numel() for p in model.transformer.parameters() if p.requires_grad),
     "samples_per_iteration": cfg.train.prompts_per_iter * cfg.train.group_size, "steps": cfg.sampler.steps,

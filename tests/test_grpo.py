@@ -342,9 +342,9 @@ seeds: [0]
     assert max(abs(a - b) for a, b in zip(base, trained)) > 2e-3  # training moved the images 20x more than the tolerance
 
 
-def test_accelerate_modes_that_shard_parameters_are_refused(tmp_path, tiny_pipe_dir, monkeypatch):
-    """FSDP and DeepSpeed (which accelerate only enables on accelerators) are refused with a clear error, by the
-    trainer and by `dgx run` before it calibrates or evaluates anything; DDP and one process pass."""
+def test_accelerate_modes_the_trainer_does_not_handle_are_refused(tmp_path, tiny_pipe_dir, monkeypatch):
+    """DeepSpeed and FSDP version 1 are refused with a clear error, by the trainer and by `dgx run` before it
+    calibrates or evaluates anything; FSDP2, DDP and one process pass."""
     from types import SimpleNamespace
 
     from accelerate import PartialState
@@ -354,16 +354,63 @@ def test_accelerate_modes_that_shard_parameters_are_refused(tmp_path, tiny_pipe_
     from dgx.grpo.errors import ConfigError
 
     cfg = tiny_config(tmp_path, tiny_pipe_dir, iterations=1)
-    for mode in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        state = SimpleNamespace(distributed_type=mode)
-        with pytest.raises(ConfigError, match=f"configured for {mode.value}.*without --use_fsdp"):
+    fsdp = lambda version: SimpleNamespace(distributed_type=DistributedType.FSDP,  # noqa: E731
+                                           fsdp_plugin=SimpleNamespace(fsdp_version=version))
+    for state, error in ((SimpleNamespace(distributed_type=DistributedType.DEEPSPEED), "configured for DEEPSPEED.*without --use_deepspeed"),
+                         (fsdp(1), "FSDP version 1.*--fsdp_version 2")):
+        with pytest.raises(ConfigError, match=error):
             train(cfg, tmp_path / "run", registry=Registry([tmp_path / "reg.yaml"]), accelerator=SimpleNamespace(state=state))
-        monkeypatch.setattr(runner, "process_state", lambda cfg, state=state: state)
-        with pytest.raises(ConfigError, match=f"configured for {mode.value}"):
+        monkeypatch.setattr(runner, "Accelerator", lambda cpu, state=state: SimpleNamespace(state=state))
+        with pytest.raises(ConfigError, match=error):
             runner.run_ablation(tmp_path / "cfg.yaml", out=tmp_path / "out")
         assert not (tmp_path / "out").exists()
+    check_supported(fsdp(2))
     check_supported(PartialState(cpu=True))  # one process (MULTI_CPU / DDP under accelerate launch) is fine
 
+
+def test_fsdp2_matches_one_unsharded_process(tmp_path, tiny_pipe_dir):
+    """`accelerate launch --use_fsdp --fsdp_version 2` trains the adapter sharded, resumes from a checkpoint of
+    whole tensors, and ends where one unsharded process ends: 2 processes on CPUs (see fsdp_worker.py), or
+    1 process on a GPU (FSDP2 over nccl; docs/experiments/fsdp/gpu_check.sh)."""
+    gpu = torch.cuda.is_available()
+    d = tmp_path / "fsdp"
+    d.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **({} if gpu else {"ACCELERATE_TORCH_DEVICE": "cpu"})}
+    n = 1 if gpu else 2
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--use_fsdp", "--fsdp_version", "2", "--num_processes", str(n),
+           "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP",  # each JointTransformerBlock its own unit, as on GPUs
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29507",
+           str(Path(__file__).parent / "fsdp_worker.py"), str(d), str(tiny_pipe_dir), str(d / "adapter.pt")]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    info = json.loads((d / "adapter.json").read_text())
+    # sharded in both updates (1 iteration, then 1 resumed): the block, the final norm (accelerate's tail unit) and the
+    # root; handed back whole
+    units = ["FSDPAdaLayerNormContinuous", "FSDPJointTransformerBlock", "FSDPSD3Transformer2DModel"]
+    assert info == {"distributed_type": "FSDP", "fsdp_version": 2, "num_processes": n, "updates": ["DTensor", "DTensor"],
+                    "units": [units, units], "returned": "Parameter"}
+
+    one = tmp_path / "one"
+    one.mkdir()
+    cfg = tiny_config(one, tiny_pipe_dir, iterations=2, ema=0.5, gradient_checkpointing=True)  # the worker's, uninterrupted
+    cfg.device = "auto" if gpu else "cpu"  # the worker's device
+    model = train(cfg, one / "run", registry=Registry([one / "reg.yaml"]))
+    close = dict(atol=1e-4, rtol=1e-3)  # lr is 1e-2: a real divergence is ~100x larger
+    returned, expected = torch.load(d / "adapter.pt"), get_peft_model_state_dict(model.transformer)
+    assert returned.keys() == expected.keys()
+    for k in expected:
+        torch.testing.assert_close(returned[k], expected[k], **close)  # the EMA adapter
+    ck_f, ck_1 = d / "run" / "checkpoints" / "iter_00001", one / "run" / "checkpoints" / "iter_00001"
+    for name in ("adapter.safetensors", "ema.safetensors"):
+        got, want = load_file(ck_f / name), load_file(ck_1 / name)
+        assert got.keys() == want.keys()
+        for k in want:
+            torch.testing.assert_close(got[k], want[k], **close)
+    got, want = (torch.load(c / "optimizer.pt", weights_only=False)["state"] for c in (ck_f, ck_1))
+    for i in want:
+        for k in ("exp_avg", "exp_avg_sq"):
+            assert type(got[i][k]) is torch.Tensor and got[i][k].shape == want[i][k].shape
+            torch.testing.assert_close(got[i][k], want[i][k], atol=1e-5, rtol=1e-2)
 
 def test_prompt_sampling_by_tag_is_balanced_over_tags():
     from dgx.grpo.build import choose_prompts

@@ -3,6 +3,10 @@
 A checkpoint is written into a temporary folder and renamed into place, then the
 ``latest`` pointer file is replaced atomically, so a crash never leaves a half checkpoint
 that ``--resume`` would pick up.
+
+A checkpoint holds whole tensors, however the run was distributed: under FSDP2 the sharded
+tensors (DTensor) are gathered when saving and cut into this process's shards when loading,
+so a checkpoint moves between FSDP, DDP and one process.
 """
 
 from __future__ import annotations
@@ -16,7 +20,35 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
+
+
+def whole(state: dict) -> dict:
+    """``state`` with its FSDP2 shards gathered into whole tensors, other values as they are (a collective
+    under FSDP: every process calls it, in the same order)."""
+    return {k: v.full_tensor() if isinstance(v, DTensor) else v for k, v in state.items()}
+
+
+def like(value: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """A whole tensor laid out as ``param``: this process's shard of it under FSDP2, else on its device."""
+    if isinstance(param, DTensor):
+        return distribute_tensor(value.to(param.device), param.device_mesh, param.placements)
+    return value.to(param.device)
+
+
+def optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
+    """The optimizer's state dict with whole tensors (a collective under FSDP)."""
+    sd = optimizer.state_dict()
+    return {**sd, "state": {i: whole(s) for i, s in sd["state"].items()}}
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, sd: dict) -> None:
+    """Load a state dict of whole tensors, sharding the per-parameter ones (moments) like their parameters."""
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    state = {i: {k: like(v, params[i]) if torch.is_tensor(v) and v.shape == params[i].shape else v for k, v in s.items()}
+             for i, s in sd["state"].items()}
+    optimizer.load_state_dict({**sd, "state": state})
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -27,16 +59,24 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def save(ckpt_root: Path, iteration: int, adapter: dict, optimizer: torch.optim.Optimizer, scheduler: LRScheduler | None,
-         ema: dict | None, psi_path: Path | None = None, keep: int = 2) -> Path:
-    ckpt_root.mkdir(parents=True, exist_ok=True)
+         ema: dict | None, psi_path: Path | None = None, keep: int = 2, write: bool = True) -> Path:
+    """Write checkpoint ``iter_{iteration}`` and point ``latest`` at it; keep the last ``keep``.
+
+    Under several processes every process calls it (FSDP2 shards are gathered) and only the one
+    with ``write`` writes.
+    """
+    adapter, ema, opt_state = whole(adapter), None if ema is None else whole(ema), optimizer_state(optimizer)
     final = ckpt_root / f"iter_{iteration:05d}"
+    if not write:
+        return final
+    ckpt_root.mkdir(parents=True, exist_ok=True)
     tmp = ckpt_root / f".tmp_iter_{iteration:05d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_file({k: v.detach().contiguous().cpu() for k, v in adapter.items()}, tmp / "adapter.safetensors")
     if ema is not None:
         save_file({k: v.contiguous().cpu() for k, v in ema.items()}, tmp / "ema.safetensors")
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(opt_state, tmp / "optimizer.pt")
     if scheduler is not None:
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
@@ -70,7 +110,7 @@ def load(path: Path, optimizer: torch.optim.Optimizer, scheduler: LambdaLR | Non
     ``scheduler.pt`` (written before schedulers were saved) resumes at its iteration count.
     """
     # map_location: a checkpoint written on a GPU also resumes on a CPU (load_state_dict moves the state to the parameters)
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
+    load_optimizer_state(optimizer, torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
     if scheduler is not None:
         if (path / "scheduler.pt").is_file():
             scheduler.load_state_dict(torch.load(path / "scheduler.pt", map_location="cpu", weights_only=False))
@@ -85,7 +125,12 @@ def load(path: Path, optimizer: torch.optim.Optimizer, scheduler: LambdaLR | Non
     np.random.set_state(rng["numpy"])
     random.setstate(rng["python"])
     ema = load_file(path / "ema.safetensors") if (path / "ema.safetensors").is_file() else None
-    return iteration(path), load_file(path / "adapter.safetensors"), ema
+    return iteration(path), adapter_state(path), ema
+
+
+def adapter_state(path: Path) -> dict[str, torch.Tensor]:
+    """The adapter state (peft's keys) of checkpoint ``path``."""
+    return load_file(path / "adapter.safetensors")
 
 
 def iteration(path: Path) -> int:

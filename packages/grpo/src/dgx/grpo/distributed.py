@@ -1,22 +1,21 @@
 """This process's device and share of the work when `dgx run` runs under `accelerate launch`.
 
 One process (a plain `dgx run`) is the special case of ``count == 1``: nothing is split or gathered.
-Training splits each iteration's samples itself (trainer.py); calibration and evaluation split their
-images with ``shard`` and gather per-sample results, so every process computes the same psi(t) and
-the same scores a single process would; only the main process writes shared files.
+Training splits each iteration's samples itself (trainer.py), with DDP or FSDP2 from accelerate's
+configuration; calibration and evaluation split their images with ``shard`` and gather per-sample
+results, so every process computes the same psi(t) and the same scores a single process would; only
+the main process writes shared files.
 """
 
 from __future__ import annotations
 
 import torch
 from accelerate import PartialState
+from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedType, gather_object
 from dgx.eval.benchmarks import Shard
 from dgx.grpo.config import RunConfig
 from dgx.grpo.errors import ConfigError
-
-# accelerate modes that shard the trained parameters across processes
-SHARDED = (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM)
 
 
 def process_state(cfg: RunConfig) -> PartialState:
@@ -24,13 +23,17 @@ def process_state(cfg: RunConfig) -> PartialState:
     return PartialState(cpu=cfg.device == "cpu")
 
 
-def check_supported(state: PartialState) -> None:
-    """Refuse accelerate modes that shard parameters: the trainer's checkpoints, EMA and gradient clipping
-    read the LoRA weights as whole tensors on every process (DDP, or one process)."""
-    if state.distributed_type in SHARDED:
-        raise ConfigError(f"accelerate is configured for {state.distributed_type.value}, which shards the trained "
-                          "parameters; dgx trains with DDP or one process (its checkpoints, EMA and gradient clipping "
-                          "do not handle sharded LoRA weights yet): launch without --use_fsdp / --use_deepspeed")
+def check_supported(state: AcceleratorState) -> None:
+    """Refuse accelerate modes the trainer does not handle: DeepSpeed and Megatron-LM, and FSDP version 1
+    (it flattens each wrapped block's parameters into one tensor of one dtype, while the adapter trains in
+    float32 on a base model in its own dtype). DDP, FSDP2 and one process pass."""
+    mode = state.distributed_type
+    if mode in (DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM):
+        raise ConfigError(f"accelerate is configured for {mode.value}; dgx trains with DDP, FSDP2 or one process: "
+                          "launch without --use_deepspeed / --use_megatron_lm")
+    if mode == DistributedType.FSDP and state.fsdp_plugin.fsdp_version != 2:
+        raise ConfigError(f"accelerate is configured for FSDP version {state.fsdp_plugin.fsdp_version}; dgx shards its "
+                          "training with FSDP2: launch with --use_fsdp --fsdp_version 2")
 
 
 def device_for(cfg: RunConfig) -> torch.device:

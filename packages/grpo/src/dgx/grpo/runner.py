@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from accelerate import Accelerator
 from dgx.grpo import checkpoint
 from dgx.grpo.build import build_model, choose_prompts, load_prompts
 from dgx.grpo.calibrate import calibrate, mean_imbalance
@@ -150,13 +151,13 @@ def run_ablation(file: Path, out: Path | None = None, only: list[str] = (), seed
             raise ConfigError(f"{file}: --only {v}: no such variant{suggest(v, abl.variants)}")
     variants = {k: v for k, v in abl.variants.items() if not only or k in only}
     run_seeds = [s for s in abl.seeds if not seeds or s in seeds] or list(seeds)
-    state = process_state(next(iter(variants.values())))
-    check_supported(state)
-    main = state.is_main_process
+    acc = Accelerator(cpu=next(iter(variants.values())).device == "cpu")  # accelerate mode as the trainer will see it
+    check_supported(acc.state)
+    main = acc.is_main_process
     for name, v in variants.items():  # checked before hours of calibration and evaluation, not when training starts
-        if (n := v.train.prompts_per_iter * v.train.group_size) % state.num_processes:
+        if (n := v.train.prompts_per_iter * v.train.group_size) % acc.num_processes:
             raise ConfigError(f"{file}: variant {name}: train.prompts_per_iter x group_size = {n} samples per iteration "
-                              f"do not divide over {state.num_processes} processes")
+                              f"do not divide over {acc.num_processes} processes")
     out.mkdir(parents=True, exist_ok=True)
     if main:
         with open(out / "invocations.jsonl", "a") as f:  # one line per `dgx run` into this folder (a resume adds one)
@@ -169,7 +170,7 @@ def run_ablation(file: Path, out: Path | None = None, only: list[str] = (), seed
         stamp = yaml.safe_dump({k: dumped[k] for k in ("model", "eval", "seed")}, sort_keys=False)
         same = (ev_dir / "config.yaml").is_file() and (ev_dir / "config.yaml").read_text() == stamp
         summary = _summary(ev_dir / "summary.json") if resume and same else None
-        state.wait_for_everyone()  # every process has read the folder before the main one rewrites it
+        acc.wait_for_everyone()  # every process has read the folder before the main one rewrites it
         if summary is None:
             summary = evaluate(build_model(cfg, registry), cfg, ev_dir, registry)
             if main:
@@ -186,7 +187,7 @@ def run_ablation(file: Path, out: Path | None = None, only: list[str] = (), seed
                 summary = None  # trained longer or evaluated differently: continue from the last checkpoint, evaluate again
             psi = run_dir / "calibration" / "psi.json"
             have_psi = resume and psi.is_file()
-            state.wait_for_everyone()  # every process has read the folder before the main one rewrites it
+            acc.wait_for_everyone()  # every process has read the folder before the main one rewrites it
             if summary is None:
                 if main:
                     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
@@ -199,7 +200,7 @@ def run_ablation(file: Path, out: Path | None = None, only: list[str] = (), seed
             results.setdefault(name, []).append(summary)
     if main:
         report(out, results, {n: [out / n / f"seed_{s}" for s in run_seeds] for n in variants})
-    state.wait_for_everyone()
+    acc.wait_for_everyone()
     return out
 
 

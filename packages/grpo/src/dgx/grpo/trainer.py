@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from dgx.eval.benchmarks import Shard
 from dgx.grpo import checkpoint
 from dgx.grpo.advantages import advantages
@@ -43,6 +44,7 @@ from dgx.sampler import rollout, sample_generator
 from diffusers.optimization import get_scheduler
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+from torch.distributed.tensor import DTensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 
@@ -68,7 +70,7 @@ def load_adapter(model, cfg: RunConfig, run_or_ckpt: Path) -> Path:
     if ck is None or not (ck / "adapter.safetensors").is_file():
         raise ConfigError(f"{run_or_ckpt}: no adapter.safetensors found (give a run folder or a checkpoint folder)")
     add_lora(model.transformer, cfg)
-    set_peft_model_state_dict(model.transformer, load_file(ck / "adapter.safetensors"))
+    set_peft_model_state_dict(model.transformer, checkpoint.adapter_state(ck))
     if (ck / "ema.safetensors").is_file():
         ema = load_file(ck / "ema.safetensors")
         with torch.no_grad():
@@ -91,16 +93,26 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
 
+    ckpts = run_dir / "checkpoints"
+    last = checkpoint.latest(ckpts) if resume else None
     model = build_model(cfg, registry, acc.device)
     base = model.transformer
     params = add_lora(base, cfg)
+    if last is not None:  # whole weights, before accelerate may shard them
+        set_peft_model_state_dict(base, {k: v.to(acc.device) for k, v in checkpoint.adapter_state(last).items()})
     if tc.gradient_checkpointing:
         base.enable_gradient_checkpointing()
     opt = torch.optim.AdamW(params, lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay)
     # stepped once per iteration (not prepared by accelerate, which would step it once per process)
     name = "constant_with_warmup" if tc.lr_schedule == "constant" and tc.lr_warmup else tc.lr_schedule
     sched = get_scheduler(name, opt, num_warmup_steps=tc.lr_warmup, num_training_steps=tc.iterations)
+    if acc.distributed_type == DistributedType.FSDP:
+        # every process has built the whole model: accelerate's rank-0 loading (on by default) has nothing to save,
+        # and it fails on persistent buffers such as SD3's pos_embed
+        acc.state.fsdp_plugin.cpu_ram_efficient_loading = False
+    # DDP wraps ``base``; FSDP2 shards it in place, replacing its parameters with DTensor shards
     model.transformer, opt = acc.prepare(base, opt)
+    params = [p for p in base.parameters() if p.requires_grad]
     ema = {n: p.detach().clone() for n, p in base.named_parameters() if p.requires_grad} if tc.ema else None
 
     reward, credit_fn = build_reward(cfg, registry), build_credit(cfg, registry)
@@ -115,12 +127,10 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
     lo, hi = mine.start, mine.stop
 
     start = 0
-    ckpts = run_dir / "checkpoints"
-    if resume and (last := checkpoint.latest(ckpts)) is not None:
-        done, adapter, ema_state = checkpoint.load(last, opt, sched)
-        set_peft_model_state_dict(base, {k: v.to(acc.device) for k, v in adapter.items()})
+    if last is not None:
+        done, _, ema_state = checkpoint.load(last, opt, sched)
         if ema is not None and ema_state is not None:
-            ema = {k: v.to(acc.device) for k, v in ema_state.items()}
+            ema = {k: checkpoint.like(v, ema[k]) for k, v in ema_state.items()}
         start = done + 1
     metrics = MetricsLog(run_dir, resume_after=start - 1) if acc.is_main_process else None
 
@@ -179,8 +189,8 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
                 row["dense_pos"] = (signal > 0).float().mean(0).tolist()
                 row["dense_neg"] = (signal < 0).float().mean(0).tolist()
             metrics.log(row)
-        if acc.is_main_process and ((it + 1) % tc.save_every == 0 or it + 1 == tc.iterations):
-            checkpoint.save(ckpts, it, get_peft_model_state_dict(base), opt, sched, ema, psi_path)
+        if (it + 1) % tc.save_every == 0 or it + 1 == tc.iterations:
+            checkpoint.save(ckpts, it, get_peft_model_state_dict(base), opt, sched, ema, psi_path, write=acc.is_main_process)
         acc.wait_for_everyone()
     if metrics is not None:
         metrics.close()
@@ -190,6 +200,16 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
                 if n in ema:
                     p.copy_(ema[n])
     model.transformer = base
+    if acc.distributed_type != DistributedType.FSDP:
+        return model
+    # evaluation gives the processes unequal shares of images, which sharded forward passes cannot serve:
+    # hand back an unsharded model with the trained adapter
+    adapter = checkpoint.whole(get_peft_model_state_dict(base))
+    del model, base, params, opt, ema
+    acc.free_memory()
+    model = build_model(cfg, registry, acc.device)
+    add_lora(model.transformer, cfg)
+    set_peft_model_state_dict(model.transformer, adapter)
     return model
 
 
@@ -245,7 +265,8 @@ def optimizer_step(model, base, acc, opt, params, ema, tc, traj, adv, schedule, 
             acc.backward(lo.loss * len(mb) / len(pairs))
         for name in ("loss", "policy", "kl", "clip_frac", "approx_kl"):
             sums[name] = sums.get(name, 0.0) + getattr(lo, name).item() * len(mb) / len(pairs)
-    sums["grad_norm"] = float(acc.clip_grad_norm_(params, tc.max_grad_norm))
+    norm = acc.clip_grad_norm_(params, tc.max_grad_norm)
+    sums["grad_norm"] = float(norm.full_tensor() if isinstance(norm, DTensor) else norm)
     sums["skipped_steps"] = float(not math.isfinite(sums["grad_norm"]))  # the same on every process (reduced gradients)
     if sums["skipped_steps"]:
         warnings.warn("non-finite gradient norm: optimizer step skipped (see skipped_steps in the metrics)", stacklevel=2)

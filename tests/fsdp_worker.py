@@ -1,0 +1,44 @@
+"""Run under `accelerate launch --use_fsdp --fsdp_version 2 --num_processes N`: train 1 iteration, resume for
+a 2nd, then dump the adapter and what accelerate selected. Arguments: folder, tiny pipeline, output, [model dtype].
+
+accelerate turns on FSDP only for accelerator process groups: without a GPU this worker has it take the gloo
+CPU group for one (``_prepare_backend``), and ACCELERATE_TORCH_DEVICE=cpu (set by the test) keeps every tensor
+on the CPU. Everything else (the launcher's FSDP options, accelerate's FSDP2 preparation, torch's fully_shard)
+is real; on a GPU nothing is patched.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from accelerate.state import AcceleratorState, PartialState
+from accelerate.utils import DistributedType
+from peft.utils import get_peft_model_state_dict
+from torch.distributed.fsdp import FSDPModule
+
+if not torch.cuda.is_available():
+    PartialState._prepare_backend = lambda self, cpu=False, sagemaker_dp=False, backend=None: ("gloo", DistributedType.MULTI_GPU)
+
+sys.path.insert(0, str(Path(__file__).parent))
+import dgx.grpo.trainer as trainer  # noqa: E402
+from dgx.grpo.registry import Registry  # noqa: E402
+from dgx_test_helpers import tiny_config  # noqa: E402
+
+tmp, pipe_dir, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+cfg = tiny_config(tmp, pipe_dir, iterations=2, ema=0.5, gradient_checkpointing=True)
+cfg.device = "auto"  # accelerate's device: the GPU, else the CPU
+cfg.model.dtype = sys.argv[4] if len(sys.argv) > 4 else "float32"
+seen, units = [], []  # in each update: the class of the trained parameters, and the FSDP units' classes
+update = trainer.update
+trainer.update = lambda *a, **k: (seen.append(type(a[4][0]).__name__), units.append(sorted(
+    type(m).__name__ for m in a[1].modules() if isinstance(m, FSDPModule)))) and update(*a, **k)
+trainer.train(cfg, tmp / "run", registry=Registry([tmp / "reg.yaml"]), stop_after=1)
+model = trainer.train(cfg, tmp / "run", registry=Registry([tmp / "reg.yaml"]), resume=True)
+state = AcceleratorState()
+if state.is_main_process:
+    torch.save(get_peft_model_state_dict(model.transformer), out)
+    out.with_suffix(".json").write_text(json.dumps({
+        "distributed_type": state.distributed_type.value, "fsdp_version": state.fsdp_plugin.fsdp_version,
+        "num_processes": state.num_processes, "updates": seen, "units": units,
+        "returned": type(next(p for p in model.transformer.parameters() if p.requires_grad)).__name__}))
