@@ -246,6 +246,7 @@ seeds: [0]
     assert table in res.output and f"report: {out / 'report.md'}" in res.output  # the tables are printed at the end
     env = [json.loads(ln) for ln in (out / "invocations.jsonl").read_text().splitlines()]
     assert len(env) == 1 and env[0]["torch"] == torch.__version__ and f"torch {torch.__version__}" in (out / "report.md").read_text()
+    assert (env[0]["distributed"], env[0]["processes"], env[0]["mixed_precision"]) == ("NO", 1, "no")  # accelerate's mode
     cost = (out / "cost.md").read_text()
     assert "| flow_grpo | " in cost and "1.00" in cost
     gain = (out / "gain.md").read_text()  # paired with the base model's per-image verdicts
@@ -328,7 +329,8 @@ seeds: [0]
     assert odd.returncode != 0 and "= 3 samples per iteration do not divide over 2 processes" in odd.stderr + odd.stdout, \
         odd.stderr[-3000:]
     one, two = tmp_path / "out1", tmp_path / "out2"
-    assert len((two / "invocations.jsonl").read_text().splitlines()) == 1  # written by the main process only
+    (line,) = (two / "invocations.jsonl").read_text().splitlines()  # written by the main process only
+    assert (json.loads(line)["distributed"], json.loads(line)["processes"]) == ("MULTI_CPU", 2)
     psi1, psi2 = (json.loads((o / "dense_grpo/seed_0/calibration/psi.json").read_text()) for o in (one, two))
     assert psi1["psi"] == pytest.approx(psi2["psi"], abs=1e-9) and psi1["history"] == psi2["history"]
     for run in ("base/seed_0", "dense_grpo/seed_0"):

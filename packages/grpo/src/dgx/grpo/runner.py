@@ -161,7 +161,8 @@ def run_ablation(file: Path, out: Path | None = None, only: list[str] = (), seed
     out.mkdir(parents=True, exist_ok=True)
     if main:
         with open(out / "invocations.jsonl", "a") as f:  # one line per `dgx run` into this folder (a resume adds one)
-            f.write(json.dumps(environment()) + "\n")
+            mode = {"distributed": acc.distributed_type.value, "processes": acc.num_processes, "mixed_precision": acc.mixed_precision}
+            f.write(json.dumps({**environment(), **mode}) + "\n")
     results: dict[str, list[dict]] = {"base": []}
     for seed in run_seeds:  # the untrained model, once per seed (same eval config as the first variant)
         cfg = next(iter(variants.values())).model_copy(update={"seed": seed})

@@ -7,7 +7,8 @@ prompt group (and per timestep) -> clipped GRPO loss with KL to the reference po
 rate set per iteration by ``train.lr_schedule`` and ``train.lr_warmup``.
 
 Every random draw is keyed by (seed, iteration, global sample index), so a sample is the
-same whichever process draws it, and a resumed run repeats the uninterrupted one.
+same whichever process draws it, and a resumed run repeats the uninterrupted one. Processes
+run DDP or FSDP2, as accelerate is configured; checkpoints hold whole tensors either way.
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ def load_adapter(model, cfg: RunConfig, run_or_ckpt: Path) -> Path:
 
 def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path | None = None,
           registry: Registry | None = None, accelerator: Accelerator | None = None, stop_after: int | None = None):
-    """Train one config into ``run_dir``; returns the model with its trained adapter enabled.
+    """Train one config into ``run_dir``; returns the model with its trained adapter enabled (under FSDP2
+    the model trains sharded, and an unsharded one with the trained adapter is returned).
 
     ``stop_after`` ends the loop after that many iterations of this call (to test resuming).
     """
@@ -205,7 +207,7 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
     # evaluation gives the processes unequal shares of images, which sharded forward passes cannot serve:
     # hand back an unsharded model with the trained adapter
     adapter = checkpoint.whole(get_peft_model_state_dict(base))
-    del model, base, params, opt, ema
+    del model, base, params, opt, sched, ema
     acc.free_memory()
     model = build_model(cfg, registry, acc.device)
     add_lora(model.transformer, cfg)
