@@ -8,6 +8,8 @@ line (also appended to OUT/results.jsonl) with the seconds of each phase per ite
 metrics (rollout, credit, train), the model calls, the transformer's parameter count and the peak
 memory: CUDA ``max_memory_allocated`` on a GPU, the process's peak resident set size otherwise.
 A ``calibrated`` noise schedule needs ``sampler.noise.psi_path`` here (no calibration is run).
+Under `accelerate launch` (DDP or FSDP2, e.g. docs/experiments/fsdp/gpu_check.sh) the main process
+reports, with the memory of its own device.
 """
 
 import argparse
@@ -59,6 +61,7 @@ result = {
                        if k.startswith("seconds_") or k in ("iteration", "model_calls", "reward_mean", "loss", "grad_norm")}
                       for r in rows],
 }
-print(json.dumps(result), flush=True)
-with open(args.out / "results.jsonl", "a") as fh:
-    fh.write(json.dumps(result) + "\n")
+if AcceleratorState().is_main_process:  # under `accelerate launch`, one line per run
+    print(json.dumps(result), flush=True)
+    with open(args.out / "results.jsonl", "a") as fh:
+        fh.write(json.dumps(result) + "\n")
