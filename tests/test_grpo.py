@@ -345,7 +345,7 @@ seeds: [0]
 
 
 def test_accelerate_modes_the_trainer_does_not_handle_are_refused(tmp_path, tiny_pipe_dir, monkeypatch):
-    """DeepSpeed and FSDP version 1 are refused with a clear error, by the trainer and by `dgx run` before it
+    """DeepSpeed, FSDP version 1 and FSDP2's CPU offload are refused with a clear error, by the trainer and by `dgx run` before it
     calibrates or evaluates anything; FSDP2, DDP and one process pass."""
     from types import SimpleNamespace
 
@@ -354,12 +354,14 @@ def test_accelerate_modes_the_trainer_does_not_handle_are_refused(tmp_path, tiny
     from dgx.grpo import runner
     from dgx.grpo.distributed import check_supported
     from dgx.grpo.errors import ConfigError
+    from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy
 
     cfg = tiny_config(tmp_path, tiny_pipe_dir, iterations=1)
-    fsdp = lambda version: SimpleNamespace(distributed_type=DistributedType.FSDP,  # noqa: E731
-                                           fsdp_plugin=SimpleNamespace(fsdp_version=version))
+    fsdp = lambda version, offload=OffloadPolicy(): SimpleNamespace(  # noqa: E731
+        distributed_type=DistributedType.FSDP, fsdp_plugin=SimpleNamespace(fsdp_version=version, cpu_offload=offload))
     for state, error in ((SimpleNamespace(distributed_type=DistributedType.DEEPSPEED), "configured for DEEPSPEED.*without --use_deepspeed"),
-                         (fsdp(1), "FSDP version 1.*--fsdp_version 2")):
+                         (fsdp(1), "FSDP version 1.*--fsdp_version 2"),
+                         (fsdp(2, CPUOffloadPolicy()), "offloaded to the CPU.*without --fsdp_offload_params")):
         with pytest.raises(ConfigError, match=error):
             train(cfg, tmp_path / "run", registry=Registry([tmp_path / "reg.yaml"]), accelerator=SimpleNamespace(state=state))
         monkeypatch.setattr(runner, "Accelerator", lambda cpu, state=state: SimpleNamespace(state=state))
