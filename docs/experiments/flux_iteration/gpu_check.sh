@@ -16,9 +16,6 @@ runs=runs/flux_gpu
 out=${1:-$runs}
 rm -rf "$runs"; mkdir -p "$runs" "$out"
 source scripts/bare_machine_env.sh
-export TOKENIZERS_PARALLELISM=false
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
-python3 -c "import torch, diffusers, transformers, peft, accelerate; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'accelerate', accelerate.__version__)"
 
 cfg=docs/experiments/flux_iteration/flux_dev_random.yaml
 over=${OVERRIDE:-"{}"}

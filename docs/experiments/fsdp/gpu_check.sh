@@ -11,16 +11,17 @@
 # Each stage has its own time limit (TEST_S, PLAIN_S, FSDP_S, RUN_S seconds). OVERRIDE (JSON, deep-merged into the
 # SD3.5-M config) shrinks stage 2 for a CPU check of the script, e.g. OVERRIDE='{"model": {"name":
 # "sd35m_random_2layers", "dtype": "float32", "resolution": 128, "max_sequence_length": 16}, "sampler": {"steps": 2},
-# "train": {"group_size": 2, "micro_batch": 2}}' (on CPUs accelerate runs --use_fsdp as one plain process). One GPU shards nothing (a world of one); the check is that the FSDP2 code
-# paths run on CUDA with nccl and give the unsharded results. Needs .whl/ with pytest (see scripts/bare_machine_env.sh).
+# "train": {"group_size": 2, "micro_batch": 2}}' (on CPUs accelerate runs --use_fsdp as one plain process).
+# One GPU shards nothing (a world of one); the check is that the FSDP2 code paths run on CUDA with nccl and give the
+# unsharded results. On a machine without pytest, add its wheels to .whl/ (besides those listed in
+# docs/experiments/sd35m_iteration/gpu_check.sh; scripts/bare_machine_env.sh installs them), as in session 20:
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d .whl \
+#     pytest==9.2.0 pluggy==1.7.0 iniconfig==2.3.1 pygments==2.21.0
 set -u
 runs=runs/fsdp_gpu
 out=${1:-$runs}
 rm -rf "$runs"; mkdir -p "$runs" "$out"
 source scripts/bare_machine_env.sh
-export TOKENIZERS_PARALLELISM=false
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
-python3 -c "import torch, diffusers, transformers, peft, accelerate; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'accelerate', accelerate.__version__)"
 fsdp=(python3 -m accelerate.commands.launch --use_fsdp --fsdp_version 2 --num_processes 1 --num_machines 1
       --mixed_precision no --dynamo_backend no --fsdp_auto_wrap_policy TRANSFORMER_BASED_WRAP)
 

@@ -18,9 +18,6 @@ runs=runs/gpu_check
 out=${1:-${OUT:-$runs}}
 rm -rf "$runs"; mkdir -p "$runs" "$out"
 source scripts/bare_machine_env.sh
-export TOKENIZERS_PARALLELISM=false
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-python3 -c "import torch, diffusers, transformers, peft, accelerate; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'accelerate', accelerate.__version__)"
 
 cfg=docs/experiments/sd35m_iteration/sd35m_random.yaml
 echo "== 1. SD3.5-M architecture, Flow-GRPO, 2 iterations"
