@@ -1,5 +1,5 @@
 """Run under `accelerate launch --use_fsdp --fsdp_version 2 --num_processes N`: train 1 iteration, resume for
-a 2nd, then dump the adapter and what accelerate selected. Arguments: folder, tiny pipeline, output, [model dtype].
+a 2nd, then dump the adapter and what accelerate selected. Arguments: folder, tiny pipeline, output.
 
 accelerate turns on FSDP only for accelerator process groups: without a GPU this worker has it take the gloo
 CPU group for one (``_prepare_backend``), and ACCELERATE_TORCH_DEVICE=cpu (set by the test) keeps every tensor
@@ -28,11 +28,17 @@ from dgx_test_helpers import tiny_config  # noqa: E402
 tmp, pipe_dir, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 cfg = tiny_config(tmp, pipe_dir, iterations=2, ema=0.5, gradient_checkpointing=True)
 cfg.device = "auto"  # accelerate's device: the GPU, else the CPU
-cfg.model.dtype = sys.argv[4] if len(sys.argv) > 4 else "float32"
 seen, units = [], []  # in each update: the class of the trained parameters, and the FSDP units' classes
 update = trainer.update
-trainer.update = lambda *a, **k: (seen.append(type(a[4][0]).__name__), units.append(sorted(
-    type(m).__name__ for m in a[1].modules() if isinstance(m, FSDPModule)))) and update(*a, **k)
+
+
+def spy(model, base, acc, opt, params, *rest):
+    seen.append(type(params[0]).__name__)
+    units.append(sorted(type(m).__name__ for m in base.modules() if isinstance(m, FSDPModule)))
+    return update(model, base, acc, opt, params, *rest)
+
+
+trainer.update = spy
 trainer.train(cfg, tmp / "run", registry=Registry([tmp / "reg.yaml"]), stop_after=1)
 model = trainer.train(cfg, tmp / "run", registry=Registry([tmp / "reg.yaml"]), resume=True)
 state = AcceleratorState()

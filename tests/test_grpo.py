@@ -345,8 +345,8 @@ seeds: [0]
 
 
 def test_accelerate_modes_the_trainer_does_not_handle_are_refused(tmp_path, tiny_pipe_dir, monkeypatch):
-    """DeepSpeed, FSDP version 1 and FSDP2's CPU offload are refused with a clear error, by the trainer and by `dgx run` before it
-    calibrates or evaluates anything; FSDP2, DDP and one process pass."""
+    """DeepSpeed, FSDP version 1 and FSDP2's CPU offload are refused with a clear error, by the trainer and by
+    `dgx run` before it calibrates or evaluates anything; FSDP2, DDP and one process pass."""
     from types import SimpleNamespace
 
     from accelerate import PartialState
@@ -415,6 +415,7 @@ def test_fsdp2_matches_one_unsharded_process(tmp_path, tiny_pipe_dir):
         for k in ("exp_avg", "exp_avg_sq"):
             assert type(got[i][k]) is torch.Tensor and got[i][k].shape == want[i][k].shape
             torch.testing.assert_close(got[i][k], want[i][k], atol=1e-5, rtol=1e-2)
+
 
 def test_prompt_sampling_by_tag_is_balanced_over_tags():
     from dgx.grpo.build import choose_prompts
