@@ -373,17 +373,17 @@ def test_accelerate_modes_the_trainer_does_not_handle_are_refused(tmp_path, tiny
 
 
 def test_fsdp2_matches_one_unsharded_process(tmp_path, tiny_pipe_dir):
-    """`accelerate launch --use_fsdp --fsdp_version 2` trains the adapter sharded, resumes from a checkpoint of
-    whole tensors, and ends where one unsharded process ends: 2 processes on CPUs (see fsdp_worker.py), or
-    1 process on a GPU (FSDP2 over nccl; docs/experiments/fsdp/gpu_check.sh)."""
+    """`accelerate launch --config_file configs/accelerate/fsdp2.yaml` trains the adapter sharded, resumes from a
+    checkpoint of whole tensors, and ends where one unsharded process ends: 2 processes on CPUs (see
+    fsdp_worker.py), or 1 process on a GPU (FSDP2 over nccl; docs/experiments/fsdp/gpu_check.sh)."""
     gpu = torch.cuda.is_available()
     d = tmp_path / "fsdp"
     d.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1", **({} if gpu else {"ACCELERATE_TORCH_DEVICE": "cpu"})}
     n = 1 if gpu else 2
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--use_fsdp", "--fsdp_version", "2", "--num_processes", str(n),
-           "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP",  # each JointTransformerBlock its own unit, as on GPUs
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29507",
+    shipped = Path(__file__).parents[1] / "configs" / "accelerate" / "fsdp2.yaml"  # FSDP2, block-wise units
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(shipped), "--num_processes", str(n),
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29507",
            str(Path(__file__).parent / "fsdp_worker.py"), str(d), str(tiny_pipe_dir), str(d / "adapter.pt")]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
