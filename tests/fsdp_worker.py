@@ -1,29 +1,21 @@
 """Run under `accelerate launch --use_fsdp --fsdp_version 2 --num_processes N`: train 1 iteration, resume for
 a 2nd, then dump the adapter and what accelerate selected. Arguments: folder, tiny pipeline, output.
-
-accelerate turns on FSDP only for accelerator process groups: without a GPU this worker has it take the gloo
-CPU group for one (``_prepare_backend``), and ACCELERATE_TORCH_DEVICE=cpu (set by the test) keeps every tensor
-on the CPU. Everything else (the launcher's FSDP options, accelerate's FSDP2 preparation, torch's fully_shard)
-is real; on a GPU nothing is patched.
+On CPUs, fsdp_shim makes accelerate select FSDP; on a GPU nothing is patched.
 """
 
 import json
 import sys
 from pathlib import Path
 
-import torch
-from accelerate.state import AcceleratorState, PartialState
-from accelerate.utils import DistributedType
-from peft.utils import get_peft_model_state_dict
-from torch.distributed.fsdp import FSDPModule
-
-if not torch.cuda.is_available():
-    PartialState._prepare_backend = lambda self, cpu=False, sagemaker_dp=False, backend=None: ("gloo", DistributedType.MULTI_GPU)
-
 sys.path.insert(0, str(Path(__file__).parent))
 import dgx.grpo.trainer as trainer  # noqa: E402
+import fsdp_shim  # noqa: E402, F401  (before accelerate builds its state)
+import torch  # noqa: E402
+from accelerate.state import AcceleratorState  # noqa: E402
 from dgx.grpo.registry import Registry  # noqa: E402
 from dgx_test_helpers import tiny_config  # noqa: E402
+from peft.utils import get_peft_model_state_dict  # noqa: E402
+from torch.distributed.fsdp import FSDPModule  # noqa: E402
 
 tmp, pipe_dir, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 cfg = tiny_config(tmp, pipe_dir, iterations=2, ema=0.5, gradient_checkpointing=True)

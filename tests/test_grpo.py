@@ -294,8 +294,9 @@ seeds: [0]
 
 
 def test_dgx_run_on_two_processes_matches_one(tmp_path, tiny_pipe_dir):
-    """`accelerate launch --num_processes 2 -m dgx.grpo.cli run`: calibration, training and evaluation split over
-    the processes give one process's psi(t), metrics and scores, and shared files are written once."""
+    """`accelerate launch --num_processes 2 -m dgx.grpo.cli run`, with DDP and with FSDP2 (configs/accelerate/fsdp2.yaml):
+    calibration, training and evaluation split over the processes give one process's psi(t), metrics and scores,
+    and shared files are written once."""
     tiny_config(tmp_path, tiny_pipe_dir)  # writes reg.yaml (brightness reward and benchmark)
     abl = tmp_path / "abl.yaml"
     abl.write_text(f"""
@@ -314,31 +315,39 @@ variants:
 seeds: [0]
 """)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
-    for n in (1, 2):
-        mode = ["--multi_gpu"] if n > 1 else ["--cpu"]
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", *mode, "--num_processes", str(n), "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(29510 + n),
-               "-m", "dgx.grpo.cli", "run", str(abl), "--out", str(tmp_path / f"out{n}")]
-        res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    fsdp2 = ["--config_file", str(Path(__file__).parents[1] / "configs" / "accelerate" / "fsdp2.yaml")]
+    # out3: FSDP2 on 2 CPU processes (fsdp_shim; device auto + ACCELERATE_TORCH_DEVICE=cpu, as in fsdp_worker.py)
+    cmds = {}
+    for out, mode, n, port in (("out1", ["--cpu"], 1, 29511), ("out2", ["--multi_gpu"], 2, 29512), ("out3", fsdp2, 2, 29513)):
+        entry = ["-m", "fsdp_shim", "run", "--set", "device=auto"] if mode is fsdp2 else ["-m", "dgx.grpo.cli", "run"]
+        cmds[out] = cmd = [sys.executable, "-m", "accelerate.commands.launch", *mode, "--num_processes", str(n),
+                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                           "--main_process_port", str(port), *entry, str(abl), "--out", str(tmp_path / out)]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                             env={**env, "ACCELERATE_TORCH_DEVICE": "cpu"} if mode is fsdp2 else env)
         assert res.returncode == 0, res.stderr[-3000:]
         assert res.stdout.count("report: ") == 1, res.stdout[-3000:]  # the results are printed by the main process only
+    cmd = cmds["out2"]
     port = cmd.index("--main_process_port") + 1
     cmd[port] = "29520"  # its own port: the previous launch's may not be free again yet
     odd = subprocess.run(cmd + ["--set", "train.prompts_per_iter=1", "--set", "train.group_size=3"], capture_output=True,
                          text=True, env=env, timeout=600)
     assert odd.returncode != 0 and "= 3 samples per iteration do not divide over 2 processes" in odd.stderr + odd.stdout, \
         odd.stderr[-3000:]
-    one, two = tmp_path / "out1", tmp_path / "out2"
-    (line,) = (two / "invocations.jsonl").read_text().splitlines()  # written by the main process only
-    assert (json.loads(line)["distributed"], json.loads(line)["processes"]) == ("MULTI_CPU", 2)
-    psi1, psi2 = (json.loads((o / "dense_grpo/seed_0/calibration/psi.json").read_text()) for o in (one, two))
-    assert psi1["psi"] == pytest.approx(psi2["psi"], abs=1e-9) and psi1["history"] == psi2["history"]
-    for run in ("base/seed_0", "dense_grpo/seed_0"):
-        rows1, rows2 = ([json.loads(ln) for ln in (o / run / "eval/per_image.jsonl").read_text().splitlines()] for o in (one, two))
-        assert [r["index"] for r in rows2] == list(range(10)) and [r["prompt"] for r in rows1] == [r["prompt"] for r in rows2]
-        assert [r["brightness"] for r in rows1] == pytest.approx([r["brightness"] for r in rows2], abs=1e-4), run
-    m1, m2 = ([json.loads(ln) for ln in (o / "dense_grpo/seed_0/metrics.jsonl").read_text().splitlines()] for o in (one, two))
-    assert [r["reward_mean"] for r in m1] == pytest.approx([r["reward_mean"] for r in m2], abs=1e-4) and len(m2) == 2
+    one, two, fsdp = tmp_path / "out1", tmp_path / "out2", tmp_path / "out3"
+    for out, mode in ((two, "MULTI_CPU"), (fsdp, "FSDP")):
+        (line,) = (out / "invocations.jsonl").read_text().splitlines()  # written by the main process only
+        assert (json.loads(line)["distributed"], json.loads(line)["processes"]) == (mode, 2)
+    for other in (two, fsdp):  # DDP and FSDP2 on 2 processes against one process
+        psi1, psi2 = (json.loads((o / "dense_grpo/seed_0/calibration/psi.json").read_text()) for o in (one, other))
+        assert psi1["psi"] == pytest.approx(psi2["psi"], abs=1e-9) and psi1["history"] == psi2["history"]
+        for run in ("base/seed_0", "dense_grpo/seed_0"):
+            rows1, rows2 = ([json.loads(ln) for ln in (o / run / "eval/per_image.jsonl").read_text().splitlines()]
+                            for o in (one, other))
+            assert [r["index"] for r in rows2] == list(range(10)) and [r["prompt"] for r in rows1] == [r["prompt"] for r in rows2]
+            assert [r["brightness"] for r in rows1] == pytest.approx([r["brightness"] for r in rows2], abs=1e-4), (other, run)
+        m1, m2 = ([json.loads(ln) for ln in (o / "dense_grpo/seed_0/metrics.jsonl").read_text().splitlines()] for o in (one, other))
+        assert [r["reward_mean"] for r in m1] == pytest.approx([r["reward_mean"] for r in m2], abs=1e-4) and len(m2) == 2
     base, trained = ([json.loads(ln)["brightness"] for ln in (one / run / "eval/per_image.jsonl").read_text().splitlines()]
                      for run in ("base/seed_0", "dense_grpo/seed_0"))
     assert max(abs(a - b) for a, b in zip(base, trained)) > 2e-3  # training moved the images 20x more than the tolerance

@@ -1,0 +1,21 @@
+"""FSDP on CPUs for the tests: accelerate turns FSDP on only for accelerator process groups, so this module has it
+take the gloo CPU group for one (``_prepare_backend``); ACCELERATE_TORCH_DEVICE=cpu (set by the tests) keeps every
+tensor on the CPU. Everything else (the launcher's FSDP options, accelerate's FSDP2 preparation, torch's
+fully_shard) is real. With a GPU nothing is patched. Import it before accelerate builds its state, or run
+``python -m fsdp_shim ARGS`` for ``dgx ARGS``.
+"""
+
+import sys
+
+import torch
+from accelerate.state import PartialState
+from accelerate.utils import DistributedType
+
+if not torch.cuda.is_available():
+    PartialState._prepare_backend = lambda self, cpu=False, sagemaker_dp=False, backend=None: ("gloo", DistributedType.MULTI_GPU)
+
+if __name__ == "__main__":
+    from dgx.grpo.cli import main
+
+    sys.argv = ["dgx", *sys.argv[1:]]
+    main()
