@@ -102,8 +102,9 @@ def latest(ckpt_root: Path) -> Path | None:
     return path if (path / "state.json").is_file() else None
 
 
-def load(path: Path, optimizer: torch.optim.Optimizer, scheduler: LambdaLR | None = None) -> tuple[int, dict, dict | None]:
-    """Restore optimizer, scheduler and RNG states; return (iteration, adapter state, ema state).
+def load(path: Path, optimizer: torch.optim.Optimizer, scheduler: LambdaLR | None = None) -> tuple[int, dict | None]:
+    """Restore optimizer, scheduler and RNG states; return (iteration, ema state). The adapter is read
+    separately (``adapter_state``), before accelerate may shard the model.
 
     ``scheduler`` (stepped once per iteration) keeps its own lr functions, so a run resumed with more
     iterations decays to its new end, and sets the optimizer's lr from them. A checkpoint without
@@ -124,13 +125,17 @@ def load(path: Path, optimizer: torch.optim.Optimizer, scheduler: LambdaLR | Non
         torch.cuda.set_rng_state_all(rng["cuda"])
     np.random.set_state(rng["numpy"])
     random.setstate(rng["python"])
-    ema = load_file(path / "ema.safetensors") if (path / "ema.safetensors").is_file() else None
-    return iteration(path), adapter_state(path), ema
+    return iteration(path), ema_state(path)
 
 
 def adapter_state(path: Path) -> dict[str, torch.Tensor]:
     """The adapter state (peft's keys) of checkpoint ``path``."""
     return load_file(path / "adapter.safetensors")
+
+
+def ema_state(path: Path) -> dict[str, torch.Tensor] | None:
+    """The EMA of the adapter's parameters (by parameter name) of checkpoint ``path``; None if not kept."""
+    return load_file(path / "ema.safetensors") if (path / "ema.safetensors").is_file() else None
 
 
 def iteration(path: Path) -> int:

@@ -62,22 +62,24 @@ def add_lora(transformer: torch.nn.Module, cfg: RunConfig) -> list[torch.nn.Para
     return params
 
 
+def copy_named(module: torch.nn.Module, values: dict[str, torch.Tensor]) -> None:
+    """Copy ``values`` into the parameters of ``module`` they name (an EMA into the adapter)."""
+    with torch.no_grad():
+        for n, p in module.named_parameters():
+            if n in values:
+                p.copy_(values[n])
+
+
 def load_adapter(model, cfg: RunConfig, run_or_ckpt: Path) -> Path:
     """Add a LoRA adapter to ``model`` and load a run's latest checkpoint (EMA weights if saved)."""
-    from safetensors.torch import load_file
-
     run_or_ckpt = Path(run_or_ckpt)
     ck = checkpoint.latest(run_or_ckpt / "checkpoints") if (run_or_ckpt / "checkpoints").is_dir() else run_or_ckpt
     if ck is None or not (ck / "adapter.safetensors").is_file():
         raise ConfigError(f"{run_or_ckpt}: no adapter.safetensors found (give a run folder or a checkpoint folder)")
     add_lora(model.transformer, cfg)
     set_peft_model_state_dict(model.transformer, checkpoint.adapter_state(ck))
-    if (ck / "ema.safetensors").is_file():
-        ema = load_file(ck / "ema.safetensors")
-        with torch.no_grad():
-            for n, p in model.transformer.named_parameters():
-                if n in ema:
-                    p.copy_(ema[n])
+    if (ema := checkpoint.ema_state(ck)) is not None:
+        copy_named(model.transformer, ema)
     return ck
 
 
@@ -108,7 +110,8 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
     # stepped once per iteration (not prepared by accelerate, which would step it once per process)
     name = "constant_with_warmup" if tc.lr_schedule == "constant" and tc.lr_warmup else tc.lr_schedule
     sched = get_scheduler(name, opt, num_warmup_steps=tc.lr_warmup, num_training_steps=tc.iterations)
-    if acc.distributed_type == DistributedType.FSDP:
+    sharded = acc.distributed_type == DistributedType.FSDP
+    if sharded:
         # every process has built the whole model: accelerate's rank-0 loading (on by default) has nothing to save,
         # and it fails on persistent buffers such as SD3's pos_embed
         acc.state.fsdp_plugin.cpu_ram_efficient_loading = False
@@ -133,7 +136,7 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
 
     start = 0
     if last is not None:
-        done, _, ema_state = checkpoint.load(last, opt, sched)
+        done, ema_state = checkpoint.load(last, opt, sched)
         if ema is not None and ema_state is not None:
             ema = {k: checkpoint.like(v, ema[k]) for k, v in ema_state.items()}
         start = done + 1
@@ -200,12 +203,9 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
     if metrics is not None:
         metrics.close()
     if ema is not None:  # evaluate and export the EMA adapter
-        with torch.no_grad():
-            for n, p in base.named_parameters():
-                if n in ema:
-                    p.copy_(ema[n])
+        copy_named(base, ema)
     model.transformer = base
-    if acc.distributed_type != DistributedType.FSDP:
+    if not sharded:
         return model
     # evaluation gives the processes unequal shares of images, which sharded forward passes cannot serve:
     # hand back an unsharded model with the trained adapter
