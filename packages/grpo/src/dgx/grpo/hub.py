@@ -67,7 +67,7 @@ def export_run(run_dir: Path, out: Path, repo_id: str = "<repo-id>", n_samples: 
     from dgx.eval.plots import sample_grid
     from dgx.grpo.build import build_model, load_prompts
     from dgx.grpo.registry import Registry
-    from dgx.grpo.trainer import load_adapter
+    from dgx.grpo.trainer import adapter_disabled, load_adapter
     from huggingface_hub import ModelCardData
     from peft.utils import get_peft_model_state_dict
 
@@ -87,11 +87,8 @@ def export_run(run_dir: Path, out: Path, repo_id: str = "<repo-id>", n_samples: 
             shutil.copy(src, out / ("eval_summary.json" if src.name == "summary.json" else src.name))
     prompts = [m["prompt"] for m in load_prompts(cfg, "test" if cfg.prompts.name == "shapes" else "train")[:n_samples]]
     images = {"this LoRA": generate(model, prompts, cfg.eval.steps, cfg.eval_guidance, seed=0)}
-    tr.disable_adapters()  # the base model on the same prompts and noise
-    try:
+    with adapter_disabled(tr):  # the base model on the same prompts and noise
         images["base"] = generate(model, prompts, cfg.eval.steps, cfg.eval_guidance, seed=0)
-    finally:
-        tr.enable_adapters()
     sample_grid({k: list(to_uint8(images[k])) for k in ("base", "this LoRA")}, prompts, out / "samples.png")
     summary = json.loads((out / "eval_summary.json").read_text()) if (out / "eval_summary.json").is_file() else {}
     base = cfg.model.path or Registry().get("models", cfg.model.name).defaults.get("path", cfg.model.name)

@@ -31,7 +31,7 @@ from dgx.grpo.config import RunConfig, load
 from dgx.grpo.distributed import check_supported, process_state, shard
 from dgx.grpo.errors import ConfigError
 from dgx.grpo.registry import Registry, suggest
-from dgx.grpo.trainer import load_adapter, train
+from dgx.grpo.trainer import adapter_disabled, load_adapter, train
 from dgx.sampler import ode_step, rollout, sample_generator
 
 EVAL_SEED = 12345
@@ -67,11 +67,8 @@ def paired_reward_gain(model, cfg: RunConfig, reward, n: int, seed: int = 4321) 
         return reward(model.decode(traj.latents[:, -1]), texts, metas).float()
 
     trained = score()
-    model.transformer.disable_adapters()
-    try:
+    with adapter_disabled(model.transformer):
         base = score()
-    finally:
-        model.transformer.enable_adapters()
     d = trained - base
     return {"trained": round(trained.mean().item(), 4), "base": round(base.mean().item(), 4),
             "gain": round(d.mean().item(), 4), "gain_se": round(d.std().item() / n**0.5, 4)}

@@ -16,7 +16,8 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,17 @@ def add_lora(transformer: torch.nn.Module, cfg: RunConfig) -> list[torch.nn.Para
     for p in params:
         p.data = p.data.float()
     return params
+
+
+@contextmanager
+def adapter_disabled(transformer: torch.nn.Module) -> Iterator[None]:
+    """The base model inside (the LoRA adapter off: the KL reference, base-model samples); the adapter is back
+    on afterwards, also after an error."""
+    transformer.disable_adapters()
+    try:
+        yield
+    finally:
+        transformer.enable_adapters()
 
 
 def copy_named(module: torch.nn.Module, values: dict[str, torch.Tensor]) -> None:
@@ -261,10 +273,8 @@ def optimizer_step(model, base, acc, opt, params, ema, tc, traj, adv, schedule, 
             out = step_fn(x, model.velocity(x, t, cond, traj.guidance), t, t_next, sigma, x_next=x_next)
             ref_mean = None
             if tc.kl_beta > 0:
-                with torch.no_grad():
-                    base.disable_adapters()
+                with torch.no_grad(), adapter_disabled(base):
                     ref_mean = step_fn(x, model.velocity(x, t, cond, traj.guidance), t, t_next, sigma, x_next=x_next).mean
-                    base.enable_adapters()
             lo = grpo_loss(out.log_prob, traj.log_probs[bi, si], adv[bi, si].to(out.log_prob.device), out.mean,
                            ref_mean, out.std, tc.clip_range, tc.kl_beta)
             acc.backward(lo.loss * len(mb) / len(pairs))
