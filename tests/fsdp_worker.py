@@ -20,12 +20,14 @@ from torch.distributed.fsdp import FSDPModule  # noqa: E402
 tmp, pipe_dir, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 cfg = tiny_config(tmp, pipe_dir, iterations=2, ema=0.5, gradient_checkpointing=True)
 cfg.device = "auto"  # accelerate's device: the GPU, else the CPU
-seen, units = [], []  # in each update: the class of the trained parameters, and the FSDP units' classes
+# in each update: the class of the trained parameters, the device of their shards and the FSDP units' classes
+seen, where, units = [], [], []
 update = trainer.update
 
 
 def spy(model, base, acc, opt, params, *rest):
     seen.append(type(params[0]).__name__)
+    where.append(params[0].device.type)
     units.append(sorted(type(m).__name__ for m in base.modules() if isinstance(m, FSDPModule)))
     return update(model, base, acc, opt, params, *rest)
 
@@ -38,5 +40,6 @@ if state.is_main_process:
     torch.save(get_peft_model_state_dict(model.transformer), out)
     out.with_suffix(".json").write_text(json.dumps({
         "distributed_type": state.distributed_type.value, "fsdp_version": state.fsdp_plugin.fsdp_version,
-        "num_processes": state.num_processes, "updates": seen, "units": units,
+        "num_processes": state.num_processes, "updates": seen, "shards_on": where, "units": units,
+        "offload": type(state.fsdp_plugin.cpu_offload).__name__,
         "returned": type(next(p for p in model.transformer.parameters() if p.requires_grad)).__name__}))

@@ -337,7 +337,8 @@ seeds: [0]
     one, two, fsdp = tmp_path / "out1", tmp_path / "out2", tmp_path / "out3"
     for out, mode in ((two, "MULTI_CPU"), (fsdp, "FSDP")):
         (line,) = (out / "invocations.jsonl").read_text().splitlines()  # written by the main process only
-        assert (json.loads(line)["distributed"], json.loads(line)["processes"]) == (mode, 2)
+        rec = json.loads(line)
+        assert (rec["distributed"], rec["processes"], rec.get("fsdp_cpu_offload")) == (mode, 2, False if mode == "FSDP" else None)
     for other in (two, fsdp):  # DDP and FSDP2 on 2 processes against one process
         psi1, psi2 = (json.loads((o / "dense_grpo/seed_0/calibration/psi.json").read_text()) for o in (one, other))
         assert psi1["psi"] == pytest.approx(psi2["psi"], abs=1e-9) and psi1["history"] == psi2["history"]
@@ -354,8 +355,8 @@ seeds: [0]
 
 
 def test_accelerate_modes_the_trainer_does_not_handle_are_refused(tmp_path, tiny_pipe_dir, monkeypatch):
-    """DeepSpeed, FSDP version 1 and FSDP2's CPU offload are refused with a clear error, by the trainer and by
-    `dgx run` before it calibrates or evaluates anything; FSDP2, DDP and one process pass."""
+    """DeepSpeed and FSDP version 1 are refused with a clear error, by the trainer and by `dgx run` before it
+    calibrates or evaluates anything; FSDP2 (also with CPU offload), DDP and one process pass."""
     from types import SimpleNamespace
 
     from accelerate import PartialState
@@ -369,8 +370,7 @@ def test_accelerate_modes_the_trainer_does_not_handle_are_refused(tmp_path, tiny
     fsdp = lambda version, offload=OffloadPolicy(): SimpleNamespace(  # noqa: E731
         distributed_type=DistributedType.FSDP, fsdp_plugin=SimpleNamespace(fsdp_version=version, cpu_offload=offload))
     for state, error in ((SimpleNamespace(distributed_type=DistributedType.DEEPSPEED), "configured for DEEPSPEED.*without --use_deepspeed"),
-                         (fsdp(1), "FSDP version 1.*--fsdp_version 2"),
-                         (fsdp(2, CPUOffloadPolicy()), "offloaded to the CPU.*without --fsdp_offload_params")):
+                         (fsdp(1), "FSDP version 1.*--fsdp_version 2")):
         with pytest.raises(ConfigError, match=error):
             train(cfg, tmp_path / "run", registry=Registry([tmp_path / "reg.yaml"]), accelerator=SimpleNamespace(state=state))
         monkeypatch.setattr(runner, "Accelerator", lambda cpu, state=state: SimpleNamespace(state=state))
@@ -378,10 +378,12 @@ def test_accelerate_modes_the_trainer_does_not_handle_are_refused(tmp_path, tiny
             runner.run_ablation(tmp_path / "cfg.yaml", out=tmp_path / "out")
         assert not (tmp_path / "out").exists()
     check_supported(fsdp(2))
+    check_supported(fsdp(2, CPUOffloadPolicy()))
     check_supported(PartialState(cpu=True))  # one process (MULTI_CPU / DDP under accelerate launch) is fine
 
 
-def test_fsdp2_matches_one_unsharded_process(tmp_path, tiny_pipe_dir):
+@pytest.mark.parametrize("offload", [False, True], ids=["on_device", "cpu_offload"])
+def test_fsdp2_matches_one_unsharded_process(tmp_path, tiny_pipe_dir, offload):
     """`accelerate launch --config_file configs/accelerate/fsdp2.yaml` trains the adapter sharded, resumes from a
     checkpoint of whole tensors, and ends where one unsharded process ends: 2 processes on CPUs (see
     fsdp_worker.py), or 1 process on a GPU (FSDP2 over nccl; docs/experiments/fsdp/gpu_check.sh)."""
@@ -392,16 +394,20 @@ def test_fsdp2_matches_one_unsharded_process(tmp_path, tiny_pipe_dir):
     n = 1 if gpu else 2
     shipped = Path(__file__).parents[1] / "configs" / "accelerate" / "fsdp2.yaml"  # FSDP2, block-wise units
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(shipped), "--num_processes", str(n),
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29507",
-           str(Path(__file__).parent / "fsdp_worker.py"), str(d), str(tiny_pipe_dir), str(d / "adapter.pt")]
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(29507 + offload),
+           "--fsdp_offload_params", str(offload).lower(), str(Path(__file__).parent / "fsdp_worker.py"), str(d), str(tiny_pipe_dir), str(d / "adapter.pt")]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     info = json.loads((d / "adapter.json").read_text())
     # sharded in both updates (1 iteration, then 1 resumed): the block, the final norm (accelerate's tail unit) and the
     # root; handed back whole
     units = ["FSDPAdaLayerNormContinuous", "FSDPJointTransformerBlock", "FSDPSD3Transformer2DModel"]
+    on = "cpu" if offload or not gpu else "cuda"  # where the trained shards live
     assert info == {"distributed_type": "FSDP", "fsdp_version": 2, "num_processes": n, "updates": ["DTensor", "DTensor"],
-                    "units": [units, units], "returned": "Parameter"}
+                    "shards_on": [on, on], "units": [units, units], "returned": "Parameter",
+                    "offload": "CPUOffloadPolicy" if offload else "OffloadPolicy"}
+    rows = [json.loads(ln) for ln in (d / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [0, 1] and all((r.get("gpu_peak_gib", 0) > 0) == gpu for r in rows)
 
     one = tmp_path / "one"
     one.mkdir()

@@ -33,7 +33,8 @@ def whole(state: dict) -> dict:
 def like(value: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
     """A whole tensor laid out as ``param``: this process's shard of it under FSDP2, else on its device."""
     if isinstance(param, DTensor):
-        return distribute_tensor(value.to(param.device), param.device_mesh, param.placements)
+        # scattered on the mesh's device, then kept where the shard lives (the CPU under FSDP2's CPU offload)
+        return distribute_tensor(value, param.device_mesh, param.placements).to(param.device)
     return value.to(param.device)
 
 

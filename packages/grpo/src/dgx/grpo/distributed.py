@@ -27,7 +27,7 @@ def process_state(cfg: RunConfig) -> PartialState:
 def check_supported(state: AcceleratorState) -> None:
     """Refuse accelerate modes the trainer does not handle: DeepSpeed and Megatron-LM, FSDP version 1
     (it flattens each wrapped block's parameters into one tensor of one dtype, while the adapter trains in
-    float32 on a base model in its own dtype) and FSDP2's CPU offload. DDP, FSDP2 and one process pass."""
+    float32 on a base model in its own dtype). DDP, FSDP2 (with or without CPU offload) and one process pass."""
     mode = state.distributed_type
     if mode in (DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM):
         raise ConfigError(f"accelerate is configured for {mode.value}; dgx trains with DDP, FSDP2 or one process: "
@@ -35,10 +35,16 @@ def check_supported(state: AcceleratorState) -> None:
     if mode == DistributedType.FSDP and state.fsdp_plugin.fsdp_version != 2:
         raise ConfigError(f"accelerate is configured for FSDP version {state.fsdp_plugin.fsdp_version}; dgx shards its "
                           "training with FSDP2: launch with --use_fsdp --fsdp_version 2")
-    if mode == DistributedType.FSDP and isinstance(state.fsdp_plugin.cpu_offload, CPUOffloadPolicy):
-        raise ConfigError("accelerate is configured for FSDP2 with parameters offloaded to the CPU, which dgx's "
-                          "checkpoints do not handle (they re-shard onto the accelerator): launch without "
-                          "--fsdp_offload_params")
+
+
+def accelerate_mode(state: AcceleratorState) -> dict:
+    """accelerate's mode as a run records it: distributed type, processes, mixed precision and, under FSDP2,
+    whether the parameters are offloaded to the CPU."""
+    mode = {"distributed": state.distributed_type.value, "processes": state.num_processes,
+            "mixed_precision": state.mixed_precision}
+    if state.distributed_type == DistributedType.FSDP:
+        mode["fsdp_cpu_offload"] = isinstance(state.fsdp_plugin.cpu_offload, CPUOffloadPolicy)
+    return mode
 
 
 def device_for(cfg: RunConfig) -> torch.device:

@@ -28,7 +28,7 @@ from dgx.grpo import checkpoint
 from dgx.grpo.build import build_model, choose_prompts, load_prompts
 from dgx.grpo.calibrate import calibrate, mean_imbalance
 from dgx.grpo.config import RunConfig, load
-from dgx.grpo.distributed import check_supported, process_state, shard
+from dgx.grpo.distributed import accelerate_mode, check_supported, process_state, shard
 from dgx.grpo.errors import ConfigError
 from dgx.grpo.registry import Registry, suggest
 from dgx.grpo.trainer import adapter_disabled, load_adapter, train
@@ -158,8 +158,7 @@ def run_ablation(file: Path, out: Path | None = None, only: list[str] = (), seed
     out.mkdir(parents=True, exist_ok=True)
     if main:
         with open(out / "invocations.jsonl", "a") as f:  # one line per `dgx run` into this folder (a resume adds one)
-            mode = {"distributed": acc.distributed_type.value, "processes": acc.num_processes, "mixed_precision": acc.mixed_precision}
-            f.write(json.dumps({**environment(), **mode}) + "\n")
+            f.write(json.dumps({**environment(), **accelerate_mode(acc.state)}) + "\n")
     results: dict[str, list[dict]] = {"base": []}
     for seed in run_seeds:  # the untrained model, once per seed (same eval config as the first variant)
         cfg = next(iter(variants.values())).model_copy(update={"seed": seed})

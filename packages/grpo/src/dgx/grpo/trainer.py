@@ -157,6 +157,7 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
     end = tc.iterations if stop_after is None else min(tc.iterations, start + stop_after)
     bar = tqdm(range(start, end), desc=f"train {run_dir.parent.name}/{run_dir.name}", disable=not acc.is_main_process,
                initial=start, total=tc.iterations)
+    cuda = acc.device.type == "cuda"
     for it in bar:
         sec, calls0 = {}, model.calls
         # 1. prompts (same choice on every process) and this process's slice of the N samples
@@ -201,6 +202,8 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
                    "adv_mean": adv_all.mean().item(), "adv_abs_mean": adv_all.abs().mean().item(),
                    "lr": lr, "model_calls": model.calls - calls0, **stats,
                    **{f"seconds_{k}": v for k, v in sec.items()}}
+            if cuda:  # the main process's peak since the last row (the first row's also covers building and sharding)
+                row["gpu_peak_gib"] = torch.cuda.max_memory_allocated(acc.device) / 2**30
             if latent is not None:  # R_k = R(ODE_n(x_k)) along the grid, gathered
                 row["latent_reward_mean"] = latent.mean(0).tolist()
                 row["grid"] = grid.tolist()
@@ -209,6 +212,8 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
                 row["dense_pos"] = (signal > 0).float().mean(0).tolist()
                 row["dense_neg"] = (signal < 0).float().mean(0).tolist()
             metrics.log(row)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(acc.device)
         if (it + 1) % tc.save_every == 0 or it + 1 == tc.iterations:
             checkpoint.save(ckpts, it, get_peft_model_state_dict(base), opt, sched, ema, psi_path, write=acc.is_main_process)
         acc.wait_for_everyone()
