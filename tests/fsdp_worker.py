@@ -1,5 +1,6 @@
 """Run under `accelerate launch --use_fsdp --fsdp_version 2 --num_processes N`: train 1 iteration, resume for
-a 2nd, then dump the adapter and what accelerate selected. Arguments: folder, tiny pipeline, output.
+a 2nd (folder/run), train 2 iterations uninterrupted (folder/whole), then dump the resumed run's returned adapter
+and what accelerate selected. Arguments: folder, tiny pipeline, output.
 On CPUs, fsdp_shim makes accelerate select FSDP; on a GPU nothing is patched.
 """
 
@@ -35,6 +36,7 @@ def spy(model, base, acc, opt, params, *rest):
 trainer.update = spy
 trainer.train(cfg, tmp / "run", registry=Registry([tmp / "reg.yaml"]), stop_after=1)
 model = trainer.train(cfg, tmp / "run", registry=Registry([tmp / "reg.yaml"]), resume=True)
+trainer.train(cfg, tmp / "whole", registry=Registry([tmp / "reg.yaml"]))
 state = AcceleratorState()
 if state.is_main_process:
     torch.save(get_peft_model_state_dict(model.transformer), out)

@@ -382,11 +382,26 @@ def test_accelerate_modes_the_trainer_does_not_handle_are_refused(tmp_path, tiny
     check_supported(PartialState(cpu=True))  # one process (MULTI_CPU / DDP under accelerate launch) is fine
 
 
+def assert_same_checkpoint(a: Path, b: Path, atol: float, moments_atol: float) -> None:
+    """Checkpoints ``a`` and ``b`` hold the same adapter, EMA and AdamW moments (whole tensors, same shapes)."""
+    for name in ("adapter.safetensors", "ema.safetensors"):
+        got, want = load_file(a / name), load_file(b / name)
+        assert got.keys() == want.keys()
+        for k in want:
+            torch.testing.assert_close(got[k], want[k], atol=atol, rtol=1e-3, msg=lambda m, k=k, n=name: f"{n} {k}: {m}")
+    got, want = (torch.load(c / "optimizer.pt", weights_only=False)["state"] for c in (a, b))
+    for i in want:
+        for k in ("exp_avg", "exp_avg_sq"):
+            assert type(got[i][k]) is torch.Tensor and got[i][k].shape == want[i][k].shape
+            torch.testing.assert_close(got[i][k], want[i][k], atol=moments_atol, rtol=1e-2)
+
+
 @pytest.mark.parametrize("offload", [False, True], ids=["on_device", "cpu_offload"])
 def test_fsdp2_matches_one_unsharded_process(tmp_path, tiny_pipe_dir, offload):
-    """`accelerate launch --config_file configs/accelerate/fsdp2.yaml` trains the adapter sharded, resumes from a
-    checkpoint of whole tensors, and ends where one unsharded process ends: 2 processes on CPUs (see
-    fsdp_worker.py), or 1 process on a GPU (FSDP2 over nccl; docs/experiments/fsdp/gpu_check.sh)."""
+    """`accelerate launch --config_file configs/accelerate/fsdp2.yaml` (shards on the device, or offloaded to the
+    CPU) trains the adapter sharded, resumes from a checkpoint of whole tensors where an uninterrupted sharded run
+    is, and ends where one unsharded process ends: 2 processes on CPUs (see fsdp_worker.py), or 1 process on a
+    GPU (FSDP2 over nccl; docs/experiments/fsdp/gpu_check_offload.sh)."""
     gpu = torch.cuda.is_available()
     d = tmp_path / "fsdp"
     d.mkdir()
@@ -395,19 +410,22 @@ def test_fsdp2_matches_one_unsharded_process(tmp_path, tiny_pipe_dir, offload):
     shipped = Path(__file__).parents[1] / "configs" / "accelerate" / "fsdp2.yaml"  # FSDP2, block-wise units
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(shipped), "--num_processes", str(n),
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(29507 + offload),
-           "--fsdp_offload_params", str(offload).lower(), str(Path(__file__).parent / "fsdp_worker.py"), str(d), str(tiny_pipe_dir), str(d / "adapter.pt")]
+           "--fsdp_offload_params", str(offload).lower(), str(Path(__file__).parent / "fsdp_worker.py"), str(d),
+           str(tiny_pipe_dir), str(d / "adapter.pt")]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     info = json.loads((d / "adapter.json").read_text())
-    # sharded in both updates (1 iteration, then 1 resumed): the block, the final norm (accelerate's tail unit) and the
-    # root; handed back whole
+    # sharded in every update (1 iteration, 1 resumed, then 2 uninterrupted): the block, the final norm (accelerate's
+    # tail unit) and the root; handed back whole
     units = ["FSDPAdaLayerNormContinuous", "FSDPJointTransformerBlock", "FSDPSD3Transformer2DModel"]
     on = "cpu" if offload or not gpu else "cuda"  # where the trained shards live
-    assert info == {"distributed_type": "FSDP", "fsdp_version": 2, "num_processes": n, "updates": ["DTensor", "DTensor"],
-                    "shards_on": [on, on], "units": [units, units], "returned": "Parameter",
+    assert info == {"distributed_type": "FSDP", "fsdp_version": 2, "num_processes": n, "updates": ["DTensor"] * 4,
+                    "shards_on": [on] * 4, "units": [units] * 4, "returned": "Parameter",
                     "offload": "CPUOffloadPolicy" if offload else "OffloadPolicy"}
     rows = [json.loads(ln) for ln in (d / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [0, 1] and all((r.get("gpu_peak_gib", 0) > 0) == gpu for r in rows)
+    resumed = d / "run" / "checkpoints" / "iter_00001"
+    assert_same_checkpoint(resumed, d / "whole" / "checkpoints" / "iter_00001", atol=1e-6, moments_atol=1e-8)
 
     one = tmp_path / "one"
     one.mkdir()
@@ -419,17 +437,7 @@ def test_fsdp2_matches_one_unsharded_process(tmp_path, tiny_pipe_dir, offload):
     assert returned.keys() == expected.keys()
     for k in expected:
         torch.testing.assert_close(returned[k], expected[k], **close)  # the EMA adapter
-    ck_f, ck_1 = d / "run" / "checkpoints" / "iter_00001", one / "run" / "checkpoints" / "iter_00001"
-    for name in ("adapter.safetensors", "ema.safetensors"):
-        got, want = load_file(ck_f / name), load_file(ck_1 / name)
-        assert got.keys() == want.keys()
-        for k in want:
-            torch.testing.assert_close(got[k], want[k], **close)
-    got, want = (torch.load(c / "optimizer.pt", weights_only=False)["state"] for c in (ck_f, ck_1))
-    for i in want:
-        for k in ("exp_avg", "exp_avg_sq"):
-            assert type(got[i][k]) is torch.Tensor and got[i][k].shape == want[i][k].shape
-            torch.testing.assert_close(got[i][k], want[i][k], atol=1e-5, rtol=1e-2)
+    assert_same_checkpoint(resumed, one / "run" / "checkpoints" / "iter_00001", atol=1e-4, moments_atol=1e-5)
 
 
 def test_prompt_sampling_by_tag_is_balanced_over_tags():

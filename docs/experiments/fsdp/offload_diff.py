@@ -1,0 +1,75 @@
+"""Where FSDP2 training departs from one unsharded process, tensor by tensor (session 21), from the repository root:
+    python docs/experiments/fsdp/offload_diff.py OUT_JSON
+Runs tests/fsdp_worker.py (tiny SD3 pipeline, 1 iteration, resume, 1 more; then 2 uninterrupted) under
+`accelerate launch --config_file configs/accelerate/fsdp2.yaml`, with the shards on the device and offloaded to the
+CPU, and the same config in this process without FSDP. For the checkpoints after iterations 0 and 1 it prints the
+largest absolute difference of every adapter, EMA and AdamW-moment tensor against the unsharded run, and of the
+resumed run against the uninterrupted one. On a GPU each launch is 1 process; on CPUs 2 (tests/fsdp_shim.py).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+root = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(root / "tests"))
+from conftest import WORDS  # noqa: E402
+from dgx.grpo.registry import Registry  # noqa: E402
+from dgx.grpo.trainer import train  # noqa: E402
+from dgx.sampler.tiny import tiny_sd3_pipeline  # noqa: E402
+from dgx_test_helpers import tiny_config  # noqa: E402
+
+
+def tensors(ckpt: Path) -> dict[str, torch.Tensor]:
+    out = {f"adapter/{k}": v for k, v in load_file(ckpt / "adapter.safetensors").items()}
+    out |= {f"ema/{k}": v for k, v in load_file(ckpt / "ema.safetensors").items()}
+    for i, s in torch.load(ckpt / "optimizer.pt", weights_only=False)["state"].items():
+        out |= {f"{m}/{i}": s[m] for m in ("exp_avg", "exp_avg_sq")}
+    return out
+
+
+def diffs(a: Path, b: Path) -> dict[str, float]:
+    ta, tb = tensors(a), tensors(b)
+    return {k: (ta[k].float() - tb[k].float()).abs().max().item() for k in tb}
+
+
+gpu = torch.cuda.is_available()
+tmp = Path(tempfile.mkdtemp())
+pipe = tmp / "pipe"
+tiny_sd3_pipeline(WORDS, sample_size=8, vae_channels=(16, 16), layers=1, heads=2, head_dim=8, text_dim=16, shift=3.0).save_pretrained(pipe)
+env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{root / 'tests'}:{os.environ.get('PYTHONPATH', '')}",
+       **({} if gpu else {"ACCELERATE_TORCH_DEVICE": "cpu"})}
+for mode in ("on_device", "cpu_offload"):
+    (tmp / mode).mkdir()
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(root / "configs/accelerate/fsdp2.yaml"),
+           "--num_processes", "1" if gpu else "2", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", "29520", "--fsdp_offload_params", str(mode == "cpu_offload").lower(),
+           str(root / "tests/fsdp_worker.py"), str(tmp / mode), str(pipe), str(tmp / mode / "adapter.pt")]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    print(mode, "rc", res.returncode, res.stderr[-2000:] if res.returncode else "")
+(tmp / "one").mkdir()
+cfg = tiny_config(tmp / "one", pipe, iterations=2, ema=0.5, gradient_checkpointing=True)
+cfg.device = "auto" if gpu else "cpu"
+train(cfg, tmp / "one" / "run", registry=Registry([tmp / "one" / "reg.yaml"]))
+
+report = {"gpu": torch.cuda.get_device_name() if gpu else None}
+for it in ("iter_00000", "iter_00001"):
+    one = tmp / "one" / "run" / "checkpoints" / it
+    for mode in ("on_device", "cpu_offload"):
+        report[f"{mode} vs one, {it}"] = diffs(tmp / mode / "run" / "checkpoints" / it, one)
+        report[f"{mode} resumed vs uninterrupted, {it}"] = diffs(tmp / mode / "run" / "checkpoints" / it,
+                                                                 tmp / mode / "whole" / "checkpoints" / it)
+for name, d in report.items():
+    if isinstance(d, dict):
+        worst = max(d, key=d.get)
+        print(f"{name}: largest {d[worst]:.3g} ({worst}); adapter {max(v for k, v in d.items() if k.startswith('adapter')):.3g}, "
+              f"ema {max(v for k, v in d.items() if k.startswith('ema')):.3g}, "
+              f"exp_avg {max(v for k, v in d.items() if k.startswith('exp_avg/')):.3g}, "
+              f"exp_avg_sq {max(v for k, v in d.items() if k.startswith('exp_avg_sq')):.3g}")
+Path(sys.argv[1]).write_text(json.dumps(report, indent=1))
