@@ -355,8 +355,9 @@ seeds: [0]
 
 
 def test_accelerate_modes_the_trainer_does_not_handle_are_refused(tmp_path, tiny_pipe_dir, monkeypatch):
-    """DeepSpeed and FSDP version 1 are refused with a clear error, by the trainer and by `dgx run` before it
-    calibrates or evaluates anything; FSDP2 (also with CPU offload), DDP and one process pass."""
+    """DeepSpeed, FSDP version 1 and (unless DGX_EXPERIMENTAL_FSDP_OFFLOAD=1) FSDP2's CPU offload are refused with a
+    clear error, by the trainer and by `dgx run` before it calibrates or evaluates anything; FSDP2, DDP and one
+    process pass."""
     from types import SimpleNamespace
 
     from accelerate import PartialState
@@ -370,7 +371,8 @@ def test_accelerate_modes_the_trainer_does_not_handle_are_refused(tmp_path, tiny
     fsdp = lambda version, offload=OffloadPolicy(): SimpleNamespace(  # noqa: E731
         distributed_type=DistributedType.FSDP, fsdp_plugin=SimpleNamespace(fsdp_version=version, cpu_offload=offload))
     for state, error in ((SimpleNamespace(distributed_type=DistributedType.DEEPSPEED), "configured for DEEPSPEED.*without --use_deepspeed"),
-                         (fsdp(1), "FSDP version 1.*--fsdp_version 2")):
+                         (fsdp(1), "FSDP version 1.*--fsdp_version 2"),
+                         (fsdp(2, CPUOffloadPolicy()), "offloaded to the CPU.*experimental.*DGX_EXPERIMENTAL_FSDP_OFFLOAD=1")):
         with pytest.raises(ConfigError, match=error):
             train(cfg, tmp_path / "run", registry=Registry([tmp_path / "reg.yaml"]), accelerator=SimpleNamespace(state=state))
         monkeypatch.setattr(runner, "Accelerator", lambda cpu, state=state: SimpleNamespace(state=state))
@@ -378,6 +380,7 @@ def test_accelerate_modes_the_trainer_does_not_handle_are_refused(tmp_path, tiny
             runner.run_ablation(tmp_path / "cfg.yaml", out=tmp_path / "out")
         assert not (tmp_path / "out").exists()
     check_supported(fsdp(2))
+    monkeypatch.setenv("DGX_EXPERIMENTAL_FSDP_OFFLOAD", "1")
     check_supported(fsdp(2, CPUOffloadPolicy()))
     check_supported(PartialState(cpu=True))  # one process (MULTI_CPU / DDP under accelerate launch) is fine
 
@@ -399,13 +402,14 @@ def assert_same_checkpoint(a: Path, b: Path, atol: float, moments_atol: float) -
 @pytest.mark.parametrize("offload", [False, True], ids=["on_device", "cpu_offload"])
 def test_fsdp2_matches_one_unsharded_process(tmp_path, tiny_pipe_dir, offload):
     """`accelerate launch --config_file configs/accelerate/fsdp2.yaml` (shards on the device, or offloaded to the
-    CPU) trains the adapter sharded, resumes from a checkpoint of whole tensors where an uninterrupted sharded run
-    is, and ends where one unsharded process ends: 2 processes on CPUs (see fsdp_worker.py), or 1 process on a
-    GPU (FSDP2 over nccl; docs/experiments/fsdp/gpu_check_offload.sh)."""
+    CPU, which is experimental) trains the adapter sharded, resumes from a checkpoint of whole tensors where an
+    uninterrupted sharded run is, and ends where one unsharded process ends: 2 processes on CPUs (see
+    fsdp_worker.py), or 1 process on a GPU (FSDP2 over nccl; docs/experiments/fsdp/gpu_check_offload.sh)."""
     gpu = torch.cuda.is_available()
     d = tmp_path / "fsdp"
     d.mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **({} if gpu else {"ACCELERATE_TORCH_DEVICE": "cpu"})}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **({} if gpu else {"ACCELERATE_TORCH_DEVICE": "cpu"}),
+           **({"DGX_EXPERIMENTAL_FSDP_OFFLOAD": "1"} if offload else {})}
     n = 1 if gpu else 2
     shipped = Path(__file__).parents[1] / "configs" / "accelerate" / "fsdp2.yaml"  # FSDP2, block-wise units
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(shipped), "--num_processes", str(n),
@@ -432,12 +436,17 @@ def test_fsdp2_matches_one_unsharded_process(tmp_path, tiny_pipe_dir, offload):
     cfg = tiny_config(one, tiny_pipe_dir, iterations=2, ema=0.5, gradient_checkpointing=True)  # the worker's, uninterrupted
     cfg.device = "auto" if gpu else "cpu"  # the worker's device
     model = train(cfg, one / "run", registry=Registry([one / "reg.yaml"]))
+    ck_one = one / "run" / "checkpoints"
+    if gpu and offload:  # the open question of docs/experiments/fsdp/README.md: the first iteration matches (8.9e-7
+        # on an H100), the second departs by 2.5e-3
+        assert_same_checkpoint(d / "run" / "checkpoints" / "iter_00000", ck_one / "iter_00000", atol=1e-5, moments_atol=1e-7)
+        pytest.xfail("FSDP2 with CPU offload departs from one unsharded process after its first iteration on a GPU")
     close = dict(atol=1e-4, rtol=1e-3)  # lr is 1e-2: a real divergence is ~100x larger
     returned, expected = torch.load(d / "adapter.pt"), get_peft_model_state_dict(model.transformer)
     assert returned.keys() == expected.keys()
     for k in expected:
         torch.testing.assert_close(returned[k], expected[k], **close)  # the EMA adapter
-    assert_same_checkpoint(resumed, one / "run" / "checkpoints" / "iter_00001", atol=1e-4, moments_atol=1e-5)
+    assert_same_checkpoint(resumed, ck_one / "iter_00001", atol=1e-4, moments_atol=1e-5)
 
 
 def test_prompt_sampling_by_tag_is_balanced_over_tags():

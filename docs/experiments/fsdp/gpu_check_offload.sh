@@ -3,9 +3,11 @@
 #   bash docs/experiments/fsdp/gpu_check_offload.sh [OUT]
 # 1. tests/test_grpo.py::test_fsdp2_matches_one_unsharded_process on the GPU, shards on the GPU and offloaded to the
 #    CPU (FSDP2 over cuda:nccl,cpu:gloo): a sharded run, killed after one iteration and resumed, ends where an
-#    unsharded run ends, and the trained shards live where the mode puts them;
+#    unsharded run ends, and the trained shards live where the mode puts them (session 21: the offloaded run departed
+#    after its first iteration; the test now marks that as an expected failure, see README.md);
 # 2. one Flow-GRPO iteration of the SD3.5-M architecture (random weights, 512 px, bf16) under FSDP2 as shipped;
-# 3. the same with --fsdp_offload_params true, 2 iterations (the second row's gpu_peak_gib is training alone);
+# 3. the same with --fsdp_offload_params true (experimental: DGX_EXPERIMENTAL_FSDP_OFFLOAD=1), 2 iterations (the
+#    second row's gpu_peak_gib is training alone);
 # 4. one Flow-GRPO iteration of FLUX.1-dev under FSDP2 as shipped (sharded from the CPU since session 20).
 # Seconds per phase and peak GPU memory of each go to OUT/results.jsonl. Each stage has its own time limit (TEST_S,
 # SD_S, OFFLOAD_S, FLUX_S seconds). SD_OVERRIDE and FLUX_OVERRIDE (JSON) shrink stages 2-4 for a CPU check of the
@@ -32,7 +34,7 @@ timeout "${SD_S:-90}" "${fsdp[@]}" scripts/time_iteration.py "$sd" --variant flo
   --out "$runs/sd_fsdp" --override "$sd_over"
 echo "sd fsdp rc=$?"
 echo "== 3. the same with the parameters offloaded to the CPU, 2 iterations"
-timeout "${OFFLOAD_S:-170}" "${fsdp[@]}" --fsdp_offload_params true scripts/time_iteration.py "$sd" --variant flow_grpo \
+DGX_EXPERIMENTAL_FSDP_OFFLOAD=1 timeout "${OFFLOAD_S:-170}" "${fsdp[@]}" --fsdp_offload_params true scripts/time_iteration.py "$sd" --variant flow_grpo \
   --iterations 2 --out "$runs/sd_offload" --override "$sd_over"
 echo "sd offload rc=$?"
 echo "== 4. FLUX.1-dev architecture, Flow-GRPO, 1 iteration, FSDP2 as shipped"

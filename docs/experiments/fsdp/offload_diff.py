@@ -1,14 +1,19 @@
 """Where FSDP2 training departs from one unsharded process, tensor by tensor (session 21), from the repository root:
     python docs/experiments/fsdp/offload_diff.py OUT_JSON
 Runs tests/fsdp_worker.py (tiny SD3 pipeline, 1 iteration, resume, 1 more; then 2 uninterrupted) under
-`accelerate launch --config_file configs/accelerate/fsdp2.yaml`, with the shards on the device and offloaded to the
-CPU, and the same config in this process without FSDP. For the checkpoints after iterations 0 and 1 it prints the
-largest absolute difference of every adapter, EMA and AdamW-moment tensor against the unsharded run, and of the
-resumed run against the uninterrupted one. On a GPU each launch is 1 process; on CPUs 2 (tests/fsdp_shim.py).
+`accelerate launch --config_file configs/accelerate/fsdp2.yaml`: shards on the device, offloaded to the CPU
+(DGX_EXPERIMENTAL_FSDP_OFFLOAD=1), and offloaded without pinned memory (FSDP_SHIM_UNPINNED=1); then the same config
+in this process without FSDP, once from the start and once resumed from the offloaded run's first checkpoint
+("one from offload": if it ends where the offloaded run ends, the departure is the run's sensitivity to
+rounding; if not, offloading computes the second iteration differently). For the checkpoints after iterations 0 and
+1 it prints the largest absolute difference of every adapter, EMA and AdamW-moment tensor against the unsharded
+run, and of each resumed run against its uninterrupted one. On a GPU each launch is 1 process; on CPUs 2
+(tests/fsdp_shim.py). Session 21 ran the first version (without the last two runs) on an H100: offload_diff.json.
 """
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,7 +41,7 @@ def tensors(ckpt: Path) -> dict[str, torch.Tensor]:
 
 def diffs(a: Path, b: Path) -> dict[str, float]:
     ta, tb = tensors(a), tensors(b)
-    return {k: (ta[k].float() - tb[k].float()).abs().max().item() for k in tb}
+    return {k: (ta[k].float().cpu() - tb[k].float().cpu()).abs().max().item() for k in tb}
 
 
 gpu = torch.cuda.is_available()
@@ -45,26 +50,36 @@ pipe = tmp / "pipe"
 tiny_sd3_pipeline(WORDS, sample_size=8, vae_channels=(16, 16), layers=1, heads=2, head_dim=8, text_dim=16, shift=3.0).save_pretrained(pipe)
 env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{root / 'tests'}:{os.environ.get('PYTHONPATH', '')}",
        **({} if gpu else {"ACCELERATE_TORCH_DEVICE": "cpu"})}
-for mode in ("on_device", "cpu_offload"):
+modes = {"on_device": {}, "cpu_offload": {"DGX_EXPERIMENTAL_FSDP_OFFLOAD": "1"},
+         "cpu_offload_unpinned": {"DGX_EXPERIMENTAL_FSDP_OFFLOAD": "1", "FSDP_SHIM_UNPINNED": "1"}}
+for mode, extra in modes.items():
     (tmp / mode).mkdir()
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(root / "configs/accelerate/fsdp2.yaml"),
            "--num_processes", "1" if gpu else "2", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", "29520", "--fsdp_offload_params", str(mode == "cpu_offload").lower(),
+           "--main_process_port", "29520", "--fsdp_offload_params", str(mode != "on_device").lower(),
            str(root / "tests/fsdp_worker.py"), str(tmp / mode), str(pipe), str(tmp / mode / "adapter.pt")]
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    res = subprocess.run(cmd, capture_output=True, text=True, env={**env, **extra})
     print(mode, "rc", res.returncode, res.stderr[-2000:] if res.returncode else "")
 (tmp / "one").mkdir()
 cfg = tiny_config(tmp / "one", pipe, iterations=2, ema=0.5, gradient_checkpointing=True)
 cfg.device = "auto" if gpu else "cpu"
-train(cfg, tmp / "one" / "run", registry=Registry([tmp / "one" / "reg.yaml"]))
+registry = Registry([tmp / "one" / "reg.yaml"])
+train(cfg, tmp / "one" / "run", registry=registry)
+# one unsharded process resumed from the offloaded run's checkpoint after iteration 0
+shutil.copytree(tmp / "cpu_offload" / "run", tmp / "one_from_offload")
+shutil.rmtree(tmp / "one_from_offload" / "checkpoints" / "iter_00001")
+(tmp / "one_from_offload" / "checkpoints" / "latest").write_text("iter_00000")
+train(cfg, tmp / "one_from_offload", registry=registry, resume=True)
 
 report = {"gpu": torch.cuda.get_device_name() if gpu else None}
 for it in ("iter_00000", "iter_00001"):
     one = tmp / "one" / "run" / "checkpoints" / it
-    for mode in ("on_device", "cpu_offload"):
+    for mode in modes:
         report[f"{mode} vs one, {it}"] = diffs(tmp / mode / "run" / "checkpoints" / it, one)
         report[f"{mode} resumed vs uninterrupted, {it}"] = diffs(tmp / mode / "run" / "checkpoints" / it,
                                                                  tmp / mode / "whole" / "checkpoints" / it)
+report["one from offload vs cpu_offload, iter_00001"] = diffs(tmp / "one_from_offload" / "checkpoints" / "iter_00001",
+                                                              tmp / "cpu_offload" / "run" / "checkpoints" / "iter_00001")
 for name, d in report.items():
     if isinstance(d, dict):
         worst = max(d, key=d.get)
