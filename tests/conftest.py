@@ -6,20 +6,14 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from dgx_test_helpers import WORDS, save_tiny_sd3  # noqa: E402
 
 torch.set_num_threads(2)
-
-WORDS = ["a", "photo", "of", "red", "blue", "circle", "square", "and", "two", "circles"]
-
 
 @pytest.fixture(scope="session")
 def tiny_pipe_dir(tmp_path_factory):
     """A tiny random StableDiffusion3Pipeline saved to a folder (like diffusers' dummy components)."""
-    from dgx.sampler.tiny import tiny_sd3_pipeline
-
-    d = tmp_path_factory.mktemp("tiny_sd3")
-    tiny_sd3_pipeline(WORDS, sample_size=8, vae_channels=(16, 16), layers=1, heads=2, head_dim=8, text_dim=16, shift=3.0).save_pretrained(d)
-    return d
+    return save_tiny_sd3(tmp_path_factory.mktemp("tiny_sd3"))
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,19 @@
 """Helpers importable by tests and by the 2-process worker (a user-registry reward)."""
 
+from pathlib import Path
+
 import torch
+
+WORDS = ["a", "photo", "of", "red", "blue", "circle", "square", "and", "two", "circles"]
+
+
+def save_tiny_sd3(d: Path) -> Path:
+    """The tests' tiny random StableDiffusion3Pipeline (like diffusers' dummy components), saved to folder ``d``."""
+    from dgx.sampler.tiny import tiny_sd3_pipeline
+
+    tiny_sd3_pipeline(WORDS, sample_size=8, vae_channels=(16, 16), layers=1, heads=2, head_dim=8, text_dim=16,
+                      shift=3.0).save_pretrained(d)
+    return d
 
 
 class Brightness:

@@ -3,8 +3,8 @@ take the gloo CPU group for one (``_prepare_backend``); ACCELERATE_TORCH_DEVICE=
 tensor on the CPU. Everything else (the launcher's FSDP options, accelerate's FSDP2 preparation, torch's
 fully_shard) is real. FSDP2's CPU offload pins its CPU shards in memory, which needs an accelerator, so here the
 offload policy's pinning defaults to off (also with a GPU when FSDP_SHIM_UNPINNED=1, for
-docs/experiments/fsdp/offload_diff.py). With a GPU nothing else is patched. Import it before accelerate builds its state, or run
-``python -m fsdp_shim ARGS`` for ``dgx ARGS``.
+docs/experiments/fsdp/offload_diff.py). With a GPU nothing else is patched. Import it before accelerate builds its
+state, or run ``python -m fsdp_shim ARGS`` for ``dgx ARGS``.
 """
 
 import os

@@ -24,11 +24,9 @@ from safetensors.torch import load_file
 
 root = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(root / "tests"))
-from conftest import WORDS  # noqa: E402
 from dgx.grpo.registry import Registry  # noqa: E402
 from dgx.grpo.trainer import train  # noqa: E402
-from dgx.sampler.tiny import tiny_sd3_pipeline  # noqa: E402
-from dgx_test_helpers import tiny_config  # noqa: E402
+from dgx_test_helpers import save_tiny_sd3, tiny_config  # noqa: E402
 
 
 def tensors(ckpt: Path) -> dict[str, torch.Tensor]:
@@ -47,7 +45,7 @@ def diffs(a: Path, b: Path) -> dict[str, float]:
 gpu = torch.cuda.is_available()
 tmp = Path(tempfile.mkdtemp())
 pipe = tmp / "pipe"
-tiny_sd3_pipeline(WORDS, sample_size=8, vae_channels=(16, 16), layers=1, heads=2, head_dim=8, text_dim=16, shift=3.0).save_pretrained(pipe)
+save_tiny_sd3(pipe)
 env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{root / 'tests'}:{os.environ.get('PYTHONPATH', '')}",
        **({} if gpu else {"ACCELERATE_TORCH_DEVICE": "cpu"})}
 modes = {"on_device": {}, "cpu_offload": {"DGX_EXPERIMENTAL_FSDP_OFFLOAD": "1"},

@@ -16,16 +16,13 @@ from safetensors.torch import load_file, save_file
 
 root = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(root / "tests"))
-from conftest import WORDS  # noqa: E402
 from dgx.grpo.registry import Registry  # noqa: E402
 from dgx.grpo.trainer import train  # noqa: E402
-from dgx.sampler.tiny import tiny_sd3_pipeline  # noqa: E402
-from dgx_test_helpers import tiny_config  # noqa: E402
+from dgx_test_helpers import save_tiny_sd3, tiny_config  # noqa: E402
 
 scale = float(sys.argv[1]) if len(sys.argv) > 1 else 1e-6
 tmp = Path(tempfile.mkdtemp())
-tiny_sd3_pipeline(WORDS, sample_size=8, vae_channels=(16, 16), layers=1, heads=2, head_dim=8, text_dim=16,
-                  shift=3.0).save_pretrained(tmp / "pipe")
+save_tiny_sd3(tmp / "pipe")
 cfg = tiny_config(tmp, tmp / "pipe", iterations=2, ema=0.5, gradient_checkpointing=True)
 reg = Registry([tmp / "reg.yaml"])
 train(cfg, tmp / "a", registry=reg, stop_after=1)
