@@ -7,8 +7,8 @@ Trains ``--iterations`` iterations (default: the config's) into a fresh folder, 
 line (also appended to OUT/results.jsonl) with the seconds of each phase per iteration from the run's
 metrics (rollout, credit, train), the model calls, the transformer's parameter count and the peak
 memory: on a GPU, CUDA ``max_memory_allocated`` from building the model to the end of the last iteration (the
-largest of the trainer's per-iteration ``gpu_peak_gib``; handing an unsharded model back after FSDP2 training
-is not counted), the process's peak resident set size otherwise.
+largest of the trainer's per-iteration ``gpu_peak_gib``, as in ``dgx run``'s cost.md; handing an unsharded model
+back after FSDP2 training is not counted), the process's peak resident set size otherwise.
 A ``calibrated`` noise schedule needs ``sampler.noise.psi_path`` here (no calibration is run).
 Under `accelerate launch` (DDP or FSDP2, e.g. docs/experiments/fsdp/gpu_check.sh) the main process
 reports, with the memory of its own device.
@@ -44,8 +44,6 @@ run = args.out / name
 shutil.rmtree(run, ignore_errors=True)
 cuda = torch.cuda.is_available() and cfg.device != "cpu"
 t0 = time.perf_counter()
-if cuda:
-    torch.cuda.reset_peak_memory_stats()
 model = train(cfg, run, registry=abl.registry())
 wall = time.perf_counter() - t0
 rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

@@ -293,6 +293,19 @@ seeds: [0]
     assert (out / "flow_grpo/seed_0/eval/summary.json").stat().st_mtime_ns != flow_stamp
 
 
+def test_training_cost_adds_peak_gpu_memory_only_where_every_row_logged_it():
+    """cost.md's row of one run: mean seconds of the three phases and model calls per iteration; the largest
+    gpu_peak_gib when every row has one (GPU runs), else no memory column."""
+    from dgx.grpo.runner import training_cost
+
+    rows = [{"seconds_rollout": 1.0, "seconds_credit": 0.5, "seconds_train": 2.5, "seconds_credit_decode": 9.0,
+             "model_calls": 10}, {"seconds_rollout": 2.0, "seconds_credit": 0.5, "seconds_train": 3.5, "model_calls": 14}]
+    assert training_cost(rows) == {"seconds_per_iter": 5.0, "model_calls_per_iter": 12.0}
+    gpu = [{**rows[0], "gpu_peak_gib": 7.5}, {**rows[1], "gpu_peak_gib": 5.25}]
+    assert training_cost(gpu) == {"seconds_per_iter": 5.0, "model_calls_per_iter": 12.0, "gpu_peak_gib": 7.5}
+    assert "gpu_peak_gib" not in training_cost([gpu[0], rows[1]])
+
+
 def test_dgx_run_on_two_processes_matches_one(tmp_path, tiny_pipe_dir):
     """`accelerate launch --num_processes 2 -m dgx.grpo.cli run`, with DDP and with FSDP2 (configs/accelerate/fsdp2.yaml):
     calibration, training and evaluation split over the processes give one process's psi(t), metrics and scores,

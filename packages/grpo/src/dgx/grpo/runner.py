@@ -8,7 +8,7 @@ Layout of ``OUT``:
     VARIANT/seed_S/checkpoints/  atomic checkpoints (for --resume)
     VARIANT/seed_S/eval/         per_image.jsonl + summary.json + samples/ (a few images as PNG)
     summary.md / summary.csv     methods x metrics, mean +/- std over seeds
-    cost.md / cost.csv           seconds and model calls per iteration, ratio to the first variant
+    cost.md / cost.csv           seconds and model calls per iteration, ratio to the first variant (and peak GPU memory)
     *.png, report.md             plots (samples.png: the same test images from every model) and a report linking them
 
 Under `accelerate launch` every process runs this loop: training, calibration and evaluation split
@@ -235,6 +235,17 @@ def prompt_draws(run_dir: Path) -> str | None:
     return json.dumps([c.get("seed"), c.get("prompts"), t.get("prompts_per_iter"), t.get("prompt_sampling")], sort_keys=True)
 
 
+def training_cost(rows: list[dict]) -> dict[str, float]:
+    """Seconds (rollout + credit + update) and model calls per iteration of one run's metrics rows, and its
+    peak GPU memory where every row logged one (``gpu_peak_gib``: building, sharding and training)."""
+    phases = ("seconds_rollout", "seconds_credit", "seconds_train")
+    cost = {"seconds_per_iter": float(np.mean([sum(r.get(k, 0.0) for k in phases) for r in rows])),
+            "model_calls_per_iter": float(np.mean([r["model_calls"] for r in rows]))}
+    if all("gpu_peak_gib" in r for r in rows):
+        cost["gpu_peak_gib"] = max(r["gpu_peak_gib"] for r in rows)
+    return cost
+
+
 def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[Path]]) -> None:
     """summary/gain/cost tables, plots and report.md."""
     from dgx.eval.plots import (
@@ -255,9 +266,7 @@ def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[P
         for d in dirs:
             rows = [json.loads(ln) for ln in (d / "metrics.jsonl").read_text().splitlines()] if (d / "metrics.jsonl").is_file() else []
             if rows:
-                sec = float(np.mean([sum(v for k, v in r.items() if k in ("seconds_rollout", "seconds_credit", "seconds_train")) for r in rows]))
-                calls = float(np.mean([r["model_calls"] for r in rows]))
-                cost.setdefault(name, []).append({"seconds_per_iter": sec, "model_calls_per_iter": calls})
+                cost.setdefault(name, []).append(training_cost(rows))
     if cost:
         ref = next(iter(cost))
         ref_sec = np.mean([c["seconds_per_iter"] for c in cost[ref]])

@@ -105,6 +105,9 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
     registry = registry or Registry()
     acc = accelerator or Accelerator(cpu=cfg.device == "cpu")
     check_supported(acc.state)
+    cuda = acc.device.type == "cuda"
+    if cuda:  # gpu_peak_gib of the first row covers this call's building and sharding too
+        torch.cuda.reset_peak_memory_stats(acc.device)
     tc, T, G = cfg.train, cfg.sampler.steps, cfg.train.group_size
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -157,7 +160,6 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
     end = tc.iterations if stop_after is None else min(tc.iterations, start + stop_after)
     bar = tqdm(range(start, end), desc=f"train {run_dir.parent.name}/{run_dir.name}", disable=not acc.is_main_process,
                initial=start, total=tc.iterations)
-    cuda = acc.device.type == "cuda"
     for it in bar:
         sec, calls0 = {}, model.calls
         # 1. prompts (same choice on every process) and this process's slice of the N samples
@@ -202,7 +204,7 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
                    "adv_mean": adv_all.mean().item(), "adv_abs_mean": adv_all.abs().mean().item(),
                    "lr": lr, "model_calls": model.calls - calls0, **stats,
                    **{f"seconds_{k}": v for k, v in sec.items()}}
-            if cuda:  # the main process's peak since the last row (the first row's also covers building and sharding)
+            if cuda:  # the main process's peak since the previous row, or since this call started
                 row["gpu_peak_gib"] = torch.cuda.max_memory_allocated(acc.device) / 2**30
             if latent is not None:  # R_k = R(ODE_n(x_k)) along the grid, gathered
                 row["latent_reward_mean"] = latent.mean(0).tolist()
