@@ -10,6 +10,7 @@ from dgx_test_helpers import WORDS, save_tiny_sd3  # noqa: E402
 
 torch.set_num_threads(2)
 
+
 @pytest.fixture(scope="session")
 def tiny_pipe_dir(tmp_path_factory):
     """A tiny random StableDiffusion3Pipeline saved to a folder (like diffusers' dummy components)."""

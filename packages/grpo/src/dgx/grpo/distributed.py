@@ -42,8 +42,7 @@ def check_supported(state: AcceleratorState) -> None:
     if mode == DistributedType.FSDP and state.fsdp_plugin.fsdp_version != 2:
         raise ConfigError(f"accelerate is configured for FSDP version {state.fsdp_plugin.fsdp_version}; dgx shards its "
                           "training with FSDP2: launch with --use_fsdp --fsdp_version 2")
-    offload = mode == DistributedType.FSDP and isinstance(state.fsdp_plugin.cpu_offload, CPUOffloadPolicy)
-    if offload and os.environ.get(EXPERIMENTAL_OFFLOAD) != "1":
+    if fsdp_offloaded(state) and os.environ.get(EXPERIMENTAL_OFFLOAD) != "1":
         raise ConfigError("accelerate is configured for FSDP2 with parameters offloaded to the CPU (--fsdp_offload_params), "
                           "which is experimental in dgx: on an H100 it matched unsharded training after one iteration "
                           "but departed from it after the second (2.5e-3 on the test model, where FSDP2 without offload "
@@ -57,8 +56,13 @@ def accelerate_mode(state: AcceleratorState) -> dict:
     mode = {"distributed": state.distributed_type.value, "processes": state.num_processes,
             "mixed_precision": state.mixed_precision}
     if state.distributed_type == DistributedType.FSDP:
-        mode["fsdp_cpu_offload"] = isinstance(state.fsdp_plugin.cpu_offload, CPUOffloadPolicy)
+        mode["fsdp_cpu_offload"] = fsdp_offloaded(state)
     return mode
+
+
+def fsdp_offloaded(state: AcceleratorState) -> bool:
+    """Whether accelerate runs FSDP with the parameters offloaded to the CPU (``--fsdp_offload_params true``)."""
+    return state.distributed_type == DistributedType.FSDP and isinstance(state.fsdp_plugin.cpu_offload, CPUOffloadPolicy)
 
 
 def device_for(cfg: RunConfig) -> torch.device:
