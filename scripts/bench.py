@@ -1,6 +1,6 @@
 """`nox -s bench`: the shapes-world ablation of the paper's comparisons -> BENCHMARKS.md.
 
-    python scripts/bench.py                 # configs/shapes_full.yaml (7 variants x 3 seeds)
+    python scripts/bench.py                 # configs/shapes_full.yaml (7 variants x 3 seeds, shapes PickScore)
     python scripts/bench.py --quick         # CI smoke: 1 iteration, few eval prompts (~3 min)
 
 Results land in runs/bench[_quick]/ (see `dgx run`); BENCHMARKS.md (or BENCHMARKS_quick.md)
@@ -40,25 +40,40 @@ CLAIMS = [  # (claim, better, worse)
 ]
 
 
-def overall(out: Path, method: str) -> list[float]:
-    return [json.loads(p.read_text())["overall"] for p in sorted((out / method).glob("seed_*/eval/summary.json"))]
+def paired(out: Path, a: str, b: str, key: str) -> tuple[float, float, int] | None:
+    """``a`` minus ``b`` on the same test images (per seed: same prompts and initial noise), pooled over the seeds
+    both finished: mean, standard error, seeds. ``key``: a score of the records (``pickscore``, all images alike),
+    or ``correct`` (the strict GenEval score, the mean over tags)."""
+    from dgx.eval.tables import paired_gain, paired_mean, pool
+    from dgx.grpo.runner import per_image
+
+    est = []
+    for d in sorted((out / a).glob("seed_*")):
+        ra, rb = per_image(d), per_image(out / b / d.name)
+        if ra is not None and rb is not None:
+            est.append(paired_mean(rb, ra, key) if key != "correct" else paired_gain(rb, ra)["overall"])
+    return (*pool(est), len(est)) if est else None
 
 
-def claims(out: Path) -> list[str]:
-    """Each claim's mean difference against twice its standard error over seeds (Welch, sample std)."""
+def claims(out: Path, key: str) -> list[str]:
+    """Each claim's paired difference on ``key`` against twice its standard error, the strict GenEval difference of
+    the same images beside it; then whether the bench resolves DenseGRPO from Flow-GRPO."""
     lines = []
     for text, a, b in CLAIMS:
-        xa, xb = overall(out, a), overall(out, b)
-        if not xa or not xb:
+        d = paired(out, a, b, key)
+        if d is None:
             continue
-        diff = np.mean(xa) - np.mean(xb)
-        if min(len(xa), len(xb)) < 2:
-            verdict, se_text = f"direction only ({'same' if diff > 0 else 'opposite'}; one seed, no spread)", ""
-        else:
-            se = float(np.sqrt(np.var(xa, ddof=1) / len(xa) + np.var(xb, ddof=1) / len(xb)))
-            verdict = "reproduced" if diff > 2 * se else ("not reproduced" if diff <= 0 else "same direction, within 2 standard errors")
-            se_text = f", standard error {se:.3f} over {min(len(xa), len(xb))} seeds"
-        lines.append(f"- {text}: {np.mean(xa):.3f} vs {np.mean(xb):.3f} (diff {diff:+.3f}{se_text}) -> **{verdict}**")
+        diff, se, n = d
+        verdict = "reproduced" if diff > 2 * se else ("not reproduced" if diff <= 0 else "same direction, within 2 standard errors")
+        g = paired(out, a, b, "correct") if key != "correct" else None
+        geneval = f"; strict GenEval {g[0]:+.3f} ± {g[1]:.3f}" if g else ""
+        lines.append(f"- {text}: {key} {diff:+.3f} ± {se:.3f} ({n} seeds){geneval} -> **{verdict}**")
+    gain, diff = paired(out, "dense_grpo", "base", key), paired(out, "dense_grpo", "flow_grpo", key)
+    if gain and diff:
+        ok = diff[1] <= gain[0] / 3
+        lines.append(f"- resolution: the standard error of DenseGRPO - Flow-GRPO ({diff[1]:.3f}) is "
+                     f"{'at most' if ok else 'more than'} a third of DenseGRPO's gain over the base model "
+                     f"({gain[0]:+.3f} / 3 = {gain[0] / 3:.3f}) -> **{'resolved' if ok else 'not resolved'}**")
     return lines
 
 
@@ -92,6 +107,7 @@ def main() -> None:
     planned = len(abl.variants) * (1 if args.quick else len(abl.seeds))
     done = finished(out, list(abl.variants))
     n_done = sum(len(v) for k, v in done.items() if k != "base")
+    key = "pickscore" if "pickscore" in next(iter(done.get("base", [{}])), {}) else "correct"
     if args.report_only:
         report(out, done, {n: sorted((out / n).glob("seed_*")) for n in done if n != "base"})
     docs = ROOT / f"docs/bench{tag}"
@@ -107,8 +123,11 @@ def main() -> None:
         f"- command: `{cmd}` (config `{args.config.relative_to(ROOT)}`)"
         + ("" if args.report_only else f", wall time {minutes:.1f} min" + (" (this resumed invocation only)" if args.resume else "")),
         f"- runs finished: {n_done} of {planned}" + (" (PARTIAL: written from the runs finished so far)" if n_done < planned else ""), "",
-        "## GenEval-style test score (shapes world, ODE sampler)", "", (out / "summary.md").read_text(),
+        f"## Test {'shapes PickScore and ' if key == 'pickscore' else ''}GenEval-style score (shapes world, ODE sampler)",
+        "", "Mean ± std over seeds (`overall`: the strict GenEval score, then its tags):", "", (out / "summary.md").read_text(),
     ]
+    if (out / "gain.md").is_file():
+        md += ["## Gain over the base model on the same images (± standard error, seeds pooled)", "", (out / "gain.md").read_text()]
     if (out / "cost.md").is_file():
         md += ["## Cost per training iteration (same run; ratio to Flow-GRPO)", "", (out / "cost.md").read_text()]
     if (out / "calibration_balance.md").is_file():
@@ -118,7 +137,9 @@ def main() -> None:
     if args.quick:
         md += ["## The paper's claims", "", "Not evaluated: a smoke run (1 iteration, 12 prompts, 1 image each) says nothing about them.", ""]
     else:
-        md += ["## The paper's claims on the shapes world", ""] + (claims(out) or ["- (too few variants in this run)"]) + [""]
+        md += ["## The paper's claims on the shapes world", "",
+               f"Each claim is a paired difference of the {key} on the same test images, pooled over the seeds, against "
+               "twice its standard error:", ""] + (claims(out, key) or ["- (too few variants in this run)"]) + [""]
     md += [f"![{p.stem}](docs/bench{tag}/{p.name})" for p in sorted(docs.glob("*.png"))]
     (ROOT / f"BENCHMARKS{tag}.md").write_text("\n".join(md) + "\n")
     print((ROOT / f"BENCHMARKS{tag}.md").read_text())

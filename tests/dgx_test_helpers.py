@@ -69,6 +69,16 @@ def tiny_clip():
 
 
 
+class Recorder(Brightness):
+    """Brightness that records the keyword arguments of every instance built (which device a run gives its reward)."""
+
+    name = "recorder"
+    built: list[dict] = []
+
+    def __init__(self, **kwargs):
+        Recorder.built.append(kwargs)
+
+
 class NanForBlue(Brightness):
     """Brightness, except NaN for prompts that mention blue (a broken reward)."""
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 from dgx.grpo import checkpoint
-from dgx.grpo.advantages import advantages, group_normalize
+from dgx.grpo.advantages import advantages, normalize
 from dgx.grpo.loss import grpo_loss
 from dgx.grpo.registry import Registry
 from dgx.grpo.trainer import train
@@ -23,22 +23,22 @@ from safetensors.torch import load_file
 
 def test_group_and_per_step_advantages():
     r = torch.tensor([1.0, 2.0, 3.0, 10.0, 10.0, 10.0])
-    a = group_normalize(r, 3)
+    a = normalize(r, 3, "group", ddof=1)
     torch.testing.assert_close(a[:3], torch.tensor([-1.0, 0.0, 1.0]) / (1 + 1e-4))
     assert a[3:].abs().max() == 0  # equal rewards -> zero advantage
     sig = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 5.0], [0.0, 7.0]])
-    per = advantages(sig, torch.ones(4, 2), True, 2, 5.0)
+    per = advantages(sig, torch.ones(4, 2), True, 2, 5.0, std="group", ddof=1)
     s = 1 / (2**0.5 + 1e-4)  # std of (1, 3) is sqrt(2)
     torch.testing.assert_close(per, torch.tensor([[-s, 0.0], [s, 0.0], [0.0, -s], [0.0, s]]))
-    traj = advantages(sig, torch.tensor([[2.0, 0.0]] * 4), False, 2, 5.0)  # uses signal[:, 0], times weights
+    traj = advantages(sig, torch.tensor([[2.0, 0.0]] * 4), False, 2, 5.0, std="group", ddof=1)  # signal[:, 0] x weights
     torch.testing.assert_close(traj[:, 0], torch.tensor([-s, s, 0.0, 0.0]) * 2)
     assert advantages(sig * 100, torch.ones(4, 2), True, 2, 0.5).abs().max() == 0.5
     # batch std: centred per group (-1, 1, 0, 0 | 0, 0, -1, 1), one std over all 8 values = sqrt(4 / 7)
     b = 1 / ((4 / 7) ** 0.5 + 1e-4)
-    batch = advantages(sig, torch.ones(4, 2), True, 2, 5.0, std="batch")
+    batch = advantages(sig, torch.ones(4, 2), True, 2, 5.0, std="batch", ddof=1)
     torch.testing.assert_close(batch, torch.tensor([[-b, 0.0], [b, 0.0], [0.0, -b], [0.0, b]]))
     small = torch.tensor([[1.0, 0.0], [1.1, 0.0], [0.0, 0.0], [0.0, 2.0]])  # a 0.1 and a 2.0 difference
-    group, batch = (advantages(small, torch.ones(4, 2), True, 2, 5.0, std=s) for s in ("group", "batch"))
+    group, batch = (advantages(small, torch.ones(4, 2), True, 2, 5.0, std=s, ddof=1) for s in ("group", "batch"))
     assert group[1, 0] == pytest.approx(group[3, 1].item(), rel=2e-3)  # per group: both unit scale
     assert batch[1, 0] == pytest.approx(batch[3, 1].item() / 20, rel=1e-4)  # one batch std: scaled as the rewards
     with pytest.raises(ValueError, match="groups of 3"):
@@ -753,3 +753,24 @@ def test_metrics_log_writes_jsonl_csv_and_per_step_tensorboard_curves(tmp_path):
     again = MetricsLog(tmp_path, resume_after=1)  # a resumed run keeps the rows up to its checkpoint
     assert [json.loads(ln)["iteration"] for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [0, 1]
     again.close()
+
+
+def test_every_reward_is_built_on_the_run_device(tmp_path, tiny_pipe_dir):
+    """Training, calibration and a weighted reward's parts all get the device their model runs on."""
+    from dgx.grpo.build import build_reward
+    from dgx.grpo.calibrate import calibrate
+    from dgx_test_helpers import Recorder
+
+    cfg = tiny_config(tmp_path, tiny_pipe_dir, iterations=1)
+    (tmp_path / "reg.yaml").write_text((tmp_path / "reg.yaml").read_text() + "  recorder: {impl: 'dgx_test_helpers:Recorder', description: test}\n")
+    cfg = cfg.model_copy(update={"reward": cfg.reward.model_copy(update={"name": "recorder"}),
+                                 "calibrate": cfg.calibrate.model_copy(update={"iterations": 1, "prompts": 1, "group_size": 2,
+                                                                              "check_prompts": 1})})
+    reg = Registry([tmp_path / "reg.yaml"])
+    Recorder.built.clear()
+    train(cfg, tmp_path / "run", registry=reg)
+    calibrate(cfg, tmp_path / "cal", reg)
+    assert [b["device"] for b in Recorder.built] == ["cpu", "cpu"]
+    weighted = cfg.model_copy(update={"reward": cfg.reward.model_copy(update={"name": "weighted", "weights": {"recorder": 1.0}})})
+    build_reward(weighted, reg, device="cuda:3")
+    assert Recorder.built[-1]["device"] == "cuda:3"

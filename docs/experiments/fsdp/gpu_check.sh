@@ -39,9 +39,9 @@ timeout "${FSDP_S:-170}" "${fsdp[@]}" scripts/time_iteration.py "$cfg" --variant
 echo "fsdp rc=$?"
 cat "$runs/plain/results.jsonl" "$runs/fsdp/results.jsonl" > "$out/results.jsonl" 2>/dev/null
 
-echo "== 3. dgx run configs/shapes_quick.yaml under FSDP2, dense_grpo, ${ITERS:-4} iterations"
+echo "== 3. dgx run configs/shapes_geneval.yaml under FSDP2, dense_grpo, ${ITERS:-4} iterations"
 start=$(date +%s)
-timeout "${RUN_S:-150}" "${fsdp[@]}" -m dgx.grpo.cli run configs/shapes_quick.yaml --only dense_grpo --iterations "${ITERS:-4}" --out "$runs/shapes_quick"
+timeout "${RUN_S:-150}" "${fsdp[@]}" -m dgx.grpo.cli run configs/shapes_geneval.yaml --only dense_grpo --iterations "${ITERS:-4}" --out "$runs/shapes_quick"
 echo "dgx run rc=$? wall_s=$(( $(date +%s) - start ))"
 cp "$runs/shapes_quick/report.md" "$out/shapes_report.md" 2>/dev/null
 cp "$runs/shapes_quick/dense_grpo/seed_0/metrics.jsonl" "$out/shapes_dense_metrics.jsonl" 2>/dev/null

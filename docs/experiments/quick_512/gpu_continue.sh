@@ -15,7 +15,7 @@ out=${2:-runs/quick512_gpu}
 mkdir -p "$out"
 source scripts/bare_machine_env.sh
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
-cfg=configs/shapes_quick.yaml
+cfg=configs/shapes_geneval.yaml
 timeout "$secs" python3 scripts/sweep.py "$cfg" --variant flow_grpo --out runs/quick512 --no-eval \
   'flow_512={"train": {"prompts_per_iter": 64, "iterations": '"${FLOW_ITERATIONS:-1000}"'}}' > "$out/flow.log" 2>&1 &
 timeout "$secs" python3 -m dgx.grpo.cli run "$cfg" --only dense_grpo --set train.prompts_per_iter=64 --iterations "${DENSE_ITERATIONS:-1000}" \

@@ -15,7 +15,7 @@ out=${2:-runs/quick512_gpu_uniform}
 mkdir -p "$out"
 source scripts/bare_machine_env.sh
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
-cfg=configs/shapes_quick.yaml
+cfg=configs/shapes_geneval.yaml
 run=runs/quick512_dense_uniform
 timeout "$secs" python3 -m dgx.grpo.cli run "$cfg" --only dense_grpo --set train.prompts_per_iter=64 \
   --set 'sampler.noise={name: uniform, a: 0.7}' --iterations "${ITERATIONS:-205}" --out "$run" --resume > "$out/dense.log" 2>&1; rc=$?

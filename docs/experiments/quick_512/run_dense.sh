@@ -5,7 +5,7 @@
 # Then the strict test score paired with the base model on the two further evaluation seeds.
 set -e
 ITERATIONS=${1:-40}
-dgx run configs/shapes_quick.yaml --only dense_grpo --set train.prompts_per_iter=64 --iterations "$ITERATIONS" \
+dgx run configs/shapes_geneval.yaml --only dense_grpo --set train.prompts_per_iter=64 --iterations "$ITERATIONS" \
   --out runs/quick512_dense --resume
-python scripts/paired_eval.py configs/shapes_quick.yaml --variant dense_grpo --seeds 12345 1000 1001 \
+python scripts/paired_eval.py configs/shapes_geneval.yaml --variant dense_grpo --seeds 12345 1000 1001 \
   --out runs/quick512_dense/paired --adapters runs/quick512_dense/dense_grpo/seed_0 | tee runs/quick512_dense/paired.jsonl

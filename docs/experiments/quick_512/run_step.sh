@@ -8,10 +8,10 @@ set -e
 for run in "lr2e-3 train.lr=2e-3" "kl0 train.kl_beta=0" "kl4e-2 train.kl_beta=0.04"; do
   set -- $run
   out=runs/quick512_$1
-  dgx run configs/shapes_quick.yaml --only flow_grpo --set train.prompts_per_iter=64 --set "$2" \
+  dgx run configs/shapes_geneval.yaml --only flow_grpo --set train.prompts_per_iter=64 --set "$2" \
     --iterations 60 --out $out --resume
   mkdir -p $out/paired
   [ -d runs/quick512/paired/base ] && cp -rn runs/quick512/paired/base $out/paired/
-  python scripts/paired_eval.py configs/shapes_quick.yaml --variant flow_grpo --seeds 12345 1000 1001 \
+  python scripts/paired_eval.py configs/shapes_geneval.yaml --variant flow_grpo --seeds 12345 1000 1001 \
     --out $out/paired --adapters $out/flow_grpo/seed_0 | tee $out/paired.jsonl
 done

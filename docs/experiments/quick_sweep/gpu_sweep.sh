@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The quick ablation's recipe (40 iterations of 4 prompts x 8 samples, configs/shapes_quick.yaml) with one setting changed
+# The quick ablation's recipe (40 iterations of 4 prompts x 8 samples, configs/shapes_geneval.yaml) with one setting changed
 # at a time, three training seeds each (0, 1, 2; SEEDS="3 4" for others), on a GPU: many short runs side by side, each trained and scored on the quick
 # protocol (sweep.py: its eval seed is 12345 + training seed), plus the base model on the same three eval seeds, so
 # analyze.py can pair every run with the base image by image.
@@ -20,7 +20,7 @@ seeds=${SEEDS:-0 1 2}
 mkdir -p "$out" "$runs"
 source scripts/bare_machine_env.sh
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} TOKENIZERS_PARALLELISM=false
-cfg=configs/shapes_quick.yaml
+cfg=configs/shapes_geneval.yaml
 deadline=$(( $(date +%s) + secs ))
 extra='{}'
 base_sets=()

@@ -7,7 +7,7 @@
 #   bash docs/experiments/quick_sweep/sde_transfer.sh [OUT]      # SEEDS="0 1 2" by default
 set -eu
 out=${1:-runs/sde_transfer}
-cfg=configs/shapes_quick.yaml
+cfg=configs/shapes_geneval.yaml
 mkdir -p "$out"
 for seed in ${SEEDS:-0 1 2}; do
   python scripts/sweep.py "$cfg" --variant flow_grpo --out "$out" --no-eval "flow_s$seed={\"seed\": $seed}"

@@ -28,7 +28,7 @@ cp "$runs/sd35m/results.jsonl" "$out/sd35m_results.jsonl" 2>/dev/null
 for v in flow_grpo dense_grpo; do cp "$runs/sd35m/$v/metrics.jsonl" "$out/sd35m_${v}_metrics.jsonl" 2>/dev/null; done
 echo "== 3. quick shapes ablation on the GPU, 10 iterations"
 start=$(date +%s)
-timeout 130 python3 -m dgx.grpo.cli run configs/shapes_quick.yaml --iterations 10 --out "$runs/shapes_quick"
+timeout 130 python3 -m dgx.grpo.cli run configs/shapes_geneval.yaml --iterations 10 --out "$runs/shapes_quick"
 echo "shapes_quick rc=$? wall_s=$(( $(date +%s) - start ))"
 cp "$runs/shapes_quick/report.md" "$out/shapes_report.md" 2>/dev/null
 cp "$runs/shapes_quick/cost.md" "$out/shapes_cost.md" 2>/dev/null

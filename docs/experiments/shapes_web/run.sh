@@ -5,4 +5,4 @@ set -e
 W=packages/rewards/src/dgx/rewards/shapes/weights
 python scripts/train_shapes_model.py --out runs/shapes_web --init-from $W --vae-from $W --caption-noise 0.4 \
   --steps 2000 --lr 5e-4 --save-every 500
-dgx run configs/shapes_quick.yaml --set model.path=runs/shapes_web/step_09000 --out runs/quick_web
+dgx run configs/shapes_geneval.yaml --set model.path=runs/shapes_web/step_09000 --out runs/quick_web

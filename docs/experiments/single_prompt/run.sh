@@ -16,7 +16,7 @@ for r in '{"soft":false}' '{"soft":true}'; do
     'flow_soft_120={"reward": {"soft": true}, "train": {"iterations": 120}}'
   $S --variant dense_grpo_uniform --paired-reward "$r" 'dense_soft={"reward": {"soft": true}}'
 done
-python scripts/diagnose_exploration.py configs/shapes_quick.yaml --prompts 8 --x0 8 --k 8 --a 0.3 0.7 1.2
+python scripts/diagnose_exploration.py configs/shapes_geneval.yaml --prompts 8 --x0 8 --k 8 --a 0.3 0.7 1.2
 # Session 8 (capacity.jsonl): reward-filtered fine-tuning of the same LoRA on the base model's winners, and its control
 for lr in 7e-4 1e-4; do
   for f in "" --no-filter; do

@@ -102,29 +102,58 @@ def _write(out: Path | None, records: list[dict], summary: dict, images: torch.T
 
 def geneval_benchmark(model: FlowModel, reward: GenEvalReward, metadata: list[dict], *, steps: int, guidance: float,
                       images_per_prompt: int = 4, min_images_per_tag: int = 0, seed: int = 0, batch: int = 64,
-                      out: Path | None = None, shard: Shard = Shard()) -> dict[str, float]:
-    """GenEval protocol: N images per prompt, strict per-image verdicts, per-tag and overall."""
+                      out: Path | None = None, shard: Shard = Shard(), scores: dict | None = None) -> dict[str, float]:
+    """GenEval protocol: N images per prompt, strict per-image verdicts, per-tag and overall. ``scores`` (name ->
+    reward) also scores the same images: each per image in the records, its mean first in the summary."""
     metas = images_by_tag(metadata, images_per_prompt, min_images_per_tag)
     mine = shard.part(len(metas))
-    images = generate(model, [metas[i]["prompt"] for i in mine], steps, guidance, seed, batch, reward.name, mine.start)
-    verdicts = reward.verdicts(images, [metas[i] for i in mine])
+    local = [metas[i] for i in mine]
+    prompts = [m["prompt"] for m in local]
+    images = generate(model, prompts, steps, guidance, seed, batch, reward.name, mine.start)
+    verdicts = reward.verdicts(images, local)
+    extra = {name: torch.cat([r(images[s : s + batch], prompts[s : s + batch], local[s : s + batch]).float().cpu()
+                              for s in range(0, len(images), batch)]) if len(images) else torch.zeros(0)
+             for name, r in (scores or {}).items()}
     records = shard.gather([{"index": i, "tag": metas[i]["tag"], "prompt": metas[i]["prompt"], "correct": v.correct,
-                             "partial": v.partial, "reasons": v.reasons, "kinds": v.kinds} for i, v in zip(mine, verdicts)])
-    summary = summarize([r["tag"] for r in records], [r["correct"] for r in records])
-    _write(out, records, summary, images, sample_picks([metas[i] for i in mine], "tag"), mine.start)
+                             "partial": v.partial, "reasons": v.reasons, "kinds": v.kinds,
+                             **{n: x[j].item() for n, x in extra.items()}} for j, (i, v) in enumerate(zip(mine, verdicts))])
+    summary = {n: float(sum(r[n] for r in records) / len(records)) for n in extra}
+    summary |= summarize([r["tag"] for r in records], [r["correct"] for r in records])
+    _write(out, records, summary, images, sample_picks(local, "tag"), mine.start)
     return summary
+
+
+def shapes_test_split(max_prompts: int | None = None) -> list[dict]:
+    from dgx.rewards.shapes.prompts import split
+
+    return split("test")[:max_prompts] if max_prompts else split("test")
 
 
 def shapes_geneval(model: FlowModel, *, steps: int, guidance: float, images_per_prompt: int = 4, min_images_per_tag: int = 0,
                    seed: int = 0, batch: int = 64, max_prompts: int | None = None, out: Path | None = None,
                    shard: Shard = Shard(), **_) -> dict[str, float]:
     """GenEval-style score on the shapes-world test split."""
-    from dgx.rewards.shapes.prompts import split
+    return geneval_benchmark(model, shapes_reward(partial=False), shapes_test_split(max_prompts), steps=steps,
+                             guidance=guidance, images_per_prompt=images_per_prompt, min_images_per_tag=min_images_per_tag,
+                             seed=seed, batch=batch, out=out, shard=shard)
 
-    meta = split("test")[:max_prompts] if max_prompts else split("test")
-    return geneval_benchmark(model, shapes_reward(partial=False), meta, steps=steps, guidance=guidance,
-                             images_per_prompt=images_per_prompt, min_images_per_tag=min_images_per_tag, seed=seed,
-                             batch=batch, out=out, shard=shard)
+
+def shapes_pickscore(model: FlowModel, *, steps: int, guidance: float, images_per_prompt: int = 4,
+                     min_images_per_tag: int = 0, seed: int = 0, batch: int = 64, max_prompts: int | None = None,
+                     out: Path | None = None, shard: Shard = Shard(), path: str | None = None,
+                     processor_path: str | None = None, **_) -> dict[str, float]:
+    """The shapes world's PickScore (``pickscore``; ``path``: its model folder, default the one dgx-rewards ships) of
+    ODE samples of its test split, and the strict GenEval verdicts of the same images (``overall`` and per tag):
+    does a preference gain carry over to the rules?"""
+    from importlib import resources
+
+    from dgx.rewards.pickscore import PickScore
+
+    path = path or str(resources.files("dgx.rewards.shapes").joinpath("pickscore"))
+    ps = PickScore(path=path, processor_path=processor_path or path, device=_device(model))
+    return geneval_benchmark(model, shapes_reward(partial=False), shapes_test_split(max_prompts), steps=steps,
+                             guidance=guidance, images_per_prompt=images_per_prompt, min_images_per_tag=min_images_per_tag,
+                             seed=seed, batch=batch, out=out, shard=shard, scores={"pickscore": ps})
 
 
 def read_prompts(path: str | Path) -> list[dict]:
@@ -243,5 +272,6 @@ def geneval(model: FlowModel, *, prompts_file: str | None = None, max_prompts: i
     from dgx.rewards.geneval_hf import hf_geneval
 
     meta = read_prompts(prompts_file) if prompts_file else build_suite()
-    return geneval_benchmark(model, hf_geneval(partial=False, path=path, processor_path=processor_path), meta[:max_prompts],
+    reward = hf_geneval(partial=False, path=path, processor_path=processor_path, device=_device(model))
+    return geneval_benchmark(model, reward, meta[:max_prompts],
                              **_sampling(kw, ("min_images_per_tag",)))

@@ -73,6 +73,15 @@ def paired_gain(base: list[dict], other: list[dict], key: str = "correct") -> di
     return out
 
 
+def paired_mean(base: list[dict], other: list[dict], key: str) -> tuple[float, float]:
+    """mean(other[key] - base[key]) over the same images (record i of both: same prompt and initial noise) and
+    its standard error: the gain of a score such as a preference model's, all images weighted alike."""
+    if len(base) != len(other) or any(a["prompt"] != b["prompt"] for a, b in zip(base, other)):
+        raise ValueError("paired_mean: the two evaluations are not of the same images (prompts differ)")
+    d = np.array([float(b[key]) - float(a[key]) for a, b in zip(base, other)])
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+
+
 def write_gain_table(
     gains: dict[str, list[dict[str, tuple[float, float]]]], out_stem: Path, columns: list[str], digits: int = 3
 ) -> str:

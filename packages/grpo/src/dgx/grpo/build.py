@@ -43,13 +43,19 @@ def build_model(cfg: RunConfig, registry: Registry, device: str | torch.device |
     return entry.load()(path, dtype=DTYPES[cfg.model.dtype], device=str(device), max_sequence_length=msl, **extra)
 
 
-def build_reward(cfg: RunConfig, registry: Registry, name: str | None = None):
+def build_reward(cfg: RunConfig, registry: Registry, name: str | None = None, device: str | torch.device | None = None):
+    """The reward named ``name`` (default ``reward.name``): its registry entry's ``defaults`` (``pkg://`` paths
+    resolved), then the config's reward keys; a model-based reward runs on ``device`` (the run's: give it)."""
     name = name or cfg.reward.name
-    factory = registry.get("rewards", name).load()
+    entry = registry.get("rewards", name)
+    factory = entry.load()
     r = cfg.reward
     if name == "weighted":
-        return factory({n: build_reward(cfg, registry, n) for n in r.weights}, r.weights)
-    kwargs = {"partial": r.partial}
+        return factory({n: build_reward(cfg, registry, n, device) for n in r.weights}, r.weights)
+    kwargs = {k: resolve_path(v) if isinstance(v, str) else v for k, v in entry.defaults.items()}
+    kwargs["partial"] = r.partial
+    if device is not None:
+        kwargs["device"] = str(device)
     if r.soft:
         if "soft" not in inspect.signature(factory).parameters:
             raise ConfigError(f"reward.soft: the reward {name!r} has no soft credit; use a GenEval reward or soft: false")

@@ -115,7 +115,7 @@ def calibrate(cfg: RunConfig, out_dir: Path, registry: Registry | None = None, r
         init = [float(c.init)] * T if isinstance(c.init, (int, float)) else [float(v) for v in c.init]
     if len(init) != T:
         raise ConfigError(f"calibrate.init has {len(init)} values but sampler.steps is {T}")
-    reward, step_fn = build_reward(cfg, registry), build_step(cfg, registry)
+    reward, step_fn = build_reward(cfg, registry, device=model.device), build_step(cfg, registry)
     prompts = load_prompts(cfg, "train")
     out_dir.mkdir(parents=True, exist_ok=True)
     progress, fingerprint = out_dir / "progress.json", _fingerprint(cfg)

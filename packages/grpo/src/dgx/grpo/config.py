@@ -18,6 +18,10 @@ from dgx.grpo.errors import ConfigError
 from dgx.grpo.registry import Registry, suggest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+# Flow-GRPO's LoRA targets (scripts/train_sd3.py): peft matches them as module-name suffixes
+FLOW_GRPO_LORA_TARGETS = ("attn.add_k_proj", "attn.add_q_proj", "attn.add_v_proj", "attn.to_add_out", "attn.to_k",
+                          "attn.to_out.0", "attn.to_q", "attn.to_v")
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
@@ -68,10 +72,16 @@ class TrainConfig(_Strict):
     inner_epochs: int = Field(1, ge=1, description="passes over each iteration's samples")
     updates_per_epoch: int = Field(1, ge=1, description="optimizer steps per inner epoch: the epoch's (sample, step) pairs are split into this many chunks")
     micro_batch: int = Field(32, ge=1, description="(sample, step) pairs per backward pass; gradients accumulate over a chunk's micro-batches")
-    timestep_fraction: float = Field(1.0, gt=0, le=1, description="fraction of the T steps trained per sample")
+    timestep_fraction: float = Field(1.0, gt=0, le=1, description="fraction of the stochastic steps trained per sample")
+    timestep_selection: Literal["first", "random"] = Field(
+        "first", description="first: the first int(fraction * steps) stochastic steps, every sample, every epoch "
+        "(Flow-GRPO: 9 of 10 at 0.99); random: ceil(fraction * steps) steps drawn per sample and epoch (dgx's option)")
     lora_rank: int = Field(8, ge=1)
     lora_alpha: int = Field(16, ge=1)
-    lora_targets: list[str] = Field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"])
+    lora_targets: list[str] = Field(
+        default_factory=lambda: list(FLOW_GRPO_LORA_TARGETS),
+        description="peft target_modules. Default: Flow-GRPO's, the joint attention only ('attn.*'); the bare names "
+        "('to_q', ...) also adapt SD3.5's second attention (attn2) of the dual-attention blocks")
     lr: float = Field(3e-4, gt=0)
     lr_schedule: Literal["constant", "linear", "cosine"] = Field(
         "constant", description="learning rate over the iterations after warmup (Flow-GRPO: constant); linear and "
@@ -79,12 +89,21 @@ class TrainConfig(_Strict):
     lr_warmup: int = Field(0, ge=0, description="iterations of linear warmup from 0 to lr")
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = Field(1e-4, ge=0)
-    kl_beta: float = Field(0.01, ge=0, description="beta of the KL to the reference (adapter disabled)")
+    kl_beta: float = Field(0.01, ge=0, description="beta of the KL to the reference (adapter disabled), in the units of "
+                           "train.kl")
+    kl: Literal["flow_grpo", "exact"] = Field(
+        "flow_grpo", description="KL form: flow_grpo divides ||mean - mean_ref||^2 by 2 sigma_t^2 (Flow-GRPO, the papers' "
+        "beta); exact by 2 sigma_t^2 |dt|, the Gaussian steps' exact KL (1/|dt| times larger at equal beta)")
+    guidance_grad: Literal["cond", "full"] = Field(
+        "cond", description="with CFG in training: cond back-propagates through the conditional branch only, the "
+        "unconditional one detached (Flow-GRPO); full through both")
     clip_range: float = Field(1e-4, gt=0, description="PPO clip epsilon on the ratio (Flow-GRPO: 1e-4)")
     adv_clip_max: float = Field(5.0, gt=0, description="advantages clipped to +-this")
-    adv_std: Literal["group", "batch"] = Field(
-        "group", description="divide group-centred rewards by their group's std (per step for per-step credit; the "
-        "papers) or by one std over the whole batch (groups whose rewards barely differ get small advantages)")
+    adv_std: Literal["global", "group", "batch"] = Field(
+        "global", description="the std that divides group-centred rewards (per step for per-step credit): global, of all "
+        "the batch's rewards (Flow-GRPO's SD3 configs); group, the group's own (the papers' equations); batch, one std "
+        "of the group-centred values over the batch and all steps")
+    adv_ddof: Literal[0, 1] = Field(0, description="delta degrees of freedom of that std (Flow-GRPO: numpy's 0)")
     max_grad_norm: float = Field(1.0, gt=0)
     ema: float | None = Field(None, gt=0, lt=1, description="EMA decay of the adapter (None = off)")
     gradient_checkpointing: bool = Field(
@@ -134,7 +153,7 @@ class RunConfig(_Strict):
     calibrate: CalibrateConfig = Field(default_factory=CalibrateConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     prompts: PromptsConfig = Field(default_factory=PromptsConfig)
-    seed: int = 0
+    seed: int = Field(0, description="the run's seed: every random draw (prompts, noise, LoRA init) is keyed by it")
     device: Literal["auto", "cpu"] = Field(
         "auto", description="'auto': accelerate's device for this process (its GPU under `accelerate launch`, else a GPU "
         "where there is one, else the CPU; choose GPUs with CUDA_VISIBLE_DEVICES), or 'cpu'")

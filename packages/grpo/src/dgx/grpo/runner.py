@@ -210,17 +210,25 @@ def per_image(run_dir: Path) -> list[dict] | None:
     return rows if rows and all("tag" in r and "correct" in r for r in rows) else None
 
 
-def paired_gains(out: Path, run_dirs: dict[str, list[Path]]) -> dict[str, list[dict]]:
-    """Per variant, one ``paired_gain`` over the base model (``out/base/seed_S``) per seed, for
-    GenEval-style evaluations."""
-    from dgx.eval.tables import paired_gain
+VERDICT_FIELDS = ("index", "tag", "prompt", "correct", "partial", "reasons", "kinds")
+
+
+def paired_gains(out: Path, run_dirs: dict[str, list[Path]], reference: str = "base") -> dict[str, list[dict]]:
+    """Per variant, its gain over ``reference`` (the base model, ``out/base/seed_S``, or a variant) on the same
+    images, one per seed, for GenEval-style evaluations: each extra score of the records (a preference model's)
+    paired over all images, then the strict verdicts per tag and ``overall``."""
+    from dgx.eval.tables import paired_gain, paired_mean
 
     gains: dict[str, list[dict]] = {}
     for name, dirs in run_dirs.items():
+        if name == reference:
+            continue
         for d in dirs:
-            base, other = per_image(out / "base" / d.name), per_image(d)
-            if base is not None and other is not None:
-                gains.setdefault(name, []).append(paired_gain(base, other))
+            ref, other = per_image(out / reference / d.name), per_image(d)
+            if ref is not None and other is not None:
+                scores = [k for k, v in ref[0].items() if k not in VERDICT_FIELDS and isinstance(v, (int, float))]
+                gains.setdefault(name, []).append({**{k: paired_mean(ref, other, k) for k in scores},
+                                                   **paired_gain(ref, other)})
     return gains
 
 
@@ -246,6 +254,9 @@ def training_cost(rows: list[dict]) -> dict[str, float]:
     return cost
 
 
+SCORES = ("pickscore",)  # benchmark scores that lead the tables, before GenEval's verdicts
+
+
 def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[Path]]) -> None:
     """summary/gain/cost tables, plots and report.md."""
     from dgx.eval.plots import (
@@ -258,7 +269,11 @@ def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[P
     )
     from dgx.eval.tables import write_gain_table, write_tables
 
-    cols = ["overall"] + [k for k in results["base"][0] if k != "overall"] if results.get("base") else None
+    cols = None
+    if results.get("base"):  # the benchmark's scores first, then GenEval's overall, then its tags
+        keys = list(results["base"][0])
+        cols = [k for k in keys if k in SCORES] + ["overall"] * ("overall" in keys) + [
+            k for k in keys if k not in SCORES and k != "overall"]
     summary_md = write_tables({k: v for k, v in results.items() if v}, out / "summary", cols)
     gains = paired_gains(out, run_dirs)
     cost: dict[str, list[dict]] = {}
@@ -298,11 +313,19 @@ def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[P
                 balance.setdefault(name, []).append(mean_imbalance(psi))
                 if steps := json.loads(psi.read_text()).get("silent_steps"):
                     silent.append(f"- `{name}/{d.name}`: steps {steps}")
-    lines = ["# Results", "", "GenEval-style test score (ODE sampler), mean ± std over seeds:", "", summary_md]
+    scored = [c for c in cols or [] if c in SCORES]
+    what = f"{', '.join(scored)} and the strict GenEval score (`overall`, then per tag)" if scored else "GenEval-style test score"
+    lines = ["# Results", "", f"Test {what} of ODE samples, mean ± std over seeds:", "", summary_md]
     if gains:
-        gain_md = write_gain_table(gains, out / "gain", cols or list(next(iter(gains.values()))[0]))
+        gcols = [c for c in cols or list(next(iter(gains.values()))[0]) if c in next(iter(gains.values()))[0]]
+        gain_md = write_gain_table(gains, out / "gain", gcols)
         lines += ["Gain over the base model on the same images (same prompt and initial noise per image), ± standard "
                   "error (seeds pooled). A gain within two standard errors of 0 is not a measured change:", "", gain_md]
+        first = next(iter(run_dirs))
+        versus = paired_gains(out, run_dirs, reference=first)
+        if versus:
+            lines += [f"Difference from `{first}` on the same images, ± standard error (seeds pooled):", "",
+                      write_gain_table(versus, out / f"versus_{first}", gcols)]
     if cost:
         lines += [f"Cost per training iteration (ratio to `{ref}`, measured in this run):", "", cost_md]
     if balance:

@@ -3,7 +3,7 @@
 Each iteration: choose prompts -> G SDE rollouts per prompt (no grad) -> reward credit
 (sparse, or per step through a wrapper) -> gather across processes -> advantages per
 prompt group (and per timestep) -> clipped GRPO loss with KL to the reference policy
-(LoRA disabled) on a subsample of the recorded steps -> AdamW on the LoRA parameters, its learning
+(LoRA disabled) on the recorded steps chosen by ``train.timestep_fraction`` -> AdamW on the LoRA parameters, its learning
 rate set per iteration by ``train.lr_schedule`` and ``train.lr_warmup``.
 
 Every random draw is keyed by (seed, iteration, global sample index), so a sample is the
@@ -39,7 +39,7 @@ from dgx.grpo.build import (
 from dgx.grpo.config import RunConfig
 from dgx.grpo.distributed import check_supported
 from dgx.grpo.errors import ConfigError, TrainingError
-from dgx.grpo.loss import grpo_loss
+from dgx.grpo.loss import LossOutput, grpo_loss
 from dgx.grpo.metrics import MetricsLog
 from dgx.grpo.registry import Registry
 from dgx.sampler import rollout, sample_generator
@@ -138,7 +138,7 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
     params = [p for p in base.parameters() if p.requires_grad]
     ema = {n: p.detach().clone() for n, p in base.named_parameters() if p.requires_grad} if tc.ema else None
 
-    reward, credit_fn = build_reward(cfg, registry), build_credit(cfg, registry)
+    reward, credit_fn = build_reward(cfg, registry, device=acc.device), build_credit(cfg, registry)
     step_fn, schedule = build_step(cfg, registry), build_schedule(cfg, registry, psi_path)
     prompts = load_prompts(cfg, "train")
     grid = model.grid(T)
@@ -188,7 +188,7 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
             raise TrainingError(f"iteration {it}: reward {cfg.reward.name!r} (credit {cfg.reward.credit!r}) gave NaN or inf "
                                 f"for prompts {bad[:5]}; the last checkpoint is kept for --resume once the reward is fixed")
         latent = None if credit.latent_rewards is None else gather(credit.latent_rewards)
-        adv_all = advantages(signal, weights, credit.per_step, G, tc.adv_clip_max, tc.adv_std)
+        adv_all = advantages(signal, weights, credit.per_step, G, tc.adv_clip_max, tc.adv_std, tc.adv_ddof)
         adv = adv_all[lo:hi]
 
         # 4. policy update on a subsample of the recorded steps
@@ -238,8 +238,19 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
 
 
 # Attention kernels for the update's forward, backward and checkpoint recompute: all but cuDNN's, whose backward
-# failed on an H100 for FLUX.1-dev-sized blocks (torch 2.11, "mha_graph.execute(...).is_good()"; session 19).
+# failed on an H100 for FLUX.1-dev-sized blocks (torch 2.11, "mha_graph.execute(...).is_good()").
 UPDATE_SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
+def steps_to_train(trainable: list[int], fraction: float, selection: str, generator: torch.Generator) -> list[int]:
+    """The steps one sample trains on this epoch, out of its ``trainable`` (stochastic) ones: ``first``, the first
+    int(fraction * n) (Flow-GRPO's ``num_train_timesteps``: 9 of 10 at 0.99), or ``random``, ceil(fraction * n)
+    drawn with ``generator``; at least one either way."""
+    n = len(trainable)
+    if selection == "first":
+        return trainable[: max(1, int(fraction * n))]
+    k = max(1, math.ceil(fraction * n))
+    return [trainable[j] for j in torch.randperm(n, generator=generator)[:k].tolist()]
 
 
 def update(model, base, acc, opt, params, ema, cfg: RunConfig, traj, adv, schedule, step_fn, grid, it: int, lo: int) -> dict:
@@ -248,15 +259,14 @@ def update(model, base, acc, opt, params, ema, cfg: RunConfig, traj, adv, schedu
     trainable = [i for i in range(T) if (traj.stds[:, i] > 0).all()]  # deterministic steps carry no gradient
     if not trainable:
         raise ConfigError(f"sampler {cfg.sampler.name!r} made no stochastic step to train on; use sde or cps with noise > 0")
-    k = max(1, math.ceil(tc.timestep_fraction * len(trainable)))
     sums: dict[str, float] = {}
     n_stats = 0
     for epoch in range(tc.inner_epochs):
-        # each sample gets k random steps; pairs are ordered slot by slot across samples (as Flow-GRPO
-        # loops over timesteps), so every optimizer step sees all samples
-        perms = [torch.randperm(len(trainable), generator=sample_generator(cfg.seed, it, lo + b, epoch + 1))[:k].tolist()
-                 for b in range(len(traj))]
-        pairs = [(b, trainable[perms[b][j]]) for j in range(k) for b in range(len(traj))]
+        # pairs are ordered slot by slot across samples (as Flow-GRPO loops over timesteps), so every optimizer
+        # step sees all samples
+        chosen = [steps_to_train(trainable, tc.timestep_fraction, tc.timestep_selection,
+                                 sample_generator(cfg.seed, it, lo + b, epoch + 1)) for b in range(len(traj))]
+        pairs = [(b, chosen[b][j]) for j in range(len(chosen[0])) for b in range(len(traj))]
         per_update = math.ceil(len(pairs) / tc.updates_per_epoch)
         for chunk in (pairs[u : u + per_update] for u in range(0, len(pairs), per_update)):
             with sdpa_kernel(UPDATE_SDPA_BACKENDS):
@@ -266,24 +276,31 @@ def update(model, base, acc, opt, params, ema, cfg: RunConfig, traj, adv, schedu
     return {k: v / n_stats for k, v in sums.items()}
 
 
+def pair_loss(model, base, tc, traj, adv, schedule, step_fn, grid, pairs) -> LossOutput:
+    """The GRPO loss of (sample, step) ``pairs`` under the current policy, with its KL to the reference (the
+    adapter off); the gradient reaches the LoRA parameters through the policy's step mean and log-prob."""
+    bi, si = torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
+    x, x_next = traj.latents[bi, si], traj.latents[bi, si + 1]
+    t, t_next, sigma = grid[si], grid[si + 1], schedule(si, grid) if schedule is not None else None
+    cond, detach = traj.cond.index(bi), tc.guidance_grad == "cond"
+    out = step_fn(x, model.velocity(x, t, cond, traj.guidance, detach_uncond=detach), t, t_next, sigma, x_next=x_next)
+    ref_mean = None
+    if tc.kl_beta > 0:
+        with torch.no_grad(), adapter_disabled(base):
+            ref_mean = step_fn(x, model.velocity(x, t, cond, traj.guidance), t, t_next, sigma, x_next=x_next).mean
+    kl_std = out.level if tc.kl == "flow_grpo" else out.std
+    return grpo_loss(out.log_prob, traj.log_probs[bi, si], adv[bi, si].to(out.log_prob.device), out.mean, ref_mean,
+                     kl_std, tc.clip_range, tc.kl_beta)
+
+
 def optimizer_step(model, base, acc, opt, params, ema, tc, traj, adv, schedule, step_fn, grid, pairs) -> dict:
     """One AdamW step on ``pairs`` (sample, step), accumulated over micro-batches; returns stats."""
     sums: dict[str, float] = {}
     micro = [pairs[s : s + tc.micro_batch] for s in range(0, len(pairs), tc.micro_batch)]
     for mi, mb in enumerate(micro):
-        bi, si = torch.tensor([p[0] for p in mb]), torch.tensor([p[1] for p in mb])
-        x, x_next = traj.latents[bi, si], traj.latents[bi, si + 1]
-        t, t_next, sigma = grid[si], grid[si + 1], schedule(si, grid) if schedule is not None else None
-        cond = traj.cond.index(bi)
         sync = nullcontext() if mi == len(micro) - 1 else acc.no_sync(model.transformer)
         with sync:
-            out = step_fn(x, model.velocity(x, t, cond, traj.guidance), t, t_next, sigma, x_next=x_next)
-            ref_mean = None
-            if tc.kl_beta > 0:
-                with torch.no_grad(), adapter_disabled(base):
-                    ref_mean = step_fn(x, model.velocity(x, t, cond, traj.guidance), t, t_next, sigma, x_next=x_next).mean
-            lo = grpo_loss(out.log_prob, traj.log_probs[bi, si], adv[bi, si].to(out.log_prob.device), out.mean,
-                           ref_mean, out.std, tc.clip_range, tc.kl_beta)
+            lo = pair_loss(model, base, tc, traj, adv, schedule, step_fn, grid, mb)
             acc.backward(lo.loss * len(mb) / len(pairs))
         for name in ("loss", "policy", "kl", "clip_frac", "approx_kl"):
             sums[name] = sums.get(name, 0.0) + getattr(lo, name).item() * len(mb) / len(pairs)

@@ -107,10 +107,11 @@ class ClipColorClassifier:
         return [COLORS[int((img[i] @ self.text_embeddings(d.cls).T).argmax())] for i, d in enumerate(objects)]
 
 
-def hf_geneval(partial: bool = True, soft: bool = False, path: str | None = None, processor_path: str | None = None, **_):
-    """GenEval reward for real images (``path``: detector, ``processor_path``: CLIP for colours)."""
+def hf_geneval(partial: bool = True, soft: bool = False, path: str | None = None, processor_path: str | None = None,
+               device: str | torch.device = "cpu", **_):
+    """GenEval reward for real images (``path``: detector, ``processor_path``: CLIP for colours), both on ``device``."""
     from dgx.rewards.geneval_reward import GenEvalReward
 
-    det = HFDetector(path) if path else HFDetector()
-    col = ClipColorClassifier(processor_path) if processor_path else ClipColorClassifier()
+    det = HFDetector(path, device) if path else HFDetector(device=device)
+    col = ClipColorClassifier(processor_path, device) if processor_path else ClipColorClassifier(device=device)
     return GenEvalReward(det, col, partial=partial, name="geneval", soft=soft)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from dgx.sampler.errors import SamplerError
-from dgx.sampler.model import Conditioning, PipelineModel, load_pipeline
+from dgx.sampler.model import Conditioning, PipelineModel, guided, load_pipeline
 
 
 class FluxModel(PipelineModel):
@@ -54,8 +54,10 @@ class FluxModel(PipelineModel):
         n = len(prompts)
         return Conditioning(pe, pooled, ne.expand(n, -1, -1), npooled.expand(n, -1))
 
-    def velocity(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning, guidance: float = 1.0) -> torch.Tensor:
-        """v(x, t, c) in float32 for NCHW ``x``; ``t`` per sample (B,) in [0, 1]."""
+    def velocity(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning, guidance: float = 1.0,
+                 detach_uncond: bool = False) -> torch.Tensor:
+        """v(x, t, c) in float32 for NCHW ``x``; ``t`` per sample (B,) in [0, 1]; with true CFG, no gradient
+        through the unconditional branch if ``detach_uncond`` (a guidance-distilled model has no such branch)."""
         b, c, h, w = x.shape
         t = torch.as_tensor(t, dtype=torch.float32, device=x.device).expand(b)
         tokens = self.pipe._pack_latents(x.to(self.dtype), b, c, h, w)
@@ -74,7 +76,7 @@ class FluxModel(PipelineModel):
         if guidance > 1.0 and cond.neg_embeds is not None:
             v_u, v_c = run(torch.cat([tokens, tokens]), torch.cat([cond.neg_embeds, cond.embeds]),
                            torch.cat([cond.neg_pooled, cond.pooled]), torch.cat([t, t]), None).chunk(2)
-            return v_u + guidance * (v_c - v_u)
+            return guided(v_u, v_c, guidance, detach_uncond)
         return run(tokens, cond.embeds, cond.pooled, t, None)
 
     def grid(self, steps: int) -> torch.Tensor:

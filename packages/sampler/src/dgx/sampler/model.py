@@ -48,13 +48,20 @@ def _dtype_keyword(diffusers_version: str) -> str:
     return "dtype" if Version(diffusers_version) >= Version("0.40.0") else "torch_dtype"
 
 
+def guided(v_u: torch.Tensor, v_c: torch.Tensor, guidance: float, detach_uncond: bool) -> torch.Tensor:
+    """Classifier-free guidance v_u + w (v_c - v_u); ``detach_uncond`` stops the gradient through v_u."""
+    v_u = v_u.detach() if detach_uncond else v_u
+    return v_u + guidance * (v_c - v_u)
+
+
 class FlowModel(Protocol):
     """What samplers, rewards and the trainer call on a model."""
 
     transformer: torch.nn.Module
 
     def encode(self, prompts: list[str], negative: str = "") -> Conditioning: ...
-    def velocity(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning, guidance: float) -> torch.Tensor: ...
+    def velocity(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning, guidance: float,
+                 detach_uncond: bool = False) -> torch.Tensor: ...
     def init_latents(self, n: int, generator, height: int | None = None, width: int | None = None) -> torch.Tensor: ...
     def decode(self, latents: torch.Tensor) -> torch.Tensor: ...
     def grid(self, steps: int) -> torch.Tensor: ...
@@ -165,8 +172,10 @@ class SD3Model(PipelineModel):
         n = len(prompts)
         return Conditioning(pe, pooled, ne.expand(n, -1, -1), npooled.expand(n, -1))
 
-    def velocity(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning, guidance: float = 1.0) -> torch.Tensor:
-        """v(x, t, c) in float32; ``t`` is per sample (B,) in [0, 1]; CFG when guidance > 1."""
+    def velocity(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning, guidance: float = 1.0,
+                 detach_uncond: bool = False) -> torch.Tensor:
+        """v(x, t, c) in float32; ``t`` is per sample (B,) in [0, 1]; CFG when guidance > 1:
+        v = v_u + w (v_c - v_u), with no gradient through v_u if ``detach_uncond`` (Flow-GRPO's training)."""
         t = torch.as_tensor(t, dtype=torch.float32, device=x.device).expand(x.shape[0])
         xm = x.to(self.dtype)
         self.calls += 1
@@ -177,8 +186,7 @@ class SD3Model(PipelineModel):
                 pooled_projections=torch.cat([cond.neg_pooled, cond.pooled]),
                 timestep=torch.cat([t, t]) * 1000,
             ).sample.float()
-            v_u, v_c = out.chunk(2)
-            return v_u + guidance * (v_c - v_u)
+            return guided(*out.chunk(2), guidance, detach_uncond)
         return self.transformer(
             xm, encoder_hidden_states=cond.embeds, pooled_projections=cond.pooled, timestep=t * 1000
         ).sample.float()

@@ -23,7 +23,9 @@ class StepOutput:
     sample: torch.Tensor  # x_next, float32
     log_prob: torch.Tensor  # (B,), mean over non-batch dims; 0 for deterministic steps
     mean: torch.Tensor  # float32
-    std: torch.Tensor  # (B,) float32
+    std: torch.Tensor  # (B,) float32, the step's std
+    level: torch.Tensor  # (B,) float32, the noise level Flow-GRPO's step returns (its ``std_dev_t``): sigma_t for
+    # the SDE (std = sigma_t * sqrt(|dt|)), the std itself for CPS, 0 for the ODE; Flow-GRPO's KL divides by it
 
 
 def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -38,22 +40,27 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) ->
     return lp.flatten(1).mean(1)
 
 
-def _finish(mean, std, x_next, generator) -> StepOutput:
-    std = torch.as_tensor(std, dtype=torch.float32, device=mean.device).expand(mean.shape[0]).clone()
+def _per_sample(v, mean: torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(v, dtype=torch.float32, device=mean.device).expand(mean.shape[0]).clone()
+
+
+def _finish(mean, std, x_next, generator, level=None) -> StepOutput:
+    std = _per_sample(std, mean)
     if x_next is None:
         # a list of generators draws each sample's noise from its own generator
         noise = randn_tensor(mean.shape, generator=generator, device=mean.device, dtype=torch.float32)
         x_next = mean + _bcast(std, mean) * noise
     deterministic = bool((std == 0).all())
     lp = torch.zeros(mean.shape[0], device=mean.device) if deterministic else gaussian_log_prob(x_next, mean, std)
-    return StepOutput(x_next.float(), lp, mean, std)
+    return StepOutput(x_next.float(), lp, mean, std, std.clone() if level is None else _per_sample(level, mean))
 
 
 def ode_step(x, v, t, t_next, sigma=None, generator=None, x_next=None) -> StepOutput:
     """Euler: x_next = x + v * dt (a point mass: log_prob 0, std 0)."""
     x, v = x.float(), v.float()
     mean = x + v * (_bcast(t_next, x) - _bcast(t, x))
-    return StepOutput(mean, torch.zeros(x.shape[0], device=x.device), mean, torch.zeros(x.shape[0], device=x.device))
+    zero = torch.zeros(x.shape[0], device=x.device)
+    return StepOutput(mean, zero, mean, zero, zero)
 
 
 def sde_step(x, v, t, t_next, sigma, generator=None, x_next=None) -> StepOutput:
@@ -68,7 +75,7 @@ def sde_step(x, v, t, t_next, sigma, generator=None, x_next=None) -> StepOutput:
     std = torch.as_tensor(sigma, dtype=torch.float32, device=x.device) * torch.sqrt(
         -(torch.as_tensor(t_next, dtype=torch.float32, device=x.device) - torch.as_tensor(t, dtype=torch.float32, device=x.device))
     )
-    return _finish(mean, std, x_next, generator)
+    return _finish(mean, std, x_next, generator, level=sigma)
 
 
 def cps_step(x, v, t, t_next, sigma, generator=None, x_next=None) -> StepOutput:

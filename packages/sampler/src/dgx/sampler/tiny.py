@@ -99,11 +99,13 @@ def tiny_sd3_pipeline(
     head_dim: int = 16,
     max_length: int = 24,
     shift: float = 1.0,
+    dual_attention_layers: tuple[int, ...] = (),
     seed: int = 0,
 ) -> StableDiffusion3Pipeline:
     """A randomly initialised ``StableDiffusion3Pipeline`` with no T5 (text_encoder_3=None).
 
-    Images are ``sample_size * 2 ** (len(vae_channels) - 1)`` pixels square.
+    Images are ``sample_size * 2 ** (len(vae_channels) - 1)`` pixels square; ``dual_attention_layers`` are the
+    blocks with SD3.5-M's second attention (``attn2``).
     """
     torch.manual_seed(seed)
     tok = word_tokenizer(words, max_length)
@@ -112,7 +114,7 @@ def tiny_sd3_pipeline(
         sample_size=sample_size, patch_size=2, in_channels=latent_channels, num_layers=layers,
         attention_head_dim=head_dim, num_attention_heads=heads, joint_attention_dim=2 * text_dim,
         caption_projection_dim=heads * head_dim, pooled_projection_dim=2 * text_dim,
-        out_channels=latent_channels, pos_embed_max_size=sample_size,
+        out_channels=latent_channels, pos_embed_max_size=sample_size, dual_attention_layers=tuple(dual_attention_layers),
     )
     vae = _vae(latent_channels, vae_channels, sample_size * 2 ** (len(vae_channels) - 1), shift_factor=0.0, scaling_factor=1.0)
     return StableDiffusion3Pipeline(
