@@ -11,7 +11,7 @@ It also reports, per step k, how often the ODE continuation of x_k already gives
 outcome (decided_k: the reward of ODE(x_k) equals the rollout's reward), i.e. how early the
 outcome is set.
 
-    python scripts/diagnose_exploration.py configs/shapes_quick.yaml --prompts 8 --x0 8 --k 8 --a 0.7 1.5
+    python scripts/diagnose_exploration.py configs/shapes_geneval.yaml --prompts 8 --x0 8 --k 8 --a 0.7 1.5
 """
 
 import argparse

@@ -6,7 +6,7 @@ or a trained adapter. Shows whether what RL optimises (partial credit on SDE sam
 moves with what is tested (strict verdicts on ODE samples), and per tag which kind of clause
 failed first (count, colour, position, exclude) in the failed images.
 
-    python scripts/diagnose_samplers.py configs/shapes_quick.yaml [--adapter RUN_DIR] [--a 0.3 0.7] [--split train]
+    python scripts/diagnose_samplers.py configs/shapes_geneval.yaml [--adapter RUN_DIR] [--a 0.3 0.7] [--split train]
 
 ``--records FILE`` also writes one JSON line per image and sampler (tag, prompt, strict and partial verdict): with the
 same ``--seed``, image i has the same prompt and noise for every model, so two models' files pair image by image.

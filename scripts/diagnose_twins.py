@@ -2,7 +2,7 @@
 the prompt's swapped twin (``prompts.swapped``), and how often neither? Base model and trained adapters, on the
 evaluation's own images (same prompts, noise keys and ODE sampler as ``dgx eval`` with that seed).
 
-    python scripts/diagnose_twins.py configs/shapes_quick.yaml --set model.path=runs/shapes_bias/step_09000 \\
+    python scripts/diagnose_twins.py configs/shapes_geneval.yaml --set model.path=runs/shapes_bias/step_09000 \\
         --adapters runs/quick_bias/flow_grpo/seed_0 runs/quick_bias/dense_grpo/seed_0
 
 Prints one JSON line per model and tag: shares of images that are right, that are the twin, and neither

@@ -4,7 +4,7 @@ and report each adapter's gain over the base model paired image by image (same p
 One evaluation seed of the quick protocol has a standard error near 0.03 on the overall score, so
 a single seed can make the base model look better or worse than it is; this script measures both.
 
-    python scripts/paired_eval.py configs/shapes_quick.yaml --seeds 1000 1001 --out runs/paired \\
+    python scripts/paired_eval.py configs/shapes_geneval.yaml --seeds 1000 1001 --out runs/paired \\
         --adapters runs/shapes_quick/flow_grpo/seed_0 runs/shapes_quick/dense_grpo/seed_0
 
 Prints one JSON line per (model, seed): the summary and, for adapters, ``gain`` = [overall gain,

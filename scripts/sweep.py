@@ -2,7 +2,7 @@
 rewards with a reference run on the same prompts and noise (every draw is keyed by seed, iteration
 and sample, so runs with the same sampling settings see identical prompts and initial noise).
 
-    python scripts/sweep.py configs/shapes_quick.yaml --variant flow_grpo --out runs/sweep \\
+    python scripts/sweep.py configs/shapes_geneval.yaml --variant flow_grpo --out runs/sweep \\
         'frozen={"train": {"lr": 1e-12}}' 'lr3e-3={"train": {"lr": 3e-3}}' --reference frozen
 
 Each NAME=JSON deep-merges JSON into the variant; results go to OUT/NAME and one JSON line per run
