@@ -1,4 +1,4 @@
-"""Sessions: tests, lint, bench (benchmark tables), isolation (each package installs alone).
+"""Sessions: tests, lint, docs (the mkdocs site), bench (benchmark tables), isolation (each package installs alone).
 
 ``tests``, ``lint`` and ``bench`` run in the current environment (./setup.sh); ``isolation``
 builds a fresh virtualenv per package.
@@ -29,6 +29,13 @@ def lint(session):
 
 
 @nox.session(venv_backend="none")
+def docs(session):
+    """The documentation site (mkdocs, material theme) into site/, strict: a broken link or reference fails."""
+    session.run(sys.executable, "-m", "mkdocs", "build", "--strict", "-d", "site", *session.posargs,
+                env={"HF_HUB_OFFLINE": "1", "NO_MKDOCS_2_WARNING": "1"})
+
+
+@nox.session(venv_backend="none")
 def bench(session):
     """Full shapes-world ablation + cost table -> BENCHMARKS.md (`-- --quick` for a smoke run)."""
     session.run(sys.executable, "scripts/bench.py", *session.posargs, env={"HF_HUB_OFFLINE": "1"})
@@ -49,5 +56,6 @@ def isolation(session):
             check = f"import dgx.{pkg}; import importlib.util as u; bad = [p for p in {above!r} if u.find_spec('dgx.' + p)]; assert not bad, bad; print('dgx-{pkg} alone: ok')"
             session.run(py, "-c", check)
             if pkg == "rewards":  # the shapes-world weights ship as package data
-                session.run(py, "-c", "from importlib import resources as r; "
-                            "assert (r.files('dgx.rewards.shapes') / 'weights' / 'model_index.json').is_file(); print('weights: ok')")
+                session.run(py, "-c", "from importlib import resources as r; s = r.files('dgx.rewards.shapes'); "
+                            "assert (s / 'weights' / 'model_index.json').is_file(); "
+                            "assert (s / 'pickscore' / 'model.safetensors').is_file(); print('weights: ok')")

@@ -19,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from dgx.grpo.config import load
 from dgx.grpo.runner import report, run_ablation

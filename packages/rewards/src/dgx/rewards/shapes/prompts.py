@@ -76,6 +76,16 @@ def one_word_neighbours(prompts: list[dict]) -> dict[str, list[dict]]:
             for m in prompts}
 
 
+CHANGE_KINDS = {**{c: "colour" for c in COLORS}, **{n: "number" for n in NUMBERS.values()},
+                **{w: "relation" for r in RELATIONS for w in r.split()[:1]}}
+
+
+def change_kind(a: str, b: str) -> str:
+    """What differs between two captions one word apart: ``colour``, ``number``, ``relation`` or ``shape``."""
+    word = next(x for x, y in zip(_content_words(a.split()), _content_words(b.split())) if x != y)
+    return CHANGE_KINDS.get(word, "shape")
+
+
 # A fixed involution of the grammar's words: shapes and colours in pairs (relations are left alone: with the shapes
 # swapped, "a circle left of a square" and its swap "a square right of a circle" would be the same scene).
 SWAP = {a: b for x, y in [("circle", "square"), ("triangle", "diamond"), ("red", "blue"), ("orange", "purple"),

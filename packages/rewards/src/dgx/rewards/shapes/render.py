@@ -93,6 +93,15 @@ def _relation_holds(a: Shape, b: Shape, relation: str) -> bool:
     return relation in relative_position(a.box, b.box) and relation in relative_position(pixel_box(a), pixel_box(b))
 
 
+def satisfies(shapes: list[Shape], meta: dict) -> bool:
+    """Whether a scene of ``shapes`` passes GenEval's strict rules for ``meta``, judged on the drawn objects themselves
+    (their classes, colours and pixel boxes) instead of a detector's reading of the image."""
+    from dgx.rewards.geneval import Detection, evaluate
+
+    dets = [Detection(s.cls, pixel_box(s), 1.0, color=s.color) for s in shapes]
+    return evaluate(np.zeros((SIZE, SIZE, 3), np.uint8), dets, meta).correct
+
+
 def scene_for(meta: dict, rng: np.random.Generator, max_tries: int = 500,
               sizes: tuple[int, int] = (MIN_SIZE, MAX_SIZE), gap: int = GAP) -> list[Shape]:
     """Sample a scene that satisfies GenEval metadata ``meta`` (include/exclude clauses).

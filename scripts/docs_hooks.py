@@ -1,0 +1,78 @@
+"""mkdocs hooks: pages generated from the code at build time, so they cannot drift from it.
+
+``<!-- config-reference -->`` in a page becomes a table per config section (every field, its type, default and
+description, read from the pydantic models in ``dgx.grpo.config``); ``<!-- registry -->`` becomes the built-in
+registry's components, section by section; ``<!-- benchmarks -->`` becomes BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import BaseModel
+
+
+def _type(ann) -> str:
+    return (getattr(ann, "__name__", None) if isinstance(ann, type) else None) or str(ann).replace("typing.", "")
+
+
+def _is_model(ann) -> bool:
+    return isinstance(ann, type) and issubclass(ann, BaseModel)
+
+
+def _tables(model: type[BaseModel], prefix: str) -> list[str]:
+    """One table of ``model``'s plain fields, then one per nested model (``sampler.noise``)."""
+    rows, nested = [], []
+    for name, f in model.model_fields.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if _is_model(f.annotation):
+            nested.append((f.annotation, key))
+            continue
+        default = f.default_factory() if f.default_factory is not None else f.default
+        text = (f.description or "").replace("|", "\\|")
+        typ = _type(f.annotation).replace(" | ", " or ")
+        rows.append(f"| `{key}` | `{typ}` | `{json.dumps(default)}` | {text} |")
+    out = []
+    if rows:
+        out = [f"### `{prefix or 'top level'}`", "", "| key | type | default | meaning |", "|---|---|---|---|", *rows, ""]
+    for sub, key in nested:
+        out += _tables(sub, key)
+    return out
+
+
+def config_reference() -> str:
+    from dgx.grpo.config import RunConfig
+
+    return "\n".join(_tables(RunConfig, "")) + "\n"
+
+
+def registry_reference() -> str:
+    from dgx.grpo.registry import Registry
+
+    reg, out = Registry(), []
+    for section, entries in reg.sections.items():
+        if not entries:
+            continue
+        out += [f"### `{section}`", "", "| name | implementation | what |", "|---|---|---|"]
+        out += [f"| `{e.name}` | `{e.impl}` | {e.description} |" for e in entries.values()]
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+def benchmarks() -> str:
+    """BENCHMARKS.md (repository root) one heading level down, its image paths relative to docs/."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "BENCHMARKS.md").read_text()
+    text = text.replace("](docs/", "](")
+    return "\n".join("#" + line if line.startswith("#") else line for line in text.splitlines()) + "\n"
+
+
+def on_page_markdown(markdown: str, **_) -> str:
+    if "<!-- config-reference -->" in markdown:
+        markdown = markdown.replace("<!-- config-reference -->", config_reference())
+    if "<!-- benchmarks -->" in markdown:
+        markdown = markdown.replace("<!-- benchmarks -->", benchmarks())
+    if "<!-- registry -->" in markdown:
+        markdown = markdown.replace("<!-- registry -->", registry_reference())
+    return markdown
