@@ -89,3 +89,17 @@ def test_report_pairs_the_preference_score_with_the_base_model_and_the_first_var
     assert gains["flow"][0]["counting"][0] == pytest.approx(0.5) and gains["flow"][0]["colors"][0] == pytest.approx(0.0)
     versus = paired_gains(tmp_path, dirs, reference="flow")
     assert set(versus) == {"dense"} and versus["dense"][0]["pickscore"][0] == pytest.approx(0.75)
+
+
+def test_shapes_pickscore_benchmark_scores_the_images_it_judges(tiny_model, tmp_path, shapes_pickscore):
+    """The evaluation's per-image PickScore equals the reward's on the same images, beside GenEval's verdicts."""
+    from dgx.eval.benchmarks import generate
+    from dgx.eval.benchmarks import shapes_pickscore as bench
+
+    summary = bench(tiny_model, steps=2, guidance=1.0, images_per_prompt=1, max_prompts=6, seed=3, out=tmp_path)
+    rows = [json.loads(x) for x in (tmp_path / "per_image.jsonl").read_text().splitlines()]
+    assert list(summary)[:2] == ["pickscore", "single_object"] and "overall" in summary
+    images = generate(tiny_model, [r["prompt"] for r in rows], 2, 1.0, 3)
+    expect = shapes_pickscore(images, [r["prompt"] for r in rows])
+    assert [r["pickscore"] for r in rows] == pytest.approx(expect.tolist(), abs=1e-5)
+    assert summary["pickscore"] == pytest.approx(float(expect.mean()), abs=1e-5)

@@ -100,6 +100,13 @@ def _write(out: Path | None, records: list[dict], summary: dict, images: torch.T
                 Image.fromarray(pixels).save(out / "samples" / f"{first + j:05d}.png")
 
 
+def score_batches(rewards: dict, images: torch.Tensor, prompts: list[str], metas: list[dict], batch: int) -> dict:
+    """Each reward (name -> reward) of ``images`` in batches of ``batch``: name -> (N,) float32 on the CPU."""
+    return {name: torch.cat([r(images[s : s + batch], prompts[s : s + batch], metas[s : s + batch]).float().cpu()
+                             for s in range(0, len(images), batch)]) if len(images) else torch.zeros(0)
+            for name, r in rewards.items()}
+
+
 def geneval_benchmark(model: FlowModel, reward: GenEvalReward, metadata: list[dict], *, steps: int, guidance: float,
                       images_per_prompt: int = 4, min_images_per_tag: int = 0, seed: int = 0, batch: int = 64,
                       out: Path | None = None, shard: Shard = Shard(), scores: dict | None = None) -> dict[str, float]:
@@ -111,9 +118,7 @@ def geneval_benchmark(model: FlowModel, reward: GenEvalReward, metadata: list[di
     prompts = [m["prompt"] for m in local]
     images = generate(model, prompts, steps, guidance, seed, batch, reward.name, mine.start)
     verdicts = reward.verdicts(images, local)
-    extra = {name: torch.cat([r(images[s : s + batch], prompts[s : s + batch], local[s : s + batch]).float().cpu()
-                              for s in range(0, len(images), batch)]) if len(images) else torch.zeros(0)
-             for name, r in (scores or {}).items()}
+    extra = score_batches(scores or {}, images, prompts, local, batch)
     records = shard.gather([{"index": i, "tag": metas[i]["tag"], "prompt": metas[i]["prompt"], "correct": v.correct,
                              "partial": v.partial, "reasons": v.reasons, "kinds": v.kinds,
                              **{n: x[j].item() for n, x in extra.items()}} for j, (i, v) in enumerate(zip(mine, verdicts))])
@@ -190,9 +195,7 @@ def multi_reward_benchmark(model: FlowModel, rewards: dict, metadata: list[dict]
     mine = shard.part(len(metas))
     prompts, local = [metas[i]["prompt"] for i in mine], [metas[i] for i in mine]
     images = generate(model, prompts, steps, guidance, seed, batch, "+".join(rewards), mine.start)
-    scores = {name: torch.cat([r(images[s : s + batch], prompts[s : s + batch], local[s : s + batch]).float().cpu()
-                               for s in range(0, len(images), batch)]) if len(images) else torch.zeros(0)
-              for name, r in rewards.items()}
+    scores = score_batches(rewards, images, prompts, local, batch)
     records = shard.gather([{"index": i, "prompt": m["prompt"], **({"category": m["category"]} if "category" in m else {}),
                              **{n: v[j].item() for n, v in scores.items()}} for j, (i, m) in enumerate(zip(mine, local))])
     summary: dict[str, float] = {}

@@ -317,7 +317,8 @@ def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[P
     what = f"{', '.join(scored)} and the strict GenEval score (`overall`, then per tag)" if scored else "GenEval-style test score"
     lines = ["# Results", "", f"Test {what} of ODE samples, mean ± std over seeds:", "", summary_md]
     if gains:
-        gcols = [c for c in cols or list(next(iter(gains.values()))[0]) if c in next(iter(gains.values()))[0]]
+        gained = next(iter(gains.values()))[0]  # the columns a gain was measured for
+        gcols = [c for c in cols or list(gained) if c in gained]
         gain_md = write_gain_table(gains, out / "gain", gcols)
         lines += ["Gain over the base model on the same images (same prompt and initial noise per image), ± standard "
                   "error (seeds pooled). A gain within two standard errors of 0 is not a measured change:", "", gain_md]
