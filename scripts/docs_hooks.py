@@ -2,7 +2,8 @@
 
 ``<!-- config-reference -->`` in a page becomes a table per config section (every field, its type, default and
 description, read from the pydantic models in ``dgx.grpo.config``); ``<!-- registry -->`` becomes the built-in
-registry's components, section by section; ``<!-- benchmarks -->`` becomes BENCHMARKS.md.
+registry's components, section by section; ``<!-- benchmarks -->`` becomes BENCHMARKS.md; ``<!-- experiments -->``
+becomes the research records' index (research/experiments/README.md), its folder links as repository paths.
 """
 
 from __future__ import annotations
@@ -34,7 +35,14 @@ def _tables(model: type[BaseModel], prefix: str) -> list[str]:
         rows.append(f"| `{key}` | `{typ}` | `{json.dumps(default)}` | {text} |")
     out = []
     if rows:
-        out = [f"### `{prefix or 'top level'}`", "", "| key | type | default | meaning |", "|---|---|---|---|", *rows, ""]
+        out = [
+            f"### `{prefix or 'top level'}`",
+            "",
+            "| key | type | default | meaning |",
+            "|---|---|---|---|",
+            *rows,
+            "",
+        ]
     for sub, key in nested:
         out += _tables(sub, key)
     return out
@@ -68,6 +76,18 @@ def benchmarks() -> str:
     return "\n".join("#" + line if line.startswith("#") else line for line in text.splitlines()) + "\n"
 
 
+def experiments() -> str:
+    """The research index one heading level down; ``[name](folder/)`` links become repository paths (the records
+    live outside the site)."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "research/experiments/README.md").read_text()
+    text = re.sub(r"\[([^\]]+)\]\(([a-z0-9_]+)/\)", r"`research/experiments/\2/`", text)
+    lines = text.splitlines()[1:]  # the page has its own title
+    return "\n".join("#" + line if line.startswith("#") else line for line in lines) + "\n"
+
+
 def on_page_markdown(markdown: str, **_) -> str:
     if "<!-- config-reference -->" in markdown:
         markdown = markdown.replace("<!-- config-reference -->", config_reference())
@@ -75,4 +95,6 @@ def on_page_markdown(markdown: str, **_) -> str:
         markdown = markdown.replace("<!-- benchmarks -->", benchmarks())
     if "<!-- registry -->" in markdown:
         markdown = markdown.replace("<!-- registry -->", registry_reference())
+    if "<!-- experiments -->" in markdown:
+        markdown = markdown.replace("<!-- experiments -->", experiments())
     return markdown

@@ -60,28 +60,52 @@ def main() -> None:
     drawn = [R.render_prompt(m, rng) for m in metas]
     with torch.no_grad():
         x = torch.from_numpy(np.stack([img for img, _ in drawn])).permute(0, 3, 1, 2).float() / 127.5 - 1
-        imgs = torch.cat([(gen.vae.decode(gen.vae.encode(x[s : s + 256]).latent_dist.sample(
-            generator=torch.Generator().manual_seed(a.seed + s))).sample / 2 + 0.5).clamp(0, 1) for s in range(0, len(x), 256)])
+        imgs = torch.cat(
+            [
+                (
+                    gen.vae.decode(
+                        gen.vae.encode(x[s : s + 256]).latent_dist.sample(
+                            generator=torch.Generator().manual_seed(a.seed + s)
+                        )
+                    ).sample
+                    / 2
+                    + 0.5
+                ).clamp(0, 1)
+                for s in range(0, len(x), 256)
+            ]
+        )
     true = ps(imgs, [m["prompt"] for m in metas])
     # every image x each caption one word away that its scene does not satisfy
-    pairs = [(i, o["prompt"]) for i, (m, (_, sh)) in enumerate(zip(metas, drawn)) for o in near[m["prompt"]]
-             if not R.satisfies(sh, o)]
+    pairs = [
+        (i, o["prompt"])
+        for i, (m, (_, sh)) in enumerate(zip(metas, drawn))
+        for o in near[m["prompt"]]
+        if not R.satisfies(sh, o)
+    ]
     wrong = ps(imgs[[i for i, _ in pairs]], [o for _, o in pairs])
-    rows = [{"tag": metas[i]["tag"], "kind": P.change_kind(metas[i]["prompt"], o), "win": bool(true[i] > v)}
-            for (i, o), v in zip(pairs, wrong)]
+    rows = [
+        {"tag": metas[i]["tag"], "kind": P.change_kind(metas[i]["prompt"], o), "win": bool(true[i] > v)}
+        for (i, o), v in zip(pairs, wrong)
+    ]
     overall = float(np.mean([r["win"] for r in rows]))
     per_tag = {t: float(np.mean([r["win"] for r in rows if r["tag"] == t])) for t in P.TAGS}
     kinds = sorted({r["kind"] for r in rows})
     per_kind = {k: float(np.mean([r["win"] for r in rows if r["kind"] == k])) for k in kinds}
     cells = {(t, k): [r["win"] for r in rows if r["tag"] == t and r["kind"] == k] for t in P.TAGS for k in kinds}
-    print(f"hard negatives: {overall:.3f} of {len(rows)} pairs ({time.time() - t0:.0f} s); per tag "
-          + ", ".join(f"{t} {v:.3f}" for t, v in per_tag.items()) + "; per kind " + ", ".join(f"{k} {v:.3f}" for k, v in per_kind.items()))
+    print(
+        f"hard negatives: {overall:.3f} of {len(rows)} pairs ({time.time() - t0:.0f} s); per tag "
+        + ", ".join(f"{t} {v:.3f}" for t, v in per_tag.items())
+        + "; per kind "
+        + ", ".join(f"{k} {v:.3f}" for k, v in per_kind.items())
+    )
     if a.renders_only:
         return
 
     # 2. the generator's test samples: correct vs incorrect by the strict rules
     test = images_by_tag(P.split("test"), 4, 128)
-    samples = generate(gen, [m["prompt"] for m in test], steps=20, guidance=5.0, seed=12345, batch=128, desc="test samples")
+    samples = generate(
+        gen, [m["prompt"] for m in test], steps=20, guidance=5.0, seed=12345, batch=128, desc="test samples"
+    )
     verdicts = shapes_geneval(partial=False).verdicts(samples, test)
     scores = ps(samples, [m["prompt"] for m in test]).numpy()
     correct = np.array([v.correct for v in verdicts])
@@ -92,18 +116,33 @@ def main() -> None:
     print(f"separation: AUC {all_auc:.3f} over {len(test)} test samples ({time.time() - t0:.0f} s)")
 
     a.out.mkdir(parents=True, exist_ok=True)
-    result = {"model": a.model, "scenes": a.scenes, "seed": a.seed, "pairs": len(rows), "hard_negative_accuracy": overall,
-              "per_tag": per_tag, "per_kind": per_kind,
-              "per_tag_kind": {f"{t}/{k}": float(np.mean(v)) for (t, k), v in cells.items() if v},
-              "test_samples": len(test), "auc": all_auc, "auc_per_tag": aucs, "correct_incorrect_per_tag": counts,
-              "seconds": round(time.time() - t0)}
+    result = {
+        "model": a.model,
+        "scenes": a.scenes,
+        "seed": a.seed,
+        "pairs": len(rows),
+        "hard_negative_accuracy": overall,
+        "per_tag": per_tag,
+        "per_kind": per_kind,
+        "per_tag_kind": {f"{t}/{k}": float(np.mean(v)) for (t, k), v in cells.items() if v},
+        "test_samples": len(test),
+        "auc": all_auc,
+        "auc_per_tag": aucs,
+        "correct_incorrect_per_tag": counts,
+        "seconds": round(time.time() - t0),
+    }
     (a.out / "quality.json").write_text(json.dumps(result, indent=2) + "\n")
     md = ["| tag | pairs | true caption wins | " + " | ".join(kinds) + " |", "|---|---|---|" + "---|" * len(kinds)]
     for t in P.TAGS:
         n = sum(r["tag"] == t for r in rows)
-        md.append(f"| {t} | {n} | {per_tag[t]:.3f} | " + " | ".join(
-            f"{np.mean(cells[(t, k)]):.3f}" if cells[(t, k)] else "" for k in kinds) + " |")
-    md.append(f"| **all** | {len(rows)} | **{overall:.3f}** | " + " | ".join(f"{per_kind[k]:.3f}" for k in kinds) + " |")
+        md.append(
+            f"| {t} | {n} | {per_tag[t]:.3f} | "
+            + " | ".join(f"{np.mean(cells[(t, k)]):.3f}" if cells[(t, k)] else "" for k in kinds)
+            + " |"
+        )
+    md.append(
+        f"| **all** | {len(rows)} | **{overall:.3f}** | " + " | ".join(f"{per_kind[k]:.3f}" for k in kinds) + " |"
+    )
     md += ["", "| tag | correct | incorrect | ROC AUC |", "|---|---|---|---|"]
     md += [f"| {t} | {counts[t][0]} | {counts[t][1]} | {aucs[t]:.3f} |" for t in P.TAGS]
     md.append(f"| **all** | {int(correct.sum())} | {int((~correct).sum())} | **{all_auc:.3f}** |")

@@ -7,7 +7,7 @@ logit-normal t), dropping 10% of prompts for classifier-free guidance. Captions 
 sampled tag-uniformly from the whole shapes grammar (the base model's "pretraining data";
 the train/test split only concerns the RL prompts). ``--caption-noise P`` makes P of the pairs
 show a one-word neighbour of their caption (a model that draws well and follows prompts worse;
-docs/experiments/shapes_web).
+research/experiments/shapes_web).
 
     python scripts/train_shapes_model.py --out runs/shapes_model [--steps 5000]
     python scripts/train_shapes_model.py --out runs/shapes_model --init-from runs/shapes_model/step_05000 --steps N
@@ -34,12 +34,28 @@ from dgx.rewards.shapes import render as R
 from dgx.sampler.tiny import tiny_sd3_pipeline
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "packages/rewards/src/dgx/rewards/shapes/weights"
-ARCH = dict(sample_size=16, vae_channels=(32, 64), latent_channels=4, text_dim=32, text_layers=2,
-            layers=4, heads=3, head_dim=32, max_length=24, shift=1.0)
+ARCH = dict(
+    sample_size=16,
+    vae_channels=(32, 64),
+    latent_channels=4,
+    text_dim=32,
+    text_layers=2,
+    layers=4,
+    heads=3,
+    head_dim=32,
+    max_length=24,
+    shift=1.0,
+)
 
 
-def dataset(n: int, seed: int, sizes: tuple[int, int] = (R.MIN_SIZE, R.MAX_SIZE), gap: int = R.GAP,
-            caption_noise: float = 0.0, caption_swap: float = 0.0) -> tuple[list[str], torch.Tensor]:
+def dataset(
+    n: int,
+    seed: int,
+    sizes: tuple[int, int] = (R.MIN_SIZE, R.MAX_SIZE),
+    gap: int = R.GAP,
+    caption_noise: float = 0.0,
+    caption_swap: float = 0.0,
+) -> tuple[list[str], torch.Tensor]:
     """``n`` (prompt, image) pairs, tags sampled uniformly; images float [-1, 1] NCHW; shape sides and
     gaps as ``render.scene_for`` takes them. With ``caption_noise`` p, a pair's image shows, with
     probability p, a one-word neighbour of its caption instead (alt-text that gets one detail wrong); with
@@ -93,21 +109,50 @@ def main() -> None:
     ap.add_argument("--save-every", type=int, default=500)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--sizes", type=int, nargs=2, default=[R.MIN_SIZE, R.MAX_SIZE], metavar=("MIN", "MAX"),
-                    help="side of the rendered shapes in px, inclusive (the shipped model: %(default)s)")
-    ap.add_argument("--layers", type=int, default=ARCH["layers"], help="transformer blocks (the shipped model: %(default)s)")
-    ap.add_argument("--heads", type=int, default=ARCH["heads"],
-                    help=f"attention heads of {ARCH['head_dim']} channels each (the shipped model: %(default)s)")
-    ap.add_argument("--gap", type=int, default=R.GAP, help="px kept free between shapes (the shipped model: %(default)s)")
-    ap.add_argument("--caption-noise", type=float, default=0.0,
-                    help="fraction of pairs whose image shows a one-word neighbour of the caption (the shipped model: 0)")
-    ap.add_argument("--caption-swap", type=float, default=0.0,
-                    help="fraction of pairs whose image shows the caption with shapes and colours swapped in fixed "
-                    "pairs, prompts.SWAP (a systematic bias; the shipped model: 0)")
-    ap.add_argument("--vae-from", type=Path, help="take the VAE (and its shift/scale) from this pipeline folder "
-                    "instead of training one (phase 1 skipped)")
-    ap.add_argument("--init-from", type=Path, help="continue from this checkpoint's transformer and text encoders "
-                    "(a second stage: new optimizer and warmup, step numbers continue)")
+    ap.add_argument(
+        "--sizes",
+        type=int,
+        nargs=2,
+        default=[R.MIN_SIZE, R.MAX_SIZE],
+        metavar=("MIN", "MAX"),
+        help="side of the rendered shapes in px, inclusive (the shipped model: %(default)s)",
+    )
+    ap.add_argument(
+        "--layers", type=int, default=ARCH["layers"], help="transformer blocks (the shipped model: %(default)s)"
+    )
+    ap.add_argument(
+        "--heads",
+        type=int,
+        default=ARCH["heads"],
+        help=f"attention heads of {ARCH['head_dim']} channels each (the shipped model: %(default)s)",
+    )
+    ap.add_argument(
+        "--gap", type=int, default=R.GAP, help="px kept free between shapes (the shipped model: %(default)s)"
+    )
+    ap.add_argument(
+        "--caption-noise",
+        type=float,
+        default=0.0,
+        help="fraction of pairs whose image shows a one-word neighbour of the caption (the shipped model: 0)",
+    )
+    ap.add_argument(
+        "--caption-swap",
+        type=float,
+        default=0.0,
+        help="fraction of pairs whose image shows the caption with shapes and colours swapped in fixed "
+        "pairs, prompts.SWAP (a systematic bias; the shipped model: 0)",
+    )
+    ap.add_argument(
+        "--vae-from",
+        type=Path,
+        help="take the VAE (and its shift/scale) from this pipeline folder instead of training one (phase 1 skipped)",
+    )
+    ap.add_argument(
+        "--init-from",
+        type=Path,
+        help="continue from this checkpoint's transformer and text encoders "
+        "(a second stage: new optimizer and warmup, step numbers continue)",
+    )
     ap.add_argument("--install", type=Path, help="copy this checkpoint folder into the package weights and exit")
     args = ap.parse_args()
     if args.install:
@@ -165,9 +210,13 @@ def main() -> None:
         from diffusers import SD3Transformer2DModel
         from transformers import CLIPTextModelWithProjection
 
-        pipe.transformer.load_state_dict(SD3Transformer2DModel.from_pretrained(args.init_from / "transformer").state_dict())
+        pipe.transformer.load_state_dict(
+            SD3Transformer2DModel.from_pretrained(args.init_from / "transformer").state_dict()
+        )
         for name in ("text_encoder", "text_encoder_2"):
-            getattr(pipe, name).load_state_dict(CLIPTextModelWithProjection.from_pretrained(args.init_from / name).state_dict())
+            getattr(pipe, name).load_state_dict(
+                CLIPTextModelWithProjection.from_pretrained(args.init_from / name).state_dict()
+            )
         offset = json.loads((args.init_from / "shapes_model.json").read_text())["step"]
         log(f"initialised from {args.init_from} (step {offset})")
     params = [*pipe.transformer.parameters(), *pipe.text_encoder.parameters(), *pipe.text_encoder_2.parameters()]
@@ -186,7 +235,9 @@ def main() -> None:
     for step in range(1, args.steps + 1):
         idx = torch.randint(len(z), (args.batch,), generator=g)
         caps = ["" if pick.random() < 0.1 else texts[i] for i in idx.tolist()]
-        pe, _, pooled, _ = pipe.encode_prompt(caps, None, None, do_classifier_free_guidance=False, max_sequence_length=0)
+        pe, _, pooled, _ = pipe.encode_prompt(
+            caps, None, None, do_classifier_free_guidance=False, max_sequence_length=0
+        )
         x0 = z[idx]
         eps = torch.randn(x0.shape, generator=g)
         t = torch.sigmoid(torch.randn(args.batch, generator=g))  # logit-normal(0, 1)
@@ -203,10 +254,19 @@ def main() -> None:
         if step % args.save_every == 0 or step == args.steps:
             ck = args.out / f"step_{offset + step:05d}"
             pipe.save_pretrained(ck)
-            (ck / "shapes_model.json").write_text(json.dumps({"step": offset + step, "arch": arch, "seed": args.seed,
-                                                              "render": {"sizes": args.sizes, "gap": args.gap}, "caption_noise": args.caption_noise,
-                                                              "caption_swap": args.caption_swap,
-                                                              "init_from": str(args.init_from) if args.init_from else None}))
+            (ck / "shapes_model.json").write_text(
+                json.dumps(
+                    {
+                        "step": offset + step,
+                        "arch": arch,
+                        "seed": args.seed,
+                        "render": {"sizes": args.sizes, "gap": args.gap},
+                        "caption_noise": args.caption_noise,
+                        "caption_swap": args.caption_swap,
+                        "init_from": str(args.init_from) if args.init_from else None,
+                    }
+                )
+            )
             log(f"saved {ck}")
 
 

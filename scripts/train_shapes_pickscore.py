@@ -40,11 +40,24 @@ ROOT = Path(__file__).resolve().parents[1]
 GENERATOR = ROOT / "packages/rewards/src/dgx/rewards/shapes/weights"
 INSTALL = ROOT / "packages/rewards/src/dgx/rewards/shapes/pickscore"
 MEAN, STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)  # CLIP's normalisation
-ARCH = {"text": {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 3, "num_attention_heads": 4,
-                 "max_position_embeddings": 24},
-        "vision": {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4,
-                   "image_size": R.SIZE, "patch_size": 4},
-        "projection_dim": 64}
+ARCH = {
+    "text": {
+        "hidden_size": 128,
+        "intermediate_size": 256,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 24,
+    },
+    "vision": {
+        "hidden_size": 128,
+        "intermediate_size": 256,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "image_size": R.SIZE,
+        "patch_size": 4,
+    },
+    "projection_dim": 64,
+}
 
 
 def build(seed: int):
@@ -53,11 +66,26 @@ def build(seed: int):
 
     tok = word_tokenizer(P.vocabulary(), max_length=ARCH["text"]["max_position_embeddings"])
     torch.manual_seed(seed)
-    cfg = CLIPConfig(text_config={**ARCH["text"], "vocab_size": len(tok.get_vocab()), "bos_token_id": 0, "eos_token_id": 1,
-                                  "pad_token_id": 1},
-                     vision_config=ARCH["vision"], projection_dim=ARCH["projection_dim"])
-    proc = CLIPProcessor(CLIPImageProcessor(size={"shortest_edge": R.SIZE}, crop_size={"height": R.SIZE, "width": R.SIZE},
-                                            image_mean=list(MEAN), image_std=list(STD)), tok)
+    cfg = CLIPConfig(
+        text_config={
+            **ARCH["text"],
+            "vocab_size": len(tok.get_vocab()),
+            "bos_token_id": 0,
+            "eos_token_id": 1,
+            "pad_token_id": 1,
+        },
+        vision_config=ARCH["vision"],
+        projection_dim=ARCH["projection_dim"],
+    )
+    proc = CLIPProcessor(
+        CLIPImageProcessor(
+            size={"shortest_edge": R.SIZE},
+            crop_size={"height": R.SIZE, "width": R.SIZE},
+            image_mean=list(MEAN),
+            image_std=list(STD),
+        ),
+        tok,
+    )
     return CLIPModel(cfg), proc
 
 
@@ -84,7 +112,9 @@ def scenes(n: int, seed: int, vae, position_share: float = 0.0) -> tuple[list[di
     except that ``position_share`` of the scenes are position prompts (relations are the hardest words to learn)."""
     rng, pick = np.random.default_rng(seed), random.Random(seed)
     by_tag = {t: [m for m in P.all_prompts() if m["tag"] == t] for t in P.TAGS}
-    metas = [pick.choice(by_tag["position" if pick.random() < position_share else pick.choice(P.TAGS)]) for _ in range(n)]
+    metas = [
+        pick.choice(by_tag["position" if pick.random() < position_share else pick.choice(P.TAGS)]) for _ in range(n)
+    ]
     drawn = [R.render_prompt(m, rng) for m in metas]
     imgs = np.stack([img for img, _ in drawn])
     return metas, vae_round_trip(vae, imgs, torch.Generator().manual_seed(seed)), [shapes for _, shapes in drawn]
@@ -116,8 +146,9 @@ def image_features(model, uint8: torch.Tensor) -> torch.Tensor:
     return F.normalize(f, dim=-1)
 
 
-def contrastive_loss(model, proc, metas: list[dict], imgs: torch.Tensor, wrong: list[dict[str, list[str]]], k: int,
-                     pick: random.Random):
+def contrastive_loss(
+    model, proc, metas: list[dict], imgs: torch.Tensor, wrong: list[dict[str, list[str]]], k: int, pick: random.Random
+):
     """CLIP's symmetric loss over the batch; image -> text also against ``k`` false one-word neighbours per image, each
     of a kind of change drawn uniformly (colour, shape, number, relation) so that rare kinds are not drowned out."""
     caps = [m["prompt"] for m in metas]
@@ -148,7 +179,9 @@ def preference_loss(model, proc, captions: list[str], win: torch.Tensor, lose: t
     """PickScore's objective: softmax over the two images' scores for the caption, the preferred one the target."""
     tf = text_features(model, proc, captions)
     scale = model.logit_scale.exp()
-    s = torch.stack([scale * (image_features(model, win) * tf).sum(-1), scale * (image_features(model, lose) * tf).sum(-1)], 1)
+    s = torch.stack(
+        [scale * (image_features(model, win) * tf).sum(-1), scale * (image_features(model, lose) * tf).sum(-1)], 1
+    )
     return F.cross_entropy(s, torch.zeros(len(captions), dtype=torch.long)), (s[:, 0] > s[:, 1]).float().mean()
 
 
@@ -167,7 +200,9 @@ def generator_pairs(n_prompts: int, n_per_prompt: int, seed: int, log) -> tuple[
     chosen = [m for group in zip(*[ms * n_prompts for ms in by_tag]) for m in group][:n_prompts]
     metas = [m for m in chosen for _ in range(n_per_prompt)]
     t0 = time.time()
-    imgs = generate(model, [m["prompt"] for m in metas], steps=20, guidance=5.0, seed=seed, batch=128, desc="generator samples")
+    imgs = generate(
+        model, [m["prompt"] for m in metas], steps=20, guidance=5.0, seed=seed, batch=128, desc="generator samples"
+    )
     credit = reward(imgs, [m["prompt"] for m in metas], metas)
     u8 = (imgs.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
     caps, win, lose = [], [], []
@@ -178,13 +213,21 @@ def generator_pairs(n_prompts: int, n_per_prompt: int, seed: int, log) -> tuple[
                     caps.append(metas[i]["prompt"])
                     win.append(i)
                     lose.append(j)
-    log(f"generator: {len(metas)} samples in {time.time() - t0:.0f} s, mean partial credit {credit.mean():.3f}, "
-        f"{len(caps)} preference pairs")
+    log(
+        f"generator: {len(metas)} samples in {time.time() - t0:.0f} s, mean partial credit {credit.mean():.3f}, "
+        f"{len(caps)} preference pairs"
+    )
     return caps, u8[win], u8[lose]
 
 
-def rival(i: int, wrong: list[dict], by_prompt: dict[str, list[int]], metas: list[dict], drawn: list[list],
-          pick: random.Random) -> int:
+def rival(
+    i: int,
+    wrong: list[dict],
+    by_prompt: dict[str, list[int]],
+    metas: list[dict],
+    drawn: list[list],
+    pick: random.Random,
+) -> int:
     """A scene of the pool drawn for one of scene ``i``'s false neighbours that does not satisfy scene ``i``'s caption
     (the caption's render must be the preferred one); the last one tried if 20 draws find none."""
     names = [n for ns in wrong[i].values() for n in ns if n in by_prompt]
@@ -207,7 +250,9 @@ def main() -> None:
     ap.add_argument("--sample-prompts", type=int, default=300, help="train prompts the generator samples (stage 2)")
     ap.add_argument("--samples-per-prompt", type=int, default=4, help="generator samples per prompt (stage 2)")
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--position-share", type=float, default=0.0, help="share of scenes from position prompts (else tags uniform)")
+    ap.add_argument(
+        "--position-share", type=float, default=0.0, help="share of scenes from position prompts (else tags uniform)"
+    )
     ap.add_argument("--init-from", type=Path, help="continue from this model folder instead of a fresh CLIPModel")
     ap.add_argument("--install", type=Path, help="copy this model folder into the package and exit")
     a = ap.parse_args()
@@ -268,8 +313,9 @@ def main() -> None:
             rcaps = [metas[i]["prompt"] for i in rb]
             rwin = imgs[rb]
             rlose = imgs[[rival(i, wrong, by_prompt, metas, drawn, pick) for i in rb]]
-            ploss, pacc = preference_loss(model, proc, [caps[i] for i in pb] + rcaps, torch.cat([win[pb], rwin]),
-                                          torch.cat([lose[pb], rlose]))
+            ploss, pacc = preference_loss(
+                model, proc, [caps[i] for i in pb] + rcaps, torch.cat([win[pb], rwin]), torch.cat([lose[pb], rlose])
+            )
             loss = loss + ploss
             msg += f" preference {ploss.item():.3f} acc {pacc.item():.3f}"
         opt.zero_grad()

@@ -11,8 +11,9 @@ def save_tiny_sd3(d: Path) -> Path:
     """The tests' tiny random StableDiffusion3Pipeline (like diffusers' dummy components), saved to folder ``d``."""
     from dgx.sampler.tiny import tiny_sd3_pipeline
 
-    tiny_sd3_pipeline(WORDS, sample_size=8, vae_channels=(16, 16), layers=1, heads=2, head_dim=8, text_dim=16,
-                      shift=3.0).save_pretrained(d)
+    tiny_sd3_pipeline(
+        WORDS, sample_size=8, vae_channels=(16, 16), layers=1, heads=2, head_dim=8, text_dim=16, shift=3.0
+    ).save_pretrained(d)
     return d
 
 
@@ -32,25 +33,53 @@ def brightness_eval(model, *, steps, guidance, seed, out=None, shard=None, **_):
     """A benchmark for tests: mean brightness of ODE samples of five prompts, two images each."""
     from dgx.eval.benchmarks import Shard, reward_benchmark
 
-    prompts = [{"prompt": p} for p in ("a red circle", "a blue square", "two green triangles", "a photo of a diamond", "a cat")]
-    return reward_benchmark(model, Brightness(), prompts, steps=steps, guidance=guidance, images_per_prompt=2, seed=seed,
-                            batch=3, out=out, shard=shard or Shard())
+    prompts = [
+        {"prompt": p} for p in ("a red circle", "a blue square", "two green triangles", "a photo of a diamond", "a cat")
+    ]
+    return reward_benchmark(
+        model,
+        Brightness(),
+        prompts,
+        steps=steps,
+        guidance=guidance,
+        images_per_prompt=2,
+        seed=seed,
+        batch=3,
+        out=out,
+        shard=shard or Shard(),
+    )
 
 
 def tiny_config(tmp_path, pipe_dir, **train):
     """A RunConfig on the tiny random pipeline with the brightness reward (user registry)."""
     from dgx.grpo.config import load
 
-    (tmp_path / "reg.yaml").write_text("evaluations:\n  brightness_eval: {impl: 'dgx_test_helpers:brightness_eval', description: test}\n"
-                                       "rewards:\n  brightness: {impl: 'dgx_test_helpers:Brightness', description: test}\n")
-    t = {"iterations": 3, "prompts_per_iter": 2, "group_size": 4, "lr": 1e-2, "micro_batch": 10, "save_every": 1,
-         "timestep_fraction": 0.5, "updates_per_epoch": 2, "lora_rank": 2, "lora_alpha": 4, "clip_range": 0.2, "kl_beta": 0.1, **train}
+    (tmp_path / "reg.yaml").write_text(
+        "evaluations:\n  brightness_eval: {impl: 'dgx_test_helpers:brightness_eval', description: test}\n"
+        "rewards:\n  brightness: {impl: 'dgx_test_helpers:Brightness', description: test}\n"
+    )
+    t = {
+        "iterations": 3,
+        "prompts_per_iter": 2,
+        "group_size": 4,
+        "lr": 1e-2,
+        "micro_batch": 10,
+        "save_every": 1,
+        "timestep_fraction": 0.5,
+        "updates_per_epoch": 2,
+        "lora_rank": 2,
+        "lora_alpha": 4,
+        "clip_range": 0.2,
+        "kl_beta": 0.1,
+        **train,
+    }
     body = {
         "registry": "reg.yaml",
         "model": {"name": "shapes", "path": str(pipe_dir)},
         "sampler": {"steps": 4, "guidance": 2.0},
         "reward": {"name": "brightness", "credit": "dense_gain", "ode_steps": "t"},
-        "train": t, "device": "cpu",
+        "train": t,
+        "device": "cpu",
     }
     import yaml
 
@@ -62,11 +91,29 @@ def tiny_clip():
     from transformers import CLIPConfig, CLIPModel
 
     torch.manual_seed(0)
-    return CLIPModel(CLIPConfig(text_config={"vocab_size": 200, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
-                                  "num_attention_heads": 2, "max_position_embeddings": 16, "bos_token_id": 0, "eos_token_id": 1},
-                     vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-                                    "image_size": 16, "patch_size": 8}, projection_dim=8)).eval()
-
+    return CLIPModel(
+        CLIPConfig(
+            text_config={
+                "vocab_size": 200,
+                "hidden_size": 16,
+                "intermediate_size": 32,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "max_position_embeddings": 16,
+                "bos_token_id": 0,
+                "eos_token_id": 1,
+            },
+            vision_config={
+                "hidden_size": 16,
+                "intermediate_size": 32,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "image_size": 16,
+                "patch_size": 8,
+            },
+            projection_dim=8,
+        )
+    ).eval()
 
 
 class Recorder(Brightness):

@@ -40,8 +40,17 @@ trainer.train(cfg, tmp / "whole", registry=Registry([tmp / "reg.yaml"]))
 state = AcceleratorState()
 if state.is_main_process:
     torch.save(get_peft_model_state_dict(model.transformer), out)
-    out.with_suffix(".json").write_text(json.dumps({
-        "distributed_type": state.distributed_type.value, "fsdp_version": state.fsdp_plugin.fsdp_version,
-        "num_processes": state.num_processes, "updates": seen, "shards_on": where, "units": units,
-        "offload": type(state.fsdp_plugin.cpu_offload).__name__,
-        "returned": type(next(p for p in model.transformer.parameters() if p.requires_grad)).__name__}))
+    out.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "distributed_type": state.distributed_type.value,
+                "fsdp_version": state.fsdp_plugin.fsdp_version,
+                "num_processes": state.num_processes,
+                "updates": seen,
+                "shards_on": where,
+                "units": units,
+                "offload": type(state.fsdp_plugin.cpu_offload).__name__,
+                "returned": type(next(p for p in model.transformer.parameters() if p.requires_grad)).__name__,
+            }
+        )
+    )

@@ -37,7 +37,12 @@ def test_valid_ablation_resolves_variants(tmp_path):
     assert list(abl.variants) == ["flow_grpo", "dense", "n2"] and abl.seeds == [0, 1]
     d, n2, fg = abl.variants["dense"], abl.variants["n2"], abl.variants["flow_grpo"]
     assert (fg.reward.credit, fg.sampler.noise.name, fg.sampler.noise.a) == ("sparse", "uniform", 0.7)
-    assert (d.reward.credit, d.reward.ode_steps, d.sampler.noise.name, d.sampler.steps) == ("dense_gain", "t", "calibrated", 10)
+    assert (d.reward.credit, d.reward.ode_steps, d.sampler.noise.name, d.sampler.steps) == (
+        "dense_gain",
+        "t",
+        "calibrated",
+        10,
+    )
     assert d.sampler.noise.a == 0.7  # untouched sibling keys survive the deep merge
     assert (n2.reward.ode_steps, n2.train.lr, n2.train.group_size) == (2, 1e-4, 8)
     assert fg.train.lr == 3e-4
@@ -51,35 +56,90 @@ def test_deep_merge():
 
 
 BAD = [
-    ("unknown component", "reward: {name: pickscor}", r"cfg.yaml: reward.name: unknown reward 'pickscor'; did you mean 'pickscore'"),
-    ("unknown credit", "reward: {credit: dense_gian}", r"reward.credit: unknown credit 'dense_gian'; did you mean 'dense_gain'"),
-    ("unknown noise", "sampler: {noise: {name: calibrate}}", r"sampler.noise.name: unknown noise 'calibrate'; did you mean 'calibrated'"),
+    (
+        "unknown component",
+        "reward: {name: pickscor}",
+        r"cfg.yaml: reward.name: unknown reward 'pickscor'; did you mean 'pickscore'",
+    ),
+    (
+        "unknown credit",
+        "reward: {credit: dense_gian}",
+        r"reward.credit: unknown credit 'dense_gian'; did you mean 'dense_gain'",
+    ),
+    (
+        "unknown noise",
+        "sampler: {noise: {name: calibrate}}",
+        r"sampler.noise.name: unknown noise 'calibrate'; did you mean 'calibrated'",
+    ),
     ("unknown sampler", "sampler: {name: sdee}", r"sampler.name: unknown sampler 'sdee'; did you mean 'sde'"),
     ("unknown model", "model: {name: sd35}", r"model.name: unknown model 'sd35'; did you mean 'sd3'"),
-    ("unknown eval", "eval: {name: shapes_genval}", r"eval.name: unknown evaluation 'shapes_genval'; did you mean 'shapes_geneval'"),
+    (
+        "unknown eval",
+        "eval: {name: shapes_genval}",
+        r"eval.name: unknown evaluation 'shapes_genval'; did you mean 'shapes_geneval'",
+    ),
     ("unknown key", "train: {learning_rate: 0.1}", r"train.learning_rate: unknown key; .*valid: .*\blr\b"),
     ("unknown nested key", "sampler: {noise: {level: 0.7}}", r"sampler.noise.level: unknown key"),
     ("unknown section", "trainer: {lr: 1}", r"cfg.yaml: trainer: unknown key; did you mean 'train'"),
     ("wrong type", "train: {group_size: many}", r"train.group_size: Input should be a valid integer.*\(got 'many'\)"),
-    ("out of range", "train: {group_size: 1}", r"train.group_size: Input should be greater than or equal to 2 \(got 1\)"),
+    (
+        "out of range",
+        "train: {group_size: 1}",
+        r"train.group_size: Input should be greater than or equal to 2 \(got 1\)",
+    ),
     ("bad ode_steps", "reward: {ode_steps: tt}", r"reward.ode_steps: .*\(got 'tt'\)"),
-    ("bad dtype", "model: {dtype: fp8}", r"model.dtype: Input should be 'float32', 'bfloat16' or 'float16' \(got 'fp8'\)"),
-    ("negative noise", "sampler: {noise: {a: -1}}", r"sampler.noise.a: Input should be greater than or equal to 0 \(got -1\)"),
-    ("ode with calibrated", "sampler: {name: ode, noise: {name: calibrated}}", r"sampler.name: the ode sampler takes no noise"),
-    ("weighted unknown", "reward: {name: weighted, weights: {pickscore: 1, aesthtic: 0.5}}", r"reward.weights.aesthtic: unknown reward 'aesthtic'; did you mean 'aesthetic'"),
+    (
+        "bad dtype",
+        "model: {dtype: fp8}",
+        r"model.dtype: Input should be 'float32', 'bfloat16' or 'float16' \(got 'fp8'\)",
+    ),
+    (
+        "negative noise",
+        "sampler: {noise: {a: -1}}",
+        r"sampler.noise.a: Input should be greater than or equal to 0 \(got -1\)",
+    ),
+    (
+        "ode with calibrated",
+        "sampler: {name: ode, noise: {name: calibrated}}",
+        r"sampler.name: the ode sampler takes no noise",
+    ),
+    (
+        "weighted unknown",
+        "reward: {name: weighted, weights: {pickscore: 1, aesthtic: 0.5}}",
+        r"reward.weights.aesthtic: unknown reward 'aesthtic'; did you mean 'aesthetic'",
+    ),
 ]
 
 
 ABL_BAD = [
-    ("bad variant key", "base: {}\nvariants:\n  dense: {reward: {crdit: dense_gain}}\n",
-     r"variants.dense.reward.crdit: unknown key; did you mean 'credit'"),
-    ("bad variant value", "base: {}\nvariants:\n  dense: {sampler: {steps: 0}}\n", r"variants.dense.sampler.steps: Input should be greater than or equal to 1 \(got 0\)"),
-    ("error in base", "base: {sampler: {steps: x}}\nvariants:\n  a: {}\n", r"base.sampler.steps: .*valid integer.*\(got 'x'\)"),
+    (
+        "bad variant key",
+        "base: {}\nvariants:\n  dense: {reward: {crdit: dense_gain}}\n",
+        r"variants.dense.reward.crdit: unknown key; did you mean 'credit'",
+    ),
+    (
+        "bad variant value",
+        "base: {}\nvariants:\n  dense: {sampler: {steps: 0}}\n",
+        r"variants.dense.sampler.steps: Input should be greater than or equal to 1 \(got 0\)",
+    ),
+    (
+        "error in base",
+        "base: {sampler: {steps: x}}\nvariants:\n  a: {}\n",
+        r"base.sampler.steps: .*valid integer.*\(got 'x'\)",
+    ),
     ("bad variant name", "base: {}\nvariants:\n  'dense grpo': {}\n", r"variants.dense grpo: variant names must be"),
     ("variant not a mapping", "base: {}\nvariants:\n  a: 3\n", r"variants.a: expected a mapping of overrides, got 3"),
-    ("variants not a mapping", "base: {}\nvariants: [a, b]\n", r"variants: expected a mapping of name -> overrides, got list"),
+    (
+        "variants not a mapping",
+        "base: {}\nvariants: [a, b]\n",
+        r"variants: expected a mapping of name -> overrides, got list",
+    ),
     ("bad seeds", "base: {}\nseeds: [0, x]\n", r"seeds: expected a list of integers, got \[0, 'x'\]"),
-    ("unknown top level", "base: {}\nvariant: {}\n", r"variant: unknown top-level key of an ablation; did you mean 'variants'"),
+    (
+        "unknown top level",
+        "base: {}\nvariant: {}\n",
+        r"variant: unknown top-level key of an ablation; did you mean 'variants'",
+    ),
 ]
 
 
@@ -101,12 +161,16 @@ def test_bad_yaml_missing_and_empty(tmp_path):
 
 
 def test_user_registry_file(tmp_path, monkeypatch):
-    reg = write(tmp_path, """
+    reg = write(
+        tmp_path,
+        """
     rewards:
       brightness:
         impl: tests_helpers:Brightness
         description: mean pixel value
-    """, "my_registry.yaml")
+    """,
+        "my_registry.yaml",
+    )
     cfg = write(tmp_path, "registry: my_registry.yaml\nreward: {name: brightness}\n")
     assert load(cfg).variants["default"].reward.name == "brightness"
     with pytest.raises(ConfigError, match="unknown reward 'brightness'"):
@@ -138,16 +202,31 @@ def test_cli_validate_and_help(tmp_path):
 def test_set_overrides_every_variant_last_and_errors_name_the_flag(tmp_path):
     from dgx.grpo.config import parse_sets
 
-    sets = parse_sets(["train.lr=1e-3", "sampler.noise={name: uniform, a: 0.5}", "reward.partial=false", "seeds_x.y=[1, 2]"])
-    assert sets == {"train": {"lr": 1e-3}, "sampler": {"noise": {"name": "uniform", "a": 0.5}},
-                    "reward": {"partial": False}, "seeds_x": {"y": [1, 2]}}
+    sets = parse_sets(
+        ["train.lr=1e-3", "sampler.noise={name: uniform, a: 0.5}", "reward.partial=false", "seeds_x.y=[1, 2]"]
+    )
+    assert sets == {
+        "train": {"lr": 1e-3},
+        "sampler": {"noise": {"name": "uniform", "a": 0.5}},
+        "reward": {"partial": False},
+        "seeds_x": {"y": [1, 2]},
+    }
     del sets["seeds_x"]
     abl = load(write(tmp_path, GOOD), overrides=sets)
     for cfg in abl.variants.values():  # the command line wins over base and over the variant (n2 set its own lr)
-        assert (cfg.train.lr, cfg.sampler.noise.name, cfg.sampler.noise.a, cfg.reward.partial) == (1e-3, "uniform", 0.5, False)
+        assert (cfg.train.lr, cfg.sampler.noise.name, cfg.sampler.noise.a, cfg.reward.partial) == (
+            1e-3,
+            "uniform",
+            0.5,
+            False,
+        )
     assert abl.variants["n2"].reward.ode_steps == 2 and abl.variants["flow_grpo"].train.group_size == 8
-    for bad, msg in [(["train.lr"], "expected KEY=VALUE"), (["train..lr=1"], "expected KEY=VALUE"),
-                     (["train=3", "train.lr=1"], "train was already set to a value"), (["train.lr=[1"], "not valid YAML")]:
+    for bad, msg in [
+        (["train.lr"], "expected KEY=VALUE"),
+        (["train..lr=1"], "expected KEY=VALUE"),
+        (["train=3", "train.lr=1"], "train was already set to a value"),
+        (["train.lr=[1"], "not valid YAML"),
+    ]:
         with pytest.raises(ConfigError, match=msg):
             parse_sets(bad)
     with pytest.raises(ConfigError, match=r"--set train\.lrr: unknown key; did you mean 'lr'") as e:
@@ -155,7 +234,9 @@ def test_set_overrides_every_variant_last_and_errors_name_the_flag(tmp_path):
     assert "variants." not in str(e.value)
     with pytest.raises(ConfigError, match=r"--set train\.lr: .*got 'fast'"):
         load(write(tmp_path, GOOD), overrides=parse_sets(["train.lr=fast"]))
-    with pytest.raises(ConfigError, match=r"variants\.n2\.train\.lr: .*got 'x'"):  # a key --set did not touch keeps its place
+    with pytest.raises(
+        ConfigError, match=r"variants\.n2\.train\.lr: .*got 'x'"
+    ):  # a key --set did not touch keeps its place
         load(write(tmp_path, GOOD.replace("lr: 1.0e-4", "lr: x")), overrides=parse_sets(["train.group_size=4"]))
     r = CliRunner().invoke(main, ["validate", str(write(tmp_path, GOOD)), "--show", "--set", "train.group_size=12"])
     assert r.exit_code == 0 and r.output.count("group_size: 12") == 3
@@ -164,13 +245,16 @@ def test_set_overrides_every_variant_last_and_errors_name_the_flag(tmp_path):
 
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = sorted(str(p.relative_to(ROOT)) for p in [*ROOT.glob("configs/*.yaml"), *ROOT.glob("docs/experiments/**/*.yaml")]
-                 if p.name != "registry.yaml")
+SHIPPED = sorted(
+    str(p.relative_to(ROOT))
+    for p in [*ROOT.glob("configs/*.yaml"), *ROOT.glob("research/experiments/**/*.yaml")]
+    if p.name != "registry.yaml"
+)
 
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_configs_validate(name):
-    """Every config in configs/ and docs/experiments/ loads (registry files, component names, keys)."""
+    """Every config in configs/ and research/experiments/ loads (registry files, component names, keys)."""
     abl = load(ROOT / name)
     assert abl.variants and abl.seeds
 
@@ -189,7 +273,9 @@ def test_cli_works_from_any_directory(tmp_path, monkeypatch):
 def test_soft_credit_builds_for_geneval_and_is_refused_elsewhere(tmp_path):
     from dgx.grpo.build import build_reward
 
-    soft = load(write(tmp_path, GOOD.replace("{name: geneval_shapes}", "{name: geneval_shapes, soft: true}"))).variants["flow_grpo"]
+    soft = load(write(tmp_path, GOOD.replace("{name: geneval_shapes}", "{name: geneval_shapes, soft: true}"))).variants[
+        "flow_grpo"
+    ]
     assert build_reward(soft, Registry()).soft is True
     pick = soft.model_copy(update={"reward": soft.reward.model_copy(update={"name": "pickscore"})})
     with pytest.raises(ConfigError, match="reward.soft.*pickscore"):
@@ -221,12 +307,16 @@ def test_registry_module_beside_the_registry_file_and_builder_defaults(tmp_path)
         "def model(path, dtype, device, max_sequence_length, resolution=None, width=1):\n"
         "    return dict(path=path, msl=max_sequence_length, resolution=resolution, width=width)\n"
     )
-    write(tmp_path, """
+    write(
+        tmp_path,
+        """
     rewards:
       bright: {impl: "my_parts:Bright"}
     models:
       wide: {impl: "my_parts:model", defaults: {max_sequence_length: 7, width: 3}}
-    """, "reg.yaml")
+    """,
+        "reg.yaml",
+    )
     cfg = load(write(tmp_path, "registry: reg.yaml\nmodel: {name: wide, resolution: 64}\nreward: {name: bright}\n"))
     run, reg = cfg.variants["default"], cfg.registry()
     assert build_reward(run, reg)(torch.full((2, 3, 4, 4), 0.25), ["a", "b"]).tolist() == [0.25, 0.25]

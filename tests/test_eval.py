@@ -15,7 +15,14 @@ from dgx.rewards.geneval import summarize
 def test_geneval_suite_is_built_like_genevals():
     suite = build_suite()
     tags = Counter(m["tag"] for m in suite)
-    assert tags["single_object"] == 80 and set(tags) == {"single_object", "two_object", "counting", "colors", "position", "color_attr"}
+    assert tags["single_object"] == 80 and set(tags) == {
+        "single_object",
+        "two_object",
+        "counting",
+        "colors",
+        "position",
+        "color_attr",
+    }
     assert 540 <= len(suite) <= 580 and all(v <= 100 for t, v in tags.items() if t != "single_object")
     assert build_suite() == suite  # fixed seed
     for m in suite:
@@ -37,7 +44,10 @@ def test_geneval_summary_from_fixed_verdicts():
 
 
 def test_tables_mean_std(tmp_path):
-    res = {"base": [{"overall": 0.4}, {"overall": 0.5}], "dense": [{"overall": 0.6, "x": 1.0}, {"overall": 0.8, "x": 3.0}]}
+    res = {
+        "base": [{"overall": 0.4}, {"overall": 0.5}],
+        "dense": [{"overall": 0.6, "x": 1.0}, {"overall": 0.8, "x": 3.0}],
+    }
     agg = aggregate(res)
     assert agg["dense"]["overall"] == pytest.approx((0.7, 0.1, 2)) and agg["dense"]["x"][0] == 2.0
     md = write_tables(res, tmp_path / "t", ["overall", "x"])
@@ -105,8 +115,14 @@ def test_sample_picks_and_grid(tmp_path):
     from dgx.eval.plots import plot_samples
     from PIL import Image
 
-    metas = [{"tag": "a", "prompt": "p1"}, {"tag": "a", "prompt": "p1"}, {"tag": "a", "prompt": "p2"},
-             {"tag": "b", "prompt": "q1"}, {"tag": "a", "prompt": "p3"}, {"tag": "b", "prompt": "q2"}]
+    metas = [
+        {"tag": "a", "prompt": "p1"},
+        {"tag": "a", "prompt": "p1"},
+        {"tag": "a", "prompt": "p2"},
+        {"tag": "b", "prompt": "q1"},
+        {"tag": "a", "prompt": "p3"},
+        {"tag": "b", "prompt": "q2"},
+    ]
     assert sample_picks(metas, "tag", n=4) == [0, 2, 3, 5]
     assert sample_picks(metas, "tag", n=2) == [0, 3]
     assert sample_picks(metas, "category", n=3) == [0, 2, 3]  # no categories: one group
@@ -141,7 +157,9 @@ def test_min_images_per_tag_raises_counts_for_small_tags():
 def test_shapes_geneval_min_images_per_tag(tmp_path, tiny_model):
     from dgx.eval.benchmarks import shapes_geneval
 
-    shapes_geneval(tiny_model, steps=1, guidance=1.0, images_per_prompt=1, min_images_per_tag=3, max_prompts=4, out=tmp_path)
+    shapes_geneval(
+        tiny_model, steps=1, guidance=1.0, images_per_prompt=1, min_images_per_tag=3, max_prompts=4, out=tmp_path
+    )
     rows = [json.loads(x) for x in (tmp_path / "per_image.jsonl").read_text().splitlines()]
     per_tag = Counter(r["tag"] for r in rows)
     assert min(per_tag.values()) >= 3 and sum(per_tag.values()) < 4 * 3 + 1
@@ -161,8 +179,10 @@ def test_drawbench_csv_categories_and_metrics(tmp_path, tiny_model):
     from transformers import CLIPImageProcessor, CLIPProcessor
 
     tiny_clip().save_pretrained(tmp_path / "clip")
-    CLIPProcessor(CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}),
-                  word_tokenizer(["a", "red", "circle", "blue", "square"], 16)).save_pretrained(tmp_path / "clip")
+    CLIPProcessor(
+        CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}),
+        word_tokenizer(["a", "red", "circle", "blue", "square"], 16),
+    ).save_pretrained(tmp_path / "clip")
     torch.manual_seed(0)
     save_file(AestheticHead(8).eval().state_dict(), tmp_path / "head.safetensors")
     csv_file = tmp_path / "drawbench.csv"
@@ -170,10 +190,21 @@ def test_drawbench_csv_categories_and_metrics(tmp_path, tiny_model):
     assert read_prompts(csv_file)[2] == {"prompt": "a circle, red", "category": "Text"}
 
     clip = str(tmp_path / "clip")
-    metrics = {"aesthetic": {"path": clip, "head_path": str(tmp_path / "head.safetensors")},
-               "pickscore": {"path": clip, "processor_path": clip}}
-    s = drawbench(tiny_model, prompts_file=str(csv_file), metrics=metrics, steps=2, guidance=1.0, images_per_prompt=2,
-                  seed=3, batch=4, out=tmp_path / "out")
+    metrics = {
+        "aesthetic": {"path": clip, "head_path": str(tmp_path / "head.safetensors")},
+        "pickscore": {"path": clip, "processor_path": clip},
+    }
+    s = drawbench(
+        tiny_model,
+        prompts_file=str(csv_file),
+        metrics=metrics,
+        steps=2,
+        guidance=1.0,
+        images_per_prompt=2,
+        seed=3,
+        batch=4,
+        out=tmp_path / "out",
+    )
     rows = [json.loads(x) for x in (tmp_path / "out" / "per_image.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and [r["category"] for r in rows] == ["Colors"] * 4 + ["Text"] * 2
     for m in ("aesthetic", "pickscore"):

@@ -63,7 +63,11 @@ def test_resume_matches_uninterrupted(tmp_path, tiny_pipe_dir):
     reg = lambda d: Registry([d / "reg.yaml"])  # noqa: E731
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    sched = {"iterations": 4, "lr_schedule": "cosine", "lr_warmup": 1}  # a restarted schedule would train at 1e-2, then 0
+    sched = {
+        "iterations": 4,
+        "lr_schedule": "cosine",
+        "lr_warmup": 1,
+    }  # a restarted schedule would train at 1e-2, then 0
     cfg_a = tiny_config(tmp_path / "a", tiny_pipe_dir, **sched)
     cfg_b = tiny_config(tmp_path / "b", tiny_pipe_dir, **sched)
     full = train(cfg_a, tmp_path / "a" / "run", registry=reg(tmp_path / "a"))
@@ -81,7 +85,9 @@ def test_resume_matches_uninterrupted(tmp_path, tiny_pipe_dir):
     assert [r["iteration"] for r in rows] == [0, 1, 2, 3]
     rows_a = [json.loads(x) for x in (tmp_path / "a" / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["reward_mean"] for r in rows] == pytest.approx([r["reward_mean"] for r in rows_a], abs=1e-6)
-    assert [r["lr"] for r in rows] == pytest.approx([0.0, 1e-2, 7.5e-3, 2.5e-3])  # warmup, then cosine to 0 at iteration 4
+    assert [r["lr"] for r in rows] == pytest.approx(
+        [0.0, 1e-2, 7.5e-3, 2.5e-3]
+    )  # warmup, then cosine to 0 at iteration 4
     assert all(len(r["dense_mean"]) == 4 and len(r["latent_reward_mean"]) == 5 for r in rows)
     # dense gains are differences of the logged latent rewards
     r0 = rows[0]
@@ -98,9 +104,26 @@ def test_two_processes_match_one(tmp_path, tiny_pipe_dir):
         d.mkdir()
         # --multi_gpu goes through torchrun; the workers' Accelerator(cpu=True) then runs gloo on CPU
         mode = ["--multi_gpu"] if n > 1 else ["--cpu"]
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", *mode, "--num_processes", str(n), "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(29500 + n),
-               str(worker), str(d), str(tiny_pipe_dir), str(d / "adapter.pt")]
+        cmd = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            *mode,
+            "--num_processes",
+            str(n),
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            str(29500 + n),
+            str(worker),
+            str(d),
+            str(tiny_pipe_dir),
+            str(d / "adapter.pt"),
+        ]
         res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
         assert res.returncode == 0, res.stderr[-3000:]
         outs[n] = (torch.load(d / "adapter.pt"), json.loads((d / "adapter.json").read_text()))
@@ -136,7 +159,9 @@ def test_calibration_follows_algorithm_1_and_resumes(tmp_path, tiny_pipe_dir, mo
     import dgx.grpo.calibrate as cal
 
     calls, original = [], cal.dense_rewards
-    monkeypatch.setattr(cal, "dense_rewards", lambda *a, **k: calls.append(a[5]) or original(*a, **k))  # a[5]: the samples' key
+    monkeypatch.setattr(
+        cal, "dense_rewards", lambda *a, **k: calls.append(a[5]) or original(*a, **k)
+    )  # a[5]: the samples' key
     cfg.calibrate.iterations = 1
     calibrate(cfg, tmp_path / "cal2", Registry([tmp_path / "reg.yaml"]))
     cfg.calibrate.iterations = 3
@@ -201,8 +226,11 @@ def test_prompt_draws_tells_which_runs_train_on_the_same_prompts(tmp_path):
     def run(name: str, **train) -> Path:
         d = tmp_path / name
         d.mkdir()
-        cfg = {"seed": 0, "prompts": {"name": "shapes", "path": None},
-               "train": {"prompts_per_iter": 4, "prompt_sampling": "by_tag", "lr": 7e-4, **train}}
+        cfg = {
+            "seed": 0,
+            "prompts": {"name": "shapes", "path": None},
+            "train": {"prompts_per_iter": 4, "prompt_sampling": "by_tag", "lr": 7e-4, **train},
+        }
         (d / "config.yaml").write_text(yaml.safe_dump(cfg))
         return d
 
@@ -234,23 +262,51 @@ seeds: [0]
     out = tmp_path / "out"
     res = CliRunner().invoke(main, ["run", str(abl), "--out", str(out)])
     assert res.exit_code == 0, res.output
-    for f in ["summary.md", "summary.csv", "cost.md", "gain.md", "report.md", "learning_curves.png", "dense_per_timestep.png", "psi_dense_grpo.png",
-              "latent_reward.png", "reward_difference.png", "samples.png",
-              "dense_grpo/seed_0/calibration/psi.json", "flow_grpo/seed_0/eval/summary.json", "flow_grpo/seed_0/config.yaml"]:
+    for f in [
+        "summary.md",
+        "summary.csv",
+        "cost.md",
+        "gain.md",
+        "report.md",
+        "learning_curves.png",
+        "dense_per_timestep.png",
+        "psi_dense_grpo.png",
+        "latent_reward.png",
+        "reward_difference.png",
+        "samples.png",
+        "dense_grpo/seed_0/calibration/psi.json",
+        "flow_grpo/seed_0/eval/summary.json",
+        "flow_grpo/seed_0/config.yaml",
+    ]:
         assert (out / f).is_file(), f
-    kept = {m: sorted(p.name for p in (out / m / "seed_0/eval/samples").glob("*.png")) for m in ("base", "flow_grpo", "dense_grpo")}
+    kept = {
+        m: sorted(p.name for p in (out / m / "seed_0/eval/samples").glob("*.png"))
+        for m in ("base", "flow_grpo", "dense_grpo")
+    }
     assert kept["base"] == kept["flow_grpo"] == kept["dense_grpo"] == ["00000.png", "00001.png", "00002.png"]
     assert "![samples](samples.png)" in (out / "report.md").read_text()
     table = (out / "summary.md").read_text()
     assert "| base |" in table and "| flow_grpo |" in table and "| dense_grpo |" in table
     assert table in res.output and f"report: {out / 'report.md'}" in res.output  # the tables are printed at the end
     env = [json.loads(ln) for ln in (out / "invocations.jsonl").read_text().splitlines()]
-    assert len(env) == 1 and env[0]["torch"] == torch.__version__ and f"torch {torch.__version__}" in (out / "report.md").read_text()
-    assert (env[0]["distributed"], env[0]["processes"], env[0]["mixed_precision"]) == ("NO", 1, "no")  # accelerate's mode
+    assert (
+        len(env) == 1
+        and env[0]["torch"] == torch.__version__
+        and f"torch {torch.__version__}" in (out / "report.md").read_text()
+    )
+    assert (env[0]["distributed"], env[0]["processes"], env[0]["mixed_precision"]) == (
+        "NO",
+        1,
+        "no",
+    )  # accelerate's mode
     cost = (out / "cost.md").read_text()
     assert "| flow_grpo | " in cost and "1.00" in cost
     gain = (out / "gain.md").read_text()  # paired with the base model's per-image verdicts
-    assert "| flow_grpo | " in gain and "| dense_grpo | " in gain and "Gain over the base" in (out / "report.md").read_text()
+    assert (
+        "| flow_grpo | " in gain
+        and "| dense_grpo | " in gain
+        and "Gain over the base" in (out / "report.md").read_text()
+    )
     stamp = (out / "dense_grpo/seed_0/eval/summary.json").stat().st_mtime_ns
     again = CliRunner().invoke(main, ["run", str(abl), "--out", str(out), "--resume", "--only", "dense_grpo"])
     assert again.exit_code == 0, again.output
@@ -258,12 +314,16 @@ seeds: [0]
     bad = CliRunner().invoke(main, ["run", str(abl), "--only", "dense_grpoo"])
     assert bad.exit_code == 2 and "did you mean 'dense_grpo'" in bad.output
     changed = CliRunner().invoke(main, ["run", str(abl), "--out", str(out), "--resume", "--set", "train.lr=0.5"])
-    assert changed.exit_code == 2 and "train.lr changed" in changed.output  # not silently trained on with other settings
+    assert (
+        changed.exit_code == 2 and "train.lr changed" in changed.output
+    )  # not silently trained on with other settings
     shorter = CliRunner().invoke(main, ["run", str(abl), "--out", str(out), "--resume", "--iterations", "1"])
     assert shorter.exit_code == 2 and "cannot shorten" in shorter.output
     base_stamp = (out / "base/seed_0/eval/summary.json").stat().st_mtime_ns
     flow_stamp = (out / "flow_grpo/seed_0/eval/summary.json").stat().st_mtime_ns
-    longer = CliRunner().invoke(main, ["run", str(abl), "--out", str(out), "--resume", "--only", "flow_grpo", "--iterations", "3"])
+    longer = CliRunner().invoke(
+        main, ["run", str(abl), "--out", str(out), "--resume", "--only", "flow_grpo", "--iterations", "3"]
+    )
     assert longer.exit_code == 0, longer.output  # trains on from the last checkpoint and evaluates again
     rows = [json.loads(ln) for ln in (out / "flow_grpo/seed_0/metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [0, 1, 2]
@@ -281,7 +341,19 @@ seeds: [0]
         raise RuntimeError("killed")
 
     monkeypatch.setattr(runner, "train", killed)
-    longest = ["run", str(abl), "--out", str(out), "--resume", "--only", "flow_grpo", "--iterations", "5", "--set", "train.save_every=1"]
+    longest = [
+        "run",
+        str(abl),
+        "--out",
+        str(out),
+        "--resume",
+        "--only",
+        "flow_grpo",
+        "--iterations",
+        "5",
+        "--set",
+        "train.save_every=1",
+    ]
     assert CliRunner().invoke(main, longest).exit_code != 0
     monkeypatch.setattr(runner, "train", train)
     assert checkpoint.trained(out / "flow_grpo/seed_0/checkpoints") == 4
@@ -298,8 +370,16 @@ def test_training_cost_adds_peak_gpu_memory_only_where_every_row_logged_it():
     gpu_peak_gib when every row has one (GPU runs), else no memory column."""
     from dgx.grpo.runner import training_cost
 
-    rows = [{"seconds_rollout": 1.0, "seconds_credit": 0.5, "seconds_train": 2.5, "seconds_credit_decode": 9.0,
-             "model_calls": 10}, {"seconds_rollout": 2.0, "seconds_credit": 0.5, "seconds_train": 3.5, "model_calls": 14}]
+    rows = [
+        {
+            "seconds_rollout": 1.0,
+            "seconds_credit": 0.5,
+            "seconds_train": 2.5,
+            "seconds_credit_decode": 9.0,
+            "model_calls": 10,
+        },
+        {"seconds_rollout": 2.0, "seconds_credit": 0.5, "seconds_train": 3.5, "model_calls": 14},
+    ]
     assert training_cost(rows) == {"seconds_per_iter": 5.0, "model_calls_per_iter": 12.0}
     gpu = [{**rows[0], "gpu_peak_gib": 7.5}, {**rows[1], "gpu_peak_gib": 5.25}]
     assert training_cost(gpu) == {"seconds_per_iter": 5.0, "model_calls_per_iter": 12.0, "gpu_peak_gib": 7.5}
@@ -327,44 +407,100 @@ variants:
   dense_grpo: {{}}
 seeds: [0]
 """)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
+    }
     fsdp2 = ["--config_file", str(Path(__file__).parents[1] / "configs" / "accelerate" / "fsdp2.yaml")]
     # out3: FSDP2 on 2 CPU processes (fsdp_shim; device auto + ACCELERATE_TORCH_DEVICE=cpu, as in fsdp_worker.py)
     cmds = {}
-    for out, mode, n, port in (("out1", ["--cpu"], 1, 29511), ("out2", ["--multi_gpu"], 2, 29512), ("out3", fsdp2, 2, 29513)):
+    for out, mode, n, port in (
+        ("out1", ["--cpu"], 1, 29511),
+        ("out2", ["--multi_gpu"], 2, 29512),
+        ("out3", fsdp2, 2, 29513),
+    ):
         entry = ["-m", "fsdp_shim", "run", "--set", "device=auto"] if mode is fsdp2 else ["-m", "dgx.grpo.cli", "run"]
-        cmds[out] = cmd = [sys.executable, "-m", "accelerate.commands.launch", *mode, "--num_processes", str(n),
-                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                           "--main_process_port", str(port), *entry, str(abl), "--out", str(tmp_path / out)]
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
-                             env={**env, "ACCELERATE_TORCH_DEVICE": "cpu"} if mode is fsdp2 else env)
+        cmds[out] = cmd = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            *mode,
+            "--num_processes",
+            str(n),
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            str(port),
+            *entry,
+            str(abl),
+            "--out",
+            str(tmp_path / out),
+        ]
+        res = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**env, "ACCELERATE_TORCH_DEVICE": "cpu"} if mode is fsdp2 else env,
+        )
         assert res.returncode == 0, res.stderr[-3000:]
         assert res.stdout.count("report: ") == 1, res.stdout[-3000:]  # the results are printed by the main process only
     cmd = cmds["out2"]
     port = cmd.index("--main_process_port") + 1
     cmd[port] = "29520"  # its own port: the previous launch's may not be free again yet
-    odd = subprocess.run(cmd + ["--set", "train.prompts_per_iter=1", "--set", "train.group_size=3"], capture_output=True,
-                         text=True, env=env, timeout=600)
-    assert odd.returncode != 0 and "= 3 samples per iteration do not divide over 2 processes" in odd.stderr + odd.stdout, \
-        odd.stderr[-3000:]
+    odd = subprocess.run(
+        cmd + ["--set", "train.prompts_per_iter=1", "--set", "train.group_size=3"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert (
+        odd.returncode != 0 and "= 3 samples per iteration do not divide over 2 processes" in odd.stderr + odd.stdout
+    ), odd.stderr[-3000:]
     one, two, fsdp = tmp_path / "out1", tmp_path / "out2", tmp_path / "out3"
     for out, mode in ((two, "MULTI_CPU"), (fsdp, "FSDP")):
         (line,) = (out / "invocations.jsonl").read_text().splitlines()  # written by the main process only
         rec = json.loads(line)
-        assert (rec["distributed"], rec["processes"], rec.get("fsdp_cpu_offload")) == (mode, 2, False if mode == "FSDP" else None)
+        assert (rec["distributed"], rec["processes"], rec.get("fsdp_cpu_offload")) == (
+            mode,
+            2,
+            False if mode == "FSDP" else None,
+        )
     for other in (two, fsdp):  # DDP and FSDP2 on 2 processes against one process
         psi1, psi2 = (json.loads((o / "dense_grpo/seed_0/calibration/psi.json").read_text()) for o in (one, other))
         assert psi1["psi"] == pytest.approx(psi2["psi"], abs=1e-9) and psi1["history"] == psi2["history"]
         for run in ("base/seed_0", "dense_grpo/seed_0"):
-            rows1, rows2 = ([json.loads(ln) for ln in (o / run / "eval/per_image.jsonl").read_text().splitlines()]
-                            for o in (one, other))
-            assert [r["index"] for r in rows2] == list(range(10)) and [r["prompt"] for r in rows1] == [r["prompt"] for r in rows2]
-            assert [r["brightness"] for r in rows1] == pytest.approx([r["brightness"] for r in rows2], abs=1e-4), (other, run)
-        m1, m2 = ([json.loads(ln) for ln in (o / "dense_grpo/seed_0/metrics.jsonl").read_text().splitlines()] for o in (one, other))
-        assert [r["reward_mean"] for r in m1] == pytest.approx([r["reward_mean"] for r in m2], abs=1e-4) and len(m2) == 2
-    base, trained = ([json.loads(ln)["brightness"] for ln in (one / run / "eval/per_image.jsonl").read_text().splitlines()]
-                     for run in ("base/seed_0", "dense_grpo/seed_0"))
-    assert max(abs(a - b) for a, b in zip(base, trained)) > 2e-3  # training moved the images 20x more than the tolerance
+            rows1, rows2 = (
+                [json.loads(ln) for ln in (o / run / "eval/per_image.jsonl").read_text().splitlines()]
+                for o in (one, other)
+            )
+            assert [r["index"] for r in rows2] == list(range(10)) and [r["prompt"] for r in rows1] == [
+                r["prompt"] for r in rows2
+            ]
+            assert [r["brightness"] for r in rows1] == pytest.approx([r["brightness"] for r in rows2], abs=1e-4), (
+                other,
+                run,
+            )
+        m1, m2 = (
+            [json.loads(ln) for ln in (o / "dense_grpo/seed_0/metrics.jsonl").read_text().splitlines()]
+            for o in (one, other)
+        )
+        assert [r["reward_mean"] for r in m1] == pytest.approx([r["reward_mean"] for r in m2], abs=1e-4) and len(
+            m2
+        ) == 2
+    base, trained = (
+        [json.loads(ln)["brightness"] for ln in (one / run / "eval/per_image.jsonl").read_text().splitlines()]
+        for run in ("base/seed_0", "dense_grpo/seed_0")
+    )
+    assert (
+        max(abs(a - b) for a, b in zip(base, trained)) > 2e-3
+    )  # training moved the images 20x more than the tolerance
 
 
 def test_accelerate_modes_the_trainer_does_not_handle_are_refused(tmp_path, tiny_pipe_dir, monkeypatch):
@@ -382,12 +518,23 @@ def test_accelerate_modes_the_trainer_does_not_handle_are_refused(tmp_path, tiny
 
     cfg = tiny_config(tmp_path, tiny_pipe_dir, iterations=1)
     fsdp = lambda version, offload=OffloadPolicy(): SimpleNamespace(  # noqa: E731
-        distributed_type=DistributedType.FSDP, fsdp_plugin=SimpleNamespace(fsdp_version=version, cpu_offload=offload))
-    for state, error in ((SimpleNamespace(distributed_type=DistributedType.DEEPSPEED), "configured for DEEPSPEED.*without --use_deepspeed"),
-                         (fsdp(1), "FSDP version 1.*--fsdp_version 2"),
-                         (fsdp(2, CPUOffloadPolicy()), "offloaded to the CPU.*experimental.*DGX_EXPERIMENTAL_FSDP_OFFLOAD=1")):
+        distributed_type=DistributedType.FSDP, fsdp_plugin=SimpleNamespace(fsdp_version=version, cpu_offload=offload)
+    )
+    for state, error in (
+        (
+            SimpleNamespace(distributed_type=DistributedType.DEEPSPEED),
+            "configured for DEEPSPEED.*without --use_deepspeed",
+        ),
+        (fsdp(1), "FSDP version 1.*--fsdp_version 2"),
+        (fsdp(2, CPUOffloadPolicy()), "offloaded to the CPU.*experimental.*DGX_EXPERIMENTAL_FSDP_OFFLOAD=1"),
+    ):
         with pytest.raises(ConfigError, match=error):
-            train(cfg, tmp_path / "run", registry=Registry([tmp_path / "reg.yaml"]), accelerator=SimpleNamespace(state=state))
+            train(
+                cfg,
+                tmp_path / "run",
+                registry=Registry([tmp_path / "reg.yaml"]),
+                accelerator=SimpleNamespace(state=state),
+            )
         monkeypatch.setattr(runner, "Accelerator", lambda cpu, state=state: SimpleNamespace(state=state))
         with pytest.raises(ConfigError, match=error):
             runner.run_ablation(tmp_path / "cfg.yaml", out=tmp_path / "out")
@@ -404,7 +551,9 @@ def assert_same_checkpoint(a: Path, b: Path, atol: float, moments_atol: float) -
         got, want = load_file(a / name), load_file(b / name)
         assert got.keys() == want.keys()
         for k in want:
-            torch.testing.assert_close(got[k], want[k], atol=atol, rtol=1e-3, msg=lambda m, k=k, n=name: f"{n} {k}: {m}")
+            torch.testing.assert_close(
+                got[k], want[k], atol=atol, rtol=1e-3, msg=lambda m, k=k, n=name: f"{n} {k}: {m}"
+            )
     got, want = (torch.load(c / "optimizer.pt", weights_only=False)["state"] for c in (a, b))
     for i in want:
         for k in ("exp_avg", "exp_avg_sq"):
@@ -417,18 +566,39 @@ def test_fsdp2_matches_one_unsharded_process(tmp_path, tiny_pipe_dir, offload):
     """`accelerate launch --config_file configs/accelerate/fsdp2.yaml` (shards on the device, or offloaded to the
     CPU, which is experimental) trains the adapter sharded, resumes from a checkpoint of whole tensors where an
     uninterrupted sharded run is, and ends where one unsharded process ends: 2 processes on CPUs (see
-    fsdp_worker.py), or 1 process on a GPU (FSDP2 over nccl; docs/experiments/fsdp/gpu_check_offload.sh)."""
+    fsdp_worker.py), or 1 process on a GPU (FSDP2 over nccl; research/experiments/fsdp/gpu_check_offload.sh)."""
     gpu = torch.cuda.is_available()
     d = tmp_path / "fsdp"
     d.mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **({} if gpu else {"ACCELERATE_TORCH_DEVICE": "cpu"}),
-           **({"DGX_EXPERIMENTAL_FSDP_OFFLOAD": "1"} if offload else {})}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        **({} if gpu else {"ACCELERATE_TORCH_DEVICE": "cpu"}),
+        **({"DGX_EXPERIMENTAL_FSDP_OFFLOAD": "1"} if offload else {}),
+    }
     n = 1 if gpu else 2
     shipped = Path(__file__).parents[1] / "configs" / "accelerate" / "fsdp2.yaml"  # FSDP2, block-wise units
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(shipped), "--num_processes", str(n),
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(29507 + offload),
-           "--fsdp_offload_params", str(offload).lower(), str(Path(__file__).parent / "fsdp_worker.py"), str(d),
-           str(tiny_pipe_dir), str(d / "adapter.pt")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(shipped),
+        "--num_processes",
+        str(n),
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(29507 + offload),
+        "--fsdp_offload_params",
+        str(offload).lower(),
+        str(Path(__file__).parent / "fsdp_worker.py"),
+        str(d),
+        str(tiny_pipe_dir),
+        str(d / "adapter.pt"),
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     info = json.loads((d / "adapter.json").read_text())
@@ -436,9 +606,16 @@ def test_fsdp2_matches_one_unsharded_process(tmp_path, tiny_pipe_dir, offload):
     # tail unit) and the root; handed back whole
     units = ["FSDPAdaLayerNormContinuous", "FSDPJointTransformerBlock", "FSDPSD3Transformer2DModel"]
     on = "cpu" if offload or not gpu else "cuda"  # where the trained shards live
-    assert info == {"distributed_type": "FSDP", "fsdp_version": 2, "num_processes": n, "updates": ["DTensor"] * 4,
-                    "shards_on": [on] * 4, "units": [units] * 4, "returned": "Parameter",
-                    "offload": "CPUOffloadPolicy" if offload else "OffloadPolicy"}
+    assert info == {
+        "distributed_type": "FSDP",
+        "fsdp_version": 2,
+        "num_processes": n,
+        "updates": ["DTensor"] * 4,
+        "shards_on": [on] * 4,
+        "units": [units] * 4,
+        "returned": "Parameter",
+        "offload": "CPUOffloadPolicy" if offload else "OffloadPolicy",
+    }
     rows = [json.loads(ln) for ln in (d / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [0, 1] and all((r.get("gpu_peak_gib", 0) > 0) == gpu for r in rows)
     resumed = d / "run" / "checkpoints" / "iter_00001"
@@ -446,13 +623,17 @@ def test_fsdp2_matches_one_unsharded_process(tmp_path, tiny_pipe_dir, offload):
 
     one = tmp_path / "one"
     one.mkdir()
-    cfg = tiny_config(one, tiny_pipe_dir, iterations=2, ema=0.5, gradient_checkpointing=True)  # the worker's, uninterrupted
+    cfg = tiny_config(
+        one, tiny_pipe_dir, iterations=2, ema=0.5, gradient_checkpointing=True
+    )  # the worker's, uninterrupted
     cfg.device = "auto" if gpu else "cpu"  # the worker's device
     model = train(cfg, one / "run", registry=Registry([one / "reg.yaml"]))
     ck_one = one / "run" / "checkpoints"
-    if gpu and offload:  # the open question of docs/experiments/fsdp/README.md: the first iteration matches (8.9e-7
+    if gpu and offload:  # the open question of research/experiments/fsdp/README.md: the first iteration matches (8.9e-7
         # on an H100), the second departs by 2.5e-3
-        assert_same_checkpoint(d / "run" / "checkpoints" / "iter_00000", ck_one / "iter_00000", atol=1e-5, moments_atol=1e-7)
+        assert_same_checkpoint(
+            d / "run" / "checkpoints" / "iter_00000", ck_one / "iter_00000", atol=1e-5, moments_atol=1e-7
+        )
         pytest.xfail("FSDP2 with CPU offload departs from one unsharded process after its first iteration on a GPU")
     close = dict(atol=1e-4, rtol=1e-3)  # lr is 1e-2: a real divergence is ~100x larger
     returned, expected = torch.load(d / "adapter.pt"), get_peft_model_state_dict(model.transformer)
@@ -475,7 +656,6 @@ def test_prompt_sampling_by_tag_is_balanced_over_tags():
         choose_prompts([{"prompt": "z"}], 1, rng, "by_tag")
 
 
-
 def test_training_raises_the_reward(tmp_path):
     """GRPO must move the policy towards higher reward: after a few DenseGRPO iterations on the
     shapes model with the "ink" reward, ODE samples on held-out noise score higher than the base
@@ -485,10 +665,23 @@ def test_training_raises_the_reward(tmp_path):
     from dgx.rewards.ink import Ink
     from dgx.sampler import ode_step, rollout, sample_generator
 
-    body = {"model": {"name": "shapes"}, "sampler": {"steps": 6, "guidance": 5.0},
-            "reward": {"name": "ink", "credit": "dense_gain"}, "device": "cpu",
-            "train": {"iterations": 12, "prompts_per_iter": 2, "group_size": 8, "lr": 5e-3, "kl_beta": 0.0, "save_every": 100,
-                      "timestep_fraction": 0.5, "updates_per_epoch": 2, "micro_batch": 64}}
+    body = {
+        "model": {"name": "shapes"},
+        "sampler": {"steps": 6, "guidance": 5.0},
+        "reward": {"name": "ink", "credit": "dense_gain"},
+        "device": "cpu",
+        "train": {
+            "iterations": 12,
+            "prompts_per_iter": 2,
+            "group_size": 8,
+            "lr": 5e-3,
+            "kl_beta": 0.0,
+            "save_every": 100,
+            "timestep_fraction": 0.5,
+            "updates_per_epoch": 2,
+            "micro_batch": 64,
+        },
+    }
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(body))
     model = train(load(tmp_path / "cfg.yaml").variants["default"], tmp_path / "run", registry=Registry())
     prompts = ["a photo of a red circle", "a photo of two squares"] * 8
@@ -519,8 +712,15 @@ def test_gradient_checkpointing_gives_the_same_update(tmp_path, tiny_pipe_dir, m
     for ckpt in (False, True):
         d = tmp_path / str(ckpt)
         d.mkdir()
-        model = train(tiny_config(d, tiny_pipe_dir, iterations=1, gradient_checkpointing=ckpt), d / "run", registry=Registry([d / "reg.yaml"]))
-        assert {on for grad, on in cudnn_on if grad} == {False} and {on for grad, on in cudnn_on if not grad} == {False, True}
+        model = train(
+            tiny_config(d, tiny_pipe_dir, iterations=1, gradient_checkpointing=ckpt),
+            d / "run",
+            registry=Registry([d / "reg.yaml"]),
+        )
+        assert {on for grad, on in cudnn_on if grad} == {False} and {on for grad, on in cudnn_on if not grad} == {
+            False,
+            True,
+        }
         cudnn_on.clear()
         assert model.transformer.is_gradient_checkpointing == ckpt
         runs[ckpt] = get_peft_model_state_dict(model.transformer)
@@ -568,8 +768,18 @@ def test_dgx_calibrate_cli_writes_psi_and_reports_both_imbalances(tmp_path, tiny
     assert f"calibrated {b['calibrated_mean']:.3f}, uniform a = 0.7 {b['uniform_a0.7_mean']:.3f}" in res.output
     assert (tmp_path / "cal" / "psi.png").is_file()
     # --set reaches the calibration, and --resume continues its saved progress: one more iteration
-    more = CliRunner().invoke(main, ["calibrate", str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "cal"), "--resume",
-                                     "--set", "calibrate.iterations=2"])
+    more = CliRunner().invoke(
+        main,
+        [
+            "calibrate",
+            str(tmp_path / "cfg.yaml"),
+            "--out",
+            str(tmp_path / "cal"),
+            "--resume",
+            "--set",
+            "calibrate.iterations=2",
+        ],
+    )
     assert more.exit_code == 0, more.output
     hist = json.loads((tmp_path / "cal" / "psi.json").read_text())["history"]
     assert len(hist) == 2 and hist[0] == json.loads((tmp_path / "cal" / "progress.json").read_text())["history"][0]
@@ -588,7 +798,9 @@ def test_grpo_on_flux_trains_lora_on_double_and_single_blocks(tmp_path, tiny_flu
     assert [r["approx_kl"] for r in rows] == pytest.approx([0.0, 0.0], abs=1e-8)
     assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-10) and rows[1]["kl"] > 0 and len(rows[0]["dense_mean"]) == 4
     names = list(load_file(tmp_path / "run" / "checkpoints" / "iter_00001" / "adapter.safetensors"))
-    assert any(n.startswith("single_transformer_blocks.") for n in names) and any(n.startswith("transformer_blocks.") for n in names)
+    assert any(n.startswith("single_transformer_blocks.") for n in names) and any(
+        n.startswith("transformer_blocks.") for n in names
+    )
 
 
 def test_nan_rewards_stop_the_run_and_nan_gradients_skip_the_step(tmp_path, tiny_pipe_dir, monkeypatch):
@@ -596,12 +808,16 @@ def test_nan_rewards_stop_the_run_and_nan_gradients_skip_the_step(tmp_path, tiny
     from dgx.grpo.errors import TrainingError
 
     cfg = tiny_config(tmp_path, tiny_pipe_dir, iterations=1)
-    (tmp_path / "reg.yaml").write_text((tmp_path / "reg.yaml").read_text()
-                                       + "  nan_for_blue: {impl: 'dgx_test_helpers:NanForBlue', description: test}\n")
+    (tmp_path / "reg.yaml").write_text(
+        (tmp_path / "reg.yaml").read_text()
+        + "  nan_for_blue: {impl: 'dgx_test_helpers:NanForBlue', description: test}\n"
+    )
     cfg.prompts.name, cfg.prompts.path = "file", str(tmp_path / "p.txt")
     (tmp_path / "p.txt").write_text("a red circle\ntwo blue squares\n")
     cfg.reward.name = "nan_for_blue"
-    with pytest.raises(TrainingError, match=r"iteration 0: reward 'nan_for_blue' .*NaN or inf for prompts \['two blue squares'\]"):
+    with pytest.raises(
+        TrainingError, match=r"iteration 0: reward 'nan_for_blue' .*NaN or inf for prompts \['two blue squares'\]"
+    ):
         train(cfg, tmp_path / "nan", registry=Registry([tmp_path / "reg.yaml"]))
 
     cfg.reward.name = "brightness"
@@ -619,9 +835,13 @@ def test_nan_rewards_stop_the_run_and_nan_gradients_skip_the_step(tmp_path, tiny
     with pytest.warns(UserWarning, match="optimizer step skipped"):
         train(cfg, tmp_path / "skip", registry=Registry([tmp_path / "reg.yaml"]))
     row = json.loads((tmp_path / "skip" / "metrics.jsonl").read_text())
-    assert row["skipped_steps"] == 0.5 and math.isfinite(row["loss"]) is False  # 1 of 2 steps skipped; its NaN loss is logged
+    assert (
+        row["skipped_steps"] == 0.5 and math.isfinite(row["loss"]) is False
+    )  # 1 of 2 steps skipped; its NaN loss is logged
     adapter = load_file(tmp_path / "skip" / "checkpoints" / "iter_00000" / "adapter.safetensors")
-    assert all(torch.isfinite(v).all() for v in adapter.values()) and any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k)
+    assert all(torch.isfinite(v).all() for v in adapter.values()) and any(
+        v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k
+    )
 
 
 def test_bf16_weights_under_accelerate_mixed_precision(tmp_path, tiny_pipe_dir):
@@ -631,8 +851,12 @@ def test_bf16_weights_under_accelerate_mixed_precision(tmp_path, tiny_pipe_dir):
 
     cfg = tiny_config(tmp_path, tiny_pipe_dir, iterations=2, updates_per_epoch=1)
     cfg.model.dtype = "bfloat16"
-    model = train(cfg, tmp_path / "run", registry=Registry([tmp_path / "reg.yaml"]),
-                  accelerator=Accelerator(cpu=True, mixed_precision="bf16"))
+    model = train(
+        cfg,
+        tmp_path / "run",
+        registry=Registry([tmp_path / "reg.yaml"]),
+        accelerator=Accelerator(cpu=True, mixed_precision="bf16"),
+    )
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["approx_kl"] for r in rows] == pytest.approx([0.0, 0.0], abs=1e-6) and rows[1]["kl"] > 0
     assert all(math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) for r in rows)
@@ -649,12 +873,16 @@ def test_dgx_eval_cli_scores_base_and_adapter_with_set(tmp_path, tiny_pipe_dir):
     sets = ["--set", "eval.max_prompts=3", "--set", "eval.images_per_prompt=2", "--set", "eval.steps=2"]
     outs = {}
     for name, extra in (("base", []), ("trained", ["--adapter", str(tmp_path / "run")])):
-        res = CliRunner().invoke(main, ["eval", str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / name), *sets, *extra])
+        res = CliRunner().invoke(
+            main, ["eval", str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / name), *sets, *extra]
+        )
         assert res.exit_code == 0, res.output
         summary = json.loads((tmp_path / name / "summary.json").read_text())
         assert f"overall: {summary['overall']:.4f}" in res.output
         outs[name] = [json.loads(ln) for ln in (tmp_path / name / "per_image.jsonl").read_text().splitlines()]
-        assert (tmp_path / name / "samples.png").is_file() and len(list((tmp_path / name / "samples").glob("*.png"))) == 3
+        assert (tmp_path / name / "samples.png").is_file() and len(
+            list((tmp_path / name / "samples").glob("*.png"))
+        ) == 3
     assert len(outs["base"]) == 6 and [r["prompt"] for r in outs["base"]] == [r["prompt"] for r in outs["trained"]]
     bad = CliRunner().invoke(main, ["eval", str(tmp_path / "cfg.yaml"), "--adapter", str(tmp_path / "nothing")])
     assert bad.exit_code == 2 and "no adapter.safetensors found" in bad.output
@@ -671,10 +899,14 @@ def test_resume_may_shorten_a_run_only_above_what_it_has_trained(tmp_path, tiny_
     p = torch.nn.Parameter(torch.zeros(2))
     checkpoint.save(run / "checkpoints", 2, {"w": p.detach()}, torch.optim.AdamW([p]), None, None)  # 3 iterations done
     assert check_resume(run, cfg) == []
-    assert check_resume(run, cfg.model_copy(update={"train": cfg.train.model_copy(update={"iterations": 3})})) == ["train.iterations"]
+    assert check_resume(run, cfg.model_copy(update={"train": cfg.train.model_copy(update={"iterations": 3})})) == [
+        "train.iterations"
+    ]
     (run / "eval").mkdir()  # the evaluation of an earlier, shorter length (then extended to 10 and killed at 3)
     (run / "eval" / "summary.json").write_text('{"overall": 0.5}')
-    assert check_resume(run, cfg.model_copy(update={"train": cfg.train.model_copy(update={"iterations": 3})})) == ["train.iterations"]
+    assert check_resume(run, cfg.model_copy(update={"train": cfg.train.model_copy(update={"iterations": 3})})) == [
+        "train.iterations"
+    ]
     with pytest.raises(ConfigError, match="cannot shorten a run to 2 iterations: it has trained 3 of 10"):
         check_resume(run, cfg.model_copy(update={"train": cfg.train.model_copy(update={"iterations": 2})}))
     with pytest.raises(ConfigError, match=r"train\.lr changed"):
@@ -720,7 +952,9 @@ def test_checkpoint_written_on_a_gpu_resumes_on_a_cpu(tmp_path, monkeypatch):
     sched.step()
     # tag every tensor as a cuda:0 tensor, as torch.save does for a run trained on a GPU
     registry = torch.serialization._package_registry
-    monkeypatch.setattr(torch.serialization, "_package_registry", [(0, lambda obj: "cuda:0", lambda obj, loc: None), *registry])
+    monkeypatch.setattr(
+        torch.serialization, "_package_registry", [(0, lambda obj: "cuda:0", lambda obj, loc: None), *registry]
+    )
     ck = checkpoint.save(tmp_path, 4, {"w": p.detach()}, opt, sched, None)
     monkeypatch.setattr(torch.serialization, "_package_registry", registry)
     if not torch.cuda.is_available():  # what loading without a map location does here
@@ -732,7 +966,9 @@ def test_checkpoint_written_on_a_gpu_resumes_on_a_cpu(tmp_path, monkeypatch):
     it, _ = checkpoint.load(ck, opt2, sched2)
     assert it == 4 and checkpoint.trained(tmp_path) == 5 and torch.equal(checkpoint.adapter_state(ck)["w"], p.detach())
     state = opt2.state_dict()["state"][0]
-    assert state["exp_avg"].device == q.device and torch.equal(state["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    assert state["exp_avg"].device == q.device and torch.equal(
+        state["exp_avg"], opt.state_dict()["state"][0]["exp_avg"]
+    )
     assert opt2.param_groups[0]["lr"] == pytest.approx(opt.param_groups[0]["lr"])
 
 
@@ -744,7 +980,11 @@ def test_metrics_log_writes_jsonl_csv_and_per_step_tensorboard_curves(tmp_path):
     for it in range(3):
         log.log({"iteration": it, "reward_mean": 0.5 + it, "dense_pos": [0.1 * it, 0.2], "grid": [1.0, 0.5, 0.0]})
     log.close()
-    assert [json.loads(ln)["dense_pos"] for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [[0.0, 0.2], [0.1, 0.2], [0.2, 0.2]]
+    assert [json.loads(ln)["dense_pos"] for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [
+        [0.0, 0.2],
+        [0.1, 0.2],
+        [0.2, 0.2],
+    ]
     assert (tmp_path / "metrics.csv").read_text().splitlines()[0] == "iteration,reward_mean"  # scalars only
     tb = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
     tags = tb.Tags()["scalars"]
@@ -762,15 +1002,24 @@ def test_every_reward_is_built_on_the_run_device(tmp_path, tiny_pipe_dir):
     from dgx_test_helpers import Recorder
 
     cfg = tiny_config(tmp_path, tiny_pipe_dir, iterations=1)
-    (tmp_path / "reg.yaml").write_text((tmp_path / "reg.yaml").read_text() + "  recorder: {impl: 'dgx_test_helpers:Recorder', description: test}\n")
-    cfg = cfg.model_copy(update={"reward": cfg.reward.model_copy(update={"name": "recorder"}),
-                                 "calibrate": cfg.calibrate.model_copy(update={"iterations": 1, "prompts": 1, "group_size": 2,
-                                                                              "check_prompts": 1})})
+    (tmp_path / "reg.yaml").write_text(
+        (tmp_path / "reg.yaml").read_text() + "  recorder: {impl: 'dgx_test_helpers:Recorder', description: test}\n"
+    )
+    cfg = cfg.model_copy(
+        update={
+            "reward": cfg.reward.model_copy(update={"name": "recorder"}),
+            "calibrate": cfg.calibrate.model_copy(
+                update={"iterations": 1, "prompts": 1, "group_size": 2, "check_prompts": 1}
+            ),
+        }
+    )
     reg = Registry([tmp_path / "reg.yaml"])
     Recorder.built.clear()
     train(cfg, tmp_path / "run", registry=reg)
     calibrate(cfg, tmp_path / "cal", reg)
     assert [b["device"] for b in Recorder.built] == ["cpu", "cpu"]
-    weighted = cfg.model_copy(update={"reward": cfg.reward.model_copy(update={"name": "weighted", "weights": {"recorder": 1.0}})})
+    weighted = cfg.model_copy(
+        update={"reward": cfg.reward.model_copy(update={"name": "weighted", "weights": {"recorder": 1.0}})}
+    )
     build_reward(weighted, reg, device="cuda:3")
     assert Recorder.built[-1]["device"] == "cuda:3"

@@ -26,7 +26,11 @@ def trained_run(tmp_path_factory, tiny_pipe_dir):
 
 
 def snapshot(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_export_round_trip_with_diffusers_load_lora_weights(trained_run, tiny_pipe_dir, tmp_path):
@@ -93,7 +97,9 @@ class RecordingApi:
 
     def upload_folder(self, folder_path, repo_id, **kw):
         self.calls.append(("upload_folder", repo_id, kw))
-        self.uploaded = {str(p.relative_to(folder_path)): p.read_bytes() for p in Path(folder_path).rglob("*") if p.is_file()}
+        self.uploaded = {
+            str(p.relative_to(folder_path)): p.read_bytes() for p in Path(folder_path).rglob("*") if p.is_file()
+        }
         return type("Info", (), {"commit_url": f"https://hub.local/{repo_id}/commit/1"})()
 
 

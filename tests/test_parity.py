@@ -71,20 +71,37 @@ def test_advantages_for_each_std_choice():
 def test_default_lora_targets_skip_the_second_attention():
     from dgx.sampler.tiny import tiny_sd3_pipeline
 
-    pipe = tiny_sd3_pipeline(["a", "red"], sample_size=8, vae_channels=(16, 16), layers=2, heads=2, head_dim=8,
-                             text_dim=16, dual_attention_layers=(0,))
+    pipe = tiny_sd3_pipeline(
+        ["a", "red"],
+        sample_size=8,
+        vae_channels=(16, 16),
+        layers=2,
+        heads=2,
+        head_dim=8,
+        text_dim=16,
+        dual_attention_layers=(0,),
+    )
     cfg = RunConfig()
     assert tuple(cfg.train.lora_targets) == FLOW_GRPO_LORA_TARGETS
     add_lora(pipe.transformer, cfg)
     adapted = {n.rsplit(".lora_A", 1)[0] for n, _ in pipe.transformer.named_parameters() if ".lora_A" in n}
     assert "transformer_blocks.0.attn.to_q" in adapted and not any(".attn2." in n for n in adapted)
-    pipe2 = tiny_sd3_pipeline(["a", "red"], sample_size=8, vae_channels=(16, 16), layers=2, heads=2, head_dim=8,
-                              text_dim=16, dual_attention_layers=(0,))
+    pipe2 = tiny_sd3_pipeline(
+        ["a", "red"],
+        sample_size=8,
+        vae_channels=(16, 16),
+        layers=2,
+        heads=2,
+        head_dim=8,
+        text_dim=16,
+        dual_attention_layers=(0,),
+    )
     add_lora(pipe2.transformer, RunConfig(train={"lora_targets": ["to_q", "to_k", "to_v", "to_out.0"]}))
     assert any(".attn2.to_q.lora_A" in n for n, _ in pipe2.transformer.named_parameters())
 
 
 # ---- Flow-GRPO's formulas, written from its SD3 training code ----
+
 
 def flow_grpo_advantages(prompts: list[str], rewards: np.ndarray) -> np.ndarray:
     """PerPromptStatTracker(global_std=True).update: per-prompt mean, std of all rewards (numpy, ddof 0) + 1e-4."""
@@ -101,16 +118,23 @@ def flow_grpo_step(v, sigma, sigma_prev, sigma_max, sample, prev_sample, a, exac
     std_dev_t = torch.sqrt(sigma / (1 - torch.where(sigma == 1, sigma_max, sigma))) * a
     mean = sample * (1 + std_dev_t**2 / (2 * sigma) * dt) + v * (1 + std_dev_t**2 * (1 - sigma) / (2 * sigma)) * dt
     step_std = std_dev_t * torch.sqrt(-dt)
-    log_prob = (-((prev_sample - mean) ** 2) / (2 * step_std**2) - torch.log(step_std)
-                - torch.log(torch.sqrt(torch.as_tensor(2 * math.pi))))
+    log_prob = (
+        -((prev_sample - mean) ** 2) / (2 * step_std**2)
+        - torch.log(step_std)
+        - torch.log(torch.sqrt(torch.as_tensor(2 * math.pi)))
+    )
     return log_prob.mean(dim=tuple(range(1, log_prob.ndim))), mean, step_std if exact_kl_divisor else std_dev_t
 
 
 def flow_grpo_velocity(tr, x, t, cond, detach_uncond):
     """compute_log_prob's transformer call: one pass on [uncond, cond], the unconditional prediction detached."""
     n = x.shape[0]
-    out = tr(torch.cat([x, x]), encoder_hidden_states=torch.cat([cond.neg_embeds, cond.embeds]),
-             pooled_projections=torch.cat([cond.neg_pooled, cond.pooled]), timestep=torch.cat([t.expand(n)] * 2) * 1000).sample
+    out = tr(
+        torch.cat([x, x]),
+        encoder_hidden_states=torch.cat([cond.neg_embeds, cond.embeds]),
+        pooled_projections=torch.cat([cond.neg_pooled, cond.pooled]),
+        timestep=torch.cat([t.expand(n)] * 2) * 1000,
+    ).sample
     u, c = out.chunk(2)
     u = u.detach() if detach_uncond else u
     return (u + W * (c - u)).float()
@@ -128,12 +152,15 @@ def flow_grpo_loss(model, traj, adv, steps, clip_range, beta, a, detach_uncond=T
         log_prob, mean, kl_std = flow_grpo_step(v, sigma, sigma_prev, grid[1], x, x_next, a, exact_kl)
         with torch.no_grad():
             tr.disable_adapters()
-            _, ref_mean, _ = flow_grpo_step(flow_grpo_velocity(tr, x, grid[j], cond, True), sigma, sigma_prev, grid[1],
-                                            x, x_next, a)
+            _, ref_mean, _ = flow_grpo_step(
+                flow_grpo_velocity(tr, x, grid[j], cond, True), sigma, sigma_prev, grid[1], x, x_next, a
+            )
             tr.enable_adapters()
         ratio = torch.exp(log_prob - traj.log_probs[:, j])
         advs = torch.clamp(adv[:, j], -5.0, 5.0)
-        policy = torch.mean(torch.maximum(-advs * ratio, -advs * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)))
+        policy = torch.mean(
+            torch.maximum(-advs * ratio, -advs * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range))
+        )
         kl = torch.mean(((mean - ref_mean) ** 2).mean(dim=(1, 2, 3), keepdim=True) / (2 * kl_std**2))
         total = total + (policy + beta * kl) / len(steps)
     return total
@@ -154,7 +181,16 @@ def rollout_setup(tiny_pipe_dir):
     texts = [p for p in PROMPTS for _ in range(G)]
     cond = model.encode(PROMPTS).index([PROMPTS.index(p) for p in texts])
     with torch.no_grad():
-        traj = rollout(model, cond, texts, T, sde_step, UniformNoise(0.7), [sample_generator(0, 0, s) for s in range(len(texts))], W)
+        traj = rollout(
+            model,
+            cond,
+            texts,
+            T,
+            sde_step,
+            UniformNoise(0.7),
+            [sample_generator(0, 0, s) for s in range(len(texts))],
+            W,
+        )
         for p in params:
             p.add_(0.1 * torch.randn(p.shape, generator=gen))
     rewards = torch.rand(len(texts), generator=gen, dtype=torch.float64)
@@ -180,8 +216,12 @@ def test_default_objective_equals_flow_grpo(rollout_setup, options):
     outside the range; at 0.2 most are inside it."""
     model, params, traj, texts, rewards = rollout_setup
     exact = options == "exact"
-    tc = TrainConfig(kl_beta=BETA, timestep_fraction=0.99, **({"kl": "exact", "guidance_grad": "full"} if exact else {}),
-                     **({"clip_range": 0.2} if options == "reference_wide_clip" else {}))
+    tc = TrainConfig(
+        kl_beta=BETA,
+        timestep_fraction=0.99,
+        **({"kl": "exact", "guidance_grad": "full"} if exact else {}),
+        **({"clip_range": 0.2} if options == "reference_wide_clip" else {}),
+    )
     assert TrainConfig().clip_range == 1e-4 and tc.adv_clip_max == 5.0  # Flow-GRPO's defaults
 
     signal = rewards.float()[:, None].expand(len(texts), T)
@@ -196,15 +236,19 @@ def test_default_objective_equals_flow_grpo(rollout_setup, options):
     out.loss.backward()
     g_dgx = grads(params)
 
-    ref_loss = flow_grpo_loss(model, traj, adv, steps, tc.clip_range, BETA, 0.7, detach_uncond=not exact, exact_kl=exact)
+    ref_loss = flow_grpo_loss(
+        model, traj, adv, steps, tc.clip_range, BETA, 0.7, detach_uncond=not exact, exact_kl=exact
+    )
     ref_loss.backward()
     g_ref = grads(params)
 
     assert out.kl.item() > 0 and out.clip_frac.item() > 0  # the case exercises the KL and the clip
     if options == "reference_wide_clip":
         assert out.clip_frac.item() < 0.5
-    print(f"{options}: loss {out.loss.item():.6e}, relative error of the loss {abs(out.loss.item() / ref_loss.item() - 1):.1e}, "
-          f"of the gradient {relative_error(g_dgx, g_ref):.1e}")
+    print(
+        f"{options}: loss {out.loss.item():.6e}, relative error of the loss {abs(out.loss.item() / ref_loss.item() - 1):.1e}, "
+        f"of the gradient {relative_error(g_dgx, g_ref):.1e}"
+    )
     assert out.loss.item() == pytest.approx(ref_loss.item(), rel=1e-5)
     assert g_ref.norm() > 0
     assert relative_error(g_dgx, g_ref) < 1e-5

@@ -25,33 +25,136 @@ L, R, U, D = (0, 10, 8, 18), (20, 10, 28, 18), (10, 0, 18, 8), (10, 20, 18, 28) 
 
 RULES = [
     ("single ok", meta("single_object", [{"class": "circle", "count": 1}]), [det("circle", L, 0.5)], True, 1.0, []),
-    ("single below 0.3", meta("single_object", [{"class": "circle", "count": 1}]), [det("circle", L, 0.3)], False, 0.0, ["count"]),
-    ("two_object missing", meta("two_object", [{"class": "circle", "count": 1}, {"class": "square", "count": 1}]),
-     [det("circle", L)], False, 0.5, ["count"]),
-    ("counting ok", meta("counting", [{"class": "circle", "count": 3}], [{"class": "circle", "count": 4}]),
-     [det("circle", L), det("circle", R), det("circle", U)], True, 1.0, []),
-    ("counting 0.9 threshold", meta("counting", [{"class": "circle", "count": 3}], [{"class": "circle", "count": 4}]),
-     [det("circle", L), det("circle", R), det("circle", U, 0.85)], False, (2 / 3 + 1) / 2, ["count"]),
-    ("counting exclude", meta("counting", [{"class": "circle", "count": 3}], [{"class": "circle", "count": 4}]),
-     [det("circle", b) for b in (L, R, U, D)], False, 0.5, ["exclude"]),
-    ("colors ok", meta("colors", [{"class": "circle", "count": 1, "color": "red"}]), [det("circle", L, color="red")], True, 1.0, []),
-    ("colors wrong", meta("colors", [{"class": "circle", "count": 1, "color": "red"}]), [det("circle", L, color="blue")], False, 0.5, ["colour"]),
-    ("colors top-k by confidence", meta("colors", [{"class": "circle", "count": 1, "color": "red"}]),
-     [det("circle", L, 0.6, "red"), det("circle", R, 0.9, "blue")], False, 0.5, ["colour"]),
-    ("position left ok", meta("position", [{"class": "square", "count": 1}, {"class": "circle", "count": 1, "position": ["left of", 0]}]),
-     [det("square", R), det("circle", L)], True, 1.0, []),
-    ("position left wrong", meta("position", [{"class": "square", "count": 1}, {"class": "circle", "count": 1, "position": ["left of", 0]}]),
-     [det("square", L), det("circle", R)], False, 2 / 3, ["position"]),
-    ("position above ok", meta("position", [{"class": "square", "count": 1}, {"class": "circle", "count": 1, "position": ["above", 0]}]),
-     [det("square", D), det("circle", U)], True, 1.0, []),
-    ("position no relation (overlap)", meta("position", [{"class": "square", "count": 1}, {"class": "circle", "count": 1, "position": ["below", 0]}]),
-     [det("square", (10, 10, 20, 20)), det("circle", (10, 11, 20, 21))], False, 2 / 3, ["position"]),
-    ("position target missing", meta("position", [{"class": "square", "count": 1}, {"class": "circle", "count": 1, "position": ["below", 0]}]),
-     [det("circle", D)], False, 1 / 3, ["count", "position"]),
-    ("color_attr ok", meta("color_attr", [{"class": "circle", "count": 1, "color": "red"}, {"class": "square", "count": 1, "color": "blue"}]),
-     [det("circle", L, color="red"), det("square", R, color="blue")], True, 1.0, []),
-    ("color_attr swapped", meta("color_attr", [{"class": "circle", "count": 1, "color": "red"}, {"class": "square", "count": 1, "color": "blue"}]),
-     [det("circle", L, color="blue"), det("square", R, color="red")], False, 0.5, ["colour", "colour"]),
+    (
+        "single below 0.3",
+        meta("single_object", [{"class": "circle", "count": 1}]),
+        [det("circle", L, 0.3)],
+        False,
+        0.0,
+        ["count"],
+    ),
+    (
+        "two_object missing",
+        meta("two_object", [{"class": "circle", "count": 1}, {"class": "square", "count": 1}]),
+        [det("circle", L)],
+        False,
+        0.5,
+        ["count"],
+    ),
+    (
+        "counting ok",
+        meta("counting", [{"class": "circle", "count": 3}], [{"class": "circle", "count": 4}]),
+        [det("circle", L), det("circle", R), det("circle", U)],
+        True,
+        1.0,
+        [],
+    ),
+    (
+        "counting 0.9 threshold",
+        meta("counting", [{"class": "circle", "count": 3}], [{"class": "circle", "count": 4}]),
+        [det("circle", L), det("circle", R), det("circle", U, 0.85)],
+        False,
+        (2 / 3 + 1) / 2,
+        ["count"],
+    ),
+    (
+        "counting exclude",
+        meta("counting", [{"class": "circle", "count": 3}], [{"class": "circle", "count": 4}]),
+        [det("circle", b) for b in (L, R, U, D)],
+        False,
+        0.5,
+        ["exclude"],
+    ),
+    (
+        "colors ok",
+        meta("colors", [{"class": "circle", "count": 1, "color": "red"}]),
+        [det("circle", L, color="red")],
+        True,
+        1.0,
+        [],
+    ),
+    (
+        "colors wrong",
+        meta("colors", [{"class": "circle", "count": 1, "color": "red"}]),
+        [det("circle", L, color="blue")],
+        False,
+        0.5,
+        ["colour"],
+    ),
+    (
+        "colors top-k by confidence",
+        meta("colors", [{"class": "circle", "count": 1, "color": "red"}]),
+        [det("circle", L, 0.6, "red"), det("circle", R, 0.9, "blue")],
+        False,
+        0.5,
+        ["colour"],
+    ),
+    (
+        "position left ok",
+        meta(
+            "position", [{"class": "square", "count": 1}, {"class": "circle", "count": 1, "position": ["left of", 0]}]
+        ),
+        [det("square", R), det("circle", L)],
+        True,
+        1.0,
+        [],
+    ),
+    (
+        "position left wrong",
+        meta(
+            "position", [{"class": "square", "count": 1}, {"class": "circle", "count": 1, "position": ["left of", 0]}]
+        ),
+        [det("square", L), det("circle", R)],
+        False,
+        2 / 3,
+        ["position"],
+    ),
+    (
+        "position above ok",
+        meta("position", [{"class": "square", "count": 1}, {"class": "circle", "count": 1, "position": ["above", 0]}]),
+        [det("square", D), det("circle", U)],
+        True,
+        1.0,
+        [],
+    ),
+    (
+        "position no relation (overlap)",
+        meta("position", [{"class": "square", "count": 1}, {"class": "circle", "count": 1, "position": ["below", 0]}]),
+        [det("square", (10, 10, 20, 20)), det("circle", (10, 11, 20, 21))],
+        False,
+        2 / 3,
+        ["position"],
+    ),
+    (
+        "position target missing",
+        meta("position", [{"class": "square", "count": 1}, {"class": "circle", "count": 1, "position": ["below", 0]}]),
+        [det("circle", D)],
+        False,
+        1 / 3,
+        ["count", "position"],
+    ),
+    (
+        "color_attr ok",
+        meta(
+            "color_attr",
+            [{"class": "circle", "count": 1, "color": "red"}, {"class": "square", "count": 1, "color": "blue"}],
+        ),
+        [det("circle", L, color="red"), det("square", R, color="blue")],
+        True,
+        1.0,
+        [],
+    ),
+    (
+        "color_attr swapped",
+        meta(
+            "color_attr",
+            [{"class": "circle", "count": 1, "color": "red"}, {"class": "square", "count": 1, "color": "blue"}],
+        ),
+        [det("circle", L, color="blue"), det("square", R, color="red")],
+        False,
+        0.5,
+        ["colour", "colour"],
+    ),
 ]
 
 
@@ -100,8 +203,12 @@ def test_shapes_detector_batch_matches_one_image_at_a_time():
     rendered = [render.render_prompt(m, rng)[0] for m in prompts.all_prompts()[::40]]
     size = rendered[0].shape[0]
     colors = detector.colors.astype(np.uint8)
-    blocks = colors[rng.integers(len(colors), size=(6, size // 4, size // 4))].repeat(4, 1).repeat(4, 2)  # edge-to-edge blobs
-    noisy = np.clip(np.stack(rendered[:6]).astype(int) + rng.integers(-90, 90, (6, size, size, 3)), 0, 255).astype(np.uint8)
+    blocks = (
+        colors[rng.integers(len(colors), size=(6, size // 4, size // 4))].repeat(4, 1).repeat(4, 2)
+    )  # edge-to-edge blobs
+    noisy = np.clip(np.stack(rendered[:6]).astype(int) + rng.integers(-90, 90, (6, size, size, 3)), 0, 255).astype(
+        np.uint8
+    )
     images = np.concatenate([np.stack(rendered), blocks, noisy])
 
     def reference(image):
@@ -109,7 +216,11 @@ def test_shapes_detector_batch_matches_one_image_at_a_time():
         out = []
         for ci, cname in enumerate(detector.names):
             comps, n = ndimage.label(lab == ci)
-            out += [detector._classify(comps == k, cname) for k in range(1, n + 1) if (comps == k).sum() >= detector.min_area]
+            out += [
+                detector._classify(comps == k, cname)
+                for k in range(1, n + 1)
+                if (comps == k).sum() >= detector.min_area
+            ]
         return out
 
     def key(ds):
@@ -122,9 +233,11 @@ def test_shapes_detector_batch_matches_one_image_at_a_time():
 
 def test_soft_credit_scores_class_beliefs_and_leaves_verdicts_alone():
     two = meta("counting", [{"class": "circle", "count": 2}], [{"class": "circle", "count": 3}])
-    dets = [Detection("square", L, 0.6, None, None, {"circle": 0.4, "square": 0.6}),
-            Detection("circle", R, 0.95, None, None, {"circle": 0.8, "square": 0.2}),
-            det("circle", U, 0.5)]  # no scores: its confidence counts for its own class
+    dets = [
+        Detection("square", L, 0.6, None, None, {"circle": 0.4, "square": 0.6}),
+        Detection("circle", R, 0.95, None, None, {"circle": 0.8, "square": 0.2}),
+        det("circle", U, 0.5),
+    ]  # no scores: its confidence counts for its own class
     hard, soft = evaluate(IMG, dets, two), evaluate(IMG, dets, two, soft=True)
     assert hard.correct is soft.correct is False and hard.reasons == soft.reasons
     assert hard.partial == pytest.approx((1 / 2 + 1) / 2)  # one circle above 0.9; exclude holds
@@ -171,7 +284,10 @@ def test_ocr_real_recognition():
         ImageDraw.Draw(im).text((12, 24), text, fill="black", font=ImageFont.load_default(size=40))
         return np.array(im)
 
-    imgs = torch.from_numpy(np.stack([render("hello world"), render("hallo"), render("")])).permute(0, 3, 1, 2).float() / 255
+    imgs = (
+        torch.from_numpy(np.stack([render("hello world"), render("hallo"), render("")])).permute(0, 3, 1, 2).float()
+        / 255
+    )
     r = OCRReward()(imgs, ['a sign "Hello World"', 'a sign "hello"', 'a sign "hello"'])
     assert r.tolist() == pytest.approx([1.0, 0.8, 0.0])
 
@@ -183,13 +299,17 @@ def test_pickscore_matches_hand_computation(tmp_path):
 
     model = tiny_clip()
     model.save_pretrained(tmp_path / "model")
-    proc = CLIPProcessor(CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}),
-                         word_tokenizer(["a", "red", "circle", "blue"], 16))
+    proc = CLIPProcessor(
+        CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}),
+        word_tokenizer(["a", "red", "circle", "blue"], 16),
+    )
     proc.save_pretrained(tmp_path / "proc")
     images = torch.rand(3, 3, 20, 20, generator=torch.Generator().manual_seed(0))
     prompts = ["a red circle", "a blue circle", "red"]
     got = PickScore(str(tmp_path / "model"), str(tmp_path / "proc"), batch_size=2)(images, prompts)
-    px = proc(images=list((images.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()), return_tensors="pt")["pixel_values"]
+    px = proc(images=list((images.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()), return_tensors="pt")[
+        "pixel_values"
+    ]
     tx = proc(text=prompts, padding=True, return_tensors="pt")
     with torch.no_grad():
         img = model.visual_projection(model.vision_model(pixel_values=px).pooler_output)
@@ -211,7 +331,9 @@ def test_aesthetic_matches_hand_computation(tmp_path):
     save_file(head.state_dict(), tmp_path / "head.safetensors")
     images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     got = Aesthetic(str(tmp_path / "clip"), str(tmp_path / "head.safetensors"))(images)
-    px = proc(images=list((images.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()), return_tensors="pt")["pixel_values"]
+    px = proc(images=list((images.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()), return_tensors="pt")[
+        "pixel_values"
+    ]
     with torch.no_grad():
         emb = model.visual_projection(model.vision_model(pixel_values=px).pooler_output)
         want = head(emb / emb.norm(dim=-1, keepdim=True))
@@ -276,7 +398,11 @@ def test_dense_latent_sparse_and_coca_values():
     xhat = traj.latents[:, k] - traj.grid[k] * LinearFlow().velocity(traj.latents[:, k], t, None)
     torch.testing.assert_close(dl.signal[:, k - 1], xhat.sum(1))
     sp = sparse_credit(LinearFlow(), traj, latent_sum)
-    assert not sp.per_step and torch.equal(sp.signal, sp.terminal[:, None].expand(4, 6)) and torch.equal(sp.weights, torch.ones(4, 6))
+    assert (
+        not sp.per_step
+        and torch.equal(sp.signal, sp.terminal[:, None].expand(4, 6))
+        and torch.equal(sp.weights, torch.ones(4, 6))
+    )
     lat = torch.tensor([[[0.0], [3.0], [3.0], [4.0]]])  # step changes 3, 0, 1 -> weights 3 * (3, 0, 1) / 4
     torch.testing.assert_close(coca_weights(lat), torch.tensor([[2.25, 0.0, 0.75]]))
     cc = coca(LinearFlow(), traj, latent_sum)
@@ -300,10 +426,27 @@ def test_hf_geneval_detector_and_clip_colors(tmp_path):
 
     torch.manual_seed(0)
     cfg = Mask2FormerConfig(
-        backbone_config=SwinConfig(image_size=64, patch_size=4, embed_dim=8, depths=[1] * 4, num_heads=[1] * 4, window_size=2,
-                                   out_features=["stage1", "stage2", "stage3", "stage4"]),
-        feature_size=32, mask_feature_size=32, hidden_dim=32, encoder_feedforward_dim=32, dim_feedforward=32, encoder_layers=1,
-        decoder_layers=2, num_attention_heads=2, num_queries=5, id2label={0: "circle", 1: "square"}, label2id={"circle": 0, "square": 1})
+        backbone_config=SwinConfig(
+            image_size=64,
+            patch_size=4,
+            embed_dim=8,
+            depths=[1] * 4,
+            num_heads=[1] * 4,
+            window_size=2,
+            out_features=["stage1", "stage2", "stage3", "stage4"],
+        ),
+        feature_size=32,
+        mask_feature_size=32,
+        hidden_dim=32,
+        encoder_feedforward_dim=32,
+        dim_feedforward=32,
+        encoder_layers=1,
+        decoder_layers=2,
+        num_attention_heads=2,
+        num_queries=5,
+        id2label={0: "circle", 1: "square"},
+        label2id={"circle": 0, "square": 1},
+    )
     Mask2FormerForUniversalSegmentation(cfg).eval().save_pretrained(tmp_path / "det")
     Mask2FormerImageProcessor(size={"height": 64, "width": 64}).save_pretrained(tmp_path / "det")
     image = np.random.default_rng(0).integers(0, 255, (48, 48, 3), dtype=np.uint8)
@@ -316,9 +459,13 @@ def test_hf_geneval_detector_and_clip_colors(tmp_path):
 
     clip = tiny_clip()
     clip.save_pretrained(tmp_path / "clip")
-    words = sorted({w for c in COLORS for t in TEMPLATES for w in t.format(c=c, obj="circle").replace("-", " ").split()} | {"colored"})
-    CLIPProcessor(CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}),
-                  word_tokenizer(words, 16)).save_pretrained(tmp_path / "clip")
+    words = sorted(
+        {w for c in COLORS for t in TEMPLATES for w in t.format(c=c, obj="circle").replace("-", " ").split()}
+        | {"colored"}
+    )
+    CLIPProcessor(
+        CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}), word_tokenizer(words, 16)
+    ).save_pretrained(tmp_path / "clip")
     mask = np.zeros((48, 48), bool)
     mask[10:20, 5:15] = True
     obj = Detection("circle", (5.0, 10.0, 15.0, 20.0), 0.9, mask)
@@ -340,13 +487,26 @@ def test_weighted_reward_from_config(tmp_path):
     from dgx.grpo.build import build_reward
     from dgx.grpo.config import load
 
-    (tmp_path / "reg.yaml").write_text("rewards:\n  brightness: {impl: 'dgx_test_helpers:Brightness', description: t}\n")
-    (tmp_path / "c.yaml").write_text("registry: reg.yaml\nreward: {name: weighted, weights: {brightness: 2.0, geneval_shapes: 0.5}}\n")
+    (tmp_path / "reg.yaml").write_text(
+        "rewards:\n  brightness: {impl: 'dgx_test_helpers:Brightness', description: t}\n"
+    )
+    (tmp_path / "c.yaml").write_text(
+        "registry: reg.yaml\nreward: {name: weighted, weights: {brightness: 2.0, geneval_shapes: 0.5}}\n"
+    )
     abl = load(tmp_path / "c.yaml")
     reward = build_reward(abl.variants["default"], abl.registry())
     images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    meta = [{"tag": "single_object", "prompt": "a photo of a circle", "include": [{"class": "circle", "count": 1}], "exclude": []}] * 2
-    want = 2.0 * (images[:, 0] - images[:, 2]).flatten(1).mean(1) * 10 + 0.5 * reward.rewards["geneval_shapes"](images, ["x"] * 2, meta)
+    meta = [
+        {
+            "tag": "single_object",
+            "prompt": "a photo of a circle",
+            "include": [{"class": "circle", "count": 1}],
+            "exclude": [],
+        }
+    ] * 2
+    want = 2.0 * (images[:, 0] - images[:, 2]).flatten(1).mean(1) * 10 + 0.5 * reward.rewards["geneval_shapes"](
+        images, ["x"] * 2, meta
+    )
     torch.testing.assert_close(reward(images, ["x"] * 2, meta), want)
     assert reward.name == "2*brightness+0.5*geneval_shapes"
 
@@ -380,22 +540,33 @@ def test_mmdet_detector_outputs_become_detections(monkeypatch):
         seen["img"] = img
         return ([np.array([[4, 4, 12, 12, 0.95], [20, 20, 28, 28, 0.2]]), np.zeros((0, 5))], [[mask, ~mask], []])
 
-    apis = types.SimpleNamespace(init_detector=lambda cfg, ckpt, device: types.SimpleNamespace(CLASSES=("cat", "dog")),
-                                 inference_detector=inference_v2)
+    apis = types.SimpleNamespace(
+        init_detector=lambda cfg, ckpt, device: types.SimpleNamespace(CLASSES=("cat", "dog")),
+        inference_detector=inference_v2,
+    )
     monkeypatch.setitem(sys.modules, "mmdet", types.ModuleType("mmdet"))
     monkeypatch.setitem(sys.modules, "mmdet.apis", apis)
     img = np.zeros((32, 32, 3), np.uint8)
     img[..., 0] = 200  # red in RGB -> mmdet gets BGR
     dets = MMDetDetector("cfg.py", "ckpt.pth")(img)
     assert seen["img"][0, 0].tolist() == [0, 0, 200]
-    assert [(d.cls, d.box, d.confidence) for d in dets] == [("cat", (4.0, 4.0, 12.0, 12.0), 0.95), ("cat", (20.0, 20.0, 28.0, 28.0), 0.2)]
+    assert [(d.cls, d.box, d.confidence) for d in dets] == [
+        ("cat", (4.0, 4.0, 12.0, 12.0), 0.95),
+        ("cat", (20.0, 20.0, 28.0, 28.0), 0.2),
+    ]
     assert dets[0].mask.sum() == 64 and dets[1].mask.sum() == 32 * 32 - 64
     meta = {"tag": "single_object", "include": [{"class": "cat", "count": 1}], "exclude": []}
-    assert evaluate(img, dets, meta).correct and not evaluate(img, dets, {**meta, "tag": "counting",
-                                                                           "include": [{"class": "cat", "count": 2}]}).correct
+    assert (
+        evaluate(img, dets, meta).correct
+        and not evaluate(img, dets, {**meta, "tag": "counting", "include": [{"class": "cat", "count": 2}]}).correct
+    )
 
-    inst = types.SimpleNamespace(bboxes=torch.tensor([[1.0, 2.0, 3.0, 4.0]]), scores=torch.tensor([0.5]),
-                                 labels=torch.tensor([1]), masks=torch.ones(1, 32, 32, dtype=torch.bool))
+    inst = types.SimpleNamespace(
+        bboxes=torch.tensor([[1.0, 2.0, 3.0, 4.0]]),
+        scores=torch.tensor([0.5]),
+        labels=torch.tensor([1]),
+        masks=torch.ones(1, 32, 32, dtype=torch.bool),
+    )
     apis.init_detector = lambda cfg, ckpt, device: types.SimpleNamespace(dataset_meta={"classes": ("cat", "dog")})
     apis.inference_detector = lambda model, img: types.SimpleNamespace(pred_instances=inst)
     (d,) = MMDetDetector("cfg.py", "ckpt.pth")(img)

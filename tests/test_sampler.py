@@ -99,8 +99,16 @@ def test_windowed_noise_explores_only_inside_the_window():
         Windowed(ConstantNoise(0.5), 3, 7)(torch.arange(5), grid)
 
 
-@pytest.mark.parametrize("schedule", [UniformNoise(0.3), UniformNoise(0.7), UniformNoise(1.0),
-                                      TableNoise(tuple(0.2 + 0.8 * i / 99 for i in range(100))), Windowed(UniformNoise(0.7), 10, 60)])
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        UniformNoise(0.3),
+        UniformNoise(0.7),
+        UniformNoise(1.0),
+        TableNoise(tuple(0.2 + 0.8 * i / 99 for i in range(100))),
+        Windowed(UniformNoise(0.7), 10, 60),
+    ],
+)
 def test_sde_reaches_gaussian_data_distribution(schedule):
     """The drift term keeps the ODE's marginals: x_0 matches the data mean and variance."""
     mu, s, n = [1.5, -0.5], [0.5, 1.2], 20000
@@ -129,17 +137,25 @@ def test_ode_t_continuation_reproduces_ode_trajectory_and_matches_naive():
     torch.testing.assert_close(xhat, traj.latents[:, -1:].expand_as(xhat), atol=1e-5, rtol=1e-5)
     sde = rollout(flow, _cond(5), [""] * 5, 10, sde_step, UniformNoise(0.7), torch.Generator().manual_seed(3))
     for n in ("t", 1, 2):
-        torch.testing.assert_close(continue_ode(flow, sde, n, chunk=11), continue_ode_naive(flow, sde, n), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            continue_ode(flow, sde, n, chunk=11), continue_ode_naive(flow, sde, n), atol=1e-5, rtol=1e-5
+        )
 
 
 def test_tiny_sd3_end_to_end_reproducible(tiny_model):
     cond = tiny_model.encode(["a red circle", "two blue squares"])
     gens = lambda: [sample_generator(0, i) for i in range(2)]  # noqa: E731
-    a = rollout(tiny_model, cond, ["a red circle", "two blue squares"], 4, sde_step, UniformNoise(0.7), gens(), guidance=3.0)
-    b = rollout(tiny_model, cond, ["a red circle", "two blue squares"], 4, sde_step, UniformNoise(0.7), gens(), guidance=3.0)
+    a = rollout(
+        tiny_model, cond, ["a red circle", "two blue squares"], 4, sde_step, UniformNoise(0.7), gens(), guidance=3.0
+    )
+    b = rollout(
+        tiny_model, cond, ["a red circle", "two blue squares"], 4, sde_step, UniformNoise(0.7), gens(), guidance=3.0
+    )
     torch.testing.assert_close(a.latents, b.latents)
     # a sample depends only on its own generator, not on its batch
-    c = rollout(tiny_model, cond.index([1]), ["two blue squares"], 4, sde_step, UniformNoise(0.7), gens()[1:], guidance=3.0)
+    c = rollout(
+        tiny_model, cond.index([1]), ["two blue squares"], 4, sde_step, UniformNoise(0.7), gens()[1:], guidance=3.0
+    )
     torch.testing.assert_close(c.latents[0], a.latents[1], atol=1e-5, rtol=1e-5)
     assert a.latents.shape == (2, 5, 4, 8, 8) and a.log_probs.shape == (2, 4)
     img = tiny_model.decode(a.latents[:, -1])
@@ -154,8 +170,16 @@ def test_tiny_sd3_end_to_end_reproducible(tiny_model):
 
 def test_batched_continuation_equals_naive_on_tiny_sd3(tiny_model):
     prompts = ["a red circle", "two blue squares", "a photo of a circle"]
-    traj = rollout(tiny_model, tiny_model.encode(prompts), prompts, 5, sde_step, UniformNoise(0.7),
-                   torch.Generator().manual_seed(0), guidance=2.0)
+    traj = rollout(
+        tiny_model,
+        tiny_model.encode(prompts),
+        prompts,
+        5,
+        sde_step,
+        UniformNoise(0.7),
+        torch.Generator().manual_seed(0),
+        guidance=2.0,
+    )
     tiny_model.calls = 0
     fast = continue_ode(tiny_model, traj, "t")
     fast_calls, tiny_model.calls = tiny_model.calls, 0
@@ -202,8 +226,10 @@ def test_random_architectures_are_initialised_in_their_dtype():
     from dgx.sampler.architectures import FLUX_DEV_TRANSFORMER, flux_dev_random, initialised_on, sd35_medium_random
     from diffusers import FluxTransformer2DModel
 
-    for build in (lambda: sd35_medium_random(dtype=torch.bfloat16, layers=1, resolution=64, max_sequence_length=8),
-                  lambda: flux_dev_random(dtype=torch.bfloat16, layers=1, single_layers=1, resolution=64, max_sequence_length=8)):
+    for build in (
+        lambda: sd35_medium_random(dtype=torch.bfloat16, layers=1, resolution=64, max_sequence_length=8),
+        lambda: flux_dev_random(dtype=torch.bfloat16, layers=1, single_layers=1, resolution=64, max_sequence_length=8),
+    ):
         m = build()
         assert {p.dtype for p in m.transformer.parameters()} == {torch.bfloat16}
         assert {p.dtype for p in m.pipe.vae.parameters()} == {torch.bfloat16}
@@ -240,20 +266,38 @@ def test_flux_adapter_reproduces_the_flux_pipeline(tiny_flux_dir):
     assert m.distilled_guidance and m.init_latents(2, torch.Generator().manual_seed(0)).shape == (2, 4, 8, 8)
     kw = dict(height=16, width=16, num_inference_steps=4, guidance_scale=3.5, max_sequence_length=16)
     ref = m.pipe("a red circle", generator=torch.Generator().manual_seed(0), output_type="latent", **kw).images
-    traj = rollout(m, m.encode(["a red circle"]), ["a red circle"], 4, ode_step, None, torch.Generator().manual_seed(0), 3.5)
+    traj = rollout(
+        m, m.encode(["a red circle"]), ["a red circle"], 4, ode_step, None, torch.Generator().manual_seed(0), 3.5
+    )
     torch.testing.assert_close(m.pipe._pack_latents(traj.latents[:, -1], 1, 4, 8, 8), ref, atol=1e-5, rtol=1e-5)
     img = m.pipe("a red circle", generator=torch.Generator().manual_seed(0), output_type="pt", **kw).images
     torch.testing.assert_close(m.decode(traj.latents[:, -1]), img, atol=1e-5, rtol=1e-5)
-    assert m.calls == 4 and not torch.equal(m.velocity(traj.latents[:, 1], traj.grid[1:2], traj.cond, 1.0),
-                                            m.velocity(traj.latents[:, 1], traj.grid[1:2], traj.cond, 5.0))
+    assert m.calls == 4 and not torch.equal(
+        m.velocity(traj.latents[:, 1], traj.grid[1:2], traj.cond, 1.0),
+        m.velocity(traj.latents[:, 1], traj.grid[1:2], traj.cond, 5.0),
+    )
 
     # without a guidance embedding (schnell-like): true CFG with the negative prompt, as the pipeline's true_cfg_scale
     schnell = FluxModel(tiny_flux_pipeline(["a", "red", "circle"], guidance_embeds=False), 16, resolution=16)
     assert not schnell.distilled_guidance
-    ref = schnell.pipe("a red circle", negative_prompt="", true_cfg_scale=3.0, generator=torch.Generator().manual_seed(1),
-                       output_type="latent", **kw).images
-    traj = rollout(schnell, schnell.encode(["a red circle"]), ["a red circle"], 4, ode_step, None,
-                   torch.Generator().manual_seed(1), 3.0)
+    ref = schnell.pipe(
+        "a red circle",
+        negative_prompt="",
+        true_cfg_scale=3.0,
+        generator=torch.Generator().manual_seed(1),
+        output_type="latent",
+        **kw,
+    ).images
+    traj = rollout(
+        schnell,
+        schnell.encode(["a red circle"]),
+        ["a red circle"],
+        4,
+        ode_step,
+        None,
+        torch.Generator().manual_seed(1),
+        3.0,
+    )
     torch.testing.assert_close(schnell.pipe._pack_latents(traj.latents[:, -1], 1, 4, 8, 8), ref, atol=1e-5, rtol=1e-5)
 
     with pytest.raises(SamplerError, match="multiple of 4"):

@@ -15,8 +15,14 @@ def test_splits_are_disjoint_and_cover_every_tag():
     train, test = prompts.split("train"), prompts.split("test")
     tr, te = {m["prompt"] for m in train}, {m["prompt"] for m in test}
     assert not tr & te and len(tr) + len(te) == len(prompts.all_prompts()) == 1196
-    assert Counter(m["tag"] for m in test) == {"single_object": 2, "two_object": 4, "counting": 4, "colors": 13,
-                                              "position": 16, "color_attr": 60}
+    assert Counter(m["tag"] for m in test) == {
+        "single_object": 2,
+        "two_object": 4,
+        "counting": 4,
+        "colors": 13,
+        "position": 16,
+        "color_attr": 60,
+    }
     assert set(Counter(m["tag"] for m in train)) == set(prompts.TAGS)
     assert prompts.split("test") == test  # fixed
     with pytest.raises(ValueError, match="unknown split"):
@@ -25,10 +31,16 @@ def test_splits_are_disjoint_and_cover_every_tag():
 
 def test_metadata_follows_geneval_format():
     by_prompt = {m["prompt"]: m for m in prompts.all_prompts()}
-    assert by_prompt["a photo of three squares"] == {"tag": "counting", "prompt": "a photo of three squares",
-                                                     "include": [{"class": "square", "count": 3}], "exclude": [{"class": "square", "count": 4}]}
+    assert by_prompt["a photo of three squares"] == {
+        "tag": "counting",
+        "prompt": "a photo of three squares",
+        "include": [{"class": "square", "count": 3}],
+        "exclude": [{"class": "square", "count": 4}],
+    }
     assert by_prompt["a photo of a circle left of a triangle"]["include"] == [
-        {"class": "triangle", "count": 1}, {"class": "circle", "count": 1, "position": ["left of", 0]}]
+        {"class": "triangle", "count": 1},
+        {"class": "circle", "count": 1, "position": ["left of", 0]},
+    ]
     assert by_prompt["a photo of an orange diamond"]["include"] == [{"class": "diamond", "count": 1, "color": "orange"}]
     m = by_prompt["a photo of a red square and a blue circle"]
     assert m["tag"] == "color_attr" and m["include"][1] == {"class": "circle", "count": 1, "color": "blue"}
@@ -39,11 +51,17 @@ def test_metadata_follows_geneval_format():
 def test_one_word_neighbours_change_one_detail_within_the_tag():
     near = prompts.one_word_neighbours(prompts.all_prompts())
     assert [m["prompt"] for m in near["a photo of three squares"]] == [
-        "a photo of three circles", "a photo of two squares", "a photo of four squares",
-        "a photo of three triangles", "a photo of three diamonds"]
+        "a photo of three circles",
+        "a photo of two squares",
+        "a photo of four squares",
+        "a photo of three triangles",
+        "a photo of three diamonds",
+    ]
     # articles are ignored, so a colour that changes "a" to "an" is still one word
     assert "a photo of an orange circle" in {m["prompt"] for m in near["a photo of a red circle"]}
-    assert "a photo of a circle right of a square" in {m["prompt"] for m in near["a photo of a circle left of a square"]}
+    assert "a photo of a circle right of a square" in {
+        m["prompt"] for m in near["a photo of a circle left of a square"]
+    }
     for p, ms in near.items():
         assert ms and p not in {m["prompt"] for m in ms}
         assert len({m["tag"] for m in ms}) == 1

@@ -74,14 +74,27 @@ def test_report_pairs_the_preference_score_with_the_base_model_and_the_first_var
     def write(run: str, scores: list[float], correct: list[bool]) -> Path:
         d = tmp_path / run / "seed_0"
         (d / "eval").mkdir(parents=True)
-        rows = [{"index": i, "tag": "colors" if i % 2 else "counting", "prompt": f"p{i // 2}", "correct": c, "partial": 1.0,
-                 "reasons": [], "kinds": [], "pickscore": s} for i, (s, c) in enumerate(zip(scores, correct))]
+        rows = [
+            {
+                "index": i,
+                "tag": "colors" if i % 2 else "counting",
+                "prompt": f"p{i // 2}",
+                "correct": c,
+                "partial": 1.0,
+                "reasons": [],
+                "kinds": [],
+                "pickscore": s,
+            }
+            for i, (s, c) in enumerate(zip(scores, correct))
+        ]
         (d / "eval" / "per_image.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         return d
 
     write("base", [1.0, 2.0, 3.0, 4.0], [False, False, True, False])
-    dirs = {"flow": [write("flow", [1.5, 2.0, 3.5, 4.0], [True, False, True, False])],
-            "dense": [write("dense", [2.0, 3.0, 4.0, 5.0], [True, True, True, False])]}
+    dirs = {
+        "flow": [write("flow", [1.5, 2.0, 3.5, 4.0], [True, False, True, False])],
+        "dense": [write("dense", [2.0, 3.0, 4.0, 5.0], [True, True, True, False])],
+    }
     gains = paired_gains(tmp_path, dirs)
     assert gains["dense"][0]["pickscore"] == pytest.approx((1.0, 0.0))
     mean, se = gains["flow"][0]["pickscore"]  # differences 0.5, 0, 0.5, 0

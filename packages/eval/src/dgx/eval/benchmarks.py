@@ -40,8 +40,16 @@ class Shard:
         return range(self.index * n // self.count, (self.index + 1) * n // self.count)
 
 
-def generate(model: FlowModel, prompts: Sequence[str], steps: int, guidance: float, seed: int,
-             batch: int = 64, desc: str = "eval", first: int = 0) -> torch.Tensor:
+def generate(
+    model: FlowModel,
+    prompts: Sequence[str],
+    steps: int,
+    guidance: float,
+    seed: int,
+    batch: int = 64,
+    desc: str = "eval",
+    first: int = 0,
+) -> torch.Tensor:
     """ODE samples for ``prompts`` (one image each): float [0, 1] NCHW. Image i uses seed (seed, first + i)."""
     out = []
     for s in tqdm(range(0, len(prompts), batch), desc=desc, leave=False):
@@ -85,8 +93,14 @@ def sample_picks(metas: Sequence[dict], key: str, n: int = SAMPLES_SAVED) -> lis
     return picks
 
 
-def _write(out: Path | None, records: list[dict], summary: dict, images: torch.Tensor | None = None,
-           picks: Sequence[int] = (), first: int = 0) -> None:
+def _write(
+    out: Path | None,
+    records: list[dict],
+    summary: dict,
+    images: torch.Tensor | None = None,
+    picks: Sequence[int] = (),
+    first: int = 0,
+) -> None:
     """per_image.jsonl, summary.json, and ``images[j]`` for j in ``picks`` as samples/INDEX.png (INDEX = first + j)."""
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -102,14 +116,34 @@ def _write(out: Path | None, records: list[dict], summary: dict, images: torch.T
 
 def score_batches(rewards: dict, images: torch.Tensor, prompts: list[str], metas: list[dict], batch: int) -> dict:
     """Each reward (name -> reward) of ``images`` in batches of ``batch``: name -> (N,) float32 on the CPU."""
-    return {name: torch.cat([r(images[s : s + batch], prompts[s : s + batch], metas[s : s + batch]).float().cpu()
-                             for s in range(0, len(images), batch)]) if len(images) else torch.zeros(0)
-            for name, r in rewards.items()}
+    return {
+        name: torch.cat(
+            [
+                r(images[s : s + batch], prompts[s : s + batch], metas[s : s + batch]).float().cpu()
+                for s in range(0, len(images), batch)
+            ]
+        )
+        if len(images)
+        else torch.zeros(0)
+        for name, r in rewards.items()
+    }
 
 
-def geneval_benchmark(model: FlowModel, reward: GenEvalReward, metadata: list[dict], *, steps: int, guidance: float,
-                      images_per_prompt: int = 4, min_images_per_tag: int = 0, seed: int = 0, batch: int = 64,
-                      out: Path | None = None, shard: Shard = Shard(), scores: dict | None = None) -> dict[str, float]:
+def geneval_benchmark(
+    model: FlowModel,
+    reward: GenEvalReward,
+    metadata: list[dict],
+    *,
+    steps: int,
+    guidance: float,
+    images_per_prompt: int = 4,
+    min_images_per_tag: int = 0,
+    seed: int = 0,
+    batch: int = 64,
+    out: Path | None = None,
+    shard: Shard = Shard(),
+    scores: dict | None = None,
+) -> dict[str, float]:
     """GenEval protocol: N images per prompt, strict per-image verdicts, per-tag and overall. ``scores`` (name ->
     reward) also scores the same images: each per image in the records, its mean first in the summary."""
     metas = images_by_tag(metadata, images_per_prompt, min_images_per_tag)
@@ -119,9 +153,21 @@ def geneval_benchmark(model: FlowModel, reward: GenEvalReward, metadata: list[di
     images = generate(model, prompts, steps, guidance, seed, batch, reward.name, mine.start)
     verdicts = reward.verdicts(images, local)
     extra = score_batches(scores or {}, images, prompts, local, batch)
-    records = shard.gather([{"index": i, "tag": metas[i]["tag"], "prompt": metas[i]["prompt"], "correct": v.correct,
-                             "partial": v.partial, "reasons": v.reasons, "kinds": v.kinds,
-                             **{n: x[j].item() for n, x in extra.items()}} for j, (i, v) in enumerate(zip(mine, verdicts))])
+    records = shard.gather(
+        [
+            {
+                "index": i,
+                "tag": metas[i]["tag"],
+                "prompt": metas[i]["prompt"],
+                "correct": v.correct,
+                "partial": v.partial,
+                "reasons": v.reasons,
+                "kinds": v.kinds,
+                **{n: x[j].item() for n, x in extra.items()},
+            }
+            for j, (i, v) in enumerate(zip(mine, verdicts))
+        ]
+    )
     summary = {n: float(sum(r[n] for r in records) / len(records)) for n in extra}
     summary |= summarize([r["tag"] for r in records], [r["correct"] for r in records])
     _write(out, records, summary, images, sample_picks(local, "tag"), mine.start)
@@ -134,19 +180,52 @@ def shapes_test_split(max_prompts: int | None = None) -> list[dict]:
     return split("test")[:max_prompts] if max_prompts else split("test")
 
 
-def shapes_geneval(model: FlowModel, *, steps: int, guidance: float, images_per_prompt: int = 4, min_images_per_tag: int = 0,
-                   seed: int = 0, batch: int = 64, max_prompts: int | None = None, out: Path | None = None,
-                   shard: Shard = Shard(), **_) -> dict[str, float]:
+def shapes_geneval(
+    model: FlowModel,
+    *,
+    steps: int,
+    guidance: float,
+    images_per_prompt: int = 4,
+    min_images_per_tag: int = 0,
+    seed: int = 0,
+    batch: int = 64,
+    max_prompts: int | None = None,
+    out: Path | None = None,
+    shard: Shard = Shard(),
+    **_,
+) -> dict[str, float]:
     """GenEval-style score on the shapes-world test split."""
-    return geneval_benchmark(model, shapes_reward(partial=False), shapes_test_split(max_prompts), steps=steps,
-                             guidance=guidance, images_per_prompt=images_per_prompt, min_images_per_tag=min_images_per_tag,
-                             seed=seed, batch=batch, out=out, shard=shard)
+    return geneval_benchmark(
+        model,
+        shapes_reward(partial=False),
+        shapes_test_split(max_prompts),
+        steps=steps,
+        guidance=guidance,
+        images_per_prompt=images_per_prompt,
+        min_images_per_tag=min_images_per_tag,
+        seed=seed,
+        batch=batch,
+        out=out,
+        shard=shard,
+    )
 
 
-def shapes_pickscore(model: FlowModel, *, steps: int, guidance: float, images_per_prompt: int = 4,
-                     min_images_per_tag: int = 0, seed: int = 0, batch: int = 64, max_prompts: int | None = None,
-                     out: Path | None = None, shard: Shard = Shard(), path: str | None = None,
-                     processor_path: str | None = None, **_) -> dict[str, float]:
+def shapes_pickscore(
+    model: FlowModel,
+    *,
+    steps: int,
+    guidance: float,
+    images_per_prompt: int = 4,
+    min_images_per_tag: int = 0,
+    seed: int = 0,
+    batch: int = 64,
+    max_prompts: int | None = None,
+    out: Path | None = None,
+    shard: Shard = Shard(),
+    path: str | None = None,
+    processor_path: str | None = None,
+    **_,
+) -> dict[str, float]:
     """The shapes world's PickScore (``pickscore``; ``path``: its model folder, default the one dgx-rewards ships) of
     ODE samples of its test split, and the strict GenEval verdicts of the same images (``overall`` and per tag):
     does a preference gain carry over to the rules?"""
@@ -156,9 +235,20 @@ def shapes_pickscore(model: FlowModel, *, steps: int, guidance: float, images_pe
 
     path = path or str(resources.files("dgx.rewards.shapes").joinpath("pickscore"))
     ps = PickScore(path=path, processor_path=processor_path or path, device=_device(model))
-    return geneval_benchmark(model, shapes_reward(partial=False), shapes_test_split(max_prompts), steps=steps,
-                             guidance=guidance, images_per_prompt=images_per_prompt, min_images_per_tag=min_images_per_tag,
-                             seed=seed, batch=batch, out=out, shard=shard, scores={"pickscore": ps})
+    return geneval_benchmark(
+        model,
+        shapes_reward(partial=False),
+        shapes_test_split(max_prompts),
+        steps=steps,
+        guidance=guidance,
+        images_per_prompt=images_per_prompt,
+        min_images_per_tag=min_images_per_tag,
+        seed=seed,
+        batch=batch,
+        out=out,
+        shard=shard,
+        scores={"pickscore": ps},
+    )
 
 
 def read_prompts(path: str | Path) -> list[dict]:
@@ -179,16 +269,47 @@ def read_prompts(path: str | Path) -> list[dict]:
     return [json.loads(ln) for ln in lines] if path.suffix == ".jsonl" else [{"prompt": ln.strip()} for ln in lines]
 
 
-def reward_benchmark(model: FlowModel, reward, metadata: list[dict], *, steps: int, guidance: float, images_per_prompt: int = 1,
-                     seed: int = 0, batch: int = 16, out: Path | None = None, shard: Shard = Shard()) -> dict[str, float]:
+def reward_benchmark(
+    model: FlowModel,
+    reward,
+    metadata: list[dict],
+    *,
+    steps: int,
+    guidance: float,
+    images_per_prompt: int = 1,
+    seed: int = 0,
+    batch: int = 16,
+    out: Path | None = None,
+    shard: Shard = Shard(),
+) -> dict[str, float]:
     """Mean (and std) of ``reward`` over ODE samples of the prompts; per-image JSONL."""
-    return multi_reward_benchmark(model, {reward.name: reward}, metadata, steps=steps, guidance=guidance,
-                                  images_per_prompt=images_per_prompt, seed=seed, batch=batch, out=out, shard=shard)
+    return multi_reward_benchmark(
+        model,
+        {reward.name: reward},
+        metadata,
+        steps=steps,
+        guidance=guidance,
+        images_per_prompt=images_per_prompt,
+        seed=seed,
+        batch=batch,
+        out=out,
+        shard=shard,
+    )
 
 
-def multi_reward_benchmark(model: FlowModel, rewards: dict, metadata: list[dict], *, steps: int, guidance: float,
-                           images_per_prompt: int = 1, seed: int = 0, batch: int = 16, out: Path | None = None,
-                           shard: Shard = Shard()) -> dict[str, float]:
+def multi_reward_benchmark(
+    model: FlowModel,
+    rewards: dict,
+    metadata: list[dict],
+    *,
+    steps: int,
+    guidance: float,
+    images_per_prompt: int = 1,
+    seed: int = 0,
+    batch: int = 16,
+    out: Path | None = None,
+    shard: Shard = Shard(),
+) -> dict[str, float]:
     """Score the same ODE samples with every reward: mean and std per metric, and the mean per
     ``category`` (``metric/category``) where the prompts have one; per-image JSONL."""
     metas = [m for m in metadata for _ in range(images_per_prompt)]
@@ -196,8 +317,17 @@ def multi_reward_benchmark(model: FlowModel, rewards: dict, metadata: list[dict]
     prompts, local = [metas[i]["prompt"] for i in mine], [metas[i] for i in mine]
     images = generate(model, prompts, steps, guidance, seed, batch, "+".join(rewards), mine.start)
     scores = score_batches(rewards, images, prompts, local, batch)
-    records = shard.gather([{"index": i, "prompt": m["prompt"], **({"category": m["category"]} if "category" in m else {}),
-                             **{n: v[j].item() for n, v in scores.items()}} for j, (i, m) in enumerate(zip(mine, local))])
+    records = shard.gather(
+        [
+            {
+                "index": i,
+                "prompt": m["prompt"],
+                **({"category": m["category"]} if "category" in m else {}),
+                **{n: v[j].item() for n, v in scores.items()},
+            }
+            for j, (i, m) in enumerate(zip(mine, local))
+        ]
+    )
     summary: dict[str, float] = {}
     categories = sorted({r.get("category") for r in records} - {None})
     for name in rewards:
@@ -224,8 +354,10 @@ def drawbench_rewards(metrics: dict[str, dict] | None = None, device: str | torc
     if metrics is None:
         metrics = {n: {} for n in DRAWBENCH_METRICS}
         if importlib.util.find_spec("ImageReward") is None:
-            warnings.warn("DrawBench: ImageReward is not installed (pip install dgx-rewards[imagereward]); scoring without it",
-                          stacklevel=2)
+            warnings.warn(
+                "DrawBench: ImageReward is not installed (pip install dgx-rewards[imagereward]); scoring without it",
+                stacklevel=2,
+            )
             del metrics["imagereward"]
     unknown = sorted(set(metrics) - set(classes))
     if unknown:
@@ -233,23 +365,35 @@ def drawbench_rewards(metrics: dict[str, dict] | None = None, device: str | torc
     return {n: classes[n](**{"device": device, **kw}) for n, kw in metrics.items()}
 
 
-def drawbench(model: FlowModel, *, prompts_file: str | None = None, metrics: dict[str, dict] | None = None,
-              max_prompts: int | None = None, **kw) -> dict[str, float]:
+def drawbench(
+    model: FlowModel,
+    *,
+    prompts_file: str | None = None,
+    metrics: dict[str, dict] | None = None,
+    max_prompts: int | None = None,
+    **kw,
+) -> dict[str, float]:
     """DrawBench: the 200 prompts (11 categories) from a file, scored with several metrics.
 
     ``prompts_file``: DrawBench's sheet exported as CSV (columns Prompts, Category), or a TXT/JSONL file.
     """
     if not prompts_file:
-        raise FileNotFoundError("drawbench needs eval.prompts_file: DrawBench's prompt sheet as CSV (Prompts, Category) "
-                                "or one prompt per line; it is not bundled with dgx")
-    return multi_reward_benchmark(model, drawbench_rewards(metrics, _device(model)), read_prompts(prompts_file)[:max_prompts], **_sampling(kw))
+        raise FileNotFoundError(
+            "drawbench needs eval.prompts_file: DrawBench's prompt sheet as CSV (Prompts, Category) "
+            "or one prompt per line; it is not bundled with dgx"
+        )
+    return multi_reward_benchmark(
+        model, drawbench_rewards(metrics, _device(model)), read_prompts(prompts_file)[:max_prompts], **_sampling(kw)
+    )
 
 
 def pickscore(model: FlowModel, *, prompts_file: str, max_prompts: int | None = None, **kw) -> dict[str, float]:
     """Mean PickScore of ODE samples on test prompts from a file."""
     from dgx.rewards.pickscore import PickScore
 
-    return reward_benchmark(model, PickScore(device=_device(model)), read_prompts(prompts_file)[:max_prompts], **_sampling(kw))
+    return reward_benchmark(
+        model, PickScore(device=_device(model)), read_prompts(prompts_file)[:max_prompts], **_sampling(kw)
+    )
 
 
 def ocr(model: FlowModel, *, prompts_file: str, max_prompts: int | None = None, **kw) -> dict[str, float]:
@@ -265,16 +409,24 @@ def _device(model: FlowModel) -> torch.device:
 
 def _sampling(kw: dict, extra: tuple[str, ...] = ()) -> dict:
     """The sampling arguments a benchmark function passes on (plus ``extra`` keys)."""
-    return {k: kw[k] for k in ("steps", "guidance", "images_per_prompt", "seed", "batch", "out", "shard", *extra) if k in kw}
+    return {
+        k: kw[k] for k in ("steps", "guidance", "images_per_prompt", "seed", "batch", "out", "shard", *extra) if k in kw
+    }
 
 
-def geneval(model: FlowModel, *, prompts_file: str | None = None, max_prompts: int | None = None, path: str | None = None,
-            processor_path: str | None = None, **kw) -> dict[str, float]:
+def geneval(
+    model: FlowModel,
+    *,
+    prompts_file: str | None = None,
+    max_prompts: int | None = None,
+    path: str | None = None,
+    processor_path: str | None = None,
+    **kw,
+) -> dict[str, float]:
     """GenEval on real images: ``prompts_file`` (evaluation_metadata.jsonl) or the suite built like GenEval's."""
     from dgx.eval.geneval_prompts import build_suite
     from dgx.rewards.geneval_hf import hf_geneval
 
     meta = read_prompts(prompts_file) if prompts_file else build_suite()
     reward = hf_geneval(partial=False, path=path, processor_path=processor_path, device=_device(model))
-    return geneval_benchmark(model, reward, meta[:max_prompts],
-                             **_sampling(kw, ("min_images_per_tag",)))
+    return geneval_benchmark(model, reward, meta[:max_prompts], **_sampling(kw, ("min_images_per_tag",)))

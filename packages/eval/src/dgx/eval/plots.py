@@ -34,11 +34,17 @@ def moving_average(y: np.ndarray, window: int) -> np.ndarray:
 
 
 # metric -> (panel title, smoothed, y axis from 0): noisy per-iteration metrics get a moving average
-LEARNING_CURVES = {"reward_mean": ("training reward", True, False), "kl": ("KL to the reference", False, True),
-                   "clip_frac": ("clipped fraction", True, True), "lr": ("learning rate", False, True)}
+LEARNING_CURVES = {
+    "reward_mean": ("training reward", True, False),
+    "kl": ("KL to the reference", False, True),
+    "clip_frac": ("clipped fraction", True, True),
+    "lr": ("learning rate", False, True),
+}
 
 
-def plot_learning_curves(runs: dict[str, list[Path]], out: Path, keys: dict[str, tuple[str, bool, bool]] = LEARNING_CURVES) -> Path:
+def plot_learning_curves(
+    runs: dict[str, list[Path]], out: Path, keys: dict[str, tuple[str, bool, bool]] = LEARNING_CURVES
+) -> Path:
     """One panel per metric in ``keys``: per iteration the mean over seeds, the min-max band over seeds,
     and for smoothed metrics the mean faint under its trailing moving average over a tenth of the run."""
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.6), squeeze=False)
@@ -51,7 +57,9 @@ def plot_learning_curves(runs: dict[str, list[Path]], out: Path, keys: dict[str,
             y = np.array([[row[key] for row in r[:n]] for r in rows], dtype=float)
             x, window = np.arange(n), max(1, n // 10) if smooth else 1
             faint = window > 1
-            ax.plot(x, y.mean(0), color=color, alpha=0.3 if faint else 1.0, linewidth=0.8, label=None if faint else method)
+            ax.plot(
+                x, y.mean(0), color=color, alpha=0.3 if faint else 1.0, linewidth=0.8, label=None if faint else method
+            )
             if faint:
                 ax.plot(x, moving_average(y.mean(0), window), color=color, label=method)
             if len(y) > 1:
@@ -66,6 +74,7 @@ def plot_learning_curves(runs: dict[str, list[Path]], out: Path, keys: dict[str,
 
 def reward_difference(ref: Path, other: Path) -> np.ndarray:
     """``other``'s training reward minus ``ref``'s at each iteration both metrics files have, in order."""
+
     def by_iteration(path: Path) -> dict[int, float]:
         return {r["iteration"]: r["reward_mean"] for r in _rows([path])[0]} if path.is_file() else {}
 
@@ -92,8 +101,11 @@ def plot_reward_difference(runs: dict[str, list[Path]], out: Path) -> Path | Non
         ax.plot(d, color=color, alpha=0.3, linewidth=0.8)
         ax.plot(np.cumsum(d) / np.arange(1, n + 1), color=color, label=f"{name}: mean so far")
     ax.axhline(0, color="grey", linewidth=0.8)
-    ax.set(xlabel="iteration", ylabel=f"training reward minus {names[0]}'s",
-           title="Training reward, paired by iteration (same prompts)")
+    ax.set(
+        xlabel="iteration",
+        ylabel=f"training reward minus {names[0]}'s",
+        title="Training reward, paired by iteration (same prompts)",
+    )
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     return _save(fig, out)
@@ -125,8 +137,10 @@ def plot_psi(psi_json: Path, out: Path) -> Path:
     the share of samples whose step changed the reward (dR != 0), with the steps calibration saw none change."""
     d = json.loads(Path(psi_json).read_text())
     t = np.array(d["timesteps"][:-1])
-    panels = {"imbalance": ("|#dR>0 - #dR<0| / N", "Imbalance of dense rewards"),
-              "changed": ("#(dR != 0) / N", "Steps that changed the reward")}
+    panels = {
+        "imbalance": ("|#dR>0 - #dR<0| / N", "Imbalance of dense rewards"),
+        "changed": ("#(dR != 0) / N", "Steps that changed the reward"),
+    }
     checks = [(key, *labels) for key, labels in panels.items() if key in d]  # the final checks psi.json holds
     fig, axes = plt.subplots(1, 1 + len(checks), figsize=(5 * (1 + len(checks)), 4), squeeze=False)
     axes = axes[0]
@@ -136,7 +150,15 @@ def plot_psi(psi_json: Path, out: Path) -> Path:
         a1.plot(t, d["uniform_sigma"], marker="x", label="uniform a=0.7")
     silent = d.get("silent_steps", [])
     if silent:
-        a1.plot(t[silent], np.array(d["psi"])[silent], "o", mfc="none", mec="red", ms=11, label="no change seen in calibration")
+        a1.plot(
+            t[silent],
+            np.array(d["psi"])[silent],
+            "o",
+            mfc="none",
+            mec="red",
+            ms=11,
+            label="no change seen in calibration",
+        )
     a1.set(xlabel="t", ylabel="sigma_t", title="Noise level per timestep")
     a1.legend()
     for ax, (key, ylabel, title) in zip(axes[1:], checks):
@@ -167,8 +189,13 @@ def plot_latent_reward(runs: dict[str, list[Path]], out: Path) -> Path | None:
     return _save(fig, out)
 
 
-def sample_grid(rows: dict[str, list[np.ndarray]], prompts: list[str], out: Path,
-                verdicts: dict[str, list[bool | None]] | None = None, notes: dict[str, list[str]] | None = None) -> Path:
+def sample_grid(
+    rows: dict[str, list[np.ndarray]],
+    prompts: list[str],
+    out: Path,
+    verdicts: dict[str, list[bool | None]] | None = None,
+    notes: dict[str, list[str]] | None = None,
+) -> Path:
     """Images (uint8 HWC) in rows, one row per model, under their column's prompt; a verdict frames an image green
     (True) or red (False), a note is written under it."""
     cols = len(prompts)
@@ -199,7 +226,9 @@ def plot_samples(evals: dict[str, Path], out: Path, max_columns: int = 12) -> Pa
     records = {}
     for name, d in evals.items():
         path = d / "per_image.jsonl"
-        records[name] = {r["index"]: r for r in map(json.loads, path.read_text().splitlines())} if path.is_file() else {}
+        records[name] = (
+            {r["index"]: r for r in map(json.loads, path.read_text().splitlines())} if path.is_file() else {}
+        )
     names = [sorted(p.stem for p in (d / "samples").glob("*.png")) for d in evals.values()]
     common = sorted(set.intersection(*map(set, names))) if names else []
     common = [int(c) for c in common if all(int(c) in r for r in records.values())][:max_columns]

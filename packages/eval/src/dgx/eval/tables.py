@@ -13,12 +13,15 @@ def aggregate(results: dict[str, list[dict[str, float]]]) -> dict[str, dict[str,
     out = {}
     for method, runs in results.items():
         keys = [k for k in runs[0] if all(isinstance(r.get(k), (int, float)) for r in runs)]
-        out[method] = {k: (float(np.mean([r[k] for r in runs])), float(np.std([r[k] for r in runs])), len(runs)) for k in keys}
+        out[method] = {
+            k: (float(np.mean([r[k] for r in runs])), float(np.std([r[k] for r in runs])), len(runs)) for k in keys
+        }
     return out
 
 
-def write_tables(results: dict[str, list[dict[str, float]]], out_stem: Path, columns: list[str] | None = None,
-                 digits: int = 3) -> str:
+def write_tables(
+    results: dict[str, list[dict[str, float]]], out_stem: Path, columns: list[str] | None = None, digits: int = 3
+) -> str:
     """Write ``out_stem``.md and .csv; return the Markdown."""
     agg = aggregate(results)
     cols = columns or list(dict.fromkeys(k for m in agg.values() for k in m))
@@ -32,8 +35,10 @@ def write_tables(results: dict[str, list[dict[str, float]]], out_stem: Path, col
                 mean, std, n = m[c]
                 cells.append(f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}")
         md.append(f"| {method} | " + " | ".join(cells) + " |")
-    csv_rows = [[method] + [x for c in cols for x in (m.get(c, ("", ""))[:2])] + [max((v[2] for v in m.values()), default=0)]
-                for method, m in agg.items()]
+    csv_rows = [
+        [method] + [x for c in cols for x in (m.get(c, ("", ""))[:2])] + [max((v[2] for v in m.values()), default=0)]
+        for method, m in agg.items()
+    ]
     return _write(out_stem, md, ["method"] + [x for c in cols for x in (f"{c}_mean", f"{c}_std")] + ["seeds"], csv_rows)
 
 
@@ -94,4 +99,6 @@ def write_gain_table(
         for m, row in pooled.items()
     ]
     csv_rows = [[m] + [x for g, s in row.values() for x in (g, s)] + [len(gains[m])] for m, row in pooled.items()]
-    return _write(out_stem, md, ["method"] + [x for c in columns for x in (f"{c}_gain", f"{c}_se")] + ["seeds"], csv_rows)
+    return _write(
+        out_stem, md, ["method"] + [x for c in columns for x in (f"{c}_gain", f"{c}_se")] + ["seeds"], csv_rows
+    )

@@ -34,8 +34,15 @@ def normalize(x: torch.Tensor, group_size: int, std: str = "global", ddof: int =
     return (centred / (s + EPS)).view_as(x)
 
 
-def advantages(signal: torch.Tensor, weights: torch.Tensor, per_step: bool, group_size: int, clip: float,
-               std: str = "global", ddof: int = 0) -> torch.Tensor:
+def advantages(
+    signal: torch.Tensor,
+    weights: torch.Tensor,
+    per_step: bool,
+    group_size: int,
+    clip: float,
+    std: str = "global",
+    ddof: int = 0,
+) -> torch.Tensor:
     """(N, T) advantages for (N, T) ``signal`` and ``weights``, clipped to [-clip, clip]."""
     if signal.shape[0] % group_size:
         raise ValueError(f"{signal.shape[0]} samples do not split into groups of {group_size}")

@@ -58,7 +58,9 @@ def build_reward(cfg: RunConfig, registry: Registry, name: str | None = None, de
         kwargs["device"] = str(device)
     if r.soft:
         if "soft" not in inspect.signature(factory).parameters:
-            raise ConfigError(f"reward.soft: the reward {name!r} has no soft credit; use a GenEval reward or soft: false")
+            raise ConfigError(
+                f"reward.soft: the reward {name!r} has no soft credit; use a GenEval reward or soft: false"
+            )
         kwargs["soft"] = True
     if r.path:
         kwargs["path"] = r.path
@@ -88,7 +90,9 @@ def build_schedule(cfg: RunConfig, registry: Registry, psi_path: Path | None = N
     elif n.name == "calibrated":
         path = n.psi_path or psi_path
         if path is None:
-            raise ConfigError("sampler.noise.name = calibrated needs noise.psi_path (or run through `dgx run`, which calibrates first)")
+            raise ConfigError(
+                "sampler.noise.name = calibrated needs noise.psi_path (or run through `dgx run`, which calibrates first)"
+            )
         schedule = factory(path)
     else:
         schedule = factory(**n.model_dump(exclude={"name", "window"}))
@@ -96,7 +100,9 @@ def build_schedule(cfg: RunConfig, registry: Registry, psi_path: Path | None = N
         return schedule
     start, stop = n.window
     if not 0 <= start < stop <= cfg.sampler.steps:
-        raise ConfigError(f"sampler.noise.window = [{start}, {stop}] must satisfy 0 <= start < stop <= sampler.steps = {cfg.sampler.steps}")
+        raise ConfigError(
+            f"sampler.noise.window = [{start}, {stop}] must satisfy 0 <= start < stop <= sampler.steps = {cfg.sampler.steps}"
+        )
     return Windowed(schedule, start, stop)
 
 

@@ -39,8 +39,9 @@ from dgx.sampler import TableNoise, UniformNoise, rollout, sample_generator
 from tqdm.auto import tqdm
 
 
-def dense_rewards(model, cfg: RunConfig, reward, prompts: list[dict], schedule, key: int, step_fn,
-                  n_prompts: int | None = None) -> torch.Tensor:
+def dense_rewards(
+    model, cfg: RunConfig, reward, prompts: list[dict], schedule, key: int, step_fn, n_prompts: int | None = None
+) -> torch.Tensor:
     """dR (N, T) for N = n_prompts (default calibrate.prompts) x group_size fresh SDE rollouts keyed by ``key``
     (each process rolls out its share of the N and gets all N rows)."""
     c = cfg.calibrate
@@ -71,11 +72,16 @@ def changed(dr: torch.Tensor) -> list[float]:
 
 def silent_steps(history: list[dict]) -> list[int]:
     """Steps where no dense reward changed in any calibration iteration (#pos = #neg = 0 throughout)."""
-    return [t for t in range(len(history[0]["pos"])) if all(h["pos"][t] + h["neg"][t] == 0 for h in history)] if history else []
+    return (
+        [t for t in range(len(history[0]["pos"])) if all(h["pos"][t] + h["neg"][t] == 0 for h in history)]
+        if history
+        else []
+    )
 
 
-def next_psi(psi: np.ndarray, pos: np.ndarray, neg: np.ndarray, eps1: float, eps2: float,
-             silent: str = "explore") -> np.ndarray:
+def next_psi(
+    psi: np.ndarray, pos: np.ndarray, neg: np.ndarray, eps1: float, eps2: float, silent: str = "explore"
+) -> np.ndarray:
     """Algorithm 1's update: psi(t) + eps2 where |#pos - #neg| < eps1 (balanced), else psi(t) - eps2; >= 0.
     ``silent="hold"``: psi(t) unchanged where no dense reward changed (#pos = #neg = 0)."""
     step = np.where(np.abs(pos - neg) < eps1, eps2, -eps2)
@@ -125,8 +131,13 @@ def calibrate(cfg: RunConfig, out_dir: Path, registry: Registry | None = None, r
     if history:  # each entry holds the psi it sampled with: the next one follows from the last
         last = history[-1]
         psi = next_psi(np.array(last["psi"]), np.array(last["pos"]), np.array(last["neg"]), c.eps1, c.eps2, c.silent)
-    for k in tqdm(range(len(history), c.iterations), desc="calibrate", initial=len(history), total=c.iterations,
-                  disable=not state.is_main_process):
+    for k in tqdm(
+        range(len(history), c.iterations),
+        desc="calibrate",
+        initial=len(history),
+        total=c.iterations,
+        disable=not state.is_main_process,
+    ):
         dr = dense_rewards(model, cfg, reward, prompts, TableNoise(tuple(psi)), 100_000 + k, step_fn)
         pos, neg = (dr > 0).sum(0).numpy(), (dr < 0).sum(0).numpy()
         history.append({"psi": psi.tolist(), "pos": pos.tolist(), "neg": neg.tolist()})
@@ -145,20 +156,30 @@ def calibrate(cfg: RunConfig, out_dir: Path, registry: Registry | None = None, r
             hint = ", or calibrate.silent: hold to leave them alone."
         else:
             what, hint = "psi(t) there kept its initial value (calibrate.silent: hold)", "."
-        warnings.warn(f"calibration: at steps {silent} no dense reward changed in any of {len(history)} iterations of "
-                      f"{c.prompts * c.group_size} samples, and {what}; with it, "
-                      f"{[round(changed_cal[t], 3) for t in silent]} of the final check's samples changed the reward "
-                      "there. A reward of few values (GenEval, OCR) needs more samples per iteration (calibrate.prompts) "
-                      "for Algorithm 1 to balance anything at those steps"
-                      + hint, stacklevel=2)
+        warnings.warn(
+            f"calibration: at steps {silent} no dense reward changed in any of {len(history)} iterations of "
+            f"{c.prompts * c.group_size} samples, and {what}; with it, "
+            f"{[round(changed_cal[t], 3) for t in silent]} of the final check's samples changed the reward "
+            "there. A reward of few values (GenEval, OCR) needs more samples per iteration (calibrate.prompts) "
+            "for Algorithm 1 to balance anything at those steps" + hint,
+            stacklevel=2,
+        )
     path, tmp = out_dir / "psi.json", out_dir / "psi.json.tmp"
     if state.is_main_process:
         TableNoise(tuple(psi.tolist())).to_json(
-            tmp, grid.tolist(), uniform_sigma=UniformNoise(0.7)(torch.arange(T), grid).tolist(),
-            imbalance={"calibrated": calibrated, "uniform_a0.7": uniform,
-                       "calibrated_mean": float(np.mean(calibrated)), "uniform_a0.7_mean": float(np.mean(uniform))},
+            tmp,
+            grid.tolist(),
+            uniform_sigma=UniformNoise(0.7)(torch.arange(T), grid).tolist(),
+            imbalance={
+                "calibrated": calibrated,
+                "uniform_a0.7": uniform,
+                "calibrated_mean": float(np.mean(calibrated)),
+                "uniform_a0.7_mean": float(np.mean(uniform)),
+            },
             changed={"calibrated": changed_cal, "uniform_a0.7": changed(dr_uni)},
-            silent_steps=silent, history=history, config=c.model_dump(),
+            silent_steps=silent,
+            history=history,
+            config=c.model_dump(),
         )
         os.replace(tmp, path)  # a half-written psi.json would pass for a finished calibration on --resume
         from dgx.eval.plots import plot_psi
@@ -174,7 +195,8 @@ def mean_imbalance(psi_path: Path) -> dict[str, float]:
     return {"calibrated": b["calibrated_mean"], "uniform_a0.7": b["uniform_a0.7_mean"]}
 
 
-def calibrate_file(file: Path, variant: str | None = None, out: Path | None = None, overrides: dict | None = None,
-                   resume: bool = False) -> Path:
+def calibrate_file(
+    file: Path, variant: str | None = None, out: Path | None = None, overrides: dict | None = None, resume: bool = False
+) -> Path:
     abl = load(file, overrides=overrides)
     return calibrate(abl.variant(variant)[1], out or Path("runs") / file.stem / "calibration", abl.registry(), resume)

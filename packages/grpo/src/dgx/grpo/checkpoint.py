@@ -47,8 +47,10 @@ def optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
 def load_optimizer_state(optimizer: torch.optim.Optimizer, sd: dict) -> None:
     """Load a state dict of whole tensors, sharding the per-parameter ones (moments) like their parameters."""
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    state = {i: {k: like(v, params[i]) if torch.is_tensor(v) and v.shape == params[i].shape else v for k, v in s.items()}
-             for i, s in sd["state"].items()}
+    state = {
+        i: {k: like(v, params[i]) if torch.is_tensor(v) and v.shape == params[i].shape else v for k, v in s.items()}
+        for i, s in sd["state"].items()
+    }
     optimizer.load_state_dict({**sd, "state": state})
 
 
@@ -59,8 +61,17 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save(ckpt_root: Path, iteration: int, adapter: dict, optimizer: torch.optim.Optimizer, scheduler: LRScheduler | None,
-         ema: dict | None, psi_path: Path | None = None, keep: int = 2, write: bool = True) -> Path:
+def save(
+    ckpt_root: Path,
+    iteration: int,
+    adapter: dict,
+    optimizer: torch.optim.Optimizer,
+    scheduler: LRScheduler | None,
+    ema: dict | None,
+    psi_path: Path | None = None,
+    keep: int = 2,
+    write: bool = True,
+) -> Path:
     """Write checkpoint ``iter_{iteration}`` and point ``latest`` at it; keep the last ``keep``.
 
     Under several processes every process calls it (FSDP2 shards are gathered) and only the one
@@ -90,7 +101,7 @@ def save(ckpt_root: Path, iteration: int, adapter: dict, optimizer: torch.optim.
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     write_text_atomic(ckpt_root / "latest", final.name)
-    for old in sorted(p for p in ckpt_root.glob("iter_*") if p != final)[:-keep or None] if keep else []:
+    for old in sorted(p for p in ckpt_root.glob("iter_*") if p != final)[: -keep or None] if keep else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
 

@@ -1,4 +1,8 @@
-"""The ``dgx`` command line: run, calibrate, eval, push, registry, validate."""
+"""The ``dgx`` command line: run, calibrate, eval, bench, push, registry, validate.
+
+Every failure prints one line, ``error: ...``, and exits non-zero (2 for a config or run error the message explains,
+1 for anything else: a file, a model that cannot load, the network); ``dgx --debug ...`` shows the traceback.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,31 @@ def _fail(e: Exception) -> None:
     sys.exit(2)
 
 
-SET_HELP = "Override a config key in every variant: KEY=VALUE, dotted key, YAML value (repeatable), e.g. --set train.lr=1e-3."
+def one_line(e: BaseException) -> str:
+    """``e`` as one line: our own errors by their message, anything else as ``Type: first line of the message``."""
+    text = " ".join(str(e).split("\n", 1)[0].split()) or repr(e)
+    return text if isinstance(e, (ConfigError, TrainingError)) else f"{type(e).__name__}: {text}"
+
+
+class _Commands(click.Group):
+    """A group whose commands fail with one line unless ``--debug`` is given."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as e:
+            if ctx.params.get("debug"):
+                raise
+            hint = "" if isinstance(e, (ConfigError, TrainingError)) else " (dgx --debug ... shows the traceback)"
+            click.secho(f"error: {one_line(e)}{hint}", fg="red", err=True)
+            sys.exit(2 if isinstance(e, (ConfigError, TrainingError)) else 1)
+
+
+SET_HELP = (
+    "Override a config key in every variant: KEY=VALUE, dotted key, YAML value (repeatable), e.g. --set train.lr=1e-3."
+)
 
 
 def _overrides(sets: tuple[str, ...], **extra) -> dict:
@@ -24,8 +52,10 @@ def _overrides(sets: tuple[str, ...], **extra) -> dict:
     return deep_merge(parse_sets(sets), {k: v for k, v in extra.items() if v is not None})
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="dgx-grpo", prog_name="dgx")
+@click.option("--debug", is_flag=True, help="Show the full traceback of a failure instead of one line.")
+def main(debug: bool) -> None:
     """dgx: align flow-matching text-to-image models with GRPO and DenseGRPO.
 
     Start with `dgx run configs/shapes_quick.yaml` (the embedded shapes world, CPU).
@@ -45,18 +75,24 @@ def _main_process() -> bool:
 @click.option("--seed", "seeds", type=int, multiple=True, help="Run only this seed (repeatable).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Results folder (default runs/<file stem>).")
 @click.option("--resume", is_flag=True, help="Continue killed runs from their last checkpoint; skip finished ones.")
-@click.option("--iterations", type=int, default=None, help="Shortcut for --set train.iterations=N (with --resume: train longer).")
+@click.option(
+    "--iterations", type=int, default=None, help="Shortcut for --set train.iterations=N (with --resume: train longer)."
+)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
-def run(file: Path, only: tuple[str, ...], seeds: tuple[int, ...], out: Path | None, resume: bool, iterations: int | None,
-        sets: tuple[str, ...]) -> None:
+def run(
+    file: Path,
+    only: tuple[str, ...],
+    seeds: tuple[int, ...],
+    out: Path | None,
+    resume: bool,
+    iterations: int | None,
+    sets: tuple[str, ...],
+) -> None:
     """Train and evaluate every variant x seed of FILE into one results folder."""
-    try:
-        from dgx.grpo.runner import run_ablation
+    from dgx.grpo.runner import run_ablation
 
-        overrides = _overrides(sets, train={"iterations": iterations} if iterations is not None else None)
-        out = run_ablation(file, out=out, only=list(only), seeds=list(seeds), resume=resume, overrides=overrides)
-    except (ConfigError, TrainingError) as e:
-        _fail(e)
+    overrides = _overrides(sets, train={"iterations": iterations} if iterations is not None else None)
+    out = run_ablation(file, out=out, only=list(only), seeds=list(seeds), resume=resume, overrides=overrides)
     if not _main_process():
         return
     for table, title in (("summary.md", "test score"), ("gain.md", "gain over the base model (± standard error)")):
@@ -68,39 +104,63 @@ def run(file: Path, only: tuple[str, ...], seeds: tuple[int, ...], out: Path | N
 @main.command()
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--variant", default=None, help="Variant of an ablation file to calibrate (default: the first).")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder (default runs/<stem>/calibration).")
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=None, help="Output folder (default runs/<stem>/calibration)."
+)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
-@click.option("--resume", is_flag=True, help="Continue from OUT/progress.json (same settings; more iterations allowed).")
+@click.option(
+    "--resume", is_flag=True, help="Continue from OUT/progress.json (same settings; more iterations allowed)."
+)
 def calibrate(file: Path, variant: str | None, out: Path | None, sets: tuple[str, ...], resume: bool) -> None:
     """Calibrate the per-timestep noise psi(t) (DenseGRPO Algorithm 1); writes psi.json and a plot."""
-    try:
-        from dgx.grpo.calibrate import calibrate_file, mean_imbalance
+    from dgx.grpo.calibrate import calibrate_file, mean_imbalance
 
-        path = calibrate_file(file, variant=variant, out=out, overrides=_overrides(sets), resume=resume)
-        b = mean_imbalance(path)
-        if _main_process():
-            click.echo(f"wrote {path} and psi.png; mean |#(dR > 0) - #(dR < 0)| / N on fresh samples: "
-                       f"calibrated {b['calibrated']:.3f}, uniform a = 0.7 {b['uniform_a0.7']:.3f}")
-    except ConfigError as e:
-        _fail(e)
+    path = calibrate_file(file, variant=variant, out=out, overrides=_overrides(sets), resume=resume)
+    b = mean_imbalance(path)
+    if _main_process():
+        click.echo(
+            f"wrote {path} and psi.png; mean |#(dR > 0) - #(dR < 0)| / N on fresh samples: "
+            f"calibrated {b['calibrated']:.3f}, uniform a = 0.7 {b['uniform_a0.7']:.3f}"
+        )
 
 
 @main.command("eval")
 @click.argument("file", type=click.Path(path_type=Path))
-@click.option("--adapter", type=click.Path(path_type=Path), default=None, help="A run folder or checkpoint with a LoRA adapter.")
+@click.option(
+    "--adapter", type=click.Path(path_type=Path), default=None, help="A run folder or checkpoint with a LoRA adapter."
+)
 @click.option("--variant", default=None, help="Variant of an ablation file (default: the first).")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder for per-prompt JSONL and summary.")
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=None, help="Output folder for per-prompt JSONL and summary."
+)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
 def eval_cmd(file: Path, adapter: Path | None, variant: str | None, out: Path | None, sets: tuple[str, ...]) -> None:
     """Evaluate the base model (or a trained adapter) with the config's evaluation and ODE sampler."""
-    try:
-        from dgx.grpo.runner import evaluate_file
+    from dgx.grpo.runner import evaluate_file
 
-        summary = evaluate_file(file, adapter=adapter, variant=variant, out=out, overrides=_overrides(sets))
-        for k, v in summary.items() if _main_process() else ():
-            click.echo(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
-    except ConfigError as e:
-        _fail(e)
+    summary = evaluate_file(file, adapter=adapter, variant=variant, out=out, overrides=_overrides(sets))
+    for k, v in summary.items() if _main_process() else ():
+        click.echo(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
+
+
+@main.command("bench")
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path),
+    default=Path("configs/shapes_full.yaml"),
+    show_default=True,
+    help="Ablation file to bench.",
+)
+@click.option("--quick", is_flag=True, help="Smoke run: 1 iteration, 1 seed, 12 test prompts (a few minutes).")
+@click.option("--resume", is_flag=True, help="Keep finished runs and continue the others (after a crash).")
+@click.option("--report-only", is_flag=True, help="Write BENCHMARKS.md from the runs finished so far; train nothing.")
+def bench_cmd(config: Path, quick: bool, resume: bool, report_only: bool) -> None:
+    """Run the paper's comparisons on the shapes world -> runs/bench/, BENCHMARKS.md, docs/bench/ (here: the repo root)."""
+    from dgx.grpo.bench import bench
+
+    path = bench(config, quick=quick, resume=resume, report_only=report_only)
+    click.echo(path.read_text())
+    click.echo(f"wrote {path}")
 
 
 @main.command()
@@ -113,24 +173,24 @@ def push(run_dir: Path, repo_id: str, private: bool, revision: str | None, dry_r
     """Export a trained run (diffusers LoRA, config, psi, metrics, model card) and push it to the Hub."""
     from dgx.grpo.hub import push_run
 
-    try:
-        for line in push_run(run_dir, repo_id, private=private, revision=revision, dry_run=dry_run):
-            click.echo(line)
-    except (ConfigError, RuntimeError) as e:
-        _fail(e)
+    for line in push_run(run_dir, repo_id, private=private, revision=revision, dry_run=dry_run):
+        click.echo(line)
 
 
 @main.command()
-@click.option("--section", default=None, help="Only this section (models, samplers, noise, rewards, credit, objectives, evaluations).")
-@click.option("--file", "files", multiple=True, type=click.Path(path_type=Path), help="Extra registry file (repeatable).")
+@click.option(
+    "--section",
+    default=None,
+    help="Only this section (models, samplers, noise, rewards, credit, objectives, evaluations).",
+)
+@click.option(
+    "--file", "files", multiple=True, type=click.Path(path_type=Path), help="Extra registry file (repeatable)."
+)
 def registry(section: str | None, files: tuple[Path, ...]) -> None:
     """List the registered components (built-in, $DGX_REGISTRY files and --file)."""
     from dgx.grpo.registry import SECTIONS, Registry
 
-    try:
-        reg = Registry(list(files))
-    except ConfigError as e:
-        _fail(e)
+    reg = Registry(list(files))
     for s in [section] if section else SECTIONS:
         if s not in reg.sections:
             _fail(ConfigError(f"unknown section {s!r}; valid: {', '.join(SECTIONS)}"))
@@ -150,10 +210,7 @@ def validate(file: Path, show: bool, sets: tuple[str, ...]) -> None:
     import yaml
     from dgx.grpo.config import load
 
-    try:
-        abl = load(file, overrides=_overrides(sets))
-    except ConfigError as e:
-        _fail(e)
+    abl = load(file, overrides=_overrides(sets))
     click.echo(f"{file}: OK - {len(abl.variants)} variant(s) x {len(abl.seeds)} seed(s): {', '.join(abl.variants)}")
     if show:
         for name, cfg in abl.variants.items():

@@ -19,8 +19,16 @@ from dgx.grpo.registry import Registry, suggest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 # Flow-GRPO's LoRA targets (scripts/train_sd3.py): peft matches them as module-name suffixes
-FLOW_GRPO_LORA_TARGETS = ("attn.add_k_proj", "attn.add_q_proj", "attn.add_v_proj", "attn.to_add_out", "attn.to_k",
-                          "attn.to_out.0", "attn.to_q", "attn.to_v")
+FLOW_GRPO_LORA_TARGETS = (
+    "attn.add_k_proj",
+    "attn.add_q_proj",
+    "attn.add_v_proj",
+    "attn.to_add_out",
+    "attn.to_k",
+    "attn.to_out.0",
+    "attn.to_q",
+    "attn.to_v",
+)
 
 
 class _Strict(BaseModel):
@@ -41,7 +49,8 @@ class NoiseConfig(_Strict):
     value: float = Field(0.7, ge=0, description="constant: sigma_t (or CPS eta)")
     psi_path: str | None = Field(None, description="calibrated: psi.json (default: the run's calibration output)")
     window: tuple[int, int] | None = Field(
-        None, description="[start, stop): noise only on these steps (0 = the first), ODE elsewhere; None = every step")
+        None, description="[start, stop): noise only on these steps (0 = the first), ODE elsewhere; None = every step"
+    )
 
 
 class SamplerConfig(_Strict):
@@ -57,7 +66,9 @@ class RewardConfig(_Strict):
     ode_steps: Union[int, Literal["t"]] = Field("t", description="n of ODE_n for dense credit: 1, 2, ... or 't'")
     chunk: int = Field(256, ge=1, description="latents decoded and scored per batch (memory budget)")
     partial: bool = Field(True, description="GenEval: partial credit (True) or strict 0/1")
-    soft: bool = Field(False, description="GenEval partial credit: object clauses score the detector's class probability")
+    soft: bool = Field(
+        False, description="GenEval partial credit: object clauses score the detector's class probability"
+    )
     path: str | None = Field(None, description="reward model Hub id or local folder")
     processor_path: str | None = Field(None, description="processor Hub id or local folder (PickScore)")
     weights: dict[str, float] = Field(default_factory=dict, description="weighted: reward name -> weight")
@@ -67,47 +78,69 @@ class TrainConfig(_Strict):
     iterations: int = Field(20, ge=0, description="GRPO iterations (sampling + update rounds)")
     prompts_per_iter: int = Field(8, ge=1, description="prompts per iteration (global)")
     prompt_sampling: Literal["uniform", "by_tag"] = Field(
-        "uniform", description="uniform over the train prompts, or by_tag: a tag uniformly, then a prompt of that tag")
+        "uniform", description="uniform over the train prompts, or by_tag: a tag uniformly, then a prompt of that tag"
+    )
     group_size: int = Field(8, ge=2, description="G, rollouts per prompt")
     inner_epochs: int = Field(1, ge=1, description="passes over each iteration's samples")
-    updates_per_epoch: int = Field(1, ge=1, description="optimizer steps per inner epoch: the epoch's (sample, step) pairs are split into this many chunks")
-    micro_batch: int = Field(32, ge=1, description="(sample, step) pairs per backward pass; gradients accumulate over a chunk's micro-batches")
+    updates_per_epoch: int = Field(
+        1,
+        ge=1,
+        description="optimizer steps per inner epoch: the epoch's (sample, step) pairs are split into this many chunks",
+    )
+    micro_batch: int = Field(
+        32,
+        ge=1,
+        description="(sample, step) pairs per backward pass; gradients accumulate over a chunk's micro-batches",
+    )
     timestep_fraction: float = Field(1.0, gt=0, le=1, description="fraction of the stochastic steps trained per sample")
     timestep_selection: Literal["first", "random"] = Field(
-        "first", description="first: the first int(fraction * steps) stochastic steps, every sample, every epoch "
-        "(Flow-GRPO: 9 of 10 at 0.99); random: ceil(fraction * steps) steps drawn per sample and epoch (dgx's option)")
+        "first",
+        description="first: the first int(fraction * steps) stochastic steps, every sample, every epoch "
+        "(Flow-GRPO: 9 of 10 at 0.99); random: ceil(fraction * steps) steps drawn per sample and epoch (dgx's option)",
+    )
     lora_rank: int = Field(8, ge=1)
     lora_alpha: int = Field(16, ge=1)
     lora_targets: list[str] = Field(
         default_factory=lambda: list(FLOW_GRPO_LORA_TARGETS),
         description="peft target_modules. Default: Flow-GRPO's, the joint attention only ('attn.*'); the bare names "
-        "('to_q', ...) also adapt SD3.5's second attention (attn2) of the dual-attention blocks")
+        "('to_q', ...) also adapt SD3.5's second attention (attn2) of the dual-attention blocks",
+    )
     lr: float = Field(3e-4, gt=0)
     lr_schedule: Literal["constant", "linear", "cosine"] = Field(
-        "constant", description="learning rate over the iterations after warmup (Flow-GRPO: constant); linear and "
-        "cosine decay to 0 at train.iterations")
+        "constant",
+        description="learning rate over the iterations after warmup (Flow-GRPO: constant); linear and "
+        "cosine decay to 0 at train.iterations",
+    )
     lr_warmup: int = Field(0, ge=0, description="iterations of linear warmup from 0 to lr")
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = Field(1e-4, ge=0)
-    kl_beta: float = Field(0.01, ge=0, description="beta of the KL to the reference (adapter disabled), in the units of "
-                           "train.kl")
+    kl_beta: float = Field(
+        0.01, ge=0, description="beta of the KL to the reference (adapter disabled), in the units of train.kl"
+    )
     kl: Literal["flow_grpo", "exact"] = Field(
-        "flow_grpo", description="KL form: flow_grpo divides ||mean - mean_ref||^2 by 2 sigma_t^2 (Flow-GRPO, the papers' "
-        "beta); exact by 2 sigma_t^2 |dt|, the Gaussian steps' exact KL (1/|dt| times larger at equal beta)")
+        "flow_grpo",
+        description="KL form: flow_grpo divides ||mean - mean_ref||^2 by 2 sigma_t^2 (Flow-GRPO, the papers' "
+        "beta); exact by 2 sigma_t^2 |dt|, the Gaussian steps' exact KL (1/|dt| times larger at equal beta)",
+    )
     guidance_grad: Literal["cond", "full"] = Field(
-        "cond", description="with CFG in training: cond back-propagates through the conditional branch only, the "
-        "unconditional one detached (Flow-GRPO); full through both")
+        "cond",
+        description="with CFG in training: cond back-propagates through the conditional branch only, the "
+        "unconditional one detached (Flow-GRPO); full through both",
+    )
     clip_range: float = Field(1e-4, gt=0, description="PPO clip epsilon on the ratio (Flow-GRPO: 1e-4)")
     adv_clip_max: float = Field(5.0, gt=0, description="advantages clipped to +-this")
     adv_std: Literal["global", "group", "batch"] = Field(
-        "global", description="the std that divides group-centred rewards (per step for per-step credit): global, of all "
+        "global",
+        description="the std that divides group-centred rewards (per step for per-step credit): global, of all "
         "the batch's rewards (Flow-GRPO's SD3 configs); group, the group's own (the papers' equations); batch, one std "
-        "of the group-centred values over the batch and all steps")
+        "of the group-centred values over the batch and all steps",
+    )
     adv_ddof: Literal[0, 1] = Field(0, description="delta degrees of freedom of that std (Flow-GRPO: numpy's 0)")
     max_grad_norm: float = Field(1.0, gt=0)
     ema: float | None = Field(None, gt=0, lt=1, description="EMA decay of the adapter (None = off)")
     gradient_checkpointing: bool = Field(
-        False, description="recompute the transformer blocks' activations in the backward pass (less memory, more time)")
+        False, description="recompute the transformer blocks' activations in the backward pass (less memory, more time)"
+    )
     save_every: int = Field(5, ge=1, description="checkpoint every N iterations")
 
 
@@ -115,29 +148,44 @@ class CalibrateConfig(_Strict):
     iterations: int = Field(10, ge=1, description="K in Algorithm 1")
     prompts: int = Field(8, ge=1, description="prompts per calibration iteration")
     group_size: int = Field(4, ge=1, description="samples per prompt (N = prompts * group_size)")
-    check_prompts: int = Field(16, ge=1, description="prompts of the final check that compares the calibrated and the "
-                               "uniform a = 0.7 schedules' balance on the same fresh samples (x group_size)")
+    check_prompts: int = Field(
+        16,
+        ge=1,
+        description="prompts of the final check that compares the calibrated and the "
+        "uniform a = 0.7 schedules' balance on the same fresh samples (x group_size)",
+    )
     eps1: float = Field(2.0, ge=0, description="balance tolerance on #(dR>0) - #(dR<0)")
     eps2: float = Field(0.01, gt=0, description="psi(t) step")
     silent: Literal["explore", "hold"] = Field(
-        "explore", description="a step where no dense reward changed (#pos = #neg = 0): 'explore' counts it as balanced "
-        "and raises psi (Algorithm 1 as written), 'hold' leaves psi there unchanged (no evidence either way)")
+        "explore",
+        description="a step where no dense reward changed (#pos = #neg = 0): 'explore' counts it as balanced "
+        "and raises psi (Algorithm 1 as written), 'hold' leaves psi there unchanged (no evidence either way)",
+    )
     init: Union[float, list[float], Literal["uniform"]] = Field(
-        "uniform", description="initial psi: 'uniform' (a * sqrt(t / (1 - t)) with sampler.noise.a), one value, or one per step")
+        "uniform",
+        description="initial psi: 'uniform' (a * sqrt(t / (1 - t)) with sampler.noise.a), one value, or one per step",
+    )
 
 
 class EvalConfig(_Strict):
     name: str = Field("shapes_geneval", description="registry `evaluations` entry")
     steps: int = Field(20, ge=1, description="ODE steps at evaluation (paper: 40 for SD3.5-M)")
     images_per_prompt: int = Field(4, ge=1)
-    min_images_per_tag: int = Field(0, ge=0, description="GenEval-style: more images per prompt for tags with few prompts, "
-                                    "so every tag has at least this many images (0 = off, GenEval's own protocol)")
+    min_images_per_tag: int = Field(
+        0,
+        ge=0,
+        description="GenEval-style: more images per prompt for tags with few prompts, "
+        "so every tag has at least this many images (0 = off, GenEval's own protocol)",
+    )
     guidance: float | None = Field(None, description="CFG at eval (default: sampler.guidance)")
     prompts_file: str | None = Field(None, description="JSONL metadata / prompt file for real benchmarks")
     max_prompts: int | None = Field(None, ge=1, description="evaluate only the first N prompts")
     batch: int = Field(64, ge=1)
-    metrics: dict[str, dict] | None = Field(None, description="drawbench: metric name (aesthetic, pickscore, imagereward) -> "
-                                            "its reward's arguments (path, head_path, ...); default all, ImageReward where installed")
+    metrics: dict[str, dict] | None = Field(
+        None,
+        description="drawbench: metric name (aesthetic, pickscore, imagereward) -> "
+        "its reward's arguments (path, head_path, ...); default all, ImageReward where installed",
+    )
 
 
 class PromptsConfig(_Strict):
@@ -155,8 +203,10 @@ class RunConfig(_Strict):
     prompts: PromptsConfig = Field(default_factory=PromptsConfig)
     seed: int = Field(0, description="the run's seed: every random draw (prompts, noise, LoRA init) is keyed by it")
     device: Literal["auto", "cpu"] = Field(
-        "auto", description="'auto': accelerate's device for this process (its GPU under `accelerate launch`, else a GPU "
-        "where there is one, else the CPU; choose GPUs with CUDA_VISIBLE_DEVICES), or 'cpu'")
+        "auto",
+        description="'auto': accelerate's device for this process (its GPU under `accelerate launch`, else a GPU "
+        "where there is one, else the CPU; choose GPUs with CUDA_VISIBLE_DEVICES), or 'cpu'",
+    )
 
     @property
     def eval_guidance(self) -> float:
@@ -261,7 +311,9 @@ def load(path: str | Path, registry: Registry | None = None, overrides: dict | N
         base = data.get("base") or {}
         variants = data.get("variants") or {"default": {}}
         if not isinstance(variants, dict):
-            raise ConfigError(f"{path}: variants: expected a mapping of name -> overrides, got {type(variants).__name__}")
+            raise ConfigError(
+                f"{path}: variants: expected a mapping of name -> overrides, got {type(variants).__name__}"
+            )
         seeds = data.get("seeds", [0])
     else:
         base, variants, seeds = data, {"default": {}}, [data.get("seed", 0)]
@@ -281,7 +333,9 @@ def load(path: str | Path, registry: Registry | None = None, overrides: dict | N
     return Ablation(path=path, variants=resolved, seeds=seeds, registry_files=files)
 
 
-def validate(data: dict, path: Path, override: dict, prefix: str, registry: Registry, cli: dict | None = None) -> RunConfig:
+def validate(
+    data: dict, path: Path, override: dict, prefix: str, registry: Registry, cli: dict | None = None
+) -> RunConfig:
     """Validate one merged config; errors point at ``--set`` or into the variant when they set the key."""
 
     def set_on_cli(loc: tuple) -> bool:  # --set gave this key, or replaced a mapping above it with a value

@@ -50,14 +50,18 @@ pipe.load_lora_weights("{repo_id}")
 ```
 """
 LOAD_HUB = 'from diffusers import {cls}\npipe = {cls}.from_pretrained("{base}")'
-LOAD_PKG = ("from diffusers import StableDiffusion3Pipeline\nfrom dgx.grpo.build import resolve_path  # pip install dgx-grpo\n"
-            'pipe = StableDiffusion3Pipeline.from_pretrained(resolve_path("{base}"), text_encoder_3=None, tokenizer_3=None)')
+LOAD_PKG = (
+    "from diffusers import StableDiffusion3Pipeline\nfrom dgx.grpo.build import resolve_path  # pip install dgx-grpo\n"
+    'pipe = StableDiffusion3Pipeline.from_pretrained(resolve_path("{base}"), text_encoder_3=None, tokenizer_3=None)'
+)
 
 
 def run_config(run_dir: Path) -> RunConfig:
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
-        raise ConfigError(f"{run_dir}: not a dgx run folder (no config.yaml); give VARIANT/seed_N of a `dgx run` output")
+        raise ConfigError(
+            f"{run_dir}: not a dgx run folder (no config.yaml); give VARIANT/seed_N of a `dgx run` output"
+        )
     return RunConfig.model_validate(yaml.safe_load(path.read_text()))
 
 
@@ -78,7 +82,8 @@ def export_run(run_dir: Path, out: Path, repo_id: str = "<repo-id>", n_samples: 
     out.mkdir(parents=True, exist_ok=True)
     tr = model.transformer
     type(model.pipe).save_lora_weights(  # the pipeline class that will load it
-        out, transformer_lora_layers=get_peft_model_state_dict(tr),
+        out,
+        transformer_lora_layers=get_peft_model_state_dict(tr),
         transformer_lora_adapter_metadata=tr.peft_config["default"].to_dict(),
     )
     shutil.copy(run_dir / "config.yaml", out / "config.yaml")
@@ -92,25 +97,52 @@ def export_run(run_dir: Path, out: Path, repo_id: str = "<repo-id>", n_samples: 
     sample_grid({k: list(to_uint8(images[k])) for k in ("base", "this LoRA")}, prompts, out / "samples.png")
     summary = json.loads((out / "eval_summary.json").read_text()) if (out / "eval_summary.json").is_file() else {}
     base = cfg.model.path or Registry().get("models", cfg.model.name).defaults.get("path", cfg.model.name)
-    data = ModelCardData(base_model=None if base.startswith("pkg://") else base, library_name="diffusers", license="other",
-                         tags=["dgx", "lora", "text-to-image", "grpo", cfg.reward.credit, cfg.model.name])
-    method = {"sparse": "Flow-GRPO", "dense_gain": "DenseGRPO", "dense_latent": "dense-latent GRPO", "coca": "Flow-GRPO + CoCA"}
-    results = "\n".join(["| metric | value |", "|---|---|"] + [f"| {k} | {v:.4f} |" for k, v in summary.items()]) or "not evaluated"
-    (out / "README.md").write_text(CARD.format(
-        front_matter=f"---\n{data.to_yaml()}\n---", title=f"dgx {method.get(cfg.reward.credit, cfg.reward.credit)} LoRA",
-        base=base, method=method.get(cfg.reward.credit, cfg.reward.credit), reward=cfg.reward.name, credit=cfg.reward.credit,
-        ode_steps=f" (ODE steps n = {cfg.reward.ode_steps})" if cfg.reward.credit.startswith("dense") else "",
-        load=(LOAD_PKG if base.startswith("pkg://") else LOAD_HUB).format(base=base, cls=type(model.pipe).__name__),
-        sampler=cfg.sampler.name, steps=cfg.sampler.steps, noise=cfg.sampler.noise.name,
-        iterations=cfg.train.iterations, prompts=cfg.train.prompts_per_iter, group=cfg.train.group_size,
-        rank=cfg.train.lora_rank, alpha=cfg.train.lora_alpha, eval_name=cfg.eval.name, eval_steps=cfg.eval.steps,
-        results=results, repo_id=repo_id,
-    ))
+    data = ModelCardData(
+        base_model=None if base.startswith("pkg://") else base,
+        library_name="diffusers",
+        license="other",
+        tags=["dgx", "lora", "text-to-image", "grpo", cfg.reward.credit, cfg.model.name],
+    )
+    method = {
+        "sparse": "Flow-GRPO",
+        "dense_gain": "DenseGRPO",
+        "dense_latent": "dense-latent GRPO",
+        "coca": "Flow-GRPO + CoCA",
+    }
+    results = (
+        "\n".join(["| metric | value |", "|---|---|"] + [f"| {k} | {v:.4f} |" for k, v in summary.items()])
+        or "not evaluated"
+    )
+    (out / "README.md").write_text(
+        CARD.format(
+            front_matter=f"---\n{data.to_yaml()}\n---",
+            title=f"dgx {method.get(cfg.reward.credit, cfg.reward.credit)} LoRA",
+            base=base,
+            method=method.get(cfg.reward.credit, cfg.reward.credit),
+            reward=cfg.reward.name,
+            credit=cfg.reward.credit,
+            ode_steps=f" (ODE steps n = {cfg.reward.ode_steps})" if cfg.reward.credit.startswith("dense") else "",
+            load=(LOAD_PKG if base.startswith("pkg://") else LOAD_HUB).format(base=base, cls=type(model.pipe).__name__),
+            sampler=cfg.sampler.name,
+            steps=cfg.sampler.steps,
+            noise=cfg.sampler.noise.name,
+            iterations=cfg.train.iterations,
+            prompts=cfg.train.prompts_per_iter,
+            group=cfg.train.group_size,
+            rank=cfg.train.lora_rank,
+            alpha=cfg.train.lora_alpha,
+            eval_name=cfg.eval.name,
+            eval_steps=cfg.eval.steps,
+            results=results,
+            repo_id=repo_id,
+        )
+    )
     return sorted(p for p in out.rglob("*") if p.is_file())
 
 
-def push_run(run_dir: Path, repo_id: str, private: bool = False, revision: str | None = None, dry_run: bool = False,
-             api=None):
+def push_run(
+    run_dir: Path, repo_id: str, private: bool = False, revision: str | None = None, dry_run: bool = False, api=None
+):
     """Export into a staging folder and upload it in one commit; yields progress lines."""
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
@@ -127,15 +159,27 @@ def push_run(run_dir: Path, repo_id: str, private: bool = False, revision: str |
             api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
             if revision:
                 api.create_branch(repo_id, branch=revision, exist_ok=True)
-            info = api.upload_folder(folder_path=tmp, repo_id=repo_id, revision=revision, repo_type="model",
-                                     commit_message=f"dgx push of {Path(run_dir).name}")
+            info = api.upload_folder(
+                folder_path=tmp,
+                repo_id=repo_id,
+                revision=revision,
+                repo_type="model",
+                commit_message=f"dgx push of {Path(run_dir).name}",
+            )
         except OfflineModeIsEnabled as e:
             raise RuntimeError(f"cannot push {repo_id}: offline mode (HF_HUB_OFFLINE=1); unset it and retry") from e
         except HfHubHTTPError as e:
             status = getattr(e.response, "status_code", None)
-            hint = {401: "the token is missing or invalid: run `huggingface-cli login` or set HF_TOKEN",
-                    403: f"the token has no write access to {repo_id}", 404: f"{repo_id} or the revision does not exist"}
-            raise RuntimeError(f"push to {repo_id} failed (HTTP {status}): {hint.get(status, 'see the Hub response')}") from None
+            hint = {
+                401: "the token is missing or invalid: run `huggingface-cli login` or set HF_TOKEN",
+                403: f"the token has no write access to {repo_id}",
+                404: f"{repo_id} or the revision does not exist",
+            }
+            raise RuntimeError(
+                f"push to {repo_id} failed (HTTP {status}): {hint.get(status, 'see the Hub response')}"
+            ) from None
         except OSError as e:  # connection errors
-            raise RuntimeError(f"cannot reach the Hub to push {repo_id} ({type(e).__name__}); check the network or HF_ENDPOINT") from None
+            raise RuntimeError(
+                f"cannot reach the Hub to push {repo_id} ({type(e).__name__}); check the network or HF_ENDPOINT"
+            ) from None
         yield f"pushed {len(files)} files to {repo_id}: {getattr(info, 'commit_url', info)}"

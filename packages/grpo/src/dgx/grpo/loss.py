@@ -28,8 +28,16 @@ class LossOutput:
     approx_kl: torch.Tensor  # 0.5 * mean((log_prob - old_log_prob)^2), a drift diagnostic
 
 
-def grpo_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, adv: torch.Tensor, mean: torch.Tensor,
-              ref_mean: torch.Tensor | None, kl_std: torch.Tensor, clip_range: float, kl_beta: float) -> LossOutput:
+def grpo_loss(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    adv: torch.Tensor,
+    mean: torch.Tensor,
+    ref_mean: torch.Tensor | None,
+    kl_std: torch.Tensor,
+    clip_range: float,
+    kl_beta: float,
+) -> LossOutput:
     """All per-pair tensors are (P,); ``mean``/``ref_mean`` are (P, ...) step means in float32; ``kl_std`` (P,)
     is the KL's divisor ``s`` (the step's ``level`` or ``std``, by the KL form)."""
     ratio = torch.exp(log_prob - old_log_prob)
@@ -40,6 +48,9 @@ def grpo_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, adv: torch.Ten
     else:
         kl = torch.zeros((), device=log_prob.device)
     return LossOutput(
-        policy + kl_beta * kl, policy.detach(), kl.detach(),
-        ((ratio - 1).abs() > clip_range).float().mean().detach(), (0.5 * (log_prob - old_log_prob) ** 2).mean().detach(),
+        policy + kl_beta * kl,
+        policy.detach(),
+        kl.detach(),
+        ((ratio - 1).abs() > clip_range).float().mean().detach(),
+        (0.5 * (log_prob - old_log_prob) ** 2).mean().detach(),
     )

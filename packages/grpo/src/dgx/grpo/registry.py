@@ -68,12 +68,16 @@ class Registry:
             for name, e in (entries or {}).items():
                 if not isinstance(e, dict) or "impl" not in e:
                     raise ConfigError(f"{source}: {section}.{name}: needs an 'impl: module:attr' entry")
-                self.sections[section][name] = Entry(name, e["impl"], e.get("description", ""), e.get("defaults", {}), source)
+                self.sections[section][name] = Entry(
+                    name, e["impl"], e.get("description", ""), e.get("defaults", {}), source
+                )
 
     def get(self, section: str, name: str, where: str = "") -> Entry:
         entries = self.sections[section]
         if name not in entries:
-            raise ConfigError(f"{where}unknown {section[:-1] if section.endswith('s') else section} {name!r}{suggest(name, entries)}")
+            raise ConfigError(
+                f"{where}unknown {section[:-1] if section.endswith('s') else section} {name!r}{suggest(name, entries)}"
+            )
         return entries[name]
 
     def names(self, section: str) -> list[str]:

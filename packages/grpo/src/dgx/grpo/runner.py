@@ -46,10 +46,20 @@ def evaluate(model, cfg: RunConfig, out: Path, registry: Registry, seed: int | N
     ev = cfg.eval
     fn = registry.get("evaluations", ev.name).load()
     part = shard(cfg)
-    return fn(model, steps=ev.steps, guidance=cfg.eval_guidance, images_per_prompt=ev.images_per_prompt,
-              min_images_per_tag=ev.min_images_per_tag, seed=EVAL_SEED + cfg.seed if seed is None else seed,
-              batch=ev.batch, max_prompts=ev.max_prompts, prompts_file=ev.prompts_file,
-              metrics=ev.metrics, out=out if part.index == 0 else None, **({"shard": part} if part.count > 1 else {}))
+    return fn(
+        model,
+        steps=ev.steps,
+        guidance=cfg.eval_guidance,
+        images_per_prompt=ev.images_per_prompt,
+        min_images_per_tag=ev.min_images_per_tag,
+        seed=EVAL_SEED + cfg.seed if seed is None else seed,
+        batch=ev.batch,
+        max_prompts=ev.max_prompts,
+        prompts_file=ev.prompts_file,
+        metrics=ev.metrics,
+        out=out if part.index == 0 else None,
+        **({"shard": part} if part.count > 1 else {}),
+    )
 
 
 def paired_reward_gain(model, cfg: RunConfig, reward, n: int, seed: int = 4321) -> dict[str, float]:
@@ -70,8 +80,12 @@ def paired_reward_gain(model, cfg: RunConfig, reward, n: int, seed: int = 4321) 
     with adapter_disabled(model.transformer):
         base = score()
     d = trained - base
-    return {"trained": round(trained.mean().item(), 4), "base": round(base.mean().item(), 4),
-            "gain": round(d.mean().item(), 4), "gain_se": round(d.std().item() / n**0.5, 4)}
+    return {
+        "trained": round(trained.mean().item(), 4),
+        "base": round(base.mean().item(), 4),
+        "gain": round(d.mean().item(), 4),
+        "gain_se": round(d.std().item() / n**0.5, 4),
+    }
 
 
 def _summary(path: Path) -> dict | None:
@@ -108,13 +122,17 @@ def check_resume(run_dir: Path, cfg: RunConfig) -> list[str]:
     changed = config_changes(old, cfg.model_dump(mode="json"))
     bad = [k for k in changed if not any(k == r or k.startswith(r + ".") for r in RESUMABLE_CHANGES)]
     if bad:
-        raise ConfigError(f"{run_dir}: --resume with a different config ({', '.join(bad)} changed since "
-                          f"{path.name} was written); resume with the same settings or give a new --out")
+        raise ConfigError(
+            f"{run_dir}: --resume with a different config ({', '.join(bad)} changed since "
+            f"{path.name} was written); resume with the same settings or give a new --out"
+        )
     if cfg.train.iterations < old["train"]["iterations"]:  # shorter: only if it has not trained past the new end
         done = checkpoint.trained(run_dir / "checkpoints")
         if done > cfg.train.iterations:  # a finished run has trained its old length, so it is refused here too
-            raise ConfigError(f"{run_dir}: --resume cannot shorten a run to {cfg.train.iterations} iterations: it has "
-                              f"trained {done} of {old['train']['iterations']}; give a new --out")
+            raise ConfigError(
+                f"{run_dir}: --resume cannot shorten a run to {cfg.train.iterations} iterations: it has "
+                f"trained {done} of {old['train']['iterations']}; give a new --out"
+            )
     return changed
 
 
@@ -132,13 +150,24 @@ def environment() -> dict:
             return None
 
     libs = ["dgx-grpo", "torch", "diffusers", "transformers", "peft", "accelerate"]
-    return {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "argv": sys.argv, "python": platform.python_version(),
-            **{n: ver(n) for n in libs}, "cuda": torch.version.cuda if torch.cuda.is_available() else None,
-            "torch_threads": torch.get_num_threads()}
+    return {
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "argv": sys.argv,
+        "python": platform.python_version(),
+        **{n: ver(n) for n in libs},
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
-def run_ablation(file: Path, out: Path | None = None, only: list[str] = (), seeds: list[int] = (), resume: bool = False,
-                 overrides: dict | None = None) -> Path:
+def run_ablation(
+    file: Path,
+    out: Path | None = None,
+    only: list[str] = (),
+    seeds: list[int] = (),
+    resume: bool = False,
+    overrides: dict | None = None,
+) -> Path:
     """Train + evaluate; ``overrides`` (a config fragment, e.g. from ``--set``) is deep-merged into every variant."""
     abl = load(file, overrides=overrides)
     registry = abl.registry()
@@ -153,8 +182,10 @@ def run_ablation(file: Path, out: Path | None = None, only: list[str] = (), seed
     main = acc.is_main_process
     for name, v in variants.items():  # checked before hours of calibration and evaluation, not when training starts
         if (n := v.train.prompts_per_iter * v.train.group_size) % acc.num_processes:
-            raise ConfigError(f"{file}: variant {name}: train.prompts_per_iter x group_size = {n} samples per iteration "
-                              f"do not divide over {acc.num_processes} processes")
+            raise ConfigError(
+                f"{file}: variant {name}: train.prompts_per_iter x group_size = {n} samples per iteration "
+                f"do not divide over {acc.num_processes} processes"
+            )
     out.mkdir(parents=True, exist_ok=True)
     if main:
         with open(out / "invocations.jsonl", "a") as f:  # one line per `dgx run` into this folder (a resume adds one)
@@ -181,7 +212,9 @@ def run_ablation(file: Path, out: Path | None = None, only: list[str] = (), seed
             finished = checkpoint.trained(run_dir / "checkpoints") >= cfg.train.iterations  # not killed while extended
             summary = _summary(run_dir / "eval" / "summary.json") if resume and finished else None
             if resume and check_resume(run_dir, cfg):
-                summary = None  # trained longer or evaluated differently: continue from the last checkpoint, evaluate again
+                summary = (
+                    None  # trained longer or evaluated differently: continue from the last checkpoint, evaluate again
+                )
             psi = run_dir / "calibration" / "psi.json"
             have_psi = resume and psi.is_file()
             acc.wait_for_everyone()  # every process has read the folder before the main one rewrites it
@@ -227,8 +260,9 @@ def paired_gains(out: Path, run_dirs: dict[str, list[Path]], reference: str = "b
             ref, other = per_image(out / reference / d.name), per_image(d)
             if ref is not None and other is not None:
                 scores = [k for k, v in ref[0].items() if k not in VERDICT_FIELDS and isinstance(v, (int, float))]
-                gains.setdefault(name, []).append({**{k: paired_mean(ref, other, k) for k in scores},
-                                                   **paired_gain(ref, other)})
+                gains.setdefault(name, []).append(
+                    {**{k: paired_mean(ref, other, k) for k in scores}, **paired_gain(ref, other)}
+                )
     return gains
 
 
@@ -240,15 +274,19 @@ def prompt_draws(run_dir: Path) -> str | None:
         return None
     c = yaml.safe_load(path.read_text())
     t = c.get("train", {})
-    return json.dumps([c.get("seed"), c.get("prompts"), t.get("prompts_per_iter"), t.get("prompt_sampling")], sort_keys=True)
+    return json.dumps(
+        [c.get("seed"), c.get("prompts"), t.get("prompts_per_iter"), t.get("prompt_sampling")], sort_keys=True
+    )
 
 
 def training_cost(rows: list[dict]) -> dict[str, float]:
     """Seconds (rollout + credit + update) and model calls per iteration of one run's metrics rows, and its
     peak GPU memory where every row logged one (``gpu_peak_gib``: building, sharding and training)."""
     phases = ("seconds_rollout", "seconds_credit", "seconds_train")
-    cost = {"seconds_per_iter": float(np.mean([sum(r.get(k, 0.0) for k in phases) for r in rows])),
-            "model_calls_per_iter": float(np.mean([r["model_calls"] for r in rows]))}
+    cost = {
+        "seconds_per_iter": float(np.mean([sum(r.get(k, 0.0) for k in phases) for r in rows])),
+        "model_calls_per_iter": float(np.mean([r["model_calls"] for r in rows])),
+    }
     if all("gpu_peak_gib" in r for r in rows):
         cost["gpu_peak_gib"] = max(r["gpu_peak_gib"] for r in rows)
     return cost
@@ -272,14 +310,21 @@ def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[P
     cols = None
     if results.get("base"):  # the benchmark's scores first, then GenEval's overall, then its tags
         keys = list(results["base"][0])
-        cols = [k for k in keys if k in SCORES] + ["overall"] * ("overall" in keys) + [
-            k for k in keys if k not in SCORES and k != "overall"]
+        cols = (
+            [k for k in keys if k in SCORES]
+            + ["overall"] * ("overall" in keys)
+            + [k for k in keys if k not in SCORES and k != "overall"]
+        )
     summary_md = write_tables({k: v for k, v in results.items() if v}, out / "summary", cols)
     gains = paired_gains(out, run_dirs)
     cost: dict[str, list[dict]] = {}
     for name, dirs in run_dirs.items():
         for d in dirs:
-            rows = [json.loads(ln) for ln in (d / "metrics.jsonl").read_text().splitlines()] if (d / "metrics.jsonl").is_file() else []
+            rows = (
+                [json.loads(ln) for ln in (d / "metrics.jsonl").read_text().splitlines()]
+                if (d / "metrics.jsonl").is_file()
+                else []
+            )
             if rows:
                 cost.setdefault(name, []).append(training_cost(rows))
     if cost:
@@ -296,10 +341,18 @@ def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[P
     first = next(iter(draws.values()), [])
     paired = {n: metrics[n] for n, d in draws.items() if None not in first and d == first}
     seed_dir = next((d[0].name for d in run_dirs.values() if d), None)  # samples.png: the first seed of every model
-    samples = {"base": out / "base" / seed_dir / "eval", **{n: d[0] / "eval" for n, d in run_dirs.items() if d}} if seed_dir else {}
-    plots = [plot_samples(samples, out / "samples.png"),
-             plot_learning_curves(metrics, out / "learning_curves.png"), plot_reward_difference(paired, out / "reward_difference.png"),
-             plot_dense_per_timestep(metrics, out / "dense_per_timestep.png"), plot_latent_reward(metrics, out / "latent_reward.png")]
+    samples = (
+        {"base": out / "base" / seed_dir / "eval", **{n: d[0] / "eval" for n, d in run_dirs.items() if d}}
+        if seed_dir
+        else {}
+    )
+    plots = [
+        plot_samples(samples, out / "samples.png"),
+        plot_learning_curves(metrics, out / "learning_curves.png"),
+        plot_reward_difference(paired, out / "reward_difference.png"),
+        plot_dense_per_timestep(metrics, out / "dense_per_timestep.png"),
+        plot_latent_reward(metrics, out / "latent_reward.png"),
+    ]
     for name, dirs in run_dirs.items():
         psi = dirs[0] / "calibration" / "psi.json"
         if psi.is_file():
@@ -314,29 +367,48 @@ def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[P
                 if steps := json.loads(psi.read_text()).get("silent_steps"):
                     silent.append(f"- `{name}/{d.name}`: steps {steps}")
     scored = [c for c in cols or [] if c in SCORES]
-    what = f"{', '.join(scored)} and the strict GenEval score (`overall`, then per tag)" if scored else "GenEval-style test score"
+    what = (
+        f"{', '.join(scored)} and the strict GenEval score (`overall`, then per tag)"
+        if scored
+        else "GenEval-style test score"
+    )
     lines = ["# Results", "", f"Test {what} of ODE samples, mean ± std over seeds:", "", summary_md]
     if gains:
         gained = next(iter(gains.values()))[0]  # the columns a gain was measured for
         gcols = [c for c in cols or list(gained) if c in gained]
         gain_md = write_gain_table(gains, out / "gain", gcols)
-        lines += ["Gain over the base model on the same images (same prompt and initial noise per image), ± standard "
-                  "error (seeds pooled). A gain within two standard errors of 0 is not a measured change:", "", gain_md]
+        lines += [
+            "Gain over the base model on the same images (same prompt and initial noise per image), ± standard "
+            "error (seeds pooled). A gain within two standard errors of 0 is not a measured change:",
+            "",
+            gain_md,
+        ]
         first = next(iter(run_dirs))
         versus = paired_gains(out, run_dirs, reference=first)
         if versus:
-            lines += [f"Difference from `{first}` on the same images, ± standard error (seeds pooled):", "",
-                      write_gain_table(versus, out / f"versus_{first}", gcols)]
+            lines += [
+                f"Difference from `{first}` on the same images, ± standard error (seeds pooled):",
+                "",
+                write_gain_table(versus, out / f"versus_{first}", gcols),
+            ]
     if cost:
         lines += [f"Cost per training iteration (ratio to `{ref}`, measured in this run):", "", cost_md]
     if balance:
-        lines += ["Calibration: mean over steps of |#(dR > 0) - #(dR < 0)| / N on the same fresh samples, for the "
-                  "calibrated psi(t) and the uniform a = 0.7 schedule (lower = better balanced):", "",
-                  write_tables(balance, out / "calibration_balance")]
+        lines += [
+            "Calibration: mean over steps of |#(dR > 0) - #(dR < 0)| / N on the same fresh samples, for the "
+            "calibrated psi(t) and the uniform a = 0.7 schedule (lower = better balanced):",
+            "",
+            write_tables(balance, out / "calibration_balance"),
+        ]
     if silent:
-        lines += ["No dense reward changed at these steps in any calibration iteration. 0 = 0 counts as balanced, so "
-                  "psi(t) there only grew; `calibrate.prompts` gives Algorithm 1 more samples to balance "
-                  "(psi.json: `changed`, `silent_steps`):", "", *silent, ""]
+        lines += [
+            "No dense reward changed at these steps in any calibration iteration. 0 = 0 counts as balanced, so "
+            "psi(t) there only grew; `calibrate.prompts` gives Algorithm 1 more samples to balance "
+            "(psi.json: `changed`, `silent_steps`):",
+            "",
+            *silent,
+            "",
+        ]
     lines += [f"![{p.stem}]({p.name})" for p in plots if p is not None]
     if (out / "invocations.jsonl").is_file():
         env = json.loads((out / "invocations.jsonl").read_text().splitlines()[-1])
@@ -346,8 +418,13 @@ def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[P
     (out / "report.md").write_text("\n".join(lines) + "\n")
 
 
-def evaluate_file(file: Path, adapter: Path | None = None, variant: str | None = None, out: Path | None = None,
-                  overrides: dict | None = None) -> dict:
+def evaluate_file(
+    file: Path,
+    adapter: Path | None = None,
+    variant: str | None = None,
+    out: Path | None = None,
+    overrides: dict | None = None,
+) -> dict:
     """`dgx eval`: the base model, or a run folder's / checkpoint's adapter; the images it kept in one row
     (``samples.png``)."""
     from dgx.eval.plots import plot_samples

@@ -55,8 +55,11 @@ def add_lora(transformer: torch.nn.Module, cfg: RunConfig) -> list[torch.nn.Para
     """Freeze the base model, add a peft LoRA adapter, return its (float32) parameters."""
     tc = cfg.train
     transformer.requires_grad_(False)
-    transformer.add_adapter(LoraConfig(r=tc.lora_rank, lora_alpha=tc.lora_alpha, init_lora_weights="gaussian",
-                                       target_modules=tc.lora_targets))
+    transformer.add_adapter(
+        LoraConfig(
+            r=tc.lora_rank, lora_alpha=tc.lora_alpha, init_lora_weights="gaussian", target_modules=tc.lora_targets
+        )
+    )
     params = [p for p in transformer.parameters() if p.requires_grad]
     for p in params:
         p.data = p.data.float()
@@ -95,8 +98,16 @@ def load_adapter(model, cfg: RunConfig, run_or_ckpt: Path) -> Path:
     return ck
 
 
-def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path | None = None,
-          registry: Registry | None = None, accelerator: Accelerator | None = None, stop_after: int | None = None):
+def train(
+    cfg: RunConfig,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    psi_path: Path | None = None,
+    registry: Registry | None = None,
+    accelerator: Accelerator | None = None,
+    stop_after: int | None = None,
+):
     """Train one config into ``run_dir``; returns the model with its trained adapter enabled (under FSDP2
     the model trains sharded, and an unsharded one with the trained adapter is returned).
 
@@ -158,8 +169,13 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
     metrics = MetricsLog(run_dir, resume_after=start - 1) if acc.is_main_process else None
 
     end = tc.iterations if stop_after is None else min(tc.iterations, start + stop_after)
-    bar = tqdm(range(start, end), desc=f"train {run_dir.parent.name}/{run_dir.name}", disable=not acc.is_main_process,
-               initial=start, total=tc.iterations)
+    bar = tqdm(
+        range(start, end),
+        desc=f"train {run_dir.parent.name}/{run_dir.name}",
+        disable=not acc.is_main_process,
+        initial=start,
+        total=tc.iterations,
+    )
     for it in bar:
         sec, calls0 = {}, model.calls
         # 1. prompts (same choice on every process) and this process's slice of the N samples
@@ -171,8 +187,16 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
         t0 = time.perf_counter()
         uniq = sorted(set(texts))
         cond = model.encode(uniq).index([uniq.index(p) for p in texts])
-        traj = rollout(model, cond, texts, T, step_fn, schedule, [sample_generator(cfg.seed, it, s) for s in range(lo, hi)],
-                       cfg.sampler.guidance)
+        traj = rollout(
+            model,
+            cond,
+            texts,
+            T,
+            step_fn,
+            schedule,
+            [sample_generator(cfg.seed, it, s) for s in range(lo, hi)],
+            cfg.sampler.guidance,
+        )
         sec["rollout"] = time.perf_counter() - t0
 
         # 3. credit (sparse or per step) and advantages over the gathered global batch
@@ -183,10 +207,17 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
         gather = lambda x: acc.gather(x.to(acc.device).contiguous()).cpu()  # noqa: E731
         terminal, signal, weights = gather(credit.terminal), gather(credit.signal), gather(credit.weights)
         if not (torch.isfinite(terminal).all() and torch.isfinite(signal).all()):
-            bad = sorted({prompts[pick[s // G]]["prompt"] for s in range(N)
-                          if not (torch.isfinite(signal[s]).all() and torch.isfinite(terminal[s]))})
-            raise TrainingError(f"iteration {it}: reward {cfg.reward.name!r} (credit {cfg.reward.credit!r}) gave NaN or inf "
-                                f"for prompts {bad[:5]}; the last checkpoint is kept for --resume once the reward is fixed")
+            bad = sorted(
+                {
+                    prompts[pick[s // G]]["prompt"]
+                    for s in range(N)
+                    if not (torch.isfinite(signal[s]).all() and torch.isfinite(terminal[s]))
+                }
+            )
+            raise TrainingError(
+                f"iteration {it}: reward {cfg.reward.name!r} (credit {cfg.reward.credit!r}) gave NaN or inf "
+                f"for prompts {bad[:5]}; the last checkpoint is kept for --resume once the reward is fixed"
+            )
         latent = None if credit.latent_rewards is None else gather(credit.latent_rewards)
         adv_all = advantages(signal, weights, credit.per_step, G, tc.adv_clip_max, tc.adv_std, tc.adv_ddof)
         adv = adv_all[lo:hi]
@@ -198,12 +229,21 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
 
         lr = opt.param_groups[0]["lr"]  # this iteration's
         sched.step()
-        bar.set_postfix(reward=f"{terminal.mean().item():.3f}", kl=f"{stats['kl']:.1e}", clip=f"{stats['clip_frac']:.2f}")
+        bar.set_postfix(
+            reward=f"{terminal.mean().item():.3f}", kl=f"{stats['kl']:.1e}", clip=f"{stats['clip_frac']:.2f}"
+        )
         if metrics is not None:
-            row = {"iteration": it, "reward_mean": terminal.mean().item(), "reward_std": terminal.std().item(),
-                   "adv_mean": adv_all.mean().item(), "adv_abs_mean": adv_all.abs().mean().item(),
-                   "lr": lr, "model_calls": model.calls - calls0, **stats,
-                   **{f"seconds_{k}": v for k, v in sec.items()}}
+            row = {
+                "iteration": it,
+                "reward_mean": terminal.mean().item(),
+                "reward_std": terminal.std().item(),
+                "adv_mean": adv_all.mean().item(),
+                "adv_abs_mean": adv_all.abs().mean().item(),
+                "lr": lr,
+                "model_calls": model.calls - calls0,
+                **stats,
+                **{f"seconds_{k}": v for k, v in sec.items()},
+            }
             if cuda:  # the main process's peak since the previous row, or since this call started
                 row["gpu_peak_gib"] = torch.cuda.max_memory_allocated(acc.device) / 2**30
             if latent is not None:  # R_k = R(ODE_n(x_k)) along the grid, gathered
@@ -217,7 +257,9 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, psi_path: Path
         if cuda:
             torch.cuda.reset_peak_memory_stats(acc.device)
         if (it + 1) % tc.save_every == 0 or it + 1 == tc.iterations:
-            checkpoint.save(ckpts, it, get_peft_model_state_dict(base), opt, sched, ema, psi_path, write=acc.is_main_process)
+            checkpoint.save(
+                ckpts, it, get_peft_model_state_dict(base), opt, sched, ema, psi_path, write=acc.is_main_process
+            )
         acc.wait_for_everyone()
     if metrics is not None:
         metrics.close()
@@ -253,24 +295,37 @@ def steps_to_train(trainable: list[int], fraction: float, selection: str, genera
     return [trainable[j] for j in torch.randperm(n, generator=generator)[:k].tolist()]
 
 
-def update(model, base, acc, opt, params, ema, cfg: RunConfig, traj, adv, schedule, step_fn, grid, it: int, lo: int) -> dict:
+def update(
+    model, base, acc, opt, params, ema, cfg: RunConfig, traj, adv, schedule, step_fn, grid, it: int, lo: int
+) -> dict:
     """Inner epochs of clipped-loss updates over (sample, step) pairs; returns stats averaged over optimizer steps."""
     tc, T = cfg.train, traj.steps
     trainable = [i for i in range(T) if (traj.stds[:, i] > 0).all()]  # deterministic steps carry no gradient
     if not trainable:
-        raise ConfigError(f"sampler {cfg.sampler.name!r} made no stochastic step to train on; use sde or cps with noise > 0")
+        raise ConfigError(
+            f"sampler {cfg.sampler.name!r} made no stochastic step to train on; use sde or cps with noise > 0"
+        )
     sums: dict[str, float] = {}
     n_stats = 0
     for epoch in range(tc.inner_epochs):
         # pairs are ordered slot by slot across samples (as Flow-GRPO loops over timesteps), so every optimizer
         # step sees all samples
-        chosen = [steps_to_train(trainable, tc.timestep_fraction, tc.timestep_selection,
-                                 sample_generator(cfg.seed, it, lo + b, epoch + 1)) for b in range(len(traj))]
+        chosen = [
+            steps_to_train(
+                trainable,
+                tc.timestep_fraction,
+                tc.timestep_selection,
+                sample_generator(cfg.seed, it, lo + b, epoch + 1),
+            )
+            for b in range(len(traj))
+        ]
         pairs = [(b, chosen[b][j]) for j in range(len(chosen[0])) for b in range(len(traj))]
         per_update = math.ceil(len(pairs) / tc.updates_per_epoch)
         for chunk in (pairs[u : u + per_update] for u in range(0, len(pairs), per_update)):
             with sdpa_kernel(UPDATE_SDPA_BACKENDS):
-                stats = optimizer_step(model, base, acc, opt, params, ema, tc, traj, adv, schedule, step_fn, grid, chunk)
+                stats = optimizer_step(
+                    model, base, acc, opt, params, ema, tc, traj, adv, schedule, step_fn, grid, chunk
+                )
             sums = _accumulate(sums, stats)
             n_stats += 1
     return {k: v / n_stats for k, v in sums.items()}
@@ -289,8 +344,16 @@ def pair_loss(model, base, tc, traj, adv, schedule, step_fn, grid, pairs) -> Los
         with torch.no_grad(), adapter_disabled(base):
             ref_mean = step_fn(x, model.velocity(x, t, cond, traj.guidance), t, t_next, sigma, x_next=x_next).mean
     kl_std = out.level if tc.kl == "flow_grpo" else out.std
-    return grpo_loss(out.log_prob, traj.log_probs[bi, si], adv[bi, si].to(out.log_prob.device), out.mean, ref_mean,
-                     kl_std, tc.clip_range, tc.kl_beta)
+    return grpo_loss(
+        out.log_prob,
+        traj.log_probs[bi, si],
+        adv[bi, si].to(out.log_prob.device),
+        out.mean,
+        ref_mean,
+        kl_std,
+        tc.clip_range,
+        tc.kl_beta,
+    )
 
 
 def optimizer_step(model, base, acc, opt, params, ema, tc, traj, adv, schedule, step_fn, grid, pairs) -> dict:
@@ -308,7 +371,9 @@ def optimizer_step(model, base, acc, opt, params, ema, tc, traj, adv, schedule, 
     sums["grad_norm"] = float(norm.full_tensor() if isinstance(norm, DTensor) else norm)
     sums["skipped_steps"] = float(not math.isfinite(sums["grad_norm"]))  # the same on every process (reduced gradients)
     if sums["skipped_steps"]:
-        warnings.warn("non-finite gradient norm: optimizer step skipped (see skipped_steps in the metrics)", stacklevel=2)
+        warnings.warn(
+            "non-finite gradient norm: optimizer step skipped (see skipped_steps in the metrics)", stacklevel=2
+        )
     else:
         opt.step()
     opt.zero_grad(set_to_none=True)

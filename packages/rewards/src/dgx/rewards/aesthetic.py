@@ -20,8 +20,14 @@ class AestheticHead(nn.Module):
     def __init__(self, dim: int = 768):
         super().__init__()
         self.layers = nn.Sequential(
-            nn.Linear(dim, 1024), nn.Dropout(0.2), nn.Linear(1024, 128), nn.Dropout(0.2),
-            nn.Linear(128, 64), nn.Dropout(0.1), nn.Linear(64, 16), nn.Linear(16, 1),
+            nn.Linear(dim, 1024),
+            nn.Dropout(0.2),
+            nn.Linear(1024, 128),
+            nn.Dropout(0.2),
+            nn.Linear(128, 64),
+            nn.Dropout(0.1),
+            nn.Linear(64, 16),
+            nn.Linear(16, 1),
         )
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
@@ -31,8 +37,14 @@ class AestheticHead(nn.Module):
 class Aesthetic:
     name = "aesthetic"
 
-    def __init__(self, path: str = "openai/clip-vit-large-patch14", head_path: str = "sac+logos+ava1-l14-linearMSE.pth",
-                 device: str | torch.device = "cpu", batch_size: int = 32, **_):
+    def __init__(
+        self,
+        path: str = "openai/clip-vit-large-patch14",
+        head_path: str = "sac+logos+ava1-l14-linearMSE.pth",
+        device: str | torch.device = "cpu",
+        batch_size: int = 32,
+        **_,
+    ):
         self.path, self.head_path, self.device, self.batch_size = path, head_path, torch.device(device), batch_size
         self.model = self.processor = self.head = None
 
@@ -46,8 +58,10 @@ class Aesthetic:
             raise load_error(self.path, "the aesthetic predictor's CLIP model", e) from e
         head = Path(self.head_path)
         if not head.is_file():
-            raise RewardError(f"aesthetic head {head} not found; download the LAION improved-aesthetic-predictor "
-                              "checkpoint (sac+logos+ava1-l14-linearMSE.pth) and set head_path to it")
+            raise RewardError(
+                f"aesthetic head {head} not found; download the LAION improved-aesthetic-predictor "
+                "checkpoint (sac+logos+ava1-l14-linearMSE.pth) and set head_path to it"
+            )
         if head.suffix == ".safetensors":
             from safetensors.torch import load_file
 
@@ -64,7 +78,9 @@ class Aesthetic:
             self._load()
         arrays, out = list(to_uint8(images)), []
         for s in range(0, len(arrays), self.batch_size):
-            px = self.processor(images=arrays[s : s + self.batch_size], return_tensors="pt")["pixel_values"].to(self.device)
+            px = self.processor(images=arrays[s : s + self.batch_size], return_tensors="pt")["pixel_values"].to(
+                self.device
+            )
             emb = _features(self.model.get_image_features(pixel_values=px)).float()
             out.append(self.head(emb / emb.norm(dim=-1, keepdim=True)).cpu())
         return torch.cat(out)

@@ -20,7 +20,9 @@ class RewardError(ValueError):
 class Reward(Protocol):
     name: str
 
-    def __call__(self, images: torch.Tensor, prompts: Sequence[str], metadata: Sequence[dict] | None = None) -> torch.Tensor: ...
+    def __call__(
+        self, images: torch.Tensor, prompts: Sequence[str], metadata: Sequence[dict] | None = None
+    ) -> torch.Tensor: ...
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

@@ -3,7 +3,7 @@
 GRPO normalises rewards within each prompt group, so training on this reward gives advantages of the
 usual size whose signs are coin flips. Its updates are pure noise of the same magnitude as a real
 run's; comparing a real run's test-score change with this control's separates what the reward taught
-from what noisy steps alone do to the model (docs/experiments/quick_sweep).
+from what noisy steps alone do to the model (research/experiments/quick_sweep).
 """
 
 from __future__ import annotations

@@ -34,8 +34,15 @@ class Credit:
     seconds: dict[str, float] = field(default_factory=dict)  # model / decode / reward time
 
 
-def score_latents(model: FlowModel, reward: Reward, latents: torch.Tensor, prompts: Sequence[str],
-                  metadata: Sequence[dict] | None, chunk: int, seconds: dict[str, float]) -> torch.Tensor:
+def score_latents(
+    model: FlowModel,
+    reward: Reward,
+    latents: torch.Tensor,
+    prompts: Sequence[str],
+    metadata: Sequence[dict] | None,
+    chunk: int,
+    seconds: dict[str, float],
+) -> torch.Tensor:
     """Decode and score ``latents`` (N, C, H, W) ``chunk`` at a time -> (N,)."""
     out = []
     for s in range(0, len(latents), chunk):
@@ -56,8 +63,9 @@ def sparse_credit(model: FlowModel, traj: Trajectory, reward: Reward, metadata=N
     return Credit(r, r[:, None] * ones, False, ones, None, sec)
 
 
-def latent_rewards(model: FlowModel, traj: Trajectory, reward: Reward, metadata=None, ode_steps="t",
-                   chunk: int = 256) -> tuple[torch.Tensor, dict[str, float]]:
+def latent_rewards(
+    model: FlowModel, traj: Trajectory, reward: Reward, metadata=None, ode_steps="t", chunk: int = 256
+) -> tuple[torch.Tensor, dict[str, float]]:
     """R_k = R(decode(ODE_n(x_k))) for every latent: (B, T+1), R_T = R(x_T)."""
     sec: dict[str, float] = {}
     t0 = time.perf_counter()

@@ -22,8 +22,12 @@ TEMPLATES = ["a photo of a {c} {obj}", "a photo of a {c}-colored {obj}", "a phot
 class HFDetector:
     """``detector(image_uint8_hwc) -> list[Detection]`` from a transformers segmentation model."""
 
-    def __init__(self, path: str = "facebook/mask2former-swin-small-coco-instance", device: str | torch.device = "cpu",
-                 min_score: float = 0.0):
+    def __init__(
+        self,
+        path: str = "facebook/mask2former-swin-small-coco-instance",
+        device: str | torch.device = "cpu",
+        min_score: float = 0.0,
+    ):
         self.path, self.device, self.min_score = path, torch.device(device), min_score
         self.model = self.processor = None
 
@@ -79,8 +83,12 @@ class ClipColorClassifier:
         if obj not in self._text:
             rows = []
             for c in COLORS:
-                tx = self.processor(text=[t.format(c=c, obj=obj) for t in TEMPLATES], padding=True, return_tensors="pt").to(self.device)
-                e = _features(self.model.get_text_features(input_ids=tx["input_ids"], attention_mask=tx.get("attention_mask")))
+                tx = self.processor(
+                    text=[t.format(c=c, obj=obj) for t in TEMPLATES], padding=True, return_tensors="pt"
+                ).to(self.device)
+                e = _features(
+                    self.model.get_text_features(input_ids=tx["input_ids"], attention_mask=tx.get("attention_mask"))
+                )
                 e = (e / e.norm(dim=-1, keepdim=True)).mean(0)
                 rows.append(e / e.norm())
             self._text[obj] = torch.stack(rows)
@@ -101,14 +109,22 @@ class ClipColorClassifier:
             return []
         if self.model is None:
             self._load()
-        px = self.processor(images=[self.crop(image, d) for d in objects], return_tensors="pt")["pixel_values"].to(self.device)
+        px = self.processor(images=[self.crop(image, d) for d in objects], return_tensors="pt")["pixel_values"].to(
+            self.device
+        )
         img = _features(self.model.get_image_features(pixel_values=px))
         img = img / img.norm(dim=-1, keepdim=True)
         return [COLORS[int((img[i] @ self.text_embeddings(d.cls).T).argmax())] for i, d in enumerate(objects)]
 
 
-def hf_geneval(partial: bool = True, soft: bool = False, path: str | None = None, processor_path: str | None = None,
-               device: str | torch.device = "cpu", **_):
+def hf_geneval(
+    partial: bool = True,
+    soft: bool = False,
+    path: str | None = None,
+    processor_path: str | None = None,
+    device: str | torch.device = "cpu",
+    **_,
+):
     """GenEval reward for real images (``path``: detector, ``processor_path``: CLIP for colours), both on ``device``."""
     from dgx.rewards.geneval_reward import GenEvalReward
 

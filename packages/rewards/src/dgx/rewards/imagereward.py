@@ -22,12 +22,16 @@ class ImageReward:
         try:
             import ImageReward as RM
         except ImportError as e:
-            raise RewardError("the imagereward reward needs the ImageReward package: `pip install dgx-rewards[imagereward]` "
-                              "(it needs torchvision and timm==0.6.13)") from e
+            raise RewardError(
+                "the imagereward reward needs the ImageReward package: `pip install dgx-rewards[imagereward]` "
+                "(it needs torchvision and timm==0.6.13)"
+            ) from e
         try:
             self.model = RM.load(self.path, device=self.device)
         except (OSError, ValueError, RuntimeError) as e:
-            raise RewardError(f"could not load ImageReward {self.path!r} ({e}); offline, give path = a local checkpoint file") from e
+            raise RewardError(
+                f"could not load ImageReward {self.path!r} ({e}); offline, give path = a local checkpoint file"
+            ) from e
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, prompts: Sequence[str], metadata=None) -> torch.Tensor:
@@ -35,4 +39,6 @@ class ImageReward:
 
         if self.model is None:
             self._load()
-        return torch.tensor([float(self.model.score(p, [Image.fromarray(a)])) for p, a in zip(prompts, to_uint8(images))])
+        return torch.tensor(
+            [float(self.model.score(p, [Image.fromarray(a)])) for p, a in zip(prompts, to_uint8(images))]
+        )

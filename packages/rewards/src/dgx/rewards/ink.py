@@ -1,7 +1,7 @@
 """A smooth toy reward for the shapes world: how far the pixels are from the grey background.
 
 Larger, more or darker shapes score higher. It needs no model and changes a little with every
-pixel, so it is the sanity check for credit assignment (docs/experiments/credit_ink): on it
+pixel, so it is the sanity check for credit assignment (research/experiments/credit_ink): on it
 GRPO should raise the reward within a few iterations, unlike the 0/1 GenEval-style reward.
 """
 

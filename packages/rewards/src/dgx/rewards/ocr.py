@@ -55,7 +55,9 @@ def paddleocr_engine() -> Callable[[np.ndarray], list[str]]:
     try:
         from paddleocr import PaddleOCR
     except ImportError as e:
-        raise RewardError("engine 'paddleocr' needs `pip install dgx-rewards[paddle]`; the default 'rapidocr' runs offline") from e
+        raise RewardError(
+            "engine 'paddleocr' needs `pip install dgx-rewards[paddle]`; the default 'rapidocr' runs offline"
+        ) from e
     ocr = PaddleOCR(use_angle_cls=False, lang="en")
 
     def run(img: np.ndarray) -> list[str]:
@@ -83,7 +85,9 @@ class OCRReward:
             self._engine = ENGINES[self.engine_name]()
         return "".join(self._engine(img))
 
-    def __call__(self, images: torch.Tensor, prompts: Sequence[str], metadata: Sequence[dict] | None = None) -> torch.Tensor:
+    def __call__(
+        self, images: torch.Tensor, prompts: Sequence[str], metadata: Sequence[dict] | None = None
+    ) -> torch.Tensor:
         out = []
         for img, p in zip(to_uint8(images), prompts):
             tgt = target_text(p)
@@ -91,6 +95,8 @@ class OCRReward:
                 if self.missing_target == "zero":
                     out.append(0.0)
                     continue
-                raise RewardError(f'OCR reward: prompt {p!r} has no text in double quotes to check, e.g. a sign that says "hello"')
+                raise RewardError(
+                    f'OCR reward: prompt {p!r} has no text in double quotes to check, e.g. a sign that says "hello"'
+                )
             out.append(ocr_accuracy(self.recognize(img), tgt))
         return torch.tensor(out)

@@ -21,8 +21,15 @@ class PickScore:
 
     name = "pickscore"
 
-    def __init__(self, path: str = "yuvalkirstain/PickScore_v1", processor_path: str = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
-                 device: str | torch.device = "cpu", batch_size: int = 32, scale: float = 1.0, **_):
+    def __init__(
+        self,
+        path: str = "yuvalkirstain/PickScore_v1",
+        processor_path: str = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
+        device: str | torch.device = "cpu",
+        batch_size: int = 32,
+        scale: float = 1.0,
+        **_,
+    ):
         self.path, self.processor_path, self.device = path, processor_path, torch.device(device)
         self.batch_size, self.scale = batch_size, scale
         self.model = self.processor = None
@@ -40,17 +47,28 @@ class PickScore:
             raise load_error(self.path, "the PickScore model", e) from e
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor, prompts: Sequence[str], metadata: Sequence[dict] | None = None) -> torch.Tensor:
+    def __call__(
+        self, images: torch.Tensor, prompts: Sequence[str], metadata: Sequence[dict] | None = None
+    ) -> torch.Tensor:
         if self.model is None:
             self._load()
         out = []
         arrays = list(to_uint8(images))
         for s in range(0, len(arrays), self.batch_size):
-            px = self.processor(images=arrays[s : s + self.batch_size], return_tensors="pt")["pixel_values"].to(self.device)
-            tx = self.processor(text=list(prompts[s : s + self.batch_size]), padding=True, truncation=True,
-                                max_length=77, return_tensors="pt").to(self.device)
+            px = self.processor(images=arrays[s : s + self.batch_size], return_tensors="pt")["pixel_values"].to(
+                self.device
+            )
+            tx = self.processor(
+                text=list(prompts[s : s + self.batch_size]),
+                padding=True,
+                truncation=True,
+                max_length=77,
+                return_tensors="pt",
+            ).to(self.device)
             img = _features(self.model.get_image_features(pixel_values=px))
-            txt = _features(self.model.get_text_features(input_ids=tx["input_ids"], attention_mask=tx.get("attention_mask")))
+            txt = _features(
+                self.model.get_text_features(input_ids=tx["input_ids"], attention_mask=tx.get("attention_mask"))
+            )
             img, txt = img / img.norm(dim=-1, keepdim=True), txt / txt.norm(dim=-1, keepdim=True)
             out.append((self.model.logit_scale.exp() * (img * txt).sum(-1)).float().cpu() / self.scale)
         return torch.cat(out)

@@ -1,6 +1,7 @@
 """dgx.sampler: flow-matching SDE/ODE/CPS steps with log-probs, noise schedules, rollouts,
 batched ODE_n continuation and model adapters (diffusers SD3 and FLUX)."""
 
+from dgx.sampler.compat import pil_image_processors  # noqa: F401  (first: runs before diffusers loads a pipeline)
 from dgx.sampler.continuation import continuation_path, continue_ode, continue_ode_naive
 from dgx.sampler.errors import SamplerError
 from dgx.sampler.flux import FluxModel
@@ -10,7 +11,26 @@ from dgx.sampler.steps import STEPS, StepOutput, cps_step, gaussian_log_prob, od
 from dgx.sampler.trajectory import Trajectory, rollout, sample_generator
 
 __all__ = [
-    "STEPS", "Conditioning", "ConstantNoise", "FlowModel", "FluxModel", "NoiseSchedule", "SD3Model", "SamplerError",
-    "StepOutput", "TableNoise", "Trajectory", "UniformNoise", "continuation_path", "continue_ode",
-    "Windowed", "continue_ode_naive", "cps_step", "gaussian_log_prob", "ode_step", "rollout", "sample_generator", "sde_step",
+    "STEPS",
+    "Conditioning",
+    "ConstantNoise",
+    "FlowModel",
+    "FluxModel",
+    "NoiseSchedule",
+    "SD3Model",
+    "SamplerError",
+    "StepOutput",
+    "TableNoise",
+    "Trajectory",
+    "UniformNoise",
+    "continuation_path",
+    "continue_ode",
+    "Windowed",
+    "continue_ode_naive",
+    "cps_step",
+    "gaussian_log_prob",
+    "ode_step",
+    "rollout",
+    "sample_generator",
+    "sde_step",
 ]

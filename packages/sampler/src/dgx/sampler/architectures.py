@@ -36,18 +36,46 @@ from diffusers import (
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
 SD35_MEDIUM_TRANSFORMER = dict(
-    sample_size=128, patch_size=2, in_channels=16, num_layers=24, attention_head_dim=64, num_attention_heads=24,
-    joint_attention_dim=4096, caption_projection_dim=1536, pooled_projection_dim=2048, out_channels=16,
-    pos_embed_max_size=384, dual_attention_layers=tuple(range(13)), qk_norm="rms_norm",
+    sample_size=128,
+    patch_size=2,
+    in_channels=16,
+    num_layers=24,
+    attention_head_dim=64,
+    num_attention_heads=24,
+    joint_attention_dim=4096,
+    caption_projection_dim=1536,
+    pooled_projection_dim=2048,
+    out_channels=16,
+    pos_embed_max_size=384,
+    dual_attention_layers=tuple(range(13)),
+    qk_norm="rms_norm",
 )
 SD3_VAE = dict(
-    in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
-    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=32,
-    sample_size=1024, scaling_factor=1.5305, shift_factor=0.0609, use_quant_conv=False, use_post_quant_conv=False,
+    in_channels=3,
+    out_channels=3,
+    latent_channels=16,
+    block_out_channels=(128, 256, 512, 512),
+    layers_per_block=2,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    norm_num_groups=32,
+    sample_size=1024,
+    scaling_factor=1.5305,
+    shift_factor=0.0609,
+    use_quant_conv=False,
+    use_post_quant_conv=False,
 )
 FLUX_DEV_TRANSFORMER = dict(
-    patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128, num_attention_heads=24,
-    joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True, axes_dims_rope=(16, 56, 56),
+    patch_size=1,
+    in_channels=64,
+    num_layers=19,
+    num_single_layers=38,
+    attention_head_dim=128,
+    num_attention_heads=24,
+    joint_attention_dim=4096,
+    pooled_projection_dim=768,
+    guidance_embeds=True,
+    axes_dims_rope=(16, 56, 56),
 )
 FLUX_VAE = dict(SD3_VAE, scaling_factor=0.3611, shift_factor=0.1159)
 
@@ -75,26 +103,52 @@ def sd35_medium_pipeline(layers: int | None = None, text_layers: int = 1, seed: 
     torch.manual_seed(seed)
     arch = dict(SD35_MEDIUM_TRANSFORMER)
     if layers is not None:
-        arch.update(num_layers=layers, dual_attention_layers=tuple(i for i in arch["dual_attention_layers"] if i < layers))
+        arch.update(
+            num_layers=layers, dual_attention_layers=tuple(i for i in arch["dual_attention_layers"] if i < layers)
+        )
     encoders, tokenizers = [], []
     for width, heads in ((768, 12), (1280, 20)):  # CLIP-L, CLIP-G
         tok = word_tokenizer(WORDS, 77)
-        encoders.append(CLIPTextModelWithProjection(CLIPTextConfig(
-            vocab_size=len(tok.get_vocab()), hidden_size=width, intermediate_size=4 * width, num_hidden_layers=text_layers,
-            num_attention_heads=heads, max_position_embeddings=77, projection_dim=width, bos_token_id=0, eos_token_id=1,
-            pad_token_id=1, hidden_act="gelu")))
+        encoders.append(
+            CLIPTextModelWithProjection(
+                CLIPTextConfig(
+                    vocab_size=len(tok.get_vocab()),
+                    hidden_size=width,
+                    intermediate_size=4 * width,
+                    num_hidden_layers=text_layers,
+                    num_attention_heads=heads,
+                    max_position_embeddings=77,
+                    projection_dim=width,
+                    bos_token_id=0,
+                    eos_token_id=1,
+                    pad_token_id=1,
+                    hidden_act="gelu",
+                )
+            )
+        )
         tokenizers.append(tok)
     return StableDiffusion3Pipeline(
-        transformer=SD3Transformer2DModel(**arch), vae=AutoencoderKL(**SD3_VAE),
+        transformer=SD3Transformer2DModel(**arch),
+        vae=AutoencoderKL(**SD3_VAE),
         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-        text_encoder=encoders[0], tokenizer=tokenizers[0], text_encoder_2=encoders[1], tokenizer_2=tokenizers[1],
-        text_encoder_3=None, tokenizer_3=None,
+        text_encoder=encoders[0],
+        tokenizer=tokenizers[0],
+        text_encoder_2=encoders[1],
+        tokenizer_2=tokenizers[1],
+        text_encoder_3=None,
+        tokenizer_3=None,
     )
 
 
-def sd35_medium_random(path: str = "", dtype: torch.dtype = torch.float32, device: str = "cpu",
-                       max_sequence_length: int = 256, resolution: int | None = None, layers: int | None = None,
-                       text_layers: int = 1) -> SD3Model:
+def sd35_medium_random(
+    path: str = "",
+    dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
+    max_sequence_length: int = 256,
+    resolution: int | None = None,
+    layers: int | None = None,
+    text_layers: int = 1,
+) -> SD3Model:
     """Registry builder (``models: sd35m_random``): the pipeline above as an ``SD3Model``; ``path`` is unused."""
     with initialised_on(device, dtype):
         pipe = sd35_medium_pipeline(layers, text_layers).to(device=device, dtype=dtype)
@@ -102,25 +156,64 @@ def sd35_medium_random(path: str = "", dtype: torch.dtype = torch.float32, devic
     return SD3Model(pipe, max_sequence_length, device, pad_missing_t5=True, resolution=resolution)
 
 
-def flux_dev_pipeline(layers: int | None = None, single_layers: int | None = None, text_layers: int = 1, seed: int = 0) -> FluxPipeline:
+def flux_dev_pipeline(
+    layers: int | None = None, single_layers: int | None = None, text_layers: int = 1, seed: int = 0
+) -> FluxPipeline:
     """FLUX.1-dev-shaped pipeline with random weights; ``layers`` / ``single_layers`` cut the depth for quick checks."""
     torch.manual_seed(seed)
     arch = dict(FLUX_DEV_TRANSFORMER)
     arch.update({k: v for k, v in (("num_layers", layers), ("num_single_layers", single_layers)) if v is not None})
     clip_tok, t5_tok = word_tokenizer(WORDS, 77), word_level_tokenizer(WORDS, 512)
-    clip = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(clip_tok.get_vocab()), hidden_size=768, intermediate_size=3072, num_hidden_layers=text_layers,
-        num_attention_heads=12, max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_act="gelu"))
-    t5 = T5EncoderModel(T5Config(vocab_size=len(t5_tok.get_vocab()), d_model=4096, d_kv=64, d_ff=10240, num_layers=text_layers,
-                                 num_heads=64, feed_forward_proj="gated-gelu", dropout_rate=0.0, pad_token_id=0, eos_token_id=1,
-                                 decoder_start_token_id=0))
-    return FluxPipeline(scheduler=flux_scheduler(), vae=AutoencoderKL(**FLUX_VAE), text_encoder=clip, tokenizer=clip_tok,
-                        text_encoder_2=t5, tokenizer_2=t5_tok, transformer=FluxTransformer2DModel(**arch))
+    clip = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(clip_tok.get_vocab()),
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=text_layers,
+            num_attention_heads=12,
+            max_position_embeddings=77,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+            hidden_act="gelu",
+        )
+    )
+    t5 = T5EncoderModel(
+        T5Config(
+            vocab_size=len(t5_tok.get_vocab()),
+            d_model=4096,
+            d_kv=64,
+            d_ff=10240,
+            num_layers=text_layers,
+            num_heads=64,
+            feed_forward_proj="gated-gelu",
+            dropout_rate=0.0,
+            pad_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=0,
+        )
+    )
+    return FluxPipeline(
+        scheduler=flux_scheduler(),
+        vae=AutoencoderKL(**FLUX_VAE),
+        text_encoder=clip,
+        tokenizer=clip_tok,
+        text_encoder_2=t5,
+        tokenizer_2=t5_tok,
+        transformer=FluxTransformer2DModel(**arch),
+    )
 
 
-def flux_dev_random(path: str = "", dtype: torch.dtype = torch.bfloat16, device: str = "cpu", max_sequence_length: int = 512,
-                    resolution: int | None = None, layers: int | None = None, single_layers: int | None = None,
-                    text_layers: int = 1) -> FluxModel:
+def flux_dev_random(
+    path: str = "",
+    dtype: torch.dtype = torch.bfloat16,
+    device: str = "cpu",
+    max_sequence_length: int = 512,
+    resolution: int | None = None,
+    layers: int | None = None,
+    single_layers: int | None = None,
+    text_layers: int = 1,
+) -> FluxModel:
     """Registry builder (``models: flux_dev_random``): the pipeline above as a ``FluxModel``; ``path`` is unused."""
     with initialised_on(device, dtype):
         pipe = flux_dev_pipeline(layers, single_layers, text_layers).to(device=device, dtype=dtype)

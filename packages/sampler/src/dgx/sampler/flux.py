@@ -22,15 +22,23 @@ from dgx.sampler.model import Conditioning, PipelineModel, guided, load_pipeline
 class FluxModel(PipelineModel):
     """FLUX.1 [dev] / [schnell] (or a tiny FluxPipeline) as a ``FlowModel``."""
 
-    def __init__(self, pipe, max_sequence_length: int = 512, device: str | torch.device = "cpu", resolution: int | None = None):
+    def __init__(
+        self, pipe, max_sequence_length: int = 512, device: str | torch.device = "cpu", resolution: int | None = None
+    ):
         if pipe.text_encoder_2 is None:
-            raise SamplerError("FLUX needs its T5 text encoder (text_encoder_2): its tokens are the transformer's text input")
+            raise SamplerError(
+                "FLUX needs its T5 text encoder (text_encoder_2): its tokens are the transformer's text input"
+            )
         super().__init__(pipe, device, resolution, pipe.vae_scale_factor * 2, pipe.transformer.config.in_channels // 4)
         self.max_sequence_length = max_sequence_length
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, dtype: torch.dtype = torch.bfloat16, device: str = "cpu", max_sequence_length: int = 512,
+        cls,
+        path: str | Path,
+        dtype: torch.dtype = torch.bfloat16,
+        device: str = "cpu",
+        max_sequence_length: int = 512,
         resolution: int | None = None,
     ) -> "FluxModel":
         """Load from a local pipeline folder or a Hub id (offline: a local folder or cached id)."""
@@ -54,8 +62,9 @@ class FluxModel(PipelineModel):
         n = len(prompts)
         return Conditioning(pe, pooled, ne.expand(n, -1, -1), npooled.expand(n, -1))
 
-    def velocity(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning, guidance: float = 1.0,
-                 detach_uncond: bool = False) -> torch.Tensor:
+    def velocity(
+        self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning, guidance: float = 1.0, detach_uncond: bool = False
+    ) -> torch.Tensor:
         """v(x, t, c) in float32 for NCHW ``x``; ``t`` per sample (B,) in [0, 1]; with true CFG, no gradient
         through the unconditional branch if ``detach_uncond`` (a guidance-distilled model has no such branch)."""
         b, c, h, w = x.shape
@@ -66,16 +75,29 @@ class FluxModel(PipelineModel):
         self.calls += 1
 
         def run(tok, embeds, pooled, tt, g):
-            out = self.transformer(hidden_states=tok, encoder_hidden_states=embeds, pooled_projections=pooled, timestep=tt,
-                                   guidance=g, txt_ids=txt_ids, img_ids=img_ids, return_dict=False)[0]
+            out = self.transformer(
+                hidden_states=tok,
+                encoder_hidden_states=embeds,
+                pooled_projections=pooled,
+                timestep=tt,
+                guidance=g,
+                txt_ids=txt_ids,
+                img_ids=img_ids,
+                return_dict=False,
+            )[0]
             f = self.pipe.vae_scale_factor
             return self.pipe._unpack_latents(out, h * f, w * f, f).float()
 
         if self.distilled_guidance:
             return run(tokens, cond.embeds, cond.pooled, t, torch.full((b,), float(guidance), device=x.device))
         if guidance > 1.0 and cond.neg_embeds is not None:
-            v_u, v_c = run(torch.cat([tokens, tokens]), torch.cat([cond.neg_embeds, cond.embeds]),
-                           torch.cat([cond.neg_pooled, cond.pooled]), torch.cat([t, t]), None).chunk(2)
+            v_u, v_c = run(
+                torch.cat([tokens, tokens]),
+                torch.cat([cond.neg_embeds, cond.embeds]),
+                torch.cat([cond.neg_pooled, cond.pooled]),
+                torch.cat([t, t]),
+                None,
+            ).chunk(2)
             return guided(v_u, v_c, guidance, detach_uncond)
         return run(tokens, cond.embeds, cond.pooled, t, None)
 
@@ -86,7 +108,12 @@ class FluxModel(PipelineModel):
         sched = self._scheduler(steps)
         tokens = (self.resolution // (self.pipe.vae_scale_factor * 2)) ** 2
         c = sched.config
-        mu = calculate_shift(tokens, c.get("base_image_seq_len", 256), c.get("max_image_seq_len", 4096),
-                             c.get("base_shift", 0.5), c.get("max_shift", 1.15))
+        mu = calculate_shift(
+            tokens,
+            c.get("base_image_seq_len", 256),
+            c.get("max_image_seq_len", 4096),
+            c.get("base_shift", 0.5),
+            c.get("max_shift", 1.15),
+        )
         sched.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu, device="cpu")
         return sched.sigmas.float().to(self.device)

@@ -31,14 +31,18 @@ class Conditioning:
     def index(self, idx: torch.Tensor | list[int]) -> "Conditioning":
         """Rows ``idx`` (e.g. ``repeat_interleave`` of prompt indices for G samples each)."""
         idx = torch.as_tensor(idx, dtype=torch.long, device=self.embeds.device)
-        return Conditioning(*(None if getattr(self, f.name) is None else getattr(self, f.name)[idx] for f in fields(self)))
+        return Conditioning(
+            *(None if getattr(self, f.name) is None else getattr(self, f.name)[idx] for f in fields(self))
+        )
 
     @staticmethod
     def cat(items: list["Conditioning"]) -> "Conditioning":
-        return Conditioning(*(
-            None if getattr(items[0], f.name) is None else torch.cat([getattr(c, f.name) for c in items])
-            for f in fields(Conditioning)
-        ))
+        return Conditioning(
+            *(
+                None if getattr(items[0], f.name) is None else torch.cat([getattr(c, f.name) for c in items])
+                for f in fields(Conditioning)
+            )
+        )
 
 
 def _dtype_keyword(diffusers_version: str) -> str:
@@ -60,8 +64,9 @@ class FlowModel(Protocol):
     transformer: torch.nn.Module
 
     def encode(self, prompts: list[str], negative: str = "") -> Conditioning: ...
-    def velocity(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning, guidance: float,
-                 detach_uncond: bool = False) -> torch.Tensor: ...
+    def velocity(
+        self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning, guidance: float, detach_uncond: bool = False
+    ) -> torch.Tensor: ...
     def init_latents(self, n: int, generator, height: int | None = None, width: int | None = None) -> torch.Tensor: ...
     def decode(self, latents: torch.Tensor) -> torch.Tensor: ...
     def grid(self, steps: int) -> torch.Tensor: ...
@@ -94,7 +99,9 @@ class PipelineModel:
 
     def __init__(self, pipe, device: str | torch.device, resolution: int | None, multiple: int, latent_channels: int):
         if resolution is not None and (resolution <= 0 or resolution % multiple):
-            raise SamplerError(f"resolution {resolution} px must be a positive multiple of {multiple} (VAE factor x patch size)")
+            raise SamplerError(
+                f"resolution {resolution} px must be a positive multiple of {multiple} (VAE factor x patch size)"
+            )
         self.pipe = pipe
         self.resolution = resolution or pipe.default_sample_size * pipe.vae_scale_factor
         self.transformer = pipe.transformer
@@ -107,15 +114,22 @@ class PipelineModel:
     def dtype(self) -> torch.dtype:
         return self.pipe.transformer.dtype
 
-    def init_latents(self, n: int, generator: torch.Generator | list[torch.Generator], height: int | None = None,
-                     width: int | None = None) -> torch.Tensor:
+    def init_latents(
+        self,
+        n: int,
+        generator: torch.Generator | list[torch.Generator],
+        height: int | None = None,
+        width: int | None = None,
+    ) -> torch.Tensor:
         """x_T ~ N(0, I) in float32, (n, C, h, w); a list of ``n`` generators draws each sample from its own."""
         from diffusers.utils.torch_utils import randn_tensor
 
         f = self.pipe.vae_scale_factor
         h = (height or self.resolution) // f
         w = (width or self.resolution) // f
-        return randn_tensor((n, self.latent_channels, h, w), generator=generator, device=self.device, dtype=torch.float32)
+        return randn_tensor(
+            (n, self.latent_channels, h, w), generator=generator, device=self.device, dtype=torch.float32
+        )
 
     def _scheduler(self, steps: int):
         """A fresh copy of the pipeline's scheduler (the pipeline's own stays untouched) for ``steps`` >= 1 steps."""
@@ -135,18 +149,33 @@ class PipelineModel:
 class SD3Model(PipelineModel):
     """SD3 / SD3.5 (and the shapes world) through diffusers' StableDiffusion3Pipeline parts."""
 
-    def __init__(self, pipe, max_sequence_length: int = 256, device: str | torch.device = "cpu", pad_missing_t5: bool = False,
-                 resolution: int | None = None):
+    def __init__(
+        self,
+        pipe,
+        max_sequence_length: int = 256,
+        device: str | torch.device = "cpu",
+        pad_missing_t5: bool = False,
+        resolution: int | None = None,
+    ):
         """Without T5 the prompt is CLIP tokens only, unless ``pad_missing_t5`` appends
         ``max_sequence_length`` zero tokens in its place (diffusers' own padding). ``resolution``
         is the image side in pixels (default: the pipeline's, 1024 for SD3.5)."""
-        super().__init__(pipe, device, resolution, pipe.vae_scale_factor * pipe.transformer.config.patch_size,
-                         pipe.transformer.config.in_channels)
+        super().__init__(
+            pipe,
+            device,
+            resolution,
+            pipe.vae_scale_factor * pipe.transformer.config.patch_size,
+            pipe.transformer.config.in_channels,
+        )
         self.max_sequence_length = 0 if pipe.text_encoder_3 is None and not pad_missing_t5 else max_sequence_length
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu", max_sequence_length: int = 256,
+        cls,
+        path: str | Path,
+        dtype: torch.dtype = torch.float32,
+        device: str = "cpu",
+        max_sequence_length: int = 256,
         resolution: int | None = None,
     ) -> "SD3Model":
         """Load from a local pipeline folder or a Hub id (offline: a local folder or cached id)."""
@@ -162,18 +191,27 @@ class SD3Model(PipelineModel):
     def encode(self, prompts: list[str], negative: str = "") -> Conditioning:
         """Encode each prompt once (and the negative prompt once)."""
         pe, _, pooled, _ = self.pipe.encode_prompt(
-            prompts, None, None, device=self.device, do_classifier_free_guidance=False,
+            prompts,
+            None,
+            None,
+            device=self.device,
+            do_classifier_free_guidance=False,
             max_sequence_length=self.max_sequence_length,
         )
         ne, _, npooled, _ = self.pipe.encode_prompt(
-            [negative], None, None, device=self.device, do_classifier_free_guidance=False,
+            [negative],
+            None,
+            None,
+            device=self.device,
+            do_classifier_free_guidance=False,
             max_sequence_length=self.max_sequence_length,
         )
         n = len(prompts)
         return Conditioning(pe, pooled, ne.expand(n, -1, -1), npooled.expand(n, -1))
 
-    def velocity(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning, guidance: float = 1.0,
-                 detach_uncond: bool = False) -> torch.Tensor:
+    def velocity(
+        self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning, guidance: float = 1.0, detach_uncond: bool = False
+    ) -> torch.Tensor:
         """v(x, t, c) in float32; ``t`` is per sample (B,) in [0, 1]; CFG when guidance > 1:
         v = v_u + w (v_c - v_u), with no gradient through v_u if ``detach_uncond`` (Flow-GRPO's training)."""
         t = torch.as_tensor(t, dtype=torch.float32, device=x.device).expand(x.shape[0])

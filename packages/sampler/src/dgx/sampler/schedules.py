@@ -72,7 +72,9 @@ class TableNoise:
         return cls(tuple(float(p) for p in data["psi"]))
 
     def to_json(self, path: str | Path, grid: Sequence[float], **extra) -> None:
-        Path(path).write_text(json.dumps({"psi": list(self.psi), "timesteps": [float(t) for t in grid], **extra}, indent=2))
+        Path(path).write_text(
+            json.dumps({"psi": list(self.psi), "timesteps": [float(t) for t in grid], **extra}, indent=2)
+        )
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,9 @@ class Windowed:
 
     def __call__(self, index: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
         if not 0 <= self.start < self.stop <= len(grid) - 1:
-            raise SamplerError(f"noise window [{self.start}, {self.stop}) must lie within the {len(grid) - 1} sampler steps")
+            raise SamplerError(
+                f"noise window [{self.start}, {self.stop}) must lie within the {len(grid) - 1} sampler steps"
+            )
         index = torch.as_tensor(index)
         inside = (index >= self.start) & (index < self.stop)
         return torch.where(inside.to(grid.device), self.inner(index, grid), 0.0)

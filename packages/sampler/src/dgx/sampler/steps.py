@@ -73,7 +73,10 @@ def sde_step(x, v, t, t_next, sigma, generator=None, x_next=None) -> StepOutput:
     tb, dt, s = _bcast(t, x), _bcast(t_next, x) - _bcast(t, x), _bcast(sigma, x)
     mean = x + (v + s**2 / (2 * tb) * (x + (1 - tb) * v)) * dt
     std = torch.as_tensor(sigma, dtype=torch.float32, device=x.device) * torch.sqrt(
-        -(torch.as_tensor(t_next, dtype=torch.float32, device=x.device) - torch.as_tensor(t, dtype=torch.float32, device=x.device))
+        -(
+            torch.as_tensor(t_next, dtype=torch.float32, device=x.device)
+            - torch.as_tensor(t, dtype=torch.float32, device=x.device)
+        )
     )
     return _finish(mean, std, x_next, generator, level=sigma)
 

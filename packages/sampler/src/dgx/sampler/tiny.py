@@ -66,23 +66,41 @@ def word_level_tokenizer(words: list[str], max_length: int = 16) -> PreTrainedTo
     vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2} | {w: i + 3 for i, w in enumerate(sorted(set(words)))}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
-                                   model_max_length=max_length)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=max_length
+    )
 
 
 def _clip_config(vocab_size: int, dim: int, layers: int, max_length: int) -> CLIPTextConfig:
     return CLIPTextConfig(
-        vocab_size=vocab_size, hidden_size=dim, intermediate_size=2 * dim, num_hidden_layers=layers, num_attention_heads=2,
-        max_position_embeddings=max_length, projection_dim=dim, bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_act="gelu",
+        vocab_size=vocab_size,
+        hidden_size=dim,
+        intermediate_size=2 * dim,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        max_position_embeddings=max_length,
+        projection_dim=dim,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+        hidden_act="gelu",
     )
 
 
 def _vae(latent_channels: int, vae_channels: tuple[int, ...], image_size: int, **factors) -> AutoencoderKL:
     return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=latent_channels,
-        down_block_types=("DownEncoderBlock2D",) * len(vae_channels), up_block_types=("UpDecoderBlock2D",) * len(vae_channels),
-        block_out_channels=vae_channels, layers_per_block=1, norm_num_groups=16, sample_size=image_size,
-        use_quant_conv=False, use_post_quant_conv=False, **factors,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=latent_channels,
+        down_block_types=("DownEncoderBlock2D",) * len(vae_channels),
+        up_block_types=("UpDecoderBlock2D",) * len(vae_channels),
+        block_out_channels=vae_channels,
+        layers_per_block=1,
+        norm_num_groups=16,
+        sample_size=image_size,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        **factors,
     )
 
 
@@ -111,24 +129,45 @@ def tiny_sd3_pipeline(
     tok = word_tokenizer(words, max_length)
     text_cfg = _clip_config(len(tok.get_vocab()), text_dim, text_layers, max_length)
     transformer = SD3Transformer2DModel(
-        sample_size=sample_size, patch_size=2, in_channels=latent_channels, num_layers=layers,
-        attention_head_dim=head_dim, num_attention_heads=heads, joint_attention_dim=2 * text_dim,
-        caption_projection_dim=heads * head_dim, pooled_projection_dim=2 * text_dim,
-        out_channels=latent_channels, pos_embed_max_size=sample_size, dual_attention_layers=tuple(dual_attention_layers),
+        sample_size=sample_size,
+        patch_size=2,
+        in_channels=latent_channels,
+        num_layers=layers,
+        attention_head_dim=head_dim,
+        num_attention_heads=heads,
+        joint_attention_dim=2 * text_dim,
+        caption_projection_dim=heads * head_dim,
+        pooled_projection_dim=2 * text_dim,
+        out_channels=latent_channels,
+        pos_embed_max_size=sample_size,
+        dual_attention_layers=tuple(dual_attention_layers),
     )
-    vae = _vae(latent_channels, vae_channels, sample_size * 2 ** (len(vae_channels) - 1), shift_factor=0.0, scaling_factor=1.0)
+    vae = _vae(
+        latent_channels, vae_channels, sample_size * 2 ** (len(vae_channels) - 1), shift_factor=0.0, scaling_factor=1.0
+    )
     return StableDiffusion3Pipeline(
-        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=shift), vae=vae,
-        text_encoder=CLIPTextModelWithProjection(text_cfg), tokenizer=tok,
-        text_encoder_2=CLIPTextModelWithProjection(text_cfg), tokenizer_2=word_tokenizer(words, max_length),
-        text_encoder_3=None, tokenizer_3=None,
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=shift),
+        vae=vae,
+        text_encoder=CLIPTextModelWithProjection(text_cfg),
+        tokenizer=tok,
+        text_encoder_2=CLIPTextModelWithProjection(text_cfg),
+        tokenizer_2=word_tokenizer(words, max_length),
+        text_encoder_3=None,
+        tokenizer_3=None,
     )
 
 
 def flux_scheduler() -> FlowMatchEulerDiscreteScheduler:
     """FLUX.1-dev's scheduler config: shift mu grows with the image token count (dynamic shifting)."""
-    return FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
-                                           base_image_seq_len=256, max_image_seq_len=4096, shift=3.0)
+    return FlowMatchEulerDiscreteScheduler(
+        use_dynamic_shifting=True,
+        base_shift=0.5,
+        max_shift=1.15,
+        base_image_seq_len=256,
+        max_image_seq_len=4096,
+        shift=3.0,
+    )
 
 
 def tiny_flux_pipeline(
@@ -152,17 +191,40 @@ def tiny_flux_pipeline(
     torch.manual_seed(seed)
     clip_tok = word_tokenizer(words, max_length)
     t5_tok = word_level_tokenizer(words, max_length)
-    t5 = T5EncoderModel(T5Config(vocab_size=len(t5_tok.get_vocab()), d_model=t5_dim, d_kv=8, d_ff=2 * t5_dim, num_layers=1,
-                                 num_heads=2, relative_attention_num_buckets=8, dropout_rate=0.0, pad_token_id=0, eos_token_id=1,
-                                 decoder_start_token_id=0))
+    t5 = T5EncoderModel(
+        T5Config(
+            vocab_size=len(t5_tok.get_vocab()),
+            d_model=t5_dim,
+            d_kv=8,
+            d_ff=2 * t5_dim,
+            num_layers=1,
+            num_heads=2,
+            relative_attention_num_buckets=8,
+            dropout_rate=0.0,
+            pad_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=0,
+        )
+    )
     rope = (head_dim // 4, head_dim // 4, head_dim // 2)  # FLUX's (t, h, w) axes, summing to the head width
     transformer = FluxTransformer2DModel(
-        patch_size=1, in_channels=4 * latent_channels, num_layers=layers, num_single_layers=single_layers,
-        attention_head_dim=head_dim, num_attention_heads=heads, joint_attention_dim=t5_dim, pooled_projection_dim=text_dim,
-        guidance_embeds=guidance_embeds, axes_dims_rope=rope,
+        patch_size=1,
+        in_channels=4 * latent_channels,
+        num_layers=layers,
+        num_single_layers=single_layers,
+        attention_head_dim=head_dim,
+        num_attention_heads=heads,
+        joint_attention_dim=t5_dim,
+        pooled_projection_dim=text_dim,
+        guidance_embeds=guidance_embeds,
+        axes_dims_rope=rope,
     )
     return FluxPipeline(
-        scheduler=flux_scheduler(), vae=_vae(latent_channels, vae_channels, 32, shift_factor=0.1, scaling_factor=0.5),
-        text_encoder=CLIPTextModel(_clip_config(len(clip_tok.get_vocab()), text_dim, 1, max_length)), tokenizer=clip_tok,
-        text_encoder_2=t5, tokenizer_2=t5_tok, transformer=transformer,
+        scheduler=flux_scheduler(),
+        vae=_vae(latent_channels, vae_channels, 32, shift_factor=0.1, scaling_factor=0.5),
+        text_encoder=CLIPTextModel(_clip_config(len(clip_tok.get_vocab()), text_dim, 1, max_length)),
+        tokenizer=clip_tok,
+        text_encoder_2=t5,
+        tokenizer_2=t5_tok,
+        transformer=transformer,
     )

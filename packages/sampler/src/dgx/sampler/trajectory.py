@@ -69,8 +69,15 @@ def rollout(
         stds.append(out.std)
         vs.append(v)
     return Trajectory(
-        torch.stack(xs, 1), grid, torch.stack(lps, 1), torch.stack(means, 1), torch.stack(stds, 1),
-        torch.stack(vs, 1), cond, list(prompts), guidance,
+        torch.stack(xs, 1),
+        grid,
+        torch.stack(lps, 1),
+        torch.stack(means, 1),
+        torch.stack(stds, 1),
+        torch.stack(vs, 1),
+        cond,
+        list(prompts),
+        guidance,
     )
 
 

@@ -79,10 +79,12 @@ class ShapesDetector:
         upper = (mask[y0 : y0 + h // 2].sum() + (0.5 * mask[y0 + h // 2].sum() if h % 2 else 0.0)) / area
         d = np.linalg.norm(self.protos - np.array([fill, upper], np.float32), axis=1)
         best = int(d.argmin())
-        fit = np.exp(-max(0.0, float(d[best]) - SLACK) ** 2 / (2 * SLACK_STD**2))
+        fit = np.exp(-(max(0.0, float(d[best]) - SLACK) ** 2) / (2 * SLACK_STD**2))
         conf, soft = (_softmax(-(d**2) / tau) * fit for tau in (TAU, SOFT_TAU))
         scores = {c: float(v) for c, v in zip(self.classes, soft)}
-        return Detection(self.classes[best], (float(x0), float(y0), float(x1), float(y1)), float(conf[best]), mask, color, scores)
+        return Detection(
+            self.classes[best], (float(x0), float(y0), float(x1), float(y1)), float(conf[best]), mask, color, scores
+        )
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

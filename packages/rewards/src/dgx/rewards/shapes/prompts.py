@@ -26,9 +26,13 @@ def all_prompts() -> list[dict]:
     for c in SHAPES:
         out.append(_meta("single_object", f"a photo of a {c}", [{"class": c, "count": 1}]))
     for a, b in itertools.permutations(SHAPES, 2):
-        out.append(_meta("two_object", f"a photo of a {a} and a {b}", [{"class": a, "count": 1}, {"class": b, "count": 1}]))
+        out.append(
+            _meta("two_object", f"a photo of a {a} and a {b}", [{"class": a, "count": 1}, {"class": b, "count": 1}])
+        )
     for c, (n, word) in itertools.product(SHAPES, NUMBERS.items()):
-        out.append(_meta("counting", f"a photo of {word} {c}s", [{"class": c, "count": n}], [{"class": c, "count": n + 1}]))
+        out.append(
+            _meta("counting", f"a photo of {word} {c}s", [{"class": c, "count": n}], [{"class": c, "count": n + 1}])
+        )
     for col, c in itertools.product(COLORS, SHAPES):
         out.append(_meta("colors", f"a photo of {_a(col)} {col} {c}", [{"class": c, "count": 1, "color": col}]))
     for (a, b), rel in itertools.product(itertools.permutations(SHAPES, 2), RELATIONS):
@@ -72,12 +76,17 @@ def one_word_neighbours(prompts: list[dict]) -> dict[str, list[dict]]:
     def one_apart(a: list[str], b: list[str]) -> bool:
         return len(a) == len(b) and sum(x != y for x, y in zip(a, b)) == 1
 
-    return {m["prompt"]: [o for o in prompts if o["tag"] == m["tag"] and one_apart(words[o["prompt"]], words[m["prompt"]])]
-            for m in prompts}
+    return {
+        m["prompt"]: [o for o in prompts if o["tag"] == m["tag"] and one_apart(words[o["prompt"]], words[m["prompt"]])]
+        for m in prompts
+    }
 
 
-CHANGE_KINDS = {**{c: "colour" for c in COLORS}, **{n: "number" for n in NUMBERS.values()},
-                **{w: "relation" for r in RELATIONS for w in r.split()[:1]}}
+CHANGE_KINDS = {
+    **{c: "colour" for c in COLORS},
+    **{n: "number" for n in NUMBERS.values()},
+    **{w: "relation" for r in RELATIONS for w in r.split()[:1]},
+}
 
 
 def change_kind(a: str, b: str) -> str:
@@ -88,8 +97,19 @@ def change_kind(a: str, b: str) -> str:
 
 # A fixed involution of the grammar's words: shapes and colours in pairs (relations are left alone: with the shapes
 # swapped, "a circle left of a square" and its swap "a square right of a circle" would be the same scene).
-SWAP = {a: b for x, y in [("circle", "square"), ("triangle", "diamond"), ("red", "blue"), ("orange", "purple"),
-                          ("yellow", "green"), ("pink", "brown"), ("black", "white")] for a, b in [(x, y), (y, x)]}
+SWAP = {
+    a: b
+    for x, y in [
+        ("circle", "square"),
+        ("triangle", "diamond"),
+        ("red", "blue"),
+        ("orange", "purple"),
+        ("yellow", "green"),
+        ("pink", "brown"),
+        ("black", "white"),
+    ]
+    for a, b in [(x, y), (y, x)]
+}
 
 
 def swapped(prompts: list[dict], swap: dict[str, str] = SWAP) -> dict[str, dict]:

@@ -102,8 +102,13 @@ def satisfies(shapes: list[Shape], meta: dict) -> bool:
     return evaluate(np.zeros((SIZE, SIZE, 3), np.uint8), dets, meta).correct
 
 
-def scene_for(meta: dict, rng: np.random.Generator, max_tries: int = 500,
-              sizes: tuple[int, int] = (MIN_SIZE, MAX_SIZE), gap: int = GAP) -> list[Shape]:
+def scene_for(
+    meta: dict,
+    rng: np.random.Generator,
+    max_tries: int = 500,
+    sizes: tuple[int, int] = (MIN_SIZE, MAX_SIZE),
+    gap: int = GAP,
+) -> list[Shape]:
     """Sample a scene that satisfies GenEval metadata ``meta`` (include/exclude clauses).
 
     Objects without a colour requirement get a random colour; counts and positions are
@@ -131,8 +136,14 @@ def scene_for(meta: dict, rng: np.random.Generator, max_tries: int = 500,
     raise RuntimeError(f"could not place a scene for {meta['prompt']!r} in {max_tries} tries")
 
 
-def _place(req: dict, groups: list[list[Shape]], placed: list[Shape], rng: np.random.Generator,
-           sizes: tuple[int, int], gap: int) -> Shape | None:
+def _place(
+    req: dict,
+    groups: list[list[Shape]],
+    placed: list[Shape],
+    rng: np.random.Generator,
+    sizes: tuple[int, int],
+    gap: int,
+) -> Shape | None:
     color = req.get("color") or COLORS[rng.integers(len(COLORS))]
     for _ in range(50):
         size = int(rng.integers(sizes[0], sizes[1] + 1))
@@ -148,8 +159,9 @@ def _place(req: dict, groups: list[list[Shape]], placed: list[Shape], rng: np.ra
     return None
 
 
-def render_prompt(meta: dict, rng: np.random.Generator, sizes: tuple[int, int] = (MIN_SIZE, MAX_SIZE),
-                  gap: int = GAP) -> tuple[np.ndarray, list[Shape]]:
+def render_prompt(
+    meta: dict, rng: np.random.Generator, sizes: tuple[int, int] = (MIN_SIZE, MAX_SIZE), gap: int = GAP
+) -> tuple[np.ndarray, list[Shape]]:
     """A ground-truth image for one prompt's metadata, and the shapes drawn (``scene_for``'s layout)."""
     shapes = scene_for(meta, rng, sizes=sizes, gap=gap)
     return draw(shapes), shapes
