@@ -1,4 +1,4 @@
-"""Advantages from credit, normalised within each prompt group (method.md sections 2-3).
+"""Advantages from credit, normalised within each prompt group (docs/method.md, section 4).
 
 Trajectory-wise (sparse, CoCA): A_i = (R_i - mean_j R_j) / std R, the mean over the G samples
 of a prompt, times the credit's per-step weights (1 for sparse).

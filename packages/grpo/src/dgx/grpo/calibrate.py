@@ -1,4 +1,4 @@
-"""Exploration-space calibration, DenseGRPO Algorithm 1 (method.md section 4).
+"""Exploration-space calibration, DenseGRPO Algorithm 1 (docs/method.md, section 5).
 
     psi(t) <- init
     repeat K times:

@@ -1,4 +1,4 @@
-"""The GRPO objective on a batch of recorded (sample, step) pairs (method.md section 2).
+"""The GRPO objective on a batch of recorded (sample, step) pairs (docs/method.md, section 4).
 
     ratio  = exp(log pi_theta(x_next | x_t) - log pi_old(x_next | x_t))
     policy = mean( max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps)) )   (= -J's PPO term)

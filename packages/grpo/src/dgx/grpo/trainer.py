@@ -1,4 +1,4 @@
-"""The GRPO / DenseGRPO training recipe, readable top to bottom (method.md sections 2-4).
+"""The GRPO / DenseGRPO training recipe, readable top to bottom (docs/method.md, sections 1-5).
 
 Each iteration: choose prompts -> G SDE rollouts per prompt (no grad) -> reward credit
 (sparse, or per step through a wrapper) -> gather across processes -> advantages per

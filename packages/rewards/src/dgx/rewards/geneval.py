@@ -1,4 +1,4 @@
-"""GenEval's rule engine, as the official evaluation script applies it (method.md section 8).
+"""GenEval's rule engine, as the official evaluation script applies it (docs/method.md, section 2).
 
 Detections come from a pluggable detector (shapes world, transformers Mask2Former, or
 mmdetection); the rules here are plain code: confidence threshold (0.3, or 0.9 for the

@@ -1,4 +1,4 @@
-"""OCR accuracy reward, Flow-GRPO's formula (method.md section 7).
+"""OCR accuracy reward, Flow-GRPO's formula (docs/method.md, section 2).
 
 target = the text between the first pair of double quotes in the prompt; OCR all text in
 the image, join, remove spaces, lowercase both. distance = 0 if the target is a substring

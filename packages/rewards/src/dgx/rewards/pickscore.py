@@ -1,4 +1,4 @@
-"""PickScore: CLIP-H preference score, ``logit_scale.exp() * cos(image, text)`` (method.md 7)."""
+"""PickScore: CLIP-H preference score, ``logit_scale.exp() * cos(image, text)`` (docs/method.md, section 2)."""
 
 from __future__ import annotations
 

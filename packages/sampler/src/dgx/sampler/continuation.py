@@ -1,7 +1,7 @@
 """ODE_n continuation: deterministic denoising of intermediate latents to t = 0.
 
 DenseGRPO scores every intermediate latent x_k of a trajectory by denoising it with the
-ODE to a clean latent xhat_k (method.md section 3). ``n`` is the number of Euler steps:
+ODE to a clean latent xhat_k (docs/method.md, section 3). ``n`` is the number of Euler steps:
 ``"t"`` follows the remaining grid (k -> T, T - k steps); an integer n uses n steps on
 the remaining grid (indices spread evenly from k to T; n = 1 is the x0 jump x - t v).
 
