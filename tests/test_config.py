@@ -166,7 +166,7 @@ def test_user_registry_file(tmp_path, monkeypatch):
         """
     rewards:
       brightness:
-        impl: tests_helpers:Brightness
+        impl: dgx_test_helpers:Brightness
         description: mean pixel value
     """,
         "my_registry.yaml",
@@ -253,8 +253,17 @@ SHIPPED = sorted(
 
 
 @pytest.mark.parametrize("name", SHIPPED)
-def test_shipped_configs_validate(name):
-    """Every config in configs/ and research/experiments/ loads (registry files, component names, keys)."""
+def test_shipped_configs_validate(name, tmp_path, monkeypatch):
+    """Every config in configs/ and research/experiments/ loads (registry files, component names, keys), given the
+    prompt files it names; without them it names the first missing one."""
+    from dgx_test_helpers import user_data
+
+    needs_data = "data/" in (ROOT / name).read_text()
+    monkeypatch.chdir(tmp_path if needs_data else ROOT)  # prompt paths are relative to the working directory
+    if needs_data:
+        with pytest.raises(ConfigError, match="prompt file 'data/.*' not found"):
+            load(ROOT / name)
+    user_data(tmp_path, ROOT / name)
     abl = load(ROOT / name)
     assert abl.variants and abl.seeds
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from dgx.rewards.base import to_uint8
+from dgx.rewards.base import checked, to_uint8
 from dgx.rewards.geneval import summarize
 from dgx.rewards.geneval_reward import GenEvalReward
 from dgx.rewards.geneval_reward import shapes_geneval as shapes_reward
@@ -115,11 +115,19 @@ def _write(
 
 
 def score_batches(rewards: dict, images: torch.Tensor, prompts: list[str], metas: list[dict], batch: int) -> dict:
-    """Each reward (name -> reward) of ``images`` in batches of ``batch``: name -> (N,) float32 on the CPU."""
+    """Each reward (name -> reward) of ``images`` in batches of ``batch``: name -> (N,) float32 on the CPU; every
+    batch's scores are ``checked`` (one finite float per image)."""
     return {
         name: torch.cat(
             [
-                r(images[s : s + batch], prompts[s : s + batch], metas[s : s + batch]).float().cpu()
+                checked(
+                    r(images[s : s + batch], prompts[s : s + batch], metas[s : s + batch]),
+                    len(images[s : s + batch]),
+                    name,
+                    prompts[s : s + batch],
+                )
+                .float()
+                .cpu()
                 for s in range(0, len(images), batch)
             ]
         )

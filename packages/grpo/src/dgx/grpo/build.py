@@ -45,13 +45,16 @@ def build_model(cfg: RunConfig, registry: Registry, device: str | torch.device |
 
 def build_reward(cfg: RunConfig, registry: Registry, name: str | None = None, device: str | torch.device | None = None):
     """The reward named ``name`` (default ``reward.name``): its registry entry's ``defaults`` (``pkg://`` paths
-    resolved), then the config's reward keys; a model-based reward runs on ``device`` (the run's: give it)."""
+    resolved), then the config's reward keys; a model-based reward runs on ``device`` (the run's: give it). Every
+    output is checked (``CheckedReward``: one finite float per image, else an error naming the reward)."""
+    from dgx.rewards.base import CheckedReward
+
     name = name or cfg.reward.name
     entry = registry.get("rewards", name)
     factory = entry.load()
     r = cfg.reward
     if name == "weighted":
-        return factory({n: build_reward(cfg, registry, n, device) for n in r.weights}, r.weights)
+        return CheckedReward(factory({n: build_reward(cfg, registry, n, device) for n in r.weights}, r.weights), name)
     kwargs = {k: resolve_path(v) if isinstance(v, str) else v for k, v in entry.defaults.items()}
     kwargs["partial"] = r.partial
     if device is not None:
@@ -66,7 +69,7 @@ def build_reward(cfg: RunConfig, registry: Registry, name: str | None = None, de
         kwargs["path"] = r.path
     if r.processor_path:
         kwargs["processor_path"] = r.processor_path
-    return factory(**kwargs)
+    return CheckedReward(factory(**kwargs), name)
 
 
 def build_credit(cfg: RunConfig, registry: Registry):

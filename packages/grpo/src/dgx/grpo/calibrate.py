@@ -32,7 +32,7 @@ from dgx.grpo.build import build_model, build_reward, build_step, choose_prompts
 from dgx.grpo.checkpoint import write_text_atomic
 from dgx.grpo.config import RunConfig, load
 from dgx.grpo.distributed import process_state, shard
-from dgx.grpo.errors import ConfigError
+from dgx.grpo.errors import ConfigError, TrainingError
 from dgx.grpo.registry import Registry
 from dgx.rewards.credit import dense_gain
 from dgx.sampler import TableNoise, UniformNoise, rollout, sample_generator
@@ -139,6 +139,11 @@ def calibrate(cfg: RunConfig, out_dir: Path, registry: Registry | None = None, r
         disable=not state.is_main_process,
     ):
         dr = dense_rewards(model, cfg, reward, prompts, TableNoise(tuple(psi)), 100_000 + k, step_fn)
+        if not torch.isfinite(dr).all():  # NaN compares false both ways: it would pass for "balanced"
+            raise TrainingError(
+                f"calibration iteration {k}: reward {cfg.reward.name!r} gave non-finite dense rewards at steps "
+                f"{sorted(set(torch.nonzero(~torch.isfinite(dr))[:, 1].tolist()))}; no psi.json is written"
+            )
         pos, neg = (dr > 0).sum(0).numpy(), (dr < 0).sum(0).numpy()
         history.append({"psi": psi.tolist(), "pos": pos.tolist(), "neg": neg.tolist()})
         if state.is_main_process:
@@ -180,6 +185,7 @@ def calibrate(cfg: RunConfig, out_dir: Path, registry: Registry | None = None, r
             silent_steps=silent,
             history=history,
             config=c.model_dump(),
+            fingerprint=fingerprint,
         )
         os.replace(tmp, path)  # a half-written psi.json would pass for a finished calibration on --resume
         from dgx.eval.plots import plot_psi
@@ -187,6 +193,17 @@ def calibrate(cfg: RunConfig, out_dir: Path, registry: Registry | None = None, r
         plot_psi(path, out_dir / "psi.png")
     state.wait_for_everyone()
     return path
+
+
+def psi_matches(psi_path: Path, cfg: RunConfig) -> bool:
+    """Whether ``psi_path`` exists and was calibrated with what ``cfg``'s samples depend on (a psi.json of another
+    config, or of a dgx that wrote no fingerprint, is calibrated again on --resume)."""
+    if not Path(psi_path).is_file():
+        return False
+    try:
+        return json.loads(Path(psi_path).read_text()).get("fingerprint") == _fingerprint(cfg)
+    except (json.JSONDecodeError, OSError):
+        return False
 
 
 def mean_imbalance(psi_path: Path) -> dict[str, float]:

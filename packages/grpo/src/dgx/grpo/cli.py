@@ -18,10 +18,21 @@ def _fail(e: Exception) -> None:
     sys.exit(2)
 
 
+def _own(e: BaseException) -> bool:
+    """An error dgx raised on purpose, whose message already says what and where."""
+    from dgx.rewards.base import RewardError
+    from dgx.sampler.errors import SamplerError
+
+    return isinstance(e, (ConfigError, TrainingError, RewardError, SamplerError))
+
+
 def one_line(e: BaseException) -> str:
-    """``e`` as one line: our own errors by their message, anything else as ``Type: first line of the message``."""
+    """dgx's own errors by their message (one line per problem found), anything else as one line,
+    ``Type: first line of the message``."""
+    if _own(e):
+        return str(e)
     text = " ".join(str(e).split("\n", 1)[0].split()) or repr(e)
-    return text if isinstance(e, (ConfigError, TrainingError)) else f"{type(e).__name__}: {text}"
+    return f"{type(e).__name__}: {text}"
 
 
 class _Commands(click.Group):
@@ -35,9 +46,9 @@ class _Commands(click.Group):
         except Exception as e:
             if ctx.params.get("debug"):
                 raise
-            hint = "" if isinstance(e, (ConfigError, TrainingError)) else " (dgx --debug ... shows the traceback)"
+            hint = "" if _own(e) else " (dgx --debug ... shows the traceback)"
             click.secho(f"error: {one_line(e)}{hint}", fg="red", err=True)
-            sys.exit(2 if isinstance(e, (ConfigError, TrainingError)) else 1)
+            sys.exit(2 if _own(e) else 1)
 
 
 SET_HELP = (
@@ -211,6 +222,8 @@ def validate(file: Path, show: bool, sets: tuple[str, ...]) -> None:
     from dgx.grpo.config import load
 
     abl = load(file, overrides=_overrides(sets))
+    for line in abl.warnings:
+        click.secho(f"warning: {line}", fg="yellow", err=True)
     click.echo(f"{file}: OK - {len(abl.variants)} variant(s) x {len(abl.seeds)} seed(s): {', '.join(abl.variants)}")
     if show:
         for name, cfg in abl.variants.items():

@@ -11,12 +11,12 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal, Union, get_args
 
 import yaml
 from dgx.grpo.errors import ConfigError
 from dgx.grpo.registry import Registry, suggest
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 # Flow-GRPO's LoRA targets (scripts/train_sd3.py): peft matches them as module-name suffixes
 FLOW_GRPO_LORA_TARGETS = (
@@ -32,7 +32,20 @@ FLOW_GRPO_LORA_TARGETS = (
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    """Unknown keys are errors, numbers must be finite, and a boolean is not a number (``iterations: true``)."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_number(cls, value: Any, info: ValidationInfo) -> Any:
+        ann = cls.model_fields[info.field_name].annotation
+        takes_bool = ann is bool or bool in get_args(ann)
+        if not takes_bool and (
+            isinstance(value, bool) or (isinstance(value, list) and any(isinstance(v, bool) for v in value))
+        ):
+            raise ValueError("expected a number or a name, got a boolean")
+        return value
 
 
 class ModelConfig(_Strict):
@@ -105,7 +118,7 @@ class TrainConfig(_Strict):
         description="peft target_modules. Default: Flow-GRPO's, the joint attention only ('attn.*'); the bare names "
         "('to_q', ...) also adapt SD3.5's second attention (attn2) of the dual-attention blocks",
     )
-    lr: float = Field(3e-4, gt=0)
+    lr: float = Field(3e-4, gt=0, le=1, description="AdamW learning rate of the adapter")
     lr_schedule: Literal["constant", "linear", "cosine"] = Field(
         "constant",
         description="learning rate over the iterations after warmup (Flow-GRPO: constant); linear and "
@@ -231,6 +244,7 @@ class Ablation(BaseModel):
     variants: dict[str, RunConfig]
     seeds: list[int]
     registry_files: list[Path] = []  # the file's own `registry:` entries, resolved
+    warnings: list[str] = []  # valid but implausible settings (sizes), one line each
 
     def registry(self) -> Registry:
         return Registry(self.registry_files)
@@ -278,12 +292,37 @@ def parse_sets(items: list[str] | tuple[str, ...]) -> dict:
     return out
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """YAML's safe loader, but a key given twice in one mapping is an error (YAML lets the last one win)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path) -> dict:
+    """A config file's top-level mapping; every problem (missing, unreadable, not text, not YAML, a duplicate key,
+    not a mapping) is a ConfigError naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: file not found")
+        raise ConfigError(f"{path}: {'is a folder, not a file' if path.is_dir() else 'file not found'}")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (a YAML config is UTF-8 text)") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+    if "\x00" in text:
+        raise ConfigError(f"{path}: not a text file (a YAML config is UTF-8 text)")
+    try:
+        data = yaml.load(text, Loader=_UniqueKeys)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -319,6 +358,10 @@ def load(path: str | Path, registry: Registry | None = None, overrides: dict | N
         base, variants, seeds = data, {"default": {}}, [data.get("seed", 0)]
     if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise ConfigError(f"{path}: seeds: expected a list of integers, got {seeds!r}")
+    if not seeds:
+        raise ConfigError(f"{path}: seeds: empty; give at least one seed, e.g. [0]")
+    if len(set(seeds)) < len(seeds):
+        raise ConfigError(f"{path}: seeds: {seeds} repeats a seed; each seed is one run, so repeats add nothing")
     if not isinstance(base, dict):
         raise ConfigError(f"{path}: base: expected a mapping, got {type(base).__name__}")
     resolved = {}
@@ -330,7 +373,12 @@ def load(path: str | Path, registry: Registry | None = None, overrides: dict | N
         merged = deep_merge(deep_merge(base, over or {}), overrides or {})
         prefix = f"variants.{name}" if "base" in data or "variants" in data else ""
         resolved[name] = validate(merged, path, over or {}, prefix, registry, overrides or {})
-    return Ablation(path=path, variants=resolved, seeds=seeds, registry_files=files)
+    notes = [
+        f"{path}: {name}: {w}" if len(resolved) > 1 else f"{path}: {w}"
+        for name, c in resolved.items()
+        for w in implausible(c)
+    ]
+    return Ablation(path=path, variants=resolved, seeds=seeds, registry_files=files, warnings=notes)
 
 
 def validate(
@@ -376,13 +424,90 @@ def validate(
         value: Any = cfg
         for k in keys:
             value = getattr(value, k)
-        registry.get(section, value, where=f"{path}: {where(keys)}: ")
-    if cfg.sampler.noise.name == "calibrated" and cfg.sampler.name == "ode":
-        raise ConfigError(f"{path}: {where(('sampler', 'name'))}: the ode sampler takes no noise; use sde or cps")
+        _importable(registry.get(section, value, where=f"{path}: {where(keys)}: "), f"{path}: {where(keys)}: ")
     if cfg.reward.name == "weighted":
         for n in cfg.reward.weights:
-            registry.get("rewards", n, where=f"{path}: {where(('reward', 'weights', n))}: ")
+            at = f"{path}: {where(('reward', 'weights', n))}: "
+            _importable(registry.get("rewards", n, where=at), at)
+    problem = _cross_field(cfg, data)
+    if problem:
+        keys, message = problem
+        raise ConfigError(f"{path}: {where(keys)}: {message}")
     return cfg
+
+
+def _importable(entry, at: str) -> None:
+    """A registry entry whose implementation does not import is a config error, found before any work."""
+    try:
+        entry.load()
+    except Exception as e:  # noqa: BLE001  (any import-time failure of user code)
+        raise ConfigError(
+            f"{at}{entry.name!r} ({entry.source} registry): its impl {entry.impl!r} does not import "
+            f"({type(e).__name__}: {e})"
+        ) from None
+
+
+def _prompt_file(path: str) -> str | None:
+    """Why a prompt file cannot serve (missing, unreadable, empty), or None."""
+    p = Path(path)
+    if not p.is_file():
+        return f"prompt file {path!r} not found"
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        return f"prompt file {path!r} cannot be read as text ({getattr(e, 'strerror', None) or e})"
+    return None if text.strip() else f"prompt file {path!r} is empty"
+
+
+def _cross_field(cfg: RunConfig, data: dict) -> tuple[tuple, str] | None:
+    """The first rule across fields that ``cfg`` breaks, as (key path, message); None if it breaks none."""
+    steps = cfg.sampler.steps
+    noise = cfg.sampler.noise
+    if cfg.sampler.name == "ode" and (noise.name == "calibrated" or "noise" in (data.get("sampler") or {})):
+        return ("sampler", "name"), "the ode sampler takes no noise; remove sampler.noise or use sde or cps"
+    if noise.window is not None and not 0 <= noise.window[0] < noise.window[1] <= steps:
+        return ("sampler", "noise", "window"), (
+            f"[{noise.window[0]}, {noise.window[1]}] must satisfy 0 <= start < stop <= sampler.steps = {steps}"
+        )
+    init = cfg.calibrate.init
+    if isinstance(init, list) and len(init) != steps:
+        return ("calibrate", "init"), f"has {len(init)} values but sampler.steps is {steps} (one psi per step)"
+    if (isinstance(init, list) and any(v < 0 for v in init)) or (isinstance(init, float) and init < 0):
+        return ("calibrate", "init"), "psi values must be >= 0"
+    n = cfg.reward.ode_steps
+    if n != "t" and not 1 <= n <= steps:
+        return ("reward", "ode_steps"), f"{n} must be 't' or between 1 and sampler.steps = {steps}"
+    bad = [t for t in cfg.train.lora_targets if not re.fullmatch(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*", t)]
+    if not cfg.train.lora_targets or bad:
+        return ("train", "lora_targets"), (
+            f"expected module names such as 'attn.to_q' (dotted, no spaces), got {bad or cfg.train.lora_targets}"
+        )
+    if cfg.model.resolution is not None and cfg.model.resolution % 16:
+        return ("model", "resolution"), f"{cfg.model.resolution} px is not a multiple of 16 (VAE factor 8 x patch 2)"
+    if cfg.prompts.name == "file" and not cfg.prompts.path:
+        return ("prompts", "path"), "prompts.name = file needs prompts.path"
+    for keys, file in (
+        (("prompts", "path"), cfg.prompts.path if cfg.prompts.name == "file" else None),
+        (("eval", "prompts_file"), cfg.eval.prompts_file),
+    ):
+        if file and (why := _prompt_file(file)):
+            return keys, why
+    return None
+
+
+def implausible(cfg: RunConfig) -> list[str]:
+    """Sizes that are valid but unlikely to fit in memory or time (warnings, not errors): more than 65,536 samples,
+    pairs or images in one batch, or more than 1,000 denoising steps."""
+    t = cfg.train
+    sizes = {  # key -> (value, limit)
+        "train.prompts_per_iter x train.group_size": (t.prompts_per_iter * t.group_size, 1 << 16),
+        "train.micro_batch": (t.micro_batch, 1 << 16),
+        "reward.chunk": (cfg.reward.chunk, 1 << 16),
+        "calibrate.prompts x calibrate.group_size": (cfg.calibrate.prompts * cfg.calibrate.group_size, 1 << 16),
+        "eval.batch": (cfg.eval.batch, 1 << 16),
+        "sampler.steps": (cfg.sampler.steps, 1000),
+    }
+    return [f"{k} = {v:,} is implausibly large (memory and time)" for k, (v, limit) in sizes.items() if v > limit]
 
 
 def _model_at(loc: tuple) -> type[BaseModel]:

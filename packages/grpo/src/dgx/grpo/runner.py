@@ -18,6 +18,8 @@ their samples over the processes (``distributed.py``) and only the main process 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +28,14 @@ import yaml
 from accelerate import Accelerator
 from dgx.grpo import checkpoint
 from dgx.grpo.build import build_model, choose_prompts, load_prompts
-from dgx.grpo.calibrate import calibrate, mean_imbalance
+from dgx.grpo.calibrate import calibrate, mean_imbalance, psi_matches
 from dgx.grpo.config import RunConfig, load
 from dgx.grpo.distributed import accelerate_mode, check_supported, process_state, shard
 from dgx.grpo.errors import ConfigError
 from dgx.grpo.registry import Registry, suggest
 from dgx.grpo.trainer import adapter_disabled, load_adapter, train
 from dgx.sampler import ode_step, rollout, sample_generator
+from tqdm.auto import tqdm
 
 EVAL_SEED = 12345
 
@@ -160,6 +163,24 @@ def environment() -> dict:
     }
 
 
+def writable_folder(path: Path, what: str) -> Path:
+    """Create folder ``path`` and check that files can be written in it, before any work; a ConfigError otherwise."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".dgx_write_check_{os.getpid()}"  # one per process under accelerate launch
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"{what} {path}: cannot write there ({e.strerror or e})") from None
+    return path
+
+
+def warn(lines: list[str]) -> None:
+    """Print config warnings, one line each, above any progress bar."""
+    for line in lines:
+        tqdm.write(f"warning: {line}", file=sys.stderr)
+
+
 def run_ablation(
     file: Path,
     out: Path | None = None,
@@ -172,6 +193,7 @@ def run_ablation(
     abl = load(file, overrides=overrides)
     registry = abl.registry()
     out = out or Path("runs") / Path(file).stem
+    warn(abl.warnings)
     for v in only:
         if v not in abl.variants:
             raise ConfigError(f"{file}: --only {v}: no such variant{suggest(v, abl.variants)}")
@@ -186,7 +208,11 @@ def run_ablation(
                 f"{file}: variant {name}: train.prompts_per_iter x group_size = {n} samples per iteration "
                 f"do not divide over {acc.num_processes} processes"
             )
-    out.mkdir(parents=True, exist_ok=True)
+    writable_folder(out, "--out")
+    if resume:  # a refused resume stops here, before any evaluation, with every file as it was
+        for seed in run_seeds:
+            for name, vcfg in variants.items():
+                check_resume(out / name / f"seed_{seed}", vcfg.model_copy(update={"seed": seed}))
     if main:
         with open(out / "invocations.jsonl", "a") as f:  # one line per `dgx run` into this folder (a resume adds one)
             f.write(json.dumps({**environment(), **accelerate_mode(acc.state)}) + "\n")
@@ -216,7 +242,7 @@ def run_ablation(
                     None  # trained longer or evaluated differently: continue from the last checkpoint, evaluate again
                 )
             psi = run_dir / "calibration" / "psi.json"
-            have_psi = resume and psi.is_file()
+            have_psi = resume and psi_matches(psi, cfg)  # recalibrated when what it depends on changed
             acc.wait_for_everyone()  # every process has read the folder before the main one rewrites it
             if summary is None:
                 if main:
@@ -431,11 +457,12 @@ def evaluate_file(
 
     abl = load(file, overrides=overrides)
     name, cfg = abl.variant(variant)
+    warn(abl.warnings)
+    out = writable_folder(out or Path("runs") / Path(file).stem / "eval" / name, "--out")  # before minutes of sampling
     registry = abl.registry()
     model = build_model(cfg, registry)
     if adapter is not None:
         load_adapter(model, cfg, adapter)
-    out = out or Path("runs") / Path(file).stem / "eval" / name
     summary = evaluate(model, cfg, out, registry)
     if process_state(cfg).is_main_process:
         plot_samples({"base" if adapter is None else Path(adapter).name: out}, out / "samples.png")

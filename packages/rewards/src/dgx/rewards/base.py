@@ -37,6 +37,42 @@ def load_error(model_id: str, what: str, cause: Exception) -> RewardError:
     )
 
 
+def checked(scores, n: int, name: str, prompts: Sequence[str] = ()) -> torch.Tensor:
+    """``scores`` if it is what a reward must return for ``n`` images, a floating-point tensor of shape (n,) with
+    finite values; else a RewardError that names the reward (a (1,) output would broadcast over the batch and train
+    nothing, a NaN would pass for a tie)."""
+    if not isinstance(scores, torch.Tensor):
+        raise RewardError(f"reward {name!r} returned a {type(scores).__name__}, not a tensor of {n} scores")
+    if not scores.is_floating_point():
+        raise RewardError(f"reward {name!r} returned {scores.dtype} scores; a reward returns floats")
+    if tuple(scores.shape) != (n,):
+        raise RewardError(f"reward {name!r} returned shape {tuple(scores.shape)} for {n} images; expected ({n},)")
+    bad = ~torch.isfinite(scores)
+    if bad.any():
+        which = [prompts[i] for i in torch.nonzero(bad).flatten().tolist()[:3]] if len(prompts) == n else []
+        raise RewardError(
+            f"reward {name!r} returned {int(bad.sum())} non-finite scores of {n}"
+            + (f", e.g. for {which}" if which else "")
+        )
+    return scores
+
+
+class CheckedReward:
+    """A reward whose every output passes ``checked`` (its errors call it ``label``, e.g. its registry name); its
+    ``name`` and other attributes are the wrapped reward's."""
+
+    def __init__(self, reward: Reward, label: str | None = None):
+        self.reward = reward
+        self.name = getattr(reward, "name", type(reward).__name__)
+        self.label = label or self.name
+
+    def __call__(self, images: torch.Tensor, prompts: Sequence[str], metadata: Sequence[dict] | None = None):
+        return checked(self.reward(images, prompts, metadata), len(images), self.label, prompts)
+
+    def __getattr__(self, key: str):
+        return getattr(self.reward, key)
+
+
 class WeightedReward:
     """sum_k w_k * reward_k(images, prompts, metadata)."""
 
