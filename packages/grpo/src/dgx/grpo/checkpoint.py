@@ -2,7 +2,9 @@
 
 A checkpoint is written into a temporary folder and renamed into place, then the
 ``latest`` pointer file is replaced atomically, so a crash never leaves a half checkpoint
-that ``--resume`` would pick up.
+that ``--resume`` would pick up. Its ``manifest.json`` holds every file's sha256: a checkpoint
+whose files do not match (a flipped byte, a truncated file) is reported and skipped in favour
+of the newest one that does.
 
 A checkpoint holds whole tensors, however the run was distributed: under FSDP2 the sharded
 tensors (DTensor) are gathered when saving and cut into this process's shards when loading,
@@ -11,10 +13,12 @@ so a checkpoint moves between FSDP, DDP and one process.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +102,7 @@ def save(
     if psi_path is not None and Path(psi_path).is_file():
         shutil.copy(psi_path, tmp / "psi.json")
     (tmp / "state.json").write_text(json.dumps({"iteration": iteration}))
+    (tmp / MANIFEST).write_text(json.dumps({"sha256": {f.name: sha256(f) for f in sorted(tmp.iterdir())}}, indent=1))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     write_text_atomic(ckpt_root / "latest", final.name)
@@ -106,12 +111,56 @@ def save(
     return final
 
 
+MANIFEST = "manifest.json"
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def damage(path: Path) -> str | None:
+    """What is wrong with checkpoint ``path`` (a missing or changed file, a bad state.json), or None if it is whole.
+    A checkpoint written before manifests were kept is checked for its state.json only."""
+    path = Path(path)
+    if not (path / "state.json").is_file():
+        return "no state.json"
+    if (path / MANIFEST).is_file():
+        try:
+            expected = json.loads((path / MANIFEST).read_text())["sha256"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            return f"unreadable {MANIFEST}"
+        for name, digest in expected.items():
+            if not (path / name).is_file():
+                return f"{name} is missing"
+            if sha256(path / name) != digest:
+                return f"{name} does not match its sha256 in {MANIFEST}"
+    try:
+        iteration(path)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return "unreadable state.json"
+    return None
+
+
 def latest(ckpt_root: Path) -> Path | None:
+    """The checkpoint to resume from: the one ``latest`` names if it is whole, else (with a warning saying why) the
+    newest whole one; None if there is none."""
     pointer = ckpt_root / "latest"
     if not pointer.is_file():
         return None
-    path = ckpt_root / pointer.read_text().strip()
-    return path if (path / "state.json").is_file() else None
+    named = ckpt_root / pointer.read_text().strip()
+    problem = damage(named) if named.is_dir() else "missing"
+    if problem is None:
+        return named
+    for path in sorted(ckpt_root.glob("iter_*"), reverse=True):
+        if path != named and damage(path) is None:
+            warnings.warn(f"checkpoint {named}: {problem}; resuming from {path.name} instead", stacklevel=2)
+            return path
+    warnings.warn(f"checkpoint {named}: {problem}, and no earlier whole checkpoint: starting over", stacklevel=2)
+    return None
 
 
 def load(path: Path, optimizer: torch.optim.Optimizer, scheduler: LambdaLR | None = None) -> tuple[int, dict | None]:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import click
-from dgx.grpo.errors import ConfigError, TrainingError
+from dgx.grpo.errors import ConfigError, HubError, TrainingError
 
 
 def _fail(e: Exception) -> None:
@@ -23,7 +23,7 @@ def _own(e: BaseException) -> bool:
     from dgx.rewards.base import RewardError
     from dgx.sampler.errors import SamplerError
 
-    return isinstance(e, (ConfigError, TrainingError, RewardError, SamplerError))
+    return isinstance(e, (ConfigError, TrainingError, HubError, RewardError, SamplerError))
 
 
 def one_line(e: BaseException) -> str:
@@ -47,7 +47,8 @@ class _Commands(click.Group):
             if ctx.params.get("debug"):
                 raise
             hint = "" if _own(e) else " (dgx --debug ... shows the traceback)"
-            click.secho(f"error: {one_line(e)}{hint}", fg="red", err=True)
+            for line in f"{one_line(e)}{hint}".splitlines():  # one line per problem found
+                click.secho(f"error: {line}", fg="red", err=True)
             sys.exit(2 if _own(e) else 1)
 
 
@@ -71,6 +72,14 @@ def main(debug: bool) -> None:
 
     Start with `dgx run configs/shapes_quick.yaml` (the embedded shapes world, CPU).
     """
+    if not debug:  # a warning is one line too (with --debug: Python's, with the file and line)
+        import warnings
+
+        warnings.showwarning = _warning_line
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    click.secho(f"warning: {message}", fg="yellow", err=True)
 
 
 def _main_process() -> bool:

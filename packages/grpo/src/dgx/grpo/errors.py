@@ -7,3 +7,7 @@ class ConfigError(ValueError):
 
 class TrainingError(RuntimeError):
     """A run cannot go on (e.g. the reward returned NaN); the message says where and what to check."""
+
+
+class HubError(RuntimeError):
+    """The Hugging Face Hub refused or could not be reached; the message says which and what to do."""

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 from dgx.grpo.config import RunConfig
-from dgx.grpo.errors import ConfigError
+from dgx.grpo.errors import ConfigError, HubError
 from dgx.rewards.base import to_uint8
 
 CARD = """{front_matter}
@@ -140,6 +140,24 @@ def export_run(run_dir: Path, out: Path, repo_id: str = "<repo-id>", n_samples: 
     return sorted(p for p in out.rglob("*") if p.is_file())
 
 
+def network_errors() -> tuple[type[BaseException], ...]:
+    """The exception types a failed connection raises through huggingface_hub (httpx since 1.0, requests before)."""
+    kinds: list[type[BaseException]] = [OSError]
+    try:
+        import httpx
+
+        kinds.append(httpx.TransportError)
+    except ImportError:
+        pass
+    try:
+        import requests
+
+        kinds.append(requests.ConnectionError)
+    except ImportError:
+        pass
+    return tuple(kinds)
+
+
 def push_run(
     run_dir: Path, repo_id: str, private: bool = False, revision: str | None = None, dry_run: bool = False, api=None
 ):
@@ -167,7 +185,7 @@ def push_run(
                 commit_message=f"dgx push of {Path(run_dir).name}",
             )
         except OfflineModeIsEnabled as e:
-            raise RuntimeError(f"cannot push {repo_id}: offline mode (HF_HUB_OFFLINE=1); unset it and retry") from e
+            raise HubError(f"cannot push {repo_id}: offline mode (HF_HUB_OFFLINE=1); unset it and retry") from e
         except HfHubHTTPError as e:
             status = getattr(e.response, "status_code", None)
             hint = {
@@ -175,11 +193,11 @@ def push_run(
                 403: f"the token has no write access to {repo_id}",
                 404: f"{repo_id} or the revision does not exist",
             }
-            raise RuntimeError(
+            raise HubError(
                 f"push to {repo_id} failed (HTTP {status}): {hint.get(status, 'see the Hub response')}"
             ) from None
-        except OSError as e:  # connection errors
-            raise RuntimeError(
+        except network_errors() as e:  # connection errors: OSError, and httpx's or requests' own
+            raise HubError(
                 f"cannot reach the Hub to push {repo_id} ({type(e).__name__}); check the network or HF_ENDPOINT"
             ) from None
         yield f"pushed {len(files)} files to {repo_id}: {getattr(info, 'commit_url', info)}"

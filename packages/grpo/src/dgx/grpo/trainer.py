@@ -91,6 +91,8 @@ def load_adapter(model, cfg: RunConfig, run_or_ckpt: Path) -> Path:
     ck = checkpoint.latest(run_or_ckpt / "checkpoints") if (run_or_ckpt / "checkpoints").is_dir() else run_or_ckpt
     if ck is None or not (ck / "adapter.safetensors").is_file():
         raise ConfigError(f"{run_or_ckpt}: no adapter.safetensors found (give a run folder or a checkpoint folder)")
+    if problem := checkpoint.damage(ck):
+        raise ConfigError(f"checkpoint {ck}: {problem}; give another checkpoint")
     add_lora(model.transformer, cfg)
     set_peft_model_state_dict(model.transformer, checkpoint.adapter_state(ck))
     if (ema := checkpoint.ema_state(ck)) is not None:
@@ -226,6 +228,13 @@ def train(
         t0 = time.perf_counter()
         stats = update(model, base, acc, opt, params, ema, cfg, traj, adv, schedule, step_fn, grid, it, lo)
         sec["train"] = time.perf_counter() - t0
+        if not finite_state(acc, params, opt):
+            last = checkpoint.latest(ckpts)
+            raise TrainingError(
+                f"iteration {it}: the adapter or its optimizer state is no longer finite after the update "
+                f"(train.lr = {tc.lr:g} too large?); stopped before writing a checkpoint, "
+                + (f"the last good one ({last.name}) stays for --resume" if last else "and none was written before")
+            )
 
         lr = opt.param_groups[0]["lr"]  # this iteration's
         sched.step()
@@ -277,6 +286,17 @@ def train(
     add_lora(model.transformer, cfg)
     set_peft_model_state_dict(model.transformer, adapter)
     return model
+
+
+def finite_state(acc: Accelerator, params: list[torch.Tensor], opt: torch.optim.Optimizer) -> bool:
+    """Whether every trained parameter and optimizer moment is finite, on every process (each checks its shards)."""
+
+    def local(t: torch.Tensor) -> torch.Tensor:
+        return t.to_local() if isinstance(t, DTensor) else t
+
+    tensors = [*params, *(v for s in opt.state.values() for v in s.values() if torch.is_tensor(v) and v.ndim)]
+    ok = torch.tensor([float(all(bool(torch.isfinite(local(t)).all()) for t in tensors))], device=acc.device)
+    return bool(acc.gather(ok).min() > 0)
 
 
 # Attention kernels for the update's forward, backward and checkpoint recompute: all but cuDNN's, whose backward

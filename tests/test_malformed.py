@@ -1,0 +1,356 @@
+"""A hostile user's inputs: every malformed config, registry, flag and folder is refused before any work, with one
+line that names what and where, exit status non-zero and no traceback; the cases that need no model are caught by
+`dgx validate` in well under 5 s each."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from dgx.grpo.cli import main
+
+BASE = """model: {name: shapes}
+sampler: {steps: 4, guidance: 2.0}
+reward: {name: ink}
+train: {iterations: 1, prompts_per_iter: 2, group_size: 2}
+eval: {max_prompts: 2}
+"""
+
+
+def edit(old: str, new: str) -> str:
+    assert old in BASE
+    return BASE.replace(old, new)
+
+
+def ablation(body: str) -> str:
+    return "base:\n" + "".join(f"  {line}\n" for line in BASE.splitlines()) + body
+
+
+# (case, config text, expected text of the error line); each is checked by `dgx validate FILE`
+CONFIGS = [
+    ("lr inf", edit("group_size: 2}", "group_size: 2, lr: .inf}"), "train.lr: Input should be a finite number"),
+    ("lr nan", edit("group_size: 2}", "group_size: 2, lr: .nan}"), "train.lr: Input should be a finite number"),
+    (
+        "lr 1e30",
+        edit("group_size: 2}", "group_size: 2, lr: 1.0e+30}"),
+        "train.lr: Input should be less than or equal to 1",
+    ),
+    ("lr negative", edit("group_size: 2}", "group_size: 2, lr: -1.0e-4}"), "train.lr: Input should be greater than 0"),
+    ("lr text", edit("group_size: 2}", "group_size: 2, lr: fast}"), "train.lr: Input should be a valid number"),
+    ("iterations bool", edit("iterations: 1", "iterations: true"), "train.iterations: Value error, expected a number"),
+    ("group_size bool", edit("group_size: 2", "group_size: false"), "train.group_size: Value error, expected a number"),
+    ("guidance bool", edit("guidance: 2.0", "guidance: yes"), "sampler.guidance: Value error, expected a number"),
+    ("init list with bool", edit("eval:", "calibrate: {init: [true, 1, 1, 1]}\neval:"), "calibrate.init: Value error"),
+    (
+        "group_size 1",
+        edit("group_size: 2", "group_size: 1"),
+        "train.group_size: Input should be greater than or equal to 2",
+    ),
+    ("steps 0", edit("steps: 4", "steps: 0"), "sampler.steps: Input should be greater than or equal to 1"),
+    ("timestep_fraction 0", edit("group_size: 2}", "group_size: 2, timestep_fraction: 0}"), "train.timestep_fraction"),
+    ("timestep_fraction 2", edit("group_size: 2}", "group_size: 2, timestep_fraction: 2}"), "train.timestep_fraction"),
+    ("ema 1.5", edit("group_size: 2}", "group_size: 2, ema: 1.5}"), "train.ema: Input should be less than 1"),
+    ("clip_range 0", edit("group_size: 2}", "group_size: 2, clip_range: 0}"), "train.clip_range"),
+    ("kl_beta negative", edit("group_size: 2}", "group_size: 2, kl_beta: -1}"), "train.kl_beta"),
+    ("eps2 0", edit("eval:", "calibrate: {eps2: 0}\neval:"), "calibrate.eps2"),
+    ("dtype float64", edit("name: shapes}", "name: shapes, dtype: float64}"), "model.dtype: Input should be"),
+    ("device gpu", BASE + "device: gpu\n", "device: Input should be 'auto' or 'cpu'"),
+    ("kl reverse", edit("group_size: 2}", "group_size: 2, kl: reverse}"), "train.kl: Input should be"),
+    ("adv_std bad", edit("group_size: 2}", "group_size: 2, adv_std: tag}"), "train.adv_std: Input should be"),
+    ("prompt_sampling bad", edit("group_size: 2}", "group_size: 2, prompt_sampling: tags}"), "train.prompt_sampling"),
+    ("ode_steps text", edit("name: ink}", "name: ink, ode_steps: all}"), "reward.ode_steps"),
+    ("ode_steps 0", edit("name: ink}", "name: ink, ode_steps: 0}"), "reward.ode_steps: 0 must be 't' or between 1"),
+    (
+        "ode_steps > steps",
+        edit("name: ink}", "name: ink, ode_steps: 9}"),
+        "reward.ode_steps: 9 must be 't' or between 1 and sampler.steps = 4",
+    ),
+    ("unknown top key", BASE + "trian: {}\n", "trian: unknown key; did you mean 'train'?"),
+    (
+        "unknown nested key",
+        edit("group_size: 2}", "group_size: 2, lrr: 1.0e-3}"),
+        "train.lrr: unknown key; did you mean 'lr'",
+    ),
+    ("unknown reward", edit("name: ink}", "name: pickscor}"), "reward.name: unknown reward 'pickscor'"),
+    ("unknown model", edit("name: shapes}", "name: sd35}"), "model.name: unknown model 'sd35'"),
+    ("unknown sampler", edit("steps: 4,", "name: sdee, steps: 4,"), "sampler.name: unknown sampler 'sdee'"),
+    (
+        "unknown noise",
+        edit("guidance: 2.0}", "guidance: 2.0, noise: {name: calibrate}}"),
+        "unknown noise 'calibrate'; did you mean 'calibrated'?",
+    ),
+    ("unknown credit", edit("name: ink}", "name: ink, credit: dense}"), "reward.credit: unknown credit 'dense'"),
+    (
+        "unknown evaluation",
+        edit("max_prompts: 2}", "max_prompts: 2, name: geneval_shape}"),
+        "eval.name: unknown evaluation 'geneval_shape'",
+    ),
+    (
+        "unknown weighted part",
+        edit("name: ink}", "name: weighted, weights: {inkk: 1.0}}"),
+        "reward.weights.inkk: unknown reward 'inkk'",
+    ),
+    (
+        "noise window reversed",
+        edit("guidance: 2.0}", "guidance: 2.0, noise: {window: [3, 2]}}"),
+        "sampler.noise.window: [3, 2] must satisfy 0 <= start < stop",
+    ),
+    (
+        "noise window too long",
+        edit("guidance: 2.0}", "guidance: 2.0, noise: {window: [0, 9]}}"),
+        "sampler.noise.window: [0, 9] must satisfy",
+    ),
+    (
+        "noise window negative",
+        edit("guidance: 2.0}", "guidance: 2.0, noise: {window: [-1, 2]}}"),
+        "sampler.noise.window",
+    ),
+    ("noise a negative", edit("guidance: 2.0}", "guidance: 2.0, noise: {a: -0.7}}"), "sampler.noise.a"),
+    (
+        "ode sampler with noise",
+        edit("steps: 4,", "name: ode, noise: {a: 0.5}, steps: 4,"),
+        "sampler.name: the ode sampler takes no noise",
+    ),
+    (
+        "ode sampler calibrated",
+        edit("steps: 4,", "name: ode, noise: {name: calibrated}, steps: 4,"),
+        "the ode sampler takes no noise",
+    ),
+    (
+        "calibrate.init length",
+        edit("eval:", "calibrate: {init: [0.5, 0.5]}\neval:"),
+        "calibrate.init: has 2 values but sampler.steps is 4",
+    ),
+    (
+        "calibrate.init negative",
+        edit("eval:", "calibrate: {init: -0.5}\neval:"),
+        "calibrate.init: psi values must be >= 0",
+    ),
+    (
+        "lora target with space",
+        edit("group_size: 2}", "group_size: 2, lora_targets: ['to q']}"),
+        "train.lora_targets: expected module names",
+    ),
+    (
+        "lora targets empty",
+        edit("group_size: 2}", "group_size: 2, lora_targets: []}"),
+        "train.lora_targets: expected module names",
+    ),
+    (
+        "resolution 30",
+        edit("name: shapes}", "name: shapes, resolution: 30}"),
+        "model.resolution: 30 px is not a multiple of 16",
+    ),
+    (
+        "resolution negative",
+        edit("name: shapes}", "name: shapes, resolution: -16}"),
+        "model.resolution: Input should be greater than 0",
+    ),
+    (
+        "prompts file without path",
+        BASE + "prompts: {name: file}\n",
+        "prompts.path: prompts.name = file needs prompts.path",
+    ),
+    (
+        "prompts file missing",
+        BASE + "prompts: {name: file, path: no_such_prompts.txt}\n",
+        "prompts.path: prompt file 'no_such_prompts.txt' not found",
+    ),
+    (
+        "prompts file empty",
+        BASE + "prompts: {name: file, path: empty.txt}\n",
+        "prompts.path: prompt file 'empty.txt' is empty",
+    ),
+    (
+        "eval prompts missing",
+        edit("max_prompts: 2}", "max_prompts: 2, prompts_file: nope.jsonl}"),
+        "eval.prompts_file: prompt file 'nope.jsonl' not found",
+    ),
+    ("duplicate top key", BASE + "model: {name: sd3}\n", "duplicate key 'model' (first at line 1)"),
+    ("duplicate nested key", edit("iterations: 1,", "iterations: 1, iterations: 2,"), "duplicate key 'iterations'"),
+    ("invalid YAML", BASE + "train: {lr: [1\n", "invalid YAML"),
+    ("top level list", "- model\n- reward\n", "top level must be a mapping, got list"),
+    ("empty file", "", "empty file"),
+    ("seeds repeated", ablation("variants: {a: {}}\nseeds: [0, 0]\n"), "seeds: [0, 0] repeats a seed"),
+    ("seeds empty", ablation("variants: {a: {}}\nseeds: []\n"), "seeds: empty"),
+    ("seeds text", ablation("variants: {a: {}}\nseeds: [zero]\n"), "seeds: expected a list of integers"),
+    ("seeds bool", ablation("variants: {a: {}}\nseeds: [true]\n"), "seeds: expected a list of integers"),
+    ("variants a list", ablation("variants: [a, b]\n"), "variants: expected a mapping of name -> overrides"),
+    ("variant name with space", ablation("variants: {'a b': {}}\n"), "variant names must be letters"),
+    ("variant overrides a list", ablation("variants: {a: [1]}\n"), "variants.a: expected a mapping of overrides"),
+    (
+        "variant bad value",
+        ablation("variants: {a: {train: {lr: .inf}}}\n"),
+        "variants.a.train.lr: Input should be a finite number",
+    ),
+    (
+        "ablation unknown key",
+        ablation("varients: {a: {}}\n"),
+        "varients: unknown top-level key of an ablation; did you mean 'variants'?",
+    ),
+    ("base a list", "base: [1]\nvariants: {a: {}}\n", "base: expected a mapping"),
+    ("registry file missing", "registry: nope.yaml\n" + BASE, "nope.yaml: registry file not found"),
+    (
+        "registry impl does not import",
+        "registry: reg_bad_impl.yaml\n" + edit("name: ink}", "name: mine}"),
+        "reward.name: 'mine' (",
+    ),
+    ("registry invalid YAML", "registry: reg_invalid.yaml\n" + BASE, "reg_invalid.yaml: invalid YAML"),
+    ("registry unknown section", "registry: reg_section.yaml\n" + BASE, "unknown registry section 'reward'"),
+    (
+        "registry entry without impl",
+        "registry: reg_no_impl.yaml\n" + BASE,
+        "rewards.mine: needs an 'impl: module:attr' entry",
+    ),
+]
+
+REGISTRIES = {
+    "reg_bad_impl.yaml": "rewards:\n  mine: {impl: 'no_such_module:Reward', description: x}\n",
+    "reg_invalid.yaml": "rewards: {mine: [\n",
+    "reg_section.yaml": "reward:\n  mine: {impl: 'dgx.rewards.ink:Ink'}\n",
+    "reg_no_impl.yaml": "rewards:\n  mine: {description: x}\n",
+}
+
+
+def one_line_error(output: str) -> str:
+    """The error line of a failed command (exactly one line starts with 'error:'), checked to be a message."""
+    assert "Traceback" not in output, output
+    errors = [line for line in output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, output
+    return errors[0]
+
+
+@pytest.fixture
+def folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty.txt").write_text("\n\n")
+    for name, text in REGISTRIES.items():
+        (tmp_path / name).write_text(text)
+    return tmp_path
+
+
+@pytest.mark.parametrize("case,text,expected", CONFIGS, ids=[c[0] for c in CONFIGS])
+def test_a_malformed_config_is_one_line_from_validate(folder, case, text, expected):
+    (folder / "cfg.yaml").write_text(text)
+    t0 = time.perf_counter()
+    res = CliRunner().invoke(main, ["validate", "cfg.yaml"])
+    seconds = time.perf_counter() - t0
+    assert res.exit_code == 2, res.output
+    line = one_line_error(res.output)
+    assert expected in line, line
+    assert "cfg.yaml" in line or "reg_" in line or "nope.yaml" in line  # names where
+    assert seconds < 5
+
+
+# (case, files to write, command, expected text); commands other than validate, still before any model loads
+# (or with the tiny shapes model only)
+COMMANDS = [
+    ("binary config", {"cfg.bin": b"\x00\xff\x10binary"}, ["validate", "cfg.bin"], "cfg.bin: not a text file"),
+    (
+        "png config",
+        {"cfg.png": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"},
+        ["validate", "cfg.png"],
+        "cfg.png: not a text file",
+    ),
+    ("config missing", {}, ["validate", "missing.yaml"], "missing.yaml: file not found"),
+    ("config is a folder", {"sub/x.txt": b""}, ["validate", "sub"], "sub: is a folder, not a file"),
+    (
+        "--set without =",
+        {"cfg.yaml": BASE.encode()},
+        ["validate", "cfg.yaml", "--set", "train.lr"],
+        "expected KEY=VALUE",
+    ),
+    (
+        "--set unknown key",
+        {"cfg.yaml": BASE.encode()},
+        ["validate", "cfg.yaml", "--set", "train.lrr=1"],
+        "--set train.lrr: unknown key",
+    ),
+    (
+        "--set bad YAML",
+        {"cfg.yaml": BASE.encode()},
+        ["validate", "cfg.yaml", "--set", "train.lr=[1"],
+        "value is not valid YAML",
+    ),
+    (
+        "--set inf",
+        {"cfg.yaml": BASE.encode()},
+        ["validate", "cfg.yaml", "--set", "train.lr=.inf"],
+        "--set train.lr: Input should be a finite number",
+    ),
+    (
+        "run --only unknown",
+        {"cfg.yaml": BASE.encode()},
+        ["run", "cfg.yaml", "--only", "nope"],
+        "--only nope: no such variant",
+    ),
+    (
+        "calibrate --variant unknown",
+        {"cfg.yaml": BASE.encode()},
+        ["calibrate", "cfg.yaml", "--variant", "nope"],
+        "no variant 'nope'",
+    ),
+    (
+        "run --out under a file",
+        {"cfg.yaml": BASE.encode(), "afile": b"x"},
+        ["run", "cfg.yaml", "--out", "afile/out"],
+        "--out afile/out: cannot write there",
+    ),
+    (
+        "eval --out under a file",
+        {"cfg.yaml": BASE.encode(), "afile": b"x"},
+        ["eval", "cfg.yaml", "--out", "afile/out"],
+        "--out afile/out: cannot write there",
+    ),
+    (
+        "eval --adapter missing",
+        {"cfg.yaml": BASE.encode()},
+        ["eval", "cfg.yaml", "--adapter", "no_run"],
+        "no_run: no adapter.safetensors found",
+    ),
+    ("registry --file missing", {}, ["registry", "--file", "nope.yaml"], "nope.yaml: registry file not found"),
+    ("registry --section unknown", {}, ["registry", "--section", "reward"], "unknown section 'reward'"),
+    (
+        "registry --file malformed",
+        {"r.yaml": b"rewards: {x: ["},
+        ["registry", "--file", "r.yaml"],
+        "r.yaml: invalid YAML",
+    ),
+    ("push a folder that is no run", {"norun/x.txt": b""}, ["push", "norun", "--repo-id", "a/b", "--dry-run"], "norun"),
+    (
+        "bench config missing",
+        {},
+        ["bench", "--config", "missing.yaml", "--report-only"],
+        "missing.yaml: file not found",
+    ),
+]
+
+
+@pytest.mark.parametrize("case,files,args,expected", COMMANDS, ids=[c[0] for c in COMMANDS])
+def test_a_malformed_command_is_one_line(folder, case, files, args, expected):
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code != 0, res.output
+    line = one_line_error(res.output)
+    assert expected in line, line
+
+
+def test_the_table_covers_at_least_sixty_inputs():
+    assert len(CONFIGS) + len(COMMANDS) >= 60
+
+
+def test_implausible_sizes_warn_but_validate(folder):
+    (folder / "cfg.yaml").write_text(edit("group_size: 2}", "group_size: 1000000000}"))
+    res = CliRunner().invoke(main, ["validate", "cfg.yaml"])
+    assert res.exit_code == 0 and "warning: " in res.output and "implausibly large" in res.output
+
+
+def test_a_valid_config_still_validates(folder):
+    (folder / "cfg.yaml").write_text(BASE)
+    res = CliRunner().invoke(main, ["validate", "cfg.yaml"])
+    assert res.exit_code == 0 and "OK" in res.output
+    assert Path("cfg.yaml").is_file()
