@@ -197,3 +197,32 @@ def test_a_reward_of_the_wrong_shape_or_type_is_named(tmp_path, tiny_pipe_dir, i
     with pytest.raises(RewardError, match=message):
         train(cfg, tmp_path / "run", registry=Registry([tmp_path / "reg.yaml"]))
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_psi_records_what_it_was_calibrated_from(tmp_path, tiny_pipe_dir):
+    from dgx.grpo.calibrate import calibrate, psi_matches
+
+    cfg = tiny_config(tmp_path, tiny_pipe_dir)
+    cfg.calibrate.iterations, cfg.calibrate.prompts, cfg.calibrate.group_size, cfg.calibrate.check_prompts = 1, 2, 2, 1
+    psi = calibrate(cfg, tmp_path / "cal", Registry([tmp_path / "reg.yaml"]))
+    assert psi_matches(psi, cfg)
+    assert psi_matches(psi, cfg.model_copy(update={"train": cfg.train.model_copy(update={"iterations": 9})}))
+    other = cfg.model_copy(deep=True)
+    other.sampler.noise.a = 0.5
+    assert not psi_matches(psi, other)  # --resume calibrates again
+    data = json.loads(psi.read_text())
+    data.pop("fingerprint")
+    psi.write_text(json.dumps(data))
+    assert not psi_matches(psi, cfg)  # a psi.json that does not say what it came from is not trusted
+
+
+def test_calibration_refuses_non_finite_dense_rewards(tmp_path, tiny_pipe_dir, monkeypatch):
+    import dgx.grpo.calibrate as calibrate
+
+    cfg = tiny_config(tmp_path, tiny_pipe_dir)
+    cfg.calibrate.iterations, cfg.calibrate.prompts, cfg.calibrate.group_size = 1, 2, 2
+    dense = calibrate.dense_rewards
+    monkeypatch.setattr(calibrate, "dense_rewards", lambda *a, **k: dense(*a, **k) * float("nan"))
+    with pytest.raises(TrainingError, match="calibration iteration 0: .* non-finite dense rewards .* no psi.json"):
+        calibrate.calibrate(cfg, tmp_path / "cal", Registry([tmp_path / "reg.yaml"]))
+    assert not (tmp_path / "cal" / "psi.json").exists()

@@ -313,7 +313,9 @@ seeds: [0]
     assert (out / "dense_grpo/seed_0/eval/summary.json").stat().st_mtime_ns == stamp  # finished runs are skipped
     bad = CliRunner().invoke(main, ["run", str(abl), "--only", "dense_grpoo"])
     assert bad.exit_code == 2 and "did you mean 'dense_grpo'" in bad.output
+    before = {f: f.stat().st_mtime_ns for f in out.rglob("*") if f.is_file()}
     changed = CliRunner().invoke(main, ["run", str(abl), "--out", str(out), "--resume", "--set", "train.lr=0.5"])
+    assert {f: f.stat().st_mtime_ns for f in out.rglob("*") if f.is_file()} == before  # refused before any work
     assert (
         changed.exit_code == 2 and "train.lr changed" in changed.output
     )  # not silently trained on with other settings
