@@ -976,10 +976,10 @@ def test_checkpoint_written_on_a_gpu_resumes_on_a_cpu(tmp_path, monkeypatch):
 
 
 def test_metrics_log_writes_jsonl_csv_and_per_step_tensorboard_curves(tmp_path):
-    from dgx.grpo.metrics import MetricsLog
+    from dgx.grpo.metrics import MetricsLog, make_trackers
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    log = MetricsLog(tmp_path)
+    log = MetricsLog(tmp_path, trackers=make_trackers(["tensorboard"], tmp_path, "run"))
     for it in range(3):
         log.log({"iteration": it, "reward_mean": 0.5 + it, "dense_pos": [0.1 * it, 0.2], "grid": [1.0, 0.5, 0.0]})
     log.close()

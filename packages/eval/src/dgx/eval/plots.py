@@ -240,3 +240,29 @@ def plot_samples(evals: dict[str, Path], out: Path, max_columns: int = 12) -> Pa
     score = next((k for k, v in recs[next(iter(recs))][0].items() if k != "index" and isinstance(v, float)), None)
     notes = {n: [f"{score} {r[score]:.3g}" for r in rs] for n, rs in recs.items()} if score else None
     return sample_grid(rows, [r["prompt"] for r in next(iter(recs.values()))], out, verdicts, notes)
+
+
+def plot_test_curve(runs: dict[str, list[Path]], out: Path) -> Path | None:
+    """The evaluation during training (``eval_curve.jsonl``, one row per evaluation): per method the test score
+    (mean over seeds) and its gain over the base model on the same images (± standard error, first seed)."""
+    curves = {name: [r for r in _rows(files) if r] for name, files in runs.items()}
+    curves = {name: rows for name, rows in curves.items() if rows}
+    if not curves:
+        return None
+    fig, (score_ax, gain_ax) = plt.subplots(1, 2, figsize=(9, 3.6))
+    metric = next(iter(curves.values()))[0][0]["metric"]
+    for name, rows in curves.items():
+        n = min(len(r) for r in rows)
+        x = np.array([row["iteration"] + 1 for row in rows[0][:n]])
+        score_ax.plot(x, np.mean([[row["score"] for row in r[:n]] for r in rows], axis=0), marker="o", label=name)
+        if "gain" in rows[0][0]:
+            gain = np.array([row["gain"] for row in rows[0][:n]])
+            se = np.array([row["gain_se"] for row in rows[0][:n]])
+            gain_ax.errorbar(x, gain, yerr=se, marker="o", capsize=3, label=name)
+    gain_ax.axhline(0, color="grey", linewidth=0.8)
+    score_ax.set(xlabel="iterations trained", title=f"test {metric} (subset)")
+    gain_ax.set(xlabel="iterations trained", title="gain over the base model (± SE)")
+    for ax in (score_ax, gain_ax):
+        if ax.lines:
+            ax.legend(fontsize=7)
+    return _save(fig, out)

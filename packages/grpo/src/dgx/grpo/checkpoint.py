@@ -75,8 +75,10 @@ def save(
     psi_path: Path | None = None,
     keep: int = 2,
     write: bool = True,
+    keep_every: int | None = None,
 ) -> Path:
-    """Write checkpoint ``iter_{iteration}`` and point ``latest`` at it; keep the last ``keep``.
+    """Write checkpoint ``iter_{iteration}`` and point ``latest`` at it; keep the newest ``keep`` (this one
+    included) and the milestones: those after every ``keep_every``-th iteration.
 
     Under several processes every process calls it (FSDP2 shards are gathered) and only the one
     with ``write`` writes.
@@ -106,9 +108,26 @@ def save(
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     write_text_atomic(ckpt_root / "latest", final.name)
-    for old in sorted(p for p in ckpt_root.glob("iter_*") if p != final)[: -keep or None] if keep else []:
-        shutil.rmtree(old, ignore_errors=True)
+    older = sorted(p for p in ckpt_root.glob("iter_*") if p != final)
+    for old in older[: len(older) - (keep - 1)] if keep > 1 else older:
+        if keep_every is None or (int(old.name.split("_")[1]) + 1) % keep_every:
+            shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def keep_best(ckpt_root: Path, final: Path, score: float, metric: str) -> bool:
+    """Copy checkpoint ``final`` to ``ckpt_root/best`` if ``score`` beats the best so far (``best/best.json``)."""
+    best = ckpt_root / "best"
+    record = best / "best.json"
+    if record.is_file() and json.loads(record.read_text())["score"] >= score:
+        return False
+    tmp = ckpt_root / ".tmp_best"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(final, tmp)
+    (tmp / "best.json").write_text(json.dumps({"iteration": iteration(final), "metric": metric, "score": score}))
+    shutil.rmtree(best, ignore_errors=True)
+    os.replace(tmp, best)
+    return True
 
 
 MANIFEST = "manifest.json"

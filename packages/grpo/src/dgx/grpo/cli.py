@@ -189,11 +189,16 @@ def bench_cmd(config: Path, quick: bool, resume: bool, report_only: bool) -> Non
 @click.option("--private", is_flag=True, help="Create the repository as private.")
 @click.option("--revision", default=None, help="Branch to push to.")
 @click.option("--dry-run", is_flag=True, help="List what would be uploaded; upload nothing.")
-def push(run_dir: Path, repo_id: str, private: bool, revision: str | None, dry_run: bool) -> None:
+@click.option(
+    "--checkpoint", default=None, help="A kept checkpoint instead of the latest: iter_NNNNN (a milestone) or best."
+)
+def push(
+    run_dir: Path, repo_id: str, private: bool, revision: str | None, dry_run: bool, checkpoint: str | None
+) -> None:
     """Export a trained run (diffusers LoRA, config, psi, metrics, model card) and push it to the Hub."""
     from dgx.grpo.hub import push_run
 
-    for line in push_run(run_dir, repo_id, private=private, revision=revision, dry_run=dry_run):
+    for line in push_run(run_dir, repo_id, private=private, revision=revision, dry_run=dry_run, checkpoint=checkpoint):
         click.echo(line)
 
 

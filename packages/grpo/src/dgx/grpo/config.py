@@ -155,6 +155,15 @@ class TrainConfig(_Strict):
         False, description="recompute the transformer blocks' activations in the backward pass (less memory, more time)"
     )
     save_every: int = Field(5, ge=1, description="checkpoint every N iterations")
+    keep_last: int = Field(2, ge=1, description="checkpoints kept (the newest), besides milestones and the best")
+    keep_every: int | None = Field(
+        None, ge=1, description="milestones: the checkpoint after every N-th iteration is kept for good (None = none)"
+    )
+    log_with: list[str] = Field(
+        default_factory=lambda: ["tensorboard"],
+        description="experiment trackers (accelerate's): tensorboard, wandb, mlflow, comet_ml, aim, clearml, dvclive, "
+        "swanlab, trackio; [] for the JSONL/CSV files only. wandb logs offline with WANDB_MODE=offline",
+    )
 
 
 class CalibrateConfig(_Strict):
@@ -194,6 +203,15 @@ class EvalConfig(_Strict):
     prompts_file: str | None = Field(None, description="JSONL metadata / prompt file for real benchmarks")
     max_prompts: int | None = Field(None, ge=1, description="evaluate only the first N prompts")
     batch: int = Field(64, ge=1)
+    every: int | None = Field(
+        None,
+        ge=1,
+        description="evaluate during training every N iterations (and after the last) on a fixed test subset, paired "
+        "with the base model's images: a test-score curve, sample grids and the best checkpoint (None = off)",
+    )
+    every_images: int = Field(
+        32, ge=1, description="images of the evaluation during training: the first N test prompts, one image each"
+    )
     metrics: dict[str, dict] | None = Field(
         None,
         description="drawbench: metric name (aesthetic, pickscore, imagereward) -> "
@@ -484,6 +502,16 @@ def _cross_field(cfg: RunConfig, data: dict) -> tuple[tuple, str] | None:
         )
     if cfg.model.resolution is not None and cfg.model.resolution % 16:
         return ("model", "resolution"), f"{cfg.model.resolution} px is not a multiple of 16 (VAE factor 8 x patch 2)"
+    for name in cfg.train.log_with:
+        from dgx.grpo.metrics import missing_tracker
+
+        if why := missing_tracker(name):
+            return ("train", "log_with"), why
+    if cfg.train.keep_every is not None and cfg.train.keep_every % cfg.train.save_every:
+        return ("train", "keep_every"), (
+            f"{cfg.train.keep_every} is not a multiple of train.save_every = {cfg.train.save_every}: a milestone must "
+            "be a saved checkpoint"
+        )
     if cfg.prompts.name == "file" and not cfg.prompts.path:
         return ("prompts", "path"), "prompts.name = file needs prompts.path"
     for keys, file in (

@@ -65,8 +65,23 @@ def run_config(run_dir: Path) -> RunConfig:
     return RunConfig.model_validate(yaml.safe_load(path.read_text()))
 
 
-def export_run(run_dir: Path, out: Path, repo_id: str = "<repo-id>", n_samples: int = 8) -> list[Path]:
-    """Write the export of ``run_dir`` into ``out``; returns the files written."""
+def kept_checkpoint(run_dir: Path, name: str | None) -> Path:
+    """``run_dir`` itself (its latest checkpoint) when ``name`` is None, else its kept checkpoint ``name``
+    (``iter_NNNNN``, a milestone, or ``best``); an unknown name is a ConfigError listing the kept ones."""
+    if name is None:
+        return Path(run_dir)
+    ckpts = Path(run_dir) / "checkpoints"
+    if not (ckpts / name / "adapter.safetensors").is_file():
+        kept = sorted(p.name for p in ckpts.glob("*") if (p / "adapter.safetensors").is_file())
+        raise ConfigError(f"{run_dir}: no kept checkpoint {name!r} (kept: {', '.join(kept) or 'none'})")
+    return ckpts / name
+
+
+def export_run(
+    run_dir: Path, out: Path, repo_id: str = "<repo-id>", n_samples: int = 8, checkpoint: str | None = None
+) -> list[Path]:
+    """Write the export of ``run_dir`` (its latest checkpoint, or the kept ``checkpoint``) into ``out``; returns the
+    files written. The run's final evaluation goes into the card only for the latest checkpoint."""
     from dgx.eval.benchmarks import generate
     from dgx.eval.plots import sample_grid
     from dgx.grpo.build import build_model, load_prompts
@@ -78,7 +93,7 @@ def export_run(run_dir: Path, out: Path, repo_id: str = "<repo-id>", n_samples: 
     run_dir, out = Path(run_dir), Path(out)
     cfg = run_config(run_dir)
     model = build_model(cfg, Registry())
-    ckpt = load_adapter(model, cfg, run_dir)
+    ckpt = load_adapter(model, cfg, kept_checkpoint(run_dir, checkpoint))
     out.mkdir(parents=True, exist_ok=True)
     tr = model.transformer
     type(model.pipe).save_lora_weights(  # the pipeline class that will load it
@@ -87,7 +102,8 @@ def export_run(run_dir: Path, out: Path, repo_id: str = "<repo-id>", n_samples: 
         transformer_lora_adapter_metadata=tr.peft_config["default"].to_dict(),
     )
     shutil.copy(run_dir / "config.yaml", out / "config.yaml")
-    for src in [ckpt / "psi.json", run_dir / "eval" / "summary.json", run_dir / "metrics.jsonl"]:
+    final_eval = [run_dir / "eval" / "summary.json"] if checkpoint is None else []
+    for src in [ckpt / "psi.json", *final_eval, run_dir / "metrics.jsonl"]:
         if src.is_file():
             shutil.copy(src, out / ("eval_summary.json" if src.name == "summary.json" else src.name))
     prompts = [m["prompt"] for m in load_prompts(cfg, "test" if cfg.prompts.name == "shapes" else "train")[:n_samples]]
@@ -159,7 +175,13 @@ def network_errors() -> tuple[type[BaseException], ...]:
 
 
 def push_run(
-    run_dir: Path, repo_id: str, private: bool = False, revision: str | None = None, dry_run: bool = False, api=None
+    run_dir: Path,
+    repo_id: str,
+    private: bool = False,
+    revision: str | None = None,
+    dry_run: bool = False,
+    api=None,
+    checkpoint: str | None = None,
 ):
     """Export into a staging folder and upload it in one commit; yields progress lines."""
     from huggingface_hub import HfApi
@@ -167,7 +189,7 @@ def push_run(
 
     run_config(run_dir)
     with tempfile.TemporaryDirectory(prefix="dgx-export-") as tmp:
-        files = export_run(run_dir, Path(tmp), repo_id)
+        files = export_run(run_dir, Path(tmp), repo_id, checkpoint=checkpoint)
         for f in files:
             yield f"{'would upload' if dry_run else 'upload'} {f.relative_to(tmp)} ({f.stat().st_size} bytes)"
         if dry_run:

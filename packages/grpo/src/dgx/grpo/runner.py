@@ -65,6 +65,58 @@ def evaluate(model, cfg: RunConfig, out: Path, registry: Registry, seed: int | N
     )
 
 
+def headline(summary: dict) -> str:
+    """The score an evaluation is judged by: a preference score (``pickscore``), else GenEval's ``overall``, else its
+    first number."""
+    for key in ("pickscore", "overall"):
+        if key in summary:
+            return key
+    return next(k for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def evaluation_during_training(cfg: RunConfig, run_dir: Path, registry: Registry):
+    """``eval.every``'s evaluation for ``train(evaluate_during=)``, or None: the first ``eval.every_images`` test
+    prompts, one image each, with the same initial noise every time, into ``run_dir/eval_during/iter_N``; the base
+    model's images of the same prompts and noise (adapter disabled) once per call of train, into ``.../base``. Each
+    returns the scores, the headline ``score``, its ``gain`` over the base model image by image ± ``gain_se``, and
+    ``grid.png`` (the base model above the trained one) as an image for the trackers."""
+    if cfg.eval.every is None:
+        return None
+    from dgx.eval.plots import plot_samples
+    from dgx.eval.tables import paired_mean
+    from PIL import Image
+
+    sub = cfg.model_copy(deep=True)
+    sub.eval.max_prompts, sub.eval.images_per_prompt, sub.eval.min_images_per_tag = cfg.eval.every_images, 1, 0
+    folder, main = run_dir / "eval_during", process_state(cfg).is_main_process
+    base_done = []
+
+    def records(d: Path) -> list[dict]:
+        return [json.loads(ln) for ln in (d / "per_image.jsonl").read_text().splitlines()]
+
+    def at(model, iteration: int) -> tuple[dict, np.ndarray | None]:
+        if not base_done:
+            with adapter_disabled(model.transformer):
+                evaluate(model, sub, folder / "base", registry)
+            base_done.append(True)
+        out = folder / f"iter_{iteration:05d}"
+        summary = evaluate(model, sub, out, registry)
+        metric = headline(summary)
+        row = {"metric": metric, "score": summary[metric]}
+        row.update({k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        if not main:
+            return row, None
+        base, mine = records(folder / "base"), records(out)
+        key = "correct" if metric == "overall" else metric
+        if mine and key in mine[0]:
+            row["gain"], row["gain_se"] = paired_mean(base, mine, key)
+        grid = plot_samples({"base": folder / "base", f"iteration {iteration + 1}": out}, out / "grid.png")
+        images = np.asarray(Image.open(grid).convert("RGB"))[None] if grid else None
+        return row, images
+
+    return at
+
+
 def paired_reward_gain(model, cfg: RunConfig, reward, n: int, seed: int = 4321) -> dict[str, float]:
     """The config's reward of ``n`` ODE samples (eval steps and guidance, test prompts), the enabled
     adapter minus the base model (adapter disabled) on the same prompts and noise: means, gain and
@@ -230,8 +282,11 @@ def run_ablation(
             if main:
                 (ev_dir / "config.yaml").write_text(stamp)
         results["base"].append(summary)
+    total = len(run_seeds) * len(variants)  # the whole run's place and ETA, above each run's own bar
+    runs = tqdm(total=total, unit="run", disable=not main, position=0, dynamic_ncols=True)
     for seed in run_seeds:  # seed by seed, so that an interrupted run has every variant for the first seeds
         for name, vcfg in variants.items():
+            runs.set_description(f"dgx run {runs.n + 1}/{total}: {name}, seed {seed}")
             cfg = vcfg.model_copy(deep=True, update={"seed": seed})
             run_dir = out / name / f"seed_{seed}"
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -251,9 +306,12 @@ def run_ablation(
                     psi = None
                 elif not have_psi:
                     calibrate(cfg, psi.parent, registry, resume=resume)
-                model = train(cfg, run_dir, resume=resume, psi_path=psi, registry=registry)
+                during = evaluation_during_training(cfg, run_dir, registry)
+                model = train(cfg, run_dir, resume=resume, psi_path=psi, registry=registry, evaluate_during=during)
                 summary = evaluate(model, cfg, run_dir / "eval", registry)
             results.setdefault(name, []).append(summary)
+            runs.update()
+    runs.close()
     if main:
         report(out, results, {n: [out / n / f"seed_{s}" for s in run_seeds] for n in variants})
     acc.wait_for_everyone()
@@ -305,12 +363,16 @@ def prompt_draws(run_dir: Path) -> str | None:
     )
 
 
+def iteration_seconds(row: dict) -> float:
+    """One metrics row's training seconds: rollout + credit + update."""
+    return sum(row.get(k, 0.0) for k in ("seconds_rollout", "seconds_credit", "seconds_train"))
+
+
 def training_cost(rows: list[dict]) -> dict[str, float]:
     """Seconds (rollout + credit + update) and model calls per iteration of one run's metrics rows, and its
     peak GPU memory where every row logged one (``gpu_peak_gib``: building, sharding and training)."""
-    phases = ("seconds_rollout", "seconds_credit", "seconds_train")
     cost = {
-        "seconds_per_iter": float(np.mean([sum(r.get(k, 0.0) for k in phases) for r in rows])),
+        "seconds_per_iter": float(np.mean([iteration_seconds(r) for r in rows])),
         "model_calls_per_iter": float(np.mean([r["model_calls"] for r in rows])),
     }
     if all("gpu_peak_gib" in r for r in rows):
@@ -319,6 +381,21 @@ def training_cost(rows: list[dict]) -> dict[str, float]:
 
 
 SCORES = ("pickscore",)  # benchmark scores that lead the tables, before GenEval's verdicts
+
+
+def evaluation_overhead(run_dirs: dict[str, list[Path]]) -> list[str]:
+    """Per run with ``eval_curve.jsonl``: the seconds its evaluations during training took, against the seconds of
+    its training iterations (metrics.jsonl), as one line each."""
+    lines = []
+    for name, dirs in run_dirs.items():
+        for d in dirs:
+            if not (d / "eval_curve.jsonl").is_file() or not (d / "metrics.jsonl").is_file():
+                continue
+            ev = sum(json.loads(ln)["seconds"] for ln in (d / "eval_curve.jsonl").read_text().splitlines())
+            rows = [json.loads(ln) for ln in (d / "metrics.jsonl").read_text().splitlines()]
+            tr = sum(iteration_seconds(r) for r in rows)
+            lines.append(f"- {name}/{d.name}: {ev:.1f} s of evaluation, {tr:.1f} s of training ({ev / tr:.1%})")
+    return lines
 
 
 def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[Path]]) -> None:
@@ -330,6 +407,7 @@ def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[P
         plot_psi,
         plot_reward_difference,
         plot_samples,
+        plot_test_curve,
     )
     from dgx.eval.tables import write_gain_table, write_tables
 
@@ -378,6 +456,9 @@ def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[P
         plot_reward_difference(paired, out / "reward_difference.png"),
         plot_dense_per_timestep(metrics, out / "dense_per_timestep.png"),
         plot_latent_reward(metrics, out / "latent_reward.png"),
+        plot_test_curve(
+            {n: [d / "eval_curve.jsonl" for d in dirs] for n, dirs in run_dirs.items()}, out / "test_curve.png"
+        ),
     ]
     for name, dirs in run_dirs.items():
         psi = dirs[0] / "calibration" / "psi.json"
@@ -419,6 +500,9 @@ def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[P
             ]
     if cost:
         lines += [f"Cost per training iteration (ratio to `{ref}`, measured in this run):", "", cost_md]
+    overhead = evaluation_overhead(run_dirs)
+    if overhead:
+        lines += ["Evaluation during training (`eval.every`), its seconds against the training's:", "", *overhead, ""]
     if balance:
         lines += [
             "Calibration: mean over steps of |#(dR > 0) - #(dR < 0)| / N on the same fresh samples, for the "

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -40,7 +40,7 @@ from dgx.grpo.config import RunConfig
 from dgx.grpo.distributed import check_supported
 from dgx.grpo.errors import ConfigError, TrainingError
 from dgx.grpo.loss import LossOutput, grpo_loss
-from dgx.grpo.metrics import MetricsLog
+from dgx.grpo.metrics import MetricsLog, flat_scalars, make_trackers
 from dgx.grpo.registry import Registry
 from dgx.sampler import rollout, sample_generator
 from diffusers.optimization import get_scheduler
@@ -109,11 +109,16 @@ def train(
     registry: Registry | None = None,
     accelerator: Accelerator | None = None,
     stop_after: int | None = None,
+    evaluate_during: Callable | None = None,
 ):
     """Train one config into ``run_dir``; returns the model with its trained adapter enabled (under FSDP2
     the model trains sharded, and an unsharded one with the trained adapter is returned).
 
     ``stop_after`` ends the loop after that many iterations of this call (to test resuming).
+    ``evaluate_during(model, iteration)`` (with ``eval.every``) returns a row of test scores and a uint8 NHWC grid of
+    sample images (or None); every process calls it, the main one logs the row to ``eval_curve.jsonl`` and the
+    trackers (as ``test/...``) and the images to the trackers, and keeps ``checkpoints/best`` by the row's
+    ``score``.
     """
     registry = registry or Registry()
     acc = accelerator or Accelerator(cpu=cfg.device == "cpu")
@@ -168,7 +173,13 @@ def train(
         if ema is not None and ema_state is not None:
             ema = {k: checkpoint.like(v, ema[k]) for k, v in ema_state.items()}
         start = done + 1
-    metrics = MetricsLog(run_dir, resume_after=start - 1) if acc.is_main_process else None
+    if sharded and evaluate_during is not None and tc.iterations:
+        raise ConfigError("eval.every: evaluation during training needs an unsharded model; off under FSDP2")
+    metrics = curve = None
+    if acc.is_main_process:
+        trackers = make_trackers(tc.log_with, run_dir, f"{run_dir.parent.name}/{run_dir.name}")
+        metrics = MetricsLog(run_dir, start - 1, trackers, tracker_config(cfg))
+        curve = MetricsLog(run_dir, start - 1, name="eval_curve") if evaluate_during is not None else None
 
     end = tc.iterations if stop_after is None else min(tc.iterations, start + stop_after)
     bar = tqdm(
@@ -265,10 +276,30 @@ def train(
             metrics.log(row)
         if cuda:
             torch.cuda.reset_peak_memory_stats(acc.device)
-        if (it + 1) % tc.save_every == 0 or it + 1 == tc.iterations:
-            checkpoint.save(
-                ckpts, it, get_peft_model_state_dict(base), opt, sched, ema, psi_path, write=acc.is_main_process
+        evaluating = evaluate_during is not None and ((it + 1) % cfg.eval.every == 0 or it + 1 == tc.iterations)
+        if (it + 1) % tc.save_every == 0 or it + 1 == tc.iterations or evaluating:
+            saved = checkpoint.save(
+                ckpts,
+                it,
+                get_peft_model_state_dict(base),
+                opt,
+                sched,
+                ema,
+                psi_path,
+                keep=tc.keep_last,
+                write=acc.is_main_process,
+                keep_every=tc.keep_every,
             )
+        if evaluating:
+            t0 = time.perf_counter()
+            row, grid_images = evaluate_during(model, it)
+            row = {"iteration": it, **row, "seconds": time.perf_counter() - t0}
+            if curve is not None:
+                curve.log(row)
+                metrics.track({f"test/{k}": v for k, v in flat_scalars(row).items()}, it)
+                if grid_images is not None:
+                    metrics.log_images("test/samples", grid_images, it)
+                checkpoint.keep_best(ckpts, saved, row["score"], row["metric"])
         acc.wait_for_everyone()
     if metrics is not None:
         metrics.close()
@@ -286,6 +317,21 @@ def train(
     add_lora(model.transformer, cfg)
     set_peft_model_state_dict(model.transformer, adapter)
     return model
+
+
+def tracker_config(cfg: RunConfig) -> dict:
+    """The run's config as flat ``section.key`` scalars (what trackers store as hyperparameters)."""
+    out = {}
+
+    def walk(node: dict, prefix: str) -> None:
+        for k, v in node.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            else:
+                out[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
+
+    walk(cfg.model_dump(mode="json"), "")
+    return out
 
 
 def finite_state(acc: Accelerator, params: list[torch.Tensor], opt: torch.optim.Optimizer) -> bool:
