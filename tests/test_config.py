@@ -330,3 +330,27 @@ def test_registry_module_beside_the_registry_file_and_builder_defaults(tmp_path)
     run, reg = cfg.variants["default"], cfg.registry()
     assert build_reward(run, reg)(torch.full((2, 3, 4, 4), 0.25), ["a", "b"]).tolist() == [0.25, 0.25]
     assert build_model(run, reg) == {"path": "", "msl": 7, "resolution": 64, "width": 3}
+
+
+def test_an_argument_a_reward_does_not_take_is_a_config_error_naming_the_key(tmp_path):
+    from dgx.grpo.build import build_reward
+
+    (tmp_path / "reg.yaml").write_text(
+        "rewards:\n  inky: {impl: 'dgx.rewards.ink:Ink', description: x, defaults: {background: 0.5, colour: 3}}\n"
+    )
+    cfg = load(write(tmp_path, "registry: reg.yaml\nreward: {name: inky}\n")).variants["default"]
+    with pytest.raises(
+        ConfigError,
+        match=r"rewards.inky.defaults.colour \(.*reg.yaml\): the reward 'inky' takes no 'colour' \(it takes background\)",
+    ):
+        build_reward(cfg, Registry([tmp_path / "reg.yaml"]))
+    for key, value in (("path", "some/model"), ("processor_path", "x"), ("partial", False)):
+        cfg = load(write(tmp_path, f"reward: {{name: ink, {key}: {value}}}\n", "c.yaml")).variants["default"]
+        with pytest.raises(ConfigError, match=f"reward.{key}: the reward 'ink' takes no '{key}'"):
+            build_reward(cfg, Registry())
+    ok = load(write(tmp_path, "reward: {name: ink}\n", "ok.yaml")).variants["default"]
+    assert build_reward(ok, Registry(), device="cpu").reward.background == 0.6  # ink takes no device: none is given
+    with pytest.raises(TypeError):
+        from dgx.rewards.pickscore import PickScore
+
+        PickScore(pth="typo")  # the classes themselves take only their own arguments

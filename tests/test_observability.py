@@ -139,7 +139,11 @@ def test_evaluation_during_training_milestones_best_resume_and_push(tmp_path, ti
 def test_dgx_run_shows_its_place_in_the_whole_run(tmp_path, tiny_pipe_dir, capfd):
     tiny_config(tmp_path, tiny_pipe_dir)
     abl = tmp_path / "abl.yaml"
-    text = ABLATION.format(pipe=tiny_pipe_dir).replace("iterations: 4", "iterations: 1").replace(", every: 2, every_images: 3", "")
+    text = (
+        ABLATION.format(pipe=tiny_pipe_dir)
+        .replace("iterations: 4", "iterations: 1")
+        .replace(", every: 2, every_images: 3", "")
+    )
     abl.write_text(text)
     from dgx.grpo.runner import run_ablation
 

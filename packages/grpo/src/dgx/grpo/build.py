@@ -45,8 +45,9 @@ def build_model(cfg: RunConfig, registry: Registry, device: str | torch.device |
 
 def build_reward(cfg: RunConfig, registry: Registry, name: str | None = None, device: str | torch.device | None = None):
     """The reward named ``name`` (default ``reward.name``): its registry entry's ``defaults`` (``pkg://`` paths
-    resolved), then the config's reward keys; a model-based reward runs on ``device`` (the run's: give it). Every
-    output is checked (``CheckedReward``: one finite float per image, else an error naming the reward)."""
+    resolved), then the config's reward keys; a model-based reward runs on ``device`` (the run's: give it). An
+    argument the reward does not take is a ConfigError that names the key and where it was set. Every output is
+    checked (``CheckedReward``: one finite float per image, else an error naming the reward)."""
     from dgx.rewards.base import CheckedReward
 
     name = name or cfg.reward.name
@@ -55,21 +56,38 @@ def build_reward(cfg: RunConfig, registry: Registry, name: str | None = None, de
     r = cfg.reward
     if name == "weighted":
         return CheckedReward(factory({n: build_reward(cfg, registry, n, device) for n in r.weights}, r.weights), name)
-    kwargs = {k: resolve_path(v) if isinstance(v, str) else v for k, v in entry.defaults.items()}
-    kwargs["partial"] = r.partial
-    if device is not None:
-        kwargs["device"] = str(device)
-    if r.soft:
-        if "soft" not in inspect.signature(factory).parameters:
+    known = accepted_arguments(factory)
+    takes = (lambda key: True) if known is None else known.__contains__
+    kwargs = {}
+    for k, v in entry.defaults.items():
+        if not takes(k):
             raise ConfigError(
-                f"reward.soft: the reward {name!r} has no soft credit; use a GenEval reward or soft: false"
+                f"registry rewards.{name}.defaults.{k} ({entry.source}): the reward {name!r} takes no {k!r} "
+                f"(it takes {', '.join(sorted(known)) or 'no arguments'})"
             )
-        kwargs["soft"] = True
-    if r.path:
-        kwargs["path"] = r.path
-    if r.processor_path:
-        kwargs["processor_path"] = r.processor_path
+        kwargs[k] = resolve_path(v) if isinstance(v, str) else v
+    if device is not None and takes("device"):
+        kwargs["device"] = str(device)
+    given = r.model_fields_set
+    for key, value, wanted in (
+        ("partial", r.partial, "partial" in given),
+        ("soft", True, r.soft),
+        ("path", r.path, bool(r.path)),
+        ("processor_path", r.processor_path, bool(r.processor_path)),
+    ):
+        if takes(key) and (wanted or key == "partial"):
+            kwargs[key] = value
+        elif wanted:
+            raise ConfigError(f"reward.{key}: the reward {name!r} takes no {key!r}; remove it or choose another reward")
     return CheckedReward(factory(**kwargs), name)
+
+
+def accepted_arguments(factory) -> set[str] | None:
+    """The keyword arguments ``factory`` (a class or a function) takes; None (any) when it takes ``**kwargs``."""
+    params = inspect.signature(factory).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 def build_credit(cfg: RunConfig, registry: Registry):

@@ -43,7 +43,6 @@ class Aesthetic:
         head_path: str = "sac+logos+ava1-l14-linearMSE.pth",
         device: str | torch.device = "cpu",
         batch_size: int = 32,
-        **_,
     ):
         self.path, self.head_path, self.device, self.batch_size = path, head_path, torch.device(device), batch_size
         self.model = self.processor = self.head = None

@@ -21,7 +21,7 @@ class RandomReward:
 
     name = "random"
 
-    def __init__(self, salt: str = "", **_):
+    def __init__(self, salt: str = ""):
         self.salt = salt.encode()
 
     def __call__(

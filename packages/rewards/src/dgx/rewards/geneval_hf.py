@@ -123,7 +123,6 @@ def hf_geneval(
     path: str | None = None,
     processor_path: str | None = None,
     device: str | torch.device = "cpu",
-    **_,
 ):
     """GenEval reward for real images (``path``: detector, ``processor_path``: CLIP for colours), both on ``device``."""
     from dgx.rewards.geneval_reward import GenEvalReward

@@ -88,7 +88,6 @@ def mmdet_geneval(
     processor_path: str | None = None,
     config: str | None = None,
     device: str | torch.device = "cpu",
-    **_,
 ):
     """GenEval reward with the official detector: ``path`` = the Mask2Former checkpoint (.pth), ``config`` =
     its mmdetection config (default: GenEval's, from mmdet's own configs folder), ``processor_path`` = CLIP."""

@@ -45,7 +45,7 @@ class GenEvalReward:
         return torch.tensor([v.partial if self.partial else float(v.correct) for v in vs])
 
 
-def shapes_geneval(partial: bool = True, soft: bool = False, **_) -> GenEvalReward:
+def shapes_geneval(partial: bool = True, soft: bool = False) -> GenEvalReward:
     """GenEval with the shapes-world programmatic detector."""
     from dgx.rewards.shapes.detector import ShapesDetector
 

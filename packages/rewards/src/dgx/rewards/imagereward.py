@@ -15,7 +15,7 @@ from dgx.rewards.base import RewardError, to_uint8
 class ImageReward:
     name = "imagereward"
 
-    def __init__(self, path: str = "ImageReward-v1.0", device: str | torch.device = "cpu", **_):
+    def __init__(self, path: str = "ImageReward-v1.0", device: str | torch.device = "cpu"):
         self.path, self.device, self.model = path, str(device), None
 
     def _load(self) -> None:

@@ -18,7 +18,7 @@ class Ink:
 
     name = "ink"
 
-    def __init__(self, background: float = 0.6, **_):
+    def __init__(self, background: float = 0.6):
         self.background = background
 
     def __call__(

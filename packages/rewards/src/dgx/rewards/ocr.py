@@ -73,7 +73,7 @@ ENGINES = {"rapidocr": rapidocr_engine, "paddleocr": paddleocr_engine}
 class OCRReward:
     name = "ocr"
 
-    def __init__(self, engine: str = "rapidocr", missing_target: str = "error", **_):
+    def __init__(self, engine: str = "rapidocr", missing_target: str = "error"):
         if engine not in ENGINES:
             raise RewardError(f"unknown OCR engine {engine!r}; valid: {', '.join(ENGINES)}")
         if missing_target not in ("error", "zero"):

@@ -28,7 +28,6 @@ class PickScore:
         device: str | torch.device = "cpu",
         batch_size: int = 32,
         scale: float = 1.0,
-        **_,
     ):
         self.path, self.processor_path, self.device = path, processor_path, torch.device(device)
         self.batch_size, self.scale = batch_size, scale
