@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from dgx.rewards.base import RewardError, load_error, to_uint8
+from dgx.rewards.base import RewardError, load_error
+from dgx.rewards.clip_pixels import PREPROCESS, clip_inputs
 from dgx.rewards.pickscore import _features
 from torch import nn
 
@@ -43,8 +44,12 @@ class Aesthetic:
         head_path: str = "sac+logos+ava1-l14-linearMSE.pth",
         device: str | torch.device = "cpu",
         batch_size: int = 32,
+        preprocess: str = "tensor",
     ):
+        if preprocess not in PREPROCESS:
+            raise ValueError(f"Aesthetic preprocess={preprocess!r}: expected 'tensor' or 'processor'")
         self.path, self.head_path, self.device, self.batch_size = path, head_path, torch.device(device), batch_size
+        self.preprocess = preprocess  # as PickScore's: on the device (clip_pixels), or through the processor
         self.model = self.processor = self.head = None
 
     def _load(self) -> None:
@@ -75,11 +80,9 @@ class Aesthetic:
     def __call__(self, images: torch.Tensor, prompts: Sequence[str] = (), metadata=None) -> torch.Tensor:
         if self.model is None:
             self._load()
-        arrays, out = list(to_uint8(images)), []
-        for s in range(0, len(arrays), self.batch_size):
-            px = self.processor(images=arrays[s : s + self.batch_size], return_tensors="pt")["pixel_values"].to(
-                self.device
-            )
+        out = []
+        for s in range(0, len(images), self.batch_size):
+            px = clip_inputs(images[s : s + self.batch_size], self.processor, self.device, self.preprocess)
             emb = _features(self.model.get_image_features(pixel_values=px)).float()
             out.append(self.head(emb / emb.norm(dim=-1, keepdim=True)).cpu())
         return torch.cat(out)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from dgx.rewards.base import load_error, to_uint8
+from dgx.rewards.base import load_error
+from dgx.rewards.clip_pixels import PREPROCESS, clip_inputs
 
 
 def _features(out) -> torch.Tensor:
@@ -16,7 +17,9 @@ def _features(out) -> torch.Tensor:
 class PickScore:
     """Lazily loads ``CLIPModel`` + ``AutoProcessor`` from Hub ids or local folders.
 
-    ``scale`` divides the score (Flow-GRPO trains with PickScore / 26).
+    ``scale`` divides the score (Flow-GRPO trains with PickScore / 26). ``preprocess``: ``tensor`` resizes and
+    normalises the images on the reward's device (``clip_pixels``, within a tested tolerance of the processor; no
+    PIL round trip), ``processor`` passes uint8 arrays through the processor as PickScore's own code does.
     """
 
     name = "pickscore"
@@ -28,8 +31,12 @@ class PickScore:
         device: str | torch.device = "cpu",
         batch_size: int = 32,
         scale: float = 1.0,
+        preprocess: str = "tensor",
     ):
+        if preprocess not in PREPROCESS:
+            raise ValueError(f"PickScore preprocess={preprocess!r}: expected 'tensor' or 'processor'")
         self.path, self.processor_path, self.device = path, processor_path, torch.device(device)
+        self.preprocess = preprocess
         self.batch_size, self.scale = batch_size, scale
         self.model = self.processor = None
 
@@ -52,11 +59,8 @@ class PickScore:
         if self.model is None:
             self._load()
         out = []
-        arrays = list(to_uint8(images))
-        for s in range(0, len(arrays), self.batch_size):
-            px = self.processor(images=arrays[s : s + self.batch_size], return_tensors="pt")["pixel_values"].to(
-                self.device
-            )
+        for s in range(0, len(images), self.batch_size):
+            px = clip_inputs(images[s : s + self.batch_size], self.processor, self.device, self.preprocess)
             tx = self.processor(
                 text=list(prompts[s : s + self.batch_size]),
                 padding=True,
