@@ -354,3 +354,25 @@ def test_an_argument_a_reward_does_not_take_is_a_config_error_naming_the_key(tmp
         from dgx.rewards.pickscore import PickScore
 
         PickScore(pth="typo")  # the classes themselves take only their own arguments
+
+
+def test_a_package_adds_components_through_the_entry_point(tmp_path, monkeypatch):
+    """A third-party package registers components with no registry file, by a ``dgx.registry`` entry point."""
+    site = tmp_path / "site"
+    (site / "dgx_extra-0.1.dist-info").mkdir(parents=True)
+    (site / "dgx_extra-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: dgx-extra\nVersion: 0.1\n")
+    (site / "dgx_extra-0.1.dist-info" / "entry_points.txt").write_text("[dgx.registry]\nextra = dgx_extra_mod:TABLE\n")
+    (site / "dgx_extra_mod.py").write_text(
+        "TABLE = {'rewards': {'half': {'impl': 'dgx.rewards.ink:Ink', 'description': 'ink from 0.5',"
+        " 'defaults': {'background': 0.5}}}}\n"
+    )
+    monkeypatch.syspath_prepend(str(site))
+    reg = Registry()
+    assert reg.sections["rewards"]["half"].source == "dgx-extra (dgx_extra_mod:TABLE)"
+    assert "dgx-extra (entry point)" in reg.sources and "dgx-rewards (entry point)" in reg.sources
+    cfg = load(write(tmp_path, "reward: {name: half}\n")).variants["default"]
+    from dgx.grpo.build import build_reward
+
+    assert build_reward(cfg, Registry()).reward.background == 0.5
+    res = CliRunner().invoke(main, ["registry", "--section", "rewards"])
+    assert "half" in res.output and "[dgx-extra (dgx_extra_mod:TABLE)]" in res.output

@@ -43,6 +43,8 @@ class _Commands(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except BrokenPipeError:  # the output's reader left (`dgx registry | head`): nothing to report
+            sys.exit(0)
         except Exception as e:
             if ctx.params.get("debug"):
                 raise

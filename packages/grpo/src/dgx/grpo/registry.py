@@ -1,4 +1,15 @@
-"""The component registry: names in configs -> implementations ("module:attr")."""
+"""The component registry: names in configs -> implementations ("module:attr").
+
+Each installed package adds its components through the ``dgx.registry`` entry point: dgx-sampler its models,
+samplers and noise schedules, dgx-rewards its rewards and credit, dgx-eval its evaluations, dgx-grpo its objectives,
+each from the ``registry.yaml`` beside its code. A third-party package does the same in its pyproject.toml::
+
+    [project.entry-points."dgx.registry"]
+    mypkg = "mypkg"                  # mypkg/registry.yaml
+    other = "mypkg.components:TABLE" # or a dict (or a function returning one) of the same shape
+
+User files (``DGX_REGISTRY`` paths, ``registry:`` in a config, ``dgx registry --file``) come last and override.
+"""
 
 from __future__ import annotations
 
@@ -41,15 +52,45 @@ class Entry:
         return obj
 
 
+ENTRY_POINTS = "dgx.registry"
+
+
+def installed_components() -> list[tuple[str, dict, str]]:
+    """(source, components, distribution) of every installed package's ``dgx.registry`` entry point, dgx's own first: a module
+    means its ``registry.yaml``, a ``module:attr`` a dict or a function returning one."""
+    from importlib.metadata import entry_points
+
+    out = []
+    for ep in sorted(entry_points(group=ENTRY_POINTS), key=lambda e: (not e.value.startswith("dgx."), e.name)):
+        try:
+            if ep.attr:
+                obj = ep.load()
+                data = obj() if callable(obj) else obj
+            else:
+                data = yaml.safe_load(resources.files(ep.module).joinpath("registry.yaml").read_text())
+        except Exception as e:  # noqa: BLE001  (a third-party package's failure, named)
+            raise ConfigError(
+                f"entry point {ENTRY_POINTS}:{ep.name} ({ep.value}): cannot load ({type(e).__name__}: {e})"
+            ) from None
+        dist = ep.dist.name if ep.dist is not None else ep.name
+        out.append(("builtin" if ep.value.startswith("dgx.") else f"{dist} ({ep.value})", data or {}, dist))
+    return out
+
+
 class Registry:
-    """Built-in registry plus user files (``DGX_REGISTRY`` paths, or ``registry:`` in a config)."""
+    """Every installed package's components (``dgx.registry`` entry points), then user files (``DGX_REGISTRY``
+    paths, or ``registry:`` in a config); ``sources`` lists where they came from, in order."""
 
     def __init__(self, extra: list[str | Path] = ()):
         self.sections: dict[str, dict[str, Entry]] = {s: {} for s in SECTIONS}
-        self._add(yaml.safe_load(resources.files("dgx.grpo").joinpath("registry.yaml").read_text()), "builtin")
+        self.sources: list[str] = []
+        for source, data, dist in installed_components():
+            self._add(data, source)
+            self.sources.append(f"{dist} (entry point)")
         env = [p for p in os.environ.get("DGX_REGISTRY", "").split(os.pathsep) if p]
         for path in [*env, *extra]:
             self.add_file(path)
+            self.sources.append(str(Path(path).resolve()))
 
     def add_file(self, path: str | Path) -> None:
         path = Path(path)

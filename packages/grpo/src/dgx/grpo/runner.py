@@ -267,7 +267,7 @@ def run_ablation(
                 check_resume(out / name / f"seed_{seed}", vcfg.model_copy(update={"seed": seed}))
     if main:
         with open(out / "invocations.jsonl", "a") as f:  # one line per `dgx run` into this folder (a resume adds one)
-            f.write(json.dumps({**environment(), **accelerate_mode(acc.state)}) + "\n")
+            f.write(json.dumps({**environment(), **accelerate_mode(acc.state), "registry": registry.sources}) + "\n")
     results: dict[str, list[dict]] = {"base": []}
     for seed in run_seeds:  # the untrained model, once per seed (same eval config as the first variant)
         cfg = next(iter(variants.values())).model_copy(update={"seed": seed})
@@ -522,7 +522,7 @@ def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[P
     lines += [f"![{p.stem}]({p.name})" for p in plots if p is not None]
     if (out / "invocations.jsonl").is_file():
         env = json.loads((out / "invocations.jsonl").read_text().splitlines()[-1])
-        libs = ", ".join(f"{k} {v}" for k, v in env.items() if k not in ("time", "argv") and v is not None)
+        libs = ", ".join(f"{k} {v}" for k, v in env.items() if k not in ("time", "argv", "registry") and v is not None)
         cmd = " ".join([Path(env["argv"][0]).name, *env["argv"][1:]])
         lines += ["", f"Last run {env['time']}: `{cmd}`; {libs} (every invocation: `invocations.jsonl`)."]
     (out / "report.md").write_text("\n".join(lines) + "\n")
