@@ -154,3 +154,34 @@ def test_dgx_run_shows_its_place_in_the_whole_run(tmp_path, tiny_pipe_dir, capfd
         yaml.safe_load((tmp_path / "o" / "flow_grpo" / "seed_0" / "config.yaml").read_text())["train"]["keep_every"]
         == 2
     )
+
+
+def test_a_run_loads_its_generator_once(tmp_path, tiny_pipe_dir, monkeypatch):
+    """`dgx run` of 2 variants (one calibrated) x 1 seed builds the generator once and hands it to the base model's
+    evaluation, the calibration, both trainings and both evaluations."""
+    from dgx.sampler import SD3Model
+
+    loads, original = [], SD3Model.from_pretrained.__func__
+
+    def counting(cls, *args, **kwargs):
+        loads.append(args[0] if args else kwargs.get("path"))
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(SD3Model, "from_pretrained", classmethod(counting))
+    tiny_config(tmp_path, tiny_pipe_dir)
+    abl = tmp_path / "abl.yaml"
+    text = (
+        ABLATION.format(pipe=tiny_pipe_dir)
+        .replace("iterations: 4", "iterations: 1")
+        .replace(", every: 2, every_images: 3", "")
+    )
+    abl.write_text(
+        text.replace(
+            "dense_grpo: {reward: {credit: dense_gain}}",
+            "dense_grpo: {reward: {credit: dense_gain}, sampler: {noise: {name: calibrated}}}",
+        )
+    )
+    res = CliRunner().invoke(main, ["run", str(abl), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "o" / "dense_grpo" / "seed_0" / "calibration" / "psi.json").is_file()
+    assert len(loads) == 1, loads

@@ -99,21 +99,24 @@ def _fingerprint(cfg: RunConfig) -> dict:
     return d
 
 
-def calibrate(cfg: RunConfig, out_dir: Path, registry: Registry | None = None, resume: bool = False) -> Path:
+def calibrate(
+    cfg: RunConfig, out_dir: Path, registry: Registry | None = None, resume: bool = False, model=None
+) -> Path:
     """Run Algorithm 1 and write ``out_dir/psi.json`` and ``out_dir/psi.png``.
 
     Every iteration is saved to ``out_dir/progress.json``; with ``resume`` a call with the same
     settings continues from it (a killed calibration, or more iterations), with the same result as
     one uninterrupted call, since every sample is keyed by (seed, iteration, index). Under several
     processes each rolls out its share of the samples, all compute the same psi(t), the main process
-    writes the files and the others wait for psi.json.
+    writes the files and the others wait for psi.json. ``model``: the run's generator (without an adapter), else one
+    is built.
     """
     registry = registry or Registry()
     state = process_state(cfg)
     c, T = cfg.calibrate, cfg.sampler.steps
     if cfg.sampler.name == "ode":
         raise ConfigError("calibration needs a stochastic sampler (sampler.name: sde or cps)")
-    model = build_model(cfg, registry)
+    model = model if model is not None else build_model(cfg, registry)
     grid = model.grid(T)
     if c.init == "uniform":
         init = UniformNoise(cfg.sampler.noise.a)(torch.arange(T), grid).tolist()

@@ -33,7 +33,7 @@ from dgx.grpo.config import RunConfig, load
 from dgx.grpo.distributed import accelerate_mode, check_supported, process_state, shard
 from dgx.grpo.errors import ConfigError
 from dgx.grpo.registry import Registry, suggest
-from dgx.grpo.trainer import adapter_disabled, load_adapter, train
+from dgx.grpo.trainer import adapter_disabled, load_adapter, remove_adapter, train
 from dgx.sampler import ode_step, rollout, sample_generator
 from tqdm.auto import tqdm
 
@@ -233,6 +233,29 @@ def warn(lines: list[str]) -> None:
         tqdm.write(f"warning: {line}", file=sys.stderr)
 
 
+class Generators:
+    """The run's generator, built once per process and handed to every evaluation, calibration and training (each
+    run's adapter is taken off after it); a variant whose model config differs gets its own. Under FSDP2 the trainer
+    shards it in place and hands back an unsharded rebuild, so the next run builds again."""
+
+    def __init__(self, registry: Registry):
+        self.registry, self.key, self.model = registry, None, None
+
+    def get(self, cfg: RunConfig):
+        key = json.dumps([cfg.model.model_dump(mode="json"), cfg.device], sort_keys=True)
+        if key != self.key:
+            self.model = self.key = None  # the previous one is freed before the next is built
+            self.model, self.key = build_model(cfg, self.registry), key
+        return self.model
+
+    def done(self, trained) -> None:
+        """After a run: ``trained`` is the model train handed back; the next run gets it without this adapter."""
+        if trained is self.model:
+            remove_adapter(trained.transformer)
+        else:
+            self.model = self.key = None
+
+
 def run_ablation(
     file: Path,
     out: Path | None = None,
@@ -269,6 +292,7 @@ def run_ablation(
         with open(out / "invocations.jsonl", "a") as f:  # one line per `dgx run` into this folder (a resume adds one)
             f.write(json.dumps({**environment(), **accelerate_mode(acc.state), "registry": registry.sources}) + "\n")
     results: dict[str, list[dict]] = {"base": []}
+    generators = Generators(registry)
     for seed in run_seeds:  # the untrained model, once per seed (same eval config as the first variant)
         cfg = next(iter(variants.values())).model_copy(update={"seed": seed})
         ev_dir = out / "base" / f"seed_{seed}" / "eval"
@@ -278,7 +302,7 @@ def run_ablation(
         summary = _summary(ev_dir / "summary.json") if resume and same else None
         acc.wait_for_everyone()  # every process has read the folder before the main one rewrites it
         if summary is None:
-            summary = evaluate(build_model(cfg, registry), cfg, ev_dir, registry)
+            summary = evaluate(generators.get(cfg), cfg, ev_dir, registry)
             if main:
                 (ev_dir / "config.yaml").write_text(stamp)
         results["base"].append(summary)
@@ -305,10 +329,19 @@ def run_ablation(
                 if cfg.sampler.noise.name != "calibrated" or cfg.sampler.noise.psi_path:
                     psi = None
                 elif not have_psi:
-                    calibrate(cfg, psi.parent, registry, resume=resume)
+                    calibrate(cfg, psi.parent, registry, resume=resume, model=generators.get(cfg))
                 during = evaluation_during_training(cfg, run_dir, registry)
-                model = train(cfg, run_dir, resume=resume, psi_path=psi, registry=registry, evaluate_during=during)
+                model = train(
+                    cfg,
+                    run_dir,
+                    resume=resume,
+                    psi_path=psi,
+                    registry=registry,
+                    evaluate_during=during,
+                    model=generators.get(cfg),
+                )
                 summary = evaluate(model, cfg, run_dir / "eval", registry)
+                generators.done(model)
             results.setdefault(name, []).append(summary)
             runs.update()
     runs.close()

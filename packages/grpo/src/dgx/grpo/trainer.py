@@ -66,6 +66,12 @@ def add_lora(transformer: torch.nn.Module, cfg: RunConfig) -> list[torch.nn.Para
     return params
 
 
+def remove_adapter(transformer: torch.nn.Module) -> None:
+    """Take the LoRA adapter off again: the base model as built (its weights were never trained), ready for the
+    next run's adapter."""
+    transformer.delete_adapters("default")
+
+
 @contextmanager
 def adapter_disabled(transformer: torch.nn.Module) -> Iterator[None]:
     """The base model inside (the LoRA adapter off: the KL reference, base-model samples); the adapter is back
@@ -110,11 +116,14 @@ def train(
     accelerator: Accelerator | None = None,
     stop_after: int | None = None,
     evaluate_during: Callable | None = None,
+    model=None,
 ):
     """Train one config into ``run_dir``; returns the model with its trained adapter enabled (under FSDP2
     the model trains sharded, and an unsharded one with the trained adapter is returned).
 
-    ``stop_after`` ends the loop after that many iterations of this call (to test resuming).
+    ``stop_after`` ends the loop after that many iterations of this call (to test resuming). ``model``: the run's
+    generator, built once by the caller (without an adapter; it gets this run's, which ``remove_adapter`` takes off
+    again); None builds one.
     ``evaluate_during(model, iteration)`` (with ``eval.every``) returns a row of test scores and a uint8 NHWC grid of
     sample images (or None); every process calls it, the main one logs the row to ``eval_curve.jsonl`` and the
     trackers (as ``test/...``) and the images to the trackers, and keeps ``checkpoints/best`` by the row's
@@ -132,7 +141,7 @@ def train(
 
     ckpts = run_dir / "checkpoints"
     last = checkpoint.latest(ckpts) if resume else None
-    model = build_model(cfg, registry, acc.device)
+    model = model if model is not None else build_model(cfg, registry, acc.device)
     base = model.transformer
     params = add_lora(base, cfg)
     if last is not None:  # whole weights, before accelerate may shard them
