@@ -34,6 +34,16 @@ seeds: [0]
 """
 
 
+def one_iteration(tmp_path: Path, pipe: Path) -> Path:
+    """ABLATION with 1 iteration and no evaluation during training, written to tmp_path/abl.yaml (with reg.yaml)."""
+    tiny_config(tmp_path, pipe)
+    abl = tmp_path / "abl.yaml"
+    abl.write_text(
+        ABLATION.format(pipe=pipe).replace("iterations: 4", "iterations: 1").replace(", every: 2, every_images: 3", "")
+    )
+    return abl
+
+
 def wandb_history(run_dir: Path) -> list[dict]:
     """The history rows of an offline wandb run, read from its transaction log (leveldb's log format: 32 KiB blocks of
     records with a 7-byte header, each record a wandb ``Record`` protobuf)."""
@@ -137,14 +147,7 @@ def test_evaluation_during_training_milestones_best_resume_and_push(tmp_path, ti
 
 
 def test_dgx_run_shows_its_place_in_the_whole_run(tmp_path, tiny_pipe_dir, capfd):
-    tiny_config(tmp_path, tiny_pipe_dir)
-    abl = tmp_path / "abl.yaml"
-    text = (
-        ABLATION.format(pipe=tiny_pipe_dir)
-        .replace("iterations: 4", "iterations: 1")
-        .replace(", every: 2, every_images: 3", "")
-    )
-    abl.write_text(text)
+    abl = one_iteration(tmp_path, tiny_pipe_dir)
     from dgx.grpo.runner import run_ablation
 
     run_ablation(abl, out=tmp_path / "o")
@@ -168,15 +171,9 @@ def test_a_run_loads_its_generator_once(tmp_path, tiny_pipe_dir, monkeypatch):
         return original(cls, *args, **kwargs)
 
     monkeypatch.setattr(SD3Model, "from_pretrained", classmethod(counting))
-    tiny_config(tmp_path, tiny_pipe_dir)
-    abl = tmp_path / "abl.yaml"
-    text = (
-        ABLATION.format(pipe=tiny_pipe_dir)
-        .replace("iterations: 4", "iterations: 1")
-        .replace(", every: 2, every_images: 3", "")
-    )
+    abl = one_iteration(tmp_path, tiny_pipe_dir)
     abl.write_text(
-        text.replace(
+        abl.read_text().replace(
             "dense_grpo: {reward: {credit: dense_gain}}",
             "dense_grpo: {reward: {credit: dense_gain}, sampler: {noise: {name: calibrated}}}",
         )
