@@ -197,7 +197,7 @@ CONFIGS = [
         "registry: reg_bad_impl.yaml\n" + edit("name: ink}", "name: mine}"),
         "reward.name: 'mine' (",
     ),
-    ("registry invalid YAML", "registry: reg_invalid.yaml\n" + BASE, "reg_invalid.yaml: invalid YAML"),
+    ("registry invalid YAML", "registry: reg_invalid.yaml\n" + BASE, "reg_invalid.yaml: line 2, column 1: invalid YAML"),
     ("registry unknown section", "registry: reg_section.yaml\n" + BASE, "unknown registry section 'reward'"),
     (
         "registry entry without impl",
@@ -316,7 +316,7 @@ COMMANDS = [
         "registry --file malformed",
         {"r.yaml": b"rewards: {x: ["},
         ["registry", "--file", "r.yaml"],
-        "r.yaml: invalid YAML",
+        "r.yaml: line 1, column 15: invalid YAML",
     ),
     ("push a folder that is no run", {"norun/x.txt": b""}, ["push", "norun", "--repo-id", "a/b", "--dry-run"], "norun"),
     (

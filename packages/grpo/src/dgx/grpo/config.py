@@ -15,7 +15,7 @@ from typing import Any, Literal, Union, get_args
 
 import yaml
 from dgx.grpo.errors import ConfigError
-from dgx.grpo.registry import Registry, suggest
+from dgx.grpo.registry import Registry, suggest, yaml_problem
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 # Flow-GRPO's LoRA targets (scripts/train_sd3.py): peft matches them as module-name suffixes
@@ -342,9 +342,7 @@ def read_yaml(path: str | Path) -> dict:
     try:
         data = yaml.load(text, Loader=_UniqueKeys)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where}: invalid YAML: {getattr(e, 'problem', e)}") from e
+        raise ConfigError(f"{path}:{yaml_problem(e)}") from None
     if data is None:
         raise ConfigError(f"{path}: empty file; expected a run config or an ablation (base/variants/seeds)")
     if not isinstance(data, dict):
@@ -427,17 +425,18 @@ def validate(
     try:
         cfg = RunConfig.model_validate(data)
     except ValidationError as e:
-        msgs = []
+        by_key: dict[str, list[str]] = {}  # one line per key: a union's branches (int or 't') joined with "or"
         for err in e.errors():
             # drop pydantic's union-branch tags (e.g. reward.ode_steps.int / .literal['t'])
             loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and (x == "int" or x.startswith("literal["))))
             key = where(loc)
             if err["type"] == "extra_forbidden":
                 model = _model_at(loc[:-1])
-                msgs.append(f"{path}: {key}: unknown key{suggest(loc[-1], model.model_fields)}")
+                by_key.setdefault(key, []).append(f"unknown key{suggest(loc[-1], model.model_fields)}")
             else:
-                msgs.append(f"{path}: {key}: {err['msg']} (got {err.get('input')!r})")
-        raise ConfigError("\n".join(dict.fromkeys(msgs))) from None
+                by_key.setdefault(key, []).append(f"{err['msg']} (got {err.get('input')!r})")
+        lines = [f"{path}: {key}: {' or '.join(dict.fromkeys(msgs))}" for key, msgs in by_key.items()]
+        raise ConfigError("\n".join(lines)) from None
     for keys, section in REGISTRY_CHECKS:
         value: Any = cfg
         for k in keys:

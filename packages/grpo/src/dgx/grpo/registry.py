@@ -99,7 +99,7 @@ class Registry:
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: invalid YAML: {e}") from e
+            raise ConfigError(f"{path}:{yaml_problem(e)}") from None
         self._add(data, str(path))
 
     def _add(self, data: dict, source: str) -> None:
@@ -123,6 +123,13 @@ class Registry:
 
     def names(self, section: str) -> list[str]:
         return sorted(self.sections[section])
+
+
+def yaml_problem(e: yaml.YAMLError) -> str:
+    """A YAML error as one line: `` line L, column C: invalid YAML: problem``."""
+    mark = getattr(e, "problem_mark", None)
+    where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
+    return f"{where} invalid YAML: {getattr(e, 'problem', None) or str(e).splitlines()[0]}"
 
 
 def suggest(name: str, valid) -> str:
