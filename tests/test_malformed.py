@@ -197,7 +197,11 @@ CONFIGS = [
         "registry: reg_bad_impl.yaml\n" + edit("name: ink}", "name: mine}"),
         "reward.name: 'mine' (",
     ),
-    ("registry invalid YAML", "registry: reg_invalid.yaml\n" + BASE, "reg_invalid.yaml: line 2, column 1: invalid YAML"),
+    (
+        "registry invalid YAML",
+        "registry: reg_invalid.yaml\n" + BASE,
+        "reg_invalid.yaml: line 2, column 1: invalid YAML",
+    ),
     ("registry unknown section", "registry: reg_section.yaml\n" + BASE, "unknown registry section 'reward'"),
     (
         "registry entry without impl",

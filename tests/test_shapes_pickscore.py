@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from dgx.grpo.build import build_reward
-from dgx.grpo.config import RunConfig, load
+from dgx.grpo.config import RunConfig
 from dgx.grpo.registry import Registry
 from dgx.rewards.pickscore import PickScore
 from dgx.rewards.shapes import prompts as P
@@ -41,7 +41,7 @@ def renders(captions: list[str], seed: int = 0) -> torch.Tensor:
 
 
 def test_registry_entry_is_pickscore_with_the_package_weights(shapes_pickscore):
-    assert type(shapes_pickscore) is PickScore
+    assert type(shapes_pickscore.reward) is PickScore  # the reward as built, its outputs checked (CheckedReward)
     folder = Path(shapes_pickscore.path)
     assert folder.is_dir() and (folder / "config.json").is_file() and folder.parts[-2:] == ("shapes", "pickscore")
     assert sum(f.stat().st_size for f in folder.iterdir()) < 10 * 2**20  # ships as package data, at most 10 MB
@@ -59,12 +59,6 @@ def test_scores_are_deterministic(shapes_pickscore):
     a = shapes_pickscore(imgs, caps)
     b = build_reward(RunConfig(reward={"name": "shapes_pickscore"}), Registry())(imgs, caps)  # a fresh load
     assert torch.equal(a, b) and a.dtype == torch.float32 and a.shape == (len(caps),)
-
-
-@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
-def test_shipped_configs_validate(name):
-    abl = load(ROOT / "configs" / name)
-    assert abl.variants
 
 
 def test_report_pairs_the_preference_score_with_the_base_model_and_the_first_variant(tmp_path):
