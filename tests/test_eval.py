@@ -268,3 +268,45 @@ def test_reward_difference_pairs_runs_by_iteration(tmp_path):
     assert reward_difference(tmp_path / "missing.jsonl", other).size == 0
     assert plot_reward_difference({"a": [ref]}, tmp_path / "one.png") is None  # nothing to pair with
     assert plot_reward_difference({"a": [ref], "b": [other]}, tmp_path / "two.png").is_file()
+
+
+RECORDED: dict = {}
+
+
+def recording_eval(model, *, path=None, processor_path=None, **kw):
+    RECORDED.update(path=path, processor_path=processor_path)
+    return {"score": 1.0}
+
+
+def no_model_eval(
+    model,
+    *,
+    steps,
+    guidance,
+    seed,
+    images_per_prompt,
+    min_images_per_tag,
+    batch,
+    max_prompts,
+    prompts_file,
+    metrics,
+    out,
+):
+    return {"score": 1.0}
+
+
+def test_the_evaluation_models_come_from_the_config(tmp_path):
+    from dgx.grpo.config import load
+    from dgx.grpo.errors import ConfigError
+    from dgx.grpo.runner import evaluate
+
+    (tmp_path / "reg.yaml").write_text(
+        "evaluations:\n  rec: {impl: 'test_eval:recording_eval'}\n  plain: {impl: 'test_eval:no_model_eval'}\n"
+    )
+    (tmp_path / "c.yaml").write_text("registry: reg.yaml\neval: {name: rec, path: det/folder, processor_path: clip}\n")
+    abl = load(tmp_path / "c.yaml")
+    evaluate(None, abl.variants["default"], tmp_path / "out", abl.registry())
+    assert RECORDED == {"path": "det/folder", "processor_path": "clip"}
+    (tmp_path / "d.yaml").write_text("registry: reg.yaml\neval: {name: plain, path: det/folder}\n")
+    with pytest.raises(ConfigError, match="eval.path: the evaluation 'plain' takes no 'path'"):
+        load(tmp_path / "d.yaml")

@@ -147,3 +147,20 @@ def test_push_rejects_non_run_folder(tmp_path):
 
     with pytest.raises(ConfigError, match="not a dgx run folder"):
         list(push_run(tmp_path, "me/x", dry_run=True))
+
+
+def test_a_pushed_run_uses_the_registry_files_it_was_trained_with(tmp_path):
+    import json
+
+    from dgx.grpo.errors import ConfigError
+    from dgx.grpo.hub import run_registry
+
+    (tmp_path / "reg.yaml").write_text("models:\n  mine: {impl: 'dgx.sampler.model:SD3Model.from_pretrained'}\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    assert "mine" not in run_registry(run).sections["models"]  # a run written without registry.json: built-ins only
+    (run / "registry.json").write_text(json.dumps({"files": [str(tmp_path / "reg.yaml")]}))
+    assert run_registry(run).get("models", "mine").source == str(tmp_path / "reg.yaml")
+    (tmp_path / "reg.yaml").unlink()  # a file since removed is left out, and the name is then unknown
+    with pytest.raises(ConfigError, match="unknown model 'mine'"):
+        run_registry(run).get("models", "mine")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import inspect
 import json
 from importlib import resources
 from pathlib import Path
@@ -12,7 +11,7 @@ import numpy as np
 import torch
 from dgx.grpo.config import RunConfig
 from dgx.grpo.errors import ConfigError
-from dgx.grpo.registry import Registry
+from dgx.grpo.registry import Registry, accepted_arguments
 from dgx.sampler import Windowed
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -80,14 +79,6 @@ def build_reward(cfg: RunConfig, registry: Registry, name: str | None = None, de
         elif wanted:
             raise ConfigError(f"reward.{key}: the reward {name!r} takes no {key!r}; remove it or choose another reward")
     return CheckedReward(factory(**kwargs), name)
-
-
-def accepted_arguments(factory) -> set[str] | None:
-    """The keyword arguments ``factory`` (a class or a function) takes; None (any) when it takes ``**kwargs``."""
-    params = inspect.signature(factory).parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return None
-    return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 def build_credit(cfg: RunConfig, registry: Registry):

@@ -15,7 +15,7 @@ from typing import Any, Literal, Union, get_args
 
 import yaml
 from dgx.grpo.errors import ConfigError
-from dgx.grpo.registry import Registry, suggest, yaml_problem
+from dgx.grpo.registry import Registry, accepted_arguments, suggest, yaml_problem
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 # Flow-GRPO's LoRA targets (scripts/train_sd3.py): peft matches them as module-name suffixes
@@ -201,6 +201,12 @@ class EvalConfig(_Strict):
     )
     guidance: float | None = Field(None, description="CFG at eval (default: sampler.guidance)")
     prompts_file: str | None = Field(None, description="JSONL metadata / prompt file for real benchmarks")
+    path: str | None = Field(
+        None, description="the evaluation's model, Hub id or local folder (geneval: the detector; default its own)"
+    )
+    processor_path: str | None = Field(
+        None, description="the evaluation's second model or processor (geneval: the CLIP colour classifier)"
+    )
     max_prompts: int | None = Field(None, ge=1, description="evaluate only the first N prompts")
     batch: int = Field(64, ge=1)
     every: int | None = Field(
@@ -446,7 +452,7 @@ def validate(
         for n in cfg.reward.weights:
             at = f"{path}: {where(('reward', 'weights', n))}: "
             _importable(registry.get("rewards", n, where=at), at)
-    problem = _cross_field(cfg, data)
+    problem = _cross_field(cfg, data, registry)
     if problem:
         keys, message = problem
         raise ConfigError(f"{path}: {where(keys)}: {message}")
@@ -476,7 +482,7 @@ def _prompt_file(path: str) -> str | None:
     return None if text.strip() else f"prompt file {path!r} is empty"
 
 
-def _cross_field(cfg: RunConfig, data: dict) -> tuple[tuple, str] | None:
+def _cross_field(cfg: RunConfig, data: dict, registry: Registry) -> tuple[tuple, str] | None:
     """The first rule across fields that ``cfg`` breaks, as (key path, message); None if it breaks none."""
     steps = cfg.sampler.steps
     noise = cfg.sampler.noise
@@ -501,6 +507,11 @@ def _cross_field(cfg: RunConfig, data: dict) -> tuple[tuple, str] | None:
         )
     if cfg.model.resolution is not None and cfg.model.resolution % 16:
         return ("model", "resolution"), f"{cfg.model.resolution} px is not a multiple of 16 (VAE factor 8 x patch 2)"
+    if cfg.eval.path or cfg.eval.processor_path:
+        takes = accepted_arguments(registry.get("evaluations", cfg.eval.name).load())
+        for key in ("path", "processor_path"):
+            if getattr(cfg.eval, key) and takes is not None and key not in takes:
+                return ("eval", key), f"the evaluation {cfg.eval.name!r} takes no {key!r}"
     for name in cfg.train.log_with:
         from dgx.grpo.metrics import missing_tracker
 

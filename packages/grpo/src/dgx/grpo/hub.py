@@ -65,6 +65,16 @@ def run_config(run_dir: Path) -> RunConfig:
     return RunConfig.model_validate(yaml.safe_load(path.read_text()))
 
 
+def run_registry(run_dir: Path):
+    """The registry a run was trained with: the installed components plus the registry files its config named
+    (``registry.json``, written by ``dgx run``)."""
+    from dgx.grpo.registry import Registry
+
+    record = Path(run_dir) / "registry.json"
+    files = json.loads(record.read_text())["files"] if record.is_file() else []
+    return Registry([f for f in files if Path(f).is_file()])
+
+
 def kept_checkpoint(run_dir: Path, name: str | None) -> Path:
     """``run_dir`` itself (its latest checkpoint) when ``name`` is None, else its kept checkpoint ``name``
     (``iter_NNNNN``, a milestone, or ``best``); an unknown name is a ConfigError listing the kept ones."""
@@ -85,14 +95,14 @@ def export_run(
     from dgx.eval.benchmarks import generate
     from dgx.eval.plots import sample_grid
     from dgx.grpo.build import build_model, load_prompts
-    from dgx.grpo.registry import Registry
     from dgx.grpo.trainer import adapter_disabled, load_adapter
     from huggingface_hub import ModelCardData
     from peft.utils import get_peft_model_state_dict
 
     run_dir, out = Path(run_dir), Path(out)
     cfg = run_config(run_dir)
-    model = build_model(cfg, Registry())
+    registry = run_registry(run_dir)
+    model = build_model(cfg, registry)
     ckpt = load_adapter(model, cfg, kept_checkpoint(run_dir, checkpoint))
     out.mkdir(parents=True, exist_ok=True)
     tr = model.transformer
@@ -112,7 +122,7 @@ def export_run(
         images["base"] = generate(model, prompts, cfg.eval.steps, cfg.eval_guidance, seed=0)
     sample_grid({k: list(to_uint8(images[k])) for k in ("base", "this LoRA")}, prompts, out / "samples.png")
     summary = json.loads((out / "eval_summary.json").read_text()) if (out / "eval_summary.json").is_file() else {}
-    base = cfg.model.path or Registry().get("models", cfg.model.name).defaults.get("path", cfg.model.name)
+    base = cfg.model.path or registry.get("models", cfg.model.name).defaults.get("path", cfg.model.name)
     data = ModelCardData(
         base_model=None if base.startswith("pkg://") else base,
         library_name="diffusers",

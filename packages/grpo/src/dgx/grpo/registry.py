@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.util
+import inspect
 import os
 from dataclasses import dataclass, field
 from importlib import resources
@@ -123,6 +124,14 @@ class Registry:
 
     def names(self, section: str) -> list[str]:
         return sorted(self.sections[section])
+
+
+def accepted_arguments(factory) -> set[str] | None:
+    """The keyword arguments ``factory`` (a class or a function) takes; None (any) when it takes ``**kwargs``."""
+    params = inspect.signature(factory).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 def yaml_problem(e: yaml.YAMLError) -> str:

@@ -60,6 +60,7 @@ def evaluate(model, cfg: RunConfig, out: Path, registry: Registry, seed: int | N
         max_prompts=ev.max_prompts,
         prompts_file=ev.prompts_file,
         metrics=ev.metrics,
+        **{k: getattr(ev, k) for k in ("path", "processor_path") if getattr(ev, k)},
         out=out if part.index == 0 else None,
         **({"shard": part} if part.count > 1 else {}),
     )
@@ -326,6 +327,8 @@ def run_ablation(
             if summary is None:
                 if main:
                     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+                    registry_files = [str(Path(f).resolve()) for f in abl.registry_files]  # for dgx push / eval later
+                    (run_dir / "registry.json").write_text(json.dumps({"files": registry_files}))
                 if cfg.sampler.noise.name != "calibrated" or cfg.sampler.noise.psi_path:
                     psi = None
                 elif not have_psi:
