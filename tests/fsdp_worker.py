@@ -26,11 +26,11 @@ seen, where, units = [], [], []
 update = trainer.update
 
 
-def spy(model, base, acc, opt, params, *rest):
-    seen.append(type(params[0]).__name__)
-    where.append(params[0].device.type)
-    units.append(sorted(type(m).__name__ for m in base.modules() if isinstance(m, FSDPModule)))
-    return update(model, base, acc, opt, params, *rest)
+def spy(policy, *rest):
+    seen.append(type(policy.params[0]).__name__)
+    where.append(policy.params[0].device.type)
+    units.append(sorted(type(m).__name__ for m in policy.base.modules() if isinstance(m, FSDPModule)))
+    return update(policy, *rest)
 
 
 trainer.update = spy

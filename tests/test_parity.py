@@ -12,7 +12,7 @@ import torch
 from dgx.grpo.advantages import advantages
 from dgx.grpo.config import FLOW_GRPO_LORA_TARGETS, RunConfig, TrainConfig
 from dgx.grpo.loss import grpo_loss
-from dgx.grpo.trainer import add_lora, pair_loss, steps_to_train
+from dgx.grpo.trainer import Batch, add_lora, pair_loss, steps_to_train
 from dgx.sampler import SD3Model, UniformNoise, rollout, sample_generator, sde_step
 
 PROMPTS = ["a red circle", "two blue squares"]
@@ -232,7 +232,7 @@ def test_default_objective_equals_flow_grpo(rollout_setup, options):
     steps = steps_to_train(list(range(T)), tc.timestep_fraction, tc.timestep_selection, None)
     assert steps == list(range(9))
     pairs = [(b, s) for s in steps for b in range(len(texts))]
-    out = pair_loss(model, model.transformer, tc, traj, adv, UniformNoise(0.7), sde_step, traj.grid, pairs)
+    out = pair_loss(model, model.transformer, tc, Batch(traj, adv, UniformNoise(0.7), sde_step, traj.grid), pairs)
     out.loss.backward()
     g_dgx = grads(params)
 

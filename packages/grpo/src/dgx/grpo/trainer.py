@@ -18,6 +18,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,31 @@ from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from torch.distributed.tensor import DTensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
+
+
+@dataclass
+class Policy:
+    """What an update changes: ``model`` (its transformer as accelerate prepared it), ``base`` (the unwrapped
+    transformer with the adapter), the accelerator, optimizer, trained parameters and their EMA (or None)."""
+
+    model: object
+    base: torch.nn.Module
+    acc: Accelerator
+    opt: torch.optim.Optimizer
+    params: list[torch.nn.Parameter]
+    ema: dict[str, torch.Tensor] | None
+
+
+@dataclass
+class Batch:
+    """What one iteration sampled and how: trajectories, advantages (B, T), the noise schedule and step of the
+    rollouts, and the time grid."""
+
+    traj: object
+    adv: torch.Tensor
+    schedule: object
+    step_fn: Callable
+    grid: torch.Tensor
 
 
 def add_lora(transformer: torch.nn.Module, cfg: RunConfig) -> list[torch.nn.Parameter]:
@@ -198,6 +224,7 @@ def train(
         initial=start,
         total=tc.iterations,
     )
+    policy = Policy(model, base, acc, opt, params, ema)
     for it in bar:
         sec, calls0 = {}, model.calls
         # 1. prompts (same choice on every process) and this process's slice of the N samples
@@ -246,7 +273,7 @@ def train(
 
         # 4. policy update on a subsample of the recorded steps
         t0 = time.perf_counter()
-        stats = update(model, base, acc, opt, params, ema, cfg, traj, adv, schedule, step_fn, grid, it, lo)
+        stats = update(policy, cfg, Batch(traj, adv, schedule, step_fn, grid), it, lo)
         sec["train"] = time.perf_counter() - t0
         if not finite_state(acc, params, opt):
             last = checkpoint.latest(ckpts)
@@ -370,12 +397,11 @@ def steps_to_train(trainable: list[int], fraction: float, selection: str, genera
     return [trainable[j] for j in torch.randperm(n, generator=generator)[:k].tolist()]
 
 
-def update(
-    model, base, acc, opt, params, ema, cfg: RunConfig, traj, adv, schedule, step_fn, grid, it: int, lo: int
-) -> dict:
-    """Inner epochs of clipped-loss updates over (sample, step) pairs; returns stats averaged over optimizer steps."""
-    tc, T = cfg.train, traj.steps
-    trainable = [i for i in range(T) if (traj.stds[:, i] > 0).all()]  # deterministic steps carry no gradient
+def update(policy: Policy, cfg: RunConfig, batch: Batch, it: int, lo: int) -> dict:
+    """Inner epochs of clipped-loss updates over (sample, step) pairs of ``batch`` (this process's samples, the
+    first being sample ``lo`` of iteration ``it``); returns stats averaged over optimizer steps."""
+    tc, traj = cfg.train, batch.traj
+    trainable = [i for i in range(traj.steps) if (traj.stds[:, i] > 0).all()]  # deterministic steps carry no gradient
     if not trainable:
         raise ConfigError(
             f"sampler {cfg.sampler.name!r} made no stochastic step to train on; use sde or cps with noise > 0"
@@ -398,17 +424,16 @@ def update(
         per_update = math.ceil(len(pairs) / tc.updates_per_epoch)
         for chunk in (pairs[u : u + per_update] for u in range(0, len(pairs), per_update)):
             with sdpa_kernel(UPDATE_SDPA_BACKENDS):
-                stats = optimizer_step(
-                    model, base, acc, opt, params, ema, tc, traj, adv, schedule, step_fn, grid, chunk
-                )
+                stats = optimizer_step(policy, tc, batch, chunk)
             sums = _accumulate(sums, stats)
             n_stats += 1
     return {k: v / n_stats for k, v in sums.items()}
 
 
-def pair_loss(model, base, tc, traj, adv, schedule, step_fn, grid, pairs) -> LossOutput:
+def pair_loss(model, base: torch.nn.Module, tc, batch: Batch, pairs: list[tuple[int, int]]) -> LossOutput:
     """The GRPO loss of (sample, step) ``pairs`` under the current policy, with its KL to the reference (the
-    adapter off); the gradient reaches the LoRA parameters through the policy's step mean and log-prob."""
+    adapter of ``base`` off); the gradient reaches the LoRA parameters through the policy's step mean and log-prob."""
+    traj, adv, schedule, step_fn, grid = batch.traj, batch.adv, batch.schedule, batch.step_fn, batch.grid
     bi, si = torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
     x, x_next = traj.latents[bi, si], traj.latents[bi, si + 1]
     t, t_next, sigma = grid[si], grid[si + 1], schedule(si, grid) if schedule is not None else None
@@ -431,14 +456,15 @@ def pair_loss(model, base, tc, traj, adv, schedule, step_fn, grid, pairs) -> Los
     )
 
 
-def optimizer_step(model, base, acc, opt, params, ema, tc, traj, adv, schedule, step_fn, grid, pairs) -> dict:
+def optimizer_step(policy: Policy, tc, batch: Batch, pairs: list[tuple[int, int]]) -> dict:
     """One AdamW step on ``pairs`` (sample, step), accumulated over micro-batches; returns stats."""
+    model, base, acc, opt, params, ema = policy.model, policy.base, policy.acc, policy.opt, policy.params, policy.ema
     sums: dict[str, float] = {}
     micro = [pairs[s : s + tc.micro_batch] for s in range(0, len(pairs), tc.micro_batch)]
     for mi, mb in enumerate(micro):
         sync = nullcontext() if mi == len(micro) - 1 else acc.no_sync(model.transformer)
         with sync:
-            lo = pair_loss(model, base, tc, traj, adv, schedule, step_fn, grid, mb)
+            lo = pair_loss(model, base, tc, batch, mb)
             acc.backward(lo.loss * len(mb) / len(pairs))
         for name in ("loss", "policy", "kl", "clip_frac", "approx_kl"):
             sums[name] = sums.get(name, 0.0) + getattr(lo, name).item() * len(mb) / len(pairs)
