@@ -645,3 +645,37 @@ def test_the_shapes_pickscore_scores_alike_either_preprocessing():
     a = PickScore(path, path, preprocess="tensor")(images, prompts)
     b = PickScore(path, path, preprocess="processor")(images, prompts)
     torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+
+
+def test_pipelined_scoring_gives_the_serial_rewards_bit_for_bit():
+    """The shapes world (its generator and its PickScore): dense gains with decode and reward in a worker thread,
+    overlapping the next chunk's ODE continuation, equal the serial ones exactly; and both equal the continuation of
+    every latent at once (continue_ode) scored afterwards."""
+    from dgx.grpo.build import build_reward, resolve_path
+    from dgx.grpo.config import RunConfig
+    from dgx.grpo.registry import Registry
+    from dgx.rewards.credit import score_latents
+    from dgx.rewards.shapes.prompts import split
+    from dgx.sampler import SD3Model, continue_ode, sample_generator
+
+    model = SD3Model.from_pretrained(resolve_path("pkg://dgx.rewards.shapes/weights"), max_sequence_length=0)
+    reward = build_reward(RunConfig(reward={"name": "shapes_pickscore"}), Registry())
+    metas = split("train")[:3]
+    texts = [m["prompt"] for m in metas for _ in range(2)]
+    traj = rollout(
+        model,
+        model.encode(texts),
+        texts,
+        6,
+        sde_step,
+        UniformNoise(0.7),
+        [sample_generator(0, 0, s) for s in range(len(texts))],
+        3.0,
+    )
+    serial = dense_gain(model, traj, reward, [m for m in metas for _ in range(2)], ode_steps="t", chunk=5)
+    piped = dense_gain(model, traj, reward, [m for m in metas for _ in range(2)], ode_steps="t", chunk=5, pipeline=True)
+    assert torch.equal(serial.latent_rewards, piped.latent_rewards) and torch.equal(serial.signal, piped.signal)
+    xhat = continue_ode(model, traj, "t", chunk=5)
+    flat = xhat.reshape(-1, *xhat.shape[2:])
+    at_once = score_latents(model, reward, flat, [p for p in texts for _ in range(7)], None, 5, {}).view(6, 7)
+    torch.testing.assert_close(at_once, serial.latent_rewards, atol=1e-4, rtol=0)  # other reward batches: rounding

@@ -83,7 +83,7 @@ def build_reward(cfg: RunConfig, registry: Registry, name: str | None = None, de
 
 def build_credit(cfg: RunConfig, registry: Registry):
     fn = registry.get("credit", cfg.reward.credit).load()
-    return functools.partial(fn, ode_steps=cfg.reward.ode_steps, chunk=cfg.reward.chunk)
+    return functools.partial(fn, ode_steps=cfg.reward.ode_steps, chunk=cfg.reward.chunk, pipeline=cfg.reward.pipeline)
 
 
 def build_step(cfg: RunConfig, registry: Registry):

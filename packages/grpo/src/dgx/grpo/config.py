@@ -78,6 +78,11 @@ class RewardConfig(_Strict):
     credit: str = Field("sparse", description="registry `credit` entry: sparse, dense_gain, dense_latent, coca")
     ode_steps: Union[int, Literal["t"]] = Field("t", description="n of ODE_n for dense credit: 1, 2, ... or 't'")
     chunk: int = Field(256, ge=1, description="latents decoded and scored per batch (memory budget)")
+    pipeline: bool = Field(
+        False,
+        description="dense credit: decode and score chunk k in a worker thread while chunk k+1's ODE continuation "
+        "runs (the same rewards, bit for bit)",
+    )
     partial: bool = Field(True, description="GenEval: partial credit (True) or strict 0/1")
     soft: bool = Field(
         False, description="GenEval partial credit: object clauses score the detector's class probability"

@@ -16,12 +16,14 @@ x_i -> x_{i+1} on the grid (latent index i at time grid[i], i = 0 is noise, T cl
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
 from dgx.rewards.base import Reward
-from dgx.sampler import FlowModel, Trajectory, continue_ode
+from dgx.sampler import FlowModel, Trajectory
+from dgx.sampler.continuation import continue_items
 
 
 @dataclass
@@ -64,27 +66,55 @@ def sparse_credit(model: FlowModel, traj: Trajectory, reward: Reward, metadata=N
 
 
 def latent_rewards(
-    model: FlowModel, traj: Trajectory, reward: Reward, metadata=None, ode_steps="t", chunk: int = 256
+    model: FlowModel,
+    traj: Trajectory,
+    reward: Reward,
+    metadata=None,
+    ode_steps="t",
+    chunk: int = 256,
+    pipeline: bool = False,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """R_k = R(decode(ODE_n(x_k))) for every latent: (B, T+1), R_T = R(x_T)."""
+    """R_k = R(decode(ODE_n(x_k))) for every latent: (B, T+1), R_T = R(x_T).
+
+    The (trajectory, k) pairs go ``chunk`` at a time, k by k: each chunk is continued to t = 0, then decoded and
+    scored. With ``pipeline`` a worker thread decodes and scores chunk j while chunk j + 1's continuation runs; every
+    call gets the same inputs as without it, so the rewards are the same.
+    """
+    B, T = len(traj), traj.steps
+    items = [(b, k) for k in range(T + 1) for b in range(B)]
+    chunks = [items[s : s + chunk] for s in range(0, len(items), chunk)]
     sec: dict[str, float] = {}
-    t0 = time.perf_counter()
-    xhat = continue_ode(model, traj, ode_steps, chunk=chunk)
-    sec["model"] = time.perf_counter() - t0
-    B, K = xhat.shape[:2]
-    flat = xhat.reshape(B * K, *xhat.shape[2:])
-    prompts = [p for p in traj.prompts for _ in range(K)]
-    meta = None if metadata is None else [m for m in metadata for _ in range(K)]
-    return score_latents(model, reward, flat, prompts, meta, chunk, sec).view(B, K), sec
+
+    def score(part: list[tuple[int, int]], xhat: torch.Tensor) -> torch.Tensor:
+        meta = None if metadata is None else [metadata[b] for b, _ in part]
+        return score_latents(model, reward, xhat, [traj.prompts[b] for b, _ in part], meta, len(part), sec)
+
+    def continued(part: list[tuple[int, int]]) -> torch.Tensor:
+        t0 = time.perf_counter()
+        xhat = continue_items(model, traj, part, ode_steps)
+        sec["model"] = sec.get("model", 0.0) + time.perf_counter() - t0
+        return xhat
+
+    if pipeline:
+        with ThreadPoolExecutor(max_workers=1) as worker:
+            scores = [worker.submit(score, part, continued(part)) for part in chunks]
+            scores = [f.result() for f in scores]
+    else:
+        scores = [score(part, continued(part)) for part in chunks]
+    R = torch.empty(B, T + 1)
+    for part, r in zip(chunks, scores):
+        for (b, k), value in zip(part, r):
+            R[b, k] = value
+    return R, sec
 
 
-def dense_gain(model, traj, reward, metadata=None, ode_steps="t", chunk: int = 256, **_) -> Credit:
-    R, sec = latent_rewards(model, traj, reward, metadata, ode_steps, chunk)
+def dense_gain(model, traj, reward, metadata=None, ode_steps="t", chunk: int = 256, pipeline=False, **_) -> Credit:
+    R, sec = latent_rewards(model, traj, reward, metadata, ode_steps, chunk, pipeline)
     return Credit(R[:, -1], R[:, 1:] - R[:, :-1], True, torch.ones(len(traj), traj.steps), R, sec)
 
 
-def dense_latent(model, traj, reward, metadata=None, ode_steps="t", chunk: int = 256, **_) -> Credit:
-    R, sec = latent_rewards(model, traj, reward, metadata, ode_steps, chunk)
+def dense_latent(model, traj, reward, metadata=None, ode_steps="t", chunk: int = 256, pipeline=False, **_) -> Credit:
+    R, sec = latent_rewards(model, traj, reward, metadata, ode_steps, chunk, pipeline)
     return Credit(R[:, -1], R[:, 1:].clone(), True, torch.ones(len(traj), traj.steps), R, sec)
 
 

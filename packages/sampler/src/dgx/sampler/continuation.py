@@ -39,11 +39,18 @@ def continue_ode(model: FlowModel, traj: Trajectory, n: int | str = "t", chunk: 
     out = traj.latents.clone()
     items = [(b, k) for k in range(T) for b in range(B)]
     for s in range(0, len(items), chunk):
-        _continue_chunk(model, traj, items[s : s + chunk], n, out)
+        part = items[s : s + chunk]
+        x = continue_items(model, traj, part, n)
+        for i, (b, k) in enumerate(part):
+            out[b, k] = x[i]
     return out
 
 
-def _continue_chunk(model, traj: Trajectory, items: list[tuple[int, int]], n, out: torch.Tensor) -> None:
+@torch.no_grad()
+def continue_items(
+    model: FlowModel, traj: Trajectory, items: list[tuple[int, int]], n: int | str = "t"
+) -> torch.Tensor:
+    """xhat of the (trajectory, k) ``items``, advanced together: (len(items), C, H, W); k = T is x_0 itself."""
     grid, T = traj.grid, traj.steps
     bs = torch.tensor([b for b, _ in items])
     paths = [continuation_path(k, T, n) for _, k in items]
@@ -58,8 +65,7 @@ def _continue_chunk(model, traj: Trajectory, items: list[tuple[int, int]], n, ou
         else:
             v = model.velocity(x[live], t, cond.index(live), traj.guidance)
         x[live] = x[live] + v * (t_next - t).view(-1, *([1] * (x.ndim - 1)))
-    for i, (b, k) in enumerate(items):
-        out[b, k] = x[i]
+    return x
 
 
 @torch.no_grad()
