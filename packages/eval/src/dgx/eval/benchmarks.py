@@ -200,9 +200,10 @@ def shapes_geneval(
     max_prompts: int | None = None,
     out: Path | None = None,
     shard: Shard = Shard(),
+    scores: dict | None = None,
     **_,
 ) -> dict[str, float]:
-    """GenEval-style score on the shapes-world test split."""
+    """GenEval-style score on the shapes-world test split (with ``scores``: those rewards of the same images too)."""
     return geneval_benchmark(
         model,
         shapes_reward(partial=False),
@@ -215,48 +216,23 @@ def shapes_geneval(
         batch=batch,
         out=out,
         shard=shard,
+        scores=scores,
     )
 
 
 def shapes_pickscore(
-    model: FlowModel,
-    *,
-    steps: int,
-    guidance: float,
-    images_per_prompt: int = 4,
-    min_images_per_tag: int = 0,
-    seed: int = 0,
-    batch: int = 64,
-    max_prompts: int | None = None,
-    out: Path | None = None,
-    shard: Shard = Shard(),
-    path: str | None = None,
-    processor_path: str | None = None,
-    **_,
+    model: FlowModel, *, path: str | None = None, processor_path: str | None = None, **kw
 ) -> dict[str, float]:
     """The shapes world's PickScore (``pickscore``; ``path``: its model folder, default the one dgx-rewards ships) of
     ODE samples of its test split, and the strict GenEval verdicts of the same images (``overall`` and per tag):
-    does a preference gain carry over to the rules?"""
+    does a preference gain carry over to the rules? ``kw``: as ``shapes_geneval``."""
     from importlib import resources
 
     from dgx.rewards.pickscore import PickScore
 
     path = path or str(resources.files("dgx.rewards.shapes").joinpath("pickscore"))
     ps = PickScore(path=path, processor_path=processor_path or path, device=_device(model))
-    return geneval_benchmark(
-        model,
-        shapes_reward(partial=False),
-        shapes_test_split(max_prompts),
-        steps=steps,
-        guidance=guidance,
-        images_per_prompt=images_per_prompt,
-        min_images_per_tag=min_images_per_tag,
-        seed=seed,
-        batch=batch,
-        out=out,
-        shard=shard,
-        scores={"pickscore": ps},
-    )
+    return shapes_geneval(model, scores={"pickscore": ps}, **kw)
 
 
 def read_prompts(path: str | Path) -> list[dict]:

@@ -9,13 +9,14 @@ closest valid names; component names are checked against the registry.
 from __future__ import annotations
 
 import copy
+import inspect
 import re
 from pathlib import Path
 from typing import Any, Literal, Union, get_args
 
 import yaml
 from dgx.grpo.errors import ConfigError
-from dgx.grpo.registry import Registry, accepted_arguments, suggest, yaml_problem
+from dgx.grpo.registry import Registry, suggest, yaml_problem
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 # Flow-GRPO's LoRA targets (scripts/train_sd3.py): peft matches them as module-name suffixes
@@ -513,9 +514,9 @@ def _cross_field(cfg: RunConfig, data: dict, registry: Registry) -> tuple[tuple,
     if cfg.model.resolution is not None and cfg.model.resolution % 16:
         return ("model", "resolution"), f"{cfg.model.resolution} px is not a multiple of 16 (VAE factor 8 x patch 2)"
     if cfg.eval.path or cfg.eval.processor_path:
-        takes = accepted_arguments(registry.get("evaluations", cfg.eval.name).load())
+        named = inspect.signature(registry.get("evaluations", cfg.eval.name).load()).parameters  # not just **kwargs
         for key in ("path", "processor_path"):
-            if getattr(cfg.eval, key) and takes is not None and key not in takes:
+            if getattr(cfg.eval, key) and key not in named:
                 return ("eval", key), f"the evaluation {cfg.eval.name!r} takes no {key!r}"
     for name in cfg.train.log_with:
         from dgx.grpo.metrics import missing_tracker
