@@ -182,3 +182,50 @@ def test_a_run_loads_its_generator_once(tmp_path, tiny_pipe_dir, monkeypatch):
     assert res.exit_code == 0, res.output
     assert (tmp_path / "o" / "dense_grpo" / "seed_0" / "calibration" / "psi.json").is_file()
     assert len(loads) == 1, loads
+
+
+def test_evaluation_during_training_on_two_processes(tmp_path, tiny_pipe_dir):
+    """Under `accelerate launch --num_processes 2` (DDP over gloo) each process evaluates its share of the subset
+    with the unwrapped transformer, and the main one writes the curve."""
+    import os
+    import subprocess
+    import sys
+
+    abl = one_iteration(tmp_path, tiny_pipe_dir)
+    text = (
+        abl.read_text()
+        .replace("iterations: 1", "iterations: 2")
+        .replace("steps: 2}", "steps: 2, every: 1, every_images: 3}")
+    )
+    abl.write_text(text.replace("  dense_grpo: {reward: {credit: dense_gain}}\n", ""))  # flow_grpo only
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--main_process_port",
+        "29562",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "dgx.grpo.cli",
+        "run",
+        str(abl),
+        "--out",
+        str(tmp_path / "o"),
+        "--set",
+        "device=cpu",
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    curve = (tmp_path / "o" / "flow_grpo" / "seed_0" / "eval_curve.jsonl").read_text().splitlines()
+    assert [json.loads(line)["iteration"] for line in curve] == [0, 1]

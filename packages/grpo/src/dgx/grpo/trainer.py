@@ -328,7 +328,11 @@ def train(
             )
         if evaluating:
             t0 = time.perf_counter()
-            row, grid_images = evaluate_during(model, it)
+            wrapped, model.transformer = model.transformer, base  # per-process forward passes, no DDP wrapper
+            try:
+                row, grid_images = evaluate_during(model, it)
+            finally:
+                model.transformer = wrapped
             row = {"iteration": it, **row, "seconds": time.perf_counter() - t0}
             if curve is not None:
                 curve.log(row)
