@@ -91,23 +91,20 @@ def build_step(cfg: RunConfig, registry: Registry):
 
 
 def build_schedule(cfg: RunConfig, registry: Registry, psi_path: Path | None = None):
-    """The sampler's noise schedule; ``calibrated`` reads noise.psi_path or ``psi_path``; with
-    ``noise.window`` it is zero (an ODE step) outside the window."""
+    """The sampler's noise schedule: the ``noise`` entry's factory with the noise keys it takes (``a``, ``value``,
+    ``psi_path``: noise.psi_path, else ``psi_path``, the run's calibration); with ``noise.window`` it is zero (an
+    ODE step) outside the window."""
     n = cfg.sampler.noise
     factory = registry.get("noise", n.name).load()
-    if n.name == "uniform":
-        schedule = factory(n.a)
-    elif n.name == "constant":
-        schedule = factory(n.value)
-    elif n.name == "calibrated":
-        path = n.psi_path or psi_path
-        if path is None:
-            raise ConfigError(
-                "sampler.noise.name = calibrated needs noise.psi_path (or run through `dgx run`, which calibrates first)"
-            )
-        schedule = factory(path)
-    else:
-        schedule = factory(**n.model_dump(exclude={"name", "window"}))
+    values = {**n.model_dump(exclude={"name", "window"}), "psi_path": n.psi_path or psi_path}
+    takes = accepted_arguments(factory)
+    kwargs = {k: v for k, v in values.items() if takes is None or k in takes}
+    if takes is not None and "psi_path" in takes and kwargs["psi_path"] is None:
+        raise ConfigError(
+            f"sampler.noise.name = {n.name} reads a calibrated psi table: set noise.psi_path (or run through "
+            "`dgx run`, which calibrates first)"
+        )
+    schedule = factory(**kwargs)
     if n.window is None:
         return schedule
     start, stop = n.window
@@ -116,6 +113,13 @@ def build_schedule(cfg: RunConfig, registry: Registry, psi_path: Path | None = N
             f"sampler.noise.window = [{start}, {stop}] must satisfy 0 <= start < stop <= sampler.steps = {cfg.sampler.steps}"
         )
     return Windowed(schedule, start, stop)
+
+
+def needs_calibration(cfg: RunConfig, registry: Registry) -> bool:
+    """Whether the run's noise schedule reads a psi table (its factory takes ``psi_path``) and the config gives
+    none, so that ``dgx run`` calibrates first."""
+    takes = accepted_arguments(registry.get("noise", cfg.sampler.noise.name).load())
+    return takes is not None and "psi_path" in takes and not cfg.sampler.noise.psi_path
 
 
 def load_prompts(cfg: RunConfig, split: str = "train") -> list[dict]:

@@ -492,7 +492,7 @@ def _cross_field(cfg: RunConfig, data: dict, registry: Registry) -> tuple[tuple,
     """The first rule across fields that ``cfg`` breaks, as (key path, message); None if it breaks none."""
     steps = cfg.sampler.steps
     noise = cfg.sampler.noise
-    if cfg.sampler.name == "ode" and (noise.name == "calibrated" or "noise" in (data.get("sampler") or {})):
+    if cfg.sampler.name == "ode" and "noise" in (data.get("sampler") or {}):
         return ("sampler", "name"), "the ode sampler takes no noise; remove sampler.noise or use sde or cps"
     if noise.window is not None and not 0 <= noise.window[0] < noise.window[1] <= steps:
         return ("sampler", "noise", "window"), (

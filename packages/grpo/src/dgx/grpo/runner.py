@@ -27,7 +27,7 @@ import torch
 import yaml
 from accelerate import Accelerator
 from dgx.grpo import checkpoint
-from dgx.grpo.build import build_model, choose_prompts, load_prompts
+from dgx.grpo.build import build_model, choose_prompts, load_prompts, needs_calibration
 from dgx.grpo.calibrate import calibrate, mean_imbalance, psi_matches
 from dgx.grpo.config import RunConfig, load
 from dgx.grpo.distributed import accelerate_mode, check_supported, process_state, shard
@@ -329,7 +329,7 @@ def run_ablation(
                     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
                     registry_files = [str(Path(f).resolve()) for f in abl.registry_files]  # for dgx push / eval later
                     (run_dir / "registry.json").write_text(json.dumps({"files": registry_files}))
-                if cfg.sampler.noise.name != "calibrated" or cfg.sampler.noise.psi_path:
+                if not needs_calibration(cfg, registry):
                     psi = None
                 elif not have_psi:
                     calibrate(cfg, psi.parent, registry, resume=resume, model=generators.get(cfg))

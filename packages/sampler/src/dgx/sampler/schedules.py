@@ -61,9 +61,9 @@ class TableNoise:
         return torch.tensor(self.psi, dtype=torch.float32, device=grid.device)[index]
 
     @classmethod
-    def from_json(cls, path: str | Path) -> "TableNoise":
+    def from_json(cls, psi_path: str | Path) -> "TableNoise":
         """Read ``{"psi": [...], "timesteps": [...], ...}`` as written by calibration."""
-        path = Path(path)
+        path = Path(psi_path)
         if not path.is_file():
             raise SamplerError(f"psi table {path} not found; run `dgx calibrate CONFIG` first or fix noise.psi_path")
         data = json.loads(path.read_text())
