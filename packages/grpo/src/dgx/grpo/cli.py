@@ -13,11 +13,6 @@ import click
 from dgx.grpo.errors import ConfigError, HubError, TrainingError
 
 
-def _fail(e: Exception) -> None:
-    click.secho(f"error: {e}", fg="red", err=True)
-    sys.exit(2)
-
-
 def _own(e: BaseException) -> bool:
     """An error dgx raised on purpose, whose message already says what and where."""
     from dgx.rewards.base import RewardError
@@ -220,7 +215,7 @@ def registry(section: str | None, files: tuple[Path, ...]) -> None:
     reg = Registry(list(files))
     for s in [section] if section else SECTIONS:
         if s not in reg.sections:
-            _fail(ConfigError(f"unknown section {s!r}; valid: {', '.join(SECTIONS)}"))
+            raise ConfigError(f"unknown section {s!r}; valid: {', '.join(SECTIONS)}")
         click.secho(s, bold=True)
         for name in reg.names(s):
             e = reg.sections[s][name]

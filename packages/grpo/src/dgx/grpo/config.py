@@ -16,6 +16,7 @@ from typing import Any, Literal, Union, get_args
 
 import yaml
 from dgx.grpo.errors import ConfigError
+from dgx.grpo.metrics import missing_tracker
 from dgx.grpo.registry import Registry, suggest, yaml_problem
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
@@ -519,8 +520,6 @@ def _cross_field(cfg: RunConfig, data: dict, registry: Registry) -> tuple[tuple,
             if getattr(cfg.eval, key) and key not in named:
                 return ("eval", key), f"the evaluation {cfg.eval.name!r} takes no {key!r}"
     for name in cfg.train.log_with:
-        from dgx.grpo.metrics import missing_tracker
-
         if why := missing_tracker(name):
             return ("train", "log_with"), why
     if cfg.train.keep_every is not None and cfg.train.keep_every % cfg.train.save_every:

@@ -285,10 +285,13 @@ def run_ablation(
                 f"do not divide over {acc.num_processes} processes"
             )
     writable_folder(out, "--out")
-    if resume:  # a refused resume stops here, before any evaluation, with every file as it was
-        for seed in run_seeds:
-            for name, vcfg in variants.items():
-                check_resume(out / name / f"seed_{seed}", vcfg.model_copy(update={"seed": seed}))
+    # a refused resume stops here, before any evaluation, with every file as it was; else: what each run changed
+    changed = {
+        (name, seed): check_resume(out / name / f"seed_{seed}", vcfg.model_copy(update={"seed": seed}))
+        for seed in run_seeds
+        for name, vcfg in variants.items()
+        if resume
+    }
     if main:
         with open(out / "invocations.jsonl", "a") as f:  # one line per `dgx run` into this folder (a resume adds one)
             f.write(json.dumps({**environment(), **accelerate_mode(acc.state), "registry": registry.sources}) + "\n")
@@ -317,7 +320,7 @@ def run_ablation(
             run_dir.mkdir(parents=True, exist_ok=True)
             finished = checkpoint.trained(run_dir / "checkpoints") >= cfg.train.iterations  # not killed while extended
             summary = _summary(run_dir / "eval" / "summary.json") if resume and finished else None
-            if resume and check_resume(run_dir, cfg):
+            if changed.get((name, seed)):
                 summary = (
                     None  # trained longer or evaluated differently: continue from the last checkpoint, evaluate again
                 )

@@ -381,7 +381,8 @@ def finite_state(acc: Accelerator, params: list[torch.Tensor], opt: torch.optim.
         return t.to_local() if isinstance(t, DTensor) else t
 
     tensors = [*params, *(v for s in opt.state.values() for v in s.values() if torch.is_tensor(v) and v.ndim)]
-    ok = torch.tensor([float(all(bool(torch.isfinite(local(t)).all()) for t in tensors))], device=acc.device)
+    # one flag per tensor, reduced on the device: a single host sync per iteration, not one per tensor
+    ok = torch.stack([torch.isfinite(local(t)).all().to(acc.device) for t in tensors]).all().float().view(1)
     return bool(acc.gather(ok).min() > 0)
 
 

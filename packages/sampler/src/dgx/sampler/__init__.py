@@ -1,7 +1,6 @@
 """dgx.sampler: flow-matching SDE/ODE/CPS steps with log-probs, noise schedules, rollouts,
 batched ODE_n continuation and model adapters (diffusers SD3 and FLUX)."""
 
-from dgx.sampler.compat import pil_image_processors  # noqa: F401  (first: runs before diffusers loads a pipeline)
 from dgx.sampler.continuation import continuation_path, continue_ode, continue_ode_naive
 from dgx.sampler.errors import SamplerError
 from dgx.sampler.flux import FluxModel

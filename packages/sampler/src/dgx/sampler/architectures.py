@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import dgx.sampler.compat  # noqa: F401  (before diffusers imports the pipelines)
 import torch
 from dgx.sampler.flux import FluxModel
 from dgx.sampler.model import SD3Model

@@ -1,4 +1,5 @@
-"""Third-party import quirks, handled once when dgx.sampler is imported (this module runs on import)."""
+"""Third-party import quirks. Importing this module handles them, once per process: the modules that import diffusers'
+pipeline classes (model, flux, tiny, architectures) import it right before, so nothing is paid at start-up."""
 
 from __future__ import annotations
 

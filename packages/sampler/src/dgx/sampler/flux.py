@@ -42,6 +42,7 @@ class FluxModel(PipelineModel):
         resolution: int | None = None,
     ) -> "FluxModel":
         """Load from a local pipeline folder or a Hub id (offline: a local folder or cached id)."""
+        import dgx.sampler.compat  # noqa: F401  (before diffusers imports the pipeline)
         from diffusers import FluxPipeline
 
         return cls(load_pipeline(FluxPipeline, path, dtype, device), max_sequence_length, device, resolution)

@@ -179,6 +179,7 @@ class SD3Model(PipelineModel):
         resolution: int | None = None,
     ) -> "SD3Model":
         """Load from a local pipeline folder or a Hub id (offline: a local folder or cached id)."""
+        import dgx.sampler.compat  # noqa: F401  (before diffusers imports the pipeline)
         from diffusers import StableDiffusion3Pipeline
 
         kwargs = {}

@@ -15,6 +15,7 @@ import string
 import tempfile
 from pathlib import Path
 
+import dgx.sampler.compat  # noqa: F401  (before diffusers imports the pipelines)
 import torch
 from diffusers import (
     AutoencoderKL,
