@@ -3,6 +3,7 @@
 import json
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -305,7 +306,8 @@ def test_the_evaluation_models_come_from_the_config(tmp_path):
     )
     (tmp_path / "c.yaml").write_text("registry: reg.yaml\neval: {name: rec, path: det/folder, processor_path: clip}\n")
     abl = load(tmp_path / "c.yaml")
-    evaluate(None, abl.variants["default"], tmp_path / "out", abl.registry())
+    parts = SimpleNamespace(model=None, cfg=abl.variants["default"], registry=abl.registry())  # no generator needed
+    evaluate(parts, tmp_path / "out")
     assert RECORDED == {"path": "det/folder", "processor_path": "clip"}
     (tmp_path / "d.yaml").write_text("registry: reg.yaml\neval: {name: plain, path: det/folder}\n")
     with pytest.raises(ConfigError, match="eval.path: the evaluation 'plain' takes no 'path'"):

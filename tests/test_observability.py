@@ -83,11 +83,13 @@ def test_an_offline_wandb_run_records_the_metrics_scalars_and_images(tmp_path, t
     monkeypatch.setenv("WANDB_SILENT", "true")
     cfg = tiny_config(tmp_path, tiny_pipe_dir, iterations=2, log_with=["tensorboard", "wandb"])
     cfg.eval.name, cfg.eval.steps, cfg.eval.every, cfg.eval.every_images = "brightness_eval", 2, 1, 3
+    from dgx.grpo.assembly import assemble
     from dgx.grpo.runner import evaluation_during_training
 
     reg = Registry([tmp_path / "reg.yaml"])
     run = tmp_path / "run"
-    train(cfg, run, registry=reg, evaluate_during=evaluation_during_training(cfg, run, reg))
+    parts = assemble(cfg, reg)
+    train(cfg, run, parts=parts, evaluate_during=evaluation_during_training(parts, run))
     rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
     history = {h["_step"]: h for h in wandb_history(run)}
     for row in rows:
@@ -159,10 +161,11 @@ def test_dgx_run_shows_its_place_in_the_whole_run(tmp_path, tiny_pipe_dir, capfd
     )
 
 
-def test_a_run_loads_its_generator_once(tmp_path, tiny_pipe_dir, monkeypatch):
-    """`dgx run` of 2 variants (one calibrated) x 1 seed builds the generator once and hands it to the base model's
-    evaluation, the calibration, both trainings and both evaluations."""
+def test_a_run_loads_its_generator_and_reward_once(tmp_path, tiny_pipe_dir, monkeypatch):
+    """`dgx run` of 2 variants (one calibrated) x 1 seed builds the generator and the reward once and hands them to the
+    base model's evaluation, the calibration, both trainings and both evaluations."""
     from dgx.sampler import SD3Model
+    from dgx_test_helpers import Recorder
 
     loads, original = [], SD3Model.from_pretrained.__func__
 
@@ -173,15 +176,22 @@ def test_a_run_loads_its_generator_once(tmp_path, tiny_pipe_dir, monkeypatch):
     monkeypatch.setattr(SD3Model, "from_pretrained", classmethod(counting))
     abl = one_iteration(tmp_path, tiny_pipe_dir)
     abl.write_text(
-        abl.read_text().replace(
+        abl.read_text()
+        .replace(
             "dense_grpo: {reward: {credit: dense_gain}}",
             "dense_grpo: {reward: {credit: dense_gain}, sampler: {noise: {name: calibrated}}}",
         )
+        .replace("reward: {name: brightness}", "reward: {name: recorder}")
     )
+    (tmp_path / "reg.yaml").write_text(
+        (tmp_path / "reg.yaml").read_text() + "  recorder: {impl: 'dgx_test_helpers:Recorder', description: test}\n"
+    )
+    Recorder.built.clear()
     res = CliRunner().invoke(main, ["run", str(abl), "--out", str(tmp_path / "o")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "o" / "dense_grpo" / "seed_0" / "calibration" / "psi.json").is_file()
     assert len(loads) == 1, loads
+    assert [b["device"] for b in Recorder.built] == ["cpu"]
 
 
 def test_evaluation_during_training_on_two_processes(tmp_path, tiny_pipe_dir):

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from dgx.eval.tables import paired_gain, pool
-from dgx.grpo.build import build_model
+from dgx.grpo.assembly import assemble
 from dgx.grpo.cli import SET_HELP
 from dgx.grpo.config import load, parse_sets
 from dgx.grpo.runner import evaluate, per_image
@@ -44,16 +44,16 @@ registry = abl.registry()
 gains: dict[str, list[tuple[float, float]]] = {}
 for adapter in [None, *args.adapters]:
     name = "base" if adapter is None else "_".join(Path(adapter).parts[-2:])
-    model = build_model(cfg, registry)
+    parts = assemble(cfg, registry)
     if adapter is not None:
-        load_adapter(model, cfg, Path(adapter))
+        load_adapter(parts.model, cfg, Path(adapter))
     for seed in args.seeds:
         d = args.out / name / f"seed_{seed}"
         summary_file = d / "eval" / "summary.json"
         if adapter is None and summary_file.is_file():
             summary = json.loads(summary_file.read_text())
         else:
-            summary = evaluate(model, cfg, d / "eval", registry, seed=seed)
+            summary = evaluate(parts, d / "eval", seed=seed)
         row = {"model": name, "seed": seed, **{k: round(v, 4) for k, v in summary.items()}}
         if adapter is not None:
             g = paired_gain(per_image(args.out / "base" / f"seed_{seed}"), per_image(d))["overall"]

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from dgx.grpo.assembly import assemble
 from dgx.grpo.build import build_reward
 from dgx.grpo.config import RunConfig, deep_merge, load
 from dgx.grpo.runner import evaluate, paired_reward_gain
@@ -58,7 +59,8 @@ for spec in args.specs:
     model = train(cfg, run, resume=True, registry=abl.registry())
     row = {"name": name, "override": json.loads(over or "{}"), "train_s": round(time.perf_counter() - t0, 1)}
     if not args.no_eval:
-        row["test"] = {k: round(v, 4) for k, v in evaluate(model, cfg, run / "eval", abl.registry()).items()}
+        parts = assemble(cfg, abl.registry(), model=model)
+        row["test"] = {k: round(v, 4) for k, v in evaluate(parts, run / "eval").items()}
     if args.paired:
         scored = cfg.model_copy(update={"reward": cfg.reward.model_copy(update=paired_reward)})
         row["paired"] = paired_reward_gain(model, scored, build_reward(scored, abl.registry()), args.paired)

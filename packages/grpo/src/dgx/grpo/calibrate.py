@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from dgx.grpo.build import build_model, build_reward, build_step, choose_prompts, load_prompts
+from dgx.grpo.assembly import Assembly, assemble
+from dgx.grpo.build import choose_prompts
 from dgx.grpo.checkpoint import write_text_atomic
 from dgx.grpo.config import RunConfig, load
 from dgx.grpo.distributed import process_state, shard
@@ -100,7 +101,7 @@ def _fingerprint(cfg: RunConfig) -> dict:
 
 
 def calibrate(
-    cfg: RunConfig, out_dir: Path, registry: Registry | None = None, resume: bool = False, model=None
+    cfg: RunConfig, out_dir: Path, registry: Registry | None = None, resume: bool = False, parts: Assembly | None = None
 ) -> Path:
     """Run Algorithm 1 and write ``out_dir/psi.json`` and ``out_dir/psi.png``.
 
@@ -108,15 +109,15 @@ def calibrate(
     settings continues from it (a killed calibration, or more iterations), with the same result as
     one uninterrupted call, since every sample is keyed by (seed, iteration, index). Under several
     processes each rolls out its share of the samples, all compute the same psi(t), the main process
-    writes the files and the others wait for psi.json. ``model``: the run's generator (without an adapter), else one
-    is built.
+    writes the files and the others wait for psi.json. ``parts``: the run's components (its generator without an
+    adapter), else they are assembled from ``cfg``.
     """
-    registry = registry or Registry()
     state = process_state(cfg)
     c, T = cfg.calibrate, cfg.sampler.steps
     if cfg.sampler.name == "ode":
         raise ConfigError("calibration needs a stochastic sampler (sampler.name: sde or cps)")
-    model = model if model is not None else build_model(cfg, registry)
+    parts = parts or assemble(cfg, registry)
+    model, reward, step_fn, prompts = parts.model, parts.reward, parts.step, parts.prompts
     grid = model.grid(T)
     if c.init == "uniform":
         init = UniformNoise(cfg.sampler.noise.a)(torch.arange(T), grid).tolist()
@@ -124,8 +125,6 @@ def calibrate(
         init = [float(c.init)] * T if isinstance(c.init, (int, float)) else [float(v) for v in c.init]
     if len(init) != T:
         raise ConfigError(f"calibrate.init has {len(init)} values but sampler.steps is {T}")
-    reward, step_fn = build_reward(cfg, registry, device=model.device), build_step(cfg, registry)
-    prompts = load_prompts(cfg, "train")
     out_dir.mkdir(parents=True, exist_ok=True)
     progress, fingerprint = out_dir / "progress.json", _fingerprint(cfg)
     saved = json.loads(progress.read_text()) if resume and progress.is_file() else {}

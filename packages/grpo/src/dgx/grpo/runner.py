@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,30 +28,33 @@ import torch
 import yaml
 from accelerate import Accelerator
 from dgx.grpo import checkpoint
-from dgx.grpo.build import build_model, choose_prompts, load_prompts, needs_calibration
+from dgx.grpo.assembly import Assembler, Assembly, assemble
+from dgx.grpo.build import choose_prompts, load_prompts
 from dgx.grpo.calibrate import calibrate, mean_imbalance, psi_matches
 from dgx.grpo.config import RunConfig, load
 from dgx.grpo.distributed import accelerate_mode, check_supported, process_state, shard
 from dgx.grpo.errors import ConfigError
-from dgx.grpo.registry import Registry, suggest
-from dgx.grpo.trainer import adapter_disabled, load_adapter, remove_adapter, train
+from dgx.grpo.registry import suggest
+from dgx.grpo.trainer import adapter_disabled, load_adapter, train
 from dgx.sampler import ode_step, rollout, sample_generator
 from tqdm.auto import tqdm
 
 EVAL_SEED = 12345
 
 
-def evaluate(model, cfg: RunConfig, out: Path, registry: Registry, seed: int | None = None) -> dict[str, float]:
-    """The config's benchmark; image i's noise is keyed by (seed, i), seed = EVAL_SEED + cfg.seed unless given.
+def evaluate(parts: Assembly, out: Path, cfg: RunConfig | None = None, seed: int | None = None) -> dict[str, float]:
+    """The benchmark of ``cfg`` (default the run's, ``parts.cfg``) on the run's generator; image i's noise is keyed by
+    (seed, i), seed = EVAL_SEED + cfg.seed unless given.
 
     Under several processes the benchmark gets ``shard=`` (each process scores its share of the images)
     and only the main process writes ``out``.
     """
+    cfg = cfg or parts.cfg
     ev = cfg.eval
-    fn = registry.get("evaluations", ev.name).load()
+    fn = parts.registry.get("evaluations", ev.name).load()
     part = shard(cfg)
     return fn(
-        model,
+        parts.model,
         steps=ev.steps,
         guidance=cfg.eval_guidance,
         images_per_prompt=ev.images_per_prompt,
@@ -75,12 +79,13 @@ def headline(summary: dict) -> str:
     return next(k for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
 
 
-def evaluation_during_training(cfg: RunConfig, run_dir: Path, registry: Registry):
+def evaluation_during_training(parts: Assembly, run_dir: Path):
     """``eval.every``'s evaluation for ``train(evaluate_during=)``, or None: the first ``eval.every_images`` test
     prompts, one image each, with the same initial noise every time, into ``run_dir/eval_during/iter_N``; the base
     model's images of the same prompts and noise (adapter disabled) once per call of train, into ``.../base``. Each
     returns the scores, the headline ``score``, its ``gain`` over the base model image by image ± ``gain_se``, and
     ``grid.png`` (the base model above the trained one) as an image for the trackers."""
+    cfg = parts.cfg
     if cfg.eval.every is None:
         return None
     from dgx.eval.plots import plot_samples
@@ -96,12 +101,13 @@ def evaluation_during_training(cfg: RunConfig, run_dir: Path, registry: Registry
         return [json.loads(ln) for ln in (d / "per_image.jsonl").read_text().splitlines()]
 
     def at(model, iteration: int) -> tuple[dict, np.ndarray | None]:
+        now = replace(parts, model=model)  # the trainer's unwrapped transformer
         if not base_done:
             with adapter_disabled(model.transformer):
-                evaluate(model, sub, folder / "base", registry)
+                evaluate(now, folder / "base", sub)
             base_done.append(True)
         out = folder / f"iter_{iteration:05d}"
-        summary = evaluate(model, sub, out, registry)
+        summary = evaluate(now, out, sub)
         metric = headline(summary)
         row = {"metric": metric, "score": summary[metric]}
         row.update({k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
@@ -234,29 +240,6 @@ def warn(lines: list[str]) -> None:
         tqdm.write(f"warning: {line}", file=sys.stderr)
 
 
-class Generators:
-    """The run's generator, built once per process and handed to every evaluation, calibration and training (each
-    run's adapter is taken off after it); a variant whose model config differs gets its own. Under FSDP2 the trainer
-    shards it in place and hands back an unsharded rebuild, so the next run builds again."""
-
-    def __init__(self, registry: Registry):
-        self.registry, self.key, self.model = registry, None, None
-
-    def get(self, cfg: RunConfig):
-        key = json.dumps([cfg.model.model_dump(mode="json"), cfg.device], sort_keys=True)
-        if key != self.key:
-            self.model = self.key = None  # the previous one is freed before the next is built
-            self.model, self.key = build_model(cfg, self.registry), key
-        return self.model
-
-    def done(self, trained) -> None:
-        """After a run: ``trained`` is the model train handed back; the next run gets it without this adapter."""
-        if trained is self.model:
-            remove_adapter(trained.transformer)
-        else:
-            self.model = self.key = None
-
-
 def run_ablation(
     file: Path,
     out: Path | None = None,
@@ -296,7 +279,7 @@ def run_ablation(
         with open(out / "invocations.jsonl", "a") as f:  # one line per `dgx run` into this folder (a resume adds one)
             f.write(json.dumps({**environment(), **accelerate_mode(acc.state), "registry": registry.sources}) + "\n")
     results: dict[str, list[dict]] = {"base": []}
-    generators = Generators(registry)
+    assembler = Assembler(registry)
     for seed in run_seeds:  # the untrained model, once per seed (same eval config as the first variant)
         cfg = next(iter(variants.values())).model_copy(update={"seed": seed})
         ev_dir = out / "base" / f"seed_{seed}" / "eval"
@@ -306,7 +289,7 @@ def run_ablation(
         summary = _summary(ev_dir / "summary.json") if resume and same else None
         acc.wait_for_everyone()  # every process has read the folder before the main one rewrites it
         if summary is None:
-            summary = evaluate(generators.get(cfg), cfg, ev_dir, registry)
+            summary = evaluate(assembler.get(cfg), ev_dir)
             if main:
                 (ev_dir / "config.yaml").write_text(stamp)
         results["base"].append(summary)
@@ -332,22 +315,20 @@ def run_ablation(
                     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
                     registry_files = [str(Path(f).resolve()) for f in abl.registry_files]  # for dgx push / eval later
                     (run_dir / "registry.json").write_text(json.dumps({"files": registry_files}))
-                if not needs_calibration(cfg, registry):
-                    psi = None
-                elif not have_psi:
-                    calibrate(cfg, psi.parent, registry, resume=resume, model=generators.get(cfg))
-                during = evaluation_during_training(cfg, run_dir, registry)
+                parts = assembler.get(cfg)
+                if parts.needs_calibration:
+                    if not have_psi:
+                        calibrate(cfg, psi.parent, resume=resume, parts=parts)
+                    parts = parts.with_psi(psi)
                 model = train(
                     cfg,
                     run_dir,
                     resume=resume,
-                    psi_path=psi,
-                    registry=registry,
-                    evaluate_during=during,
-                    model=generators.get(cfg),
+                    evaluate_during=evaluation_during_training(parts, run_dir),
+                    parts=parts,
                 )
-                summary = evaluate(model, cfg, run_dir / "eval", registry)
-                generators.done(model)
+                summary = evaluate(replace(parts, model=model), run_dir / "eval")
+                assembler.done(model)
             results.setdefault(name, []).append(summary)
             runs.update()
     runs.close()
@@ -582,11 +563,10 @@ def evaluate_file(
     name, cfg = abl.variant(variant)
     warn(abl.warnings)
     out = writable_folder(out or Path("runs") / Path(file).stem / "eval" / name, "--out")  # before minutes of sampling
-    registry = abl.registry()
-    model = build_model(cfg, registry)
+    parts = assemble(cfg, abl.registry())
     if adapter is not None:
-        load_adapter(model, cfg, adapter)
-    summary = evaluate(model, cfg, out, registry)
+        load_adapter(parts.model, cfg, adapter)
+    summary = evaluate(parts, out)
     if process_state(cfg).is_main_process:
         plot_samples({"base" if adapter is None else Path(adapter).name: out}, out / "samples.png")
     return summary

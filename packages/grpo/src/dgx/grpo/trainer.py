@@ -28,15 +28,8 @@ from accelerate.utils import DistributedType
 from dgx.eval.benchmarks import Shard
 from dgx.grpo import checkpoint
 from dgx.grpo.advantages import advantages
-from dgx.grpo.build import (
-    build_credit,
-    build_model,
-    build_reward,
-    build_schedule,
-    build_step,
-    choose_prompts,
-    load_prompts,
-)
+from dgx.grpo.assembly import Assembly, assemble
+from dgx.grpo.build import build_model, build_schedule, choose_prompts
 from dgx.grpo.config import RunConfig
 from dgx.grpo.distributed import check_supported
 from dgx.grpo.errors import ConfigError, TrainingError
@@ -142,20 +135,19 @@ def train(
     accelerator: Accelerator | None = None,
     stop_after: int | None = None,
     evaluate_during: Callable | None = None,
-    model=None,
+    parts: Assembly | None = None,
 ):
     """Train one config into ``run_dir``; returns the model with its trained adapter enabled (under FSDP2
     the model trains sharded, and an unsharded one with the trained adapter is returned).
 
-    ``stop_after`` ends the loop after that many iterations of this call (to test resuming). ``model``: the run's
-    generator, built once by the caller (without an adapter; it gets this run's, which ``remove_adapter`` takes off
-    again); None builds one.
+    ``stop_after`` ends the loop after that many iterations of this call (to test resuming). ``parts``: the run's
+    components, assembled once by the caller from ``cfg`` (its generator without an adapter: it gets this run's,
+    which ``remove_adapter`` takes off again); None assembles them from ``cfg``, ``registry`` and ``psi_path``.
     ``evaluate_during(model, iteration)`` (with ``eval.every``) returns a row of test scores and a uint8 NHWC grid of
     sample images (or None); every process calls it, the main one logs the row to ``eval_curve.jsonl`` and the
     trackers (as ``test/...``) and the images to the trackers, and keeps ``checkpoints/best`` by the row's
     ``score``.
     """
-    registry = registry or Registry()
     acc = accelerator or Accelerator(cpu=cfg.device == "cpu")
     check_supported(acc.state)
     cuda = acc.device.type == "cuda"
@@ -167,7 +159,11 @@ def train(
 
     ckpts = run_dir / "checkpoints"
     last = checkpoint.latest(ckpts) if resume else None
-    model = model if model is not None else build_model(cfg, registry, acc.device)
+    if parts is None:
+        parts = assemble(cfg, registry, device=acc.device, psi_path=psi_path)
+    elif parts.cfg != cfg:
+        raise ValueError("train: parts were assembled from another config")
+    registry, psi_path, model = parts.registry, parts.psi_path, parts.model
     base = model.transformer
     params = add_lora(base, cfg)
     if last is not None:  # whole weights, before accelerate may shard them
@@ -191,9 +187,9 @@ def train(
     params = [p for p in base.parameters() if p.requires_grad]
     ema = {n: p.detach().clone() for n, p in base.named_parameters() if p.requires_grad} if tc.ema else None
 
-    reward, credit_fn = build_reward(cfg, registry, device=acc.device), build_credit(cfg, registry)
-    step_fn, schedule = build_step(cfg, registry), build_schedule(cfg, registry, psi_path)
-    prompts = load_prompts(cfg, "train")
+    reward, credit_fn, step_fn, prompts = parts.reward, parts.credit, parts.step, parts.prompts
+    # a schedule that waits for a psi table raises here, saying which key to set
+    schedule = parts.schedule if parts.schedule is not None else build_schedule(cfg, registry, psi_path)
     grid = model.grid(T)
 
     N, world, rank = tc.prompts_per_iter * G, acc.num_processes, acc.process_index

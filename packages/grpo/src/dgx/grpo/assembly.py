@@ -1,0 +1,128 @@
+"""A run's components, built once from its config and the registry and handed to calibration, training and
+evaluation (torchtune's recipes build theirs once in ``setup`` the same way).
+
+``assemble(cfg)`` gives one ``Assembly``; ``Assembler`` keeps the generator and the reward of a ``dgx run`` across its
+variants and seeds, so that each is loaded once per process while the configs that decide it do not change.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from dgx.grpo.build import (
+    build_credit,
+    build_model,
+    build_reward,
+    build_schedule,
+    build_step,
+    load_prompts,
+    needs_calibration,
+)
+from dgx.grpo.config import RunConfig
+from dgx.grpo.registry import Registry
+
+
+@dataclass(frozen=True)
+class Assembly:
+    """The components of one run: the generator (``model``), the reward (checked), the credit wrapper, the sampler
+    step, the noise schedule (None while it waits for calibration's psi table), the training prompts and the device
+    every model runs on."""
+
+    cfg: RunConfig
+    registry: Registry
+    device: torch.device
+    model: object
+    reward: Callable
+    credit: Callable
+    step: Callable
+    schedule: object | None
+    prompts: list[dict]
+    psi_path: Path | None = None
+
+    @property
+    def needs_calibration(self) -> bool:
+        """Whether the noise schedule reads a psi table that calibration must write first."""
+        return self.schedule is None
+
+    def with_psi(self, psi_path: Path) -> Assembly:
+        """The same components with the noise schedule read from ``psi_path`` (calibration's psi.json)."""
+        return replace(self, psi_path=psi_path, schedule=build_schedule(self.cfg, self.registry, psi_path))
+
+
+def assemble(
+    cfg: RunConfig,
+    registry: Registry | None = None,
+    *,
+    device: str | torch.device | None = None,
+    psi_path: Path | None = None,
+    model=None,
+    reward: Callable | None = None,
+) -> Assembly:
+    """Build every component of ``cfg`` once (``model`` / ``reward``: ones already built for the same settings).
+    ``device`` defaults to the process's (``distributed.device_for``); every model-based reward runs there too."""
+    from dgx.grpo.distributed import device_for
+
+    registry = registry or Registry()
+    device = torch.device(device) if device is not None else device_for(cfg)
+    model = model if model is not None else build_model(cfg, registry, device)
+    waits = needs_calibration(cfg, registry) and psi_path is None
+    return Assembly(
+        cfg=cfg,
+        registry=registry,
+        device=device,
+        model=model,
+        reward=reward if reward is not None else build_reward(cfg, registry, device=device),
+        credit=build_credit(cfg, registry),
+        step=build_step(cfg, registry),
+        schedule=None if waits else build_schedule(cfg, registry, psi_path),
+        prompts=load_prompts(cfg, "train"),
+        psi_path=psi_path,
+    )
+
+
+# the reward keys that decide which reward is built (the rest say how its scores become credit)
+REWARD_KEYS = ("name", "path", "processor_path", "partial", "soft", "weights")
+
+
+class Assembler:
+    """Assemblies for the runs of one ``dgx run``: the generator and the reward are built once per process and reused
+    while the model / reward settings stay the same (each run's adapter is taken off after it, ``done``). Under FSDP2
+    the trainer shards the generator in place and hands back an unsharded rebuild, so the next run builds again."""
+
+    def __init__(self, registry: Registry):
+        self.registry = registry
+        self.model_key = self.model = self.reward_key = self.reward = None
+        self.models_built = self.rewards_built = 0
+
+    def get(self, cfg: RunConfig, psi_path: Path | None = None) -> Assembly:
+        model_key = json.dumps([cfg.model.model_dump(mode="json"), cfg.device], sort_keys=True)
+        reward = cfg.reward.model_dump(mode="json", include=set(REWARD_KEYS))
+        reward_key = json.dumps([reward, cfg.device], sort_keys=True)
+        if model_key != self.model_key:
+            self.model = self.model_key = None  # the previous one is freed before the next is built
+            self.model, self.model_key = build_model(cfg, self.registry), model_key
+            self.models_built += 1
+        parts = assemble(
+            cfg,
+            self.registry,
+            psi_path=psi_path,
+            model=self.model,
+            reward=self.reward if reward_key == self.reward_key else None,
+        )
+        if reward_key != self.reward_key:
+            self.reward, self.reward_key = parts.reward, reward_key
+            self.rewards_built += 1
+        return parts
+
+    def done(self, trained) -> None:
+        """After a run: ``trained`` is the model train handed back; the next run gets it without this adapter."""
+        from dgx.grpo.trainer import remove_adapter
+
+        if trained is self.model:
+            remove_adapter(trained.transformer)
+        else:
+            self.model = self.model_key = None
