@@ -371,12 +371,22 @@ def drawbench(
     )
 
 
-def pickscore(model: FlowModel, *, prompts_file: str, max_prompts: int | None = None, **kw) -> dict[str, float]:
-    """Mean PickScore of ODE samples on test prompts from a file."""
+def pickscore(
+    model: FlowModel,
+    *,
+    prompts_file: str,
+    max_prompts: int | None = None,
+    path: str | None = None,
+    processor_path: str | None = None,
+    **kw,
+) -> dict[str, float]:
+    """Mean PickScore of ODE samples on test prompts from a file (``path`` / ``processor_path``: the PickScore model
+    and processor, Hub ids or folders; default PickScore_v1 and its CLIP-H processor)."""
     from dgx.rewards.pickscore import PickScore
 
+    where = {k: v for k, v in (("path", path), ("processor_path", processor_path)) if v}
     return reward_benchmark(
-        model, PickScore(device=_device(model)), read_prompts(prompts_file)[:max_prompts], **_sampling(kw)
+        model, PickScore(device=_device(model), **where), read_prompts(prompts_file)[:max_prompts], **_sampling(kw)
     )
 
 

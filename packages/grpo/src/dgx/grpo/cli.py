@@ -181,6 +181,32 @@ def bench_cmd(config: Path, quick: bool, resume: bool, report_only: bool) -> Non
 
 
 @main.command()
+@click.argument("configs", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--scale",
+    type=click.Choice(["tiny", "paper"]),
+    default="tiny",
+    show_default=True,
+    help="Stand-ins at toy widths (CPU) or at the published sizes (a GPU with ~80 GB).",
+)
+@click.option("--iterations", type=int, default=1, show_default=True, help="Training iterations per variant.")
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=Path("runs/rehearsal"), show_default=True, help="Results folder."
+)
+def rehearse(configs: tuple[Path, ...], scale: str, iterations: int, out: Path) -> None:
+    """Run the paper configs (default configs/sd35m_{pickscore,geneval,ocr}.yaml) on random-weight stand-ins of every
+    model, one Flow-GRPO and one DenseGRPO run each, and time every phase -> OUT/rehearsal.md."""
+    from dgx.grpo.rehearse import CONFIGS
+    from dgx.grpo.rehearse import rehearse as run
+
+    if iterations < 1:
+        raise ConfigError("--iterations must be at least 1")
+    run(out, scale, tuple(str(c) for c in configs) or CONFIGS, iterations)
+    click.echo((out / "rehearsal.md").read_text())
+    click.echo(f"wrote {out / 'rehearsal.md'}")
+
+
+@main.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--repo-id", required=True, help="Hub repository, e.g. user/dgx-shapes-densegrpo.")
 @click.option("--private", is_flag=True, help="Create the repository as private.")

@@ -25,7 +25,7 @@ import dgx.sampler.compat  # noqa: F401  (before diffusers imports the pipelines
 import torch
 from dgx.sampler.flux import FluxModel
 from dgx.sampler.model import SD3Model
-from dgx.sampler.tiny import flux_scheduler, word_level_tokenizer, word_tokenizer
+from dgx.sampler.tiny import flux_scheduler, t5_encoder, word_level_tokenizer, word_tokenizer
 from diffusers import (
     AutoencoderKL,
     FlowMatchEulerDiscreteScheduler,
@@ -98,9 +98,21 @@ def initialised_on(device: str | torch.device, dtype: torch.dtype) -> Iterator[N
 WORDS = "a photo of an the and with on in left right above below red green blue yellow cat dog car".split()
 
 
-def sd35_medium_pipeline(layers: int | None = None, text_layers: int = 1, seed: int = 0) -> StableDiffusion3Pipeline:
+CLIP_TEXT = {"L": dict(width=768, heads=12, layers=12), "G": dict(width=1280, heads=20, layers=32)}  # SD3's encoders
+T5_XXL = dict(width=4096, heads=64, layers=24, vocab_size=32128)
+
+
+def sd35_medium_pipeline(
+    layers: int | None = None,
+    text_layers: int | None = 1,
+    seed: int = 0,
+    t5_layers: int | None = None,
+    words: list[str] = WORDS,
+) -> StableDiffusion3Pipeline:
     """SD3.5-Medium-shaped pipeline with random weights; ``layers`` < 24 cuts the transformer's depth
-    (dual attention stays on the first 13 blocks that exist) for quick checks."""
+    (dual attention stays on the first 13 blocks that exist) for quick checks. ``text_layers``: the CLIP encoders'
+    depth (None: their published 12 and 32 layers, with CLIP's 49,408-token vocabulary). ``t5_layers``: T5-XXL's
+    width with that many layers (None leaves T5 out; 24 is T5-XXL). The tokenizers spell ``words``."""
     torch.manual_seed(seed)
     arch = dict(SD35_MEDIUM_TRANSFORMER)
     if layers is not None:
@@ -108,18 +120,18 @@ def sd35_medium_pipeline(layers: int | None = None, text_layers: int = 1, seed: 
             num_layers=layers, dual_attention_layers=tuple(i for i in arch["dual_attention_layers"] if i < layers)
         )
     encoders, tokenizers = [], []
-    for width, heads in ((768, 12), (1280, 20)):  # CLIP-L, CLIP-G
-        tok = word_tokenizer(WORDS, 77)
+    for enc in CLIP_TEXT.values():
+        tok = word_tokenizer(words, 77)
         encoders.append(
             CLIPTextModelWithProjection(
                 CLIPTextConfig(
-                    vocab_size=len(tok.get_vocab()),
-                    hidden_size=width,
-                    intermediate_size=4 * width,
-                    num_hidden_layers=text_layers,
-                    num_attention_heads=heads,
+                    vocab_size=len(tok.get_vocab()) if text_layers is not None else 49408,
+                    hidden_size=enc["width"],
+                    intermediate_size=4 * enc["width"],
+                    num_hidden_layers=enc["layers"] if text_layers is None else text_layers,
+                    num_attention_heads=enc["heads"],
                     max_position_embeddings=77,
-                    projection_dim=width,
+                    projection_dim=enc["width"],
                     bos_token_id=0,
                     eos_token_id=1,
                     pad_token_id=1,
@@ -128,6 +140,8 @@ def sd35_medium_pipeline(layers: int | None = None, text_layers: int = 1, seed: 
             )
         )
         tokenizers.append(tok)
+    with_t5 = t5_layers is not None
+    t5 = T5_XXL
     return StableDiffusion3Pipeline(
         transformer=SD3Transformer2DModel(**arch),
         vae=AutoencoderKL(**SD3_VAE),
@@ -136,8 +150,8 @@ def sd35_medium_pipeline(layers: int | None = None, text_layers: int = 1, seed: 
         tokenizer=tokenizers[0],
         text_encoder_2=encoders[1],
         tokenizer_2=tokenizers[1],
-        text_encoder_3=None,
-        tokenizer_3=None,
+        text_encoder_3=t5_encoder(words, t5["width"], t5_layers, t5["heads"], t5["vocab_size"]) if with_t5 else None,
+        tokenizer_3=word_level_tokenizer(words, 512) if with_t5 else None,
     )
 
 

@@ -54,7 +54,7 @@ def word_tokenizer(words: list[str], max_length: int = 24) -> CLIPTokenizer:
             vocab.setdefault(left, len(vocab))
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "vocab.json").write_text(json.dumps(vocab))
-        (Path(d) / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+        (Path(d) / "merges.txt").write_text("".join(f"{m}\n" for m in ["#version: 0.2", *merges]))
         tok = CLIPTokenizer(str(Path(d) / "vocab.json"), str(Path(d) / "merges.txt"), model_max_length=max_length)
         tok.pad_token = "<|endoftext|>"
     return tok
@@ -120,8 +120,10 @@ def tiny_sd3_pipeline(
     shift: float = 1.0,
     dual_attention_layers: tuple[int, ...] = (),
     seed: int = 0,
+    t5_layers: int = 0,
 ) -> StableDiffusion3Pipeline:
-    """A randomly initialised ``StableDiffusion3Pipeline`` with no T5 (text_encoder_3=None).
+    """A randomly initialised ``StableDiffusion3Pipeline``, with no T5 (text_encoder_3=None) unless ``t5_layers`` > 0
+    (then a T5 encoder of width ``2 * text_dim``, the transformer's joint attention width, as T5-XXL's is SD3's).
 
     Images are ``sample_size * 2 ** (len(vae_channels) - 1)`` pixels square; ``dual_attention_layers`` are the
     blocks with SD3.5-M's second attention (``attn2``).
@@ -154,8 +156,27 @@ def tiny_sd3_pipeline(
         tokenizer=tok,
         text_encoder_2=CLIPTextModelWithProjection(text_cfg),
         tokenizer_2=word_tokenizer(words, max_length),
-        text_encoder_3=None,
-        tokenizer_3=None,
+        text_encoder_3=t5_encoder(words, 2 * text_dim, t5_layers, 2) if t5_layers else None,
+        tokenizer_3=word_level_tokenizer(words, max_length) if t5_layers else None,
+    )
+
+
+def t5_encoder(words: list[str], width: int, layers: int, heads: int, vocab_size: int | None = None) -> T5EncoderModel:
+    """A random ``T5EncoderModel`` (gated GELU, as T5 v1.1 / T5-XXL) for ``word_level_tokenizer(words)``."""
+    return T5EncoderModel(
+        T5Config(
+            vocab_size=vocab_size or len(set(words)) + 3,
+            d_model=width,
+            d_kv=width // heads,
+            d_ff=width * 5 // 2,
+            num_layers=layers,
+            num_heads=heads,
+            feed_forward_proj="gated-gelu",
+            dropout_rate=0.0,
+            pad_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=0,
+        )
     )
 
 

@@ -1,0 +1,277 @@
+"""`dgx rehearse`: the paper configs end to end on stand-ins of every component, timed phase by phase.
+
+Where the weights cannot be downloaded (CI, an offline GPU box), each component of ``sd35m_pickscore``,
+``sd35m_geneval`` and ``sd35m_ocr`` is replaced by a folder of the same classes with random weights
+(``dgx.sampler.architectures``, ``dgx.rewards.architectures``): SD3.5-Medium's transformer and VAE, its CLIP-L, CLIP-G
+and T5-XXL text encoders, PickScore's CLIP ViT-H/14, GenEval's Mask2Former (Swin-S, COCO's classes) and CLIP ViT-L/14.
+OCR runs rapidocr's real PP-OCR models. The configs then run through ``dgx run`` unchanged but for the paths, the
+prompts and the size of one iteration: the base model's evaluation, Flow-GRPO and DenseGRPO (with its calibration)
+and their evaluations. ``scale="paper"`` builds the published sizes (a GPU's job); ``scale="tiny"`` the same classes
+at toy widths, for the CPU.
+
+The table (``rehearsal.md`` / ``rehearsal.json``) gives each training iteration's seconds by phase (rollout, ODE
+continuation, decode, reward, update), the reward's share, the model calls and the peak memory, and, per config,
+DenseGRPO's time over Flow-GRPO's beside the ratio of their model calls.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import resource
+import time
+from pathlib import Path
+
+import torch
+from dgx.grpo.errors import ConfigError
+
+CONFIGS = ("configs/sd35m_pickscore.yaml", "configs/sd35m_geneval.yaml", "configs/sd35m_ocr.yaml")
+VARIANTS = ("flow_grpo", "dense_grpo")
+SCALES = ("tiny", "paper")
+PICKSCORE_PROMPTS = [
+    "a red bicycle leaning on a stone wall at sunset",
+    "a watercolor painting of a lighthouse in a storm",
+    "a cat wearing a tiny knitted hat",
+    "a bowl of ramen on a wooden table, studio lighting",
+]
+OCR_PROMPTS = [
+    'a shop sign that says "open"',
+    'a poster with the word "hello"',
+    'a coffee mug printed with "monday"',
+    'a street sign reading "main street"',
+]
+# one iteration of one prompt group per scale (paper: one GPU's share of the paper's 6 x 24 samples)
+SIZES = {
+    "tiny": dict(group_size=2, micro_batch=2, eval_prompts=2, dtype="float32", resolution=64, max_sequence_length=16),
+    "paper": dict(group_size=24, micro_batch=8, eval_prompts=8, dtype=None, resolution=None, max_sequence_length=None),
+}
+PHASES = {  # table column -> metrics.jsonl key (seconds of one training iteration)
+    "rollout": "seconds_rollout",
+    "continuation": "seconds_credit_model",
+    "decode": "seconds_credit_decode",
+    "reward": "seconds_credit_reward",
+    "update": "seconds_train",
+}
+
+
+def vocabulary(prompts: list[str]) -> list[str]:
+    """The lowercase words of ``prompts`` (the stand-in tokenizers spell these)."""
+    return sorted({w for p in prompts for w in re.findall(r"[a-z]+", p.lower())})
+
+
+def write_prompts(folder: Path) -> dict[str, Path]:
+    """Training and test prompt files for the three configs (GenEval's: metadata built like GenEval's suite)."""
+    from dgx.eval.geneval_prompts import build_suite
+
+    folder.mkdir(parents=True, exist_ok=True)
+    suite = build_suite(n=4)
+    files = {
+        "pickscore_train": ("\n".join(PICKSCORE_PROMPTS), "txt"),
+        "pickscore_test": ("\n".join(reversed(PICKSCORE_PROMPTS)), "txt"),
+        "ocr_train": ("\n".join(OCR_PROMPTS), "txt"),
+        "ocr_test": ("\n".join(reversed(OCR_PROMPTS)), "txt"),
+        "geneval_train": ("\n".join(json.dumps(m) for m in suite[80:88]), "jsonl"),  # two-object prompts and on
+    }
+    out = {}
+    for name, (text, ext) in files.items():
+        out[name] = folder / f"{name}.{ext}"
+        out[name].write_text(text + "\n")
+    return out
+
+
+def write_standins(folder: Path, scale: str, words: list[str], device: str = "cpu") -> dict[str, Path]:
+    """The stand-in folders (written once; an existing ``folder/done.json`` of the same scale is reused)."""
+    from dgx.eval.geneval_prompts import COCO_CLASSES
+    from dgx.rewards.architectures import CLIP_TINY, CLIP_VIT_L_14, save_clip, save_mask2former
+    from dgx.sampler.architectures import initialised_on, sd35_medium_pipeline
+    from dgx.sampler.tiny import tiny_sd3_pipeline
+
+    paths = {k: folder / k for k in ("sd35m", "pickscore", "mask2former", "clip_l")}
+    words = sorted(set(words) | set(vocabulary([*COCO_CLASSES, "a photo of an and colored object"])))
+    done = folder / "done.json"
+    if done.is_file() and json.loads(done.read_text()) == {"scale": scale, "words": words}:
+        return paths
+    folder.mkdir(parents=True, exist_ok=True)
+    if scale == "paper":  # bfloat16 on the device: T5-XXL alone is 19 GB in float32
+        with initialised_on(device, torch.bfloat16):
+            pipe = sd35_medium_pipeline(text_layers=None, t5_layers=24, words=words)
+    else:
+        pipe = tiny_sd3_pipeline(
+            words,
+            sample_size=16,
+            vae_channels=(16, 16, 16),
+            layers=2,
+            heads=2,
+            head_dim=16,
+            text_dim=16,
+            max_length=77,
+            shift=3.0,
+            dual_attention_layers=(0,),
+            t5_layers=1,
+        )
+    pipe.save_pretrained(paths["sd35m"])
+    del pipe
+    save_clip(paths["pickscore"], words, scale, device=device)
+    save_clip(paths["clip_l"], words, scale, CLIP_VIT_L_14 if scale == "paper" else CLIP_TINY, device)
+    save_mask2former(paths["mask2former"], list(COCO_CLASSES), scale, device)
+    done.write_text(json.dumps({"scale": scale, "words": words}))
+    return paths
+
+
+def overrides(config: str, paths: dict[str, Path], prompts: dict[str, Path], scale: str, iterations: int) -> dict:
+    """What the rehearsal changes in a paper config: the stand-ins' folders, its prompt files and the size of a run."""
+    size = SIZES[scale]
+    model = {"path": str(paths["sd35m"])}
+    model |= {k: size[k] for k in ("dtype", "resolution", "max_sequence_length") if size[k] is not None}
+    reward, ev = {}, {"max_prompts": size["eval_prompts"], "images_per_prompt": 1, "batch": size["eval_prompts"]}
+    kind = Path(config).stem.rsplit("_", 1)[-1]
+    if kind == "pickscore":
+        reward = {"path": str(paths["pickscore"]), "processor_path": str(paths["pickscore"])}
+        ev |= {"path": str(paths["pickscore"]), "processor_path": str(paths["pickscore"])}
+    elif kind == "geneval":
+        reward = {"path": str(paths["mask2former"]), "processor_path": str(paths["clip_l"])}
+        ev |= {"path": str(paths["mask2former"]), "processor_path": str(paths["clip_l"]), "min_images_per_tag": 0}
+    if f"{kind}_test" in prompts:
+        ev["prompts_file"] = str(prompts[f"{kind}_test"])
+    g = size["group_size"]
+    return {
+        "model": model,
+        "reward": reward,
+        "prompts": {"path": str(prompts[f"{kind}_train"])},
+        "train": {"iterations": iterations, "prompts_per_iter": 1, "group_size": g, "micro_batch": size["micro_batch"]},
+        "calibrate": {"iterations": 1, "prompts": 1, "group_size": min(g, 4), "check_prompts": 1},
+        "eval": ev,
+    }
+
+
+def peak_memory_gib(row: dict) -> tuple[float, str]:
+    """The iteration's peak GPU memory (``max_memory_allocated``), else the process's peak resident set so far."""
+    if "gpu_peak_gib" in row:
+        return row["gpu_peak_gib"], "GPU"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "RSS"
+
+
+def measure(run: Path, config: str, variant: str) -> dict:
+    """One training run's last iteration (the first of a process includes its warm-up) as a table row."""
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    last = rows[-1]
+    row = {"config": Path(config).stem, "variant": variant, "iterations": len(rows)}
+    row |= {name: round(last.get(key, 0.0), 3) for name, key in PHASES.items()}
+    total = last["seconds_rollout"] + last["seconds_credit"] + last["seconds_train"]
+    row["iteration"] = round(total, 3)
+    row["reward_share"] = round(last.get("seconds_credit_reward", 0.0) / total, 4)
+    row["model_calls"] = last["model_calls"]
+    row["peak_gib"], row["memory"] = peak_memory_gib(last)
+    row["peak_gib"] = round(row["peak_gib"], 2)
+    return row
+
+
+def ratios(rows: list[dict]) -> list[dict]:
+    """Per config, DenseGRPO's iteration time and model calls over Flow-GRPO's, and the first over the second."""
+    out = []
+    for config in dict.fromkeys(r["config"] for r in rows):
+        by = {r["variant"]: r for r in rows if r["config"] == config}
+        if set(VARIANTS) <= set(by):
+            flow, dense = by["flow_grpo"], by["dense_grpo"]
+            time_ratio = dense["iteration"] / flow["iteration"]
+            calls_ratio = dense["model_calls"] / flow["model_calls"]
+            out.append(
+                {
+                    "config": config,
+                    "time_ratio": round(time_ratio, 3),
+                    "calls_ratio": round(calls_ratio, 3),
+                    "time_over_calls": round(time_ratio / calls_ratio, 3),
+                }
+            )
+    return out
+
+
+def markdown(result: dict) -> str:
+    """The rehearsal's tables as Markdown."""
+    cols = ["config", "variant", *PHASES, "iteration", "reward_share", "model_calls", "peak_gib"]
+    unit = result["rows"][0]["memory"] if result["rows"] else "GPU"
+    head = [*cols[:2], *(f"{c} s" for c in [*PHASES, "iteration"]), "reward share", "model calls", f"peak {unit} GiB"]
+    lines = [
+        f"Rehearsal at scale `{result['scale']}` on {result['device']} ({result['when']}): the last of "
+        f"{result['iterations']} training iteration(s) per variant, one prompt group of {result['group_size']}.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for r in result["rows"]:
+        cells = [f"{r[c]:.1%}" if c == "reward_share" else str(r[c]) for c in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "DenseGRPO over Flow-GRPO, iteration time and model calls (time over calls near 1: the extra time is the "
+        "extra model calls):",
+        "",
+        "| config | time ratio | model-call ratio | time / calls |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['config']} | {r['time_ratio']} | {r['calls_ratio']} | {r['time_over_calls']} |" for r in result["ratios"]
+    ]
+    lines += [
+        "",
+        "Whole run per config, seconds (stand-ins loaded, base evaluation, calibration, both trainings and "
+        "evaluations): " + ", ".join(f"{k} {v:.0f}" for k, v in result["wall_seconds"].items()),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def rehearse(
+    out: Path,
+    scale: str = "tiny",
+    configs: tuple[str, ...] = CONFIGS,
+    iterations: int = 1,
+    device: str | None = None,
+) -> dict:
+    """Write the stand-ins and prompts under ``out``, run each config's Flow-GRPO and DenseGRPO variants through
+    ``dgx run`` into ``out/CONFIG`` and write ``out/rehearsal.md`` / ``.json``; returns the result."""
+    from datetime import datetime, timezone
+
+    from dgx.grpo.runner import run_ablation
+
+    if scale not in SCALES:
+        raise ConfigError(f"--scale {scale}: expected one of {', '.join(SCALES)}")
+    for c in configs:
+        if not Path(c).is_file():
+            raise ConfigError(f"{c}: config file not found (run from the repository root, or give the paper configs)")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    prompts = write_prompts(out / "prompts")
+    texts = [m["prompt"] if p.suffix == ".jsonl" else m for p in prompts.values() for m in _lines(p)]
+    paths = write_standins(out / "standins", scale, vocabulary(texts), device)
+    rows, wall = [], {}
+    for config in configs:
+        t0 = time.perf_counter()
+        folder = out / Path(config).stem
+        run_ablation(
+            Path(config),
+            folder,
+            only=list(VARIANTS),
+            seeds=[0],
+            overrides=overrides(config, paths, prompts, scale, iterations),
+        )
+        wall[Path(config).stem] = time.perf_counter() - t0
+        rows += [measure(folder / v / "seed_0", config, v) for v in VARIANTS]
+    result = {
+        "scale": scale,
+        "device": torch.cuda.get_device_name() if device.startswith("cuda") else "CPU",
+        "when": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "torch": torch.__version__,
+        "iterations": iterations,
+        "group_size": SIZES[scale]["group_size"],
+        "rows": rows,
+        "ratios": ratios(rows),
+        "wall_seconds": {k: round(v, 1) for k, v in wall.items()},
+    }
+    (out / "rehearsal.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "rehearsal.md").write_text(markdown(result))
+    return result
+
+
+def _lines(path: Path) -> list:
+    rows = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    return [json.loads(r) for r in rows] if path.suffix == ".jsonl" else rows
