@@ -161,11 +161,21 @@ def test_dgx_run_shows_its_place_in_the_whole_run(tmp_path, tiny_pipe_dir, capfd
     )
 
 
-def test_a_run_loads_its_generator_and_reward_once(tmp_path, tiny_pipe_dir, monkeypatch):
+def test_a_run_loads_its_generator_reward_and_scorer_once(tmp_path, tiny_pipe_dir, monkeypatch):
     """`dgx run` of 2 variants (one calibrated) x 1 seed builds the generator and the reward once and hands them to the
-    base model's evaluation, the calibration, both trainings and both evaluations."""
+    base model's evaluation, the calibration, both trainings and both evaluations; the evaluations share one
+    PickScore."""
+    from dgx.rewards.pickscore import PickScore
     from dgx.sampler import SD3Model
     from dgx_test_helpers import Recorder
+
+    scorer_loads, load = [], PickScore._load
+
+    def counting_load(self):
+        scorer_loads.append(self.path)
+        load(self)
+
+    monkeypatch.setattr(PickScore, "_load", counting_load)
 
     loads, original = [], SD3Model.from_pretrained.__func__
 
@@ -182,6 +192,9 @@ def test_a_run_loads_its_generator_and_reward_once(tmp_path, tiny_pipe_dir, monk
             "dense_grpo: {reward: {credit: dense_gain}, sampler: {noise: {name: calibrated}}}",
         )
         .replace("reward: {name: brightness}", "reward: {name: recorder}")
+        .replace(
+            "name: brightness_eval, steps: 2", "name: shapes_pickscore, steps: 2, max_prompts: 2, images_per_prompt: 1"
+        )
     )
     (tmp_path / "reg.yaml").write_text(
         (tmp_path / "reg.yaml").read_text() + "  recorder: {impl: 'dgx_test_helpers:Recorder', description: test}\n"
@@ -192,6 +205,7 @@ def test_a_run_loads_its_generator_and_reward_once(tmp_path, tiny_pipe_dir, monk
     assert (tmp_path / "o" / "dense_grpo" / "seed_0" / "calibration" / "psi.json").is_file()
     assert len(loads) == 1, loads
     assert [b["device"] for b in Recorder.built] == ["cpu"]
+    assert len(scorer_loads) == 1 and len(list((tmp_path / "o").glob("*/seed_0/eval/summary.json"))) == 3
 
 
 def test_evaluation_during_training_on_two_processes(tmp_path, tiny_pipe_dir):

@@ -16,7 +16,7 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TypeVar
 
 import torch
 from dgx.rewards.base import checked, to_uint8
@@ -38,6 +38,24 @@ class Shard:
 
     def part(self, n: int) -> range:
         return range(self.index * n // self.count, (self.index + 1) * n // self.count)
+
+
+S = TypeVar("S")
+
+
+class Scorers:
+    """The scoring models of a run's evaluations, built on first use and kept, so that the base model's evaluation,
+    every evaluation during training and each run's final one share one PickScore, one detector, ... A benchmark
+    given none builds its own."""
+
+    def __init__(self) -> None:
+        self.built: dict[tuple, object] = {}
+
+    def get(self, key: tuple, build: Callable[[], S]) -> S:
+        """The scorer stored under ``key`` (its class, paths and device), built by ``build()`` the first time."""
+        if key not in self.built:
+            self.built[key] = build()
+        return self.built[key]
 
 
 def generate(
@@ -201,12 +219,13 @@ def shapes_geneval(
     out: Path | None = None,
     shard: Shard = Shard(),
     scores: dict | None = None,
+    scorers: Scorers | None = None,
     **_,
 ) -> dict[str, float]:
     """GenEval-style score on the shapes-world test split (with ``scores``: those rewards of the same images too)."""
     return geneval_benchmark(
         model,
-        shapes_reward(partial=False),
+        (scorers or Scorers()).get(("shapes_geneval",), lambda: shapes_reward(partial=False)),
         shapes_test_split(max_prompts),
         steps=steps,
         guidance=guidance,
@@ -221,7 +240,12 @@ def shapes_geneval(
 
 
 def shapes_pickscore(
-    model: FlowModel, *, path: str | None = None, processor_path: str | None = None, **kw
+    model: FlowModel,
+    *,
+    path: str | None = None,
+    processor_path: str | None = None,
+    scorers: Scorers | None = None,
+    **kw,
 ) -> dict[str, float]:
     """The shapes world's PickScore (``pickscore``; ``path``: its model folder, default the one dgx-rewards ships) of
     ODE samples of its test split, and the strict GenEval verdicts of the same images (``overall`` and per tag):
@@ -231,8 +255,10 @@ def shapes_pickscore(
     from dgx.rewards.pickscore import PickScore
 
     path = path or str(resources.files("dgx.rewards.shapes").joinpath("pickscore"))
-    ps = PickScore(path=path, processor_path=processor_path or path, device=_device(model))
-    return shapes_geneval(model, scores={"pickscore": ps}, **kw)
+    scorers = scorers or Scorers()
+    where = (path, processor_path or path, _device(model))
+    ps = scorers.get(("pickscore", *where), lambda: PickScore(*where[:2], device=where[2]))
+    return shapes_geneval(model, scores={"pickscore": ps}, scorers=scorers, **kw)
 
 
 def read_prompts(path: str | Path) -> list[dict]:
@@ -355,6 +381,7 @@ def drawbench(
     prompts_file: str | None = None,
     metrics: dict[str, dict] | None = None,
     max_prompts: int | None = None,
+    scorers: Scorers | None = None,
     **kw,
 ) -> dict[str, float]:
     """DrawBench: the 200 prompts (11 categories) from a file, scored with several metrics.
@@ -366,9 +393,9 @@ def drawbench(
             "drawbench needs eval.prompts_file: DrawBench's prompt sheet as CSV (Prompts, Category) "
             "or one prompt per line; it is not bundled with dgx"
         )
-    return multi_reward_benchmark(
-        model, drawbench_rewards(metrics, _device(model)), read_prompts(prompts_file)[:max_prompts], **_sampling(kw)
-    )
+    key = ("drawbench", json.dumps(metrics, sort_keys=True), _device(model))
+    rewards = (scorers or Scorers()).get(key, lambda: drawbench_rewards(metrics, _device(model)))
+    return multi_reward_benchmark(model, rewards, read_prompts(prompts_file)[:max_prompts], **_sampling(kw))
 
 
 def pickscore(
@@ -378,6 +405,7 @@ def pickscore(
     max_prompts: int | None = None,
     path: str | None = None,
     processor_path: str | None = None,
+    scorers: Scorers | None = None,
     **kw,
 ) -> dict[str, float]:
     """Mean PickScore of ODE samples on test prompts from a file (``path`` / ``processor_path``: the PickScore model
@@ -385,16 +413,24 @@ def pickscore(
     from dgx.rewards.pickscore import PickScore
 
     where = {k: v for k, v in (("path", path), ("processor_path", processor_path)) if v}
-    return reward_benchmark(
-        model, PickScore(device=_device(model), **where), read_prompts(prompts_file)[:max_prompts], **_sampling(kw)
-    )
+    key = ("pickscore", path, processor_path, _device(model))
+    reward = (scorers or Scorers()).get(key, lambda: PickScore(device=_device(model), **where))
+    return reward_benchmark(model, reward, read_prompts(prompts_file)[:max_prompts], **_sampling(kw))
 
 
-def ocr(model: FlowModel, *, prompts_file: str, max_prompts: int | None = None, **kw) -> dict[str, float]:
+def ocr(
+    model: FlowModel,
+    *,
+    prompts_file: str,
+    max_prompts: int | None = None,
+    scorers: Scorers | None = None,
+    **kw,
+) -> dict[str, float]:
     """OCR accuracy of ODE samples on test prompts (with quoted text) from a file."""
     from dgx.rewards.ocr import OCRReward
 
-    return reward_benchmark(model, OCRReward(), read_prompts(prompts_file)[:max_prompts], **_sampling(kw))
+    reward = (scorers or Scorers()).get(("ocr",), OCRReward)
+    return reward_benchmark(model, reward, read_prompts(prompts_file)[:max_prompts], **_sampling(kw))
 
 
 def _device(model: FlowModel) -> torch.device:
@@ -415,6 +451,7 @@ def geneval(
     max_prompts: int | None = None,
     path: str | None = None,
     processor_path: str | None = None,
+    scorers: Scorers | None = None,
     **kw,
 ) -> dict[str, float]:
     """GenEval on real images: ``prompts_file`` (evaluation_metadata.jsonl) or the suite built like GenEval's."""
@@ -422,5 +459,6 @@ def geneval(
     from dgx.rewards.geneval_hf import hf_geneval
 
     meta = read_prompts(prompts_file) if prompts_file else build_suite()
-    reward = hf_geneval(partial=False, path=path, processor_path=processor_path, device=_device(model))
+    where = dict(path=path, processor_path=processor_path, device=_device(model))
+    reward = (scorers or Scorers()).get(("geneval", *where.values()), lambda: hf_geneval(partial=False, **where))
     return geneval_benchmark(model, reward, meta[:max_prompts], **_sampling(kw, ("min_images_per_tag",)))

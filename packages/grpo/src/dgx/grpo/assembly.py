@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
+from dgx.eval.benchmarks import Scorers
 from dgx.grpo.build import (
     build_credit,
     build_model,
@@ -29,8 +30,8 @@ from dgx.grpo.registry import Registry
 @dataclass(frozen=True)
 class Assembly:
     """The components of one run: the generator (``model``), the reward (checked), the credit wrapper, the sampler
-    step, the noise schedule (None while it waits for calibration's psi table), the training prompts and the device
-    every model runs on."""
+    step, the noise schedule (None while it waits for calibration's psi table), the training prompts, the device
+    every model runs on and the evaluation's scoring models (``scorers``, built on first use)."""
 
     cfg: RunConfig
     registry: Registry
@@ -42,6 +43,7 @@ class Assembly:
     schedule: object | None
     prompts: list[dict]
     psi_path: Path | None = None
+    scorers: Scorers = field(default_factory=Scorers)
 
     @property
     def needs_calibration(self) -> bool:
@@ -61,8 +63,10 @@ def assemble(
     psi_path: Path | None = None,
     model=None,
     reward: Callable | None = None,
+    scorers: Scorers | None = None,
 ) -> Assembly:
-    """Build every component of ``cfg`` once (``model`` / ``reward``: ones already built for the same settings).
+    """Build every component of ``cfg`` once (``model`` / ``reward`` / ``scorers``: ones already built for the same
+    settings).
     ``device`` defaults to the process's (``distributed.device_for``); every model-based reward runs there too."""
     from dgx.grpo.distributed import device_for
 
@@ -81,6 +85,7 @@ def assemble(
         schedule=None if waits else build_schedule(cfg, registry, psi_path),
         prompts=load_prompts(cfg, "train"),
         psi_path=psi_path,
+        scorers=scorers if scorers is not None else Scorers(),
     )
 
 
@@ -90,13 +95,15 @@ REWARD_KEYS = ("name", "path", "processor_path", "partial", "soft", "weights")
 
 class Assembler:
     """Assemblies for the runs of one ``dgx run``: the generator and the reward are built once per process and reused
-    while the model / reward settings stay the same (each run's adapter is taken off after it, ``done``). Under FSDP2
+    while the model / reward settings stay the same (each run's adapter is taken off after it, ``done``); the
+    evaluations' scoring models are kept for the whole run. Under FSDP2
     the trainer shards the generator in place and hands back an unsharded rebuild, so the next run builds again."""
 
     def __init__(self, registry: Registry):
         self.registry = registry
         self.model_key = self.model = self.reward_key = self.reward = None
         self.models_built = self.rewards_built = 0
+        self.scorers = Scorers()
 
     def get(self, cfg: RunConfig, psi_path: Path | None = None) -> Assembly:
         model_key = json.dumps([cfg.model.model_dump(mode="json"), cfg.device], sort_keys=True)
@@ -112,6 +119,7 @@ class Assembler:
             psi_path=psi_path,
             model=self.model,
             reward=self.reward if reward_key == self.reward_key else None,
+            scorers=self.scorers,
         )
         if reward_key != self.reward_key:
             self.reward, self.reward_key = parts.reward, reward_key

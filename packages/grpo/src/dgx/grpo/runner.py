@@ -34,7 +34,7 @@ from dgx.grpo.calibrate import calibrate, mean_imbalance, psi_matches
 from dgx.grpo.config import RunConfig, load
 from dgx.grpo.distributed import accelerate_mode, check_supported, process_state, shard
 from dgx.grpo.errors import ConfigError
-from dgx.grpo.registry import suggest
+from dgx.grpo.registry import accepted_arguments, suggest
 from dgx.grpo.trainer import adapter_disabled, load_adapter, train
 from dgx.sampler import ode_step, rollout, sample_generator
 from tqdm.auto import tqdm
@@ -53,6 +53,7 @@ def evaluate(parts: Assembly, out: Path, cfg: RunConfig | None = None, seed: int
     ev = cfg.eval
     fn = parts.registry.get("evaluations", ev.name).load()
     part = shard(cfg)
+    takes = accepted_arguments(fn)
     return fn(
         parts.model,
         steps=ev.steps,
@@ -67,6 +68,7 @@ def evaluate(parts: Assembly, out: Path, cfg: RunConfig | None = None, seed: int
         **{k: getattr(ev, k) for k in ("path", "processor_path") if getattr(ev, k)},
         out=out if part.index == 0 else None,
         **({"shard": part} if part.count > 1 else {}),
+        **({"scorers": parts.scorers} if takes is None or "scorers" in takes else {}),
     )
 
 
