@@ -288,8 +288,28 @@ def test_ocr_real_recognition():
         torch.from_numpy(np.stack([render("hello world"), render("hallo"), render("")])).permute(0, 3, 1, 2).float()
         / 255
     )
-    r = OCRReward()(imgs, ['a sign "Hello World"', 'a sign "hello"', 'a sign "hello"'])
-    assert r.tolist() == pytest.approx([1.0, 0.8, 0.0])
+    prompts = ['a sign "Hello World"', 'a sign "hello"', 'a sign "hello"']
+    assert OCRReward()(imgs, prompts).tolist() == pytest.approx([1.0, 0.8, 0.0])
+    # rapidocr's own settings (angle classifier, shorter side scaled to 736) read the same text here
+    rapid = OCRReward(params={"Global.use_cls": True, "Det.limit_type": "min", "Det.limit_side_len": 736})
+    assert rapid(imgs, prompts).tolist() == pytest.approx([1.0, 0.8, 0.0])
+
+
+def test_ocr_engine_runs_with_flow_grpos_settings(monkeypatch):
+    """rapidocr is built with Flow-GRPO's PaddleOCR settings (no angle classifier, detector side <= 960), a
+    reward's params over them."""
+    import rapidocr
+    from dgx.rewards.ocr import FLOW_GRPO_SETTINGS, rapidocr_engine
+
+    seen = []
+    monkeypatch.setattr(rapidocr, "RapidOCR", lambda params: seen.append(params))
+    rapidocr_engine()
+    rapidocr_engine({"Det.limit_side_len": 640})
+    assert FLOW_GRPO_SETTINGS == {"Global.use_cls": False, "Det.limit_type": "max", "Det.limit_side_len": 960}
+    assert seen[0] == {"Global.log_level": "error", **FLOW_GRPO_SETTINGS}
+    assert seen[1]["Det.limit_side_len"] == 640 and seen[1]["Global.use_cls"] is False
+    with pytest.raises(RewardError, match="engine 'paddleocr' takes none"):
+        OCRReward(engine="paddleocr", params={"Det.limit_side_len": 640})
 
 
 def test_pickscore_matches_hand_computation(tmp_path):

@@ -37,11 +37,19 @@ def ocr_accuracy(recognized: str, target: str) -> float:
     return 1.0 - dist / len(tgt)
 
 
-def rapidocr_engine() -> Callable[[np.ndarray], list[str]]:
-    """PP-OCR (PaddleOCR's models) through rapidocr/onnxruntime, offline on CPU."""
+# Flow-GRPO's OcrScorer: PaddleOCR(use_angle_cls=False, lang="en"), whose text detector scales an image's longer
+# side down to 960 px at most (PaddleOCR's default) and never up; rapidocr's own default scales the shorter side to
+# 736 (a 512 px image to 736, 2x the pixels) and runs the angle classifier. Its wheel ships the Chinese PP-OCR
+# models only (they read Latin text too); PaddleOCR's English recogniser needs `engine: paddleocr`.
+FLOW_GRPO_SETTINGS = {"Global.use_cls": False, "Det.limit_type": "max", "Det.limit_side_len": 960}
+
+
+def rapidocr_engine(params: dict | None = None) -> Callable[[np.ndarray], list[str]]:
+    """PP-OCR (PaddleOCR's models) through rapidocr/onnxruntime, offline on CPU, with Flow-GRPO's settings
+    (``FLOW_GRPO_SETTINGS``) unless ``params`` (rapidocr's keys, e.g. ``{"Det.limit_type": "min"}``) override them."""
     from rapidocr import RapidOCR
 
-    engine = RapidOCR(params={"Global.log_level": "error"})
+    engine = RapidOCR(params={"Global.log_level": "error", **FLOW_GRPO_SETTINGS, **(params or {})})
 
     def run(img: np.ndarray) -> list[str]:
         res = engine(img)
@@ -73,16 +81,19 @@ ENGINES = {"rapidocr": rapidocr_engine, "paddleocr": paddleocr_engine}
 class OCRReward:
     name = "ocr"
 
-    def __init__(self, engine: str = "rapidocr", missing_target: str = "error"):
+    def __init__(self, engine: str = "rapidocr", missing_target: str = "error", params: dict | None = None):
+        """``params``: rapidocr settings over Flow-GRPO's (``{}`` keeps them; engine rapidocr only)."""
         if engine not in ENGINES:
             raise RewardError(f"unknown OCR engine {engine!r}; valid: {', '.join(ENGINES)}")
         if missing_target not in ("error", "zero"):
             raise RewardError("missing_target must be 'error' or 'zero'")
-        self.engine_name, self.missing_target, self._engine = engine, missing_target, None
+        if params and engine != "rapidocr":
+            raise RewardError(f"OCR params are rapidocr settings; engine {engine!r} takes none")
+        self.engine_name, self.missing_target, self.params, self._engine = engine, missing_target, params, None
 
     def recognize(self, img: np.ndarray) -> str:
         if self._engine is None:
-            self._engine = ENGINES[self.engine_name]()
+            self._engine = ENGINES[self.engine_name](**({"params": self.params} if self.params else {}))
         return "".join(self._engine(img))
 
     def __call__(
