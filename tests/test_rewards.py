@@ -295,6 +295,29 @@ def test_ocr_real_recognition():
     assert rapid(imgs, prompts).tolist() == pytest.approx([1.0, 0.8, 0.0])
 
 
+def test_ocr_in_worker_processes_reads_the_same_text():
+    """A pool of 2 single-threaded rapidocr processes gives exactly the in-process rewards (an unquoted prompt
+    scored 0 without being read)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    words = ["open", "hello world", "monday", "main street", "exit"]
+    rng = np.random.default_rng(0)
+    imgs = []
+    for w in words:
+        im = Image.new("RGB", (256, 128), tuple(int(x) for x in rng.integers(170, 255, 3)))
+        ImageDraw.Draw(im).text((10, 40), w, fill="black", font=ImageFont.load_default(size=36))
+        imgs.append(np.array(im))
+    x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 255
+    prompts = ['a sign "open"', 'a sign "hello world"', "no quotes", 'a sign "main st"', 'a sign "exit"']
+    serial = OCRReward(missing_target="zero")(x, prompts)
+    pooled = OCRReward(missing_target="zero", workers=2)
+    assert torch.equal(pooled(x, prompts), serial) and serial[2] == 0 and serial[0] == 1
+    assert torch.equal(pooled(x.flip(0), prompts[::-1]), serial.flip(0))  # the pool is kept and reused
+    pooled._pool.shutdown()
+    with pytest.raises(RewardError, match="workers must be a whole number"):
+        OCRReward(workers=-1)
+
+
 def test_ocr_engine_runs_with_flow_grpos_settings(monkeypatch):
     """rapidocr is built with Flow-GRPO's PaddleOCR settings (no angle classifier, detector side <= 960), a
     reward's params over them."""

@@ -76,12 +76,30 @@ def paddleocr_engine() -> Callable[[np.ndarray], list[str]]:
 
 
 ENGINES = {"rapidocr": rapidocr_engine, "paddleocr": paddleocr_engine}
+SINGLE_THREAD = {"EngineConfig.onnxruntime.intra_op_num_threads": 1}
+
+_worker_engine: Callable[[np.ndarray], list[str]] | None = None  # set in each pool worker process only
+
+
+def _start_worker(engine: str, params: dict | None) -> None:
+    global _worker_engine
+    _worker_engine = ENGINES[engine](**({"params": params} if params is not None else {}))
+
+
+def _recognize_in_worker(img: np.ndarray) -> str:
+    return "".join(_worker_engine(img))
 
 
 class OCRReward:
+    """OCR accuracy of each image against its prompt's quoted text. ``workers`` > 0 reads the images in that many
+    processes (spawned once, each a single-threaded rapidocr), the same text as in-process; OCR is CPU work, and on
+    a machine with cores to spare this overlaps it with the GPU (with ``reward.pipeline``) and spreads it over them."""
+
     name = "ocr"
 
-    def __init__(self, engine: str = "rapidocr", missing_target: str = "error", params: dict | None = None):
+    def __init__(
+        self, engine: str = "rapidocr", missing_target: str = "error", params: dict | None = None, workers: int = 0
+    ):
         """``params``: rapidocr settings over Flow-GRPO's (``{}`` keeps them; engine rapidocr only)."""
         if engine not in ENGINES:
             raise RewardError(f"unknown OCR engine {engine!r}; valid: {', '.join(ENGINES)}")
@@ -89,25 +107,43 @@ class OCRReward:
             raise RewardError("missing_target must be 'error' or 'zero'")
         if params and engine != "rapidocr":
             raise RewardError(f"OCR params are rapidocr settings; engine {engine!r} takes none")
-        self.engine_name, self.missing_target, self.params, self._engine = engine, missing_target, params, None
+        if workers and engine != "rapidocr":
+            raise RewardError(f"OCR workers run rapidocr; engine {engine!r} reads in-process (workers: 0)")
+        if not isinstance(workers, int) or workers < 0:
+            raise RewardError(f"OCR workers must be a whole number >= 0, got {workers!r}")
+        self.engine_name, self.missing_target, self.params, self.workers = engine, missing_target, params, workers
+        self._engine = self._pool = None
 
     def recognize(self, img: np.ndarray) -> str:
         if self._engine is None:
             self._engine = ENGINES[self.engine_name](**({"params": self.params} if self.params else {}))
         return "".join(self._engine(img))
 
+    def recognize_all(self, images: list[np.ndarray]) -> list[str]:
+        """The text of each image, in a process pool when ``workers`` > 0."""
+        if not self.workers:
+            return [self.recognize(img) for img in images]
+        if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            params = {**(self.params or {}), **SINGLE_THREAD}
+            self._pool = ProcessPoolExecutor(
+                self.workers, multiprocessing.get_context("spawn"), _start_worker, (self.engine_name, params)
+            )
+        return list(self._pool.map(_recognize_in_worker, images))
+
     def __call__(
         self, images: torch.Tensor, prompts: Sequence[str], metadata: Sequence[dict] | None = None
     ) -> torch.Tensor:
-        out = []
-        for img, p in zip(to_uint8(images), prompts):
+        targets = []
+        for p in prompts:
             tgt = target_text(p)
-            if not tgt or not tgt.strip():
-                if self.missing_target == "zero":
-                    out.append(0.0)
-                    continue
+            if (not tgt or not tgt.strip()) and self.missing_target != "zero":
                 raise RewardError(
                     f'OCR reward: prompt {p!r} has no text in double quotes to check, e.g. a sign that says "hello"'
                 )
-            out.append(ocr_accuracy(self.recognize(img), tgt))
-        return torch.tensor(out)
+            targets.append(tgt if tgt and tgt.strip() else None)
+        pixels = to_uint8(images)
+        read = iter(self.recognize_all([img for img, t in zip(pixels, targets) if t is not None]))
+        return torch.tensor([0.0 if t is None else ocr_accuracy(next(read), t) for t in targets])
