@@ -306,7 +306,7 @@ def test_the_evaluation_models_come_from_the_config(tmp_path):
     )
     (tmp_path / "c.yaml").write_text("registry: reg.yaml\neval: {name: rec, path: det/folder, processor_path: clip}\n")
     abl = load(tmp_path / "c.yaml")
-    parts = SimpleNamespace(model=None, cfg=abl.variants["default"], registry=abl.registry())  # no generator needed
+    parts = SimpleNamespace(model=None, cfg=abl.variants["default"], registry=abl.registry(), scorers=None)
     evaluate(parts, tmp_path / "out")
     assert RECORDED == {"path": "det/folder", "processor_path": "clip"}
     (tmp_path / "d.yaml").write_text("registry: reg.yaml\neval: {name: plain, path: det/folder}\n")

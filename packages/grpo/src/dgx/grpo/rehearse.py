@@ -243,19 +243,6 @@ def rehearse(
     prompts = write_prompts(out / "prompts")
     texts = [m["prompt"] if p.suffix == ".jsonl" else m for p in prompts.values() for m in _lines(p)]
     paths = write_standins(out / "standins", scale, vocabulary(texts), device)
-    rows, wall = [], {}
-    for config in configs:
-        t0 = time.perf_counter()
-        folder = out / Path(config).stem
-        run_ablation(
-            Path(config),
-            folder,
-            only=list(VARIANTS),
-            seeds=[0],
-            overrides=overrides(config, paths, prompts, scale, iterations),
-        )
-        wall[Path(config).stem] = time.perf_counter() - t0
-        rows += [measure(folder / v / "seed_0", config, v) for v in VARIANTS]
     result = {
         "scale": scale,
         "device": torch.cuda.get_device_name() if device.startswith("cuda") else "CPU",
@@ -263,12 +250,20 @@ def rehearse(
         "torch": torch.__version__,
         "iterations": iterations,
         "group_size": SIZES[scale]["group_size"],
-        "rows": rows,
-        "ratios": ratios(rows),
-        "wall_seconds": {k: round(v, 1) for k, v in wall.items()},
+        "rows": [],
+        "ratios": [],
+        "wall_seconds": {},
     }
-    (out / "rehearsal.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / "rehearsal.md").write_text(markdown(result))
+    for config in configs:  # the tables are rewritten after each config: a run cut short keeps what it measured
+        t0 = time.perf_counter()
+        folder = out / Path(config).stem
+        change = overrides(config, paths, prompts, scale, iterations)
+        run_ablation(Path(config), folder, only=list(VARIANTS), seeds=[0], overrides=change)
+        result["wall_seconds"][Path(config).stem] = round(time.perf_counter() - t0, 1)
+        result["rows"] += [measure(folder / v / "seed_0", config, v) for v in VARIANTS]
+        result["ratios"] = ratios(result["rows"])
+        (out / "rehearsal.json").write_text(json.dumps(result, indent=1) + "\n")
+        (out / "rehearsal.md").write_text(markdown(result))
     return result
 
 

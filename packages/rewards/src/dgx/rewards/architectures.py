@@ -112,7 +112,8 @@ def mask2former_model(arch: dict, labels: list[str]):
 
 def save_mask2former(folder: Path, labels: list[str], scale: str = "tiny", device: str = "cpu") -> Path:
     """GenEval's detector stand-in, initialised on ``device``, and its ``Mask2FormerImageProcessor`` (at paper scale
-    the processor's defaults, shortest edge 800 as Mask2Former's COCO checkpoints; tiny: 64 px) in ``folder``."""
+    the processor's defaults: shorter side 800, longer at most 1333, as GenEval's mmdetection test pipeline; tiny:
+    64 px) in ``folder``."""
     from transformers import Mask2FormerImageProcessor
 
     with torch.device(device):
