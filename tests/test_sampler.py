@@ -325,3 +325,14 @@ def test_flux_dev_architecture_from_its_config():
     v = m.velocity(x, torch.full((2,), 0.5), cond, guidance=3.5)
     assert v.shape == x.shape and torch.isfinite(v).all()
     assert m.decode(x).shape == (2, 3, 128, 128)
+
+
+def test_model_counts_calls_and_per_image_evaluations(tiny_model):
+    """``calls`` counts batched forward passes, ``evaluations`` per-image ones (a CFG pair twice)."""
+    cond = tiny_model.encode(["a red circle", "two blue squares", "a photo of a circle"])
+    x = tiny_model.init_latents(3, torch.Generator().manual_seed(0))
+    tiny_model.calls = tiny_model.evaluations = 0
+    tiny_model.velocity(x, torch.full((3,), 0.5), cond, guidance=2.0)
+    assert (tiny_model.calls, tiny_model.evaluations) == (1, 6)
+    tiny_model.velocity(x, torch.full((3,), 0.5), cond, guidance=1.0)
+    assert (tiny_model.calls, tiny_model.evaluations) == (2, 9)

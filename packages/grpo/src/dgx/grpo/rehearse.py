@@ -160,14 +160,15 @@ def measure(run: Path, config: str, variant: str) -> dict:
     total = last["seconds_rollout"] + last["seconds_credit"] + last["seconds_train"]
     row["iteration"] = round(total, 3)
     row["reward_share"] = round(last.get("seconds_credit_reward", 0.0) / total, 4)
-    row["model_calls"] = last["model_calls"]
+    row["model_calls"], row["model_evaluations"] = last["model_calls"], last["model_evaluations"]
     row["peak_gib"], row["memory"] = peak_memory_gib(last)
     row["peak_gib"] = round(row["peak_gib"], 2)
     return row
 
 
 def ratios(rows: list[dict]) -> list[dict]:
-    """Per config, DenseGRPO's iteration time and model calls over Flow-GRPO's, and the first over the second."""
+    """Per config, DenseGRPO's iteration time, model calls (batched forward passes) and model evaluations (per-image
+    forward passes) over Flow-GRPO's, and the time ratio over each count's."""
     out = []
     for config in dict.fromkeys(r["config"] for r in rows):
         by = {r["variant"]: r for r in rows if r["config"] == config}
@@ -175,12 +176,15 @@ def ratios(rows: list[dict]) -> list[dict]:
             flow, dense = by["flow_grpo"], by["dense_grpo"]
             time_ratio = dense["iteration"] / flow["iteration"]
             calls_ratio = dense["model_calls"] / flow["model_calls"]
+            evaluations_ratio = dense["model_evaluations"] / flow["model_evaluations"]
             out.append(
                 {
                     "config": config,
                     "time_ratio": round(time_ratio, 3),
                     "calls_ratio": round(calls_ratio, 3),
                     "time_over_calls": round(time_ratio / calls_ratio, 3),
+                    "evaluations_ratio": round(evaluations_ratio, 3),
+                    "time_over_evaluations": round(time_ratio / evaluations_ratio, 3),
                 }
             )
     return out
@@ -188,9 +192,25 @@ def ratios(rows: list[dict]) -> list[dict]:
 
 def markdown(result: dict) -> str:
     """The rehearsal's tables as Markdown."""
-    cols = ["config", "variant", *PHASES, "iteration", "reward_share", "model_calls", "peak_gib"]
+    cols = [
+        "config",
+        "variant",
+        *PHASES,
+        "iteration",
+        "reward_share",
+        "model_calls",
+        "model_evaluations",
+        "peak_gib",
+    ]
     unit = result["rows"][0]["memory"] if result["rows"] else "GPU"
-    head = [*cols[:2], *(f"{c} s" for c in [*PHASES, "iteration"]), "reward share", "model calls", f"peak {unit} GiB"]
+    head = [
+        *cols[:2],
+        *(f"{c} s" for c in [*PHASES, "iteration"]),
+        "reward share",
+        "model calls",
+        "model evaluations",
+        f"peak {unit} GiB",
+    ]
     lines = [
         f"Rehearsal at scale `{result['scale']}` on {result['device']} ({result['when']}): the last of "
         f"{result['iterations']} training iteration(s) per variant, one prompt group of {result['group_size']}.",
@@ -203,14 +223,17 @@ def markdown(result: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        "DenseGRPO over Flow-GRPO, iteration time and model calls (time over calls near 1: the extra time is the "
-        "extra model calls):",
+        "DenseGRPO over Flow-GRPO: iteration time, model calls (batched forward passes) and model evaluations "
+        "(per-image forward passes, a CFG pair counted twice). Time over a count near 1: the extra time is that "
+        "count's extra work; above 1, decoding and scoring add to it:",
         "",
-        "| config | time ratio | model-call ratio | time / calls |",
-        "|---|---|---|---|",
+        "| config | time ratio | model-call ratio | time / calls | evaluation ratio | time / evaluations |",
+        "|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r['config']} | {r['time_ratio']} | {r['calls_ratio']} | {r['time_over_calls']} |" for r in result["ratios"]
+        f"| {r['config']} | {r['time_ratio']} | {r['calls_ratio']} | {r['time_over_calls']} | "
+        f"{r['evaluations_ratio']} | {r['time_over_evaluations']} |"
+        for r in result["ratios"]
     ]
     lines += [
         "",

@@ -222,7 +222,7 @@ def train(
     )
     policy = Policy(model, base, acc, opt, params, ema)
     for it in bar:
-        sec, calls0 = {}, model.calls
+        sec, calls0, evaluations0 = {}, model.calls, model.evaluations
         # 1. prompts (same choice on every process) and this process's slice of the N samples
         pick = choose_prompts(prompts, tc.prompts_per_iter, np.random.default_rng([cfg.seed, it]), tc.prompt_sampling)
         metas = [prompts[pick[s // G]] for s in range(lo, hi)]
@@ -293,6 +293,7 @@ def train(
                 "adv_abs_mean": adv_all.abs().mean().item(),
                 "lr": lr,
                 "model_calls": model.calls - calls0,
+                "model_evaluations": model.evaluations - evaluations0,
                 **stats,
                 **{f"seconds_{k}": v for k, v in sec.items()},
             }

@@ -74,6 +74,9 @@ class FluxModel(PipelineModel):
         img_ids = self.pipe._prepare_latent_image_ids(b, h // 2, w // 2, x.device, self.dtype)
         txt_ids = torch.zeros(cond.embeds.shape[1], 3, device=x.device, dtype=self.dtype)
         self.calls += 1
+        self.evaluations += b * (
+            2 if guidance > 1.0 and cond.neg_embeds is not None and not self.distilled_guidance else 1
+        )
 
         def run(tok, embeds, pooled, tt, g):
             out = self.transformer(

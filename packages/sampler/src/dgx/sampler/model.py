@@ -93,7 +93,8 @@ def load_pipeline(pipeline_cls, path: str | Path, dtype: torch.dtype, device: st
 
 class PipelineModel:
     """What the diffusers adapters share: NCHW float32 latents drawn per sample, VAE decoding, and
-    ``calls``, the count of transformer forward passes (a CFG pair counts once; it is one batch).
+    ``calls``, the count of transformer forward passes (a CFG pair counts once; it is one batch), and
+    ``evaluations``, the count of per-image forward passes (a batch of B counts B, a CFG pair 2B): the work.
     ``transformer`` is what forward passes go through (a trainer may swap in a DDP wrapper);
     config and dtype are read from the pipeline's own module."""
 
@@ -108,7 +109,7 @@ class PipelineModel:
         self.vae = pipe.vae
         self.device = torch.device(device)
         self.latent_channels = latent_channels
-        self.calls = 0
+        self.calls = self.evaluations = 0
 
     @property
     def dtype(self) -> torch.dtype:
@@ -218,7 +219,9 @@ class SD3Model(PipelineModel):
         t = torch.as_tensor(t, dtype=torch.float32, device=x.device).expand(x.shape[0])
         xm = x.to(self.dtype)
         self.calls += 1
-        if guidance > 1.0 and cond.neg_embeds is not None:
+        cfg = guidance > 1.0 and cond.neg_embeds is not None
+        self.evaluations += x.shape[0] * (2 if cfg else 1)
+        if cfg:
             out = self.transformer(
                 torch.cat([xm, xm]),
                 encoder_hidden_states=torch.cat([cond.neg_embeds, cond.embeds]),
