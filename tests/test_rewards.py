@@ -502,6 +502,14 @@ def test_hf_geneval_detector_and_clip_colors(tmp_path):
     image = np.random.default_rng(0).integers(0, 255, (48, 48, 3), dtype=np.uint8)
     dets = HFDetector(str(tmp_path / "det"))(image)
     assert 0 < len(dets) <= 5
+    # a batch of 5 in forward passes of 2 finds what one image at a time finds
+    images = np.random.default_rng(1).integers(0, 255, (5, 48, 48, 3), dtype=np.uint8)
+    det = HFDetector(str(tmp_path / "det"), batch_size=2)
+    one_by_one, batched = [det(im) for im in images], det.detect_batch(images)
+    assert [[d.cls for d in x] for x in batched] == [[d.cls for d in x] for x in one_by_one]
+    for x, y in zip(batched, one_by_one):
+        for a, b in zip(x, y):
+            assert a.confidence == pytest.approx(b.confidence, abs=1e-5) and (a.mask != b.mask).sum() <= 2
     for d in dets:
         ys, xs = np.nonzero(d.mask)
         assert d.cls in ("circle", "square") and 0 <= d.confidence <= 1

@@ -152,7 +152,8 @@ def peak_memory_gib(row: dict) -> tuple[float, str]:
 
 
 def measure(run: Path, config: str, variant: str) -> dict:
-    """One training run's last iteration (the first of a process includes its warm-up) as a table row."""
+    """One training run's last iteration as a table row (a run's first iteration includes lazy loads, such as the
+    reward model's on its first call, and the GPU's warm-up)."""
     rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
     last = rows[-1]
     row = {"config": Path(config).stem, "variant": variant, "iterations": len(rows)}
@@ -248,7 +249,7 @@ def rehearse(
     out: Path,
     scale: str = "tiny",
     configs: tuple[str, ...] = CONFIGS,
-    iterations: int = 1,
+    iterations: int = 2,
     device: str | None = None,
 ) -> dict:
     """Write the stand-ins and prompts under ``out``, run each config's Flow-GRPO and DenseGRPO variants through

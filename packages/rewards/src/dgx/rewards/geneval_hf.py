@@ -27,8 +27,9 @@ class HFDetector:
         path: str = "facebook/mask2former-swin-small-coco-instance",
         device: str | torch.device = "cpu",
         min_score: float = 0.0,
+        batch_size: int = 8,
     ):
-        self.path, self.device, self.min_score = path, torch.device(device), min_score
+        self.path, self.device, self.min_score, self.batch_size = path, torch.device(device), min_score, batch_size
         self.model = self.processor = None
 
     def _load(self) -> None:
@@ -40,15 +41,29 @@ class HFDetector:
         except (OSError, ValueError) as e:
             raise load_error(self.path, "the GenEval detector", e) from e
 
-    @torch.no_grad()
     def __call__(self, image: np.ndarray) -> list[Detection]:
+        return self.detect_batch([image])[0]
+
+    @torch.no_grad()
+    def detect_batch(self, images: list[np.ndarray] | np.ndarray) -> list[list[Detection]]:
+        """The detections of each image, ``batch_size`` images per forward pass (the images of one batch share a
+        size, as a generator's do, so that none is padded)."""
         if self.model is None:
             self._load()
-        inputs = self.processor(images=[image], return_tensors="pt").to(self.device)
-        out = self.model(**inputs)
-        res = self.processor.post_process_instance_segmentation(
-            out, threshold=self.min_score, target_sizes=[image.shape[:2]], return_binary_maps=True
-        )[0]
+        out: list[list[Detection]] = []
+        for s in range(0, len(images), self.batch_size):
+            part = list(images[s : s + self.batch_size])
+            inputs = self.processor(images=part, return_tensors="pt").to(self.device)
+            results = self.processor.post_process_instance_segmentation(
+                self.model(**inputs),
+                threshold=self.min_score,
+                target_sizes=[img.shape[:2] for img in part],
+                return_binary_maps=True,
+            )
+            out += [self._detections(r) for r in results]
+        return out
+
+    def _detections(self, res: dict) -> list[Detection]:
         dets = []
         masks = res["segmentation"]
         for i, info in enumerate(res["segments_info"]):
