@@ -79,3 +79,11 @@ def test_tiny_rehearsal_runs_the_paper_configs_on_standins(tmp_path):
     assert (out / "sd35m_pickscore" / "dense_grpo" / "seed_0" / "calibration" / "psi.json").is_file()
     config = (out / "sd35m_geneval" / "flow_grpo" / "seed_0" / "config.yaml").read_text()
     assert str(out / "standins" / "mask2former") in config and "kl_beta: 0.04" in config  # the paper config, re-pointed
+
+
+def test_rehearse_refuses_what_it_has_no_standins_for(tmp_path):
+    shapes = CliRunner().invoke(main, ["rehearse", str(ROOT / "configs" / "shapes_quick.yaml"), "--out", str(tmp_path)])
+    assert shapes.exit_code == 2 and "dgx rehearse has stand-ins for pickscore, geneval, ocr only" in shapes.output
+    missing = CliRunner().invoke(main, ["rehearse", str(tmp_path / "nope.yaml"), "--out", str(tmp_path)])
+    assert missing.exit_code == 2 and "config file not found" in missing.output
+    assert not (tmp_path / "standins").exists()  # refused before writing anything

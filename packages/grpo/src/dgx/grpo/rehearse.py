@@ -83,11 +83,12 @@ def write_standins(folder: Path, scale: str, words: list[str], device: str = "cp
     """The stand-in folders (written once; an existing ``folder/done.json`` of the same scale is reused)."""
     from dgx.eval.geneval_prompts import COCO_CLASSES
     from dgx.rewards.architectures import CLIP_TINY, CLIP_VIT_L_14, save_clip, save_mask2former
+    from dgx.rewards.geneval import COLORS
     from dgx.sampler.architectures import initialised_on, sd35_medium_pipeline
     from dgx.sampler.tiny import tiny_sd3_pipeline
 
     paths = {k: folder / k for k in ("sd35m", "pickscore", "mask2former", "clip_l")}
-    words = sorted(set(words) | set(vocabulary([*COCO_CLASSES, "a photo of an and colored object"])))
+    words = sorted(set(words) | set(vocabulary([*COCO_CLASSES, *COLORS, "a photo of an and colored object"])))
     done = folder / "done.json"
     if done.is_file() and json.loads(done.read_text()) == {"scale": scale, "words": words}:
         return paths
@@ -118,13 +119,32 @@ def write_standins(folder: Path, scale: str, words: list[str], device: str = "cp
     return paths
 
 
-def overrides(config: str, paths: dict[str, Path], prompts: dict[str, Path], scale: str, iterations: int) -> dict:
-    """What the rehearsal changes in a paper config: the stand-ins' folders, its prompt files and the size of a run."""
+KINDS = ("pickscore", "geneval", "ocr")  # the rewards the rehearsal has stand-ins and prompts for
+
+
+def reward_kind(config: str) -> str:
+    """The config's reward (``base.reward.name``, or ``reward.name`` of a single-run file), one of KINDS; read before
+    validation, which would want the prompt files the rehearsal replaces."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(config).read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{config}: not valid YAML ({e})") from None
+    body = data.get("base", data) if isinstance(data, dict) else {}
+    name = (body.get("reward") or {}).get("name") if isinstance(body, dict) else None
+    if name not in KINDS:
+        raise ConfigError(f"{config}: reward {name!r}: dgx rehearse has stand-ins for {', '.join(KINDS)} only")
+    return name
+
+
+def overrides(kind: str, paths: dict[str, Path], prompts: dict[str, Path], scale: str, iterations: int) -> dict:
+    """What the rehearsal changes in a paper config whose reward is ``kind``: the stand-ins' folders, its prompt files
+    and the size of a run."""
     size = SIZES[scale]
     model = {"path": str(paths["sd35m"])}
     model |= {k: size[k] for k in ("dtype", "resolution", "max_sequence_length") if size[k] is not None}
     reward, ev = {}, {"max_prompts": size["eval_prompts"], "images_per_prompt": 1, "batch": size["eval_prompts"]}
-    kind = Path(config).stem.rsplit("_", 1)[-1]
     if kind == "pickscore":
         reward = {"path": str(paths["pickscore"]), "processor_path": str(paths["pickscore"])}
         ev |= {"path": str(paths["pickscore"]), "processor_path": str(paths["pickscore"])}
@@ -263,6 +283,7 @@ def rehearse(
     for c in configs:
         if not Path(c).is_file():
             raise ConfigError(f"{c}: config file not found (run from the repository root, or give the paper configs)")
+    kinds = {c: reward_kind(c) for c in configs}  # every config checked before minutes of writing stand-ins
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     prompts = write_prompts(out / "prompts")
     texts = [m["prompt"] if p.suffix == ".jsonl" else m for p in prompts.values() for m in _lines(p)]
@@ -281,7 +302,7 @@ def rehearse(
     for config in configs:  # the tables are rewritten after each config: a run cut short keeps what it measured
         t0 = time.perf_counter()
         folder = out / Path(config).stem
-        change = overrides(config, paths, prompts, scale, iterations)
+        change = overrides(kinds[config], paths, prompts, scale, iterations)
         run_ablation(Path(config), folder, only=list(VARIANTS), seeds=[0], overrides=change)
         result["wall_seconds"][Path(config).stem] = round(time.perf_counter() - t0, 1)
         result["rows"] += [measure(folder / v / "seed_0", config, v) for v in VARIANTS]
