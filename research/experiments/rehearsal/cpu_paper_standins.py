@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import torch
-from dgx.grpo.rehearse import vocabulary, write_prompts, write_standins, _lines
+from dgx.grpo.rehearse import prompt_lines, vocabulary, write_prompts, write_standins
 from dgx.rewards.architectures import parameters
 
 folder = Path(sys.argv[1])
@@ -23,7 +23,7 @@ def log(step: str, t0: float, **kw) -> None:
 
 t0 = time.perf_counter()
 prompts = write_prompts(folder / "prompts")
-texts = [m["prompt"] if p.suffix == ".jsonl" else m for p in prompts.values() for m in _lines(p)]
+texts = [m["prompt"] if p.suffix == ".jsonl" else m for p in prompts.values() for m in prompt_lines(p)]
 paths = write_standins(folder / "standins", "paper", vocabulary(texts), "cpu")
 size = {k: round(sum(f.stat().st_size for f in v.rglob("*") if f.is_file()) / 2**30, 2) for k, v in paths.items()}
 log("write_standins", t0, gib=size)

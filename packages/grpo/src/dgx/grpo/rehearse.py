@@ -286,7 +286,7 @@ def rehearse(
     kinds = {c: reward_kind(c) for c in configs}  # every config checked before minutes of writing stand-ins
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     prompts = write_prompts(out / "prompts")
-    texts = [m["prompt"] if p.suffix == ".jsonl" else m for p in prompts.values() for m in _lines(p)]
+    texts = [m["prompt"] if p.suffix == ".jsonl" else m for p in prompts.values() for m in prompt_lines(p)]
     paths = write_standins(out / "standins", scale, vocabulary(texts), device)
     result = {
         "scale": scale,
@@ -312,6 +312,6 @@ def rehearse(
     return result
 
 
-def _lines(path: Path) -> list:
+def prompt_lines(path: Path) -> list:
     rows = [ln for ln in path.read_text().splitlines() if ln.strip()]
     return [json.loads(r) for r in rows] if path.suffix == ".jsonl" else rows
