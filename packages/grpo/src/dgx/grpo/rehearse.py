@@ -313,5 +313,6 @@ def rehearse(
 
 
 def prompt_lines(path: Path) -> list:
+    """A prompt file's entries: strings of a .txt file, metadata dicts of a .jsonl one."""
     rows = [ln for ln in path.read_text().splitlines() if ln.strip()]
     return [json.loads(r) for r in rows] if path.suffix == ".jsonl" else rows
