@@ -199,7 +199,8 @@ def bench_cmd(config: Path, quick: bool, resume: bool, report_only: bool) -> Non
 @click.option(
     "--out", type=click.Path(path_type=Path), default=Path("runs/rehearsal"), show_default=True, help="Results folder."
 )
-def rehearse(configs: tuple[Path, ...], scale: str, iterations: int, out: Path) -> None:
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=SET_HELP + " Applies to every config.")
+def rehearse(configs: tuple[Path, ...], scale: str, iterations: int, out: Path, sets: tuple[str, ...]) -> None:
     """Run the paper configs (default configs/sd35m_{pickscore,geneval,ocr}.yaml) on random-weight stand-ins of every
     model, one Flow-GRPO and one DenseGRPO run each, and time every phase -> OUT/rehearsal.md."""
     from dgx.grpo.rehearse import CONFIGS
@@ -207,7 +208,7 @@ def rehearse(configs: tuple[Path, ...], scale: str, iterations: int, out: Path) 
 
     if iterations < 1:
         raise ConfigError("--iterations must be at least 1")
-    run(out, scale, tuple(str(c) for c in configs) or CONFIGS, iterations)
+    run(out, scale, tuple(str(c) for c in configs) or CONFIGS, iterations, extra=_overrides(sets))
     click.echo((out / "rehearsal.md").read_text())
     click.echo(f"wrote {out / 'rehearsal.md'}")
 

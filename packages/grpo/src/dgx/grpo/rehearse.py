@@ -234,7 +234,8 @@ def markdown(result: dict) -> str:
     ]
     lines = [
         f"Rehearsal at scale `{result['scale']}` on {result['device']} ({result['when']}): the last of "
-        f"{result['iterations']} training iteration(s) per variant, one prompt group of {result['group_size']}.",
+        f"{result['iterations']} training iteration(s) per variant, one prompt group of {result['group_size']}"
+        + (f", with {json.dumps(result['set'])}." if result.get("set") else "."),
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
@@ -271,11 +272,14 @@ def rehearse(
     configs: tuple[str, ...] = CONFIGS,
     iterations: int = 2,
     device: str | None = None,
+    extra: dict | None = None,
 ) -> dict:
     """Write the stand-ins and prompts under ``out``, run each config's Flow-GRPO and DenseGRPO variants through
-    ``dgx run`` into ``out/CONFIG`` and write ``out/rehearsal.md`` / ``.json``; returns the result."""
+    ``dgx run`` into ``out/CONFIG`` and write ``out/rehearsal.md`` / ``.json``; returns the result. ``extra``: a
+    config fragment merged over the rehearsal's changes (``--set``, e.g. ``{"reward": {"pipeline": True}}``)."""
     from datetime import datetime, timezone
 
+    from dgx.grpo.config import deep_merge
     from dgx.grpo.runner import run_ablation
 
     if scale not in SCALES:
@@ -298,11 +302,12 @@ def rehearse(
         "rows": [],
         "ratios": [],
         "wall_seconds": {},
+        "set": extra or {},
     }
     for config in configs:  # the tables are rewritten after each config: a run cut short keeps what it measured
         t0 = time.perf_counter()
         folder = out / Path(config).stem
-        change = overrides(kinds[config], paths, prompts, scale, iterations)
+        change = deep_merge(overrides(kinds[config], paths, prompts, scale, iterations), extra or {})
         run_ablation(Path(config), folder, only=list(VARIANTS), seeds=[0], overrides=change)
         result["wall_seconds"][Path(config).stem] = round(time.perf_counter() - t0, 1)
         result["rows"] += [measure(folder / v / "seed_0", config, v) for v in VARIANTS]
