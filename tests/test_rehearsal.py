@@ -89,3 +89,45 @@ def test_rehearse_refuses_what_it_has_no_standins_for(tmp_path):
     missing = CliRunner().invoke(main, ["rehearse", str(tmp_path / "nope.yaml"), "--out", str(tmp_path)])
     assert missing.exit_code == 2 and "config file not found" in missing.output
     assert not (tmp_path / "standins").exists()  # refused before writing anything
+
+
+def test_rehearsal_under_accelerate_launch_on_two_processes(tmp_path):
+    """The main process writes the stand-ins and the table, both train; the table is printed once."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "29531",
+        "-m",
+        "dgx.grpo.cli",
+        "rehearse",
+        str(ROOT / "configs" / "sd35m_pickscore.yaml"),
+        "--iterations",
+        "1",
+        "--set",
+        "device=cpu",
+        "--out",
+        str(tmp_path / "reh"),
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("wrote ") == 1, res.stdout[-3000:]
+    result = json.loads((tmp_path / "reh" / "rehearsal.json").read_text())
+    assert result["device"] == "CPU, 2 processes" and [r["variant"] for r in result["rows"]] == [
+        "flow_grpo",
+        "dense_grpo",
+    ]

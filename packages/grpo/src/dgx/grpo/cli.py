@@ -209,6 +209,8 @@ def rehearse(configs: tuple[Path, ...], scale: str, iterations: int, out: Path, 
     if iterations < 1:
         raise ConfigError("--iterations must be at least 1")
     run(out, scale, tuple(str(c) for c in configs) or CONFIGS, iterations, extra=_overrides(sets))
+    if not _main_process():
+        return
     click.echo((out / "rehearsal.md").read_text())
     click.echo(f"wrote {out / 'rehearsal.md'}")
 

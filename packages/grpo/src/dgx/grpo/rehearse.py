@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 from dgx.grpo.errors import ConfigError
 
 CONFIGS = ("configs/sd35m_pickscore.yaml", "configs/sd35m_geneval.yaml", "configs/sd35m_ocr.yaml")
@@ -59,24 +60,39 @@ def vocabulary(prompts: list[str]) -> list[str]:
     return sorted({w for p in prompts for w in re.findall(r"[a-z]+", p.lower())})
 
 
+PROMPT_FILES = {  # name -> extension
+    "pickscore_train": "txt",
+    "pickscore_test": "txt",
+    "ocr_train": "txt",
+    "ocr_test": "txt",
+    "geneval_train": "jsonl",
+}
+
+
+def prompt_files(folder: Path) -> dict[str, Path]:
+    return {name: folder / f"{name}.{ext}" for name, ext in PROMPT_FILES.items()}
+
+
 def write_prompts(folder: Path) -> dict[str, Path]:
     """Training and test prompt files for the three configs (GenEval's: metadata built like GenEval's suite)."""
     from dgx.eval.geneval_prompts import build_suite
 
     folder.mkdir(parents=True, exist_ok=True)
-    suite = build_suite(n=4)
-    files = {
-        "pickscore_train": ("\n".join(PICKSCORE_PROMPTS), "txt"),
-        "pickscore_test": ("\n".join(reversed(PICKSCORE_PROMPTS)), "txt"),
-        "ocr_train": ("\n".join(OCR_PROMPTS), "txt"),
-        "ocr_test": ("\n".join(reversed(OCR_PROMPTS)), "txt"),
-        "geneval_train": ("\n".join(json.dumps(m) for m in suite[80:88]), "jsonl"),  # two-object prompts and on
+    texts = {
+        "pickscore_train": PICKSCORE_PROMPTS,
+        "pickscore_test": PICKSCORE_PROMPTS[::-1],
+        "ocr_train": OCR_PROMPTS,
+        "ocr_test": OCR_PROMPTS[::-1],
+        "geneval_train": [json.dumps(m) for m in build_suite(n=4)[80:88]],  # two-object prompts and on
     }
-    out = {}
-    for name, (text, ext) in files.items():
-        out[name] = folder / f"{name}.{ext}"
-        out[name].write_text(text + "\n")
-    return out
+    files = prompt_files(folder)
+    for name, path in files.items():
+        path.write_text("\n".join(texts[name]) + "\n")
+    return files
+
+
+def standin_paths(folder: Path) -> dict[str, Path]:
+    return {k: folder / k for k in ("sd35m", "pickscore", "mask2former", "clip_l")}
 
 
 def write_standins(folder: Path, scale: str, words: list[str], device: str = "cpu") -> dict[str, Path]:
@@ -87,7 +103,7 @@ def write_standins(folder: Path, scale: str, words: list[str], device: str = "cp
     from dgx.sampler.architectures import initialised_on, sd35_medium_pipeline
     from dgx.sampler.tiny import tiny_sd3_pipeline
 
-    paths = {k: folder / k for k in ("sd35m", "pickscore", "mask2former", "clip_l")}
+    paths = standin_paths(folder)
     words = sorted(set(words) | set(vocabulary([*COCO_CLASSES, *COLORS, "a photo of an and colored object"])))
     done = folder / "done.json"
     if done.is_file() and json.loads(done.read_text()) == {"scale": scale, "words": words}:
@@ -288,13 +304,20 @@ def rehearse(
         if not Path(c).is_file():
             raise ConfigError(f"{c}: config file not found (run from the repository root, or give the paper configs)")
     kinds = {c: reward_kind(c) for c in configs}  # every config checked before minutes of writing stand-ins
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    prompts = write_prompts(out / "prompts")
-    texts = [m["prompt"] if p.suffix == ".jsonl" else m for p in prompts.values() for m in prompt_lines(p)]
-    paths = write_standins(out / "standins", scale, vocabulary(texts), device)
+    # under `accelerate launch` the main process writes the stand-ins, the others wait; on the CPU, as the configs'
+    # `device: cpu` would (--set device=cpu) for accelerate to see several CPU processes
+    state = PartialState(cpu=(extra or {}).get("device") == "cpu")
+    device = device or str(state.device if torch.cuda.is_available() else "cpu")
+    prompts, paths = prompt_files(out / "prompts"), standin_paths(out / "standins")
+    if state.is_main_process:
+        write_prompts(out / "prompts")
+        texts = [m["prompt"] if p.suffix == ".jsonl" else m for p in prompts.values() for m in prompt_lines(p)]
+        write_standins(out / "standins", scale, vocabulary(texts), device)
+    state.wait_for_everyone()
     result = {
         "scale": scale,
-        "device": torch.cuda.get_device_name() if device.startswith("cuda") else "CPU",
+        "device": (torch.cuda.get_device_name(device) if device.startswith("cuda") else "CPU")
+        + (f", {state.num_processes} processes" if state.num_processes > 1 else ""),
         "when": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         "torch": torch.__version__,
         "iterations": iterations,
@@ -309,6 +332,8 @@ def rehearse(
         folder = out / Path(config).stem
         change = deep_merge(overrides(kinds[config], paths, prompts, scale, iterations), extra or {})
         run_ablation(Path(config), folder, only=list(VARIANTS), seeds=[0], overrides=change)
+        if not state.is_main_process:  # the main process writes the metrics and the tables
+            continue
         result["wall_seconds"][Path(config).stem] = round(time.perf_counter() - t0, 1)
         result["rows"] += [measure(folder / v / "seed_0", config, v) for v in VARIANTS]
         result["ratios"] = ratios(result["rows"])
