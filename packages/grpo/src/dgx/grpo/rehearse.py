@@ -154,9 +154,11 @@ def reward_kind(config: str) -> str:
     return name
 
 
-def overrides(kind: str, paths: dict[str, Path], prompts: dict[str, Path], scale: str, iterations: int) -> dict:
+def overrides(
+    kind: str, paths: dict[str, Path], prompts: dict[str, Path], scale: str, iterations: int, processes: int = 1
+) -> dict:
     """What the rehearsal changes in a paper config whose reward is ``kind``: the stand-ins' folders, its prompt files
-    and the size of a run."""
+    and the size of a run (calibration: at least one sample per process)."""
     size = SIZES[scale]
     model = {"path": str(paths["sd35m"])}
     model |= {k: size[k] for k in ("dtype", "resolution", "max_sequence_length") if size[k] is not None}
@@ -175,7 +177,7 @@ def overrides(kind: str, paths: dict[str, Path], prompts: dict[str, Path], scale
         "reward": reward,
         "prompts": {"path": str(prompts[f"{kind}_train"])},
         "train": {"iterations": iterations, "prompts_per_iter": 1, "group_size": g, "micro_batch": size["micro_batch"]},
-        "calibrate": {"iterations": 1, "prompts": 1, "group_size": min(g, 4), "check_prompts": 1},
+        "calibrate": {"iterations": 1, "prompts": 1, "group_size": max(min(g, 4), processes), "check_prompts": 1},
         "eval": ev,
     }
 
@@ -330,7 +332,8 @@ def rehearse(
     for config in configs:  # the tables are rewritten after each config: a run cut short keeps what it measured
         t0 = time.perf_counter()
         folder = out / Path(config).stem
-        change = deep_merge(overrides(kinds[config], paths, prompts, scale, iterations), extra or {})
+        change = overrides(kinds[config], paths, prompts, scale, iterations, state.num_processes)
+        change = deep_merge(change, extra or {})
         run_ablation(Path(config), folder, only=list(VARIANTS), seeds=[0], overrides=change)
         if not state.is_main_process:  # the main process writes the metrics and the tables
             continue
