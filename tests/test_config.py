@@ -1,7 +1,9 @@
 """Config loading: malformed files give precise errors; variants resolve by deep merge."""
 
+import json
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -335,13 +337,16 @@ def test_registry_module_beside_the_registry_file_and_builder_defaults(tmp_path)
 def test_an_argument_a_reward_does_not_take_is_a_config_error_naming_the_key(tmp_path):
     from dgx.grpo.build import build_reward
 
+    (tmp_path / "reg.yaml").write_text("rewards:\n  inky: {impl: 'dgx.rewards.ink:Ink', description: x}\n")
+    cfg = load(write(tmp_path, "registry: reg.yaml\nreward: {name: inky}\n")).variants["default"]
     (tmp_path / "reg.yaml").write_text(
         "rewards:\n  inky: {impl: 'dgx.rewards.ink:Ink', description: x, defaults: {background: 0.5, colour: 3}}\n"
     )
-    cfg = load(write(tmp_path, "registry: reg.yaml\nreward: {name: inky}\n")).variants["default"]
-    with pytest.raises(
+    with pytest.raises(ConfigError, match=r"'inky' \(.*reg.yaml registry\): defaults colour are not arguments of"):
+        load(tmp_path / "cfg.yaml")  # dgx validate finds it
+    with pytest.raises(  # and a registry changed since validation, at build time
         ConfigError,
-        match=r"rewards.inky.defaults.colour \(.*reg.yaml\): the reward 'inky' takes no 'colour' \(it takes background\)",
+        match=r"rewards.inky.defaults.colour \(.*reg.yaml\): 'inky' takes no 'colour' \(it takes background\)",
     ):
         build_reward(cfg, Registry([tmp_path / "reg.yaml"]))
     for key, value in (("path", "some/model"), ("processor_path", "x"), ("partial", False)):
@@ -376,3 +381,50 @@ def test_a_package_adds_components_through_the_entry_point(tmp_path, monkeypatch
     assert build_reward(cfg, Registry()).reward.background == 0.5
     res = CliRunner().invoke(main, ["registry", "--section", "rewards"])
     assert "half" in res.output and "[dgx-extra (dgx_extra_mod:TABLE)]" in res.output
+
+
+def test_registry_defaults_apply_to_every_kind_unless_the_config_sets_the_key(tmp_path):
+    """A sampler step, a noise schedule, a credit wrapper and an evaluation get their entry's ``defaults`` as
+    keywords (the config's explicit keys win), and a default the implementation does not take fails validation."""
+    import functools
+
+    from dgx.grpo.build import build_credit, build_schedule, build_step, needs_calibration
+    from dgx.grpo.runner import evaluate
+
+    (tmp_path / "my_eval.py").write_text(
+        "def ev(model, *, steps, guidance, seed, out=None, max_prompts=None, **_):\n"
+        "    return {'steps': steps, 'max_prompts': max_prompts}\n"
+    )
+    (tmp_path / "psi.json").write_text(json.dumps({"psi": [0.5] * 10}))
+    write(
+        tmp_path,
+        f"""
+    samplers:
+      noisy_ode: {{impl: "dgx.sampler.steps:ode_step", defaults: {{sigma: 0.3}}}}
+    noise:
+      soft: {{impl: "dgx.sampler.schedules:UniformNoise", defaults: {{a: 0.25}}}}
+      fixed_psi: {{impl: "dgx.sampler.schedules:TableNoise.from_json", defaults: {{psi_path: "{tmp_path / "psi.json"}"}}}}
+    credit:
+      coarse: {{impl: "dgx.rewards.credit:dense_gain", defaults: {{chunk: 3, ode_steps: 1}}}}
+    evaluations:
+      short: {{impl: "my_eval:ev", defaults: {{steps: 3, max_prompts: 5}}}}
+    """,
+        "reg.yaml",
+    )
+    body = "registry: reg.yaml\nsampler: {name: noisy_ode, noise: {name: soft}}\nreward: {credit: coarse, chunk: 7}\n"
+    run = load(write(tmp_path, body + "eval: {name: short, steps: 9}\n")).variants["default"]
+    reg = Registry([tmp_path / "reg.yaml"])
+    step = build_step(run, reg)
+    assert isinstance(step, functools.partial) and step.keywords == {"sigma": 0.3}
+    assert build_schedule(run, reg).a == 0.25
+    assert build_credit(run, reg).keywords == {"ode_steps": 1, "chunk": 7, "pipeline": False}  # chunk set: 7 wins
+    parts = SimpleNamespace(model=None, cfg=run, registry=reg, scorers=None)
+    assert evaluate(parts, tmp_path / "out") == {"steps": 9, "max_prompts": 5}  # eval.steps set: 9 wins
+    table = run.model_copy(deep=True)
+    table.sampler.noise.name = "fixed_psi"
+    assert not needs_calibration(table, reg) and build_schedule(table, reg).psi == (0.5,) * 10
+    (tmp_path / "reg.yaml").write_text(
+        (tmp_path / "reg.yaml").read_text().replace("defaults: {a: 0.25}", "defaults: {a: 0.25, alpha: 2}")
+    )
+    with pytest.raises(ConfigError, match=r"'soft' \(.*reg.yaml registry\): defaults alpha are not arguments of"):
+        load(write(tmp_path, body))

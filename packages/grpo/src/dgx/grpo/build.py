@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from dgx.grpo.config import RunConfig
 from dgx.grpo.errors import ConfigError
-from dgx.grpo.registry import Registry, accepted_arguments
+from dgx.grpo.registry import Entry, Registry, accepted_arguments
 from dgx.sampler import Windowed
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -23,6 +23,23 @@ def resolve_path(path: str) -> str:
         pkg, _, sub = path[len("pkg://") :].partition("/")
         return str(resources.files(pkg).joinpath(sub))
     return path
+
+
+def entry_arguments(entry: Entry, section: str, factory, given: dict | None = None, explicit=()) -> dict:
+    """The keyword arguments a registry entry's implementation gets: ``given`` (from the config), with the entry's
+    ``defaults`` (``pkg://`` paths resolved) in place of any key the config did not set (``explicit``). The same rule
+    for every kind of component. A default the implementation does not take is a ConfigError naming it."""
+    takes = accepted_arguments(factory)
+    out = dict(given or {})
+    for k, v in entry.defaults.items():
+        if takes is not None and k not in takes:
+            raise ConfigError(
+                f"registry {section}.{entry.name}.defaults.{k} ({entry.source}): {entry.name!r} takes no {k!r} "
+                f"(it takes {', '.join(sorted(takes)) or 'no arguments'})"
+            )
+        if k not in explicit:
+            out[k] = resolve_path(v) if isinstance(v, str) else v
+    return out
 
 
 def build_model(cfg: RunConfig, registry: Registry, device: str | torch.device | None = None):
@@ -57,14 +74,7 @@ def build_reward(cfg: RunConfig, registry: Registry, name: str | None = None, de
         return CheckedReward(factory({n: build_reward(cfg, registry, n, device) for n in r.weights}, r.weights), name)
     known = accepted_arguments(factory)
     takes = (lambda key: True) if known is None else known.__contains__
-    kwargs = {}
-    for k, v in entry.defaults.items():
-        if not takes(k):
-            raise ConfigError(
-                f"registry rewards.{name}.defaults.{k} ({entry.source}): the reward {name!r} takes no {k!r} "
-                f"(it takes {', '.join(sorted(known)) or 'no arguments'})"
-            )
-        kwargs[k] = resolve_path(v) if isinstance(v, str) else v
+    kwargs = entry_arguments(entry, "rewards", factory)
     if device is not None and takes("device"):
         kwargs["device"] = str(device)
     given = r.model_fields_set
@@ -82,12 +92,21 @@ def build_reward(cfg: RunConfig, registry: Registry, name: str | None = None, de
 
 
 def build_credit(cfg: RunConfig, registry: Registry):
-    fn = registry.get("credit", cfg.reward.credit).load()
-    return functools.partial(fn, ode_steps=cfg.reward.ode_steps, chunk=cfg.reward.chunk, pipeline=cfg.reward.pipeline)
+    """The credit wrapper with the reward section's ``ode_steps``, ``chunk`` and ``pipeline`` (and its entry's
+    ``defaults`` for those the config leaves unset)."""
+    r = cfg.reward
+    entry = registry.get("credit", r.credit)
+    fn = entry.load()
+    given = {"ode_steps": r.ode_steps, "chunk": r.chunk, "pipeline": r.pipeline}
+    return functools.partial(fn, **entry_arguments(entry, "credit", fn, given, r.model_fields_set))
 
 
 def build_step(cfg: RunConfig, registry: Registry):
-    return registry.get("samplers", cfg.sampler.name).load()
+    """The sampler's step function, its entry's ``defaults`` bound as keywords."""
+    entry = registry.get("samplers", cfg.sampler.name)
+    fn = entry.load()
+    kwargs = entry_arguments(entry, "samplers", fn)
+    return functools.partial(fn, **kwargs) if kwargs else fn
 
 
 def build_schedule(cfg: RunConfig, registry: Registry, psi_path: Path | None = None):
@@ -95,10 +114,12 @@ def build_schedule(cfg: RunConfig, registry: Registry, psi_path: Path | None = N
     ``psi_path``: noise.psi_path, else ``psi_path``, the run's calibration); with ``noise.window`` it is zero (an
     ODE step) outside the window."""
     n = cfg.sampler.noise
-    factory = registry.get("noise", n.name).load()
+    entry = registry.get("noise", n.name)
+    factory = entry.load()
     values = {**n.model_dump(exclude={"name", "window"}), "psi_path": n.psi_path or psi_path}
     takes = accepted_arguments(factory)
-    kwargs = {k: v for k, v in values.items() if takes is None or k in takes}
+    given = {k: v for k, v in values.items() if takes is None or k in takes}
+    kwargs = entry_arguments(entry, "noise", factory, given, n.model_fields_set | ({"psi_path"} if psi_path else set()))
     if takes is not None and "psi_path" in takes and kwargs["psi_path"] is None:
         raise ConfigError(
             f"sampler.noise.name = {n.name} reads a calibrated psi table: set noise.psi_path (or run through "
@@ -116,10 +137,12 @@ def build_schedule(cfg: RunConfig, registry: Registry, psi_path: Path | None = N
 
 
 def needs_calibration(cfg: RunConfig, registry: Registry) -> bool:
-    """Whether the run's noise schedule reads a psi table (its factory takes ``psi_path``) and the config gives
-    none, so that ``dgx run`` calibrates first."""
-    takes = accepted_arguments(registry.get("noise", cfg.sampler.noise.name).load())
-    return takes is not None and "psi_path" in takes and not cfg.sampler.noise.psi_path
+    """Whether the run's noise schedule reads a psi table (its factory takes ``psi_path``) and neither the config
+    nor the registry entry's ``defaults`` give one, so that ``dgx run`` calibrates first."""
+    entry = registry.get("noise", cfg.sampler.noise.name)
+    takes = accepted_arguments(entry.load())
+    given = cfg.sampler.noise.psi_path or entry.defaults.get("psi_path")
+    return takes is not None and "psi_path" in takes and not given
 
 
 def load_prompts(cfg: RunConfig, split: str = "train") -> list[dict]:

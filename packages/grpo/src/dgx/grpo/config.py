@@ -17,7 +17,7 @@ from typing import Any, Literal, Union, get_args
 import yaml
 from dgx.grpo.errors import ConfigError
 from dgx.grpo.metrics import missing_tracker
-from dgx.grpo.registry import Registry, suggest, yaml_problem
+from dgx.grpo.registry import Registry, accepted_arguments, suggest, yaml_problem
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 # Flow-GRPO's LoRA targets (scripts/train_sd3.py): peft matches them as module-name suffixes
@@ -467,14 +467,25 @@ def validate(
 
 
 def _importable(entry, at: str) -> None:
-    """A registry entry whose implementation does not import is a config error, found before any work."""
+    """A registry entry whose implementation does not import, or whose ``defaults`` name an argument it does not take,
+    is a config error, found before any work."""
     try:
-        entry.load()
+        impl = entry.load()
     except Exception as e:  # noqa: BLE001  (any import-time failure of user code)
         raise ConfigError(
             f"{at}{entry.name!r} ({entry.source} registry): its impl {entry.impl!r} does not import "
             f"({type(e).__name__}: {e})"
         ) from None
+    try:
+        takes = accepted_arguments(impl)
+    except (TypeError, ValueError):  # no signature to read (a builtin): its own call reports a bad argument
+        return
+    bad = sorted(k for k in entry.defaults if takes is not None and k not in takes)
+    if bad:
+        raise ConfigError(
+            f"{at}{entry.name!r} ({entry.source} registry): defaults {', '.join(bad)} are not arguments of "
+            f"{entry.impl} (it takes {', '.join(sorted(takes)) or 'no arguments'})"
+        )
 
 
 def _prompt_file(path: str) -> str | None:

@@ -29,7 +29,7 @@ import yaml
 from accelerate import Accelerator
 from dgx.grpo import checkpoint
 from dgx.grpo.assembly import Assembler, Assembly, assemble
-from dgx.grpo.build import choose_prompts, load_prompts
+from dgx.grpo.build import choose_prompts, entry_arguments, load_prompts
 from dgx.grpo.calibrate import calibrate, mean_imbalance, psi_matches
 from dgx.grpo.config import RunConfig, load
 from dgx.grpo.distributed import accelerate_mode, check_supported, process_state, shard
@@ -47,29 +47,32 @@ def evaluate(parts: Assembly, out: Path, cfg: RunConfig | None = None, seed: int
     (seed, i), seed = EVAL_SEED + cfg.seed unless given.
 
     Under several processes the benchmark gets ``shard=`` (each process scores its share of the images)
-    and only the main process writes ``out``.
+    and only the main process writes ``out``. The entry's registry ``defaults`` fill the eval keys the config leaves
+    unset.
     """
     cfg = cfg or parts.cfg
     ev = cfg.eval
-    fn = parts.registry.get("evaluations", ev.name).load()
+    entry = parts.registry.get("evaluations", ev.name)
+    fn = entry.load()
     part = shard(cfg)
     takes = accepted_arguments(fn)
-    return fn(
-        parts.model,
-        steps=ev.steps,
-        guidance=cfg.eval_guidance,
-        images_per_prompt=ev.images_per_prompt,
-        min_images_per_tag=ev.min_images_per_tag,
-        seed=EVAL_SEED + cfg.seed if seed is None else seed,
-        batch=ev.batch,
-        max_prompts=ev.max_prompts,
-        prompts_file=ev.prompts_file,
-        metrics=ev.metrics,
+    given = {
+        "steps": ev.steps,
+        "guidance": cfg.eval_guidance,
+        "images_per_prompt": ev.images_per_prompt,
+        "min_images_per_tag": ev.min_images_per_tag,
+        "seed": EVAL_SEED + cfg.seed if seed is None else seed,
+        "batch": ev.batch,
+        "max_prompts": ev.max_prompts,
+        "prompts_file": ev.prompts_file,
+        "metrics": ev.metrics,
         **{k: getattr(ev, k) for k in ("path", "processor_path") if getattr(ev, k)},
-        out=out if part.index == 0 else None,
+        "out": out if part.index == 0 else None,
         **({"shard": part} if part.count > 1 else {}),
         **({"scorers": parts.scorers} if takes is None or "scorers" in takes else {}),
-    )
+    }
+    explicit = ev.model_fields_set | {"seed", "out", "shard", "scorers"}
+    return fn(parts.model, **entry_arguments(entry, "evaluations", fn, given, explicit))
 
 
 def headline(summary: dict) -> str:
