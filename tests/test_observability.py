@@ -253,3 +253,21 @@ def test_evaluation_during_training_on_two_processes(tmp_path, tiny_pipe_dir):
     assert res.returncode == 0, res.stderr[-2000:]
     curve = (tmp_path / "o" / "flow_grpo" / "seed_0" / "eval_curve.jsonl").read_text().splitlines()
     assert [json.loads(line)["iteration"] for line in curve] == [0, 1]
+
+
+def test_a_reward_that_cannot_load_stops_the_run_before_any_sampling(tmp_path, tiny_pipe_dir, monkeypatch):
+    """The reward loads when the run is assembled, before the generator and the base model's evaluation: a wrong
+    PickScore folder is one error line, and nothing was sampled or written."""
+    from dgx.sampler import SD3Model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    loads = []
+    monkeypatch.setattr(SD3Model, "from_pretrained", classmethod(lambda cls, *a, **k: loads.append(a)))
+    abl = one_iteration(tmp_path, tiny_pipe_dir)
+    abl.write_text(
+        abl.read_text().replace("reward: {name: brightness}", f"reward: {{name: pickscore, path: {tmp_path}/nope}}")
+    )
+    res = CliRunner().invoke(main, ["run", str(abl), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and res.output.count("error:") == 1, res.output
+    assert "could not load the PickScore processor" in res.output
+    assert loads == [] and not (tmp_path / "o" / "base").exists()

@@ -24,7 +24,9 @@ from dgx.grpo.build import (
     needs_calibration,
 )
 from dgx.grpo.config import RunConfig
+from dgx.grpo.distributed import device_for
 from dgx.grpo.registry import Registry
+from dgx.rewards.base import load_now
 
 
 @dataclass(frozen=True)
@@ -64,14 +66,17 @@ def assemble(
     model=None,
     reward: Callable | None = None,
     scorers: Scorers | None = None,
+    load: bool = True,
 ) -> Assembly:
     """Build every component of ``cfg`` once (``model`` / ``reward`` / ``scorers``: ones already built for the same
-    settings).
+    settings). A reward built here loads its models now (``load``), so that a wrong path fails before any sampling.
     ``device`` defaults to the process's (``distributed.device_for``); every model-based reward runs there too."""
-    from dgx.grpo.distributed import device_for
-
     registry = registry or Registry()
     device = torch.device(device) if device is not None else device_for(cfg)
+    if reward is None:  # before the generator: a reward that cannot load fails in seconds
+        reward = build_reward(cfg, registry, device=device)
+        if load:
+            load_now(reward)
     model = model if model is not None else build_model(cfg, registry, device)
     waits = needs_calibration(cfg, registry) and psi_path is None
     return Assembly(
@@ -79,7 +84,7 @@ def assemble(
         registry=registry,
         device=device,
         model=model,
-        reward=reward if reward is not None else build_reward(cfg, registry, device=device),
+        reward=reward,
         credit=build_credit(cfg, registry),
         step=build_step(cfg, registry),
         schedule=None if waits else build_schedule(cfg, registry, psi_path),
@@ -96,8 +101,8 @@ REWARD_KEYS = ("name", "path", "processor_path", "partial", "soft", "weights")
 class Assembler:
     """Assemblies for the runs of one ``dgx run``: the generator and the reward are built once per process and reused
     while the model / reward settings stay the same (each run's adapter is taken off after it, ``done``); the
-    evaluations' scoring models are kept for the whole run. Under FSDP2
-    the trainer shards the generator in place and hands back an unsharded rebuild, so the next run builds again."""
+    evaluations' scoring models are kept for the whole run. Under FSDP2 the trainer shards the generator in place and
+    hands back an unsharded rebuild, so the next run builds again."""
 
     def __init__(self, registry: Registry):
         self.registry = registry
@@ -109,22 +114,18 @@ class Assembler:
         model_key = json.dumps([cfg.model.model_dump(mode="json"), cfg.device], sort_keys=True)
         reward = cfg.reward.model_dump(mode="json", include=set(REWARD_KEYS))
         reward_key = json.dumps([reward, cfg.device], sort_keys=True)
+        if reward_key != self.reward_key:  # built and loaded before the generator (a bad path fails in seconds)
+            self.reward = self.reward_key = None
+            self.reward = build_reward(cfg, self.registry, device=device_for(cfg))
+            load_now(self.reward)
+            self.reward_key, self.rewards_built = reward_key, self.rewards_built + 1
         if model_key != self.model_key:
             self.model = self.model_key = None  # the previous one is freed before the next is built
             self.model, self.model_key = build_model(cfg, self.registry), model_key
             self.models_built += 1
-        parts = assemble(
-            cfg,
-            self.registry,
-            psi_path=psi_path,
-            model=self.model,
-            reward=self.reward if reward_key == self.reward_key else None,
-            scorers=self.scorers,
+        return assemble(
+            cfg, self.registry, psi_path=psi_path, model=self.model, reward=self.reward, scorers=self.scorers
         )
-        if reward_key != self.reward_key:
-            self.reward, self.reward_key = parts.reward, reward_key
-            self.rewards_built += 1
-        return parts
 
     def done(self, trained) -> None:
         """After a run: ``trained`` is the model train handed back; the next run gets it without this adapter."""

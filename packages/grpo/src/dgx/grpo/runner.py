@@ -568,7 +568,7 @@ def evaluate_file(
     name, cfg = abl.variant(variant)
     warn(abl.warnings)
     out = writable_folder(out or Path("runs") / Path(file).stem / "eval" / name, "--out")  # before minutes of sampling
-    parts = assemble(cfg, abl.registry())
+    parts = assemble(cfg, abl.registry(), load=False)  # the training reward is not used
     if adapter is not None:
         load_adapter(parts.model, cfg, adapter)
     summary = evaluate(parts, out)

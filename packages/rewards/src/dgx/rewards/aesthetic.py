@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from dgx.rewards.base import RewardError, load_error
+from dgx.rewards.base import LazyModel, RewardError, load_error
 from dgx.rewards.clip_pixels import PREPROCESS, clip_inputs
 from dgx.rewards.pickscore import _features
 from torch import nn
@@ -35,7 +35,7 @@ class AestheticHead(nn.Module):
         return self.layers(emb).squeeze(-1)
 
 
-class Aesthetic:
+class Aesthetic(LazyModel):
     name = "aesthetic"
 
     def __init__(
@@ -78,8 +78,7 @@ class Aesthetic:
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, prompts: Sequence[str] = (), metadata=None) -> torch.Tensor:
-        if self.model is None:
-            self._load()
+        self.load()
         out = []
         for s in range(0, len(images), self.batch_size):
             px = clip_inputs(images[s : s + self.batch_size], self.processor, self.device, self.preprocess)

@@ -31,8 +31,10 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 def load_error(model_id: str, what: str, cause: Exception) -> RewardError:
+    """One line saying which model could not load, why (the cause's text on one line) and what to do offline."""
+    why = " ".join(str(cause).split())
     return RewardError(
-        f"could not load {what} from {model_id!r} ({type(cause).__name__}: {cause}). Offline, download it once "
+        f"could not load {what} from {model_id!r} ({type(cause).__name__}: {why}). Offline, download it once "
         f"elsewhere (huggingface-cli download {model_id}) and set the reward's path to that local folder."
     )
 
@@ -55,6 +57,27 @@ def checked(scores, n: int, name: str, prompts: Sequence[str] = ()) -> torch.Ten
             + (f", e.g. for {which}" if which else "")
         )
     return scores
+
+
+class LazyModel:
+    """A component whose model loads on its first use (``_load`` sets ``self.model``); ``load()`` loads it now."""
+
+    model = None
+
+    def _load(self) -> None:
+        raise NotImplementedError
+
+    def load(self) -> None:
+        if self.model is None:
+            self._load()
+
+
+def load_now(component) -> None:
+    """Load a reward's models now rather than on its first call, so that a wrong path or a missing package fails
+    before any sampling (components without ``load()`` have nothing to load)."""
+    load = getattr(component, "load", None)
+    if callable(load):
+        load()
 
 
 class CheckedReward:
@@ -82,6 +105,10 @@ class WeightedReward:
 
     def __call__(self, images, prompts, metadata=None) -> torch.Tensor:
         return sum(w * self.rewards[n](images, prompts, metadata).float() for n, w in self.weights.items())
+
+    def load(self) -> None:
+        for reward in self.rewards.values():
+            load_now(reward)
 
     @classmethod
     def from_config(cls, rewards: dict[str, Reward], weights: dict[str, float]) -> "WeightedReward":

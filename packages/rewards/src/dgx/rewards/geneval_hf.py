@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from dgx.rewards.base import load_error
+from dgx.rewards.base import LazyModel, load_error
 from dgx.rewards.geneval import COLORS, Detection
 from dgx.rewards.pickscore import _features
 
 TEMPLATES = ["a photo of a {c} {obj}", "a photo of a {c}-colored {obj}", "a photo of a {c} object"]
 
 
-class HFDetector:
+class HFDetector(LazyModel):
     """``detector(image_uint8_hwc) -> list[Detection]`` from a transformers segmentation model."""
 
     def __init__(
@@ -48,8 +48,7 @@ class HFDetector:
     def detect_batch(self, images: list[np.ndarray] | np.ndarray) -> list[list[Detection]]:
         """The detections of each image, ``batch_size`` images per forward pass (the images of one batch share a
         size, as a generator's do, so that none is padded)."""
-        if self.model is None:
-            self._load()
+        self.load()
         out: list[list[Detection]] = []
         for s in range(0, len(images), self.batch_size):
             part = list(images[s : s + self.batch_size])
@@ -76,7 +75,7 @@ class HFDetector:
         return dets
 
 
-class ClipColorClassifier:
+class ClipColorClassifier(LazyModel):
     """GenEval's colour check: CLIP zero-shot over COLORS on the masked box crop."""
 
     def __init__(self, path: str = "openai/clip-vit-large-patch14", device: str | torch.device = "cpu"):
@@ -122,8 +121,7 @@ class ClipColorClassifier:
     def __call__(self, image: np.ndarray, objects: list[Detection]) -> list[str]:
         if not objects:
             return []
-        if self.model is None:
-            self._load()
+        self.load()
         px = self.processor(images=[self.crop(image, d) for d in objects], return_tensors="pt")["pixel_values"].to(
             self.device
         )

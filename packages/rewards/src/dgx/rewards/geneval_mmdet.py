@@ -15,13 +15,13 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from dgx.rewards.base import RewardError
+from dgx.rewards.base import LazyModel, RewardError
 from dgx.rewards.geneval import Detection
 
 CONFIG = "mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco"
 
 
-class MMDetDetector:
+class MMDetDetector(LazyModel):
     """``detector(image_uint8_hwc) -> list[Detection]`` from an mmdetection model (lazy)."""
 
     def __init__(
@@ -49,8 +49,7 @@ class MMDetDetector:
     def __call__(self, image: np.ndarray) -> list[Detection]:
         from mmdet.apis import inference_detector
 
-        if self.model is None:
-            self._load()
+        self.load()
         result = inference_detector(self.model, image[..., ::-1].copy())  # mmdet reads BGR arrays, as cv2
         if hasattr(result, "pred_instances"):
             return self._from_instances(result.pred_instances)

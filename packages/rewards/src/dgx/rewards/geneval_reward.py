@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from dgx.rewards.base import RewardError, to_uint8
+from dgx.rewards.base import RewardError, load_now, to_uint8
 from dgx.rewards.geneval import ColorClassifier, Detector, Verdict, detector_color, evaluate
 
 
@@ -27,6 +27,11 @@ class GenEvalReward:
         if soft and not partial:
             raise RewardError(f"{name}: soft credit is a kind of partial credit; set partial: true or soft: false")
         self.detector, self.color_of, self.partial, self.name, self.soft = detector, color_of, partial, name, soft
+
+    def load(self) -> None:
+        """Load the detector's and the colour classifier's models now."""
+        load_now(self.detector)
+        load_now(self.color_of)
 
     def verdicts(self, images: torch.Tensor, metadata: Sequence[dict]) -> list[Verdict]:
         if metadata is None or len(metadata) != len(images):

@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from dgx.rewards.base import RewardError, to_uint8
+from dgx.rewards.base import LazyModel, RewardError, to_uint8
 
 
-class ImageReward:
+class ImageReward(LazyModel):
     name = "imagereward"
 
     def __init__(self, path: str = "ImageReward-v1.0", device: str | torch.device = "cpu"):
@@ -37,8 +37,7 @@ class ImageReward:
     def __call__(self, images: torch.Tensor, prompts: Sequence[str], metadata=None) -> torch.Tensor:
         from PIL import Image
 
-        if self.model is None:
-            self._load()
+        self.load()
         return torch.tensor(
             [float(self.model.score(p, [Image.fromarray(a)])) for p, a in zip(prompts, to_uint8(images))]
         )

@@ -114,10 +114,19 @@ class OCRReward:
         self.engine_name, self.missing_target, self.params, self.workers = engine, missing_target, params, workers
         self._engine = self._pool = None
 
-    def recognize(self, img: np.ndarray) -> str:
+    def engine(self) -> Callable[[np.ndarray], list[str]]:
+        """The in-process engine, started on first use."""
         if self._engine is None:
             self._engine = ENGINES[self.engine_name](**({"params": self.params} if self.params else {}))
-        return "".join(self._engine(img))
+        return self._engine
+
+    def load(self) -> None:
+        """Start the OCR engine now (in-process; worker processes start on the first call)."""
+        if not self.workers:
+            self.engine()
+
+    def recognize(self, img: np.ndarray) -> str:
+        return "".join(self.engine()(img))
 
     def recognize_all(self, images: list[np.ndarray]) -> list[str]:
         """The text of each image, in a process pool when ``workers`` > 0."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from dgx.rewards.base import load_error
+from dgx.rewards.base import LazyModel, load_error
 from dgx.rewards.clip_pixels import PREPROCESS, clip_inputs
 
 
@@ -14,7 +14,7 @@ def _features(out) -> torch.Tensor:
     return out if isinstance(out, torch.Tensor) else out.pooler_output
 
 
-class PickScore:
+class PickScore(LazyModel):
     """Lazily loads ``CLIPModel`` + ``AutoProcessor`` from Hub ids or local folders.
 
     ``scale`` divides the score (Flow-GRPO trains with PickScore / 26). ``preprocess``: ``tensor`` resizes and
@@ -56,8 +56,7 @@ class PickScore:
     def __call__(
         self, images: torch.Tensor, prompts: Sequence[str], metadata: Sequence[dict] | None = None
     ) -> torch.Tensor:
-        if self.model is None:
-            self._load()
+        self.load()
         out = []
         for s in range(0, len(images), self.batch_size):
             px = clip_inputs(images[s : s + self.batch_size], self.processor, self.device, self.preprocess)
