@@ -152,3 +152,27 @@ def user_data(folder: Path, config: Path) -> list[Path]:
         )
         made.append(path)
     return made
+
+
+def accelerate_launch(mode: list[str], processes: int, port: int, *args: str) -> list[str]:
+    """``python -m accelerate.commands.launch MODE --num_processes N ... ARGS`` on one machine, no mixed precision
+    or dynamo (``mode``: ``["--multi_gpu"]``, which runs gloo on CPUs, ``["--cpu"]`` or ``["--config_file", F]``)."""
+    import sys
+
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        *mode,
+        "--num_processes",
+        str(processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(port),
+        *args,
+    ]

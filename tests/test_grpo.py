@@ -4,7 +4,6 @@ import json
 import math
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ from dgx.grpo.advantages import advantages, normalize
 from dgx.grpo.loss import grpo_loss
 from dgx.grpo.registry import Registry
 from dgx.grpo.trainer import train
-from dgx_test_helpers import tiny_config
+from dgx_test_helpers import accelerate_launch, tiny_config
 from peft.utils import get_peft_model_state_dict
 from safetensors.torch import load_file
 
@@ -104,26 +103,7 @@ def test_two_processes_match_one(tmp_path, tiny_pipe_dir):
         d.mkdir()
         # --multi_gpu goes through torchrun; the workers' Accelerator(cpu=True) then runs gloo on CPU
         mode = ["--multi_gpu"] if n > 1 else ["--cpu"]
-        cmd = [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            *mode,
-            "--num_processes",
-            str(n),
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "--main_process_port",
-            str(29500 + n),
-            str(worker),
-            str(d),
-            str(tiny_pipe_dir),
-            str(d / "adapter.pt"),
-        ]
+        cmd = accelerate_launch(mode, n, 29500 + n, str(worker), str(d), str(tiny_pipe_dir), str(d / "adapter.pt"))
         res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
         assert res.returncode == 0, res.stderr[-3000:]
         outs[n] = (torch.load(d / "adapter.pt"), json.loads((d / "adapter.json").read_text()))
@@ -423,26 +403,7 @@ seeds: [0]
         ("out3", fsdp2, 2, 29513),
     ):
         entry = ["-m", "fsdp_shim", "run", "--set", "device=auto"] if mode is fsdp2 else ["-m", "dgx.grpo.cli", "run"]
-        cmds[out] = cmd = [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            *mode,
-            "--num_processes",
-            str(n),
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "--main_process_port",
-            str(port),
-            *entry,
-            str(abl),
-            "--out",
-            str(tmp_path / out),
-        ]
+        cmds[out] = cmd = accelerate_launch(mode, n, port, *entry, str(abl), "--out", str(tmp_path / out))
         res = subprocess.run(
             cmd,
             capture_output=True,
@@ -580,27 +541,13 @@ def test_fsdp2_matches_one_unsharded_process(tmp_path, tiny_pipe_dir, offload):
     }
     n = 1 if gpu else 2
     shipped = Path(__file__).parents[1] / "configs" / "accelerate" / "fsdp2.yaml"  # FSDP2, block-wise units
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        str(shipped),
-        "--num_processes",
-        str(n),
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(29507 + offload),
-        "--fsdp_offload_params",
-        str(offload).lower(),
-        str(Path(__file__).parent / "fsdp_worker.py"),
-        str(d),
-        str(tiny_pipe_dir),
-        str(d / "adapter.pt"),
-    ]
+    worker = str(Path(__file__).parent / "fsdp_worker.py")
+    cmd = accelerate_launch(
+        ["--config_file", str(shipped), "--fsdp_offload_params", str(offload).lower()],
+        n,
+        29507 + offload,
+        *(worker, str(d), str(tiny_pipe_dir), str(d / "adapter.pt")),
+    )
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     info = json.loads((d / "adapter.json").read_text())

@@ -16,7 +16,7 @@ from dgx.grpo.cli import main
 from dgx.grpo.metrics import flat_scalars
 from dgx.grpo.registry import Registry
 from dgx.grpo.trainer import train
-from dgx_test_helpers import tiny_config
+from dgx_test_helpers import accelerate_launch, tiny_config
 
 ABLATION = """
 registry: reg.yaml
@@ -213,7 +213,6 @@ def test_evaluation_during_training_on_two_processes(tmp_path, tiny_pipe_dir):
     with the unwrapped transformer, and the main one writes the curve."""
     import os
     import subprocess
-    import sys
 
     abl = one_iteration(tmp_path, tiny_pipe_dir)
     text = (
@@ -227,19 +226,10 @@ def test_evaluation_during_training_on_two_processes(tmp_path, tiny_pipe_dir):
         "OMP_NUM_THREADS": "1",
         "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
     }
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--main_process_port",
-        "29562",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
+    cmd = accelerate_launch(
+        ["--multi_gpu"],
+        2,
+        29562,
         "-m",
         "dgx.grpo.cli",
         "run",
@@ -248,7 +238,7 @@ def test_evaluation_during_training_on_two_processes(tmp_path, tiny_pipe_dir):
         str(tmp_path / "o"),
         "--set",
         "device=cpu",
-    ]
+    )
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     curve = (tmp_path / "o" / "flow_grpo" / "seed_0" / "eval_curve.jsonl").read_text().splitlines()

@@ -95,34 +95,23 @@ def test_rehearsal_under_accelerate_launch_on_two_processes(tmp_path):
     """The main process writes the stand-ins and the table, both train; the table is printed once."""
     import os
     import subprocess
-    import sys
 
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        "29531",
+    from dgx_test_helpers import accelerate_launch
+
+    pickscore = str(ROOT / "configs" / "sd35m_pickscore.yaml")
+    cmd = accelerate_launch(
+        ["--multi_gpu"],
+        2,
+        29531,
         "-m",
         "dgx.grpo.cli",
         "rehearse",
-        str(ROOT / "configs" / "sd35m_pickscore.yaml"),
+        pickscore,
         "--iterations",
         "1",
         "--set",
         "device=cpu",
-        "--out",
-        str(tmp_path / "reh"),
-    ]
+    ) + ["--out", str(tmp_path / "reh")]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count("wrote ") == 1, res.stdout[-3000:]
