@@ -107,7 +107,6 @@ class Assembler:
     def __init__(self, registry: Registry):
         self.registry = registry
         self.model_key = self.model = self.reward_key = self.reward = None
-        self.models_built = self.rewards_built = 0
         self.scorers = Scorers()
 
     def get(self, cfg: RunConfig, psi_path: Path | None = None) -> Assembly:
@@ -118,11 +117,10 @@ class Assembler:
             self.reward = self.reward_key = None
             self.reward = build_reward(cfg, self.registry, device=device_for(cfg))
             load_now(self.reward)
-            self.reward_key, self.rewards_built = reward_key, self.rewards_built + 1
+            self.reward_key = reward_key
         if model_key != self.model_key:
             self.model = self.model_key = None  # the previous one is freed before the next is built
             self.model, self.model_key = build_model(cfg, self.registry), model_key
-            self.models_built += 1
         return assemble(
             cfg, self.registry, psi_path=psi_path, model=self.model, reward=self.reward, scorers=self.scorers
         )
