@@ -194,7 +194,7 @@ def bench_cmd(config: Path, quick: bool, resume: bool, report_only: bool) -> Non
     type=int,
     default=2,
     show_default=True,
-    help="Training iterations per variant; the table times the last (the first includes lazy loads and warm-up).",
+    help="Training iterations per variant; the table times the last (the first includes the warm-up).",
 )
 @click.option(
     "--out", type=click.Path(path_type=Path), default=Path("runs/rehearsal"), show_default=True, help="Results folder."

@@ -190,8 +190,8 @@ def peak_memory_gib(row: dict) -> tuple[float, str]:
 
 
 def measure(run: Path, config: str, variant: str) -> dict:
-    """One training run's last iteration as a table row (a run's first iteration includes lazy loads, such as the
-    reward model's on its first call, and the GPU's warm-up)."""
+    """One training run's last iteration as a table row (a run's first iteration includes the warm-up: kernel
+    selection, allocator growth, an OCR worker pool's start)."""
     rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
     last = rows[-1]
     row = {"config": Path(config).stem, "variant": variant, "iterations": len(rows)}
