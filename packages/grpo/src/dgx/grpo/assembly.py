@@ -113,17 +113,15 @@ class Assembler:
         model_key = json.dumps([cfg.model.model_dump(mode="json"), cfg.device], sort_keys=True)
         reward = cfg.reward.model_dump(mode="json", include=set(REWARD_KEYS))
         reward_key = json.dumps([reward, cfg.device], sort_keys=True)
-        if reward_key != self.reward_key:  # built and loaded before the generator (a bad path fails in seconds)
+        if reward_key != self.reward_key:
             self.reward = self.reward_key = None
-            self.reward = build_reward(cfg, self.registry, device=device_for(cfg))
-            load_now(self.reward)
-            self.reward_key = reward_key
         if model_key != self.model_key:
             self.model = self.model_key = None  # the previous one is freed before the next is built
-            self.model, self.model_key = build_model(cfg, self.registry), model_key
-        return assemble(
+        parts = assemble(
             cfg, self.registry, psi_path=psi_path, model=self.model, reward=self.reward, scorers=self.scorers
         )
+        self.model, self.model_key, self.reward, self.reward_key = parts.model, model_key, parts.reward, reward_key
+        return parts
 
     def done(self, trained) -> None:
         """After a run: ``trained`` is the model train handed back; the next run gets it without this adapter."""
