@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import torch
-from dgx.grpo.rehearse import prompt_lines, vocabulary, write_prompts, write_standins
+from dgx.grpo.rehearse import PICKSCORE_PROMPTS, prompt_vocabulary, write_prompts, write_standins
 from dgx.rewards.architectures import parameters
 
 folder = Path(sys.argv[1])
@@ -23,8 +23,7 @@ def log(step: str, t0: float, **kw) -> None:
 
 t0 = time.perf_counter()
 prompts = write_prompts(folder / "prompts")
-texts = [m["prompt"] if p.suffix == ".jsonl" else m for p in prompts.values() for m in prompt_lines(p)]
-paths = write_standins(folder / "standins", "paper", vocabulary(texts), "cpu")
+paths = write_standins(folder / "standins", "paper", prompt_vocabulary(), "cpu")
 size = {k: round(sum(f.stat().st_size for f in v.rglob("*") if f.is_file()) / 2**30, 2) for k, v in paths.items()}
 log("write_standins", t0, gib=size)
 
@@ -43,7 +42,7 @@ image = torch.rand(1, 3, 512, 512, generator=torch.Generator().manual_seed(0))
 from dgx.rewards.pickscore import PickScore  # noqa: E402
 
 t0 = time.perf_counter()
-score = PickScore(str(paths["pickscore"]), str(paths["pickscore"]))(image, [texts[0]])
+score = PickScore(str(paths["pickscore"]), str(paths["pickscore"]))(image, [PICKSCORE_PROMPTS[0]])
 log("PickScore (CLIP-H) one 512 px image", t0, score=score.tolist())
 
 from dgx.rewards.geneval_hf import hf_geneval  # noqa: E402

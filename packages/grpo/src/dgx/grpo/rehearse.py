@@ -41,7 +41,7 @@ OCR_PROMPTS = [
     'a coffee mug printed with "monday"',
     'a street sign reading "main street"',
 ]
-# one iteration of one prompt group per scale (paper: one GPU's share of the paper's 6 x 24 samples)
+# one prompt group per iteration (paper: 24 samples, one of the paper's 6 groups per iteration)
 SIZES = {
     "tiny": dict(group_size=2, micro_batch=2, eval_prompts=2, dtype="float32", resolution=64, max_sequence_length=16),
     "paper": dict(group_size=24, micro_batch=8, eval_prompts=8, dtype=None, resolution=None, max_sequence_length=None),
@@ -73,22 +73,32 @@ def prompt_files(folder: Path) -> dict[str, Path]:
     return {name: folder / f"{name}.{ext}" for name, ext in PROMPT_FILES.items()}
 
 
-def write_prompts(folder: Path) -> dict[str, Path]:
-    """Training and test prompt files for the three configs (GenEval's: metadata built like GenEval's suite)."""
+def geneval_prompts() -> list[dict]:
+    """GenEval's training prompts for the rehearsal: metadata built like GenEval's suite (two-object prompts and on)."""
     from dgx.eval.geneval_prompts import build_suite
 
+    return build_suite(n=4)[80:88]
+
+
+def write_prompts(folder: Path) -> dict[str, Path]:
+    """Training and test prompt files for the three configs (GenEval's: one JSON metadata object per line)."""
     folder.mkdir(parents=True, exist_ok=True)
     texts = {
         "pickscore_train": PICKSCORE_PROMPTS,
         "pickscore_test": PICKSCORE_PROMPTS[::-1],
         "ocr_train": OCR_PROMPTS,
         "ocr_test": OCR_PROMPTS[::-1],
-        "geneval_train": [json.dumps(m) for m in build_suite(n=4)[80:88]],  # two-object prompts and on
+        "geneval_train": [json.dumps(m) for m in geneval_prompts()],
     }
     files = prompt_files(folder)
     for name, path in files.items():
         path.write_text("\n".join(texts[name]) + "\n")
     return files
+
+
+def prompt_vocabulary() -> list[str]:
+    """The words of every rehearsal prompt (what the stand-in tokenizers must spell)."""
+    return vocabulary([*PICKSCORE_PROMPTS, *OCR_PROMPTS, *(m["prompt"] for m in geneval_prompts())])
 
 
 def standin_paths(folder: Path) -> dict[str, Path]:
@@ -313,8 +323,7 @@ def rehearse(
     prompts, paths = prompt_files(out / "prompts"), standin_paths(out / "standins")
     if state.is_main_process:
         write_prompts(out / "prompts")
-        texts = [m["prompt"] if p.suffix == ".jsonl" else m for p in prompts.values() for m in prompt_lines(p)]
-        write_standins(out / "standins", scale, vocabulary(texts), device)
+        write_standins(out / "standins", scale, prompt_vocabulary(), device)
     state.wait_for_everyone()
     result = {
         "scale": scale,
@@ -343,9 +352,3 @@ def rehearse(
         (out / "rehearsal.json").write_text(json.dumps(result, indent=1) + "\n")
         (out / "rehearsal.md").write_text(markdown(result))
     return result
-
-
-def prompt_lines(path: Path) -> list:
-    """A prompt file's entries: strings of a .txt file, metadata dicts of a .jsonl one."""
-    rows = [ln for ln in path.read_text().splitlines() if ln.strip()]
-    return [json.loads(r) for r in rows] if path.suffix == ".jsonl" else rows
