@@ -78,12 +78,18 @@ def paddleocr_engine() -> Callable[[np.ndarray], list[str]]:
 ENGINES = {"rapidocr": rapidocr_engine, "paddleocr": paddleocr_engine}
 SINGLE_THREAD = {"EngineConfig.onnxruntime.intra_op_num_threads": 1}
 
+
+def make_engine(engine: str, params: dict | None = None) -> Callable[[np.ndarray], list[str]]:
+    """The named engine, with rapidocr ``params`` where given."""
+    return ENGINES[engine](**({"params": params} if params else {}))
+
+
 _worker_engine: Callable[[np.ndarray], list[str]] | None = None  # set in each pool worker process only
 
 
 def _start_worker(engine: str, params: dict | None) -> None:
     global _worker_engine
-    _worker_engine = ENGINES[engine](**({"params": params} if params is not None else {}))
+    _worker_engine = make_engine(engine, params)
 
 
 def _recognize_in_worker(img: np.ndarray) -> str:
@@ -117,7 +123,7 @@ class OCRReward:
     def engine(self) -> Callable[[np.ndarray], list[str]]:
         """The in-process engine, started on first use."""
         if self._engine is None:
-            self._engine = ENGINES[self.engine_name](**({"params": self.params} if self.params else {}))
+            self._engine = make_engine(self.engine_name, self.params)
         return self._engine
 
     def load(self) -> None:
