@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from dgx.grpo.config import RunConfig
 from dgx.grpo.errors import ConfigError
-from dgx.grpo.registry import Entry, Registry, accepted_arguments
+from dgx.grpo.registry import Entry, Registry, accepted_arguments, defaults_not_taken
 from dgx.sampler import Windowed
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -29,14 +29,14 @@ def entry_arguments(entry: Entry, section: str, factory, given: dict | None = No
     """The keyword arguments a registry entry's implementation gets: ``given`` (from the config), with the entry's
     ``defaults`` (``pkg://`` paths resolved) in place of any key the config did not set (``explicit``). The same rule
     for every kind of component. A default the implementation does not take is a ConfigError naming it."""
-    takes = accepted_arguments(factory)
+    bad, takes = defaults_not_taken(entry, factory)
+    if bad:
+        raise ConfigError(
+            f"registry {section}.{entry.name}.defaults.{bad[0]} ({entry.source}): {entry.name!r} takes no {bad[0]!r} "
+            f"(it takes {', '.join(sorted(takes)) or 'no arguments'})"
+        )
     out = dict(given or {})
     for k, v in entry.defaults.items():
-        if takes is not None and k not in takes:
-            raise ConfigError(
-                f"registry {section}.{entry.name}.defaults.{k} ({entry.source}): {entry.name!r} takes no {k!r} "
-                f"(it takes {', '.join(sorted(takes)) or 'no arguments'})"
-            )
         if k not in explicit:
             out[k] = resolve_path(v) if isinstance(v, str) else v
     return out

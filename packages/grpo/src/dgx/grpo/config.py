@@ -17,7 +17,7 @@ from typing import Any, Literal, Union, get_args
 import yaml
 from dgx.grpo.errors import ConfigError
 from dgx.grpo.metrics import missing_tracker
-from dgx.grpo.registry import Registry, accepted_arguments, suggest, yaml_problem
+from dgx.grpo.registry import Registry, defaults_not_taken, suggest, yaml_problem
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 # Flow-GRPO's LoRA targets (scripts/train_sd3.py): peft matches them as module-name suffixes
@@ -477,13 +477,12 @@ def _importable(entry, at: str) -> None:
             f"({type(e).__name__}: {e})"
         ) from None
     try:
-        takes = accepted_arguments(impl)
+        bad, takes = defaults_not_taken(entry, impl)
     except (TypeError, ValueError):  # no signature to read (a builtin): its own call reports a bad argument
         return
-    bad = sorted(k for k in entry.defaults if takes is not None and k not in takes)
     if bad:
         raise ConfigError(
-            f"{at}{entry.name!r} ({entry.source} registry): defaults {', '.join(bad)} are not arguments of "
+            f"{at}{entry.name!r} ({entry.source} registry): defaults {', '.join(sorted(bad))} are not arguments of "
             f"{entry.impl} (it takes {', '.join(sorted(takes)) or 'no arguments'})"
         )
 

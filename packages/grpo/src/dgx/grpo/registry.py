@@ -134,6 +134,12 @@ def accepted_arguments(factory) -> set[str] | None:
     return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
+def defaults_not_taken(entry: Entry, impl) -> tuple[list[str], set[str] | None]:
+    """The keys of ``entry.defaults`` that ``impl`` takes no argument for (in the entry's order), and what it takes."""
+    takes = accepted_arguments(impl)
+    return [k for k in entry.defaults if takes is not None and k not in takes], takes
+
+
 def yaml_problem(e: yaml.YAMLError) -> str:
     """A YAML error as one line: `` line L, column C: invalid YAML: problem``."""
     mark = getattr(e, "problem_mark", None)
