@@ -973,3 +973,46 @@ def test_every_reward_is_built_on_the_run_device(tmp_path, tiny_pipe_dir):
     )
     build_reward(weighted, reg, device="cuda:3")
     assert Recorder.built[-1]["device"] == "cuda:3"
+
+
+def test_an_evaluation_scores_a_named_reward_or_the_runs_own_paired_image_by_image(tmp_path, tiny_pipe_dir):
+    """shapes_reward scores `eval.reward` (built from the registry) or, unset, the run's reward, on the same images
+    as the GenEval verdicts, under the reward's name: the score leads the summary and is the curve's headline."""
+    from click.testing import CliRunner
+    from dgx.eval.benchmarks import generate
+    from dgx.grpo import runner
+    from dgx.grpo.assembly import assemble
+    from dgx.grpo.cli import main
+    from dgx.grpo.config import load
+    from dgx.rewards.ink import Ink
+
+    tiny_config(tmp_path, tiny_pipe_dir)
+    sets = ["--set", "eval.max_prompts=3", "--set", "eval.steps=2", "--set", "eval.name=shapes_reward"]
+    rows = {}
+    for name, extra in (("named", ["--set", "eval.reward=ink"]), ("own", [])):
+        res = CliRunner().invoke(
+            main, ["eval", str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / name), *sets, *extra]
+        )
+        assert res.exit_code == 0, res.output
+        summary = json.loads((tmp_path / name / "summary.json").read_text())
+        rows[name] = [json.loads(ln) for ln in (tmp_path / name / "per_image.jsonl").read_text().splitlines()]
+        score = "ink" if name == "named" else "brightness"
+        assert list(summary)[:2] == [score, "overall"] and runner.headline(summary) == score
+        assert summary[score] == pytest.approx(np.mean([r[score] for r in rows[name]]))
+    assert [r["prompt"] for r in rows["named"]] == [r["prompt"] for r in rows["own"]] and len(rows["own"]) == 12
+    # the per-image ink is Ink() of the very images judged: one of them redrawn with the same seed and index
+    cfg = load(tmp_path / "cfg.yaml").variants["default"]
+    parts = assemble(cfg, Registry([tmp_path / "reg.yaml"]))
+    image = generate(parts.model, [rows["named"][5]["prompt"]], 2, cfg.eval_guidance, runner.EVAL_SEED, first=5)
+    assert rows["named"][5]["ink"] == pytest.approx(Ink()(image, []).item(), abs=1e-6)
+
+
+def test_eval_reward_is_checked_against_the_registry_and_the_evaluation(tmp_path, tiny_pipe_dir):
+    from dgx.grpo.config import load
+    from dgx.grpo.errors import ConfigError
+
+    tiny_config(tmp_path, tiny_pipe_dir)
+    with pytest.raises(ConfigError, match=r"eval.reward: unknown reward 'inky'; did you mean 'ink'"):
+        load(tmp_path / "cfg.yaml", overrides={"eval": {"name": "shapes_reward", "reward": "inky"}})
+    with pytest.raises(ConfigError, match=r"eval.reward: the evaluation 'shapes_geneval' takes no 'reward'"):
+        load(tmp_path / "cfg.yaml", overrides={"eval": {"name": "shapes_geneval", "reward": "ink"}})

@@ -324,10 +324,10 @@ COMMANDS = [
     ),
     ("push a folder that is no run", {"norun/x.txt": b""}, ["push", "norun", "--repo-id", "a/b", "--dry-run"], "norun"),
     (
-        "bench config missing",
+        "bench outside the repository (no task config)",
         {},
-        ["bench", "--config", "missing.yaml", "--report-only"],
-        "missing.yaml: file not found",
+        ["bench", "--task", "mechanism", "--report-only"],
+        "configs/shapes_mechanism.yaml: file not found",
     ),
 ]
 

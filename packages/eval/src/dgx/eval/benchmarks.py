@@ -22,7 +22,7 @@ import torch
 from dgx.rewards.base import checked, to_uint8
 from dgx.rewards.geneval import summarize
 from dgx.rewards.geneval_reward import GenEvalReward
-from dgx.rewards.geneval_reward import shapes_geneval as shapes_reward
+from dgx.rewards.geneval_reward import shapes_geneval as shapes_rules
 from dgx.sampler import FlowModel, ode_step, rollout, sample_generator
 from tqdm.auto import tqdm
 
@@ -194,8 +194,9 @@ def geneval_benchmark(
             for j, (i, v) in enumerate(zip(mine, verdicts))
         ]
     )
-    summary = {n: float(sum(r[n] for r in records) / len(records)) for n in extra}
-    summary |= summarize([r["tag"] for r in records], [r["correct"] for r in records])
+    summary = {n: float(sum(r[n] for r in records) / len(records)) for n in extra}  # the scores lead, then overall
+    verdicts = summarize([r["tag"] for r in records], [r["correct"] for r in records])
+    summary |= {"overall": verdicts.pop("overall"), **verdicts}
     _write(out, records, summary, images, sample_picks(local, "tag"), mine.start)
     return summary
 
@@ -225,7 +226,7 @@ def shapes_geneval(
     """GenEval-style score on the shapes-world test split (with ``scores``: those rewards of the same images too)."""
     return geneval_benchmark(
         model,
-        (scorers or Scorers()).get(("shapes_geneval",), lambda: shapes_reward(partial=False)),
+        (scorers or Scorers()).get(("shapes_geneval",), lambda: shapes_rules(partial=False)),
         shapes_test_split(max_prompts),
         steps=steps,
         guidance=guidance,
@@ -259,6 +260,13 @@ def shapes_pickscore(
     where = (path, processor_path or path, _device(model))
     ps = scorers.get(("pickscore", *where), lambda: PickScore(*where[:2], device=where[2]))
     return shapes_geneval(model, scores={"pickscore": ps}, scorers=scorers, **kw)
+
+
+def shapes_reward(model: FlowModel, *, reward, scorers: Scorers | None = None, **kw) -> dict[str, float]:
+    """Any reward (``reward``: the evaluation's own, ``eval.reward``, or the run's) of ODE samples of the shapes
+    world's test split, under the reward's name, and the strict GenEval verdicts of the same images; image i has the
+    same prompt and initial noise for every model, so gains pair image by image. ``kw``: as ``shapes_geneval``."""
+    return shapes_geneval(model, scores={reward.name: reward}, scorers=scorers, **kw)
 
 
 def read_prompts(path: str | Path) -> list[dict]:

@@ -266,3 +266,22 @@ def plot_test_curve(runs: dict[str, list[Path]], out: Path) -> Path | None:
         if ax.lines:
             ax.legend(fontsize=7)
     return _save(fig, out)
+
+
+def plot_time_to_target(curves: dict[str, dict[str, list[float]]], target: float | None, out: Path) -> Path | None:
+    """Test gain over the base model (± SE) against training seconds and against samples drawn, one line per method
+    (``curves``: name -> ``seconds``, ``samples``, ``gain``, ``gain_se`` lists); ``target``: a dashed line (the
+    reference method's final gain), or None."""
+    if not curves:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    for ax, x, label in zip(axes, ("seconds", "samples"), ("training seconds", "training samples")):
+        for name, c in curves.items():
+            ax.errorbar(c[x], c["gain"], yerr=c["gain_se"], marker="o", capsize=3, label=name)
+        ax.axhline(0, color="grey", linewidth=0.8)
+        if target is not None:
+            ax.axhline(target, color="black", linestyle="--", linewidth=0.8, label="target")
+        ax.set(xlabel=label)
+    axes[0].set(ylabel="test gain over the base model (± SE)")
+    axes[0].legend(fontsize=7)
+    return _save(fig, out)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import warnings
 from pathlib import Path
 
@@ -140,6 +141,7 @@ def calibrate(
         total=c.iterations,
         disable=not state.is_main_process,
     ):
+        t0 = time.perf_counter()
         dr = dense_rewards(model, cfg, reward, prompts, TableNoise(tuple(psi)), 100_000 + k, step_fn)
         if not torch.isfinite(dr).all():  # NaN compares false both ways: it would pass for "balanced"
             raise TrainingError(
@@ -147,7 +149,9 @@ def calibrate(
                 f"{sorted(set(torch.nonzero(~torch.isfinite(dr))[:, 1].tolist()))}; no psi.json is written"
             )
         pos, neg = (dr > 0).sum(0).numpy(), (dr < 0).sum(0).numpy()
-        history.append({"psi": psi.tolist(), "pos": pos.tolist(), "neg": neg.tolist()})
+        history.append(
+            {"psi": psi.tolist(), "pos": pos.tolist(), "neg": neg.tolist(), "seconds": time.perf_counter() - t0}
+        )
         if state.is_main_process:
             write_text_atomic(progress, json.dumps({"fingerprint": fingerprint, "history": history}))
         psi = next_psi(psi, pos, neg, c.eps1, c.eps2, c.silent)

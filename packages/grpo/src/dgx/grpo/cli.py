@@ -162,20 +162,20 @@ def eval_cmd(file: Path, adapter: Path | None, variant: str | None, out: Path | 
 
 @main.command("bench")
 @click.option(
-    "--config",
-    type=click.Path(path_type=Path),
-    default=Path("configs/shapes_full.yaml"),
+    "--task",
+    type=click.Choice(["mechanism", "preference", "all"]),
+    default="all",
     show_default=True,
-    help="Ablation file to bench.",
+    help="mechanism: the smooth ink reward (resolves on a CPU); preference: the shapes PickScore.",
 )
 @click.option("--quick", is_flag=True, help="Smoke run: 1 iteration, 1 seed, 12 test prompts (a few minutes).")
 @click.option("--resume", is_flag=True, help="Keep finished runs and continue the others (after a crash).")
 @click.option("--report-only", is_flag=True, help="Write BENCHMARKS.md from the runs finished so far; train nothing.")
-def bench_cmd(config: Path, quick: bool, resume: bool, report_only: bool) -> None:
-    """Run the paper's comparisons on the shapes world -> runs/bench/, BENCHMARKS.md, docs/bench/ (here: the repo root)."""
-    from dgx.grpo.bench import bench
+def bench_cmd(task: str, quick: bool, resume: bool, report_only: bool) -> None:
+    """The paper's comparisons on the shapes world -> runs/bench/TASK/, docs/bench/TASK/, BENCHMARKS.md (repo root)."""
+    from dgx.grpo.bench import TASKS, bench
 
-    path = bench(config, quick=quick, resume=resume, report_only=report_only)
+    path = bench(list(TASKS) if task == "all" else [task], quick=quick, resume=resume, report_only=report_only)
     click.echo(path.read_text())
     click.echo(f"wrote {path}")
 

@@ -214,6 +214,11 @@ class EvalConfig(_Strict):
     processor_path: str | None = Field(
         None, description="the evaluation's second model or processor (geneval: the CLIP colour classifier)"
     )
+    reward: str | None = Field(
+        None,
+        description="shapes_reward: the registry `rewards` entry scored on the test images, built with its registry "
+        "defaults (default: the run's own reward, as `reward` configures it)",
+    )
     max_prompts: int | None = Field(None, ge=1, description="evaluate only the first N prompts")
     batch: int = Field(64, ge=1)
     every: int | None = Field(
@@ -265,6 +270,7 @@ REGISTRY_CHECKS = [  # (key path, registry section)
     (("reward", "name"), "rewards"),
     (("reward", "credit"), "credit"),
     (("eval", "name"), "evaluations"),
+    (("eval", "reward"), "rewards"),
 ]
 
 
@@ -454,6 +460,8 @@ def validate(
         value: Any = cfg
         for k in keys:
             value = getattr(value, k)
+        if value is None:  # an optional name left unset
+            continue
         _importable(registry.get(section, value, where=f"{path}: {where(keys)}: "), f"{path}: {where(keys)}: ")
     if cfg.reward.name == "weighted":
         for n in cfg.reward.weights:
@@ -524,9 +532,9 @@ def _cross_field(cfg: RunConfig, data: dict, registry: Registry) -> tuple[tuple,
         )
     if cfg.model.resolution is not None and cfg.model.resolution % 16:
         return ("model", "resolution"), f"{cfg.model.resolution} px is not a multiple of 16 (VAE factor 8 x patch 2)"
-    if cfg.eval.path or cfg.eval.processor_path:
+    if cfg.eval.path or cfg.eval.processor_path or cfg.eval.reward:
         named = inspect.signature(registry.get("evaluations", cfg.eval.name).load()).parameters  # not just **kwargs
-        for key in ("path", "processor_path"):
+        for key in ("path", "processor_path", "reward"):
             if getattr(cfg.eval, key) and key not in named:
                 return ("eval", key), f"the evaluation {cfg.eval.name!r} takes no {key!r}"
     for name in cfg.train.log_with:

@@ -17,6 +17,7 @@ their samples over the processes (``distributed.py``) and only the main process 
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
@@ -29,13 +30,14 @@ import yaml
 from accelerate import Accelerator
 from dgx.grpo import checkpoint
 from dgx.grpo.assembly import Assembler, Assembly, assemble
-from dgx.grpo.build import choose_prompts, entry_arguments, load_prompts
+from dgx.grpo.build import build_reward, choose_prompts, entry_arguments, load_prompts
 from dgx.grpo.calibrate import calibrate, mean_imbalance, psi_matches
-from dgx.grpo.config import RunConfig, load
+from dgx.grpo.config import RewardConfig, RunConfig, load
 from dgx.grpo.distributed import accelerate_mode, check_supported, process_state, shard
 from dgx.grpo.errors import ConfigError
 from dgx.grpo.registry import accepted_arguments, suggest
 from dgx.grpo.trainer import adapter_disabled, load_adapter, train
+from dgx.rewards.base import load_now
 from dgx.sampler import ode_step, rollout, sample_generator
 from tqdm.auto import tqdm
 
@@ -70,17 +72,31 @@ def evaluate(parts: Assembly, out: Path, cfg: RunConfig | None = None, seed: int
         "out": out if part.index == 0 else None,
         **({"shard": part} if part.count > 1 else {}),
         **({"scorers": parts.scorers} if takes is None or "scorers" in takes else {}),
+        **({"reward": evaluation_reward(parts, ev.reward)} if "reward" in inspect.signature(fn).parameters else {}),
     }
-    explicit = ev.model_fields_set | {"seed", "out", "shard", "scorers"}
+    explicit = ev.model_fields_set | {"seed", "out", "shard", "scorers", "reward"}
     return fn(parts.model, **entry_arguments(entry, "evaluations", fn, given, explicit))
 
 
+def evaluation_reward(parts: Assembly, name: str | None):
+    """The reward an evaluation scores: the registry reward ``name`` (its registry defaults, on the run's device,
+    loaded once per run in ``parts.scorers``), or the run's own reward when ``name`` is None."""
+    if name is None:
+        return parts.reward
+    key = ("reward", name, str(parts.device))
+    cfg = parts.cfg.model_copy(update={"reward": RewardConfig(name=name)})
+
+    def build():
+        reward = build_reward(cfg, parts.registry, device=parts.device)
+        load_now(reward)
+        return reward
+
+    return parts.scorers.get(key, build)
+
+
 def headline(summary: dict) -> str:
-    """The score an evaluation is judged by: a preference score (``pickscore``), else GenEval's ``overall``, else its
-    first number."""
-    for key in ("pickscore", "overall"):
-        if key in summary:
-            return key
+    """The score an evaluation is judged by: its first number (the benchmarks put their scores first: a reward's, or
+    GenEval's ``overall``)."""
     return next(k for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
 
 
@@ -405,7 +421,10 @@ def training_cost(rows: list[dict]) -> dict[str, float]:
     return cost
 
 
-SCORES = ("pickscore",)  # benchmark scores that lead the tables, before GenEval's verdicts
+def scores_of(summary: dict) -> list[str]:
+    """A GenEval-style summary's scores (a reward's, which the benchmarks put before ``overall``); [] otherwise."""
+    keys = list(summary)
+    return keys[: keys.index("overall")] if "overall" in keys else []
 
 
 def evaluation_overhead(run_dirs: dict[str, list[Path]]) -> list[str]:
@@ -436,14 +455,7 @@ def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[P
     )
     from dgx.eval.tables import write_gain_table, write_tables
 
-    cols = None
-    if results.get("base"):  # the benchmark's scores first, then GenEval's overall, then its tags
-        keys = list(results["base"][0])
-        cols = (
-            [k for k in keys if k in SCORES]
-            + ["overall"] * ("overall" in keys)
-            + [k for k in keys if k not in SCORES and k != "overall"]
-        )
+    cols = list(results["base"][0]) if results.get("base") else None  # scores, GenEval's overall, its tags
     summary_md = write_tables({k: v for k, v in results.items() if v}, out / "summary", cols)
     gains = paired_gains(out, run_dirs)
     cost: dict[str, list[dict]] = {}
@@ -498,7 +510,7 @@ def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[P
                 balance.setdefault(name, []).append(mean_imbalance(psi))
                 if steps := json.loads(psi.read_text()).get("silent_steps"):
                     silent.append(f"- `{name}/{d.name}`: steps {steps}")
-    scored = [c for c in cols or [] if c in SCORES]
+    scored = scores_of(results["base"][0]) if results.get("base") else []
     what = (
         f"{', '.join(scored)} and the strict GenEval score (`overall`, then per tag)"
         if scored
