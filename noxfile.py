@@ -65,7 +65,7 @@ def docs(session):
 
 @nox.session(venv_backend="none")
 def bench(session):
-    """Full shapes-world ablation + cost table -> BENCHMARKS.md (`dgx bench`; `-- --quick` for a smoke run)."""
+    """The shapes-world tasks -> BENCHMARKS.md (`dgx bench`; `-- --task mechanism`, `-- --quick` for a smoke run)."""
     session.run(sys.executable, "-m", "dgx.grpo.cli", "bench", *session.posargs, env={"HF_HUB_OFFLINE": "1"})
 
 

@@ -79,7 +79,7 @@ def test_benchmarks_md_keeps_every_tasks_latest_section_mechanism_first(tmp_path
     """Benching one task rewrites its own section only; BENCHMARKS.md holds each task's, in the tasks' order, with
     the image links made relative to the repository root."""
     (tmp_path / "configs").mkdir()
-    for task, (config, _) in bench.TASKS.items():
+    for config, _ in bench.TASKS.values():
         shutil.copy(ROOT / config, tmp_path / config)
     older = tmp_path / "docs/bench/preference"
     older.mkdir(parents=True)
