@@ -77,7 +77,8 @@ def tiny_config(tmp_path, pipe_dir, **train):
         "registry": "reg.yaml",
         "model": {"name": "shapes", "path": str(pipe_dir)},
         "sampler": {"steps": 4, "guidance": 2.0},
-        "reward": {"name": "brightness", "credit": "dense_gain", "ode_steps": "t"},
+        "reward": {"name": "brightness"},
+        "credit": {"name": "dense_gain", "ode_steps": "t"},
         "train": t,
         "device": "cpu",
     }

@@ -21,9 +21,9 @@ base:
 variants:
   flow_grpo: {}
   dense:
-    reward: {credit: dense_gain, ode_steps: t}
+    credit: {name: dense_gain, ode_steps: t}
     sampler: {noise: {name: calibrated}}
-  n2: {reward: {credit: dense_gain, ode_steps: 2}, train: {lr: 1.0e-4}}
+  n2: {credit: {name: dense_gain, ode_steps: 2}, train: {lr: 1.0e-4}}
 seeds: [0, 1]
 """
 
@@ -38,15 +38,15 @@ def test_valid_ablation_resolves_variants(tmp_path):
     abl = load(write(tmp_path, GOOD))
     assert list(abl.variants) == ["flow_grpo", "dense", "n2"] and abl.seeds == [0, 1]
     d, n2, fg = abl.variants["dense"], abl.variants["n2"], abl.variants["flow_grpo"]
-    assert (fg.reward.credit, fg.sampler.noise.name, fg.sampler.noise.a) == ("sparse", "uniform", 0.7)
-    assert (d.reward.credit, d.reward.ode_steps, d.sampler.noise.name, d.sampler.steps) == (
+    assert (fg.credit.name, fg.sampler.noise.name, fg.sampler.noise.args) == ("sparse", "uniform", {"a": 0.7})
+    assert (d.credit.name, d.credit.args, d.sampler.noise.name, d.sampler.steps) == (
         "dense_gain",
-        "t",
+        {"ode_steps": "t"},
         "calibrated",
         10,
     )
-    assert d.sampler.noise.a == 0.7  # untouched sibling keys survive the deep merge
-    assert (n2.reward.ode_steps, n2.train.lr, n2.train.group_size) == (2, 1e-4, 8)
+    assert d.sampler.noise.args == {}  # a node whose name changes is replaced whole: uniform's `a` is not calibrated's
+    assert (n2.credit.args["ode_steps"], n2.train.lr, n2.train.group_size) == (2, 1e-4, 8)  # the rest merges
     assert fg.train.lr == 3e-4
     assert abl.variant() == ("flow_grpo", fg) and abl.variant("n2") == ("n2", n2)
     with pytest.raises(ConfigError, match="no variant 'dens'; did you mean 'dense'"):
@@ -55,6 +55,10 @@ def test_valid_ablation_resolves_variants(tmp_path):
 
 def test_deep_merge():
     assert deep_merge({"a": {"b": 1, "c": 2}, "d": [1]}, {"a": {"c": 3}, "d": [2]}) == {"a": {"b": 1, "c": 3}, "d": [2]}
+    node = {"n": {"name": "uniform", "a": 0.5}}
+    assert deep_merge(node, {"n": {"a": 0.3}}) == {"n": {"name": "uniform", "a": 0.3}}  # same component: merged
+    assert deep_merge(node, {"n": {"name": "uniform", "a": 0.3}}) == {"n": {"name": "uniform", "a": 0.3}}
+    assert deep_merge(node, {"n": {"name": "constant"}}) == {"n": {"name": "constant"}}  # another one: replaced
 
 
 BAD = [
@@ -65,8 +69,28 @@ BAD = [
     ),
     (
         "unknown credit",
-        "reward: {credit: dense_gian}",
-        r"reward.credit: unknown credit 'dense_gian'; did you mean 'dense_gain'",
+        "credit: {name: dense_gian}",
+        r"credit.name: unknown credit 'dense_gian'; did you mean 'dense_gain'",
+    ),
+    (
+        "the credit keys of the former reward node",
+        "reward: {name: ink, credit: dense_gain, ode_steps: t}",
+        r"reward.credit: the credit rule is its own node now: .*`credit: \{name: dense_gain, ode_steps: t\}`",
+    ),
+    (
+        "an argument the component does not take",
+        "reward: {name: ink, backgrund: 0.5}",
+        r"reward.backgrund: reward 'ink' takes no 'backgrund'; did you mean 'background'\? \(valid: background\)",
+    ),
+    (
+        "an argument of the wrong type",
+        "reward: {name: ink, background: dark}",
+        r"reward.background: reward 'ink': Input should be a valid number.*\(got 'dark'\)",
+    ),
+    (
+        "a credit argument the rule does not take",
+        "credit: {name: sparse, ode_steps: 2}",
+        r"credit.ode_steps: credit 'sparse' takes no 'ode_steps'; .*valid: chunk",
     ),
     (
         "unknown noise",
@@ -81,7 +105,11 @@ BAD = [
         r"eval.name: unknown evaluation 'shapes_genval'; did you mean 'shapes_geneval'",
     ),
     ("unknown key", "train: {learning_rate: 0.1}", r"train.learning_rate: unknown key; .*valid: .*\blr\b"),
-    ("unknown nested key", "sampler: {noise: {level: 0.7}}", r"sampler.noise.level: unknown key"),
+    (
+        "unknown noise argument",
+        "sampler: {noise: {level: 0.7}}",
+        r"sampler.noise.level: noise 'uniform' takes no 'level'",
+    ),
     ("unknown section", "trainer: {lr: 1}", r"cfg.yaml: trainer: unknown key; did you mean 'train'"),
     ("wrong type", "train: {group_size: many}", r"train.group_size: Input should be a valid integer.*\(got 'many'\)"),
     (
@@ -89,7 +117,11 @@ BAD = [
         "train: {group_size: 1}",
         r"train.group_size: Input should be greater than or equal to 2 \(got 1\)",
     ),
-    ("bad ode_steps", "reward: {ode_steps: tt}", r"reward.ode_steps: .*\(got 'tt'\)"),
+    (
+        "bad ode_steps",
+        "credit: {name: dense_gain, ode_steps: tt}",
+        r"credit.ode_steps: credit 'dense_gain': .*\(got 'tt'\)",
+    ),
     (
         "bad dtype",
         "model: {dtype: fp8}",
@@ -98,7 +130,7 @@ BAD = [
     (
         "negative noise",
         "sampler: {noise: {a: -1}}",
-        r"sampler.noise.a: Input should be greater than or equal to 0 \(got -1\)",
+        r"sampler.noise.a: noise 'uniform': Input should be greater than or equal to 0 \(got -1\)",
     ),
     (
         "ode with calibrated",
@@ -116,8 +148,8 @@ BAD = [
 ABL_BAD = [
     (
         "bad variant key",
-        "base: {}\nvariants:\n  dense: {reward: {crdit: dense_gain}}\n",
-        r"variants.dense.reward.crdit: unknown key; did you mean 'credit'",
+        "base: {}\nvariants:\n  dense: {train: {lrr: 0.1}}\n",
+        r"variants.dense.train.lrr: unknown key; did you mean 'lr'",
     ),
     (
         "bad variant value",
@@ -193,7 +225,7 @@ def test_every_builtin_registry_entry_imports():
 def test_cli_validate_and_help(tmp_path):
     r = CliRunner()
     ok = r.invoke(main, ["validate", str(write(tmp_path, GOOD)), "--show"])
-    assert ok.exit_code == 0 and "3 variant(s) x 2 seed(s)" in ok.output and "credit: dense_gain" in ok.output
+    assert ok.exit_code == 0 and "3 variant(s) x 2 seed(s)" in ok.output and "name: dense_gain" in ok.output
     bad = r.invoke(main, ["validate", str(write(tmp_path, "reward: {name: pickscor}", "bad.yaml"))])
     assert bad.exit_code == 2 and "did you mean 'pickscore'" in bad.output
     for cmd in ["run", "calibrate", "eval", "push", "registry", "validate"]:
@@ -222,7 +254,7 @@ def test_set_overrides_every_variant_last_and_errors_name_the_flag(tmp_path):
             0.5,
             False,
         )
-    assert abl.variants["n2"].reward.ode_steps == 2 and abl.variants["flow_grpo"].train.group_size == 8
+    assert abl.variants["n2"].credit.args["ode_steps"] == 2 and abl.variants["flow_grpo"].train.group_size == 8
     for bad, msg in [
         (["train.lr"], "expected KEY=VALUE"),
         (["train..lr=1"], "expected KEY=VALUE"),
@@ -287,10 +319,9 @@ def test_soft_credit_builds_for_geneval_and_is_refused_elsewhere(tmp_path):
     soft = load(write(tmp_path, GOOD.replace("{name: geneval_shapes}", "{name: geneval_shapes, soft: true}"))).variants[
         "flow_grpo"
     ]
-    assert build_reward(soft, Registry()).soft is True
-    pick = soft.model_copy(update={"reward": soft.reward.model_copy(update={"name": "pickscore"})})
-    with pytest.raises(ConfigError, match="reward.soft.*pickscore"):
-        build_reward(pick, Registry())
+    assert build_reward(soft.reward, Registry()).soft is True
+    with pytest.raises(ConfigError, match="reward.soft: reward 'pickscore' takes no 'soft'"):
+        load(write(tmp_path, "reward: {name: pickscore, soft: true}\n", "pick.yaml"))
 
 
 def test_noise_window_builds_and_is_checked_against_the_steps(tmp_path):
@@ -330,7 +361,7 @@ def test_registry_module_beside_the_registry_file_and_builder_defaults(tmp_path)
     )
     cfg = load(write(tmp_path, "registry: reg.yaml\nmodel: {name: wide, resolution: 64}\nreward: {name: bright}\n"))
     run, reg = cfg.variants["default"], cfg.registry()
-    assert build_reward(run, reg)(torch.full((2, 3, 4, 4), 0.25), ["a", "b"]).tolist() == [0.25, 0.25]
+    assert build_reward(run.reward, reg)(torch.full((2, 3, 4, 4), 0.25), ["a", "b"]).tolist() == [0.25, 0.25]
     assert build_model(run, reg) == {"path": "", "msl": 7, "resolution": 64, "width": 3}
 
 
@@ -348,13 +379,14 @@ def test_an_argument_a_reward_does_not_take_is_a_config_error_naming_the_key(tmp
         ConfigError,
         match=r"rewards.inky.defaults.colour \(.*reg.yaml\): 'inky' takes no 'colour' \(it takes background\)",
     ):
-        build_reward(cfg, Registry([tmp_path / "reg.yaml"]))
+        build_reward(cfg.reward, Registry([tmp_path / "reg.yaml"]))
     for key, value in (("path", "some/model"), ("processor_path", "x"), ("partial", False)):
-        cfg = load(write(tmp_path, f"reward: {{name: ink, {key}: {value}}}\n", "c.yaml")).variants["default"]
-        with pytest.raises(ConfigError, match=f"reward.{key}: the reward 'ink' takes no '{key}'"):
-            build_reward(cfg, Registry())
+        with pytest.raises(ConfigError, match=f"reward.{key}: reward 'ink' takes no '{key}'"):
+            load(write(tmp_path, f"reward: {{name: ink, {key}: {value}}}\n", "c.yaml"))
     ok = load(write(tmp_path, "reward: {name: ink}\n", "ok.yaml")).variants["default"]
-    assert build_reward(ok, Registry(), device="cpu").reward.background == 0.6  # ink takes no device: none is given
+    assert (
+        build_reward(ok.reward, Registry(), device="cpu").reward.background == 0.6
+    )  # ink takes no device: none is given
     with pytest.raises(TypeError):
         from dgx.rewards.pickscore import PickScore
 
@@ -378,7 +410,7 @@ def test_a_package_adds_components_through_the_entry_point(tmp_path, monkeypatch
     cfg = load(write(tmp_path, "reward: {name: half}\n")).variants["default"]
     from dgx.grpo.build import build_reward
 
-    assert build_reward(cfg, Registry()).reward.background == 0.5
+    assert build_reward(cfg.reward, Registry()).reward.background == 0.5
     res = CliRunner().invoke(main, ["registry", "--section", "rewards"])
     assert "half" in res.output and "[dgx-extra (dgx_extra_mod:TABLE)]" in res.output
 
@@ -411,13 +443,13 @@ def test_registry_defaults_apply_to_every_kind_unless_the_config_sets_the_key(tm
     """,
         "reg.yaml",
     )
-    body = "registry: reg.yaml\nsampler: {name: noisy_ode, noise: {name: soft}}\nreward: {credit: coarse, chunk: 7}\n"
+    body = "registry: reg.yaml\nsampler: {name: noisy_ode, noise: {name: soft}}\ncredit: {name: coarse, chunk: 7}\n"
     run = load(write(tmp_path, body + "eval: {name: short, steps: 9}\n")).variants["default"]
     reg = Registry([tmp_path / "reg.yaml"])
     step = build_step(run, reg)
     assert isinstance(step, functools.partial) and step.keywords == {"sigma": 0.3}
     assert build_schedule(run, reg).a == 0.25
-    assert build_credit(run, reg).keywords == {"ode_steps": 1, "chunk": 7, "pipeline": False}  # chunk set: 7 wins
+    assert build_credit(run, reg).keywords == {"ode_steps": 1, "chunk": 7}  # chunk set: 7 wins
     parts = SimpleNamespace(model=None, cfg=run, registry=reg, scorers=None)
     assert evaluate(parts, tmp_path / "out") == {"steps": 9, "max_prompts": 5}  # eval.steps set: 9 wins
     table = run.model_copy(deep=True)

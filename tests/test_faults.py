@@ -32,7 +32,7 @@ base:
   eval: {{name: brightness_eval, steps: 2}}
 variants:
   flow_grpo: {{}}
-  dense_grpo: {{reward: {{credit: dense_gain}}, sampler: {{noise: {{name: calibrated}}}}}}
+  dense_grpo: {{credit: {{name: dense_gain}}, sampler: {{noise: {{name: calibrated}}}}}}
 seeds: [0]
 """
 # PHASE -> how many calls of its function one uninterrupted run makes (the kill point is drawn among them)

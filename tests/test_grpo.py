@@ -236,7 +236,7 @@ base:
   eval: {{steps: 2, images_per_prompt: 1, max_prompts: 3}}
 variants:
   flow_grpo: {{}}
-  dense_grpo: {{reward: {{credit: dense_gain}}, sampler: {{noise: {{name: calibrated}}}}}}
+  dense_grpo: {{credit: {{name: dense_gain}}, sampler: {{noise: {{name: calibrated}}}}}}
 seeds: [0]
 """)
     out = tmp_path / "out"
@@ -379,7 +379,8 @@ registry: reg.yaml
 base:
   model: {{name: shapes, path: "{tiny_pipe_dir}"}}
   sampler: {{steps: 3, guidance: 2.0, noise: {{name: calibrated}}}}
-  reward: {{name: brightness, credit: dense_gain}}
+  reward: {{name: brightness}}
+  credit: {{name: dense_gain}}
   train: {{iterations: 2, prompts_per_iter: 2, group_size: 2, micro_batch: 8, lora_rank: 2, lora_alpha: 4,
           lr: 5.0e-2, clip_range: 0.2}}
   calibrate: {{iterations: 2, prompts: 2, group_size: 3, check_prompts: 2}}
@@ -617,7 +618,8 @@ def test_training_raises_the_reward(tmp_path):
     body = {
         "model": {"name": "shapes"},
         "sampler": {"steps": 6, "guidance": 5.0},
-        "reward": {"name": "ink", "credit": "dense_gain"},
+        "reward": {"name": "ink"},
+        "credit": {"name": "dense_gain"},
         "device": "cpu",
         "train": {
             "iterations": 12,
@@ -688,7 +690,7 @@ def test_paired_reward_gain_pairs_adapter_with_base(tmp_path, tiny_pipe_dir):
     cfg = tiny_config(tmp_path, tiny_pipe_dir)
     cfg.eval.steps = 2
     reg = Registry([tmp_path / "reg.yaml"])
-    model, reward = build_model(cfg, reg), build_reward(cfg, reg)
+    model, reward = build_model(cfg, reg), build_reward(cfg.reward, reg)
     add_lora(model.transformer, cfg)  # lora_B starts at zero: the adapter is the base model
     same = paired_reward_gain(model, cfg, reward, 6)
     assert same["gain"] == 0 and same["gain_se"] == 0 and same["trained"] == same["base"]
@@ -949,6 +951,7 @@ def test_every_reward_is_built_on_the_run_device(tmp_path, tiny_pipe_dir):
     """Training, calibration and a weighted reward's parts all get the device their model runs on."""
     from dgx.grpo.build import build_reward
     from dgx.grpo.calibrate import calibrate
+    from dgx.grpo.config import RewardConfig
     from dgx_test_helpers import Recorder
 
     cfg = tiny_config(tmp_path, tiny_pipe_dir, iterations=1)
@@ -968,10 +971,7 @@ def test_every_reward_is_built_on_the_run_device(tmp_path, tiny_pipe_dir):
     train(cfg, tmp_path / "run", registry=reg)
     calibrate(cfg, tmp_path / "cal", reg)
     assert [b["device"] for b in Recorder.built] == ["cpu", "cpu"]
-    weighted = cfg.model_copy(
-        update={"reward": cfg.reward.model_copy(update={"name": "weighted", "weights": {"recorder": 1.0}})}
-    )
-    build_reward(weighted, reg, device="cuda:3")
+    build_reward(RewardConfig(name="weighted", weights={"recorder": 1.0}), reg, device="cuda:3")
     assert Recorder.built[-1]["device"] == "cuda:3"
 
 
@@ -1016,3 +1016,71 @@ def test_eval_reward_is_checked_against_the_registry_and_the_evaluation(tmp_path
         load(tmp_path / "cfg.yaml", overrides={"eval": {"name": "shapes_reward", "reward": "inky"}})
     with pytest.raises(ConfigError, match=r"eval.reward: the evaluation 'shapes_geneval' takes no 'reward'"):
         load(tmp_path / "cfg.yaml", overrides={"eval": {"name": "shapes_geneval", "reward": "ink"}})
+
+
+USER_PARTS = """
+import json, os
+from dgx.rewards.credit import dense_gain
+from dgx.sampler import UniformNoise
+
+def note(kind, **args):
+    with open(os.path.join(os.path.dirname(__file__), "seen.jsonl"), "a") as f:
+        f.write(json.dumps({"kind": kind, **args}) + "\\n")
+
+class Bright:
+    def __init__(self, temperature: float = 1.0):
+        note("reward", temperature=temperature)
+        self.temperature = temperature
+
+    def __call__(self, images, prompts, metadata=None):
+        return images.flatten(1).mean(1) / self.temperature
+
+def tempered(model, traj, reward, metadata=None, *, scale: float = 1.0):
+    note("credit", scale=scale)
+    credit = dense_gain(model, traj, reward, metadata, ode_steps="t")
+    credit.signal = credit.signal * scale
+    return credit
+
+def gentle(level: float = 0.7):
+    note("noise", level=level)
+    return UniformNoise(level)
+"""
+
+
+@pytest.mark.parametrize("how", ["registry file", "module:attr"])
+def test_a_users_reward_credit_and_noise_take_arguments_of_their_own(tmp_path, tiny_pipe_dir, how):
+    """A reward, a credit rule and a noise schedule of the user's, each with an argument of its own, named through a
+    user registry file or as `module:attr` (a module.py beside the config, no registry file): the arguments reach
+    their constructors in a `dgx run`, and one they do not take is a one-line config error."""
+    from click.testing import CliRunner
+    from dgx.grpo.cli import main
+
+    (tmp_path / "myparts.py").write_text(USER_PARTS)
+    names = {"reward": "myparts:Bright", "credit": "myparts:tempered", "noise": "myparts:gentle"}
+    head = ""
+    if how == "registry file":
+        (tmp_path / "reg.yaml").write_text(
+            "rewards: {bright: {impl: 'myparts:Bright'}}\ncredit: {tempered: {impl: 'myparts:tempered'}}\n"
+            "noise: {gentle: {impl: 'myparts:gentle'}}\n"
+        )
+        names, head = {"reward": "bright", "credit": "tempered", "noise": "gentle"}, "registry: reg.yaml\n"
+    body = f"""{head}model: {{name: shapes, path: "{tiny_pipe_dir}"}}
+sampler: {{steps: 3, guidance: 2.0, noise: {{name: "{names["noise"]}", level: 0.5}}}}
+reward: {{name: "{names["reward"]}", temperature: 0.25}}
+credit: {{name: "{names["credit"]}", scale: 2.0}}
+train: {{iterations: 1, prompts_per_iter: 2, group_size: 2, micro_batch: 8, lora_rank: 2, lora_alpha: 2}}
+eval: {{name: "dgx_test_helpers:brightness_eval", steps: 2}}
+device: cpu
+"""
+    (tmp_path / "cfg.yaml").write_text(body)
+    res = CliRunner().invoke(main, ["run", str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    seen = [json.loads(ln) for ln in (tmp_path / "seen.jsonl").read_text().splitlines()]
+    assert {"kind": "reward", "temperature": 0.25} in seen and {"kind": "noise", "level": 0.5} in seen
+    assert {"kind": "credit", "scale": 2.0} in seen
+    (tmp_path / "cfg.yaml").write_text(body.replace("temperature: 0.25", "temprature: 0.25"))
+    bad = CliRunner().invoke(main, ["validate", str(tmp_path / "cfg.yaml")])
+    assert bad.exit_code == 2 and bad.output.count("\n") == 1
+    assert f"reward.temprature: reward '{names['reward']}' takes no 'temprature'; did you mean 'temperature'?" in (
+        bad.output
+    )

@@ -60,12 +60,20 @@ CONFIGS = [
     ("kl reverse", edit("group_size: 2}", "group_size: 2, kl: reverse}"), "train.kl: Input should be"),
     ("adv_std bad", edit("group_size: 2}", "group_size: 2, adv_std: tag}"), "train.adv_std: Input should be"),
     ("prompt_sampling bad", edit("group_size: 2}", "group_size: 2, prompt_sampling: tags}"), "train.prompt_sampling"),
-    ("ode_steps text", edit("name: ink}", "name: ink, ode_steps: all}"), "reward.ode_steps"),
-    ("ode_steps 0", edit("name: ink}", "name: ink, ode_steps: 0}"), "reward.ode_steps: 0 must be 't' or between 1"),
+    (
+        "ode_steps text",
+        edit("name: ink}", "name: ink}\ncredit: {name: dense_gain, ode_steps: all}"),
+        "credit.ode_steps",
+    ),
+    (
+        "ode_steps 0",
+        edit("name: ink}", "name: ink}\ncredit: {name: dense_gain, ode_steps: 0}"),
+        "credit.ode_steps: credit 'dense_gain': Input should be greater than or equal to 1 (got 0)",
+    ),
     (
         "ode_steps > steps",
-        edit("name: ink}", "name: ink, ode_steps: 9}"),
-        "reward.ode_steps: 9 must be 't' or between 1 and sampler.steps = 4",
+        edit("name: ink}", "name: ink}\ncredit: {name: dense_gain, ode_steps: 9}"),
+        "credit.ode_steps: 9 must be 't' or between 1 and sampler.steps = 4",
     ),
     ("unknown top key", BASE + "trian: {}\n", "trian: unknown key; did you mean 'train'?"),
     (
@@ -81,7 +89,7 @@ CONFIGS = [
         edit("guidance: 2.0}", "guidance: 2.0, noise: {name: calibrate}}"),
         "unknown noise 'calibrate'; did you mean 'calibrated'?",
     ),
-    ("unknown credit", edit("name: ink}", "name: ink, credit: dense}"), "reward.credit: unknown credit 'dense'"),
+    ("unknown credit", edit("name: ink}", "name: ink}\ncredit: {name: dense}"), "credit.name: unknown credit 'dense'"),
     (
         "unknown evaluation",
         edit("max_prompts: 2}", "max_prompts: 2, name: geneval_shape}"),

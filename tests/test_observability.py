@@ -29,7 +29,7 @@ base:
   eval: {{name: brightness_eval, steps: 2, every: 2, every_images: 3}}
 variants:
   flow_grpo: {{}}
-  dense_grpo: {{reward: {{credit: dense_gain}}}}
+  dense_grpo: {{credit: {{name: dense_gain}}}}
 seeds: [0]
 """
 
@@ -188,8 +188,8 @@ def test_a_run_loads_its_generator_reward_and_scorer_once(tmp_path, tiny_pipe_di
     abl.write_text(
         abl.read_text()
         .replace(
-            "dense_grpo: {reward: {credit: dense_gain}}",
-            "dense_grpo: {reward: {credit: dense_gain}, sampler: {noise: {name: calibrated}}}",
+            "dense_grpo: {credit: {name: dense_gain}}",
+            "dense_grpo: {credit: {name: dense_gain}, sampler: {noise: {name: calibrated}}}",
         )
         .replace("reward: {name: brightness}", "reward: {name: recorder}")
         .replace(
@@ -220,7 +220,7 @@ def test_evaluation_during_training_on_two_processes(tmp_path, tiny_pipe_dir):
         .replace("iterations: 1", "iterations: 2")
         .replace("steps: 2}", "steps: 2, every: 1, every_images: 3}")
     )
-    abl.write_text(text.replace("  dense_grpo: {reward: {credit: dense_gain}}\n", ""))  # flow_grpo only
+    abl.write_text(text.replace("  dense_grpo: {credit: {name: dense_gain}}\n", ""))  # flow_grpo only
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",

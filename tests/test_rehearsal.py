@@ -54,7 +54,7 @@ def test_tiny_rehearsal_runs_the_paper_configs_on_standins(tmp_path):
     rapidocr), DenseGRPO's extra model calls counted."""
     out = tmp_path / "reh"
     configs = [str(ROOT / "configs" / f"{c}.yaml") for c in ("sd35m_pickscore", "sd35m_geneval", "sd35m_ocr")]
-    res = CliRunner().invoke(main, ["rehearse", *configs, "--out", str(out), "--set", "reward.pipeline=true"])
+    res = CliRunner().invoke(main, ["rehearse", *configs, "--out", str(out), "--set", "credit.chunk=16"])
     assert res.exit_code == 0, res.output
     result = json.loads((out / "rehearsal.json").read_text())
     rows = {(r["config"], r["variant"]): r for r in result["rows"]}
@@ -65,7 +65,7 @@ def test_tiny_rehearsal_runs_the_paper_configs_on_standins(tmp_path):
         assert r["rollout"] > 0 and r["decode"] > 0 and r["reward"] > 0 and r["update"] > 0, r
         assert (r["continuation"] > 0) == (variant == "dense_grpo"), r
         assert 0 < r["reward_share"] < 1 and r["peak_gib"] > 0
-        # with reward.pipeline the continuation overlaps decoding and scoring, so only these add up for sure
+        # with a credit rule's `pipeline` the continuation overlaps decoding and scoring: these add up either way
         assert r["iteration"] >= r["rollout"] + r["update"] + max(r["continuation"], r["decode"] + r["reward"]) - 5e-3
     for ratio in result["ratios"]:
         assert ratio["calls_ratio"] > 1
@@ -80,7 +80,7 @@ def test_tiny_rehearsal_runs_the_paper_configs_on_standins(tmp_path):
     assert (out / "sd35m_pickscore" / "dense_grpo" / "seed_0" / "calibration" / "psi.json").is_file()
     config = (out / "sd35m_geneval" / "flow_grpo" / "seed_0" / "config.yaml").read_text()
     assert str(out / "standins" / "mask2former") in config and "kl_beta: 0.04" in config  # the paper config, re-pointed
-    assert "pipeline: true" in config and result["set"] == {"reward": {"pipeline": True}}
+    assert "chunk: 16" in config and result["set"] == {"credit": {"chunk": 16}}
 
 
 def test_rehearse_refuses_what_it_has_no_standins_for(tmp_path):

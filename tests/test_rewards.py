@@ -552,7 +552,7 @@ def test_weighted_reward_from_config(tmp_path):
         "registry: reg.yaml\nreward: {name: weighted, weights: {brightness: 2.0, geneval_shapes: 0.5}}\n"
     )
     abl = load(tmp_path / "c.yaml")
-    reward = build_reward(abl.variants["default"], abl.registry())
+    reward = build_reward(abl.variants["default"].reward, abl.registry())
     images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     meta = [
         {
@@ -703,14 +703,14 @@ def test_pipelined_scoring_gives_the_serial_rewards_bit_for_bit():
     overlapping the next chunk's ODE continuation, equal the serial ones exactly; and both equal the continuation of
     every latent at once (continue_ode) scored afterwards."""
     from dgx.grpo.build import build_reward, resolve_path
-    from dgx.grpo.config import RunConfig
+    from dgx.grpo.config import RewardConfig
     from dgx.grpo.registry import Registry
     from dgx.rewards.credit import score_latents
     from dgx.rewards.shapes.prompts import split
     from dgx.sampler import SD3Model, continue_ode, sample_generator
 
     model = SD3Model.from_pretrained(resolve_path("pkg://dgx.rewards.shapes/weights"), max_sequence_length=0)
-    reward = build_reward(RunConfig(reward={"name": "shapes_pickscore"}), Registry())
+    reward = build_reward(RewardConfig(name="shapes_pickscore"), Registry())
     metas = split("train")[:3]
     texts = [m["prompt"] for m in metas for _ in range(2)]
     traj = rollout(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from dgx.grpo.build import build_reward
-from dgx.grpo.config import RunConfig
+from dgx.grpo.config import RewardConfig
 from dgx.grpo.registry import Registry
 from dgx.rewards.pickscore import PickScore
 from dgx.rewards.shapes import prompts as P
@@ -30,7 +30,7 @@ PAIRS = [
 
 @pytest.fixture(scope="module")
 def shapes_pickscore():
-    return build_reward(RunConfig(reward={"name": "shapes_pickscore"}), Registry())
+    return build_reward(RewardConfig(name="shapes_pickscore"), Registry())
 
 
 def renders(captions: list[str], seed: int = 0) -> torch.Tensor:
@@ -57,7 +57,7 @@ def test_fixed_renders_rank_their_true_caption_first(shapes_pickscore):
 def test_scores_are_deterministic(shapes_pickscore):
     imgs, caps = renders([p for p, _ in PAIRS], seed=1), [p for p, _ in PAIRS]
     a = shapes_pickscore(imgs, caps)
-    b = build_reward(RunConfig(reward={"name": "shapes_pickscore"}), Registry())(imgs, caps)  # a fresh load
+    b = build_reward(RewardConfig(name="shapes_pickscore"), Registry())(imgs, caps)  # a fresh load
     assert torch.equal(a, b) and a.dtype == torch.float32 and a.shape == (len(caps),)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from dgx.grpo.assembly import assemble
 from dgx.grpo.build import build_reward
-from dgx.grpo.config import RunConfig, deep_merge, load
+from dgx.grpo.config import RewardConfig, deep_merge, load, validate
 from dgx.grpo.runner import evaluate, paired_reward_gain
 from dgx.grpo.trainer import train
 
@@ -50,10 +50,11 @@ args = ap.parse_args()
 paired_reward = json.loads(args.paired_reward)
 
 abl = load(args.config)
-base = abl.variant(args.variant)[1].model_dump()
+base = abl.variant(args.variant)[1].model_dump(mode="json")
 for spec in args.specs:
     name, _, over = spec.partition("=")
-    cfg = RunConfig.model_validate(deep_merge(base, json.loads(over or "{}")))
+    change = json.loads(over or "{}")
+    cfg = validate(deep_merge(base, change), args.config, change, name, abl.registry())  # every node checked
     run = args.out / name
     t0 = time.perf_counter()
     model = train(cfg, run, resume=True, registry=abl.registry())
@@ -62,8 +63,8 @@ for spec in args.specs:
         parts = assemble(cfg, abl.registry(), model=model)
         row["test"] = {k: round(v, 4) for k, v in evaluate(parts, run / "eval").items()}
     if args.paired:
-        scored = cfg.model_copy(update={"reward": cfg.reward.model_copy(update=paired_reward)})
-        row["paired"] = paired_reward_gain(model, scored, build_reward(scored, abl.registry()), args.paired)
+        node = RewardConfig.model_validate(deep_merge(cfg.reward.model_dump(), paired_reward))
+        row["paired"] = paired_reward_gain(model, cfg, build_reward(node, abl.registry()), args.paired)
         row["paired_reward"] = paired_reward
     ref = args.out / (args.reference or "")
     if args.reference and (ref / "metrics.jsonl").is_file() and ref != run:

@@ -53,7 +53,8 @@ def tiny_config(folder: Path, pipe: Path, **train):
     body = {
         "model": {"name": "shapes", "path": str(pipe)},
         "sampler": {"steps": 4, "guidance": 2.0},
-        "reward": {"name": "ink", "credit": "dense_gain", "ode_steps": "t"},
+        "reward": {"name": "ink"},
+        "credit": {"name": "dense_gain", "ode_steps": "t"},
         "train": t,
         "device": "cpu",
     }

@@ -74,7 +74,7 @@ def assemble(
     registry = registry or Registry()
     device = torch.device(device) if device is not None else device_for(cfg)
     if reward is None:  # before the generator: a reward that cannot load fails in seconds
-        reward = build_reward(cfg, registry, device=device)
+        reward = build_reward(cfg.reward, registry, device=device)
         if load:
             load_now(reward)
     model = model if model is not None else build_model(cfg, registry, device)
@@ -94,10 +94,6 @@ def assemble(
     )
 
 
-# the reward keys that decide which reward is built (the rest say how its scores become credit)
-REWARD_KEYS = ("name", "path", "processor_path", "partial", "soft", "weights")
-
-
 class Assembler:
     """Assemblies for the runs of one ``dgx run``: the generator and the reward are built once per process and reused
     while the model / reward settings stay the same (each run's adapter is taken off after it, ``done``); the
@@ -111,8 +107,7 @@ class Assembler:
 
     def get(self, cfg: RunConfig, psi_path: Path | None = None) -> Assembly:
         model_key = json.dumps([cfg.model.model_dump(mode="json"), cfg.device], sort_keys=True)
-        reward = cfg.reward.model_dump(mode="json", include=set(REWARD_KEYS))
-        reward_key = json.dumps([reward, cfg.device], sort_keys=True)
+        reward_key = json.dumps([cfg.reward.model_dump(mode="json"), cfg.device], sort_keys=True)  # its whole node
         if reward_key != self.reward_key:
             self.reward = self.reward_key = None
         if model_key != self.model_key:

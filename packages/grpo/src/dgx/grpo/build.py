@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from dgx.grpo.config import RunConfig
+from dgx.grpo.config import RewardConfig, RunConfig
 from dgx.grpo.errors import ConfigError
-from dgx.grpo.registry import Entry, Registry, accepted_arguments, defaults_not_taken
+from dgx.grpo.nodes import signature
+from dgx.grpo.registry import Entry, Registry, defaults_not_taken
 from dgx.sampler import Windowed
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -59,46 +60,38 @@ def build_model(cfg: RunConfig, registry: Registry, device: str | torch.device |
     return entry.load()(path, dtype=DTYPES[cfg.model.dtype], device=str(device), max_sequence_length=msl, **extra)
 
 
-def build_reward(cfg: RunConfig, registry: Registry, name: str | None = None, device: str | torch.device | None = None):
-    """The reward named ``name`` (default ``reward.name``): its registry entry's ``defaults`` (``pkg://`` paths
-    resolved), then the config's reward keys; a model-based reward runs on ``device`` (the run's: give it). An
-    argument the reward does not take is a ConfigError that names the key and where it was set. Every output is
+def build_reward(
+    node: RewardConfig, registry: Registry, device: str | torch.device | None = None, where: str = "reward"
+):
+    """The reward of ``node`` (its registry entry's ``defaults``, ``pkg://`` paths resolved, then the node's own
+    arguments); a model-based reward runs on ``device`` (the run's: give it). A reward made of rewards (its
+    implementation takes ``rewards``) gets each reward its ``weights`` name, built from the registry. Every output is
     checked (``CheckedReward``: one finite float per image, else an error naming the reward)."""
     from dgx.rewards.base import CheckedReward
 
-    name = name or cfg.reward.name
-    entry = registry.get("rewards", name)
+    entry = registry.get("rewards", node.name)
     factory = entry.load()
-    r = cfg.reward
-    if name == "weighted":
-        return CheckedReward(factory({n: build_reward(cfg, registry, n, device) for n in r.weights}, r.weights), name)
-    known = accepted_arguments(factory)
-    takes = (lambda key: True) if known is None else known.__contains__
-    kwargs = entry_arguments(entry, "rewards", factory)
-    if device is not None and takes("device"):
+    kwargs = entry_arguments(entry, "rewards", factory, node.args, set(node.args))
+    params = signature(factory).parameters
+    if device is not None and "device" in params:
         kwargs["device"] = str(device)
-    given = r.model_fields_set
-    for key, value, wanted in (
-        ("partial", r.partial, "partial" in given),
-        ("soft", True, r.soft),
-        ("path", r.path, bool(r.path)),
-        ("processor_path", r.processor_path, bool(r.processor_path)),
-    ):
-        if takes(key) and (wanted or key == "partial"):
-            kwargs[key] = value
-        elif wanted:
-            raise ConfigError(f"reward.{key}: the reward {name!r} takes no {key!r}; remove it or choose another reward")
-    return CheckedReward(factory(**kwargs), name)
+    if "rewards" in params:
+        names = kwargs.get("weights") or {}
+        kwargs["rewards"] = {
+            n: build_reward(RewardConfig(name=n), registry, device, f"{where}.weights.{n}") for n in names
+        }
+    try:
+        return CheckedReward(factory(**kwargs), node.name)
+    except TypeError as e:  # an argument the node's check could not see (an implementation taking **kwargs)
+        raise ConfigError(f"{where}: the reward {node.name!r} does not take these arguments ({e})") from None
 
 
 def build_credit(cfg: RunConfig, registry: Registry):
-    """The credit wrapper with the reward section's ``ode_steps``, ``chunk`` and ``pipeline`` (and its entry's
-    ``defaults`` for those the config leaves unset)."""
-    r = cfg.reward
-    entry = registry.get("credit", r.credit)
+    """The credit rule of ``cfg.credit`` with its own arguments bound (and its entry's ``defaults`` for those the
+    node leaves out): called as ``credit(model, trajectory, reward, metadata)``."""
+    entry = registry.get("credit", cfg.credit.name)
     fn = entry.load()
-    given = {"ode_steps": r.ode_steps, "chunk": r.chunk, "pipeline": r.pipeline}
-    return functools.partial(fn, **entry_arguments(entry, "credit", fn, given, r.model_fields_set))
+    return functools.partial(fn, **entry_arguments(entry, "credit", fn, cfg.credit.args, set(cfg.credit.args)))
 
 
 def build_step(cfg: RunConfig, registry: Registry):
@@ -110,21 +103,20 @@ def build_step(cfg: RunConfig, registry: Registry):
 
 
 def build_schedule(cfg: RunConfig, registry: Registry, psi_path: Path | None = None):
-    """The sampler's noise schedule: the ``noise`` entry's factory with the noise keys it takes (``a``, ``value``,
-    ``psi_path``: noise.psi_path, else ``psi_path``, the run's calibration); with ``noise.window`` it is zero (an
-    ODE step) outside the window."""
+    """The sampler's noise schedule: the ``noise`` entry's factory with the node's own arguments (a schedule that
+    reads a psi table, one taking ``psi_path``, gets the node's, else the entry's default, else ``psi_path``: the
+    run's calibration); with ``noise.window`` it is zero (an ODE step) outside the window."""
     n = cfg.sampler.noise
     entry = registry.get("noise", n.name)
     factory = entry.load()
-    values = {**n.model_dump(exclude={"name", "window"}), "psi_path": n.psi_path or psi_path}
-    takes = accepted_arguments(factory)
-    given = {k: v for k, v in values.items() if takes is None or k in takes}
-    kwargs = entry_arguments(entry, "noise", factory, given, n.model_fields_set | ({"psi_path"} if psi_path else set()))
-    if takes is not None and "psi_path" in takes and kwargs["psi_path"] is None:
-        raise ConfigError(
-            f"sampler.noise.name = {n.name} reads a calibrated psi table: set noise.psi_path (or run through "
-            "`dgx run`, which calibrates first)"
-        )
+    kwargs = entry_arguments(entry, "noise", factory, n.args, set(n.args))
+    if needs_calibration(cfg, registry):
+        if psi_path is None:
+            raise ConfigError(
+                f"sampler.noise.name = {n.name} reads a calibrated psi table: set noise.psi_path (or run through "
+                "`dgx run`, which calibrates first)"
+            )
+        kwargs["psi_path"] = psi_path
     schedule = factory(**kwargs)
     if n.window is None:
         return schedule
@@ -137,12 +129,13 @@ def build_schedule(cfg: RunConfig, registry: Registry, psi_path: Path | None = N
 
 
 def needs_calibration(cfg: RunConfig, registry: Registry) -> bool:
-    """Whether the run's noise schedule reads a psi table (its factory takes ``psi_path``) and neither the config
-    nor the registry entry's ``defaults`` give one, so that ``dgx run`` calibrates first."""
-    entry = registry.get("noise", cfg.sampler.noise.name)
-    takes = accepted_arguments(entry.load())
-    given = cfg.sampler.noise.psi_path or entry.defaults.get("psi_path")
-    return takes is not None and "psi_path" in takes and not given
+    """Whether the run's noise schedule reads a psi table (its factory takes ``psi_path``) and neither its node nor
+    its registry entry's ``defaults`` give one: ``dgx run`` calibrates first, and hands the table to the schedule."""
+    n = cfg.sampler.noise
+    entry = registry.get("noise", n.name)
+    return "psi_path" in signature(entry.load()).parameters and not (
+        n.args.get("psi_path") or entry.defaults.get("psi_path")
+    )
 
 
 def load_prompts(cfg: RunConfig, split: str = "train") -> list[dict]:

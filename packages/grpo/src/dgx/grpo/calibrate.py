@@ -36,16 +36,15 @@ from dgx.grpo.config import RunConfig, load
 from dgx.grpo.distributed import process_state, shard
 from dgx.grpo.errors import ConfigError, TrainingError
 from dgx.grpo.registry import Registry
-from dgx.rewards.credit import dense_gain
 from dgx.sampler import TableNoise, UniformNoise, rollout, sample_generator
 from tqdm.auto import tqdm
 
 
-def dense_rewards(
-    model, cfg: RunConfig, reward, prompts: list[dict], schedule, key: int, step_fn, n_prompts: int | None = None
-) -> torch.Tensor:
-    """dR (N, T) for N = n_prompts (default calibrate.prompts) x group_size fresh SDE rollouts keyed by ``key``
-    (each process rolls out its share of the N and gets all N rows)."""
+def dense_rewards(parts: Assembly, schedule, key: int, n_prompts: int | None = None) -> torch.Tensor:
+    """The run's per-step rewards (N, T) (its credit rule's signal: dR for dense_gain) of N = n_prompts (default
+    calibrate.prompts) x group_size fresh SDE rollouts keyed by ``key`` with ``schedule`` (each process rolls out its
+    share of the N and gets all N rows). A credit rule with one reward per trajectory is a ConfigError."""
+    cfg, model, prompts = parts.cfg, parts.model, parts.prompts
     c = cfg.calibrate
     n_prompts = n_prompts or c.prompts
     pick = choose_prompts(prompts, n_prompts, np.random.default_rng([cfg.seed, key]), cfg.train.prompt_sampling)
@@ -57,8 +56,14 @@ def dense_rewards(
     uniq = sorted(set(texts))
     cond = model.encode(uniq).index([uniq.index(p) for p in texts])
     gens = [sample_generator(cfg.seed, key, s) for s in mine]
-    traj = rollout(model, cond, texts, cfg.sampler.steps, step_fn, schedule, gens, cfg.sampler.guidance)
-    dr = dense_gain(model, traj, reward, metas, ode_steps=cfg.reward.ode_steps, chunk=cfg.reward.chunk).signal
+    traj = rollout(model, cond, texts, cfg.sampler.steps, parts.step, schedule, gens, cfg.sampler.guidance)
+    credit = parts.credit(model, traj, parts.reward, metas)
+    if not credit.per_step:
+        raise ConfigError(
+            f"calibration balances per-step rewards, and the credit rule {cfg.credit.name!r} gives one reward per "
+            "trajectory: calibrate with a per-step rule (credit: {name: dense_gain, ode_steps: t})"
+        )
+    dr = credit.signal
     return torch.cat(split.gather([dr.cpu()]))
 
 
@@ -118,10 +123,9 @@ def calibrate(
     if cfg.sampler.name == "ode":
         raise ConfigError("calibration needs a stochastic sampler (sampler.name: sde or cps)")
     parts = parts or assemble(cfg, registry)
-    model, reward, step_fn, prompts = parts.model, parts.reward, parts.step, parts.prompts
-    grid = model.grid(T)
+    grid = parts.model.grid(T)
     if c.init == "uniform":
-        init = UniformNoise(cfg.sampler.noise.a)(torch.arange(T), grid).tolist()
+        init = UniformNoise()(torch.arange(T), grid).tolist()
     else:
         init = [float(c.init)] * T if isinstance(c.init, (int, float)) else [float(v) for v in c.init]
     if len(init) != T:
@@ -142,7 +146,7 @@ def calibrate(
         disable=not state.is_main_process,
     ):
         t0 = time.perf_counter()
-        dr = dense_rewards(model, cfg, reward, prompts, TableNoise(tuple(psi)), 100_000 + k, step_fn)
+        dr = dense_rewards(parts, TableNoise(tuple(psi)), 100_000 + k)
         if not torch.isfinite(dr).all():  # NaN compares false both ways: it would pass for "balanced"
             raise TrainingError(
                 f"calibration iteration {k}: reward {cfg.reward.name!r} gave non-finite dense rewards at steps "
@@ -157,8 +161,8 @@ def calibrate(
         psi = next_psi(psi, pos, neg, c.eps1, c.eps2, c.silent)
     # compare with the uniform schedule on the same fresh samples
     fresh = 200_000
-    dr_cal = dense_rewards(model, cfg, reward, prompts, TableNoise(tuple(psi)), fresh, step_fn, c.check_prompts)
-    dr_uni = dense_rewards(model, cfg, reward, prompts, UniformNoise(0.7), fresh, step_fn, c.check_prompts)
+    dr_cal = dense_rewards(parts, TableNoise(tuple(psi)), fresh, c.check_prompts)
+    dr_uni = dense_rewards(parts, UniformNoise(0.7), fresh, c.check_prompts)
     calibrated, uniform, changed_cal = imbalance(dr_cal), imbalance(dr_uni), changed(dr_cal)
     silent = silent_steps(history)
     if silent and state.is_main_process:

@@ -243,11 +243,18 @@ def push(
 @click.option(
     "--file", "files", multiple=True, type=click.Path(path_type=Path), help="Extra registry file (repeatable)."
 )
-def registry(section: str | None, files: tuple[Path, ...]) -> None:
-    """List the registered components (built-in, $DGX_REGISTRY files and --file)."""
+@click.option(
+    "--check", is_flag=True, help="Build each component on its offline stand-in and check its kind's contract."
+)
+def registry(section: str | None, files: tuple[Path, ...], check: bool) -> None:
+    """List the registered components (built-in, installed packages', $DGX_REGISTRY files and --file)."""
+    import tempfile
+
+    from dgx.grpo.contracts import KINDS, Unavailable, check_entry
     from dgx.grpo.registry import SECTIONS, Registry
 
     reg = Registry(list(files))
+    failed = 0
     for s in [section] if section else SECTIONS:
         if s not in reg.sections:
             raise ConfigError(f"unknown section {s!r}; valid: {', '.join(SECTIONS)}")
@@ -255,7 +262,20 @@ def registry(section: str | None, files: tuple[Path, ...]) -> None:
         for name in reg.names(s):
             e = reg.sections[s][name]
             src = "" if e.source == "builtin" else f"  [{e.source}]"
-            click.echo(f"  {name:16s} {e.description}{src}")
+            if not check or s not in KINDS:
+                click.echo(f"  {name:16s} {e.description}{src}")
+                continue
+            try:
+                with tempfile.TemporaryDirectory() as folder:
+                    check_entry(reg, s, name, Path(folder))
+                verdict = "ok"
+            except Unavailable as why:
+                verdict = f"skipped: {why}"
+            except Exception as why:  # noqa: BLE001  (any failure of any package's component, reported)
+                verdict, failed = f"FAILED: {type(why).__name__}: {why}", failed + 1
+            click.echo(f"  {name:16s} {verdict}{src}")
+    if failed:
+        raise ConfigError(f"{failed} component(s) break their kind's contract (above)")
 
 
 @main.command()

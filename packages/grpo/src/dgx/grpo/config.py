@@ -9,7 +9,6 @@ closest valid names; component names are checked against the registry.
 from __future__ import annotations
 
 import copy
-import inspect
 import re
 from pathlib import Path
 from typing import Any, Literal, Union, get_args
@@ -17,6 +16,7 @@ from typing import Any, Literal, Union, get_args
 import yaml
 from dgx.grpo.errors import ConfigError
 from dgx.grpo.metrics import missing_tracker
+from dgx.grpo.nodes import NodeError, check_arguments, signature
 from dgx.grpo.registry import Registry, defaults_not_taken, suggest, yaml_problem
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
@@ -58,11 +58,21 @@ class ModelConfig(_Strict):
     resolution: int | None = Field(None, gt=0, description="image side in pixels (square); default: the model's own")
 
 
-class NoiseConfig(_Strict):
-    name: str = Field("uniform", description="registry `noise` entry")
-    a: float = Field(0.7, ge=0, description="uniform: noise level a")
-    value: float = Field(0.7, ge=0, description="constant: sigma_t (or CPS eta)")
-    psi_path: str | None = Field(None, description="calibrated: psi.json (default: the run's calibration output)")
+class Node(_Strict):
+    """A component: ``name`` (a registry name, or ``module:attr``: an importable class or function, or one in a
+    ``module.py`` beside the config) and the component's own keyword arguments, which ``dgx validate`` checks against
+    the implementation's signature (names, types, required ones) before any model loads."""
+
+    model_config = ConfigDict(extra="allow", validate_default=True, allow_inf_nan=False)
+
+    @property
+    def args(self) -> dict[str, Any]:
+        """The component's own keyword arguments, as the config gives them."""
+        return dict(self.model_extra or {})
+
+
+class NoiseConfig(Node):
+    name: str = Field("uniform", description="registry `noise` entry; its own arguments beside it (uniform: `a`)")
     window: tuple[int, int] | None = Field(
         None, description="[start, stop): noise only on these steps (0 = the first), ODE elsewhere; None = every step"
     )
@@ -75,23 +85,18 @@ class SamplerConfig(_Strict):
     noise: NoiseConfig = Field(default_factory=NoiseConfig)
 
 
-class RewardConfig(_Strict):
-    name: str = Field("geneval_shapes", description="registry `rewards` entry (the base reward)")
-    credit: str = Field("sparse", description="registry `credit` entry: sparse, dense_gain, dense_latent, coca")
-    ode_steps: Union[int, Literal["t"]] = Field("t", description="n of ODE_n for dense credit: 1, 2, ... or 't'")
-    chunk: int = Field(256, ge=1, description="latents decoded and scored per batch (memory budget)")
-    pipeline: bool = Field(
-        False,
-        description="dense credit: decode and score chunk k in a worker thread while chunk k+1's ODE continuation "
-        "runs (the same rewards, bit for bit)",
+class RewardConfig(Node):
+    name: str = Field(
+        "geneval_shapes", description="registry `rewards` entry; its own arguments beside it (`path`, `partial`, ...)"
     )
-    partial: bool = Field(True, description="GenEval: partial credit (True) or strict 0/1")
-    soft: bool = Field(
-        False, description="GenEval partial credit: object clauses score the detector's class probability"
+
+
+class CreditConfig(Node):
+    name: str = Field(
+        "sparse",
+        description="registry `credit` entry: which reward each step is trained on; its own arguments beside it "
+        "(dense_gain: `ode_steps`, `chunk`, `pipeline`)",
     )
-    path: str | None = Field(None, description="reward model Hub id or local folder")
-    processor_path: str | None = Field(None, description="processor Hub id or local folder (PickScore)")
-    weights: dict[str, float] = Field(default_factory=dict, description="weighted: reward name -> weight")
 
 
 class TrainConfig(_Strict):
@@ -192,7 +197,8 @@ class CalibrateConfig(_Strict):
     )
     init: Union[float, list[float], Literal["uniform"]] = Field(
         "uniform",
-        description="initial psi: 'uniform' (a * sqrt(t / (1 - t)) with sampler.noise.a), one value, or one per step",
+        description="initial psi: 'uniform' (Flow-GRPO's a * sqrt(t / (1 - t)) with a = 0.7), one value, or one per "
+        "step",
     )
 
 
@@ -246,6 +252,7 @@ class RunConfig(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
+    credit: CreditConfig = Field(default_factory=CreditConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     calibrate: CalibrateConfig = Field(default_factory=CalibrateConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
@@ -268,10 +275,20 @@ REGISTRY_CHECKS = [  # (key path, registry section)
     (("sampler", "name"), "samplers"),
     (("sampler", "noise", "name"), "noise"),
     (("reward", "name"), "rewards"),
-    (("reward", "credit"), "credit"),
+    (("credit", "name"), "credit"),
     (("eval", "name"), "evaluations"),
     (("eval", "reward"), "rewards"),
 ]
+NODES = [  # (key path, registry section): components whose own arguments sit in their node
+    (("sampler", "noise"), "noise"),
+    (("reward",), "rewards"),
+    (("credit",), "credit"),
+]
+MOVED = {"credit", "ode_steps", "chunk", "pipeline"}  # reward keys of the form before the credit node (2026-12-05)
+MOVED_HINT = (
+    "the credit rule is its own node now: move reward.credit (and ode_steps, chunk, pipeline) to "
+    "`credit: {name: dense_gain, ode_steps: t}` beside `reward`"
+)
 
 
 class Ablation(BaseModel):
@@ -284,7 +301,7 @@ class Ablation(BaseModel):
     warnings: list[str] = []  # valid but implausible settings (sizes), one line each
 
     def registry(self) -> Registry:
-        return Registry(self.registry_files)
+        return Registry(self.registry_files, config=self.path)
 
     def variant(self, name: str | None = None) -> tuple[str, RunConfig]:
         """The named variant (default: the first) and its config; an unknown name is a ConfigError."""
@@ -295,10 +312,17 @@ class Ablation(BaseModel):
 
 
 def deep_merge(base: dict, override: dict) -> dict:
-    """``override`` into a copy of ``base``; nested dicts merge, everything else replaces."""
+    """``override`` into a copy of ``base``; nested dicts merge, everything else replaces. A component node whose
+    ``name`` the override changes is replaced whole: the other component's arguments do not carry over."""
     out = copy.deepcopy(base)
     for k, v in (override or {}).items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+        old = out.get(k)
+        renamed = (
+            isinstance(v, dict) and isinstance(old, dict) and "name" in v and v["name"] != old.get("name", v["name"])
+        )
+        out[k] = (
+            deep_merge(old, v) if isinstance(v, dict) and isinstance(old, dict) and not renamed else copy.deepcopy(v)
+        )
     return out
 
 
@@ -376,7 +400,7 @@ def load(path: str | Path, registry: Registry | None = None, overrides: dict | N
     data = read_yaml(path)
     extra = data.pop("registry", [])
     files = [(path.parent / p) for p in ([extra] if isinstance(extra, str) else extra)]
-    registry = registry or Registry(files)
+    registry = registry or Registry(files, config=path)
     if "base" in data or "variants" in data:
         allowed = {"base", "variants", "seeds"}
         for k in data:
@@ -459,12 +483,22 @@ def validate(
     for keys, section in REGISTRY_CHECKS:
         value: Any = cfg
         for k in keys:
-            value = getattr(value, k)
+            value = getattr(value, k, None)
         if value is None:  # an optional name left unset
             continue
         _importable(registry.get(section, value, where=f"{path}: {where(keys)}: "), f"{path}: {where(keys)}: ")
-    if cfg.reward.name == "weighted":
-        for n in cfg.reward.weights:
+    for keys, section in NODES:
+        node: Any = cfg
+        for k in keys:
+            node = getattr(node, k)
+        entry = registry.get(section, node.name)
+        try:
+            node.__pydantic_extra__.update(check_arguments(node.args, entry, entry.load(), section))
+        except NodeError as e:
+            why = MOVED_HINT if section == "rewards" and e.key in MOVED else str(e)  # the form before the credit node
+            raise ConfigError(f"{path}: {where((*keys, e.key))}: {why}") from None
+    if "rewards" in signature(registry.get("rewards", cfg.reward.name).load()).parameters:  # a reward of rewards
+        for n in cfg.reward.args.get("weights") or {}:
             at = f"{path}: {where(('reward', 'weights', n))}: "
             _importable(registry.get("rewards", n, where=at), at)
     problem = _cross_field(cfg, data, registry)
@@ -522,9 +556,9 @@ def _cross_field(cfg: RunConfig, data: dict, registry: Registry) -> tuple[tuple,
         return ("calibrate", "init"), f"has {len(init)} values but sampler.steps is {steps} (one psi per step)"
     if (isinstance(init, list) and any(v < 0 for v in init)) or (isinstance(init, float) and init < 0):
         return ("calibrate", "init"), "psi values must be >= 0"
-    n = cfg.reward.ode_steps
+    n = cfg.credit.args.get("ode_steps", "t")
     if n != "t" and not 1 <= n <= steps:
-        return ("reward", "ode_steps"), f"{n} must be 't' or between 1 and sampler.steps = {steps}"
+        return ("credit", "ode_steps"), f"{n} must be 't' or between 1 and sampler.steps = {steps}"
     bad = [t for t in cfg.train.lora_targets if not re.fullmatch(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*", t)]
     if not cfg.train.lora_targets or bad:
         return ("train", "lora_targets"), (
@@ -533,7 +567,7 @@ def _cross_field(cfg: RunConfig, data: dict, registry: Registry) -> tuple[tuple,
     if cfg.model.resolution is not None and cfg.model.resolution % 16:
         return ("model", "resolution"), f"{cfg.model.resolution} px is not a multiple of 16 (VAE factor 8 x patch 2)"
     if cfg.eval.path or cfg.eval.processor_path or cfg.eval.reward:
-        named = inspect.signature(registry.get("evaluations", cfg.eval.name).load()).parameters  # not just **kwargs
+        named = signature(registry.get("evaluations", cfg.eval.name).load()).parameters  # not just **kwargs
         for key in ("path", "processor_path", "reward"):
             if getattr(cfg.eval, key) and key not in named:
                 return ("eval", key), f"the evaluation {cfg.eval.name!r} takes no {key!r}"
@@ -563,7 +597,7 @@ def implausible(cfg: RunConfig) -> list[str]:
     sizes = {  # key -> (value, limit)
         "train.prompts_per_iter x train.group_size": (t.prompts_per_iter * t.group_size, 1 << 16),
         "train.micro_batch": (t.micro_batch, 1 << 16),
-        "reward.chunk": (cfg.reward.chunk, 1 << 16),
+        "credit.chunk": (cfg.credit.args.get("chunk", 0), 1 << 16),
         "calibrate.prompts x calibrate.group_size": (cfg.calibrate.prompts * cfg.calibrate.group_size, 1 << 16),
         "eval.batch": (cfg.eval.batch, 1 << 16),
         "sampler.steps": (cfg.sampler.steps, 1000),

@@ -127,14 +127,11 @@ def export_run(
         base_model=None if base.startswith("pkg://") else base,
         library_name="diffusers",
         license="other",
-        tags=["dgx", "lora", "text-to-image", "grpo", cfg.reward.credit, cfg.model.name],
+        tags=["dgx", "lora", "text-to-image", "grpo", cfg.credit.name, cfg.model.name],
     )
-    method = {
-        "sparse": "Flow-GRPO",
-        "dense_gain": "DenseGRPO",
-        "dense_latent": "dense-latent GRPO",
-        "coca": "Flow-GRPO + CoCA",
-    }
+    # the credit rule's registry description names its method first ("DenseGRPO - ...")
+    method = registry.get("credit", cfg.credit.name).description.split(" - ")[0] or cfg.credit.name
+    args = ", ".join(f"{k} = {v}" for k, v in cfg.credit.args.items())
     results = (
         "\n".join(["| metric | value |", "|---|---|"] + [f"| {k} | {v:.4f} |" for k, v in summary.items()])
         or "not evaluated"
@@ -142,12 +139,12 @@ def export_run(
     (out / "README.md").write_text(
         CARD.format(
             front_matter=f"---\n{data.to_yaml()}\n---",
-            title=f"dgx {method.get(cfg.reward.credit, cfg.reward.credit)} LoRA",
+            title=f"dgx {method} LoRA",
             base=base,
-            method=method.get(cfg.reward.credit, cfg.reward.credit),
+            method=method,
             reward=cfg.reward.name,
-            credit=cfg.reward.credit,
-            ode_steps=f" (ODE steps n = {cfg.reward.ode_steps})" if cfg.reward.credit.startswith("dense") else "",
+            credit=cfg.credit.name,
+            ode_steps=f" ({args})" if args else "",
             load=(LOAD_PKG if base.startswith("pkg://") else LOAD_HUB).format(base=base, cls=type(model.pipe).__name__),
             sampler=cfg.sampler.name,
             steps=cfg.sampler.steps,

@@ -36,6 +36,7 @@ class Entry:
     description: str
     defaults: dict = field(default_factory=dict)
     source: str = "builtin"
+    stand_in: str | None = None  # module:attr building an offline stand-in (dgx.grpo.contracts)
 
     def load(self) -> Any:
         """Import the implementation (``module:attr[.attr]``); a user registry file's module may also
@@ -82,9 +83,10 @@ class Registry:
     """Every installed package's components (``dgx.registry`` entry points), then user files (``DGX_REGISTRY``
     paths, or ``registry:`` in a config); ``sources`` lists where they came from, in order."""
 
-    def __init__(self, extra: list[str | Path] = ()):
+    def __init__(self, extra: list[str | Path] = (), config: str | Path | None = None):
         self.sections: dict[str, dict[str, Entry]] = {s: {} for s in SECTIONS}
         self.sources: list[str] = []
+        self.config = config  # the config file whose `module:attr` names may be a module.py beside it
         for source, data, dist in installed_components():
             self._add(data, source)
             self.sources.append(f"{dist} (entry point)")
@@ -111,11 +113,14 @@ class Registry:
                 if not isinstance(e, dict) or "impl" not in e:
                     raise ConfigError(f"{source}: {section}.{name}: needs an 'impl: module:attr' entry")
                 self.sections[section][name] = Entry(
-                    name, e["impl"], e.get("description", ""), e.get("defaults", {}), source
+                    name, e["impl"], e.get("description", ""), e.get("defaults", {}), source, e.get("stand_in")
                 )
 
     def get(self, section: str, name: str, where: str = "") -> Entry:
+        """The entry named ``name``; a ``module:attr`` name is its own entry (no description or defaults)."""
         entries = self.sections[section]
+        if ":" in name and name not in entries:
+            return Entry(name, name, "", {}, str(self.config) if self.config else "builtin")
         if name not in entries:
             raise ConfigError(
                 f"{where}unknown {section[:-1] if section.endswith('s') else section} {name!r}{suggest(name, entries)}"

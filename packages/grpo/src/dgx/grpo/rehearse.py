@@ -304,7 +304,7 @@ def rehearse(
 ) -> dict:
     """Write the stand-ins and prompts under ``out``, run each config's Flow-GRPO and DenseGRPO variants through
     ``dgx run`` into ``out/CONFIG`` and write ``out/rehearsal.md`` / ``.json``; returns the result. ``extra``: a
-    config fragment merged over the rehearsal's changes (``--set``, e.g. ``{"reward": {"pipeline": True}}``)."""
+    config fragment merged over the rehearsal's changes (``--set``, e.g. ``{"credit": {"chunk": 16}}``)."""
     from datetime import datetime, timezone
 
     from dgx.grpo.config import deep_merge

@@ -84,10 +84,9 @@ def evaluation_reward(parts: Assembly, name: str | None):
     if name is None:
         return parts.reward
     key = ("reward", name, str(parts.device))
-    cfg = parts.cfg.model_copy(update={"reward": RewardConfig(name=name)})
 
     def build():
-        reward = build_reward(cfg, parts.registry, device=parts.device)
+        reward = build_reward(RewardConfig(name=name), parts.registry, device=parts.device, where="eval.reward")
         load_now(reward)
         return reward
 

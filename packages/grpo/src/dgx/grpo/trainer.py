@@ -260,7 +260,7 @@ def train(
                 }
             )
             raise TrainingError(
-                f"iteration {it}: reward {cfg.reward.name!r} (credit {cfg.reward.credit!r}) gave NaN or inf "
+                f"iteration {it}: reward {cfg.reward.name!r} (credit {cfg.credit.name!r}) gave NaN or inf "
                 f"for prompts {bad[:5]}; the last checkpoint is kept for --resume once the reward is fixed"
             )
         latent = None if credit.latent_rewards is None else gather(credit.latent_rewards)

@@ -18,9 +18,10 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Annotated, Literal, Sequence
 
 import torch
+from annotated_types import Ge
 from dgx.rewards.base import Reward
 from dgx.sampler import FlowModel, Trajectory
 from dgx.sampler.continuation import continue_items
@@ -58,7 +59,10 @@ def score_latents(
     return torch.cat(out)
 
 
-def sparse_credit(model: FlowModel, traj: Trajectory, reward: Reward, metadata=None, chunk: int = 256, **_) -> Credit:
+def sparse_credit(
+    model: FlowModel, traj: Trajectory, reward: Reward, metadata=None, *, chunk: Annotated[int, Ge(1)] = 256
+) -> Credit:
+    """Every step gets the final image's reward R(x_T) (Flow-GRPO); ``chunk``: images scored per batch."""
     sec: dict[str, float] = {}
     r = score_latents(model, reward, traj.latents[:, -1], traj.prompts, metadata, chunk, sec)
     ones = torch.ones(len(traj), traj.steps)
@@ -108,12 +112,34 @@ def latent_rewards(
     return R, sec
 
 
-def dense_gain(model, traj, reward, metadata=None, ode_steps="t", chunk: int = 256, pipeline=False, **_) -> Credit:
+def dense_gain(
+    model: FlowModel,
+    traj: Trajectory,
+    reward: Reward,
+    metadata=None,
+    *,
+    ode_steps: Annotated[int, Ge(1)] | Literal["t"] = "t",
+    chunk: Annotated[int, Ge(1)] = 256,
+    pipeline: bool = False,
+) -> Credit:
+    """Step i gets its reward gain R_{i+1} - R_i, R_k = R(decode(ODE_n(x_k))) (DenseGRPO). ``ode_steps``: n, an
+    integer or ``t`` (every remaining step); ``chunk``: latents continued, decoded and scored per batch;
+    ``pipeline``: decode and score one chunk in a worker thread while the next one's continuation runs."""
     R, sec = latent_rewards(model, traj, reward, metadata, ode_steps, chunk, pipeline)
     return Credit(R[:, -1], R[:, 1:] - R[:, :-1], True, torch.ones(len(traj), traj.steps), R, sec)
 
 
-def dense_latent(model, traj, reward, metadata=None, ode_steps="t", chunk: int = 256, pipeline=False, **_) -> Credit:
+def dense_latent(
+    model: FlowModel,
+    traj: Trajectory,
+    reward: Reward,
+    metadata=None,
+    *,
+    ode_steps: Annotated[int, Ge(1)] | Literal["t"] = "t",
+    chunk: Annotated[int, Ge(1)] = 256,
+    pipeline: bool = False,
+) -> Credit:
+    """Step i gets R_{i+1} itself (the paper's dense-latent baseline); arguments as ``dense_gain``."""
     R, sec = latent_rewards(model, traj, reward, metadata, ode_steps, chunk, pipeline)
     return Credit(R[:, -1], R[:, 1:].clone(), True, torch.ones(len(traj), traj.steps), R, sec)
 
@@ -124,7 +150,10 @@ def coca_weights(latents: torch.Tensor) -> torch.Tensor:
     return change.shape[1] * change / change.sum(1, keepdim=True).clamp_min(1e-12)
 
 
-def coca(model, traj, reward, metadata=None, chunk: int = 256, **_) -> Credit:
-    c = sparse_credit(model, traj, reward, metadata, chunk)
+def coca(
+    model: FlowModel, traj: Trajectory, reward: Reward, metadata=None, *, chunk: Annotated[int, Ge(1)] = 256
+) -> Credit:
+    """Flow-GRPO's trajectory-wise advantage, spread over the steps by latent change (``coca_weights``)."""
+    c = sparse_credit(model, traj, reward, metadata, chunk=chunk)
     c.weights = coca_weights(traj.latents)
     return c

@@ -72,5 +72,9 @@ class PickScore(LazyModel):
                 self.model.get_text_features(input_ids=tx["input_ids"], attention_mask=tx.get("attention_mask"))
             )
             img, txt = img / img.norm(dim=-1, keepdim=True), txt / txt.norm(dim=-1, keepdim=True)
-            out.append((self.model.logit_scale.exp() * (img * txt).sum(-1)).float().cpu() / self.scale)
+            out.append(self.score((img * txt).sum(-1)).float().cpu())
         return torch.cat(out)
+
+    def score(self, cos: torch.Tensor) -> torch.Tensor:
+        """The reward of each image's cosine similarity to its prompt: ``logit_scale.exp() * cos / scale``."""
+        return self.model.logit_scale.exp() * cos / self.scale

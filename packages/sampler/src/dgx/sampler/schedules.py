@@ -20,9 +20,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Annotated, Protocol, Sequence
 
 import torch
+from annotated_types import Ge
 from dgx.sampler.errors import SamplerError
 
 
@@ -32,7 +33,7 @@ class NoiseSchedule(Protocol):
 
 @dataclass(frozen=True)
 class UniformNoise:
-    a: float = 0.7
+    a: Annotated[float, Ge(0)] = 0.7
 
     def __call__(self, index: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
         t = grid[index].float()
@@ -42,7 +43,7 @@ class UniformNoise:
 
 @dataclass(frozen=True)
 class ConstantNoise:
-    value: float = 0.7
+    value: Annotated[float, Ge(0)] = 0.7
 
     def __call__(self, index: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
         return torch.full(torch.as_tensor(index).shape, self.value, dtype=torch.float32, device=grid.device)
@@ -91,3 +92,10 @@ class Windowed:
         index = torch.as_tensor(index)
         inside = (index >= self.start) & (index < self.stop)
         return torch.where(inside.to(grid.device), self.inner(index, grid), 0.0)
+
+
+def psi_stand_in(folder: Path) -> dict:
+    """An offline stand-in of the calibrated schedule (``dgx.grpo.contracts``): a psi table of 6 steps in ``folder``."""
+    path = Path(folder) / "psi.json"
+    TableNoise((0.9, 0.8, 0.6, 0.4, 0.2, 0.0)).to_json(path, [1.0, 0.8, 0.6, 0.4, 0.2, 0.001, 0.0])
+    return {"args": {"psi_path": str(path)}}

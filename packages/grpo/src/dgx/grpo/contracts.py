@@ -1,0 +1,163 @@
+"""What every component of a kind promises, checked on any registry entry (dgx's own and every installed package's).
+
+An entry that needs weights it cannot find offline names a ``stand_in`` (``false`` where none can be built: an entry
+that needs an optional package, or weights only its own package downloads): ``module:attr`` of a function
+``stand_in(folder) -> {"args": ..., "metadata": ...}`` that writes tiny models of the same classes into ``folder`` and
+returns the node arguments that load them (and, where the component needs them, the prompts to score). ``dgx registry --check`` runs
+these checks on every entry; the test suite runs them too (``tests/test_contracts.py``), so a new entry is covered
+with no test edit.
+
+- reward: one finite float per image, on the device it was given, and the same scores (within 1e-5, relative) when
+  the batch is split;
+- credit: a ``Credit`` of the trajectories' shapes whose ``terminal`` is the final image's reward;
+- noise: a non-negative, finite sigma per step (t = 1 included), and zero outside a window;
+- sampler: the log-density of a step's own sample, scored again, equals the one it returned.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import torch
+from dgx.grpo.errors import ConfigError
+from dgx.grpo.registry import Entry, Registry
+
+KINDS = ("rewards", "credit", "noise", "samplers")
+
+
+class ContractError(AssertionError):
+    """A component breaks its kind's contract: the message says how."""
+
+
+class Unavailable(Exception):
+    """An entry that cannot be built offline here (its ``stand_in: false``, or an optional package it needs)."""
+
+
+@dataclass
+class StandIn:
+    """How a registry entry builds offline: its node arguments, and the metadata (prompts) to score, if its own."""
+
+    args: dict = field(default_factory=dict)
+    metadata: list[dict] | None = None
+
+
+def stand_in(entry: Entry, folder: Path) -> StandIn:
+    """The entry's stand-in (its ``stand_in`` function run on ``folder``), or none: the entry builds offline as it is."""
+    if entry.stand_in is False:
+        raise Unavailable(f"{entry.name!r} cannot be built offline (its registry entry: stand_in: false)")
+    if not entry.stand_in:
+        return StandIn()
+    mod, _, attr = entry.stand_in.partition(":")
+    made = getattr(importlib.import_module(mod), attr)(Path(folder))
+    return StandIn(made.get("args", {}), made.get("metadata"))
+
+
+def _metadata(n: int) -> list[dict]:
+    """``n`` shapes-world test prompts with their GenEval metadata (what the built-in rewards read)."""
+    from dgx.rewards.shapes.prompts import split
+
+    return split("test")[:n]
+
+
+def _require(ok: bool, what: str) -> None:
+    if not ok:
+        raise ContractError(what)
+
+
+def check_reward(reward, device: str | torch.device = "cpu", metadata: list[dict] | None = None) -> torch.Tensor:
+    """The reward contract on 6 random 32 x 32 images; returns the scores."""
+    metas = metadata or _metadata(6)
+    n = len(metas)
+    images = torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    prompts = [m["prompt"] for m in metas]
+    scores = reward(images, prompts, metas)
+    _require(isinstance(scores, torch.Tensor) and scores.shape == (n,), f"expected a tensor of shape ({n},)")
+    _require(scores.is_floating_point() and bool(torch.isfinite(scores).all()), "expected finite floats")
+    on = getattr(reward, "device", None)
+    _require(on is None or torch.device(on) == torch.device(device), f"built on {on}, given {device}")
+    k = n // 2
+    parts = torch.cat([reward(images[:k], prompts[:k], metas[:k]), reward(images[k:], prompts[k:], metas[k:])])
+    _require(
+        torch.allclose(parts.float().cpu(), scores.float().cpu(), rtol=1e-5, atol=1e-6),
+        f"split batches score {parts.tolist()}, the whole batch {scores.tolist()}",
+    )
+    return scores
+
+
+def _trajectory(steps: int = 3):
+    """The shapes world's generator and 4 SDE rollouts of it (2 prompts x 2), with their metadata."""
+    from dgx.rewards.shapes.prompts import split
+    from dgx.sampler import SD3Model, UniformNoise, rollout, sample_generator, sde_step
+
+    model = SD3Model.from_pretrained(str(resources.files("dgx.rewards.shapes").joinpath("weights")))
+    metas = [m for m in split("test")[:2] for _ in range(2)]
+    texts = [m["prompt"] for m in metas]
+    gens = [sample_generator(0, 0, i) for i in range(len(texts))]
+    return model, rollout(model, model.encode(texts), texts, steps, sde_step, UniformNoise(0.7), gens, 2.0), metas
+
+
+def check_credit(rule, reward=None) -> None:
+    """The credit contract on the shapes world's rollouts, scored by ``reward`` (default the smooth ``ink``)."""
+    from dgx.rewards.ink import Ink
+
+    reward = reward or Ink()
+    model, traj, metas = _trajectory()
+    c = rule(model, traj, reward, metas)
+    B, T = len(traj), traj.steps
+    _require(c.signal.shape == (B, T) and c.weights.shape == (B, T), f"signal and weights of shape ({B}, {T})")
+    _require(c.terminal.shape == (B,), f"terminal of shape ({B},)")
+    final = reward(model.decode(traj.latents[:, -1]), traj.prompts, metas)
+    _require(torch.allclose(c.terminal.float(), final.float(), atol=1e-5), "terminal is not the final image's reward")
+    if c.latent_rewards is not None:
+        _require(c.latent_rewards.shape == (B, T + 1), f"latent rewards of shape ({B}, {T + 1})")
+    _require(all(bool(torch.isfinite(x).all()) for x in (c.signal, c.weights, c.terminal)), "expected finite values")
+
+
+def check_noise(schedule, steps: int = 6) -> None:
+    """The noise contract on a grid from t = 1 to 0: non-negative and finite everywhere, zero outside a window."""
+    from dgx.sampler import Windowed
+
+    grid = torch.linspace(1.0, 0.0, steps + 1)
+    index = torch.arange(steps)
+    sigma = schedule(index, grid)
+    _require(sigma.shape == (steps,), f"one sigma per step, shape ({steps},)")
+    _require(bool(torch.isfinite(sigma).all()) and bool((sigma >= 0).all()), f"sigma {sigma.tolist()}: finite, >= 0")
+    windowed = Windowed(schedule, 1, 3)(index, grid)
+    outside = torch.tensor([i not in (1, 2) for i in range(steps)])
+    _require(bool((windowed[outside] == 0).all()) and torch.equal(windowed[~outside], sigma[~outside]), "window")
+
+
+def check_sampler(step) -> None:
+    """The sampler contract: a step's sample, scored again as ``x_next``, has the log-density the step returned."""
+    g = torch.Generator().manual_seed(0)
+    x, v = torch.randn(3, 4, 8, 8, generator=g), torch.randn(3, 4, 8, 8, generator=g)
+    t, t_next, sigma = torch.full((3,), 0.8), torch.full((3,), 0.6), torch.full((3,), 0.7)
+    out = step(x, v, t, t_next, sigma, generator=torch.Generator().manual_seed(1))
+    again = step(x, v, t, t_next, sigma, x_next=out.sample)
+    _require(out.sample.shape == x.shape and bool(torch.isfinite(out.sample).all()), "a finite sample of x's shape")
+    _require(torch.allclose(again.log_prob, out.log_prob, atol=1e-5), "the sample's log-density, scored again, differs")
+
+
+def check_entry(registry: Registry, section: str, name: str, folder: Path, device: str = "cpu") -> None:
+    """Build the entry ``name`` of ``section`` through the config path (its stand-in's arguments) and check it."""
+    from dgx.grpo.build import build_reward, entry_arguments
+    from dgx.grpo.config import RewardConfig
+
+    entry = registry.get(section, name)
+    made = stand_in(entry, folder)
+    if section == "rewards":
+        check_reward(build_reward(RewardConfig(name=name, **made.args), registry, device), device, made.metadata)
+        return
+    impl = entry.load()
+    kwargs = entry_arguments(entry, section, impl, made.args, set(made.args))
+    if section == "credit":
+        check_credit(lambda *a: impl(*a, **kwargs))
+    elif section == "noise":
+        check_noise(impl(**kwargs))
+    elif section == "samplers":
+        check_sampler(lambda *a, **k: impl(*a, **k, **kwargs))
+    else:
+        raise ConfigError(f"no contract for {section!r}; the kinds with one: {', '.join(KINDS)}")

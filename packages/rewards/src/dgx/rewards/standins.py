@@ -1,0 +1,70 @@
+"""Offline stand-ins of the rewards that load models: tiny models of the same classes, random weights, written into a
+folder, and the node arguments that load them (``dgx.grpo.contracts``: each registry entry names its ``stand_in``).
+They exercise the real loading and scoring code; their scores mean nothing. Each returns ``{"args": node arguments}``,
+with ``"metadata"`` where the reward needs prompts of its own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+# a few COCO classes and colour words: the tiny tokenizers' vocabulary and the GenEval stand-in's labels
+LABELS = ["cat", "dog", "car", "person"]
+WORDS = ["a", "photo", "of", "two", "red", "blue", "and", "sign", "that", "says", "hello", *LABELS]
+OCR_METADATA = [{"prompt": f'a sign that says "{w}"'} for w in ("hello", "dgx", "flow", "grpo", "dense", "reward")]
+GENEVAL_METADATA = [
+    {"tag": "single_object", "prompt": f"a photo of a {c}", "include": [{"class": c, "count": 1}], "exclude": []}
+    for c in LABELS
+] + [
+    {"tag": "counting", "prompt": "a photo of two cats", "include": [{"class": "cat", "count": 2}], "exclude": []},
+    {
+        "tag": "colors",
+        "prompt": "a photo of a red car",
+        "include": [{"class": "car", "count": 1, "color": "red"}],
+        "exclude": [],
+    },
+]
+
+
+def _clip(folder: Path) -> str:
+    from dgx.rewards.architectures import save_clip
+
+    return str(save_clip(folder / "clip", WORDS))
+
+
+def clip_reward(folder: Path) -> dict:
+    """A CLIP-based reward (PickScore, CLIPScore): a tiny CLIP and its processor."""
+    path = _clip(folder)
+    return {"args": {"path": path, "processor_path": path}}
+
+
+def aesthetic(folder: Path) -> dict:
+    """The aesthetic predictor: a tiny CLIP and a head of its projection width, random weights."""
+    from dgx.rewards.aesthetic import AestheticHead
+    from safetensors.torch import save_file
+    from transformers import CLIPConfig
+
+    path = _clip(folder)
+    torch.manual_seed(0)
+    head = AestheticHead(CLIPConfig.from_pretrained(path).projection_dim)
+    save_file(head.state_dict(), folder / "head.safetensors")
+    return {"args": {"path": path, "head_path": str(folder / "head.safetensors")}}
+
+
+def geneval(folder: Path) -> dict:
+    """GenEval on real images: a tiny Mask2Former over a few COCO classes and a tiny CLIP for the colours."""
+    from dgx.rewards.architectures import save_mask2former
+
+    detector = save_mask2former(folder / "mask2former", LABELS)
+    return {"args": {"path": str(detector), "processor_path": _clip(folder)}, "metadata": GENEVAL_METADATA}
+
+
+def ocr(folder: Path) -> dict:
+    """OCR needs no download (rapidocr ships its models); its prompts must quote a text."""
+    return {"args": {}, "metadata": OCR_METADATA}
+
+
+def weighted(folder: Path) -> dict:
+    """A weighted sum of two rewards that need no download."""
+    return {"args": {"weights": {"ink": 2.0, "geneval_shapes": 0.5}}}
