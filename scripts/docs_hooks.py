@@ -55,14 +55,34 @@ def config_reference() -> str:
 
 
 def registry_reference() -> str:
+    """Each section's entries; for the kinds whose node carries its own arguments, those arguments (from the
+    implementation's signature: name, type, default)."""
+    from dgx.grpo.config import NODES
+    from dgx.grpo.nodes import describe
     from dgx.grpo.registry import Registry
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
 
     reg, out = Registry(), []
     for section, entries in reg.sections.items():
         if not entries:
             continue
-        out += [f"### `{section}`", "", "| name | implementation | what |", "|---|---|---|"]
-        out += [f"| `{e.name}` | `{e.impl}` | {e.description} |" for e in entries.values()]
+        args = section in {kind for _, kind in NODES}
+        out += [f"### `{section}`", ""]
+        out += (
+            ["| name | implementation | what | arguments |", "|---|---|---|---|"]
+            if args
+            else [
+                "| name | implementation | what |",
+                "|---|---|---|",
+            ]
+        )
+        for e in entries.values():
+            row = f"| `{e.name}` | `{e.impl}` | {cell(e.description)} |"
+            if args:
+                row += " " + "<br>".join(f"`{cell(a)}`" for a in describe(e.load(), section)) + " |"
+            out.append(row)
         out.append("")
     return "\n".join(out) + "\n"
 

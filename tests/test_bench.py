@@ -26,8 +26,7 @@ def fake_run(d: Path, seconds: list[float], curve: list[tuple[int, float, float]
     )
     if calibration:
         (d / "calibration").mkdir()
-        history = [{"seconds": calibration / 2}, {"seconds": calibration / 2}]
-        (d / "calibration" / "psi.json").write_text(json.dumps({"history": history}))
+        (d / "calibration" / "psi.json").write_text(json.dumps({"seconds": [calibration / 2, calibration / 2]}))
     return d
 
 

@@ -140,8 +140,8 @@ def test_calibration_follows_algorithm_1_and_resumes(tmp_path, tiny_pipe_dir, mo
 
     calls, original = [], cal.dense_rewards
     monkeypatch.setattr(
-        cal, "dense_rewards", lambda *a, **k: calls.append(a[5]) or original(*a, **k)
-    )  # a[5]: the samples' key
+        cal, "dense_rewards", lambda *a, **k: calls.append(a[2]) or original(*a, **k)
+    )  # a[2]: the samples' key
     cfg.calibrate.iterations = 1
     calibrate(cfg, tmp_path / "cal2", Registry([tmp_path / "reg.yaml"]))
     cfg.calibrate.iterations = 3

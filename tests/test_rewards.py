@@ -729,4 +729,5 @@ def test_pipelined_scoring_gives_the_serial_rewards_bit_for_bit():
     xhat = continue_ode(model, traj, "t", chunk=5)
     flat = xhat.reshape(-1, *xhat.shape[2:])
     at_once = score_latents(model, reward, flat, [p for p in texts for _ in range(7)], None, 5, {}).view(6, 7)
-    torch.testing.assert_close(at_once, serial.latent_rewards, atol=1e-4, rtol=0)  # other reward batches: rounding
+    # other reward batches, other float32 rounding: 4.5e-5 relative on a PickScore of about 10 with transformers 5.25
+    torch.testing.assert_close(at_once, serial.latent_rewards, atol=1e-4, rtol=1e-4)

@@ -125,7 +125,7 @@ def test_curve(run_dirs: list[Path]) -> dict[str, list[float]] | None:
             continue
         t = yaml.safe_load((d / "config.yaml").read_text())["train"]
         psi = d / "calibration" / "psi.json"
-        start = sum(h.get("seconds", 0.0) for h in json.loads(psi.read_text())["history"]) if psi.is_file() else 0.0
+        start = sum(json.loads(psi.read_text()).get("seconds", [])) if psi.is_file() else 0.0
         spent = start + np.cumsum([iteration_seconds(r) for r in rows])
         per_iter = t["prompts_per_iter"] * t["group_size"]
         seeds.append(

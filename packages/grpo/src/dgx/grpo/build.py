@@ -73,7 +73,8 @@ def build_reward(
     factory = entry.load()
     kwargs = entry_arguments(entry, "rewards", factory, node.args, set(node.args))
     params = signature(factory).parameters
-    if device is not None and "device" in params:
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    if device is not None and ("device" in params or takes_any):
         kwargs["device"] = str(device)
     if "rewards" in params:
         names = kwargs.get("weights") or {}

@@ -134,6 +134,7 @@ def calibrate(
     progress, fingerprint = out_dir / "progress.json", _fingerprint(cfg)
     saved = json.loads(progress.read_text()) if resume and progress.is_file() else {}
     history = saved["history"][: c.iterations] if saved.get("fingerprint") == fingerprint else []
+    seconds = saved.get("seconds", [])[: len(history)] if history else []  # each iteration's, for the cost tables
     psi = np.array(init)
     if history:  # each entry holds the psi it sampled with: the next one follows from the last
         last = history[-1]
@@ -153,11 +154,12 @@ def calibrate(
                 f"{sorted(set(torch.nonzero(~torch.isfinite(dr))[:, 1].tolist()))}; no psi.json is written"
             )
         pos, neg = (dr > 0).sum(0).numpy(), (dr < 0).sum(0).numpy()
-        history.append(
-            {"psi": psi.tolist(), "pos": pos.tolist(), "neg": neg.tolist(), "seconds": time.perf_counter() - t0}
-        )
+        history.append({"psi": psi.tolist(), "pos": pos.tolist(), "neg": neg.tolist()})
+        seconds.append(time.perf_counter() - t0)
         if state.is_main_process:
-            write_text_atomic(progress, json.dumps({"fingerprint": fingerprint, "history": history}))
+            write_text_atomic(
+                progress, json.dumps({"fingerprint": fingerprint, "history": history, "seconds": seconds})
+            )
         psi = next_psi(psi, pos, neg, c.eps1, c.eps2, c.silent)
     # compare with the uniform schedule on the same fresh samples
     fresh = 200_000
@@ -194,6 +196,7 @@ def calibrate(
             changed={"calibrated": changed_cal, "uniform_a0.7": changed(dr_uni)},
             silent_steps=silent,
             history=history,
+            seconds=seconds,
             config=c.model_dump(),
             fingerprint=fingerprint,
         )

@@ -10,7 +10,8 @@ not the config's to set.
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from dgx.grpo.registry import Entry, suggest
 from pydantic import TypeAdapter, ValidationError
@@ -90,3 +91,28 @@ def check_arguments(args: dict[str, Any], entry: Entry, impl, section: str) -> d
         if p.default is inspect.Parameter.empty and not filled:
             raise NodeError(name, f"{kind} {entry.name!r} needs {name!r}: give it in the config")
     return out
+
+
+def describe(impl, section: str) -> list[str]:
+    """The arguments a config node of ``impl`` may set, as ``name: type = default`` (for the docs and the CLI)."""
+    own, any_key = parameters(impl, section)
+    out = []
+    for name, p in own.items():
+        typ = "" if p.annotation is inspect.Parameter.empty else f": {type_text(p.annotation)}"
+        default = "" if p.default is inspect.Parameter.empty else f" = {p.default!r}"
+        out.append(f"{name}{typ}{default}")
+    return out + ["**kwargs"] * any_key
+
+
+def type_text(annotation) -> str:
+    """An annotation as a reader writes it: ``float >= 0`` for ``Annotated[float, Ge(0)]``, no ``typing.``."""
+    if get_origin(annotation) is Annotated:
+        base, *marks = get_args(annotation)
+        bounds = [f"{op} {getattr(m, key)}" for m in marks for key, op in BOUNDS.items() if hasattr(m, key)]
+        return " ".join([type_text(base), *bounds])
+    if get_origin(annotation) in (Union, UnionType):
+        return " | ".join("None" if a is type(None) else type_text(a) for a in get_args(annotation))
+    return inspect.formatannotation(annotation).replace("typing.", "")
+
+
+BOUNDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
