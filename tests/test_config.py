@@ -226,6 +226,8 @@ def test_cli_validate_and_help(tmp_path):
     r = CliRunner()
     ok = r.invoke(main, ["validate", str(write(tmp_path, GOOD)), "--show"])
     assert ok.exit_code == 0 and "3 variant(s) x 2 seed(s)" in ok.output and "name: dense_gain" in ok.output
+    assert "# credit dense_gain takes: ode_steps: int >= 1 | Literal['t'] = 't', chunk: int >= 1 = 256" in ok.output
+    assert "# sampler.noise uniform takes: a: float >= 0 = 0.7" in ok.output
     bad = r.invoke(main, ["validate", str(write(tmp_path, "reward: {name: pickscor}", "bad.yaml"))])
     assert bad.exit_code == 2 and "did you mean 'pickscore'" in bad.output
     for cmd in ["run", "calibrate", "eval", "push", "registry", "validate"]:

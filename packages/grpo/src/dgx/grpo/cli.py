@@ -292,9 +292,28 @@ def validate(file: Path, show: bool, sets: tuple[str, ...]) -> None:
         click.secho(f"warning: {line}", fg="yellow", err=True)
     click.echo(f"{file}: OK - {len(abl.variants)} variant(s) x {len(abl.seeds)} seed(s): {', '.join(abl.variants)}")
     if show:
+        registry = abl.registry()
         for name, cfg in abl.variants.items():
             click.secho(f"# {name}", bold=True)
-            click.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+            click.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False).rstrip())
+            for line in component_arguments(cfg, registry):
+                click.echo(line)
+            click.echo("")
+
+
+def component_arguments(cfg, registry) -> list[str]:
+    """``# reward ink takes: background: float = 0.6``: what each node of ``cfg`` accepts, from its signature."""
+    from dgx.grpo.config import NODES
+    from dgx.grpo.nodes import describe
+
+    lines = []
+    for keys, section in NODES:
+        node = cfg
+        for k in keys:
+            node = getattr(node, k)
+        takes = describe(registry.get(section, node.name).load(), section)
+        lines.append(f"# {'.'.join(keys)} {node.name} takes: {', '.join(takes) or 'no arguments'}")
+    return lines
 
 
 if __name__ == "__main__":
