@@ -691,7 +691,7 @@ def test_paired_reward_gain_pairs_adapter_with_base(tmp_path, tiny_pipe_dir):
     cfg.eval.steps = 2
     reg = Registry([tmp_path / "reg.yaml"])
     model, reward = build_model(cfg, reg), build_reward(cfg.reward, reg)
-    add_lora(model.transformer, cfg)  # lora_B starts at zero: the adapter is the base model
+    add_lora(model, cfg)  # lora_B starts at zero: the adapter is the base model
     same = paired_reward_gain(model, cfg, reward, 6)
     assert same["gain"] == 0 and same["gain_se"] == 0 and same["trained"] == same["base"]
     with torch.no_grad():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from dgx.grpo.advantages import advantages
-from dgx.grpo.config import FLOW_GRPO_LORA_TARGETS, RunConfig, TrainConfig
+from dgx.grpo.config import RunConfig, TrainConfig
 from dgx.grpo.loss import grpo_loss
 from dgx.grpo.trainer import Batch, add_lora, pair_loss, steps_to_train
 from dgx.sampler import SD3Model, UniformNoise, rollout, sample_generator, sde_step
@@ -68,36 +68,49 @@ def test_advantages_for_each_std_choice():
     assert TrainConfig().adv_std == "global" and TrainConfig().adv_ddof == 0
 
 
-def test_default_lora_targets_skip_the_second_attention():
+FLOW_GRPO_SD3 = {"attn.add_k_proj", "attn.add_q_proj", "attn.add_v_proj", "attn.to_add_out", "attn.to_k"}
+FLOW_GRPO_SD3 |= {"attn.to_out.0", "attn.to_q", "attn.to_v"}  # scripts/train_sd3.py at ac4c86e
+FLOW_GRPO_FLUX = FLOW_GRPO_SD3 | {"ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2"}
+
+
+def adapted(transformer) -> set[str]:
+    return {n.rsplit(".lora_A", 1)[0] for n, _ in transformer.named_parameters() if ".lora_A" in n}
+
+
+def test_default_lora_targets_are_the_model_familys_and_skip_the_second_attention(tiny_flux_dir):
+    """Each model adapter states its LoRA targets (Flow-GRPO's SD3 and FLUX lists); `train.lora_targets` overrides."""
+    from dgx.sampler import SD3Model
+    from dgx.sampler.flux import FluxModel
     from dgx.sampler.tiny import tiny_sd3_pipeline
 
-    pipe = tiny_sd3_pipeline(
-        ["a", "red"],
-        sample_size=8,
-        vae_channels=(16, 16),
-        layers=2,
-        heads=2,
-        head_dim=8,
-        text_dim=16,
-        dual_attention_layers=(0,),
-    )
+    def sd3() -> SD3Model:
+        pipe = tiny_sd3_pipeline(
+            ["a", "red"],
+            sample_size=8,
+            vae_channels=(16, 16),
+            layers=2,
+            heads=2,
+            head_dim=8,
+            text_dim=16,
+            dual_attention_layers=(0,),
+        )
+        return SD3Model(pipe)
+
     cfg = RunConfig()
-    assert tuple(cfg.train.lora_targets) == FLOW_GRPO_LORA_TARGETS
-    add_lora(pipe.transformer, cfg)
-    adapted = {n.rsplit(".lora_A", 1)[0] for n, _ in pipe.transformer.named_parameters() if ".lora_A" in n}
-    assert "transformer_blocks.0.attn.to_q" in adapted and not any(".attn2." in n for n in adapted)
-    pipe2 = tiny_sd3_pipeline(
-        ["a", "red"],
-        sample_size=8,
-        vae_channels=(16, 16),
-        layers=2,
-        heads=2,
-        head_dim=8,
-        text_dim=16,
-        dual_attention_layers=(0,),
-    )
-    add_lora(pipe2.transformer, RunConfig(train={"lora_targets": ["to_q", "to_k", "to_v", "to_out.0"]}))
-    assert any(".attn2.to_q.lora_A" in n for n, _ in pipe2.transformer.named_parameters())
+    assert cfg.train.lora_targets is None and set(SD3Model.lora_targets) == FLOW_GRPO_SD3
+    assert set(FluxModel.lora_targets) == FLOW_GRPO_FLUX
+    model = sd3()
+    add_lora(model, cfg)
+    names = adapted(model.transformer)
+    assert "transformer_blocks.0.attn.to_q" in names and not any(".attn2." in n for n in names)
+    model = sd3()
+    add_lora(model, RunConfig(train={"lora_targets": ["to_q", "to_k", "to_v", "to_out.0"]}))
+    assert any(".attn2.to_q" in n for n in adapted(model.transformer))
+    flux = FluxModel.from_pretrained(tiny_flux_dir)
+    add_lora(flux, cfg)
+    names = adapted(flux.transformer)
+    assert "transformer_blocks.0.ff.net.0.proj" in names and "transformer_blocks.0.ff_context.net.2" in names
+    assert "single_transformer_blocks.0.attn.to_q" in names and not any(n.endswith("proj_mlp") for n in names)
 
 
 # ---- Flow-GRPO's formulas, written from its SD3 training code ----
@@ -173,7 +186,7 @@ def rollout_setup(tiny_pipe_dir):
     torch.manual_seed(0)  # peft's gaussian LoRA init draws from the global generator
     model = SD3Model.from_pretrained(tiny_pipe_dir)
     cfg = RunConfig(model={"path": str(tiny_pipe_dir)})
-    params = add_lora(model.transformer, cfg)
+    params = add_lora(model, cfg)
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in params:

@@ -86,7 +86,7 @@ cond_w = model.encode(texts_w)
 
 # 2. rectified-flow fine-tuning of a fresh adapter on them
 torch.manual_seed(args.seed)
-params = add_lora(model.transformer, cfg)
+params = add_lora(model, cfg)
 lr = args.lr or cfg.train.lr
 opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.train.weight_decay)
 g = torch.Generator().manual_seed(args.seed)

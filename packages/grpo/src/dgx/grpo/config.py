@@ -20,18 +20,6 @@ from dgx.grpo.nodes import NodeError, check_arguments, signature
 from dgx.grpo.registry import Registry, defaults_not_taken, suggest, yaml_problem
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-# Flow-GRPO's LoRA targets (scripts/train_sd3.py): peft matches them as module-name suffixes
-FLOW_GRPO_LORA_TARGETS = (
-    "attn.add_k_proj",
-    "attn.add_q_proj",
-    "attn.add_v_proj",
-    "attn.to_add_out",
-    "attn.to_k",
-    "attn.to_out.0",
-    "attn.to_q",
-    "attn.to_v",
-)
-
 
 class _Strict(BaseModel):
     """Unknown keys are errors, numbers must be finite, and a boolean is not a number (``iterations: true``)."""
@@ -125,10 +113,11 @@ class TrainConfig(_Strict):
     )
     lora_rank: int = Field(8, ge=1)
     lora_alpha: int = Field(16, ge=1)
-    lora_targets: list[str] = Field(
-        default_factory=lambda: list(FLOW_GRPO_LORA_TARGETS),
-        description="peft target_modules. Default: Flow-GRPO's, the joint attention only ('attn.*'); the bare names "
-        "('to_q', ...) also adapt SD3.5's second attention (attn2) of the dual-attention blocks",
+    lora_targets: list[str] | None = Field(
+        None,
+        description="peft target_modules; None: the model's own (its adapter's `lora_targets`: Flow-GRPO's for SD3, the "
+        "joint attention only, 'attn.*', and for FLUX, attention and feed-forward). The bare names ('to_q', ...) also "
+        "adapt SD3.5's second attention (attn2) of the dual-attention blocks",
     )
     lr: float = Field(3e-4, gt=0, le=1, description="AdamW learning rate of the adapter")
     lr_schedule: Literal["constant", "linear", "cosine"] = Field(
@@ -559,8 +548,9 @@ def _cross_field(cfg: RunConfig, data: dict, registry: Registry) -> tuple[tuple,
     n = cfg.credit.args.get("ode_steps", "t")
     if n != "t" and not 1 <= n <= steps:
         return ("credit", "ode_steps"), f"{n} must be 't' or between 1 and sampler.steps = {steps}"
-    bad = [t for t in cfg.train.lora_targets if not re.fullmatch(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*", t)]
-    if not cfg.train.lora_targets or bad:
+    targets = cfg.train.lora_targets
+    bad = [t for t in targets or [] if not re.fullmatch(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*", t)]
+    if targets is not None and (not targets or bad):
         return ("train", "lora_targets"), (
             f"expected module names such as 'attn.to_q' (dotted, no spaces), got {bad or cfg.train.lora_targets}"
         )

@@ -70,14 +70,14 @@ class Batch:
     grid: torch.Tensor
 
 
-def add_lora(transformer: torch.nn.Module, cfg: RunConfig) -> list[torch.nn.Parameter]:
-    """Freeze the base model, add a peft LoRA adapter, return its (float32) parameters."""
-    tc = cfg.train
+def add_lora(model, cfg: RunConfig) -> list[torch.nn.Parameter]:
+    """Freeze the generator's transformer, add a peft LoRA adapter on ``train.lora_targets`` (default the model's own
+    ``lora_targets``), return its (float32) parameters."""
+    tc, transformer = cfg.train, model.transformer
+    targets = list(tc.lora_targets or model.lora_targets)
     transformer.requires_grad_(False)
     transformer.add_adapter(
-        LoraConfig(
-            r=tc.lora_rank, lora_alpha=tc.lora_alpha, init_lora_weights="gaussian", target_modules=tc.lora_targets
-        )
+        LoraConfig(r=tc.lora_rank, lora_alpha=tc.lora_alpha, init_lora_weights="gaussian", target_modules=targets)
     )
     params = [p for p in transformer.parameters() if p.requires_grad]
     for p in params:
@@ -118,7 +118,7 @@ def load_adapter(model, cfg: RunConfig, run_or_ckpt: Path) -> Path:
         raise ConfigError(f"{run_or_ckpt}: no adapter.safetensors found (give a run folder or a checkpoint folder)")
     if problem := checkpoint.damage(ck):
         raise ConfigError(f"checkpoint {ck}: {problem}; give another checkpoint")
-    add_lora(model.transformer, cfg)
+    add_lora(model, cfg)
     set_peft_model_state_dict(model.transformer, checkpoint.adapter_state(ck))
     if (ema := checkpoint.ema_state(ck)) is not None:
         copy_named(model.transformer, ema)
@@ -165,7 +165,7 @@ def train(
         raise ValueError("train: parts were assembled from another config")
     registry, psi_path, model = parts.registry, parts.psi_path, parts.model
     base = model.transformer
-    params = add_lora(base, cfg)
+    params = add_lora(model, cfg)
     if last is not None:  # whole weights, before accelerate may shard them
         set_peft_model_state_dict(base, {k: v.to(acc.device) for k, v in checkpoint.adapter_state(last).items()})
     if tc.gradient_checkpointing:
@@ -351,7 +351,7 @@ def train(
     del model, base, params, opt, sched, ema
     acc.free_memory()
     model = build_model(cfg, registry, acc.device)
-    add_lora(model.transformer, cfg)
+    add_lora(model, cfg)
     set_peft_model_state_dict(model.transformer, adapter)
     return model
 

@@ -22,6 +22,23 @@ from dgx.sampler.model import Conditioning, PipelineModel, guided, load_pipeline
 class FluxModel(PipelineModel):
     """FLUX.1 [dev] / [schnell] (or a tiny FluxPipeline) as a ``FlowModel``."""
 
+    # Flow-GRPO's (scripts/train_flux.py): attention and feed-forward of the double blocks; peft matches suffixes, so
+    # the single blocks' attn.to_q / to_k / to_v are adapted too
+    lora_targets = (
+        "attn.to_k",
+        "attn.to_q",
+        "attn.to_v",
+        "attn.to_out.0",
+        "attn.add_k_proj",
+        "attn.add_q_proj",
+        "attn.add_v_proj",
+        "attn.to_add_out",
+        "ff.net.0.proj",
+        "ff.net.2",
+        "ff_context.net.0.proj",
+        "ff_context.net.2",
+    )
+
     def __init__(
         self, pipe, max_sequence_length: int = 512, device: str | torch.device = "cpu", resolution: int | None = None
     ):

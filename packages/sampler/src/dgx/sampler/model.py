@@ -59,9 +59,11 @@ def guided(v_u: torch.Tensor, v_c: torch.Tensor, guidance: float, detach_uncond:
 
 
 class FlowModel(Protocol):
-    """What samplers, rewards and the trainer call on a model."""
+    """What samplers, rewards and the trainer call on a model. ``lora_targets``: the module-name suffixes a LoRA
+    adapts by default (peft ``target_modules``), the family's reference choice."""
 
     transformer: torch.nn.Module
+    lora_targets: tuple[str, ...]
 
     def encode(self, prompts: list[str], negative: str = "") -> Conditioning: ...
     def velocity(
@@ -149,6 +151,18 @@ class PipelineModel:
 
 class SD3Model(PipelineModel):
     """SD3 / SD3.5 (and the shapes world) through diffusers' StableDiffusion3Pipeline parts."""
+
+    # Flow-GRPO's (scripts/train_sd3.py): the joint attention only, not SD3.5's second attention (attn2)
+    lora_targets = (
+        "attn.add_k_proj",
+        "attn.add_q_proj",
+        "attn.add_v_proj",
+        "attn.to_add_out",
+        "attn.to_k",
+        "attn.to_out.0",
+        "attn.to_q",
+        "attn.to_v",
+    )
 
     def __init__(
         self,
