@@ -125,6 +125,32 @@ def load_adapter(model, cfg: RunConfig, run_or_ckpt: Path) -> Path:
     return ck
 
 
+@dataclass
+class Run:
+    """One call of ``train``: its config and components, the accelerator, the policy being trained (with its learning
+    rate schedule), the rollouts' noise schedule and time grid, this process's samples [lo, hi), the first iteration
+    to run, and the logs (the main process's; None elsewhere)."""
+
+    cfg: RunConfig
+    parts: Assembly
+    run_dir: Path
+    acc: Accelerator
+    policy: Policy
+    sched: object
+    schedule: object
+    grid: torch.Tensor
+    lo: int
+    hi: int
+    start: int
+    sharded: bool
+    metrics: MetricsLog | None
+    curve: MetricsLog | None
+
+    @property
+    def ckpts(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+
 def train(
     cfg: RunConfig,
     run_dir: Path,
@@ -150,30 +176,50 @@ def train(
     """
     acc = accelerator or Accelerator(cpu=cfg.device == "cpu")
     check_supported(acc.state)
-    cuda = acc.device.type == "cuda"
-    if cuda:  # gpu_peak_gib of the first row covers this call's building and sharding too
+    if acc.device.type == "cuda":  # gpu_peak_gib of the first row covers this call's building and sharding too
         torch.cuda.reset_peak_memory_stats(acc.device)
-    tc, T, G = cfg.train, cfg.sampler.steps, cfg.train.group_size
-    run_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-
-    ckpts = run_dir / "checkpoints"
-    last = checkpoint.latest(ckpts) if resume else None
     if parts is None:
         parts = assemble(cfg, registry, device=acc.device, psi_path=psi_path)
     elif parts.cfg != cfg:
         raise ValueError("train: parts were assembled from another config")
-    registry, psi_path, model = parts.registry, parts.psi_path, parts.model
+    run = prepare(cfg, parts, run_dir, acc, resume, evaluate_during is not None)
+    tc = cfg.train
+    end = tc.iterations if stop_after is None else min(tc.iterations, run.start + stop_after)
+    bar = tqdm(
+        range(run.start, end),
+        desc=f"train {run_dir.parent.name}/{run_dir.name}",
+        disable=not acc.is_main_process,
+        initial=run.start,
+        total=tc.iterations,
+    )
+    for it in bar:
+        row = iteration(run, it)
+        bar.set_postfix(reward=f"{row['reward_mean']:.3f}", kl=f"{row['kl']:.1e}", clip=f"{row['clip_frac']:.2f}")
+        if run.metrics is not None:
+            run.metrics.log(row)
+        if acc.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(acc.device)
+        save_and_evaluate(run, it, evaluate_during)
+        acc.wait_for_everyone()
+    return finish(run)
+
+
+def prepare(cfg: RunConfig, parts: Assembly, run_dir: Path, acc: Accelerator, resume: bool, evaluating: bool) -> Run:
+    """The adapter on the generator (resumed from the last checkpoint with ``resume``), its optimizer and learning
+    rate schedule, prepared by accelerate (DDP, or FSDP2 sharded in place), the EMA, this process's share of the
+    samples and the logs."""
+    tc = cfg.train
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    last = checkpoint.latest(run_dir / "checkpoints") if resume else None
+    model = parts.model
     base = model.transformer
     params = add_lora(model, cfg)
     if last is not None:  # whole weights, before accelerate may shard them
         set_peft_model_state_dict(base, {k: v.to(acc.device) for k, v in checkpoint.adapter_state(last).items()})
     if tc.gradient_checkpointing:
         base.enable_gradient_checkpointing()
-    opt = torch.optim.AdamW(params, lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay)
-    # stepped once per iteration (not prepared by accelerate, which would step it once per process)
-    name = "constant_with_warmup" if tc.lr_schedule == "constant" and tc.lr_warmup else tc.lr_schedule
-    sched = get_scheduler(name, opt, num_warmup_steps=tc.lr_warmup, num_training_steps=tc.iterations)
+    opt, sched = optimizer(tc, params)
     sharded = acc.distributed_type == DistributedType.FSDP
     if sharded:
         # every process has built the whole model: accelerate's rank-0 loading (on by default) has nothing to save,
@@ -186,171 +232,183 @@ def train(
     model.transformer, opt = acc.prepare(base, opt)
     params = [p for p in base.parameters() if p.requires_grad]
     ema = {n: p.detach().clone() for n, p in base.named_parameters() if p.requires_grad} if tc.ema else None
-
-    reward, credit_fn, step_fn, prompts = parts.reward, parts.credit, parts.step, parts.prompts
     # a schedule that waits for a psi table raises here, saying which key to set
-    schedule = parts.schedule if parts.schedule is not None else build_schedule(cfg, registry, psi_path)
-    grid = model.grid(T)
-
-    N, world, rank = tc.prompts_per_iter * G, acc.num_processes, acc.process_index
+    schedule = parts.schedule if parts.schedule is not None else build_schedule(cfg, parts.registry, parts.psi_path)
+    N, world = tc.prompts_per_iter * tc.group_size, acc.num_processes
     if N % world:
         raise ConfigError(f"train.prompts_per_iter * group_size = {N} must divide over {world} processes")
-    mine = Shard(rank, world).part(N)  # this process's samples, split as calibration and evaluation split theirs
-    lo, hi = mine.start, mine.stop
-
-    start = 0
-    if last is not None:
-        done, ema_state = checkpoint.load(last, opt, sched)
-        if ema is not None and ema_state is not None:
-            ema = {k: checkpoint.like(v, ema[k]) for k, v in ema_state.items()}
-        start = done + 1
-    if sharded and evaluate_during is not None and tc.iterations:
+    mine = Shard(acc.process_index, world).part(N)  # this process's samples, split as calibration and evaluation do
+    start, ema = restore(last, opt, sched, ema) if last is not None else (0, ema)
+    if sharded and evaluating and tc.iterations:
         raise ConfigError("eval.every: evaluation during training needs an unsharded model; off under FSDP2")
-    metrics = curve = None
-    if acc.is_main_process:
-        trackers = make_trackers(tc.log_with, run_dir, f"{run_dir.parent.name}/{run_dir.name}")
-        metrics = MetricsLog(run_dir, start - 1, trackers, tracker_config(cfg))
-        curve = MetricsLog(run_dir, start - 1, name="eval_curve") if evaluate_during is not None else None
-
-    end = tc.iterations if stop_after is None else min(tc.iterations, start + stop_after)
-    bar = tqdm(
-        range(start, end),
-        desc=f"train {run_dir.parent.name}/{run_dir.name}",
-        disable=not acc.is_main_process,
-        initial=start,
-        total=tc.iterations,
-    )
+    metrics, curve = logs(cfg, run_dir, start, evaluating) if acc.is_main_process else (None, None)
     policy = Policy(model, base, acc, opt, params, ema)
-    for it in bar:
-        sec, calls0, evaluations0 = {}, model.calls, model.evaluations
-        # 1. prompts (same choice on every process) and this process's slice of the N samples
-        pick = choose_prompts(prompts, tc.prompts_per_iter, np.random.default_rng([cfg.seed, it]), tc.prompt_sampling)
-        metas = [prompts[pick[s // G]] for s in range(lo, hi)]
-        texts = [m["prompt"] for m in metas]
+    grid = model.grid(cfg.sampler.steps)
+    return Run(
+        cfg, parts, run_dir, acc, policy, sched, schedule, grid, mine.start, mine.stop, start, sharded, metrics, curve
+    )
 
-        # 2. rollouts with the current policy, no grad
-        t0 = time.perf_counter()
-        uniq = sorted(set(texts))
-        cond = model.encode(uniq).index([uniq.index(p) for p in texts])
-        traj = rollout(
-            model,
-            cond,
-            texts,
-            T,
-            step_fn,
-            schedule,
-            [sample_generator(cfg.seed, it, s) for s in range(lo, hi)],
-            cfg.sampler.guidance,
+
+def restore(last: Path, opt, sched, ema: dict | None) -> tuple[int, dict | None]:
+    """The optimizer, schedule and EMA state of checkpoint ``last``; returns the iteration to continue from and the
+    EMA (the checkpoint's, shaped like this run's)."""
+    done, ema_state = checkpoint.load(last, opt, sched)
+    if ema is not None and ema_state is not None:
+        ema = {k: checkpoint.like(v, ema[k]) for k, v in ema_state.items()}
+    return done + 1, ema
+
+
+def optimizer(tc, params: list[torch.nn.Parameter]):
+    """AdamW on the adapter and its learning rate schedule, stepped once per iteration (not prepared by accelerate,
+    which would step it once per process)."""
+    opt = torch.optim.AdamW(params, lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay)
+    name = "constant_with_warmup" if tc.lr_schedule == "constant" and tc.lr_warmup else tc.lr_schedule
+    return opt, get_scheduler(name, opt, num_warmup_steps=tc.lr_warmup, num_training_steps=tc.iterations)
+
+
+def logs(cfg: RunConfig, run_dir: Path, start: int, evaluating: bool) -> tuple[MetricsLog, MetricsLog | None]:
+    """The main process's metrics log (with the trackers) and, with an evaluation during training, its curve's; a
+    resumed run keeps the rows before iteration ``start``."""
+    trackers = make_trackers(cfg.train.log_with, run_dir, f"{run_dir.parent.name}/{run_dir.name}")
+    metrics = MetricsLog(run_dir, start - 1, trackers, tracker_config(cfg))
+    return metrics, MetricsLog(run_dir, start - 1, name="eval_curve") if evaluating else None
+
+
+def iteration(run: Run, it: int) -> dict:
+    """One GRPO iteration; returns its metrics row (the main process logs it).
+
+    1. prompts (the same choice on every process) and this process's slice of the N samples;
+    2. rollouts with the current policy, no grad;
+    3. credit (sparse or per step) and advantages over the gathered global batch;
+    4. the policy update on the recorded steps ``train.timestep_fraction`` selects.
+    """
+    cfg, parts, acc, policy = run.cfg, run.parts, run.acc, run.policy
+    tc, model, G = cfg.train, policy.model, cfg.train.group_size
+    sec, calls0, evaluations0 = {}, model.calls, model.evaluations
+    pick = choose_prompts(parts.prompts, tc.prompts_per_iter, np.random.default_rng([cfg.seed, it]), tc.prompt_sampling)
+    metas = [parts.prompts[pick[s // G]] for s in range(run.lo, run.hi)]
+    texts = [m["prompt"] for m in metas]
+
+    t0 = time.perf_counter()
+    uniq = sorted(set(texts))
+    cond = model.encode(uniq).index([uniq.index(p) for p in texts])
+    gens = [sample_generator(cfg.seed, it, s) for s in range(run.lo, run.hi)]
+    traj = rollout(model, cond, texts, cfg.sampler.steps, parts.step, run.schedule, gens, cfg.sampler.guidance)
+    sec["rollout"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    credit = parts.credit(model, traj, parts.reward, metas)
+    sec["credit"] = time.perf_counter() - t0
+    sec.update({f"credit_{k}": v for k, v in credit.seconds.items()})
+    gather = lambda x: acc.gather(x.to(acc.device).contiguous()).cpu()  # noqa: E731
+    terminal, signal, weights = gather(credit.terminal), gather(credit.signal), gather(credit.weights)
+    check_finite(cfg, it, [parts.prompts[pick[s // G]]["prompt"] for s in range(len(terminal))], terminal, signal)
+    latent = None if credit.latent_rewards is None else gather(credit.latent_rewards)
+    adv_all = advantages(signal, weights, credit.per_step, G, tc.adv_clip_max, tc.adv_std, tc.adv_ddof)
+
+    t0 = time.perf_counter()
+    stats = update(policy, cfg, Batch(traj, adv_all[run.lo : run.hi], run.schedule, parts.step, run.grid), it, run.lo)
+    sec["train"] = time.perf_counter() - t0
+    if not finite_state(acc, policy.params, policy.opt):
+        last = checkpoint.latest(run.ckpts)
+        raise TrainingError(
+            f"iteration {it}: the adapter or its optimizer state is no longer finite after the update "
+            f"(train.lr = {tc.lr:g} too large?); stopped before writing a checkpoint, "
+            + (f"the last good one ({last.name}) stays for --resume" if last else "and none was written before")
         )
-        sec["rollout"] = time.perf_counter() - t0
+    lr = policy.opt.param_groups[0]["lr"]  # this iteration's
+    run.sched.step()
+    row = {
+        "iteration": it,
+        "reward_mean": terminal.mean().item(),
+        "reward_std": terminal.std().item(),
+        "adv_mean": adv_all.mean().item(),
+        "adv_abs_mean": adv_all.abs().mean().item(),
+        "lr": lr,
+        "model_calls": model.calls - calls0,
+        "model_evaluations": model.evaluations - evaluations0,
+        **stats,
+        **{f"seconds_{k}": v for k, v in sec.items()},
+    }
+    if acc.device.type == "cuda":  # the main process's peak since the previous row, or since this call started
+        row["gpu_peak_gib"] = torch.cuda.max_memory_allocated(acc.device) / 2**30
+    if latent is not None:  # R_k = R(ODE_n(x_k)) along the grid, gathered
+        row["latent_reward_mean"] = latent.mean(0).tolist()
+        row["grid"] = run.grid.tolist()
+    if credit.per_step:
+        row["dense_mean"] = signal.mean(0).tolist()
+        row["dense_pos"] = (signal > 0).float().mean(0).tolist()
+        row["dense_neg"] = (signal < 0).float().mean(0).tolist()
+    return row
 
-        # 3. credit (sparse or per step) and advantages over the gathered global batch
-        t0 = time.perf_counter()
-        credit = credit_fn(model, traj, reward, metas)
-        sec["credit"] = time.perf_counter() - t0
-        sec.update({f"credit_{k}": v for k, v in credit.seconds.items()})
-        gather = lambda x: acc.gather(x.to(acc.device).contiguous()).cpu()  # noqa: E731
-        terminal, signal, weights = gather(credit.terminal), gather(credit.signal), gather(credit.weights)
-        if not (torch.isfinite(terminal).all() and torch.isfinite(signal).all()):
-            bad = sorted(
-                {
-                    prompts[pick[s // G]]["prompt"]
-                    for s in range(N)
-                    if not (torch.isfinite(signal[s]).all() and torch.isfinite(terminal[s]))
-                }
-            )
-            raise TrainingError(
-                f"iteration {it}: reward {cfg.reward.name!r} (credit {cfg.credit.name!r}) gave NaN or inf "
-                f"for prompts {bad[:5]}; the last checkpoint is kept for --resume once the reward is fixed"
-            )
-        latent = None if credit.latent_rewards is None else gather(credit.latent_rewards)
-        adv_all = advantages(signal, weights, credit.per_step, G, tc.adv_clip_max, tc.adv_std, tc.adv_ddof)
-        adv = adv_all[lo:hi]
 
-        # 4. policy update on a subsample of the recorded steps
-        t0 = time.perf_counter()
-        stats = update(policy, cfg, Batch(traj, adv, schedule, step_fn, grid), it, lo)
-        sec["train"] = time.perf_counter() - t0
-        if not finite_state(acc, params, opt):
-            last = checkpoint.latest(ckpts)
-            raise TrainingError(
-                f"iteration {it}: the adapter or its optimizer state is no longer finite after the update "
-                f"(train.lr = {tc.lr:g} too large?); stopped before writing a checkpoint, "
-                + (f"the last good one ({last.name}) stays for --resume" if last else "and none was written before")
-            )
-
-        lr = opt.param_groups[0]["lr"]  # this iteration's
-        sched.step()
-        bar.set_postfix(
-            reward=f"{terminal.mean().item():.3f}", kl=f"{stats['kl']:.1e}", clip=f"{stats['clip_frac']:.2f}"
+def check_finite(cfg: RunConfig, it: int, prompts: list[str], terminal: torch.Tensor, signal: torch.Tensor) -> None:
+    """A TrainingError naming the prompts whose reward or credit is NaN or inf (``prompts``: one per sample)."""
+    bad = sorted(
+        {p for s, p in enumerate(prompts) if not (torch.isfinite(signal[s]).all() and torch.isfinite(terminal[s]))}
+    )
+    if bad:
+        raise TrainingError(
+            f"iteration {it}: reward {cfg.reward.name!r} (credit {cfg.credit.name!r}) gave NaN or inf "
+            f"for prompts {bad[:5]}; the last checkpoint is kept for --resume once the reward is fixed"
         )
-        if metrics is not None:
-            row = {
-                "iteration": it,
-                "reward_mean": terminal.mean().item(),
-                "reward_std": terminal.std().item(),
-                "adv_mean": adv_all.mean().item(),
-                "adv_abs_mean": adv_all.abs().mean().item(),
-                "lr": lr,
-                "model_calls": model.calls - calls0,
-                "model_evaluations": model.evaluations - evaluations0,
-                **stats,
-                **{f"seconds_{k}": v for k, v in sec.items()},
-            }
-            if cuda:  # the main process's peak since the previous row, or since this call started
-                row["gpu_peak_gib"] = torch.cuda.max_memory_allocated(acc.device) / 2**30
-            if latent is not None:  # R_k = R(ODE_n(x_k)) along the grid, gathered
-                row["latent_reward_mean"] = latent.mean(0).tolist()
-                row["grid"] = grid.tolist()
-            if credit.per_step:
-                row["dense_mean"] = signal.mean(0).tolist()
-                row["dense_pos"] = (signal > 0).float().mean(0).tolist()
-                row["dense_neg"] = (signal < 0).float().mean(0).tolist()
-            metrics.log(row)
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(acc.device)
-        evaluating = evaluate_during is not None and ((it + 1) % cfg.eval.every == 0 or it + 1 == tc.iterations)
-        if (it + 1) % tc.save_every == 0 or it + 1 == tc.iterations or evaluating:
-            saved = checkpoint.save(
-                ckpts,
-                it,
-                get_peft_model_state_dict(base),
-                opt,
-                sched,
-                ema,
-                psi_path,
-                keep=tc.keep_last,
-                write=acc.is_main_process,
-                keep_every=tc.keep_every,
-            )
-        if evaluating:
-            t0 = time.perf_counter()
-            wrapped, model.transformer = model.transformer, base  # per-process forward passes, no DDP wrapper
-            try:
-                row, grid_images = evaluate_during(model, it)
-            finally:
-                model.transformer = wrapped
-            row = {"iteration": it, **row, "seconds": time.perf_counter() - t0}
-            if curve is not None:
-                curve.log(row)
-                metrics.track({f"test/{k}": v for k, v in flat_scalars(row).items()}, it)
-                if grid_images is not None:
-                    metrics.log_images("test/samples", grid_images, it)
-                checkpoint.keep_best(ckpts, saved, row["score"], row["metric"])
-        acc.wait_for_everyone()
-    if metrics is not None:
-        metrics.close()
-    if ema is not None:  # evaluate and export the EMA adapter
-        copy_named(base, ema)
-    model.transformer = base
-    if not sharded:
+
+
+def save_and_evaluate(run: Run, it: int, evaluate_during: Callable | None) -> None:
+    """The checkpoint after iteration ``it`` (every ``train.save_every``, the last, and before an evaluation), and
+    ``eval.every``'s evaluation: its row to ``eval_curve.jsonl`` and the trackers, ``checkpoints/best`` kept by it."""
+    cfg, acc, policy = run.cfg, run.acc, run.policy
+    tc, model = cfg.train, policy.model
+    evaluating = evaluate_during is not None and ((it + 1) % cfg.eval.every == 0 or it + 1 == tc.iterations)
+    saved = None
+    if (it + 1) % tc.save_every == 0 or it + 1 == tc.iterations or evaluating:
+        saved = checkpoint.save(
+            run.ckpts,
+            it,
+            get_peft_model_state_dict(policy.base),
+            policy.opt,
+            run.sched,
+            policy.ema,
+            run.parts.psi_path,
+            keep=tc.keep_last,
+            write=acc.is_main_process,
+            keep_every=tc.keep_every,
+        )
+    if not evaluating:
+        return
+    t0 = time.perf_counter()
+    wrapped, model.transformer = model.transformer, policy.base  # per-process forward passes, no DDP wrapper
+    try:
+        row, grid_images = evaluate_during(model, it)
+    finally:
+        model.transformer = wrapped
+    row = {"iteration": it, **row, "seconds": time.perf_counter() - t0}
+    if run.curve is not None:
+        run.curve.log(row)
+        run.metrics.track({f"test/{k}": v for k, v in flat_scalars(row).items()}, it)
+        if grid_images is not None:
+            run.metrics.log_images("test/samples", grid_images, it)
+        checkpoint.keep_best(run.ckpts, saved, row["score"], row["metric"])
+
+
+def finish(run: Run):
+    """Close the logs, put the EMA weights in (to evaluate and export them) and hand back the generator with its
+    trained adapter: under FSDP2 an unsharded rebuild, since evaluation gives the processes unequal shares of images,
+    which sharded forward passes cannot serve."""
+    policy, cfg = run.policy, run.cfg
+    if run.metrics is not None:
+        run.metrics.close()
+    if policy.ema is not None:
+        copy_named(policy.base, policy.ema)
+    model = policy.model
+    model.transformer = policy.base
+    if not run.sharded:
         return model
-    # evaluation gives the processes unequal shares of images, which sharded forward passes cannot serve:
-    # hand back an unsharded model with the trained adapter
-    adapter = checkpoint.whole(get_peft_model_state_dict(base))
-    del model, base, params, opt, sched, ema
-    acc.free_memory()
-    model = build_model(cfg, registry, acc.device)
+    adapter = checkpoint.whole(get_peft_model_state_dict(policy.base))
+    del model, policy
+    run.policy = run.sched = None  # the sharded model and its optimizer state go before the rebuild
+    run.acc.free_memory()
+    model = build_model(cfg, run.parts.registry, run.acc.device)
     add_lora(model, cfg)
     set_peft_model_state_dict(model.transformer, adapter)
     return model
