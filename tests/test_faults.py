@@ -98,7 +98,7 @@ def test_a_flipped_byte_is_detected_and_the_previous_checkpoint_resumes(tmp_path
     with pytest.warns(UserWarning, match="iter_00001: adapter.safetensors does not match .* resuming from iter_00000"):
         assert checkpoint.latest(ckpts) == ckpts / "iter_00000"
     with pytest.raises(ConfigError, match="does not match its sha256"):  # dgx eval --adapter of that checkpoint
-        from dgx.grpo.trainer import load_adapter
+        from dgx.grpo.adapter import load_adapter
         from dgx.sampler import SD3Model
 
         load_adapter(SD3Model.from_pretrained(tiny_pipe_dir), cfg, damaged)

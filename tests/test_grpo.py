@@ -190,7 +190,7 @@ def test_calibration_reports_steps_where_no_reward_changed(tmp_path, tiny_pipe_d
     step = cal.next_psi(np.array([0.5, 0.5, 0.5]), np.array([0, 1, 4]), np.array([0, 0, 0]), 2.0, 0.05, "hold")
     assert step.tolist() == pytest.approx([0.5, 0.55, 0.45])  # silent: held; balanced: up; imbalanced: down
 
-    from dgx.grpo.runner import report  # `dgx run`'s report names the run and its silent steps
+    from dgx.grpo.results import report  # `dgx run`'s report names the run and its silent steps
 
     run = tmp_path / "abl" / "dense_grpo" / "seed_0"
     (run / "calibration").mkdir(parents=True)
@@ -201,7 +201,7 @@ def test_calibration_reports_steps_where_no_reward_changed(tmp_path, tiny_pipe_d
 
 
 def test_prompt_draws_tells_which_runs_train_on_the_same_prompts(tmp_path):
-    from dgx.grpo.runner import prompt_draws
+    from dgx.grpo.results import prompt_draws
 
     def run(name: str, **train) -> Path:
         d = tmp_path / name
@@ -350,7 +350,7 @@ seeds: [0]
 def test_training_cost_adds_peak_gpu_memory_only_where_every_row_logged_it():
     """cost.md's row of one run: mean seconds of the three phases and model calls per iteration; the largest
     gpu_peak_gib when every row has one (GPU runs), else no memory column."""
-    from dgx.grpo.runner import training_cost
+    from dgx.grpo.results import training_cost
 
     rows = [
         {
@@ -682,9 +682,9 @@ def test_gradient_checkpointing_gives_the_same_update(tmp_path, tiny_pipe_dir, m
 
 
 def test_paired_reward_gain_pairs_adapter_with_base(tmp_path, tiny_pipe_dir):
+    from dgx.grpo.adapter import add_lora
     from dgx.grpo.build import build_model, build_reward
     from dgx.grpo.runner import paired_reward_gain
-    from dgx.grpo.trainer import add_lora
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     cfg = tiny_config(tmp_path, tiny_pipe_dir)
@@ -984,6 +984,7 @@ def test_an_evaluation_scores_a_named_reward_or_the_runs_own_paired_image_by_ima
     from dgx.grpo.assembly import assemble
     from dgx.grpo.cli import main
     from dgx.grpo.config import load
+    from dgx.grpo.results import headline
     from dgx.rewards.ink import Ink
 
     tiny_config(tmp_path, tiny_pipe_dir)
@@ -997,7 +998,7 @@ def test_an_evaluation_scores_a_named_reward_or_the_runs_own_paired_image_by_ima
         summary = json.loads((tmp_path / name / "summary.json").read_text())
         rows[name] = [json.loads(ln) for ln in (tmp_path / name / "per_image.jsonl").read_text().splitlines()]
         score = "ink" if name == "named" else "brightness"
-        assert list(summary)[:2] == [score, "overall"] and runner.headline(summary) == score
+        assert list(summary)[:2] == [score, "overall"] and headline(summary) == score
         assert summary[score] == pytest.approx(np.mean([r[score] for r in rows[name]]))
     assert [r["prompt"] for r in rows["named"]] == [r["prompt"] for r in rows["own"]] and len(rows["own"]) == 12
     # the per-image ink is Ink() of the very images judged: one of them redrawn with the same seed and index

@@ -9,10 +9,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from dgx.grpo.adapter import add_lora
 from dgx.grpo.advantages import advantages
 from dgx.grpo.config import RunConfig, TrainConfig
 from dgx.grpo.loss import grpo_loss
-from dgx.grpo.trainer import Batch, add_lora, pair_loss, steps_to_train
+from dgx.grpo.trainer import Batch, pair_loss, steps_to_train
 from dgx.sampler import SD3Model, UniformNoise, rollout, sample_generator, sde_step
 
 PROMPTS = ["a red circle", "two blue squares"]

@@ -63,7 +63,7 @@ def test_scores_are_deterministic(shapes_pickscore):
 
 def test_report_pairs_the_preference_score_with_the_base_model_and_the_first_variant(tmp_path):
     """Gains and differences on the same images: the score paired over all images, GenEval's verdicts per tag."""
-    from dgx.grpo.runner import paired_gains
+    from dgx.grpo.results import paired_gains
 
     def write(run: str, scores: list[float], correct: list[bool]) -> Path:
         d = tmp_path / run / "seed_0"

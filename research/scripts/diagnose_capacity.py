@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from dgx.grpo.adapter import add_lora
 from dgx.grpo.build import build_model, build_reward, choose_prompts, load_prompts
 from dgx.grpo.config import load
 from dgx.grpo.registry import Registry
 from dgx.grpo.runner import paired_reward_gain
-from dgx.grpo.trainer import add_lora
 from dgx.sampler import ode_step, rollout, sample_generator
 from tqdm.auto import tqdm
 

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 from dgx.eval.benchmarks import images_by_tag
+from dgx.grpo.adapter import load_adapter
 from dgx.grpo.build import build_model
 from dgx.grpo.cli import SET_HELP
 from dgx.grpo.config import load, parse_sets
 from dgx.grpo.registry import Registry
-from dgx.grpo.trainer import load_adapter
 from dgx.rewards.geneval import summarize
 from dgx.rewards.geneval_reward import shapes_geneval
 from dgx.rewards.shapes.prompts import split

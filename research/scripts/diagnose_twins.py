@@ -14,11 +14,11 @@ import json
 from pathlib import Path
 
 from dgx.eval.benchmarks import generate, images_by_tag
+from dgx.grpo.adapter import load_adapter
 from dgx.grpo.build import build_model
 from dgx.grpo.cli import SET_HELP
 from dgx.grpo.config import load, parse_sets
 from dgx.grpo.runner import EVAL_SEED
-from dgx.grpo.trainer import load_adapter
 from dgx.rewards.geneval_reward import shapes_geneval as shapes_reward
 from dgx.rewards.shapes.prompts import all_prompts, split, swapped
 

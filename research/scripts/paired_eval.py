@@ -17,11 +17,12 @@ import json
 from pathlib import Path
 
 from dgx.eval.tables import paired_gain, pool
+from dgx.grpo.adapter import load_adapter
 from dgx.grpo.assembly import assemble
 from dgx.grpo.cli import SET_HELP
 from dgx.grpo.config import load, parse_sets
-from dgx.grpo.runner import evaluate, per_image
-from dgx.grpo.trainer import load_adapter
+from dgx.grpo.results import per_image
+from dgx.grpo.runner import evaluate
 
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 ap.add_argument("config", type=Path)

@@ -20,7 +20,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from dgx.eval.tables import paired_gain
-from dgx.grpo.runner import EVAL_SEED, per_image
+from dgx.grpo.results import per_image
+from dgx.grpo.runner import EVAL_SEED
 
 here = Path(__file__).parent
 rows = []

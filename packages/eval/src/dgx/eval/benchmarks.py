@@ -91,6 +91,9 @@ def images_by_tag(metadata: list[dict], images_per_prompt: int, min_images_per_t
     return [m for m, k in zip(metadata, reps) for _ in range(k)]
 
 
+# the fields of a GenEval-style per-image record; any other number in it is a score of the same image (a reward's)
+VERDICT_FIELDS = ("index", "tag", "prompt", "correct", "partial", "reasons", "kinds")
+
 SAMPLES_SAVED = 12  # images per evaluation kept as PNG for viewing (the report's sample grid)
 
 

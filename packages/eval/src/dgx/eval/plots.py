@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from dgx.eval.benchmarks import VERDICT_FIELDS  # noqa: E402
 
 
 def _save(fig, out: Path) -> Path:
@@ -223,12 +224,7 @@ def plot_samples(evals: dict[str, Path], out: Path, max_columns: int = 12) -> Pa
     images; a reward benchmark's first score is written under them. None if no index is common."""
     from PIL import Image
 
-    records = {}
-    for name, d in evals.items():
-        path = d / "per_image.jsonl"
-        records[name] = (
-            {r["index"]: r for r in map(json.loads, path.read_text().splitlines())} if path.is_file() else {}
-        )
+    records = {name: _records(d / "per_image.jsonl") for name, d in evals.items()}
     names = [sorted(p.stem for p in (d / "samples").glob("*.png")) for d in evals.values()]
     common = sorted(set.intersection(*map(set, names))) if names else []
     common = [int(c) for c in common if all(int(c) in r for r in records.values())][:max_columns]
@@ -237,9 +233,21 @@ def plot_samples(evals: dict[str, Path], out: Path, max_columns: int = 12) -> Pa
     rows = {n: [np.array(Image.open(d / "samples" / f"{i:05d}.png")) for i in common] for n, d in evals.items()}
     recs = {n: [records[n][i] for i in common] for n in evals}
     verdicts = {n: [r.get("correct") for r in rs] for n, rs in recs.items()}
-    score = next((k for k, v in recs[next(iter(recs))][0].items() if k != "index" and isinstance(v, float)), None)
+    score = caption_score(recs[next(iter(recs))][0])
     notes = {n: [f"{score} {r[score]:.3g}" for r in rs] for n, rs in recs.items()} if score else None
     return sample_grid(rows, [r["prompt"] for r in next(iter(recs.values()))], out, verdicts, notes)
+
+
+def _records(path: Path) -> dict[int, dict]:
+    """An evaluation's per-image records by image index ({} if it wrote none)."""
+    return {r["index"]: r for r in map(json.loads, path.read_text().splitlines())} if path.is_file() else {}
+
+
+def caption_score(record: dict) -> str | None:
+    """The score written under each image: the evaluation's own (a reward's), else GenEval's partial credit."""
+    floats = [k for k, v in record.items() if k != "index" and isinstance(v, float)]
+    own = [k for k in floats if k not in VERDICT_FIELDS]
+    return (own or floats or [None])[0]
 
 
 def plot_test_curve(runs: dict[str, list[Path]], out: Path) -> Path | None:

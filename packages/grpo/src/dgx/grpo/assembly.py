@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from dgx.eval.benchmarks import Scorers
+from dgx.grpo.adapter import remove_adapter
 from dgx.grpo.build import (
     build_credit,
     build_model,
@@ -120,7 +121,6 @@ class Assembler:
 
     def done(self, trained) -> None:
         """After a run: ``trained`` is the model train handed back; the next run gets it without this adapter."""
-        from dgx.grpo.trainer import remove_adapter
 
         if trained is self.model:
             remove_adapter(trained.transformer)

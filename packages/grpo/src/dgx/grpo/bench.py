@@ -25,7 +25,8 @@ import numpy as np
 import torch
 import yaml
 from dgx.grpo.config import load
-from dgx.grpo.runner import headline, iteration_seconds, per_image, report, run_ablation
+from dgx.grpo.results import headline, iteration_seconds, per_image, report
+from dgx.grpo.runner import run_ablation
 
 TASKS = {  # name -> (config, what it shows)
     "mechanism": (

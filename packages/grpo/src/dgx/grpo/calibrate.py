@@ -161,39 +161,18 @@ def calibrate(
                 progress, json.dumps({"fingerprint": fingerprint, "history": history, "seconds": seconds})
             )
         psi = next_psi(psi, pos, neg, c.eps1, c.eps2, c.silent)
-    # compare with the uniform schedule on the same fresh samples
-    fresh = 200_000
-    dr_cal = dense_rewards(parts, TableNoise(tuple(psi)), fresh, c.check_prompts)
-    dr_uni = dense_rewards(parts, UniformNoise(0.7), fresh, c.check_prompts)
-    calibrated, uniform, changed_cal = imbalance(dr_cal), imbalance(dr_uni), changed(dr_cal)
+    balance, moved = balance_check(parts, psi)
     silent = silent_steps(history)
     if silent and state.is_main_process:
-        if c.silent == "explore":
-            what = f"0 = 0 counts as balanced, so psi(t) there only grew (by {len(history) * c.eps2:g})"
-            hint = ", or calibrate.silent: hold to leave them alone."
-        else:
-            what, hint = "psi(t) there kept its initial value (calibrate.silent: hold)", "."
-        warnings.warn(
-            f"calibration: at steps {silent} no dense reward changed in any of {len(history)} iterations of "
-            f"{c.prompts * c.group_size} samples, and {what}; with it, "
-            f"{[round(changed_cal[t], 3) for t in silent]} of the final check's samples changed the reward "
-            "there. A reward of few values (GenEval, OCR) needs more samples per iteration (calibrate.prompts) "
-            "for Algorithm 1 to balance anything at those steps" + hint,
-            stacklevel=2,
-        )
+        warn_silent(cfg, history, silent, moved["calibrated"])
     path, tmp = out_dir / "psi.json", out_dir / "psi.json.tmp"
     if state.is_main_process:
         TableNoise(tuple(psi.tolist())).to_json(
             tmp,
             grid.tolist(),
             uniform_sigma=UniformNoise(0.7)(torch.arange(T), grid).tolist(),
-            imbalance={
-                "calibrated": calibrated,
-                "uniform_a0.7": uniform,
-                "calibrated_mean": float(np.mean(calibrated)),
-                "uniform_a0.7_mean": float(np.mean(uniform)),
-            },
-            changed={"calibrated": changed_cal, "uniform_a0.7": changed(dr_uni)},
+            imbalance=balance,
+            changed=moved,
             silent_steps=silent,
             history=history,
             seconds=seconds,
@@ -206,6 +185,36 @@ def calibrate(
         plot_psi(path, out_dir / "psi.png")
     state.wait_for_everyone()
     return path
+
+
+def balance_check(parts: Assembly, psi: np.ndarray) -> tuple[dict, dict]:
+    """The calibrated psi(t) against the uniform a = 0.7 schedule on the same fresh samples: each one's imbalance
+    per step (and its mean), and the share of samples whose step changed the reward."""
+    fresh, n = 200_000, parts.cfg.calibrate.check_prompts
+    dr = {"calibrated": dense_rewards(parts, TableNoise(tuple(psi)), fresh, n)}
+    dr["uniform_a0.7"] = dense_rewards(parts, UniformNoise(0.7), fresh, n)
+    balance = {k: imbalance(v) for k, v in dr.items()}
+    balance |= {f"{k}_mean": float(np.mean(v)) for k, v in list(balance.items())}
+    return balance, {k: changed(v) for k, v in dr.items()}
+
+
+def warn_silent(cfg: RunConfig, history: list[dict], silent: list[int], changed_cal: list[float]) -> None:
+    """Say where no dense reward changed in any iteration, what psi(t) did there, and what gives Algorithm 1 more
+    to balance."""
+    c = cfg.calibrate
+    if c.silent == "explore":
+        what = f"0 = 0 counts as balanced, so psi(t) there only grew (by {len(history) * c.eps2:g})"
+        hint = ", or calibrate.silent: hold to leave them alone."
+    else:
+        what, hint = "psi(t) there kept its initial value (calibrate.silent: hold)", "."
+    warnings.warn(
+        f"calibration: at steps {silent} no dense reward changed in any of {len(history)} iterations of "
+        f"{c.prompts * c.group_size} samples, and {what}; with it, "
+        f"{[round(changed_cal[t], 3) for t in silent]} of the final check's samples changed the reward "
+        "there. A reward of few values (GenEval, OCR) needs more samples per iteration (calibrate.prompts) "
+        "for Algorithm 1 to balance anything at those steps" + hint,
+        stacklevel=3,
+    )
 
 
 def psi_matches(psi_path: Path, cfg: RunConfig) -> bool:

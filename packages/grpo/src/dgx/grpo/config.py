@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Union, get_args
 
@@ -390,28 +391,9 @@ def load(path: str | Path, registry: Registry | None = None, overrides: dict | N
     extra = data.pop("registry", [])
     files = [(path.parent / p) for p in ([extra] if isinstance(extra, str) else extra)]
     registry = registry or Registry(files, config=path)
-    if "base" in data or "variants" in data:
-        allowed = {"base", "variants", "seeds"}
-        for k in data:
-            if k not in allowed:
-                raise ConfigError(f"{path}: {k}: unknown top-level key of an ablation{suggest(k, allowed)}")
-        base = data.get("base") or {}
-        variants = data.get("variants") or {"default": {}}
-        if not isinstance(variants, dict):
-            raise ConfigError(
-                f"{path}: variants: expected a mapping of name -> overrides, got {type(variants).__name__}"
-            )
-        seeds = data.get("seeds", [0])
-    else:
-        base, variants, seeds = data, {"default": {}}, [data.get("seed", 0)]
-    if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise ConfigError(f"{path}: seeds: expected a list of integers, got {seeds!r}")
-    if not seeds:
-        raise ConfigError(f"{path}: seeds: empty; give at least one seed, e.g. [0]")
-    if len(set(seeds)) < len(seeds):
-        raise ConfigError(f"{path}: seeds: {seeds} repeats a seed; each seed is one run, so repeats add nothing")
-    if not isinstance(base, dict):
-        raise ConfigError(f"{path}: base: expected a mapping, got {type(base).__name__}")
+    ablation = "base" in data or "variants" in data
+    base, variants, seeds = _ablation_parts(path, data) if ablation else (data, {"default": {}}, [data.get("seed", 0)])
+    _check_seeds(path, seeds)
     resolved = {}
     for name, over in variants.items():
         if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
@@ -419,7 +401,7 @@ def load(path: str | Path, registry: Registry | None = None, overrides: dict | N
         if over is not None and not isinstance(over, dict):
             raise ConfigError(f"{path}: variants.{name}: expected a mapping of overrides, got {over!r}")
         merged = deep_merge(deep_merge(base, over or {}), overrides or {})
-        prefix = f"variants.{name}" if "base" in data or "variants" in data else ""
+        prefix = f"variants.{name}" if ablation else ""
         resolved[name] = validate(merged, path, over or {}, prefix, registry, overrides or {})
     notes = [
         f"{path}: {name}: {w}" if len(resolved) > 1 else f"{path}: {w}"
@@ -427,6 +409,30 @@ def load(path: str | Path, registry: Registry | None = None, overrides: dict | N
         for w in implausible(c)
     ]
     return Ablation(path=path, variants=resolved, seeds=seeds, registry_files=files, warnings=notes)
+
+
+def _ablation_parts(path: Path, data: dict) -> tuple[dict, dict, list]:
+    """An ablation file's ``base``, ``variants`` and ``seeds``; an unknown top-level key or a malformed part is a
+    ConfigError."""
+    allowed = {"base", "variants", "seeds"}
+    for k in data:
+        if k not in allowed:
+            raise ConfigError(f"{path}: {k}: unknown top-level key of an ablation{suggest(k, allowed)}")
+    base, variants = data.get("base") or {}, data.get("variants") or {"default": {}}
+    if not isinstance(variants, dict):
+        raise ConfigError(f"{path}: variants: expected a mapping of name -> overrides, got {type(variants).__name__}")
+    if not isinstance(base, dict):
+        raise ConfigError(f"{path}: base: expected a mapping, got {type(base).__name__}")
+    return base, variants, data.get("seeds", [0])
+
+
+def _check_seeds(path: Path, seeds) -> None:
+    if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ConfigError(f"{path}: seeds: expected a list of integers, got {seeds!r}")
+    if not seeds:
+        raise ConfigError(f"{path}: seeds: empty; give at least one seed, e.g. [0]")
+    if len(set(seeds)) < len(seeds):
+        raise ConfigError(f"{path}: seeds: {seeds} repeats a seed; each seed is one run, so repeats add nothing")
 
 
 def validate(
@@ -457,18 +463,33 @@ def validate(
     try:
         cfg = RunConfig.model_validate(data)
     except ValidationError as e:
-        by_key: dict[str, list[str]] = {}  # one line per key: a union's branches (int or 't') joined with "or"
-        for err in e.errors():
-            # drop pydantic's union-branch tags (e.g. reward.ode_steps.int / .literal['t'])
-            loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and (x == "int" or x.startswith("literal["))))
-            key = where(loc)
-            if err["type"] == "extra_forbidden":
-                model = _model_at(loc[:-1])
-                by_key.setdefault(key, []).append(f"unknown key{suggest(loc[-1], model.model_fields)}")
-            else:
-                by_key.setdefault(key, []).append(f"{err['msg']} (got {err.get('input')!r})")
-        lines = [f"{path}: {key}: {' or '.join(dict.fromkeys(msgs))}" for key, msgs in by_key.items()]
-        raise ConfigError("\n".join(lines)) from None
+        raise ConfigError(_validation_lines(e, path, where)) from None
+    _check_components(cfg, path, registry, where)
+    problem = _cross_field(cfg, data, registry)
+    if problem:
+        keys, message = problem
+        raise ConfigError(f"{path}: {where(keys)}: {message}")
+    return cfg
+
+
+def _validation_lines(e: ValidationError, path: Path, where: Callable[[tuple], str]) -> str:
+    """pydantic's errors as one line per key (a union's branches, int or 't', joined with "or")."""
+    by_key: dict[str, list[str]] = {}
+    for err in e.errors():
+        # drop pydantic's union-branch tags (e.g. reward.ode_steps.int / .literal['t'])
+        loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and (x == "int" or x.startswith("literal["))))
+        key = where(loc)
+        if err["type"] == "extra_forbidden":
+            model = _model_at(loc[:-1])
+            by_key.setdefault(key, []).append(f"unknown key{suggest(loc[-1], model.model_fields)}")
+        else:
+            by_key.setdefault(key, []).append(f"{err['msg']} (got {err.get('input')!r})")
+    return "\n".join(f"{path}: {key}: {' or '.join(dict.fromkeys(msgs))}" for key, msgs in by_key.items())
+
+
+def _check_components(cfg: RunConfig, path: Path, registry: Registry, where: Callable[[tuple], str]) -> None:
+    """Every component name resolves and imports, and every node's own arguments are its implementation's
+    (converted to their annotated types in place)."""
     for keys, section in REGISTRY_CHECKS:
         value: Any = cfg
         for k in keys:
@@ -490,11 +511,6 @@ def validate(
         for n in cfg.reward.args.get("weights") or {}:
             at = f"{path}: {where(('reward', 'weights', n))}: "
             _importable(registry.get("rewards", n, where=at), at)
-    problem = _cross_field(cfg, data, registry)
-    if problem:
-        keys, message = problem
-        raise ConfigError(f"{path}: {where(keys)}: {message}")
-    return cfg
 
 
 def _importable(entry, at: str) -> None:
@@ -530,17 +546,37 @@ def _prompt_file(path: str) -> str | None:
     return None if text.strip() else f"prompt file {path!r} is empty"
 
 
-def _cross_field(cfg: RunConfig, data: dict, registry: Registry) -> tuple[tuple, str] | None:
+Problem = tuple[tuple, str] | None  # (key path, message) of the first rule a config breaks, or None
+
+
+def _cross_field(cfg: RunConfig, data: dict, registry: Registry) -> Problem:
     """The first rule across fields that ``cfg`` breaks, as (key path, message); None if it breaks none."""
-    steps = cfg.sampler.steps
-    noise = cfg.sampler.noise
+    checks = (
+        lambda: _sampler_problem(cfg, data),
+        lambda: _steps_problem(cfg),
+        lambda: _train_problem(cfg),
+        lambda: _eval_problem(cfg, registry),
+        lambda: _prompts_problem(cfg),
+    )
+    return next((p for check in checks if (p := check()) is not None), None)
+
+
+def _sampler_problem(cfg: RunConfig, data: dict) -> Problem:
+    steps, noise = cfg.sampler.steps, cfg.sampler.noise
     if cfg.sampler.name == "ode" and "noise" in (data.get("sampler") or {}):
         return ("sampler", "name"), "the ode sampler takes no noise; remove sampler.noise or use sde or cps"
     if noise.window is not None and not 0 <= noise.window[0] < noise.window[1] <= steps:
         return ("sampler", "noise", "window"), (
             f"[{noise.window[0]}, {noise.window[1]}] must satisfy 0 <= start < stop <= sampler.steps = {steps}"
         )
-    init = cfg.calibrate.init
+    if cfg.model.resolution is not None and cfg.model.resolution % 16:
+        return ("model", "resolution"), f"{cfg.model.resolution} px is not a multiple of 16 (VAE factor 8 x patch 2)"
+    return None
+
+
+def _steps_problem(cfg: RunConfig) -> Problem:
+    """Values that count denoising steps: calibration's initial psi (one per step) and the credit's ODE steps n."""
+    steps, init = cfg.sampler.steps, cfg.calibrate.init
     if isinstance(init, list) and len(init) != steps:
         return ("calibrate", "init"), f"has {len(init)} values but sampler.steps is {steps} (one psi per step)"
     if (isinstance(init, list) and any(v < 0 for v in init)) or (isinstance(init, float) and init < 0):
@@ -548,27 +584,36 @@ def _cross_field(cfg: RunConfig, data: dict, registry: Registry) -> tuple[tuple,
     n = cfg.credit.args.get("ode_steps", "t")
     if n != "t" and not 1 <= n <= steps:
         return ("credit", "ode_steps"), f"{n} must be 't' or between 1 and sampler.steps = {steps}"
-    targets = cfg.train.lora_targets
-    bad = [t for t in targets or [] if not re.fullmatch(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*", t)]
-    if targets is not None and (not targets or bad):
+    return None
+
+
+def _train_problem(cfg: RunConfig) -> Problem:
+    t = cfg.train
+    bad = [x for x in t.lora_targets or [] if not re.fullmatch(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*", x)]
+    if t.lora_targets is not None and (not t.lora_targets or bad):
         return ("train", "lora_targets"), (
-            f"expected module names such as 'attn.to_q' (dotted, no spaces), got {bad or cfg.train.lora_targets}"
+            f"expected module names such as 'attn.to_q' (dotted, no spaces), got {bad or t.lora_targets}"
         )
-    if cfg.model.resolution is not None and cfg.model.resolution % 16:
-        return ("model", "resolution"), f"{cfg.model.resolution} px is not a multiple of 16 (VAE factor 8 x patch 2)"
-    if cfg.eval.path or cfg.eval.processor_path or cfg.eval.reward:
-        named = signature(registry.get("evaluations", cfg.eval.name).load()).parameters  # not just **kwargs
-        for key in ("path", "processor_path", "reward"):
-            if getattr(cfg.eval, key) and key not in named:
-                return ("eval", key), f"the evaluation {cfg.eval.name!r} takes no {key!r}"
-    for name in cfg.train.log_with:
+    for name in t.log_with:
         if why := missing_tracker(name):
             return ("train", "log_with"), why
-    if cfg.train.keep_every is not None and cfg.train.keep_every % cfg.train.save_every:
+    if t.keep_every is not None and t.keep_every % t.save_every:
         return ("train", "keep_every"), (
-            f"{cfg.train.keep_every} is not a multiple of train.save_every = {cfg.train.save_every}: a milestone must "
-            "be a saved checkpoint"
+            f"{t.keep_every} is not a multiple of train.save_every = {t.save_every}: a milestone must be a saved "
+            "checkpoint"
         )
+    return None
+
+
+def _eval_problem(cfg: RunConfig, registry: Registry) -> Problem:
+    """An evaluation key its evaluation takes no argument for (``eval.path``, ``processor_path``, ``reward``)."""
+    ev = cfg.eval
+    named = signature(registry.get("evaluations", ev.name).load()).parameters  # its own names, not **kwargs
+    key = next((k for k in ("path", "processor_path", "reward") if getattr(ev, k) and k not in named), None)
+    return (("eval", key), f"the evaluation {ev.name!r} takes no {key!r}") if key else None
+
+
+def _prompts_problem(cfg: RunConfig) -> Problem:
     if cfg.prompts.name == "file" and not cfg.prompts.path:
         return ("prompts", "path"), "prompts.name = file needs prompts.path"
     for keys, file in (

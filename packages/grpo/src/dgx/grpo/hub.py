@@ -94,8 +94,8 @@ def export_run(
     files written. The run's final evaluation goes into the card only for the latest checkpoint."""
     from dgx.eval.benchmarks import generate
     from dgx.eval.plots import sample_grid
+    from dgx.grpo.adapter import adapter_disabled, load_adapter
     from dgx.grpo.build import build_model, load_prompts
-    from dgx.grpo.trainer import adapter_disabled, load_adapter
     from huggingface_hub import ModelCardData
     from peft.utils import get_peft_model_state_dict
 

@@ -21,7 +21,7 @@ import inspect
 import json
 import os
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,14 +29,16 @@ import torch
 import yaml
 from accelerate import Accelerator
 from dgx.grpo import checkpoint
+from dgx.grpo.adapter import adapter_disabled, load_adapter
 from dgx.grpo.assembly import Assembler, Assembly, assemble
 from dgx.grpo.build import build_reward, choose_prompts, entry_arguments, load_prompts
-from dgx.grpo.calibrate import calibrate, mean_imbalance, psi_matches
-from dgx.grpo.config import RewardConfig, RunConfig, load
+from dgx.grpo.calibrate import calibrate, psi_matches
+from dgx.grpo.config import Ablation, RewardConfig, RunConfig, load
 from dgx.grpo.distributed import accelerate_mode, check_supported, process_state, shard
 from dgx.grpo.errors import ConfigError
 from dgx.grpo.registry import accepted_arguments, suggest
-from dgx.grpo.trainer import adapter_disabled, load_adapter, train
+from dgx.grpo.results import headline, report
+from dgx.grpo.trainer import train
 from dgx.rewards.base import load_now
 from dgx.sampler import ode_step, rollout, sample_generator
 from tqdm.auto import tqdm
@@ -91,12 +93,6 @@ def evaluation_reward(parts: Assembly, name: str | None):
         return reward
 
     return parts.scorers.get(key, build)
-
-
-def headline(summary: dict) -> str:
-    """The score an evaluation is judged by: its first number (the benchmarks put their scores first: a reward's, or
-    GenEval's ``overall``)."""
-    return next(k for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
 
 
 def evaluation_during_training(parts: Assembly, run_dir: Path):
@@ -260,6 +256,22 @@ def warn(lines: list[str]) -> None:
         tqdm.write(f"warning: {line}", file=sys.stderr)
 
 
+@dataclass
+class Plan:
+    """What a `dgx run` will do, checked before any work: the ablation, its output folder, the variants and seeds to
+    run, the accelerator, whether it resumes (and what each resumed run changed), and the assembler that keeps the
+    generator and the reward across runs."""
+
+    abl: Ablation
+    out: Path
+    variants: dict[str, RunConfig]
+    seeds: list[int]
+    acc: Accelerator
+    resume: bool
+    changed: dict[tuple[str, int], list[str]]
+    assembler: Assembler
+
+
 def run_ablation(
     file: Path,
     out: Path | None = None,
@@ -269,9 +281,28 @@ def run_ablation(
     overrides: dict | None = None,
 ) -> Path:
     """Train + evaluate; ``overrides`` (a config fragment, e.g. from ``--set``) is deep-merged into every variant."""
+    plan = plan_runs(Path(file), out, only, seeds, resume, overrides)
+    results: dict[str, list[dict]] = {"base": [base_evaluation(plan, seed) for seed in plan.seeds]}
+    total = len(plan.seeds) * len(plan.variants)  # the whole run's place and ETA, above each run's own bar
+    runs = tqdm(total=total, unit="run", disable=not plan.acc.is_main_process, position=0, dynamic_ncols=True)
+    for seed in plan.seeds:  # seed by seed, so that an interrupted run has every variant for the first seeds
+        for name, vcfg in plan.variants.items():
+            runs.set_description(f"dgx run {runs.n + 1}/{total}: {name}, seed {seed}")
+            results.setdefault(name, []).append(one_run(plan, name, vcfg.model_copy(deep=True, update={"seed": seed})))
+            runs.update()
+    runs.close()
+    if plan.acc.is_main_process:
+        report(plan.out, results, {n: [plan.out / n / f"seed_{s}" for s in plan.seeds] for n in plan.variants})
+    plan.acc.wait_for_everyone()
+    return plan.out
+
+
+def plan_runs(file: Path, out: Path | None, only, seeds, resume: bool, overrides: dict | None) -> Plan:
+    """Load and check everything a `dgx run` needs before any work: the variants (``--only``) and seeds, that each
+    batch divides over the processes, that ``out`` is writable, and with ``resume`` that every run may continue (a
+    refused resume stops here, every file as it was). Records the invocation."""
     abl = load(file, overrides=overrides)
-    registry = abl.registry()
-    out = out or Path("runs") / Path(file).stem
+    out = out or Path("runs") / file.stem
     warn(abl.warnings)
     for v in only:
         if v not in abl.variants:
@@ -280,7 +311,6 @@ def run_ablation(
     run_seeds = [s for s in abl.seeds if not seeds or s in seeds] or list(seeds)
     acc = Accelerator(cpu=next(iter(variants.values())).device == "cpu")  # accelerate mode as the trainer will see it
     check_supported(acc.state)
-    main = acc.is_main_process
     for name, v in variants.items():  # checked before hours of calibration and evaluation, not when training starts
         if (n := v.train.prompts_per_iter * v.train.group_size) % acc.num_processes:
             raise ConfigError(
@@ -288,280 +318,64 @@ def run_ablation(
                 f"do not divide over {acc.num_processes} processes"
             )
     writable_folder(out, "--out")
-    # a refused resume stops here, before any evaluation, with every file as it was; else: what each run changed
-    changed = {
+    changed = {  # what each resumed run changed since it was written
         (name, seed): check_resume(out / name / f"seed_{seed}", vcfg.model_copy(update={"seed": seed}))
         for seed in run_seeds
         for name, vcfg in variants.items()
         if resume
     }
-    if main:
+    registry = abl.registry()
+    if acc.is_main_process:
         with open(out / "invocations.jsonl", "a") as f:  # one line per `dgx run` into this folder (a resume adds one)
             f.write(json.dumps({**environment(), **accelerate_mode(acc.state), "registry": registry.sources}) + "\n")
-    results: dict[str, list[dict]] = {"base": []}
-    assembler = Assembler(registry)
-    for seed in run_seeds:  # the untrained model, once per seed (same eval config as the first variant)
-        cfg = next(iter(variants.values())).model_copy(update={"seed": seed})
-        ev_dir = out / "base" / f"seed_{seed}" / "eval"
-        dumped = cfg.model_dump(mode="json")
-        stamp = yaml.safe_dump({k: dumped[k] for k in ("model", "eval", "seed")}, sort_keys=False)
-        same = (ev_dir / "config.yaml").is_file() and (ev_dir / "config.yaml").read_text() == stamp
-        summary = _summary(ev_dir / "summary.json") if resume and same else None
-        acc.wait_for_everyone()  # every process has read the folder before the main one rewrites it
-        if summary is None:
-            summary = evaluate(assembler.get(cfg), ev_dir)
-            if main:
-                (ev_dir / "config.yaml").write_text(stamp)
-        results["base"].append(summary)
-    total = len(run_seeds) * len(variants)  # the whole run's place and ETA, above each run's own bar
-    runs = tqdm(total=total, unit="run", disable=not main, position=0, dynamic_ncols=True)
-    for seed in run_seeds:  # seed by seed, so that an interrupted run has every variant for the first seeds
-        for name, vcfg in variants.items():
-            runs.set_description(f"dgx run {runs.n + 1}/{total}: {name}, seed {seed}")
-            cfg = vcfg.model_copy(deep=True, update={"seed": seed})
-            run_dir = out / name / f"seed_{seed}"
-            run_dir.mkdir(parents=True, exist_ok=True)
-            finished = checkpoint.trained(run_dir / "checkpoints") >= cfg.train.iterations  # not killed while extended
-            summary = _summary(run_dir / "eval" / "summary.json") if resume and finished else None
-            if changed.get((name, seed)):
-                summary = (
-                    None  # trained longer or evaluated differently: continue from the last checkpoint, evaluate again
-                )
-            psi = run_dir / "calibration" / "psi.json"
-            have_psi = resume and psi_matches(psi, cfg)  # recalibrated when what it depends on changed
-            acc.wait_for_everyone()  # every process has read the folder before the main one rewrites it
-            if summary is None:
-                if main:
-                    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-                    registry_files = [str(Path(f).resolve()) for f in abl.registry_files]  # for dgx push / eval later
-                    (run_dir / "registry.json").write_text(json.dumps({"files": registry_files}))
-                parts = assembler.get(cfg)
-                if parts.needs_calibration:
-                    if not have_psi:
-                        calibrate(cfg, psi.parent, resume=resume, parts=parts)
-                    parts = parts.with_psi(psi)
-                model = train(
-                    cfg,
-                    run_dir,
-                    resume=resume,
-                    evaluate_during=evaluation_during_training(parts, run_dir),
-                    parts=parts,
-                )
-                summary = evaluate(replace(parts, model=model), run_dir / "eval")
-                assembler.done(model)
-            results.setdefault(name, []).append(summary)
-            runs.update()
-    runs.close()
-    if main:
-        report(out, results, {n: [out / n / f"seed_{s}" for s in run_seeds] for n in variants})
-    acc.wait_for_everyone()
-    return out
+    return Plan(abl, out, variants, run_seeds, acc, resume, changed, Assembler(registry))
 
 
-def per_image(run_dir: Path) -> list[dict] | None:
-    """A run's GenEval-style per-image eval records (None if absent or not GenEval-style)."""
-    path = run_dir / "eval" / "per_image.jsonl"
-    if not path.is_file():
-        return None
-    rows = [json.loads(ln) for ln in path.read_text().splitlines()]
-    return rows if rows and all("tag" in r and "correct" in r for r in rows) else None
+def base_evaluation(plan: Plan, seed: int) -> dict:
+    """The untrained model's evaluation for ``seed`` (the first variant's eval config), reused on --resume when that
+    config has not changed."""
+    cfg = next(iter(plan.variants.values())).model_copy(update={"seed": seed})
+    ev_dir = plan.out / "base" / f"seed_{seed}" / "eval"
+    dumped = cfg.model_dump(mode="json")
+    stamp = yaml.safe_dump({k: dumped[k] for k in ("model", "eval", "seed")}, sort_keys=False)
+    same = (ev_dir / "config.yaml").is_file() and (ev_dir / "config.yaml").read_text() == stamp
+    summary = _summary(ev_dir / "summary.json") if plan.resume and same else None
+    plan.acc.wait_for_everyone()  # every process has read the folder before the main one rewrites it
+    if summary is None:
+        summary = evaluate(plan.assembler.get(cfg), ev_dir)
+        if plan.acc.is_main_process:
+            (ev_dir / "config.yaml").write_text(stamp)
+    return summary
 
 
-VERDICT_FIELDS = ("index", "tag", "prompt", "correct", "partial", "reasons", "kinds")
-
-
-def paired_gains(out: Path, run_dirs: dict[str, list[Path]], reference: str = "base") -> dict[str, list[dict]]:
-    """Per variant, its gain over ``reference`` (the base model, ``out/base/seed_S``, or a variant) on the same
-    images, one per seed, for GenEval-style evaluations: each extra score of the records (a preference model's)
-    paired over all images, then the strict verdicts per tag and ``overall``."""
-    from dgx.eval.tables import paired_gain, paired_mean
-
-    gains: dict[str, list[dict]] = {}
-    for name, dirs in run_dirs.items():
-        if name == reference:
-            continue
-        for d in dirs:
-            ref, other = per_image(out / reference / d.name), per_image(d)
-            if ref is not None and other is not None:
-                scores = [k for k, v in ref[0].items() if k not in VERDICT_FIELDS and isinstance(v, (int, float))]
-                gains.setdefault(name, []).append(
-                    {**{k: paired_mean(ref, other, k) for k in scores}, **paired_gain(ref, other)}
-                )
-    return gains
-
-
-def prompt_draws(run_dir: Path) -> str | None:
-    """What decides the prompts a run draws at each iteration (the trainer keys them by seed and iteration), from
-    its ``config.yaml``; runs with equal values train on the same prompts in the same order."""
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        return None
-    c = yaml.safe_load(path.read_text())
-    t = c.get("train", {})
-    return json.dumps(
-        [c.get("seed"), c.get("prompts"), t.get("prompts_per_iter"), t.get("prompt_sampling")], sort_keys=True
-    )
-
-
-def iteration_seconds(row: dict) -> float:
-    """One metrics row's training seconds: rollout + credit + update."""
-    return sum(row.get(k, 0.0) for k in ("seconds_rollout", "seconds_credit", "seconds_train"))
-
-
-def training_cost(rows: list[dict]) -> dict[str, float]:
-    """Seconds (rollout + credit + update) and model calls per iteration of one run's metrics rows, and its
-    peak GPU memory where every row logged one (``gpu_peak_gib``: building, sharding and training)."""
-    cost = {
-        "seconds_per_iter": float(np.mean([iteration_seconds(r) for r in rows])),
-        "model_calls_per_iter": float(np.mean([r["model_calls"] for r in rows])),
-    }
-    if all("gpu_peak_gib" in r for r in rows):
-        cost["gpu_peak_gib"] = max(r["gpu_peak_gib"] for r in rows)
-    return cost
-
-
-def scores_of(summary: dict) -> list[str]:
-    """A GenEval-style summary's scores (a reward's, which the benchmarks put before ``overall``); [] otherwise."""
-    keys = list(summary)
-    return keys[: keys.index("overall")] if "overall" in keys else []
-
-
-def evaluation_overhead(run_dirs: dict[str, list[Path]]) -> list[str]:
-    """Per run with ``eval_curve.jsonl``: the seconds its evaluations during training took, against the seconds of
-    its training iterations (metrics.jsonl), as one line each."""
-    lines = []
-    for name, dirs in run_dirs.items():
-        for d in dirs:
-            if not (d / "eval_curve.jsonl").is_file() or not (d / "metrics.jsonl").is_file():
-                continue
-            ev = sum(json.loads(ln)["seconds"] for ln in (d / "eval_curve.jsonl").read_text().splitlines())
-            rows = [json.loads(ln) for ln in (d / "metrics.jsonl").read_text().splitlines()]
-            tr = sum(iteration_seconds(r) for r in rows)
-            lines.append(f"- {name}/{d.name}: {ev:.1f} s of evaluation, {tr:.1f} s of training ({ev / tr:.1%})")
-    return lines
-
-
-def report(out: Path, results: dict[str, list[dict]], run_dirs: dict[str, list[Path]]) -> None:
-    """summary/gain/cost tables, plots and report.md."""
-    from dgx.eval.plots import (
-        plot_dense_per_timestep,
-        plot_latent_reward,
-        plot_learning_curves,
-        plot_psi,
-        plot_reward_difference,
-        plot_samples,
-        plot_test_curve,
-    )
-    from dgx.eval.tables import write_gain_table, write_tables
-
-    cols = list(results["base"][0]) if results.get("base") else None  # scores, GenEval's overall, its tags
-    summary_md = write_tables({k: v for k, v in results.items() if v}, out / "summary", cols)
-    gains = paired_gains(out, run_dirs)
-    cost: dict[str, list[dict]] = {}
-    for name, dirs in run_dirs.items():
-        for d in dirs:
-            rows = (
-                [json.loads(ln) for ln in (d / "metrics.jsonl").read_text().splitlines()]
-                if (d / "metrics.jsonl").is_file()
-                else []
-            )
-            if rows:
-                cost.setdefault(name, []).append(training_cost(rows))
-    if cost:
-        ref = next(iter(cost))
-        ref_sec = np.mean([c["seconds_per_iter"] for c in cost[ref]])
-        ref_calls = np.mean([c["model_calls_per_iter"] for c in cost[ref]])
-        for rows in cost.values():
-            for c in rows:
-                c["time_ratio"] = c["seconds_per_iter"] / ref_sec
-                c["calls_ratio"] = c["model_calls_per_iter"] / ref_calls
-        cost_md = write_tables(cost, out / "cost", digits=2)
-    metrics = {n: [d / "metrics.jsonl" for d in dirs] for n, dirs in run_dirs.items()}
-    draws = {n: [prompt_draws(d) for d in dirs] for n, dirs in run_dirs.items()}
-    first = next(iter(draws.values()), [])
-    paired = {n: metrics[n] for n, d in draws.items() if None not in first and d == first}
-    seed_dir = next((d[0].name for d in run_dirs.values() if d), None)  # samples.png: the first seed of every model
-    samples = (
-        {"base": out / "base" / seed_dir / "eval", **{n: d[0] / "eval" for n, d in run_dirs.items() if d}}
-        if seed_dir
-        else {}
-    )
-    plots = [
-        plot_samples(samples, out / "samples.png"),
-        plot_learning_curves(metrics, out / "learning_curves.png"),
-        plot_reward_difference(paired, out / "reward_difference.png"),
-        plot_dense_per_timestep(metrics, out / "dense_per_timestep.png"),
-        plot_latent_reward(metrics, out / "latent_reward.png"),
-        plot_test_curve(
-            {n: [d / "eval_curve.jsonl" for d in dirs] for n, dirs in run_dirs.items()}, out / "test_curve.png"
-        ),
-    ]
-    for name, dirs in run_dirs.items():
-        psi = dirs[0] / "calibration" / "psi.json"
-        if psi.is_file():
-            plots.append(plot_psi(psi, out / f"psi_{name}.png"))
-    balance: dict[str, list[dict]] = {}  # calibrated runs: the imbalance check written by calibrate()
-    silent: list[str] = []  # steps where calibration saw no reward change (psi only grew there)
-    for name, dirs in run_dirs.items():
-        for d in dirs:
-            psi = d / "calibration" / "psi.json"
-            if psi.is_file():
-                balance.setdefault(name, []).append(mean_imbalance(psi))
-                if steps := json.loads(psi.read_text()).get("silent_steps"):
-                    silent.append(f"- `{name}/{d.name}`: steps {steps}")
-    scored = scores_of(results["base"][0]) if results.get("base") else []
-    what = (
-        f"{', '.join(scored)} and the strict GenEval score (`overall`, then per tag)"
-        if scored
-        else "GenEval-style test score"
-    )
-    lines = ["# Results", "", f"Test {what} of ODE samples, mean ± std over seeds:", "", summary_md]
-    if gains:
-        gained = next(iter(gains.values()))[0]  # the columns a gain was measured for
-        gcols = [c for c in cols or list(gained) if c in gained]
-        gain_md = write_gain_table(gains, out / "gain", gcols)
-        lines += [
-            "Gain over the base model on the same images (same prompt and initial noise per image), ± standard "
-            "error (seeds pooled). A gain within two standard errors of 0 is not a measured change:",
-            "",
-            gain_md,
-        ]
-        first = next(iter(run_dirs))
-        versus = paired_gains(out, run_dirs, reference=first)
-        if versus:
-            lines += [
-                f"Difference from `{first}` on the same images, ± standard error (seeds pooled):",
-                "",
-                write_gain_table(versus, out / f"versus_{first}", gcols),
-            ]
-    if cost:
-        lines += [f"Cost per training iteration (ratio to `{ref}`, measured in this run):", "", cost_md]
-    overhead = evaluation_overhead(run_dirs)
-    if overhead:
-        lines += ["Evaluation during training (`eval.every`), its seconds against the training's:", "", *overhead, ""]
-    if balance:
-        lines += [
-            "Calibration: mean over steps of |#(dR > 0) - #(dR < 0)| / N on the same fresh samples, for the "
-            "calibrated psi(t) and the uniform a = 0.7 schedule (lower = better balanced):",
-            "",
-            write_tables(balance, out / "calibration_balance"),
-        ]
-    if silent:
-        lines += [
-            "No dense reward changed at these steps in any calibration iteration. 0 = 0 counts as balanced, so "
-            "psi(t) there only grew; `calibrate.prompts` gives Algorithm 1 more samples to balance "
-            "(psi.json: `changed`, `silent_steps`):",
-            "",
-            *silent,
-            "",
-        ]
-    lines += [f"![{p.stem}]({p.name})" for p in plots if p is not None]
-    if (out / "invocations.jsonl").is_file():
-        env = json.loads((out / "invocations.jsonl").read_text().splitlines()[-1])
-        libs = ", ".join(f"{k} {v}" for k, v in env.items() if k not in ("time", "argv", "registry") and v is not None)
-        cmd = " ".join([Path(env["argv"][0]).name, *env["argv"][1:]])
-        lines += ["", f"Last run {env['time']}: `{cmd}`; {libs} (every invocation: `invocations.jsonl`)."]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+def one_run(plan: Plan, name: str, cfg: RunConfig) -> dict:
+    """Variant ``name`` with ``cfg`` (its seed set): calibrate where its noise schedule reads a psi table, train,
+    evaluate; a finished run is reused on --resume unless it was extended or evaluated differently."""
+    run_dir = plan.out / name / f"seed_{cfg.seed}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    finished = checkpoint.trained(run_dir / "checkpoints") >= cfg.train.iterations  # not killed while extended
+    summary = _summary(run_dir / "eval" / "summary.json") if plan.resume and finished else None
+    if plan.changed.get((name, cfg.seed)):
+        summary = None  # trained longer or evaluated differently: continue from the last checkpoint, evaluate again
+    psi = run_dir / "calibration" / "psi.json"
+    have_psi = plan.resume and psi_matches(psi, cfg)  # recalibrated when what it depends on changed
+    plan.acc.wait_for_everyone()  # every process has read the folder before the main one rewrites it
+    if summary is not None:
+        return summary
+    if plan.acc.is_main_process:
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        registry_files = [str(Path(f).resolve()) for f in plan.abl.registry_files]  # for dgx push / eval later
+        (run_dir / "registry.json").write_text(json.dumps({"files": registry_files}))
+    parts = plan.assembler.get(cfg)
+    if parts.needs_calibration:
+        if not have_psi:
+            calibrate(cfg, psi.parent, resume=plan.resume, parts=parts)
+        parts = parts.with_psi(psi)
+    evaluating = evaluation_during_training(parts, run_dir)
+    model = train(cfg, run_dir, resume=plan.resume, evaluate_during=evaluating, parts=parts)
+    summary = evaluate(replace(parts, model=model), run_dir / "eval")
+    plan.assembler.done(model)
+    return summary
 
 
 def evaluate_file(
