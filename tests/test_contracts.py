@@ -64,3 +64,20 @@ def test_clipscore_is_w_times_the_positive_cosine_of_clips_embeddings(tmp_path):
     cos = torch.nn.functional.cosine_similarity(out.image_embeds, out.text_embeds)
     assert reward(images, prompts).tolist() == pytest.approx((2.5 * cos.clamp_min(0)).tolist(), abs=1e-5)
     assert (cos < 0).any() and (reward(images, prompts) == 0).any()  # the negative ones are clipped to 0
+
+
+def test_dgx_registry_check_reports_each_entry(tmp_path):
+    """`dgx registry --check` prints each entry's verdict; a user's broken entry fails the command in one line."""
+    from click.testing import CliRunner
+    from dgx.grpo.cli import main
+
+    ok = CliRunner().invoke(main, ["registry", "--check", "--section", "noise"])
+    assert ok.exit_code == 0, ok.output
+    assert "uniform          ok" in ok.output and "calibrated       ok" in ok.output
+    (tmp_path / "negative.py").write_text(
+        "from dgx.sampler import ConstantNoise\n\ndef minus():\n    return ConstantNoise(-1.0)\n"
+    )
+    (tmp_path / "reg.yaml").write_text("noise:\n  minus: {impl: 'negative:minus', description: broken}\n")
+    bad = CliRunner().invoke(main, ["registry", "--check", "--section", "noise", "--file", str(tmp_path / "reg.yaml")])
+    assert bad.exit_code == 2 and "minus            FAILED: ContractError:" in bad.output
+    assert "1 component(s) break their kind's contract" in bad.output
