@@ -55,7 +55,7 @@ if args.guidance is not None:
     cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"guidance": args.guidance})})
 registry = Registry()
 model = build_model(cfg, registry)
-reward = build_reward(cfg, registry)
+reward = build_reward(cfg.reward, registry)
 prompts = load_prompts(cfg, "train")
 metas = [
     prompts[i]
