@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import yaml
 from dgx.grpo.config import load
-from dgx.grpo.results import headline, iteration_seconds, per_image, report
+from dgx.grpo.results import headline, iteration_seconds, paired_gains, report
 from dgx.grpo.runner import run_ablation
 
 TASKS = {  # name -> (config, what it shows)
@@ -67,13 +67,10 @@ def paired(out: Path, a: str, b: str, key: str) -> tuple[float, float, int] | No
     """``a`` minus ``b`` on the same test images (per seed: same prompts and initial noise), pooled over the seeds
     both finished: mean, standard error, seeds. ``key``: a score of the records (``ink``, ``pickscore``: all images
     alike), or ``correct`` (the strict GenEval score, the mean over tags)."""
-    from dgx.eval.tables import paired_gain, paired_mean, pool
+    from dgx.eval.tables import pool
 
-    est = []
-    for d in sorted((out / a).glob("seed_*")):
-        ra, rb = per_image(d), per_image(out / b / d.name)
-        if ra is not None and rb is not None:
-            est.append(paired_mean(rb, ra, key) if key != "correct" else paired_gain(rb, ra)["overall"])
+    per_seed = paired_gains(out, {a: sorted((out / a).glob("seed_*"))}, reference=b).get(a, [])
+    est = [gain["overall" if key == "correct" else key] for gain in per_seed]
     return (*pool(est), len(est)) if est else None
 
 

@@ -1,7 +1,7 @@
 """Component nodes: a config's ``{name: ..., <keyword arguments>}``, checked against the implementation's signature.
 
-The signature is the schema. A node's keys other than ``name`` (and the few keys dgx itself reads on some kinds, such
-as ``noise.window`` or ``eval.every``) are the component's own keyword arguments: each must be a parameter of the
+The signature is the schema. A node's keys other than ``name`` (and the keys dgx itself reads on some kinds, such
+as ``noise.window``) are the component's own keyword arguments: each must be a parameter of the
 implementation, its value is converted to the parameter's annotation (pydantic), and a parameter without a default
 must be given by the node or by the registry entry's ``defaults``. Arguments that dgx passes itself (``SUPPLIED``) are
 not the config's to set.
@@ -22,7 +22,6 @@ SUPPLIED = {
     "rewards": ({"device", "rewards"}, False),
     "credit": (set(), True),
     "noise": (set(), False),
-    "evaluations": ({"model", "seed", "out", "shard", "scorers"}, False),
 }
 
 
