@@ -29,29 +29,26 @@ class Brightness:
         return (images[:, 0] - images[:, 2]).flatten(1).mean(1) * 10
 
 
-def brightness_eval(model, *, steps, guidance, seed, out=None, shard=None, **_):
+def brightness_eval(model, protocol):
     """A benchmark for tests: mean brightness of ODE samples of five prompts, two images each."""
-    from dgx.eval.benchmarks import Shard, reward_benchmark
+    from dataclasses import replace
+
+    from dgx.eval.benchmarks import reward_benchmark
 
     prompts = [
         {"prompt": p} for p in ("a red circle", "a blue square", "two green triangles", "a photo of a diamond", "a cat")
     ]
     return reward_benchmark(
-        model,
-        Brightness(),
-        prompts,
-        steps=steps,
-        guidance=guidance,
-        images_per_prompt=2,
-        seed=seed,
-        batch=3,
-        out=out,
-        shard=shard or Shard(),
+        model, {"brightness": Brightness()}, prompts, replace(protocol, images_per_prompt=2, batch=3)
     )
 
 
+OBJECTIVE_KEYS = ("clip_range", "kl_beta", "kl", "guidance_grad", "adv_std", "adv_ddof", "adv_clip_max")
+
+
 def tiny_config(tmp_path, pipe_dir, **train):
-    """A RunConfig on the tiny random pipeline with the brightness reward (user registry)."""
+    """A RunConfig on the tiny random pipeline with the brightness reward (user registry); ``train`` keys of the
+    objective (``kl_beta``, ``clip_range``, ...) go to its node."""
     from dgx.grpo.config import load
 
     (tmp_path / "reg.yaml").write_text(
@@ -69,16 +66,17 @@ def tiny_config(tmp_path, pipe_dir, **train):
         "updates_per_epoch": 2,
         "lora_rank": 2,
         "lora_alpha": 4,
-        "clip_range": 0.2,
-        "kl_beta": 0.1,
         **train,
     }
+    objective = {"name": "flow_grpo", "clip_range": 0.2, "kl_beta": 0.1}
+    objective.update({k: t.pop(k) for k in OBJECTIVE_KEYS if k in t})
     body = {
         "registry": "reg.yaml",
         "model": {"name": "shapes", "path": str(pipe_dir)},
         "sampler": {"steps": 4, "guidance": 2.0},
         "reward": {"name": "brightness"},
         "credit": {"name": "dense_gain", "ode_steps": "t"},
+        "objective": objective,
         "train": t,
         "device": "cpu",
     }

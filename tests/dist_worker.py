@@ -8,13 +8,14 @@ import torch
 from peft.utils import get_peft_model_state_dict
 
 sys.path.insert(0, str(Path(__file__).parent))
+from dgx.grpo.assembly import assemble  # noqa: E402
 from dgx.grpo.registry import Registry  # noqa: E402
 from dgx.grpo.trainer import train  # noqa: E402
 from dgx_test_helpers import tiny_config  # noqa: E402
 
 tmp, pipe_dir, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 cfg = tiny_config(tmp, pipe_dir, iterations=1)
-model = train(cfg, tmp / "run", registry=Registry([tmp / "reg.yaml"]))
+model = train(assemble(cfg, Registry([tmp / "reg.yaml"])), tmp / "run")
 from accelerate import PartialState  # noqa: E402
 
 if PartialState().is_main_process:

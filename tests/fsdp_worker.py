@@ -13,6 +13,7 @@ import dgx.grpo.trainer as trainer  # noqa: E402
 import fsdp_shim  # noqa: E402, F401  (before accelerate builds its state)
 import torch  # noqa: E402
 from accelerate.state import AcceleratorState  # noqa: E402
+from dgx.grpo.assembly import assemble  # noqa: E402
 from dgx.grpo.registry import Registry  # noqa: E402
 from dgx_test_helpers import tiny_config  # noqa: E402
 from peft.utils import get_peft_model_state_dict  # noqa: E402
@@ -34,9 +35,9 @@ def spy(policy, *rest):
 
 
 trainer.update = spy
-trainer.train(cfg, tmp / "run", registry=Registry([tmp / "reg.yaml"]), stop_after=1)
-model = trainer.train(cfg, tmp / "run", registry=Registry([tmp / "reg.yaml"]), resume=True)
-trainer.train(cfg, tmp / "whole", registry=Registry([tmp / "reg.yaml"]))
+trainer.train(assemble(cfg, Registry([tmp / "reg.yaml"])), tmp / "run", stop_after=1)
+model = trainer.train(assemble(cfg, Registry([tmp / "reg.yaml"])), tmp / "run", resume=True)
+trainer.train(assemble(cfg, Registry([tmp / "reg.yaml"])), tmp / "whole")
 state = AcceleratorState()
 if state.is_main_process:
     torch.save(get_peft_model_state_dict(model.transformer), out)

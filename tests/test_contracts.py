@@ -42,6 +42,39 @@ def test_the_contracts_catch_what_they_promise():
         contracts.check_sampler(leaky)
 
 
+def test_the_new_kinds_contracts_catch_what_they_promise(tmp_path):
+    """An objective that climbs the wrong way, a model whose LoRA target matches no layer, an evaluation whose images
+    change between calls and a prompt source with an empty split are each refused."""
+    import dataclasses
+
+    from dgx.grpo.loss import FlowGRPO
+    from dgx.sampler import SD3Model
+
+    class Ascent(FlowGRPO):  # the loss's sign flipped: descent lowers the log-prob of good steps
+        def __call__(self, *a):
+            out = super().__call__(*a)
+            return dataclasses.replace(out, loss=-out.loss)
+
+    with pytest.raises(contracts.ContractError, match="descent raises"):
+        contracts.check_objective(Ascent())
+    shapes = SD3Model.from_pretrained(str(contracts.resources.files("dgx.rewards.shapes").joinpath("weights")))
+    shapes.lora_targets = ("attn.no_such_layer",)
+    with pytest.raises(contracts.ContractError, match="matches no layer"):
+        contracts.check_model(shapes)
+    calls = []
+
+    def drifting(out):  # a different score on each call
+        out.mkdir(parents=True)
+        (out / "per_image.jsonl").write_text(f'{{"index": 0, "x": {len(calls)}}}\n')
+        calls.append(1)
+        return {"x": float(len(calls))}
+
+    with pytest.raises(contracts.ContractError, match="do not pair"):
+        contracts.check_evaluation(drifting)
+    with pytest.raises(contracts.ContractError, match="test: a non-empty list"):
+        contracts.check_prompts(lambda split: [{"prompt": "a cat"}] if split == "train" else [])
+
+
 def test_clipscore_is_w_times_the_positive_cosine_of_clips_embeddings(tmp_path):
     """CLIPScore on a tiny random-weight CLIP: w * max(cos, 0) of the model's own embeddings (Hessel et al.)."""
     from dgx.rewards.clipscore import CLIPScore

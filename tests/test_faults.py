@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from dgx.grpo import checkpoint
+from dgx.grpo.assembly import assemble
 from dgx.grpo.errors import ConfigError, TrainingError
 from dgx.grpo.registry import Registry
 from dgx.grpo.trainer import train
@@ -83,7 +84,7 @@ def test_a_run_killed_in_any_phase_resumes_bitwise_identical(tmp_path, tiny_pipe
 def two_checkpoints(tmp_path, tiny_pipe_dir, **train_kw):
     cfg = tiny_config(tmp_path, tiny_pipe_dir, iterations=2, **train_kw)
     reg = Registry([tmp_path / "reg.yaml"])
-    train(cfg, tmp_path / "run", registry=reg)
+    train(assemble(cfg, reg), tmp_path / "run")
     return cfg, reg, tmp_path / "run" / "checkpoints"
 
 
@@ -104,7 +105,7 @@ def test_a_flipped_byte_is_detected_and_the_previous_checkpoint_resumes(tmp_path
         load_adapter(SD3Model.from_pretrained(tiny_pipe_dir), cfg, damaged)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        train(cfg, tmp_path / "run", registry=reg, resume=True)  # iteration 1 again, from iteration 0's checkpoint
+        train(assemble(cfg, reg), tmp_path / "run", resume=True)  # iteration 1 again, from iteration 0's checkpoint
     assert (ckpts / "iter_00001" / "adapter.safetensors").read_bytes() == good
     assert checkpoint.damage(ckpts / "iter_00001") is None
 
@@ -151,7 +152,7 @@ def test_non_finite_weights_stop_the_run_and_keep_the_last_good_checkpoint(tmp_p
     with pytest.raises(
         TrainingError, match=r"iteration 1: the adapter .* no longer finite .* last good one \(iter_00000\)"
     ):
-        train(cfg, tmp_path / "run", registry=Registry([tmp_path / "reg.yaml"]))
+        train(assemble(cfg, Registry([tmp_path / "reg.yaml"])), tmp_path / "run")
     ckpts = tmp_path / "run" / "checkpoints"
     assert checkpoint.latest(ckpts) == ckpts / "iter_00000" and not (ckpts / "iter_00001").exists()
     saved = checkpoint.adapter_state(ckpts / "iter_00000")
@@ -195,7 +196,7 @@ def test_a_reward_of_the_wrong_shape_or_type_is_named(tmp_path, tiny_pipe_dir, i
     )
     cfg.reward.name = "bad"
     with pytest.raises(RewardError, match=message):
-        train(cfg, tmp_path / "run", registry=Registry([tmp_path / "reg.yaml"]))
+        train(assemble(cfg, Registry([tmp_path / "reg.yaml"])), tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
@@ -204,7 +205,7 @@ def test_psi_records_what_it_was_calibrated_from(tmp_path, tiny_pipe_dir):
 
     cfg = tiny_config(tmp_path, tiny_pipe_dir)
     cfg.calibrate.iterations, cfg.calibrate.prompts, cfg.calibrate.group_size, cfg.calibrate.check_prompts = 1, 2, 2, 1
-    psi = calibrate(cfg, tmp_path / "cal", Registry([tmp_path / "reg.yaml"]))
+    psi = calibrate(assemble(cfg, Registry([tmp_path / "reg.yaml"])), tmp_path / "cal")
     assert psi_matches(psi, cfg)
     assert psi_matches(psi, cfg.model_copy(update={"train": cfg.train.model_copy(update={"iterations": 9})}))
     other = cfg.model_copy(deep=True)
@@ -224,5 +225,5 @@ def test_calibration_refuses_non_finite_dense_rewards(tmp_path, tiny_pipe_dir, m
     dense = calibrate.dense_rewards
     monkeypatch.setattr(calibrate, "dense_rewards", lambda *a, **k: dense(*a, **k) * float("nan"))
     with pytest.raises(TrainingError, match="calibration iteration 0: .* non-finite dense rewards .* no psi.json"):
-        calibrate.calibrate(cfg, tmp_path / "cal", Registry([tmp_path / "reg.yaml"]))
+        calibrate.calibrate(assemble(cfg, Registry([tmp_path / "reg.yaml"])), tmp_path / "cal")
     assert not (tmp_path / "cal" / "psi.json").exists()

@@ -12,6 +12,8 @@ import torch
 import yaml
 from dgx.grpo import checkpoint
 from dgx.grpo.advantages import advantages, normalize
+from dgx.grpo.assembly import assemble
+from dgx.grpo.config import ModelConfig, PromptsConfig
 from dgx.grpo.loss import grpo_loss
 from dgx.grpo.registry import Registry
 from dgx.grpo.trainer import train
@@ -69,10 +71,10 @@ def test_resume_matches_uninterrupted(tmp_path, tiny_pipe_dir):
     }  # a restarted schedule would train at 1e-2, then 0
     cfg_a = tiny_config(tmp_path / "a", tiny_pipe_dir, **sched)
     cfg_b = tiny_config(tmp_path / "b", tiny_pipe_dir, **sched)
-    full = train(cfg_a, tmp_path / "a" / "run", registry=reg(tmp_path / "a"))
-    train(cfg_b, tmp_path / "b" / "run", registry=reg(tmp_path / "b"), stop_after=2)  # "killed" after 2 iterations
+    full = train(assemble(cfg_a, reg(tmp_path / "a")), tmp_path / "a" / "run")
+    train(assemble(cfg_b, reg(tmp_path / "b")), tmp_path / "b" / "run", stop_after=2)  # "killed" after 2 iterations
     assert checkpoint.latest(tmp_path / "b" / "run" / "checkpoints").name == "iter_00001"
-    resumed = train(cfg_b, tmp_path / "b" / "run", registry=reg(tmp_path / "b"), resume=True)
+    resumed = train(assemble(cfg_b, reg(tmp_path / "b")), tmp_path / "b" / "run", resume=True)
     wa, wb = get_peft_model_state_dict(full.transformer), get_peft_model_state_dict(resumed.transformer)
     assert wa.keys() == wb.keys() and len(wa) > 0
     for k in wa:
@@ -123,7 +125,7 @@ def test_calibration_follows_algorithm_1_and_resumes(tmp_path, tiny_pipe_dir, mo
     cfg = tiny_config(tmp_path, tiny_pipe_dir)
     cfg.calibrate.iterations, cfg.calibrate.prompts, cfg.calibrate.group_size = 3, 2, 3
     cfg.calibrate.eps1, cfg.calibrate.eps2, cfg.calibrate.init = 2.0, 0.05, [0.3, 0.5, 0.7, 0.9]
-    path = calibrate(cfg, tmp_path / "cal", Registry([tmp_path / "reg.yaml"]))
+    path = calibrate(assemble(cfg, Registry([tmp_path / "reg.yaml"])), tmp_path / "cal")
     d = json.loads(path.read_text())
     hist = d["history"]
     assert hist[0]["psi"] == [0.3, 0.5, 0.7, 0.9] and len(hist) == 3
@@ -143,18 +145,20 @@ def test_calibration_follows_algorithm_1_and_resumes(tmp_path, tiny_pipe_dir, mo
         cal, "dense_rewards", lambda *a, **k: calls.append(a[2]) or original(*a, **k)
     )  # a[2]: the samples' key
     cfg.calibrate.iterations = 1
-    calibrate(cfg, tmp_path / "cal2", Registry([tmp_path / "reg.yaml"]))
+    calibrate(assemble(cfg, Registry([tmp_path / "reg.yaml"])), tmp_path / "cal2")
     cfg.calibrate.iterations = 3
     calls.clear()
-    again = json.loads(calibrate(cfg, tmp_path / "cal2", Registry([tmp_path / "reg.yaml"]), resume=True).read_text())
+    again = json.loads(
+        calibrate(assemble(cfg, Registry([tmp_path / "reg.yaml"])), tmp_path / "cal2", resume=True).read_text()
+    )
     assert calls == [100_001, 100_002, 200_000, 200_000]  # iterations 2 and 3, then the final check
     assert again["psi"] == d["psi"] and again["history"] == hist and again["imbalance"] == d["imbalance"]
     calls.clear()
-    calibrate(cfg, tmp_path / "cal2", Registry([tmp_path / "reg.yaml"]))  # without resume: start over
+    calibrate(assemble(cfg, Registry([tmp_path / "reg.yaml"])), tmp_path / "cal2")  # without resume: start over
     assert calls[:3] == [100_000, 100_001, 100_002]
     cfg.calibrate.eps2 = 0.1  # other settings: the saved progress does not apply, start over
     calls.clear()
-    calibrate(cfg, tmp_path / "cal2", Registry([tmp_path / "reg.yaml"]), resume=True)
+    calibrate(assemble(cfg, Registry([tmp_path / "reg.yaml"])), tmp_path / "cal2", resume=True)
     assert calls[:3] == [100_000, 100_001, 100_002]
 
 
@@ -175,7 +179,7 @@ def test_calibration_reports_steps_where_no_reward_changed(tmp_path, tiny_pipe_d
 
     monkeypatch.setattr(cal, "dense_rewards", step_1_never_changes)
     with pytest.warns(UserWarning, match=r"at steps \[1\] no dense reward changed in any of 2 iterations of 6 samples"):
-        path = cal.calibrate(cfg, tmp_path / "cal", Registry([tmp_path / "reg.yaml"]))
+        path = cal.calibrate(assemble(cfg, Registry([tmp_path / "reg.yaml"])), tmp_path / "cal")
     d = json.loads(path.read_text())
     assert d["silent_steps"] == [1] and d["psi"][1] == pytest.approx(0.5 + 2 * 0.05)
     assert d["changed"]["calibrated"][1] == 0.0 and d["changed"]["uniform_a0.7"][1] == 0.0
@@ -185,7 +189,9 @@ def test_calibration_reports_steps_where_no_reward_changed(tmp_path, tiny_pipe_d
 
     cfg.calibrate.silent = "hold"  # our option: a step with nothing to balance keeps its psi
     with pytest.warns(UserWarning, match=r"at steps \[1\] .* kept its initial value \(calibrate.silent: hold\)"):
-        held = json.loads(cal.calibrate(cfg, tmp_path / "held", Registry([tmp_path / "reg.yaml"])).read_text())
+        held = json.loads(
+            cal.calibrate(assemble(cfg, Registry([tmp_path / "reg.yaml"])), tmp_path / "held").read_text()
+        )
     assert held["psi"][1] == pytest.approx(0.5) and held["history"][0] == d["history"][0]
     step = cal.next_psi(np.array([0.5, 0.5, 0.5]), np.array([0, 1, 4]), np.array([0, 0, 0]), 2.0, 0.05, "hold")
     assert step.tolist() == pytest.approx([0.5, 0.55, 0.45])  # silent: held; balanced: up; imbalanced: down
@@ -381,8 +387,9 @@ base:
   sampler: {{steps: 3, guidance: 2.0, noise: {{name: calibrated}}}}
   reward: {{name: brightness}}
   credit: {{name: dense_gain}}
+  objective: {{name: flow_grpo, clip_range: 0.2}}
   train: {{iterations: 2, prompts_per_iter: 2, group_size: 2, micro_batch: 8, lora_rank: 2, lora_alpha: 4,
-          lr: 5.0e-2, clip_range: 0.2}}
+          lr: 5.0e-2}}
   calibrate: {{iterations: 2, prompts: 2, group_size: 3, check_prompts: 2}}
   eval: {{name: brightness_eval, steps: 2}}
   device: cpu
@@ -494,9 +501,8 @@ def test_accelerate_modes_the_trainer_does_not_handle_are_refused(tmp_path, tiny
     ):
         with pytest.raises(ConfigError, match=error):
             train(
-                cfg,
+                assemble(cfg, Registry([tmp_path / "reg.yaml"])),
                 tmp_path / "run",
-                registry=Registry([tmp_path / "reg.yaml"]),
                 accelerator=SimpleNamespace(state=state),
             )
         monkeypatch.setattr(runner, "Accelerator", lambda cpu, state=state: SimpleNamespace(state=state))
@@ -577,7 +583,7 @@ def test_fsdp2_matches_one_unsharded_process(tmp_path, tiny_pipe_dir, offload):
         one, tiny_pipe_dir, iterations=2, ema=0.5, gradient_checkpointing=True
     )  # the worker's, uninterrupted
     cfg.device = "auto" if gpu else "cpu"  # the worker's device
-    model = train(cfg, one / "run", registry=Registry([one / "reg.yaml"]))
+    model = train(assemble(cfg, Registry([one / "reg.yaml"])), one / "run")
     ck_one = one / "run" / "checkpoints"
     if gpu and offload:  # the open question of research/experiments/fsdp/README.md: the first iteration matches (8.9e-7
         # on an H100), the second departs by 2.5e-3
@@ -594,7 +600,7 @@ def test_fsdp2_matches_one_unsharded_process(tmp_path, tiny_pipe_dir, offload):
 
 
 def test_prompt_sampling_by_tag_is_balanced_over_tags():
-    from dgx.grpo.build import choose_prompts
+    from dgx.grpo.prompts import choose_prompts
 
     prompts = [{"prompt": "x", "tag": "big"}] * 98 + [{"prompt": "y", "tag": "small"}] * 2
     rng = np.random.default_rng(0)
@@ -620,13 +626,13 @@ def test_training_raises_the_reward(tmp_path):
         "sampler": {"steps": 6, "guidance": 5.0},
         "reward": {"name": "ink"},
         "credit": {"name": "dense_gain"},
+        "objective": {"name": "flow_grpo", "kl_beta": 0.0},
         "device": "cpu",
         "train": {
             "iterations": 12,
             "prompts_per_iter": 2,
             "group_size": 8,
             "lr": 5e-3,
-            "kl_beta": 0.0,
             "save_every": 100,
             "timestep_fraction": 0.5,
             "updates_per_epoch": 2,
@@ -634,7 +640,7 @@ def test_training_raises_the_reward(tmp_path):
         },
     }
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(body))
-    model = train(load(tmp_path / "cfg.yaml").variants["default"], tmp_path / "run", registry=Registry())
+    model = train(assemble(load(tmp_path / "cfg.yaml").variants["default"], Registry()), tmp_path / "run")
     prompts = ["a photo of a red circle", "a photo of two squares"] * 8
 
     def ink() -> torch.Tensor:
@@ -664,9 +670,10 @@ def test_gradient_checkpointing_gives_the_same_update(tmp_path, tiny_pipe_dir, m
         d = tmp_path / str(ckpt)
         d.mkdir()
         model = train(
-            tiny_config(d, tiny_pipe_dir, iterations=1, gradient_checkpointing=ckpt),
+            assemble(
+                tiny_config(d, tiny_pipe_dir, iterations=1, gradient_checkpointing=ckpt), Registry([d / "reg.yaml"])
+            ),
             d / "run",
-            registry=Registry([d / "reg.yaml"]),
         )
         assert {on for grad, on in cudnn_on if grad} == {False} and {on for grad, on in cudnn_on if not grad} == {
             False,
@@ -683,7 +690,7 @@ def test_gradient_checkpointing_gives_the_same_update(tmp_path, tiny_pipe_dir, m
 
 def test_paired_reward_gain_pairs_adapter_with_base(tmp_path, tiny_pipe_dir):
     from dgx.grpo.adapter import add_lora
-    from dgx.grpo.build import build_model, build_reward
+    from dgx.grpo.build import build_model, build_reward, load_prompts
     from dgx.grpo.runner import paired_reward_gain
     from peft.tuners.tuners_utils import BaseTunerLayer
 
@@ -692,13 +699,14 @@ def test_paired_reward_gain_pairs_adapter_with_base(tmp_path, tiny_pipe_dir):
     reg = Registry([tmp_path / "reg.yaml"])
     model, reward = build_model(cfg, reg), build_reward(cfg.reward, reg)
     add_lora(model, cfg)  # lora_B starts at zero: the adapter is the base model
-    same = paired_reward_gain(model, cfg, reward, 6)
+    test = load_prompts(cfg, reg, "test")
+    same = paired_reward_gain(model, cfg, reward, test, 6)
     assert same["gain"] == 0 and same["gain_se"] == 0 and same["trained"] == same["base"]
     with torch.no_grad():
         for n, p in model.transformer.named_parameters():
             if "lora_B" in n:
                 p.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
-    moved = paired_reward_gain(model, cfg, reward, 6)
+    moved = paired_reward_gain(model, cfg, reward, test, 6)
     assert moved["base"] == same["base"] and moved["trained"] != moved["base"] and moved["gain_se"] > 0
     lora = [m for m in model.transformer.modules() if isinstance(m, BaseTunerLayer)]
     assert lora and not any(m.disable_adapters for m in lora)  # re-enabled afterwards
@@ -741,9 +749,9 @@ def test_grpo_on_flux_trains_lora_on_double_and_single_blocks(tmp_path, tiny_flu
     rollout's log-probs are the policy's (ratio 1 at each iteration's only update), the adapter covers
     the double- and single-stream blocks and moves away from the reference (KL > 0 after one update)."""
     cfg = tiny_config(tmp_path, tiny_flux_dir, iterations=2, updates_per_epoch=1)
-    cfg.model.name, cfg.model.resolution, cfg.model.max_sequence_length = "flux", 16, 16
+    cfg.model = ModelConfig(name="flux", path=str(tiny_flux_dir), resolution=16, max_sequence_length=16)
     cfg.sampler.guidance = 3.5
-    model = train(cfg, tmp_path / "run", registry=Registry([tmp_path / "reg.yaml"]))
+    model = train(assemble(cfg, Registry([tmp_path / "reg.yaml"])), tmp_path / "run")
     assert type(model).__name__ == "FluxModel"
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["approx_kl"] for r in rows] == pytest.approx([0.0, 0.0], abs=1e-8)
@@ -755,14 +763,14 @@ def test_grpo_on_flux_trains_lora_on_double_and_single_blocks(tmp_path, tiny_flu
 
 
 def test_nan_rewards_stop_the_run_and_nan_gradients_skip_the_step(tmp_path, tiny_pipe_dir, monkeypatch):
-    import dgx.grpo.trainer as trainer
+    import dgx.grpo.loss as loss
 
     cfg = tiny_config(tmp_path, tiny_pipe_dir, iterations=1)
     (tmp_path / "reg.yaml").write_text(
         (tmp_path / "reg.yaml").read_text()
         + "  nan_for_blue: {impl: 'dgx_test_helpers:NanForBlue', description: test}\n"
     )
-    cfg.prompts.name, cfg.prompts.path = "file", str(tmp_path / "p.txt")
+    cfg.prompts = PromptsConfig(name="file", path=str(tmp_path / "p.txt"))
     (tmp_path / "p.txt").write_text("a red circle\ntwo blue squares\n")
     cfg.reward.name = "nan_for_blue"
     from dgx.rewards.base import RewardError
@@ -770,10 +778,10 @@ def test_nan_rewards_stop_the_run_and_nan_gradients_skip_the_step(tmp_path, tiny
     with pytest.raises(
         RewardError, match=r"reward 'nan_for_blue' returned \d+ non-finite scores of \d+, e.g. for \['two blue"
     ):
-        train(cfg, tmp_path / "nan", registry=Registry([tmp_path / "reg.yaml"]))
+        train(assemble(cfg, Registry([tmp_path / "reg.yaml"])), tmp_path / "nan")
 
     cfg.reward.name = "brightness"
-    calls, loss_fn = [], trainer.grpo_loss
+    calls, loss_fn = [], loss.grpo_loss
 
     def first_nan(*a, **k):  # the first optimizer step's loss is NaN, the others are not
         out = loss_fn(*a, **k)
@@ -782,10 +790,10 @@ def test_nan_rewards_stop_the_run_and_nan_gradients_skip_the_step(tmp_path, tiny
             out.loss = out.loss * float("nan")
         return out
 
-    monkeypatch.setattr(trainer, "grpo_loss", first_nan)
+    monkeypatch.setattr(loss, "grpo_loss", first_nan)
     cfg.train.updates_per_epoch, cfg.train.micro_batch = 2, 100
     with pytest.warns(UserWarning, match="optimizer step skipped"):
-        train(cfg, tmp_path / "skip", registry=Registry([tmp_path / "reg.yaml"]))
+        train(assemble(cfg, Registry([tmp_path / "reg.yaml"])), tmp_path / "skip")
     row = json.loads((tmp_path / "skip" / "metrics.jsonl").read_text())
     assert (
         row["skipped_steps"] == 0.5 and math.isfinite(row["loss"]) is False
@@ -804,9 +812,8 @@ def test_bf16_weights_under_accelerate_mixed_precision(tmp_path, tiny_pipe_dir):
     cfg = tiny_config(tmp_path, tiny_pipe_dir, iterations=2, updates_per_epoch=1)
     cfg.model.dtype = "bfloat16"
     model = train(
-        cfg,
+        assemble(cfg, Registry([tmp_path / "reg.yaml"])),
         tmp_path / "run",
-        registry=Registry([tmp_path / "reg.yaml"]),
         accelerator=Accelerator(cpu=True, mixed_precision="bf16"),
     )
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -821,7 +828,7 @@ def test_dgx_eval_cli_scores_base_and_adapter_with_set(tmp_path, tiny_pipe_dir):
     from dgx.grpo.cli import main
 
     cfg = tiny_config(tmp_path, tiny_pipe_dir, iterations=1, lr=5e-2)
-    train(cfg, tmp_path / "run", registry=Registry([tmp_path / "reg.yaml"]))
+    train(assemble(cfg, Registry([tmp_path / "reg.yaml"])), tmp_path / "run")
     sets = ["--set", "eval.max_prompts=3", "--set", "eval.images_per_prompt=2", "--set", "eval.steps=2"]
     outs = {}
     for name, extra in (("base", []), ("trained", ["--adapter", str(tmp_path / "run")])):
@@ -968,10 +975,10 @@ def test_every_reward_is_built_on_the_run_device(tmp_path, tiny_pipe_dir):
     )
     reg = Registry([tmp_path / "reg.yaml"])
     Recorder.built.clear()
-    train(cfg, tmp_path / "run", registry=reg)
-    calibrate(cfg, tmp_path / "cal", reg)
+    train(assemble(cfg, reg), tmp_path / "run")
+    calibrate(assemble(cfg, reg), tmp_path / "cal")
     assert [b["device"] for b in Recorder.built] == ["cpu", "cpu"]
-    build_reward(RewardConfig(name="weighted", weights={"recorder": 1.0}), reg, device="cuda:3")
+    build_reward(RewardConfig(name="weighted", rewards={"r": "recorder"}, weights={"r": 1.0}), reg, device="cuda:3")
     assert Recorder.built[-1]["device"] == "cuda:3"
 
 
@@ -981,7 +988,6 @@ def test_an_evaluation_scores_a_named_reward_or_the_runs_own_paired_image_by_ima
     from click.testing import CliRunner
     from dgx.eval.benchmarks import generate
     from dgx.grpo import runner
-    from dgx.grpo.assembly import assemble
     from dgx.grpo.cli import main
     from dgx.grpo.config import load
     from dgx.grpo.results import headline
@@ -1015,7 +1021,7 @@ def test_eval_reward_is_checked_against_the_registry_and_the_evaluation(tmp_path
     tiny_config(tmp_path, tiny_pipe_dir)
     with pytest.raises(ConfigError, match=r"eval.reward: unknown reward 'inky'; did you mean 'ink'"):
         load(tmp_path / "cfg.yaml", overrides={"eval": {"name": "shapes_reward", "reward": "inky"}})
-    with pytest.raises(ConfigError, match=r"eval.reward: the evaluation 'shapes_geneval' takes no 'reward'"):
+    with pytest.raises(ConfigError, match=r"eval.reward: evaluation 'shapes_geneval' takes no 'reward'"):
         load(tmp_path / "cfg.yaml", overrides={"eval": {"name": "shapes_geneval", "reward": "ink"}})
 
 

@@ -7,6 +7,8 @@ import pytest
 import torch
 import yaml
 from dgx.eval.benchmarks import generate
+from dgx.grpo.assembly import assemble
+from dgx.grpo.config import ModelConfig
 from dgx.grpo.hub import export_run, push_run
 from dgx.grpo.registry import Registry
 from dgx.grpo.trainer import train
@@ -20,7 +22,7 @@ def trained_run(tmp_path_factory, tiny_pipe_dir):
     tmp = tmp_path_factory.mktemp("hubrun")
     cfg = tiny_config(tmp, tiny_pipe_dir, iterations=2, lr=5e-2)
     run = tmp / "run"
-    model = train(cfg, run, registry=Registry([tmp / "reg.yaml"]))
+    model = train(assemble(cfg, Registry([tmp / "reg.yaml"])), run)
     (run / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     return run, model, cfg
 
@@ -60,10 +62,10 @@ def test_flux_export_loads_into_flux_pipeline(tmp_path, tiny_flux_dir):
     from diffusers import FluxPipeline
 
     cfg = tiny_config(tmp_path, tiny_flux_dir, iterations=1, lr=5e-2, updates_per_epoch=1)
-    cfg.model.name, cfg.model.resolution, cfg.model.max_sequence_length = "flux", 16, 16
+    cfg.model = ModelConfig(name="flux", path=str(tiny_flux_dir), resolution=16, max_sequence_length=16)
     cfg.sampler.guidance, cfg.eval.steps = 3.5, 3
     run = tmp_path / "run"
-    model = train(cfg, run, registry=Registry([tmp_path / "reg.yaml"]))
+    model = train(assemble(cfg, Registry([tmp_path / "reg.yaml"])), run)
     (run / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     export_run(run, tmp_path / "export", "me/tiny-flux")
     card = (tmp_path / "export" / "README.md").read_text()

@@ -52,13 +52,26 @@ CONFIGS = [
     ("timestep_fraction 0", edit("group_size: 2}", "group_size: 2, timestep_fraction: 0}"), "train.timestep_fraction"),
     ("timestep_fraction 2", edit("group_size: 2}", "group_size: 2, timestep_fraction: 2}"), "train.timestep_fraction"),
     ("ema 1.5", edit("group_size: 2}", "group_size: 2, ema: 1.5}"), "train.ema: Input should be less than 1"),
-    ("clip_range 0", edit("group_size: 2}", "group_size: 2, clip_range: 0}"), "train.clip_range"),
-    ("kl_beta negative", edit("group_size: 2}", "group_size: 2, kl_beta: -1}"), "train.kl_beta"),
+    ("clip_range 0", edit("eval:", "objective: {clip_range: 0}\neval:"), "objective.clip_range"),
+    ("kl_beta negative", edit("eval:", "objective: {kl_beta: -1}\neval:"), "objective.kl_beta"),
+    (
+        "kl_beta in train",
+        edit("group_size: 2}", "group_size: 2, kl_beta: 0.1}"),
+        "train.kl_beta: the objective is its own node now: move train.kl_beta to `objective:",
+    ),
     ("eps2 0", edit("eval:", "calibrate: {eps2: 0}\neval:"), "calibrate.eps2"),
     ("dtype float64", edit("name: shapes}", "name: shapes, dtype: float64}"), "model.dtype: Input should be"),
     ("device gpu", BASE + "device: gpu\n", "device: Input should be 'auto' or 'cpu'"),
-    ("kl reverse", edit("group_size: 2}", "group_size: 2, kl: reverse}"), "train.kl: Input should be"),
-    ("adv_std bad", edit("group_size: 2}", "group_size: 2, adv_std: tag}"), "train.adv_std: Input should be"),
+    (
+        "kl reverse",
+        edit("eval:", "objective: {kl: reverse}\neval:"),
+        "objective.kl: objective 'flow_grpo': Input should be",
+    ),
+    (
+        "adv_std bad",
+        edit("eval:", "objective: {adv_std: tag}\neval:"),
+        "objective.adv_std: objective 'flow_grpo': Input",
+    ),
     ("prompt_sampling bad", edit("group_size: 2}", "group_size: 2, prompt_sampling: tags}"), "train.prompt_sampling"),
     (
         "ode_steps text",
@@ -97,8 +110,8 @@ CONFIGS = [
     ),
     (
         "unknown weighted part",
-        edit("name: ink}", "name: weighted, weights: {inkk: 1.0}}"),
-        "reward.weights.inkk: unknown reward 'inkk'",
+        edit("name: ink}", "name: weighted, rewards: {a: inkk}, weights: {a: 1.0}}"),
+        "reward.rewards.a.name: unknown reward 'inkk'",
     ),
     (
         "noise window reversed",
@@ -119,12 +132,12 @@ CONFIGS = [
     (
         "ode sampler with noise",
         edit("steps: 4,", "name: ode, noise: {a: 0.5}, steps: 4,"),
-        "sampler.name: the ode sampler takes no noise",
+        "sampler.name: the sampler 'ode' draws no noise",
     ),
     (
         "ode sampler calibrated",
         edit("steps: 4,", "name: ode, noise: {name: calibrated}, steps: 4,"),
-        "the ode sampler takes no noise",
+        "the sampler 'ode' draws no noise",
     ),
     (
         "calibrate.init length",
@@ -149,17 +162,17 @@ CONFIGS = [
     (
         "resolution 30",
         edit("name: shapes}", "name: shapes, resolution: 30}"),
-        "model.resolution: 30 px is not a multiple of 16",
+        "model.resolution: model 'shapes': Input should be a multiple of 16",
     ),
     (
         "resolution negative",
         edit("name: shapes}", "name: shapes, resolution: -16}"),
-        "model.resolution: Input should be greater than 0",
+        "model.resolution: model 'shapes': Input should be greater than 0",
     ),
     (
         "prompts file without path",
         BASE + "prompts: {name: file}\n",
-        "prompts.path: prompts.name = file needs prompts.path",
+        "prompts.path: prompt source 'file' needs 'path': give it in the config",
     ),
     (
         "prompts file missing",
@@ -173,7 +186,7 @@ CONFIGS = [
     ),
     (
         "eval prompts missing",
-        edit("max_prompts: 2}", "max_prompts: 2, prompts_file: nope.jsonl}"),
+        edit("eval: {max_prompts: 2}", "eval: {name: pickscore, max_prompts: 2, prompts_file: nope.jsonl}"),
         "eval.prompts_file: prompt file 'nope.jsonl' not found",
     ),
     ("duplicate top key", BASE + "model: {name: sd3}\n", "duplicate key 'model' (first at line 1)"),

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from dgx.grpo import checkpoint
+from dgx.grpo.assembly import assemble
 from dgx.grpo.cli import main
 from dgx.grpo.metrics import flat_scalars
 from dgx.grpo.registry import Registry
@@ -83,13 +84,12 @@ def test_an_offline_wandb_run_records_the_metrics_scalars_and_images(tmp_path, t
     monkeypatch.setenv("WANDB_SILENT", "true")
     cfg = tiny_config(tmp_path, tiny_pipe_dir, iterations=2, log_with=["tensorboard", "wandb"])
     cfg.eval.name, cfg.eval.steps, cfg.eval.every, cfg.eval.every_images = "brightness_eval", 2, 1, 3
-    from dgx.grpo.assembly import assemble
     from dgx.grpo.runner import evaluation_during_training
 
     reg = Registry([tmp_path / "reg.yaml"])
     run = tmp_path / "run"
     parts = assemble(cfg, reg)
-    train(cfg, run, parts=parts, evaluate_during=evaluation_during_training(parts, run))
+    train(parts, run, evaluate_during=evaluation_during_training(parts, run))
     rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
     history = {h["_step"]: h for h in wandb_history(run)}
     for row in rows:

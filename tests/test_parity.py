@@ -12,7 +12,7 @@ import torch
 from dgx.grpo.adapter import add_lora
 from dgx.grpo.advantages import advantages
 from dgx.grpo.config import RunConfig, TrainConfig
-from dgx.grpo.loss import grpo_loss
+from dgx.grpo.loss import FlowGRPO, grpo_loss
 from dgx.grpo.trainer import Batch, pair_loss, steps_to_train
 from dgx.sampler import SD3Model, UniformNoise, rollout, sample_generator, sde_step
 
@@ -66,7 +66,7 @@ def test_advantages_for_each_std_choice():
         torch.testing.assert_close(got, want[:, None].expand(4, 2), msg=f"{std}, ddof {ddof}")
     per_step = advantages(torch.stack([r, 2 * r], 1), ones, True, 2, 5.0)  # global std taken per step
     torch.testing.assert_close(per_step[:, 1], centred * 2 / (2 * glob + 1e-4))
-    assert TrainConfig().adv_std == "global" and TrainConfig().adv_ddof == 0
+    assert FlowGRPO().adv_std == "global" and FlowGRPO().adv_ddof == 0
 
 
 FLOW_GRPO_SD3 = {"attn.add_k_proj", "attn.add_q_proj", "attn.add_v_proj", "attn.to_add_out", "attn.to_k"}
@@ -230,28 +230,30 @@ def test_default_objective_equals_flow_grpo(rollout_setup, options):
     outside the range; at 0.2 most are inside it."""
     model, params, traj, texts, rewards = rollout_setup
     exact = options == "exact"
-    tc = TrainConfig(
+    tc = TrainConfig(timestep_fraction=0.99)
+    objective = FlowGRPO(
         kl_beta=BETA,
-        timestep_fraction=0.99,
         **({"kl": "exact", "guidance_grad": "full"} if exact else {}),
         **({"clip_range": 0.2} if options == "reference_wide_clip" else {}),
     )
-    assert TrainConfig().clip_range == 1e-4 and tc.adv_clip_max == 5.0  # Flow-GRPO's defaults
+    assert FlowGRPO().clip_range == 1e-4 and objective.adv_clip_max == 5.0  # Flow-GRPO's defaults
+    assert RunConfig().objective.name == "flow_grpo" and not RunConfig().objective.args  # the default objective
 
     signal = rewards.float()[:, None].expand(len(texts), T)
-    adv = advantages(signal, torch.ones(len(texts), T), False, G, tc.adv_clip_max, tc.adv_std, tc.adv_ddof)
+    adv = objective.advantages(signal, torch.ones(len(texts), T), False, G)
     ref_adv = flow_grpo_advantages(texts, rewards.numpy())
     np.testing.assert_allclose(adv[:, 0].numpy(), ref_adv, rtol=1e-5, atol=1e-6)
 
     steps = steps_to_train(list(range(T)), tc.timestep_fraction, tc.timestep_selection, None)
     assert steps == list(range(9))
     pairs = [(b, s) for s in steps for b in range(len(texts))]
-    out = pair_loss(model, model.transformer, tc, Batch(traj, adv, UniformNoise(0.7), sde_step, traj.grid), pairs)
+    batch = Batch(traj, adv, UniformNoise(0.7), sde_step, traj.grid, objective)
+    out = pair_loss(model, model.transformer, batch, pairs)
     out.loss.backward()
     g_dgx = grads(params)
 
     ref_loss = flow_grpo_loss(
-        model, traj, adv, steps, tc.clip_range, BETA, 0.7, detach_uncond=not exact, exact_kl=exact
+        model, traj, adv, steps, objective.clip_range, BETA, 0.7, detach_uncond=not exact, exact_kl=exact
     )
     ref_loss.backward()
     g_ref = grads(params)
@@ -281,4 +283,4 @@ def test_detached_guidance_sends_no_gradient_through_the_unconditional_branch(ro
     assert relative_error(grads(params), W * g_c) < 1e-5
     model.velocity(x, t, cond, W).sum().backward()
     assert relative_error(grads(params), (1 - W) * g_u + W * g_c) < 1e-5
-    assert TrainConfig().guidance_grad == "cond" and TrainConfig().kl == "flow_grpo"
+    assert FlowGRPO().guidance_grad == "cond" and FlowGRPO().kl == "flow_grpo"

@@ -542,14 +542,17 @@ def test_hf_geneval_detector_and_clip_colors(tmp_path):
 
 
 def test_weighted_reward_from_config(tmp_path):
+    """A reward made of reward nodes, each with its own arguments, built through the registry."""
     from dgx.grpo.build import build_reward
     from dgx.grpo.config import load
+    from dgx.grpo.errors import ConfigError
 
     (tmp_path / "reg.yaml").write_text(
         "rewards:\n  brightness: {impl: 'dgx_test_helpers:Brightness', description: t}\n"
     )
     (tmp_path / "c.yaml").write_text(
-        "registry: reg.yaml\nreward: {name: weighted, weights: {brightness: 2.0, geneval_shapes: 0.5}}\n"
+        "registry: reg.yaml\nreward: {name: weighted, rewards: {b: brightness, rules: {name: geneval_shapes, "
+        "partial: false}}, weights: {b: 2.0, rules: 0.5}}\n"
     )
     abl = load(tmp_path / "c.yaml")
     reward = build_reward(abl.variants["default"].reward, abl.registry())
@@ -562,11 +565,16 @@ def test_weighted_reward_from_config(tmp_path):
             "exclude": [],
         }
     ] * 2
-    want = 2.0 * (images[:, 0] - images[:, 2]).flatten(1).mean(1) * 10 + 0.5 * reward.rewards["geneval_shapes"](
-        images, ["x"] * 2, meta
-    )
+    rules = reward.rewards["rules"]
+    assert rules.partial is False  # the part's own argument reached it (its default is True)
+    want = 2.0 * (images[:, 0] - images[:, 2]).flatten(1).mean(1) * 10 + 0.5 * rules(images, ["x"] * 2, meta)
     torch.testing.assert_close(reward(images, ["x"] * 2, meta), want)
-    assert reward.name == "2*brightness+0.5*geneval_shapes"
+    assert reward.name == "2*b+0.5*rules"
+    (tmp_path / "d.yaml").write_text(
+        "registry: reg.yaml\nreward: {name: weighted, rewards: {b: brightness}, weights: {c: 1}}\n"
+    )
+    with pytest.raises(ConfigError, match="rewards \\['b'\\] and weights \\['c'\\] must name the same labels"):
+        build_reward(load(tmp_path / "d.yaml").variants["default"].reward, abl.registry())
 
 
 def test_imagereward_missing_package_says_how_to_install():

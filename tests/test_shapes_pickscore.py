@@ -100,10 +100,12 @@ def test_report_pairs_the_preference_score_with_the_base_model_and_the_first_var
 
 def test_shapes_pickscore_benchmark_scores_the_images_it_judges(tiny_model, tmp_path, shapes_pickscore):
     """The evaluation's per-image PickScore equals the reward's on the same images, beside GenEval's verdicts."""
-    from dgx.eval.benchmarks import generate
+    from dgx.eval.benchmarks import Protocol, generate
     from dgx.eval.benchmarks import shapes_pickscore as bench
 
-    summary = bench(tiny_model, steps=2, guidance=1.0, images_per_prompt=1, max_prompts=6, seed=3, out=tmp_path)
+    summary = bench(
+        tiny_model, Protocol(steps=2, guidance=1.0, images_per_prompt=1, max_prompts=6, seed=3, out=tmp_path)
+    )
     rows = [json.loads(x) for x in (tmp_path / "per_image.jsonl").read_text().splitlines()]
     assert list(summary)[:3] == ["pickscore", "overall", "single_object"]
     images = generate(tiny_model, [r["prompt"] for r in rows], 2, 1.0, 3)

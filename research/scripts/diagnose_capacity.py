@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from dgx.grpo.adapter import add_lora
-from dgx.grpo.build import build_model, build_reward, choose_prompts, load_prompts
+from dgx.grpo.build import build_model, build_reward, load_prompts
 from dgx.grpo.config import load
+from dgx.grpo.prompts import choose_prompts
 from dgx.grpo.registry import Registry
 from dgx.grpo.runner import paired_reward_gain
 from dgx.sampler import ode_step, rollout, sample_generator
@@ -56,7 +57,7 @@ if args.guidance is not None:
 registry = Registry()
 model = build_model(cfg, registry)
 reward = build_reward(cfg.reward, registry)
-prompts = load_prompts(cfg, "train")
+prompts = load_prompts(cfg, registry, "train")
 metas = [
     prompts[i]
     for i in choose_prompts(prompts, args.samples, np.random.default_rng(args.seed), cfg.train.prompt_sampling)
@@ -113,7 +114,7 @@ for step in tqdm(range(1, args.steps + 1), desc="fine-tune"):
             "step": step,
             "lr": lr,
             "loss": round(float(np.mean(losses[-50:])), 4),
-            "paired": paired_reward_gain(model, cfg, reward, args.paired),
+            "paired": paired_reward_gain(model, cfg, reward, load_prompts(cfg, registry, "test"), args.paired),
             "seconds": round(time.perf_counter() - t0),
         }
         print(json.dumps(row), flush=True)

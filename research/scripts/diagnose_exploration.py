@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from dgx.grpo.build import build_model, build_reward, choose_prompts, load_prompts
+from dgx.grpo.build import build_model, build_reward, load_prompts
 from dgx.grpo.config import load
+from dgx.grpo.prompts import choose_prompts
 from dgx.grpo.registry import Registry
 from dgx.sampler import UniformNoise, rollout, sample_generator, sde_step
 from dgx.sampler.continuation import continue_ode
@@ -41,7 +42,7 @@ cfg = load(args.config).variant(args.variant)[1]
 registry = Registry()
 model = build_model(cfg, registry)
 reward = build_reward(cfg.reward, registry)
-prompts = load_prompts(cfg, args.split)
+prompts = load_prompts(cfg, registry, args.split)
 metas = [prompts[i] for i in choose_prompts(prompts, args.prompts, np.random.default_rng(args.seed), "uniform")]
 steps = cfg.sampler.steps
 n, k = args.x0, args.k

@@ -6,7 +6,7 @@ python research/scripts/eval_shapes_checkpoint.py runs/shapes_model/step_05000 [
 import argparse
 import json
 
-from dgx.eval.benchmarks import shapes_geneval
+from dgx.eval.benchmarks import Protocol, shapes_geneval
 from dgx.sampler import SD3Model
 
 ap = argparse.ArgumentParser()
@@ -17,5 +17,5 @@ ap.add_argument("--images", type=int, default=4)
 args = ap.parse_args()
 model = SD3Model.from_pretrained(args.path, max_sequence_length=0)
 for g in args.guidance:
-    s = shapes_geneval(model, steps=args.steps, guidance=g, images_per_prompt=args.images, seed=12345)
+    s = shapes_geneval(model, Protocol(steps=args.steps, guidance=g, images_per_prompt=args.images, seed=12345))
     print(json.dumps({"path": args.path, "guidance": g, "steps": args.steps, **{k: round(v, 3) for k, v in s.items()}}))

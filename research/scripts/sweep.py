@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 from dgx.grpo.assembly import assemble
-from dgx.grpo.build import build_reward
+from dgx.grpo.build import build_reward, load_prompts
 from dgx.grpo.config import RewardConfig, deep_merge, load, validate
 from dgx.grpo.runner import evaluate, paired_reward_gain
 from dgx.grpo.trainer import train
@@ -57,14 +57,15 @@ for spec in args.specs:
     cfg = validate(deep_merge(base, change), args.config, change, name, abl.registry())  # every node checked
     run = args.out / name
     t0 = time.perf_counter()
-    model = train(cfg, run, resume=True, registry=abl.registry())
+    model = train(assemble(cfg, abl.registry()), run, resume=True)
     row = {"name": name, "override": json.loads(over or "{}"), "train_s": round(time.perf_counter() - t0, 1)}
     if not args.no_eval:
         parts = assemble(cfg, abl.registry(), model=model)
         row["test"] = {k: round(v, 4) for k, v in evaluate(parts, run / "eval").items()}
     if args.paired:
         node = RewardConfig.model_validate(deep_merge(cfg.reward.model_dump(), paired_reward))
-        row["paired"] = paired_reward_gain(model, cfg, build_reward(node, abl.registry()), args.paired)
+        test = load_prompts(cfg, abl.registry(), "test")
+        row["paired"] = paired_reward_gain(model, cfg, build_reward(node, abl.registry()), test, args.paired)
         row["paired_reward"] = paired_reward
     ref = args.out / (args.reference or "")
     if args.reference and (ref / "metrics.jsonl").is_file() and ref != run:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 from accelerate.state import AcceleratorState
+from dgx.grpo.assembly import assemble
 from dgx.grpo.config import RunConfig, deep_merge, load
 from dgx.grpo.distributed import accelerate_mode
 from dgx.grpo.runner import environment
@@ -44,7 +45,7 @@ run = args.out / name
 shutil.rmtree(run, ignore_errors=True)
 cuda = torch.cuda.is_available() and cfg.device != "cpu"
 t0 = time.perf_counter()
-model = train(cfg, run, registry=abl.registry())
+model = train(assemble(cfg, abl.registry()), run)
 wall = time.perf_counter() - t0
 rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 peak = (

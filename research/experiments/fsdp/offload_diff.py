@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 
 root = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(Path(__file__).parent))
+from dgx.grpo.assembly import assemble  # noqa: E402
 from dgx.grpo.registry import Registry  # noqa: E402
 from dgx.grpo.trainer import train  # noqa: E402
 from tiny_run import save_tiny_sd3, tiny_config  # noqa: E402
@@ -80,12 +81,12 @@ for mode, extra in modes.items():
 cfg = tiny_config(tmp / "one", pipe, iterations=2, ema=0.5, gradient_checkpointing=True)
 cfg.device = "auto" if gpu else "cpu"
 registry = Registry()
-train(cfg, tmp / "one" / "run", registry=registry)
+train(assemble(cfg, registry), tmp / "one" / "run")
 # one unsharded process resumed from the offloaded run's checkpoint after iteration 0
 shutil.copytree(tmp / "cpu_offload" / "run", tmp / "one_from_offload")
 shutil.rmtree(tmp / "one_from_offload" / "checkpoints" / "iter_00001")
 (tmp / "one_from_offload" / "checkpoints" / "latest").write_text("iter_00000")
-train(cfg, tmp / "one_from_offload", registry=registry, resume=True)
+train(assemble(cfg, registry), tmp / "one_from_offload", resume=True)
 
 report = {"gpu": torch.cuda.get_device_name() if gpu else None}
 for it in ("iter_00000", "iter_00001"):

@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 
 root = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(Path(__file__).parent))
+from dgx.grpo.assembly import assemble  # noqa: E402
 from dgx.grpo.registry import Registry  # noqa: E402
 from dgx.grpo.trainer import train  # noqa: E402
 from tiny_run import save_tiny_sd3, tiny_config  # noqa: E402
@@ -25,13 +26,13 @@ tmp = Path(tempfile.mkdtemp())
 save_tiny_sd3(tmp / "pipe")
 cfg = tiny_config(tmp, tmp / "pipe", iterations=2, ema=0.5, gradient_checkpointing=True)
 reg = Registry()
-train(cfg, tmp / "a", registry=reg, stop_after=1)
+train(assemble(cfg, reg), tmp / "a", stop_after=1)
 shutil.copytree(tmp / "a", tmp / "b")
 ad = tmp / "b" / "checkpoints" / "iter_00000" / "adapter.safetensors"
 g = torch.Generator().manual_seed(0)
 save_file({k: v + scale * torch.randn(v.shape, generator=g) for k, v in load_file(ad).items()}, ad)
 for run in ("a", "b"):
-    train(cfg, tmp / run, registry=reg, resume=True)
+    train(assemble(cfg, reg), tmp / run, resume=True)
 ca, cb = (load_file(tmp / r / "checkpoints" / "iter_00001" / "adapter.safetensors") for r in ("a", "b"))
 worst = max((ca[k] - cb[k]).abs().max().item() for k in ca)
 clip = [json.loads((tmp / r / "metrics.jsonl").read_text().splitlines()[1])["clip_frac"] for r in ("a", "b")]

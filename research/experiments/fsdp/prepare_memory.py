@@ -20,6 +20,7 @@ from pathlib import Path
 import accelerate
 from accelerate.state import PartialState
 from accelerate.utils import DistributedType
+from dgx.grpo.assembly import assemble
 from dgx.grpo.config import RunConfig, deep_merge, load
 from dgx.grpo.trainer import train
 
@@ -63,5 +64,5 @@ small = {
     "train": {"group_size": 2, "micro_batch": 2, "iterations": 1, "timestep_fraction": 0.5},
     "device": "auto",
 }
-train(RunConfig.model_validate(deep_merge(variant.model_dump(), small)), Path(sys.argv[1]), registry=abl.registry())
+train(assemble(RunConfig.model_validate(deep_merge(variant.model_dump(), small)), abl.registry()), Path(sys.argv[1]))
 print(json.dumps({"mode": sys.argv[2], "prepare_gib": log}))

@@ -46,8 +46,6 @@ def tiny_config(folder: Path, pipe: Path, **train):
         "updates_per_epoch": 2,
         "lora_rank": 2,
         "lora_alpha": 4,
-        "clip_range": 0.2,
-        "kl_beta": 0.1,
         **train,
     }
     body = {
@@ -55,6 +53,7 @@ def tiny_config(folder: Path, pipe: Path, **train):
         "sampler": {"steps": 4, "guidance": 2.0},
         "reward": {"name": "ink"},
         "credit": {"name": "dense_gain", "ode_steps": "t"},
+        "objective": {"name": "flow_grpo", "clip_range": 0.2, "kl_beta": 0.1},
         "train": t,
         "device": "cpu",
     }
@@ -79,12 +78,13 @@ def _cpu_fsdp() -> None:
 
 if __name__ == "__main__":
     _cpu_fsdp()
+    from dgx.grpo.assembly import assemble
     from dgx.grpo.registry import Registry
     from dgx.grpo.trainer import train
 
     folder, pipe = Path(sys.argv[1]), Path(sys.argv[2])
     cfg = tiny_config(folder, pipe, iterations=2, ema=0.5, gradient_checkpointing=True)
     cfg.device = "auto"
-    train(cfg, folder / "run", registry=Registry(), stop_after=1)
-    train(cfg, folder / "run", registry=Registry(), resume=True)
-    train(cfg, folder / "whole", registry=Registry())
+    train(assemble(cfg, Registry()), folder / "run", stop_after=1)
+    train(assemble(cfg, Registry()), folder / "run", resume=True)
+    train(assemble(cfg, Registry()), folder / "whole")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
 import torch
-from dgx.rewards.base import checked, to_uint8
+from dgx.rewards.base import Reward, checked, to_uint8
 from dgx.rewards.geneval import summarize
 from dgx.rewards.geneval_reward import GenEvalReward
 from dgx.rewards.geneval_reward import shapes_geneval as shapes_rules
@@ -41,6 +41,24 @@ class Shard:
 
 
 S = TypeVar("S")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How every evaluation samples and where it writes (a config's ``eval`` keys; dgx fills it): ODE ``steps`` at
+    CFG ``guidance``, ``images_per_prompt`` (raised per tag to ``min_images_per_tag`` where prompts have tags), the
+    first ``max_prompts`` prompts (None: all), image i's noise keyed by (``seed``, i), ``batch`` images per forward
+    pass, the folder ``out`` (None: nothing written) and this process's ``shard`` of the images."""
+
+    steps: int = 20
+    guidance: float = 1.0
+    images_per_prompt: int = 1
+    min_images_per_tag: int = 0
+    max_prompts: int | None = None
+    seed: int = 0
+    batch: int = 16
+    out: Path | None = None
+    shard: Shard = Shard()
 
 
 class Scorers:
@@ -159,29 +177,18 @@ def score_batches(rewards: dict, images: torch.Tensor, prompts: list[str], metas
 
 
 def geneval_benchmark(
-    model: FlowModel,
-    reward: GenEvalReward,
-    metadata: list[dict],
-    *,
-    steps: int,
-    guidance: float,
-    images_per_prompt: int = 4,
-    min_images_per_tag: int = 0,
-    seed: int = 0,
-    batch: int = 64,
-    out: Path | None = None,
-    shard: Shard = Shard(),
-    scores: dict | None = None,
+    model: FlowModel, reward: GenEvalReward, metadata: list[dict], protocol: Protocol, scores: dict | None = None
 ) -> dict[str, float]:
     """GenEval protocol: N images per prompt, strict per-image verdicts, per-tag and overall. ``scores`` (name ->
     reward) also scores the same images: each per image in the records, its mean first in the summary."""
-    metas = images_by_tag(metadata, images_per_prompt, min_images_per_tag)
+    p, shard = protocol, protocol.shard
+    metas = images_by_tag(metadata[: p.max_prompts], p.images_per_prompt, p.min_images_per_tag)
     mine = shard.part(len(metas))
     local = [metas[i] for i in mine]
     prompts = [m["prompt"] for m in local]
-    images = generate(model, prompts, steps, guidance, seed, batch, reward.name, mine.start)
+    images = generate(model, prompts, p.steps, p.guidance, p.seed, p.batch, reward.name, mine.start)
     verdicts = reward.verdicts(images, local)
-    extra = score_batches(scores or {}, images, prompts, local, batch)
+    extra = score_batches(scores or {}, images, prompts, local, p.batch)
     records = shard.gather(
         [
             {
@@ -200,60 +207,34 @@ def geneval_benchmark(
     summary = {n: float(sum(r[n] for r in records) / len(records)) for n in extra}  # the scores lead, then overall
     verdicts = summarize([r["tag"] for r in records], [r["correct"] for r in records])
     summary |= {"overall": verdicts.pop("overall"), **verdicts}
-    _write(out, records, summary, images, sample_picks(local, "tag"), mine.start)
+    _write(p.out, records, summary, images, sample_picks(local, "tag"), mine.start)
     return summary
 
 
-def shapes_test_split(max_prompts: int | None = None) -> list[dict]:
+def _shapes(model: FlowModel, protocol: Protocol, scores: dict, scorers: Scorers | None) -> dict[str, float]:
+    """The strict GenEval verdicts of ODE samples of the shapes world's test split, and ``scores`` of the same images."""
     from dgx.rewards.shapes.prompts import split
 
-    return split("test")[:max_prompts] if max_prompts else split("test")
+    rules = (scorers or Scorers()).get(("shapes_geneval",), lambda: shapes_rules(partial=False))
+    return geneval_benchmark(model, rules, split("test"), protocol, scores)
 
 
-def shapes_geneval(
-    model: FlowModel,
-    *,
-    steps: int,
-    guidance: float,
-    images_per_prompt: int = 4,
-    min_images_per_tag: int = 0,
-    seed: int = 0,
-    batch: int = 64,
-    max_prompts: int | None = None,
-    out: Path | None = None,
-    shard: Shard = Shard(),
-    scores: dict | None = None,
-    scorers: Scorers | None = None,
-    **_,
-) -> dict[str, float]:
-    """GenEval-style score on the shapes-world test split (with ``scores``: those rewards of the same images too)."""
-    return geneval_benchmark(
-        model,
-        (scorers or Scorers()).get(("shapes_geneval",), lambda: shapes_rules(partial=False)),
-        shapes_test_split(max_prompts),
-        steps=steps,
-        guidance=guidance,
-        images_per_prompt=images_per_prompt,
-        min_images_per_tag=min_images_per_tag,
-        seed=seed,
-        batch=batch,
-        out=out,
-        shard=shard,
-        scores=scores,
-    )
+def shapes_geneval(model: FlowModel, protocol: Protocol, *, scorers: Scorers | None = None) -> dict[str, float]:
+    """GenEval-style score on the shapes-world test split."""
+    return _shapes(model, protocol, {}, scorers)
 
 
 def shapes_pickscore(
     model: FlowModel,
+    protocol: Protocol,
     *,
     path: str | None = None,
     processor_path: str | None = None,
     scorers: Scorers | None = None,
-    **kw,
 ) -> dict[str, float]:
     """The shapes world's PickScore (``pickscore``; ``path``: its model folder, default the one dgx-rewards ships) of
     ODE samples of its test split, and the strict GenEval verdicts of the same images (``overall`` and per tag):
-    does a preference gain carry over to the rules? ``kw``: as ``shapes_geneval``."""
+    does a preference gain carry over to the rules?"""
     from importlib import resources
 
     from dgx.rewards.pickscore import PickScore
@@ -262,14 +243,16 @@ def shapes_pickscore(
     scorers = scorers or Scorers()
     where = (path, processor_path or path, _device(model))
     ps = scorers.get(("pickscore", *where), lambda: PickScore(*where[:2], device=where[2]))
-    return shapes_geneval(model, scores={"pickscore": ps}, scorers=scorers, **kw)
+    return _shapes(model, protocol, {"pickscore": ps}, scorers)
 
 
-def shapes_reward(model: FlowModel, *, reward, scorers: Scorers | None = None, **kw) -> dict[str, float]:
-    """Any reward (``reward``: the evaluation's own, ``eval.reward``, or the run's) of ODE samples of the shapes
-    world's test split, under the reward's name, and the strict GenEval verdicts of the same images; image i has the
-    same prompt and initial noise for every model, so gains pair image by image. ``kw``: as ``shapes_geneval``."""
-    return shapes_geneval(model, scores={reward.name: reward}, scorers=scorers, **kw)
+def shapes_reward(
+    model: FlowModel, protocol: Protocol, *, reward: Reward, scorers: Scorers | None = None
+) -> dict[str, float]:
+    """Any reward (``reward``: a reward node, built on the run's device; left out, the run's own reward) of ODE
+    samples of the shapes world's test split, under the reward's name, and the strict GenEval verdicts of the same
+    images; image i has the same prompt and initial noise for every model, so gains pair image by image."""
+    return _shapes(model, protocol, {reward.name: reward}, scorers)
 
 
 def read_prompts(path: str | Path) -> list[dict]:
@@ -291,53 +274,16 @@ def read_prompts(path: str | Path) -> list[dict]:
 
 
 def reward_benchmark(
-    model: FlowModel,
-    reward,
-    metadata: list[dict],
-    *,
-    steps: int,
-    guidance: float,
-    images_per_prompt: int = 1,
-    seed: int = 0,
-    batch: int = 16,
-    out: Path | None = None,
-    shard: Shard = Shard(),
+    model: FlowModel, rewards: dict[str, Reward], metadata: list[dict], protocol: Protocol
 ) -> dict[str, float]:
-    """Mean (and std) of ``reward`` over ODE samples of the prompts; per-image JSONL."""
-    return multi_reward_benchmark(
-        model,
-        {reward.name: reward},
-        metadata,
-        steps=steps,
-        guidance=guidance,
-        images_per_prompt=images_per_prompt,
-        seed=seed,
-        batch=batch,
-        out=out,
-        shard=shard,
-    )
-
-
-def multi_reward_benchmark(
-    model: FlowModel,
-    rewards: dict,
-    metadata: list[dict],
-    *,
-    steps: int,
-    guidance: float,
-    images_per_prompt: int = 1,
-    seed: int = 0,
-    batch: int = 16,
-    out: Path | None = None,
-    shard: Shard = Shard(),
-) -> dict[str, float]:
-    """Score the same ODE samples with every reward: mean and std per metric, and the mean per
-    ``category`` (``metric/category``) where the prompts have one; per-image JSONL."""
-    metas = [m for m in metadata for _ in range(images_per_prompt)]
+    """Score the same ODE samples of the prompts with every reward (name -> reward): mean and std per metric, and the
+    mean per ``category`` (``metric/category``) where the prompts have one; per-image JSONL."""
+    p, shard = protocol, protocol.shard
+    metas = [m for m in metadata[: p.max_prompts] for _ in range(p.images_per_prompt)]
     mine = shard.part(len(metas))
     prompts, local = [metas[i]["prompt"] for i in mine], [metas[i] for i in mine]
-    images = generate(model, prompts, steps, guidance, seed, batch, "+".join(rewards), mine.start)
-    scores = score_batches(rewards, images, prompts, local, batch)
+    images = generate(model, prompts, p.steps, p.guidance, p.seed, p.batch, "+".join(rewards), mine.start)
+    scores = score_batches(rewards, images, prompts, local, p.batch)
     records = shard.gather(
         [
             {
@@ -356,7 +302,7 @@ def multi_reward_benchmark(
         summary[name], summary[f"{name}_std"] = v.mean().item(), v.std().item() if len(v) > 1 else 0.0
         for c in categories:
             summary[f"{name}/{c}"] = v[torch.tensor([r.get("category") == c for r in records])].mean().item()
-    _write(out, records, summary, images, sample_picks(local, "category"), mine.start)
+    _write(p.out, records, summary, images, sample_picks(local, "category"), mine.start)
     return summary
 
 
@@ -388,14 +334,14 @@ def drawbench_rewards(metrics: dict[str, dict] | None = None, device: str | torc
 
 def drawbench(
     model: FlowModel,
+    protocol: Protocol,
     *,
     prompts_file: str | None = None,
     metrics: dict[str, dict] | None = None,
-    max_prompts: int | None = None,
     scorers: Scorers | None = None,
-    **kw,
 ) -> dict[str, float]:
-    """DrawBench: the 200 prompts (11 categories) from a file, scored with several metrics.
+    """DrawBench: the 200 prompts (11 categories) from a file, scored with several metrics (``metrics``: name ->
+    the reward's arguments; default aesthetic, PickScore and ImageReward where installed).
 
     ``prompts_file``: DrawBench's sheet exported as CSV (columns Prompts, Category), or a TXT/JSONL file.
     """
@@ -406,18 +352,17 @@ def drawbench(
         )
     key = ("drawbench", json.dumps(metrics, sort_keys=True), _device(model))
     rewards = (scorers or Scorers()).get(key, lambda: drawbench_rewards(metrics, _device(model)))
-    return multi_reward_benchmark(model, rewards, read_prompts(prompts_file)[:max_prompts], **_sampling(kw))
+    return reward_benchmark(model, rewards, read_prompts(prompts_file), protocol)
 
 
 def pickscore(
     model: FlowModel,
+    protocol: Protocol,
     *,
     prompts_file: str,
-    max_prompts: int | None = None,
     path: str | None = None,
     processor_path: str | None = None,
     scorers: Scorers | None = None,
-    **kw,
 ) -> dict[str, float]:
     """Mean PickScore of ODE samples on test prompts from a file (``path`` / ``processor_path``: the PickScore model
     and processor, Hub ids or folders; default PickScore_v1 and its CLIP-H processor)."""
@@ -426,50 +371,36 @@ def pickscore(
     where = {k: v for k, v in (("path", path), ("processor_path", processor_path)) if v}
     key = ("pickscore", path, processor_path, _device(model))
     reward = (scorers or Scorers()).get(key, lambda: PickScore(device=_device(model), **where))
-    return reward_benchmark(model, reward, read_prompts(prompts_file)[:max_prompts], **_sampling(kw))
+    return reward_benchmark(model, {reward.name: reward}, read_prompts(prompts_file), protocol)
 
 
-def ocr(
-    model: FlowModel,
-    *,
-    prompts_file: str,
-    max_prompts: int | None = None,
-    scorers: Scorers | None = None,
-    **kw,
-) -> dict[str, float]:
+def ocr(model: FlowModel, protocol: Protocol, *, prompts_file: str, scorers: Scorers | None = None) -> dict[str, float]:
     """OCR accuracy of ODE samples on test prompts (with quoted text) from a file."""
     from dgx.rewards.ocr import OCRReward
 
     reward = (scorers or Scorers()).get(("ocr",), OCRReward)
-    return reward_benchmark(model, reward, read_prompts(prompts_file)[:max_prompts], **_sampling(kw))
+    return reward_benchmark(model, {reward.name: reward}, read_prompts(prompts_file), protocol)
 
 
 def _device(model: FlowModel) -> torch.device:
     return getattr(model, "device", torch.device("cpu"))
 
 
-def _sampling(kw: dict, extra: tuple[str, ...] = ()) -> dict:
-    """The sampling arguments a benchmark function passes on (plus ``extra`` keys)."""
-    return {
-        k: kw[k] for k in ("steps", "guidance", "images_per_prompt", "seed", "batch", "out", "shard", *extra) if k in kw
-    }
-
-
 def geneval(
     model: FlowModel,
+    protocol: Protocol,
     *,
     prompts_file: str | None = None,
-    max_prompts: int | None = None,
     path: str | None = None,
     processor_path: str | None = None,
     scorers: Scorers | None = None,
-    **kw,
 ) -> dict[str, float]:
-    """GenEval on real images: ``prompts_file`` (evaluation_metadata.jsonl) or the suite built like GenEval's."""
+    """GenEval on real images: ``prompts_file`` (evaluation_metadata.jsonl) or the suite built like GenEval's;
+    ``path`` / ``processor_path``: the detector and the CLIP colour classifier (default their Hub ids)."""
     from dgx.eval.geneval_prompts import build_suite
     from dgx.rewards.geneval_hf import hf_geneval
 
     meta = read_prompts(prompts_file) if prompts_file else build_suite()
     where = dict(path=path, processor_path=processor_path, device=_device(model))
     reward = (scorers or Scorers()).get(("geneval", *where.values()), lambda: hf_geneval(partial=False, **where))
-    return geneval_benchmark(model, reward, meta[:max_prompts], **_sampling(kw, ("min_images_per_tag",)))
+    return geneval_benchmark(model, reward, meta, protocol)

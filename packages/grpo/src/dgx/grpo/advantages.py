@@ -5,7 +5,7 @@ of a prompt, times the credit's per-step weights (1 for sparse).
 Per-step (dense_gain, dense_latent): A_t^i = (s_t^i - mean_j s_t^j) / std s_t, the mean per group
 AND per timestep t. Groups are consecutive blocks of ``group_size`` samples.
 
-Which std (``train.adv_std``), with ``ddof`` (``train.adv_ddof``; numpy's default 0, as Flow-GRPO):
+Which std (the objective's ``adv_std``), with ``ddof`` (``adv_ddof``; numpy's default 0, as Flow-GRPO):
 - ``global`` (Flow-GRPO's SD3 configs, ``global_std``): the std of all the batch's values (per step for
   per-step credit), so a group whose rewards barely differ gets small advantages;
 - ``group``: the group's own std (the papers' equations), so every group gets unit-scale advantages;

@@ -18,6 +18,7 @@ from dgx.grpo.adapter import remove_adapter
 from dgx.grpo.build import (
     build_credit,
     build_model,
+    build_objective,
     build_reward,
     build_schedule,
     build_step,
@@ -32,8 +33,8 @@ from dgx.rewards.base import load_now
 
 @dataclass(frozen=True)
 class Assembly:
-    """The components of one run: the generator (``model``), the reward (checked), the credit wrapper, the sampler
-    step, the noise schedule (None while it waits for calibration's psi table), the training prompts, the device
+    """The components of one run: the generator (``model``), the reward (checked), the credit wrapper, the
+    objective (advantages and loss), the sampler step, the noise schedule (None while it waits for calibration's psi table), the training prompts, the device
     every model runs on and the evaluation's scoring models (``scorers``, built on first use)."""
 
     cfg: RunConfig
@@ -42,6 +43,7 @@ class Assembly:
     model: object
     reward: Callable
     credit: Callable
+    objective: object
     step: Callable
     schedule: object | None
     prompts: list[dict]
@@ -87,9 +89,10 @@ def assemble(
         model=model,
         reward=reward,
         credit=build_credit(cfg, registry),
+        objective=build_objective(cfg, registry),
         step=build_step(cfg, registry),
         schedule=None if waits else build_schedule(cfg, registry, psi_path),
-        prompts=load_prompts(cfg, "train"),
+        prompts=load_prompts(cfg, registry, "train"),
         psi_path=psi_path,
         scorers=scorers if scorers is not None else Scorers(),
     )

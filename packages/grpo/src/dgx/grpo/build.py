@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import functools
-import json
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import torch
 from dgx.grpo.config import RewardConfig, RunConfig
 from dgx.grpo.errors import ConfigError
-from dgx.grpo.nodes import signature
+from dgx.grpo.nodes import component, parameters, signature
 from dgx.grpo.registry import Entry, Registry, defaults_not_taken
 from dgx.sampler import Windowed
 
@@ -44,29 +42,22 @@ def entry_arguments(entry: Entry, section: str, factory, given: dict | None = No
 
 
 def build_model(cfg: RunConfig, registry: Registry, device: str | torch.device | None = None):
-    """The registry entry's builder on ``device`` (default: ``device_for(cfg)``); its ``defaults`` other
-    than path and max_sequence_length, and model.resolution when set, are passed as keywords."""
+    """The generator of ``cfg.model``: its registry entry's builder with the node's own arguments (``path``,
+    ``max_sequence_length``, ``resolution``, ...; the entry's ``defaults`` for those it leaves out), the weights'
+    ``dtype`` and ``device`` (default: ``device_for(cfg)``)."""
     if device is None:
         from dgx.grpo.distributed import device_for
 
         device = device_for(cfg)
-    entry = registry.get("models", cfg.model.name)
-    extra = {k: v for k, v in entry.defaults.items() if k not in ("path", "max_sequence_length")}
-    if cfg.model.resolution is not None:
-        extra["resolution"] = cfg.model.resolution
-    path = resolve_path(cfg.model.path or entry.defaults.get("path", ""))
-    msl = cfg.model.max_sequence_length
-    msl = entry.defaults.get("max_sequence_length", 256) if msl is None else msl
-    return entry.load()(path, dtype=DTYPES[cfg.model.dtype], device=str(device), max_sequence_length=msl, **extra)
+    return node_instance(cfg.model, "models", registry, dtype=DTYPES[cfg.model.dtype], device=str(device))
 
 
 def build_reward(
     node: RewardConfig, registry: Registry, device: str | torch.device | None = None, where: str = "reward"
 ):
     """The reward of ``node`` (its registry entry's ``defaults``, ``pkg://`` paths resolved, then the node's own
-    arguments); a model-based reward runs on ``device`` (the run's: give it). A reward made of rewards (its
-    implementation takes ``rewards``) gets each reward its ``weights`` name, built from the registry. Every output is
-    checked (``CheckedReward``: one finite float per image, else an error naming the reward)."""
+    arguments, nested reward nodes built here too); a model-based reward runs on ``device`` (the run's: give it).
+    Every output is checked (``CheckedReward``: one finite float per image, else an error naming the reward)."""
     from dgx.rewards.base import CheckedReward
 
     entry = registry.get("rewards", node.name)
@@ -76,15 +67,30 @@ def build_reward(
     takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
     if device is not None and ("device" in params or takes_any):
         kwargs["device"] = str(device)
-    if "rewards" in params:
-        names = kwargs.get("weights") or {}
-        kwargs["rewards"] = {
-            n: build_reward(RewardConfig(name=n), registry, device, f"{where}.weights.{n}") for n in names
-        }
+    kwargs = build_nested(factory, "rewards", kwargs, registry, device, where)
     try:
         return CheckedReward(factory(**kwargs), node.name)
-    except TypeError as e:  # an argument the node's check could not see (an implementation taking **kwargs)
+    except (TypeError, ValueError) as e:  # an argument the node's check could not see (``**kwargs``, label sets)
         raise ConfigError(f"{where}: the reward {node.name!r} does not take these arguments ({e})") from None
+
+
+def build_nested(factory, section: str, kwargs: dict, registry: Registry, device, where: str) -> dict:
+    """``kwargs`` with each argument whose parameter is a component type (a reward, or a dict of them) built from
+    its node(s) through the registry, on ``device``."""
+    params = parameters(factory, section)[0]
+
+    def one(node, at: str):
+        return build_reward(RewardConfig(**({"name": node} if isinstance(node, str) else node)), registry, device, at)
+
+    out = dict(kwargs)
+    for key, value in kwargs.items():
+        kind = component(params[key].annotation) if key in params else None
+        if kind is not None:
+            many = kind[1]
+            out[key] = (
+                {k: one(v, f"{where}.{key}.{k}") for k, v in value.items()} if many else one(value, f"{where}.{key}")
+            )
+    return out
 
 
 def build_credit(cfg: RunConfig, registry: Registry):
@@ -93,6 +99,20 @@ def build_credit(cfg: RunConfig, registry: Registry):
     entry = registry.get("credit", cfg.credit.name)
     fn = entry.load()
     return functools.partial(fn, **entry_arguments(entry, "credit", fn, cfg.credit.args, set(cfg.credit.args)))
+
+
+def build_objective(cfg: RunConfig, registry: Registry):
+    """The objective of ``cfg.objective`` (its entry's factory with the node's own arguments): its ``advantages``
+    turn credit into advantages and calling it gives the loss of a batch of recorded steps (dgx.grpo.loss)."""
+    return node_instance(cfg.objective, "objectives", registry)
+
+
+def node_instance(node, section: str, registry: Registry, **supplied):
+    """A registry entry's factory called with the node's own arguments, its ``defaults`` for those the node leaves
+    out, and what dgx supplies itself (``supplied``)."""
+    entry = registry.get(section, node.name)
+    factory = entry.load()
+    return factory(**entry_arguments(entry, section, factory, node.args, set(node.args)), **supplied)
 
 
 def build_step(cfg: RunConfig, registry: Registry):
@@ -108,17 +128,15 @@ def build_schedule(cfg: RunConfig, registry: Registry, psi_path: Path | None = N
     reads a psi table, one taking ``psi_path``, gets the node's, else the entry's default, else ``psi_path``: the
     run's calibration); with ``noise.window`` it is zero (an ODE step) outside the window."""
     n = cfg.sampler.noise
-    entry = registry.get("noise", n.name)
-    factory = entry.load()
-    kwargs = entry_arguments(entry, "noise", factory, n.args, set(n.args))
+    supplied = {}
     if needs_calibration(cfg, registry):
         if psi_path is None:
             raise ConfigError(
                 f"sampler.noise.name = {n.name} reads a calibrated psi table: set noise.psi_path (or run through "
                 "`dgx run`, which calibrates first)"
             )
-        kwargs["psi_path"] = psi_path
-    schedule = factory(**kwargs)
+        supplied["psi_path"] = psi_path
+    schedule = node_instance(n, "noise", registry, **supplied)
     if n.window is None:
         return schedule
     start, stop = n.window
@@ -139,41 +157,9 @@ def needs_calibration(cfg: RunConfig, registry: Registry) -> bool:
     )
 
 
-def load_prompts(cfg: RunConfig, split: str = "train") -> list[dict]:
-    """Prompt metadata dicts (``prompt`` plus GenEval fields where known)."""
-    if cfg.prompts.name == "shapes":
-        from dgx.rewards.shapes.prompts import split as shapes_split
-
-        return shapes_split(split)
-    path = Path(cfg.prompts.path or "")
-    if not path.is_file():
-        raise ConfigError(f"prompts.path: prompt file {str(path)!r} not found")
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-    if not lines:
-        raise ConfigError(f"prompts.path: {path} has no prompts")
-    if path.suffix == ".jsonl":
-        out = []
-        for i, ln in enumerate(lines, 1):
-            try:
-                m = json.loads(ln)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{path}:{i}: not JSON ({e.msg})") from None
-            if "prompt" not in m:
-                raise ConfigError(f"{path}:{i}: object has no 'prompt' key")
-            out.append(m)
-        return out
-    return [{"prompt": ln.strip()} for ln in lines]
-
-
-def choose_prompts(prompts: list[dict], n: int, rng: np.random.Generator, mode: str = "uniform") -> np.ndarray:
-    """Indices of ``n`` prompts: uniformly (without replacement where possible), or ``by_tag``: for each
-    pick a tag uniformly among the tags present, then a prompt of that tag."""
-    if mode == "uniform":
-        return rng.choice(len(prompts), n, replace=len(prompts) < n)
-    if any("tag" not in m for m in prompts):
-        raise ConfigError("train.prompt_sampling: by_tag needs a 'tag' in every prompt's metadata")
-    by_tag: dict[str, list[int]] = {}
-    for i, m in enumerate(prompts):
-        by_tag.setdefault(m["tag"], []).append(i)
-    tags = sorted(by_tag)
-    return np.array([rng.choice(by_tag[tags[rng.integers(len(tags))]]) for _ in range(n)])
+def load_prompts(cfg: RunConfig, registry: Registry, split: str = "train") -> list[dict]:
+    """The ``split`` ("train" or "test") of the run's prompt source (``cfg.prompts``, dgx.grpo.prompts): metadata
+    dicts, each with a ``prompt`` (and GenEval fields where known)."""
+    entry = registry.get("prompts", cfg.prompts.name)
+    source = entry.load()
+    return source(split, **entry_arguments(entry, "prompts", source, cfg.prompts.args, set(cfg.prompts.args)))

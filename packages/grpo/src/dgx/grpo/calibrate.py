@@ -30,13 +30,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from dgx.grpo.assembly import Assembly, assemble
-from dgx.grpo.build import choose_prompts
 from dgx.grpo.checkpoint import write_text_atomic
 from dgx.grpo.config import RunConfig, load
 from dgx.grpo.distributed import process_state, shard
 from dgx.grpo.errors import ConfigError, TrainingError
-from dgx.grpo.registry import Registry
-from dgx.sampler import TableNoise, UniformNoise, rollout, sample_generator
+from dgx.grpo.prompts import choose_prompts
+from dgx.sampler import TableNoise, UniformNoise, rollout, sample_generator, takes_noise
 from tqdm.auto import tqdm
 
 
@@ -106,23 +105,23 @@ def _fingerprint(cfg: RunConfig) -> dict:
     return d
 
 
-def calibrate(
-    cfg: RunConfig, out_dir: Path, registry: Registry | None = None, resume: bool = False, parts: Assembly | None = None
-) -> Path:
-    """Run Algorithm 1 and write ``out_dir/psi.json`` and ``out_dir/psi.png``.
+def calibrate(parts: Assembly, out_dir: Path, resume: bool = False) -> Path:
+    """Run Algorithm 1 with the run's components (``parts``, its generator without an adapter) and write
+    ``out_dir/psi.json`` and ``out_dir/psi.png``.
 
     Every iteration is saved to ``out_dir/progress.json``; with ``resume`` a call with the same
     settings continues from it (a killed calibration, or more iterations), with the same result as
     one uninterrupted call, since every sample is keyed by (seed, iteration, index). Under several
     processes each rolls out its share of the samples, all compute the same psi(t), the main process
-    writes the files and the others wait for psi.json. ``parts``: the run's components (its generator without an
-    adapter), else they are assembled from ``cfg``.
+    writes the files and the others wait for psi.json.
     """
+    cfg = parts.cfg
     state = process_state(cfg)
     c, T = cfg.calibrate, cfg.sampler.steps
-    if cfg.sampler.name == "ode":
-        raise ConfigError("calibration needs a stochastic sampler (sampler.name: sde or cps)")
-    parts = parts or assemble(cfg, registry)
+    if not takes_noise(parts.step):
+        raise ConfigError(
+            f"calibration needs a stochastic sampler; {cfg.sampler.name!r} draws no noise (use sde or cps)"
+        )
     grid = parts.model.grid(T)
     if c.init == "uniform":
         init = UniformNoise()(torch.arange(T), grid).tolist()
@@ -238,4 +237,5 @@ def calibrate_file(
     file: Path, variant: str | None = None, out: Path | None = None, overrides: dict | None = None, resume: bool = False
 ) -> Path:
     abl = load(file, overrides=overrides)
-    return calibrate(abl.variant(variant)[1], out or Path("runs") / file.stem / "calibration", abl.registry(), resume)
+    parts = assemble(abl.variant(variant)[1], abl.registry())
+    return calibrate(parts, out or Path("runs") / file.stem / "calibration", resume)

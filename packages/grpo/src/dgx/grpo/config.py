@@ -17,8 +17,9 @@ from typing import Any, Literal, Union, get_args
 import yaml
 from dgx.grpo.errors import ConfigError
 from dgx.grpo.metrics import missing_tracker
-from dgx.grpo.nodes import NodeError, check_arguments, signature
+from dgx.grpo.nodes import NodeError, check_arguments
 from dgx.grpo.registry import Registry, defaults_not_taken, suggest, yaml_problem
+from dgx.sampler.steps import takes_noise
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 
@@ -39,14 +40,6 @@ class _Strict(BaseModel):
         return value
 
 
-class ModelConfig(_Strict):
-    name: str = Field("shapes", description="registry `models` entry")
-    path: str | None = Field(None, description="Hub id or local folder; default from the registry entry")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="model weights dtype")
-    max_sequence_length: int | None = Field(None, ge=0, description="T5 tokens (SD3); default from registry")
-    resolution: int | None = Field(None, gt=0, description="image side in pixels (square); default: the model's own")
-
-
 class Node(_Strict):
     """A component: ``name`` (a registry name, or ``module:attr``: an importable class or function, or one in a
     ``module.py`` beside the config) and the component's own keyword arguments, which ``dgx validate`` checks against
@@ -58,6 +51,15 @@ class Node(_Strict):
     def args(self) -> dict[str, Any]:
         """The component's own keyword arguments, as the config gives them."""
         return dict(self.model_extra or {})
+
+
+class ModelConfig(Node):
+    name: str = Field(
+        "shapes",
+        description="registry `models` entry; its own arguments beside it (`path`: Hub id or local folder, "
+        "`max_sequence_length`, `resolution`, ...; defaults from the registry entry)",
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="model weights dtype")
 
 
 class NoiseConfig(Node):
@@ -85,6 +87,14 @@ class CreditConfig(Node):
         "sparse",
         description="registry `credit` entry: which reward each step is trained on; its own arguments beside it "
         "(dense_gain: `ode_steps`, `chunk`, `pipeline`)",
+    )
+
+
+class ObjectiveConfig(Node):
+    name: str = Field(
+        "flow_grpo",
+        description="registry `objectives` entry: the loss trained on and its advantages; its own arguments beside it "
+        "(flow_grpo: `clip_range`, `kl_beta`, `kl`, `guidance_grad`, `adv_std`, `adv_ddof`, `adv_clip_max`)",
     )
 
 
@@ -129,28 +139,6 @@ class TrainConfig(_Strict):
     lr_warmup: int = Field(0, ge=0, description="iterations of linear warmup from 0 to lr")
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = Field(1e-4, ge=0)
-    kl_beta: float = Field(
-        0.01, ge=0, description="beta of the KL to the reference (adapter disabled), in the units of train.kl"
-    )
-    kl: Literal["flow_grpo", "exact"] = Field(
-        "flow_grpo",
-        description="KL form: flow_grpo divides ||mean - mean_ref||^2 by 2 sigma_t^2 (Flow-GRPO, the papers' "
-        "beta); exact by 2 sigma_t^2 |dt|, the Gaussian steps' exact KL (1/|dt| times larger at equal beta)",
-    )
-    guidance_grad: Literal["cond", "full"] = Field(
-        "cond",
-        description="with CFG in training: cond back-propagates through the conditional branch only, the "
-        "unconditional one detached (Flow-GRPO); full through both",
-    )
-    clip_range: float = Field(1e-4, gt=0, description="PPO clip epsilon on the ratio (Flow-GRPO: 1e-4)")
-    adv_clip_max: float = Field(5.0, gt=0, description="advantages clipped to +-this")
-    adv_std: Literal["global", "group", "batch"] = Field(
-        "global",
-        description="the std that divides group-centred rewards (per step for per-step credit): global, of all "
-        "the batch's rewards (Flow-GRPO's SD3 configs); group, the group's own (the papers' equations); batch, one std "
-        "of the group-centred values over the batch and all steps",
-    )
-    adv_ddof: Literal[0, 1] = Field(0, description="delta degrees of freedom of that std (Flow-GRPO: numpy's 0)")
     max_grad_norm: float = Field(1.0, gt=0)
     ema: float | None = Field(None, gt=0, lt=1, description="EMA decay of the adapter (None = off)")
     gradient_checkpointing: bool = Field(
@@ -192,8 +180,15 @@ class CalibrateConfig(_Strict):
     )
 
 
-class EvalConfig(_Strict):
-    name: str = Field("shapes_geneval", description="registry `evaluations` entry")
+class EvalConfig(Node):
+    """The evaluation (``name``, its own arguments beside it: a model ``path``, a ``prompts_file``, a ``reward``
+    node, ...) and the sampling protocol every evaluation follows (the fields below; dgx.eval.benchmarks.Protocol)."""
+
+    name: str = Field(
+        "shapes_geneval",
+        description="registry `evaluations` entry; its own arguments beside it (shapes_reward: `reward`; geneval: "
+        "`path`, `processor_path`; pickscore, ocr, drawbench: `prompts_file`, ...)",
+    )
     steps: int = Field(20, ge=1, description="ODE steps at evaluation (paper: 40 for SD3.5-M)")
     images_per_prompt: int = Field(4, ge=1)
     min_images_per_tag: int = Field(
@@ -203,18 +198,6 @@ class EvalConfig(_Strict):
         "so every tag has at least this many images (0 = off, GenEval's own protocol)",
     )
     guidance: float | None = Field(None, description="CFG at eval (default: sampler.guidance)")
-    prompts_file: str | None = Field(None, description="JSONL metadata / prompt file for real benchmarks")
-    path: str | None = Field(
-        None, description="the evaluation's model, Hub id or local folder (geneval: the detector; default its own)"
-    )
-    processor_path: str | None = Field(
-        None, description="the evaluation's second model or processor (geneval: the CLIP colour classifier)"
-    )
-    reward: str | None = Field(
-        None,
-        description="shapes_reward: the registry `rewards` entry scored on the test images, built with its registry "
-        "defaults (default: the run's own reward, as `reward` configures it)",
-    )
     max_prompts: int | None = Field(None, ge=1, description="evaluate only the first N prompts")
     batch: int = Field(64, ge=1)
     every: int | None = Field(
@@ -226,16 +209,14 @@ class EvalConfig(_Strict):
     every_images: int = Field(
         32, ge=1, description="images of the evaluation during training: the first N test prompts, one image each"
     )
-    metrics: dict[str, dict] | None = Field(
-        None,
-        description="drawbench: metric name (aesthetic, pickscore, imagereward) -> "
-        "its reward's arguments (path, head_path, ...); default all, ImageReward where installed",
+
+
+class PromptsConfig(Node):
+    name: str = Field(
+        "shapes",
+        description="registry `prompts` entry: shapes (the shapes world's train and test splits) or file "
+        "(`path`, `test_path`: a JSONL or TXT file)",
     )
-
-
-class PromptsConfig(_Strict):
-    name: Literal["shapes", "file"] = Field("shapes", description="shapes-world train split, or a JSONL/TXT file")
-    path: str | None = Field(None, description="prompt file when name = file")
 
 
 class RunConfig(_Strict):
@@ -243,6 +224,7 @@ class RunConfig(_Strict):
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
     credit: CreditConfig = Field(default_factory=CreditConfig)
+    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     calibrate: CalibrateConfig = Field(default_factory=CalibrateConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
@@ -266,19 +248,30 @@ REGISTRY_CHECKS = [  # (key path, registry section)
     (("sampler", "noise", "name"), "noise"),
     (("reward", "name"), "rewards"),
     (("credit", "name"), "credit"),
+    (("objective", "name"), "objectives"),
     (("eval", "name"), "evaluations"),
-    (("eval", "reward"), "rewards"),
+    (("prompts", "name"), "prompts"),
 ]
 NODES = [  # (key path, registry section): components whose own arguments sit in their node
+    (("model",), "models"),
     (("sampler", "noise"), "noise"),
     (("reward",), "rewards"),
     (("credit",), "credit"),
+    (("objective",), "objectives"),
+    (("eval",), "evaluations"),
+    (("prompts",), "prompts"),
 ]
-MOVED = {"credit", "ode_steps", "chunk", "pipeline"}  # reward keys of the form before the credit node (2026-12-05)
-MOVED_HINT = (
-    "the credit rule is its own node now: move reward.credit (and ode_steps, chunk, pipeline) to "
-    "`credit: {name: dense_gain, ode_steps: t}` beside `reward`"
-)
+MOVED = {  # (section, key) of the forms before the credit and objective nodes (2026-12-05) -> what to change
+    **{
+        ("reward", k): "the credit rule is its own node now: move reward.credit (and ode_steps, chunk, pipeline) to "
+        "`credit: {name: dense_gain, ode_steps: t}` beside `reward`"
+        for k in ("credit", "ode_steps", "chunk", "pipeline")
+    },
+    **{
+        ("train", k): f"the objective is its own node now: move train.{k} to `objective: {{name: flow_grpo, {k}: ...}}`"
+        for k in ("kl_beta", "kl", "clip_range", "guidance_grad", "adv_std", "adv_ddof", "adv_clip_max")
+    },
+}
 
 
 class Ablation(BaseModel):
@@ -481,7 +474,8 @@ def _validation_lines(e: ValidationError, path: Path, where: Callable[[tuple], s
         key = where(loc)
         if err["type"] == "extra_forbidden":
             model = _model_at(loc[:-1])
-            by_key.setdefault(key, []).append(f"unknown key{suggest(loc[-1], model.model_fields)}")
+            moved = MOVED.get(tuple(loc[-2:]))  # a key of the form before the objective node
+            by_key.setdefault(key, []).append(moved or f"unknown key{suggest(loc[-1], model.model_fields)}")
         else:
             by_key.setdefault(key, []).append(f"{err['msg']} (got {err.get('input')!r})")
     return "\n".join(f"{path}: {key}: {' or '.join(dict.fromkeys(msgs))}" for key, msgs in by_key.items())
@@ -503,14 +497,10 @@ def _check_components(cfg: RunConfig, path: Path, registry: Registry, where: Cal
             node = getattr(node, k)
         entry = registry.get(section, node.name)
         try:
-            node.__pydantic_extra__.update(check_arguments(node.args, entry, entry.load(), section))
+            node.__pydantic_extra__.update(check_arguments(node.args, entry, entry.load(), section, registry))
         except NodeError as e:
-            why = MOVED_HINT if section == "rewards" and e.key in MOVED else str(e)  # the form before the credit node
+            why = MOVED.get((keys[0], e.key), str(e))  # a key of the form before the credit node
             raise ConfigError(f"{path}: {where((*keys, e.key))}: {why}") from None
-    if "rewards" in signature(registry.get("rewards", cfg.reward.name).load()).parameters:  # a reward of rewards
-        for n in cfg.reward.args.get("weights") or {}:
-            at = f"{path}: {where(('reward', 'weights', n))}: "
-            _importable(registry.get("rewards", n, where=at), at)
 
 
 def _importable(entry, at: str) -> None:
@@ -552,25 +542,24 @@ Problem = tuple[tuple, str] | None  # (key path, message) of the first rule a co
 def _cross_field(cfg: RunConfig, data: dict, registry: Registry) -> Problem:
     """The first rule across fields that ``cfg`` breaks, as (key path, message); None if it breaks none."""
     checks = (
-        lambda: _sampler_problem(cfg, data),
+        lambda: _sampler_problem(cfg, data, registry),
         lambda: _steps_problem(cfg),
         lambda: _train_problem(cfg),
-        lambda: _eval_problem(cfg, registry),
         lambda: _prompts_problem(cfg),
     )
     return next((p for check in checks if (p := check()) is not None), None)
 
 
-def _sampler_problem(cfg: RunConfig, data: dict) -> Problem:
+def _sampler_problem(cfg: RunConfig, data: dict, registry: Registry) -> Problem:
     steps, noise = cfg.sampler.steps, cfg.sampler.noise
-    if cfg.sampler.name == "ode" and "noise" in (data.get("sampler") or {}):
-        return ("sampler", "name"), "the ode sampler takes no noise; remove sampler.noise or use sde or cps"
+    if "noise" in (data.get("sampler") or {}) and not takes_noise(registry.get("samplers", cfg.sampler.name).load()):
+        return ("sampler", "name"), (
+            f"the sampler {cfg.sampler.name!r} draws no noise; remove sampler.noise or use a stochastic one (sde, cps)"
+        )
     if noise.window is not None and not 0 <= noise.window[0] < noise.window[1] <= steps:
         return ("sampler", "noise", "window"), (
             f"[{noise.window[0]}, {noise.window[1]}] must satisfy 0 <= start < stop <= sampler.steps = {steps}"
         )
-    if cfg.model.resolution is not None and cfg.model.resolution % 16:
-        return ("model", "resolution"), f"{cfg.model.resolution} px is not a multiple of 16 (VAE factor 8 x patch 2)"
     return None
 
 
@@ -605,22 +594,11 @@ def _train_problem(cfg: RunConfig) -> Problem:
     return None
 
 
-def _eval_problem(cfg: RunConfig, registry: Registry) -> Problem:
-    """An evaluation key its evaluation takes no argument for (``eval.path``, ``processor_path``, ``reward``)."""
-    ev = cfg.eval
-    named = signature(registry.get("evaluations", ev.name).load()).parameters  # its own names, not **kwargs
-    key = next((k for k in ("path", "processor_path", "reward") if getattr(ev, k) and k not in named), None)
-    return (("eval", key), f"the evaluation {ev.name!r} takes no {key!r}") if key else None
-
-
 def _prompts_problem(cfg: RunConfig) -> Problem:
-    if cfg.prompts.name == "file" and not cfg.prompts.path:
-        return ("prompts", "path"), "prompts.name = file needs prompts.path"
-    for keys, file in (
-        (("prompts", "path"), cfg.prompts.path if cfg.prompts.name == "file" else None),
-        (("eval", "prompts_file"), cfg.eval.prompts_file),
-    ):
-        if file and (why := _prompt_file(file)):
+    """A prompt file (the prompt source's or the evaluation's) that is missing, unreadable or empty."""
+    files = [(("prompts", k), cfg.prompts.args.get(k)) for k in ("path", "test_path")]
+    for keys, file in [*files, (("eval", "prompts_file"), cfg.eval.args.get("prompts_file"))]:
+        if isinstance(file, str) and (why := _prompt_file(file)):
             return keys, why
     return None
 

@@ -11,13 +11,20 @@ with no test edit.
   the batch is split;
 - credit: a ``Credit`` of the trajectories' shapes whose ``terminal`` is the final image's reward;
 - noise: a non-negative, finite sigma per step (t = 1 included), and zero outside a window;
-- sampler: the log-density of a step's own sample, scored again, equals the one it returned.
+- sampler: the log-density of a step's own sample, scored again, equals the one it returned;
+- objective: advantages of the credit's shape, and a loss whose gradient raises the log-prob of a step with a positive
+  advantage and lowers it for a negative one;
+- model: ``encode``, ``velocity`` (the latents' shape, one call and two evaluations counted for a CFG pair of two),
+  ``decode`` to [0, 1] images, a time grid from 1 to 0, on its device, and LoRA targets that match its layers;
+- evaluation: per-image records in image order and the same records on a second call (image i has the same prompt
+  and noise for every model, so gains pair image by image), a numeric headline first in the summary;
+- prompts: a non-empty train and test split of metadata dicts, each with a prompt.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -25,7 +32,7 @@ import torch
 from dgx.grpo.errors import ConfigError
 from dgx.grpo.registry import Entry, Registry
 
-KINDS = ("rewards", "credit", "noise", "samplers")
+KINDS = ("rewards", "credit", "noise", "samplers", "objectives", "models", "evaluations", "prompts")
 
 
 class ContractError(AssertionError):
@@ -141,9 +148,76 @@ def check_sampler(step) -> None:
     _require(torch.allclose(again.log_prob, out.log_prob, atol=1e-5), "the sample's log-density, scored again, differs")
 
 
+def check_objective(objective) -> None:
+    """The objective contract on a random SDE step of 8 samples in 2 groups, 3 steps of per-step credit."""
+    from dgx.sampler import sde_step
+
+    g = torch.Generator().manual_seed(0)
+    adv = objective.advantages(torch.randn(8, 3, generator=g), torch.ones(8, 3), True, 4)
+    _require(adv.shape == (8, 3) and bool(torch.isfinite(adv).all()), "advantages: finite, of the signal's shape")
+    x, v = torch.randn(8, 4, 4, 4, generator=g), torch.randn(8, 4, 4, 4, generator=g).requires_grad_()
+    t, t_next, sigma = torch.full((8,), 0.8), torch.full((8,), 0.6), torch.full((8,), 0.7)
+    sample = sde_step(x, v.detach(), t, t_next, sigma, generator=g).sample
+    out = sde_step(x, v, t, t_next, sigma, x_next=sample)
+    ref = (out.mean.detach() + 0.01 * torch.randn(out.mean.shape, generator=g)) if objective.needs_reference else None
+    loss = objective(out, out.log_prob.detach(), adv[:, 0], ref).loss
+    _require(loss.ndim == 0 and bool(torch.isfinite(loss)), "a finite scalar loss")
+    (grad,) = torch.autograd.grad(loss, out.log_prob)
+    moves = adv[:, 0] != 0
+    _require(bool((torch.sign(grad[moves]) == -torch.sign(adv[moves, 0])).all()), "descent raises log-probs of A > 0")
+
+
+def check_model(model) -> None:
+    """The model contract on two prompts, one CFG pair at the grid's first step."""
+    texts = ["a red circle", "two blue squares"]
+    cond = model.encode(texts)
+    x = model.init_latents(2, [torch.Generator().manual_seed(i) for i in range(2)])
+    grid = model.grid(3)
+    _require(grid.shape == (4,) and bool((grid[1:] < grid[:-1]).all()), "a decreasing time grid of steps + 1 points")
+    _require(x.device == torch.device(model.device), f"latents on {x.device}, the model on {model.device}")
+    calls, evaluations = model.calls, model.evaluations
+    with torch.no_grad():
+        v = model.velocity(x, grid[0].expand(2), cond, 2.0)
+        images = model.decode(x)
+    _require(v.shape == x.shape and bool(torch.isfinite(v).all()), "a finite velocity of the latents' shape")
+    counted = (model.calls - calls, model.evaluations - evaluations)
+    _require(counted in ((1, 2), (1, 4)), f"one call, one evaluation per image (two with CFG) counted: {counted}")
+    _require(images.shape[:2] == (2, 3) and bool(((images >= 0) & (images <= 1)).all()), "[0, 1] RGB images")
+    names = [n for n, _ in model.transformer.named_modules()]
+    for target in model.lora_targets:
+        _require(
+            any(n == target or n.endswith("." + target) for n in names), f"LoRA target {target!r} matches no layer"
+        )
+
+
+def check_evaluation(run) -> None:
+    """The evaluation contract: ``run(out)`` evaluates into the folder ``out``; twice, the same per-image records."""
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        first, again = run(Path(tmp) / "a"), run(Path(tmp) / "b")
+        rows = [(Path(tmp) / d / "per_image.jsonl").read_text().splitlines() for d in ("a", "b")]
+    records = [json.loads(r) for r in rows[0]]
+    _require(bool(records) and [r["index"] for r in records] == list(range(len(records))), "records in image order")
+    _require(rows[0] == rows[1] and first == again, "a second call gives other records: images do not pair")
+    head = next(iter(first.values()), None)
+    _require(isinstance(head, (int, float)) and not isinstance(head, bool), "a numeric headline first")
+
+
+def check_prompts(source) -> None:
+    """The prompt-source contract: ``source(split)`` for both splits."""
+    for split in ("train", "test"):
+        prompts = source(split)
+        _require(
+            bool(prompts) and all(isinstance(m, dict) and isinstance(m.get("prompt"), str) for m in prompts),
+            f"{split}: a non-empty list of metadata dicts with a prompt",
+        )
+
+
 def check_entry(registry: Registry, section: str, name: str, folder: Path, device: str = "cpu") -> None:
     """Build the entry ``name`` of ``section`` through the config path (its stand-in's arguments) and check it."""
-    from dgx.grpo.build import build_reward, entry_arguments
+    from dgx.grpo.build import DTYPES, build_nested, build_reward, entry_arguments
     from dgx.grpo.config import RewardConfig
 
     entry = registry.get(section, name)
@@ -159,5 +233,23 @@ def check_entry(registry: Registry, section: str, name: str, folder: Path, devic
         check_noise(impl(**kwargs))
     elif section == "samplers":
         check_sampler(lambda *a, **k: impl(*a, **k, **kwargs))
+    elif section == "objectives":
+        check_objective(impl(**kwargs))
+    elif section == "models":
+        check_model(impl(**kwargs, dtype=DTYPES["float32"], device=device))
+    elif section == "evaluations":
+        check_evaluation(_evaluation(impl, build_nested(impl, section, kwargs, registry, device, name), device))
+    elif section == "prompts":
+        check_prompts(lambda split: impl(split, **kwargs))
     else:
         raise ConfigError(f"no contract for {section!r}; the kinds with one: {', '.join(KINDS)}")
+
+
+def _evaluation(impl, kwargs: dict, device: str):
+    """``run(out)``: the evaluation of 4 images (2 prompts x 2, 2 ODE steps) of the shapes world's generator."""
+    from dgx.eval.benchmarks import Protocol
+    from dgx.sampler import SD3Model
+
+    model = SD3Model.from_pretrained(str(resources.files("dgx.rewards.shapes").joinpath("weights")), device=device)
+    protocol = Protocol(steps=2, guidance=2.0, images_per_prompt=2, max_prompts=2, seed=0, batch=4)
+    return lambda out: impl(model, replace(protocol, out=out), **kwargs)

@@ -116,13 +116,13 @@ def export_run(
     for src in [ckpt / "psi.json", *final_eval, run_dir / "metrics.jsonl"]:
         if src.is_file():
             shutil.copy(src, out / ("eval_summary.json" if src.name == "summary.json" else src.name))
-    prompts = [m["prompt"] for m in load_prompts(cfg, "test" if cfg.prompts.name == "shapes" else "train")[:n_samples]]
+    prompts = [m["prompt"] for m in load_prompts(cfg, registry, "test")[:n_samples]]
     images = {"this LoRA": generate(model, prompts, cfg.eval.steps, cfg.eval_guidance, seed=0)}
     with adapter_disabled(tr):  # the base model on the same prompts and noise
         images["base"] = generate(model, prompts, cfg.eval.steps, cfg.eval_guidance, seed=0)
     sample_grid({k: list(to_uint8(images[k])) for k in ("base", "this LoRA")}, prompts, out / "samples.png")
     summary = json.loads((out / "eval_summary.json").read_text()) if (out / "eval_summary.json").is_file() else {}
-    base = cfg.model.path or registry.get("models", cfg.model.name).defaults.get("path", cfg.model.name)
+    base = cfg.model.args.get("path") or registry.get("models", cfg.model.name).defaults.get("path", cfg.model.name)
     data = ModelCardData(
         base_model=None if base.startswith("pkg://") else base,
         library_name="diffusers",

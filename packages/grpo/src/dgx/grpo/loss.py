@@ -5,7 +5,7 @@
     kl     = mean( ||mean_theta - mean_ref||^2 / (2 s^2) )                  (mean over latent dims)
     loss   = policy + beta * kl
 
-The KL divisor ``s`` names the form (``train.kl``):
+The KL divisor ``s`` names the form (the objective's ``kl``):
 - ``flow_grpo`` (default): s = sigma_t, the step's noise level before its sqrt(|dt|) factor (Flow-GRPO's
   ``std_dev_t``). For the SDE this is the Gaussian step's KL times |dt|; the papers' beta is in these units.
 - ``exact``: s = sigma_t * sqrt(|dt|), the step's own std: the exact KL between the two Gaussian steps,
@@ -15,8 +15,11 @@ The KL divisor ``s`` names the form (``train.kl``):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
+from annotated_types import Ge, Gt
+from dgx.grpo.advantages import advantages
 
 
 @dataclass
@@ -54,3 +57,42 @@ def grpo_loss(
         ((ratio - 1).abs() > clip_range).float().mean().detach(),
         (0.5 * (log_prob - old_log_prob) ** 2).mean().detach(),
     )
+
+
+@dataclass(frozen=True)
+class FlowGRPO:
+    """Flow-GRPO's objective: group-normalised advantages and the clipped ratio with a KL to the reference policy.
+
+    ``clip_range``: epsilon of the ratio's clip (Flow-GRPO: 1e-4). ``kl_beta``: beta, in the units of ``kl``
+    (``flow_grpo``: divided by 2 sigma_t^2, Flow-GRPO's and the papers'; ``exact``: by 2 sigma_t^2 |dt|, the Gaussian
+    steps' exact KL). ``guidance_grad``: with CFG, ``cond`` back-propagates through the conditional branch only
+    (Flow-GRPO), ``full`` through both. ``adv_std``, ``adv_ddof``, ``adv_clip_max``: the advantages' std (global,
+    group or batch; dgx.grpo.advantages), its degrees of freedom and their clip."""
+
+    clip_range: Annotated[float, Gt(0)] = 1e-4
+    kl_beta: Annotated[float, Ge(0)] = 0.01
+    kl: Literal["flow_grpo", "exact"] = "flow_grpo"
+    guidance_grad: Literal["cond", "full"] = "cond"
+    adv_std: Literal["global", "group", "batch"] = "global"
+    adv_ddof: Literal[0, 1] = 0
+    adv_clip_max: Annotated[float, Gt(0)] = 5.0
+
+    @property
+    def needs_reference(self) -> bool:
+        """Whether the loss reads the reference policy's step means (the adapter disabled)."""
+        return self.kl_beta > 0
+
+    @property
+    def detach_uncond(self) -> bool:
+        """Whether the unconditional CFG branch is detached in the policy's forward pass."""
+        return self.guidance_grad == "cond"
+
+    def advantages(self, signal: torch.Tensor, weights: torch.Tensor, per_step: bool, group_size: int) -> torch.Tensor:
+        """(N, T) advantages of the gathered credit (``signal``, ``weights``: (N, T))."""
+        return advantages(signal, weights, per_step, group_size, self.adv_clip_max, self.adv_std, self.adv_ddof)
+
+    def __call__(self, out, old_log_prob: torch.Tensor, adv: torch.Tensor, ref_mean: torch.Tensor | None) -> LossOutput:
+        """The loss of a batch of steps: ``out`` is the sampler step's output under the current policy (its
+        ``log_prob``, ``mean``, ``level`` and ``std``), ``ref_mean`` the reference's step means (None without KL)."""
+        kl_std = out.level if self.kl == "flow_grpo" else out.std
+        return grpo_loss(out.log_prob, old_log_prob, adv, out.mean, ref_mean, kl_std, self.clip_range, self.kl_beta)

@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 from dgx.grpo.errors import ConfigError
 
-SECTIONS = ("models", "samplers", "noise", "rewards", "credit", "objectives", "evaluations")
+SECTIONS = ("models", "samplers", "noise", "rewards", "credit", "objectives", "evaluations", "prompts")
 
 
 @dataclass

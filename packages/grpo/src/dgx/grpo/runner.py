@@ -28,15 +28,18 @@ import numpy as np
 import torch
 import yaml
 from accelerate import Accelerator
+from dgx.eval.benchmarks import Protocol
 from dgx.grpo import checkpoint
 from dgx.grpo.adapter import adapter_disabled, load_adapter
 from dgx.grpo.assembly import Assembler, Assembly, assemble
-from dgx.grpo.build import build_reward, choose_prompts, entry_arguments, load_prompts
+from dgx.grpo.build import build_reward, entry_arguments
 from dgx.grpo.calibrate import calibrate, psi_matches
 from dgx.grpo.config import Ablation, RewardConfig, RunConfig, load
 from dgx.grpo.distributed import accelerate_mode, check_supported, process_state, shard
 from dgx.grpo.errors import ConfigError
-from dgx.grpo.registry import accepted_arguments, suggest
+from dgx.grpo.nodes import component, parameters, signature
+from dgx.grpo.prompts import choose_prompts
+from dgx.grpo.registry import suggest
 from dgx.grpo.results import headline, report
 from dgx.grpo.trainer import train
 from dgx.rewards.base import load_now
@@ -47,48 +50,50 @@ EVAL_SEED = 12345
 
 
 def evaluate(parts: Assembly, out: Path, cfg: RunConfig | None = None, seed: int | None = None) -> dict[str, float]:
-    """The benchmark of ``cfg`` (default the run's, ``parts.cfg``) on the run's generator; image i's noise is keyed by
-    (seed, i), seed = EVAL_SEED + cfg.seed unless given.
+    """The evaluation of ``cfg`` (default the run's, ``parts.cfg``) on the run's generator: its registry entry called
+    with the sampling protocol of ``cfg.eval`` (image i's noise keyed by (seed, i), seed = EVAL_SEED + cfg.seed unless
+    given) and its own arguments (the entry's ``defaults`` for those the node leaves out; a reward node built on the
+    run's device, a reward argument left out being the run's own reward).
 
-    Under several processes the benchmark gets ``shard=`` (each process scores its share of the images)
-    and only the main process writes ``out``. The entry's registry ``defaults`` fill the eval keys the config leaves
-    unset.
+    Under several processes each process scores its share of the images (``protocol.shard``) and only the main one
+    writes ``out``.
     """
     cfg = cfg or parts.cfg
-    ev = cfg.eval
+    ev, part = cfg.eval, shard(cfg)
     entry = parts.registry.get("evaluations", ev.name)
     fn = entry.load()
-    part = shard(cfg)
-    takes = accepted_arguments(fn)
-    given = {
-        "steps": ev.steps,
-        "guidance": cfg.eval_guidance,
-        "images_per_prompt": ev.images_per_prompt,
-        "min_images_per_tag": ev.min_images_per_tag,
-        "seed": EVAL_SEED + cfg.seed if seed is None else seed,
-        "batch": ev.batch,
-        "max_prompts": ev.max_prompts,
-        "prompts_file": ev.prompts_file,
-        "metrics": ev.metrics,
-        **{k: getattr(ev, k) for k in ("path", "processor_path") if getattr(ev, k)},
-        "out": out if part.index == 0 else None,
-        **({"shard": part} if part.count > 1 else {}),
-        **({"scorers": parts.scorers} if takes is None or "scorers" in takes else {}),
-        **({"reward": evaluation_reward(parts, ev.reward)} if "reward" in inspect.signature(fn).parameters else {}),
-    }
-    explicit = ev.model_fields_set | {"seed", "out", "shard", "scorers", "reward"}
-    return fn(parts.model, **entry_arguments(entry, "evaluations", fn, given, explicit))
+    protocol = Protocol(
+        steps=ev.steps,
+        guidance=cfg.eval_guidance,
+        images_per_prompt=ev.images_per_prompt,
+        min_images_per_tag=ev.min_images_per_tag,
+        max_prompts=ev.max_prompts,
+        seed=EVAL_SEED + cfg.seed if seed is None else seed,
+        batch=ev.batch,
+        out=out if part.index == 0 else None,
+        shard=part,
+    )
+    own = entry_arguments(entry, "evaluations", fn, ev.args, set(ev.args))
+    params = parameters(fn, "evaluations")[0]
+    for key, p in params.items():
+        kind = component(p.annotation)
+        if kind is not None and key in own:
+            own[key] = evaluation_reward(parts, own[key], f"eval.{key}")
+        elif kind == ("rewards", False) and p.default is inspect.Parameter.empty:
+            own[key] = parts.reward  # the run's own reward
+    if "scorers" in signature(fn).parameters:
+        own["scorers"] = parts.scorers
+    return fn(parts.model, protocol, **own)
 
 
-def evaluation_reward(parts: Assembly, name: str | None):
-    """The reward an evaluation scores: the registry reward ``name`` (its registry defaults, on the run's device,
-    loaded once per run in ``parts.scorers``), or the run's own reward when ``name`` is None."""
-    if name is None:
-        return parts.reward
-    key = ("reward", name, str(parts.device))
+def evaluation_reward(parts: Assembly, node: str | dict, where: str = "eval.reward"):
+    """The reward node ``node`` of an evaluation, built on the run's device and loaded once per run (kept in
+    ``parts.scorers``)."""
+    node = {"name": node} if isinstance(node, str) else node
+    key = ("reward", json.dumps(node, sort_keys=True), str(parts.device))
 
     def build():
-        reward = build_reward(RewardConfig(name=name), parts.registry, device=parts.device, where="eval.reward")
+        reward = build_reward(RewardConfig(**node), parts.registry, device=parts.device, where=where)
         load_now(reward)
         return reward
 
@@ -140,11 +145,10 @@ def evaluation_during_training(parts: Assembly, run_dir: Path):
     return at
 
 
-def paired_reward_gain(model, cfg: RunConfig, reward, n: int, seed: int = 4321) -> dict[str, float]:
-    """The config's reward of ``n`` ODE samples (eval steps and guidance, test prompts), the enabled
-    adapter minus the base model (adapter disabled) on the same prompts and noise: means, gain and
-    the gain's standard error."""
-    prompts = load_prompts(cfg, "test")
+def paired_reward_gain(model, cfg: RunConfig, reward, prompts: list[dict], n: int, seed: int = 4321) -> dict:
+    """``reward`` of ``n`` ODE samples of ``prompts`` (eval steps and guidance; the test split,
+    ``load_prompts(cfg, registry, "test")``), the enabled adapter minus the base model (adapter disabled) on the same
+    prompts and noise: means, gain and the gain's standard error."""
     metas = [prompts[i] for i in choose_prompts(prompts, n, np.random.default_rng(seed), cfg.train.prompt_sampling)]
     texts = [m["prompt"] for m in metas]
 
@@ -369,10 +373,10 @@ def one_run(plan: Plan, name: str, cfg: RunConfig) -> dict:
     parts = plan.assembler.get(cfg)
     if parts.needs_calibration:
         if not have_psi:
-            calibrate(cfg, psi.parent, resume=plan.resume, parts=parts)
+            calibrate(parts, psi.parent, resume=plan.resume)
         parts = parts.with_psi(psi)
     evaluating = evaluation_during_training(parts, run_dir)
-    model = train(cfg, run_dir, resume=plan.resume, evaluate_during=evaluating, parts=parts)
+    model = train(parts, run_dir, resume=plan.resume, evaluate_during=evaluating)
     summary = evaluate(replace(parts, model=model), run_dir / "eval")
     plan.assembler.done(model)
     return summary

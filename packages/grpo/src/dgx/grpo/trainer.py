@@ -4,7 +4,8 @@ Each iteration: choose prompts -> G SDE rollouts per prompt (no grad) -> reward 
 (sparse, or per step through a wrapper) -> gather across processes -> advantages per
 prompt group (and per timestep) -> clipped GRPO loss with KL to the reference policy
 (LoRA disabled) on the recorded steps chosen by ``train.timestep_fraction`` -> AdamW on the LoRA parameters, its learning
-rate set per iteration by ``train.lr_schedule`` and ``train.lr_warmup``.
+rate set per iteration by ``train.lr_schedule`` and ``train.lr_warmup``. The objective (``objective``, dgx.grpo.loss)
+turns credit into advantages and gives the loss.
 
 Every random draw is keyed by (seed, iteration, global sample index), so a sample is the
 same whichever process draws it, and a resumed run repeats the uninterrupted one. Processes
@@ -28,15 +29,14 @@ from accelerate.utils import DistributedType
 from dgx.eval.benchmarks import Shard
 from dgx.grpo import checkpoint
 from dgx.grpo.adapter import adapter_disabled, add_lora, copy_named
-from dgx.grpo.advantages import advantages
-from dgx.grpo.assembly import Assembly, assemble
-from dgx.grpo.build import build_model, build_schedule, choose_prompts
+from dgx.grpo.assembly import Assembly
+from dgx.grpo.build import build_model, build_schedule
 from dgx.grpo.config import RunConfig
 from dgx.grpo.distributed import check_supported
 from dgx.grpo.errors import ConfigError, TrainingError
-from dgx.grpo.loss import LossOutput, grpo_loss
+from dgx.grpo.loss import LossOutput
 from dgx.grpo.metrics import MetricsLog, flat_scalars, make_trackers
-from dgx.grpo.registry import Registry
+from dgx.grpo.prompts import choose_prompts
 from dgx.sampler import rollout, sample_generator
 from diffusers.optimization import get_scheduler
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
@@ -61,13 +61,14 @@ class Policy:
 @dataclass
 class Batch:
     """What one iteration sampled and how: trajectories, advantages (B, T), the noise schedule and step of the
-    rollouts, and the time grid."""
+    rollouts, the time grid and the objective trained on."""
 
     traj: object
     adv: torch.Tensor
     schedule: object
     step_fn: Callable
     grid: torch.Tensor
+    objective: object
 
 
 @dataclass
@@ -97,36 +98,30 @@ class Run:
 
 
 def train(
-    cfg: RunConfig,
+    parts: Assembly,
     run_dir: Path,
     *,
     resume: bool = False,
-    psi_path: Path | None = None,
-    registry: Registry | None = None,
     accelerator: Accelerator | None = None,
     stop_after: int | None = None,
     evaluate_during: Callable | None = None,
-    parts: Assembly | None = None,
 ):
-    """Train one config into ``run_dir``; returns the model with its trained adapter enabled (under FSDP2
-    the model trains sharded, and an unsharded one with the trained adapter is returned).
+    """Train the run of ``parts`` (its components, assembled once by the caller: ``assemble(cfg)``; its generator
+    without an adapter: it gets this run's, which ``remove_adapter`` takes off again) into ``run_dir``; returns the
+    model with its trained adapter enabled (under FSDP2 the model trains sharded, and an unsharded one with the
+    trained adapter is returned).
 
-    ``stop_after`` ends the loop after that many iterations of this call (to test resuming). ``parts``: the run's
-    components, assembled once by the caller from ``cfg`` (its generator without an adapter: it gets this run's,
-    which ``remove_adapter`` takes off again); None assembles them from ``cfg``, ``registry`` and ``psi_path``.
+    ``stop_after`` ends the loop after that many iterations of this call (to test resuming).
     ``evaluate_during(model, iteration)`` (with ``eval.every``) returns a row of test scores and a uint8 NHWC grid of
     sample images (or None); every process calls it, the main one logs the row to ``eval_curve.jsonl`` and the
     trackers (as ``test/...``) and the images to the trackers, and keeps ``checkpoints/best`` by the row's
     ``score``.
     """
+    cfg = parts.cfg
     acc = accelerator or Accelerator(cpu=cfg.device == "cpu")
     check_supported(acc.state)
     if acc.device.type == "cuda":  # gpu_peak_gib of the first row covers this call's building and sharding too
         torch.cuda.reset_peak_memory_stats(acc.device)
-    if parts is None:
-        parts = assemble(cfg, registry, device=acc.device, psi_path=psi_path)
-    elif parts.cfg != cfg:
-        raise ValueError("train: parts were assembled from another config")
     run = prepare(cfg, parts, run_dir, acc, resume, evaluate_during is not None)
     tc = cfg.train
     end = tc.iterations if stop_after is None else min(tc.iterations, run.start + stop_after)
@@ -249,10 +244,16 @@ def iteration(run: Run, it: int) -> dict:
     terminal, signal, weights = gather(credit.terminal), gather(credit.signal), gather(credit.weights)
     check_finite(cfg, it, [parts.prompts[pick[s // G]]["prompt"] for s in range(len(terminal))], terminal, signal)
     latent = None if credit.latent_rewards is None else gather(credit.latent_rewards)
-    adv_all = advantages(signal, weights, credit.per_step, G, tc.adv_clip_max, tc.adv_std, tc.adv_ddof)
+    adv_all = parts.objective.advantages(signal, weights, credit.per_step, G)
 
     t0 = time.perf_counter()
-    stats = update(policy, cfg, Batch(traj, adv_all[run.lo : run.hi], run.schedule, parts.step, run.grid), it, run.lo)
+    stats = update(
+        policy,
+        cfg,
+        Batch(traj, adv_all[run.lo : run.hi], run.schedule, parts.step, run.grid, parts.objective),
+        it,
+        run.lo,
+    )
     sec["train"] = time.perf_counter() - t0
     if not finite_state(acc, policy.params, policy.opt):
         last = checkpoint.latest(run.ckpts)
@@ -435,30 +436,22 @@ def update(policy: Policy, cfg: RunConfig, batch: Batch, it: int, lo: int) -> di
     return {k: v / n_stats for k, v in sums.items()}
 
 
-def pair_loss(model, base: torch.nn.Module, tc, batch: Batch, pairs: list[tuple[int, int]]) -> LossOutput:
-    """The GRPO loss of (sample, step) ``pairs`` under the current policy, with its KL to the reference (the
-    adapter of ``base`` off); the gradient reaches the LoRA parameters through the policy's step mean and log-prob."""
+def pair_loss(model, base: torch.nn.Module, batch: Batch, pairs: list[tuple[int, int]]) -> LossOutput:
+    """The objective's loss on (sample, step) ``pairs`` under the current policy, with the reference's step means (the
+    adapter of ``base`` off) where it needs them; the gradient reaches the LoRA parameters through the policy's step
+    mean and log-prob."""
     traj, adv, schedule, step_fn, grid = batch.traj, batch.adv, batch.schedule, batch.step_fn, batch.grid
+    objective = batch.objective
     bi, si = torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
     x, x_next = traj.latents[bi, si], traj.latents[bi, si + 1]
     t, t_next, sigma = grid[si], grid[si + 1], schedule(si, grid) if schedule is not None else None
-    cond, detach = traj.cond.index(bi), tc.guidance_grad == "cond"
+    cond, detach = traj.cond.index(bi), objective.detach_uncond
     out = step_fn(x, model.velocity(x, t, cond, traj.guidance, detach_uncond=detach), t, t_next, sigma, x_next=x_next)
     ref_mean = None
-    if tc.kl_beta > 0:
+    if objective.needs_reference:
         with torch.no_grad(), adapter_disabled(base):
             ref_mean = step_fn(x, model.velocity(x, t, cond, traj.guidance), t, t_next, sigma, x_next=x_next).mean
-    kl_std = out.level if tc.kl == "flow_grpo" else out.std
-    return grpo_loss(
-        out.log_prob,
-        traj.log_probs[bi, si],
-        adv[bi, si].to(out.log_prob.device),
-        out.mean,
-        ref_mean,
-        kl_std,
-        tc.clip_range,
-        tc.kl_beta,
-    )
+    return objective(out, traj.log_probs[bi, si], adv[bi, si].to(out.log_prob.device), ref_mean)
 
 
 def optimizer_step(policy: Policy, tc, batch: Batch, pairs: list[tuple[int, int]]) -> dict:
@@ -469,7 +462,7 @@ def optimizer_step(policy: Policy, tc, batch: Batch, pairs: list[tuple[int, int]
     for mi, mb in enumerate(micro):
         sync = nullcontext() if mi == len(micro) - 1 else acc.no_sync(model.transformer)
         with sync:
-            lo = pair_loss(model, base, tc, batch, mb)
+            lo = pair_loss(model, base, batch, mb)
             acc.backward(lo.loss * len(mb) / len(pairs))
         for name in ("loss", "policy", "kl", "clip_frac", "approx_kl"):
             sums[name] = sums.get(name, 0.0) + getattr(lo, name).item() * len(mb) / len(pairs)

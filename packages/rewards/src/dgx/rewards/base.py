@@ -97,9 +97,14 @@ class CheckedReward:
 
 
 class WeightedReward:
-    """sum_k w_k * reward_k(images, prompts, metadata)."""
+    """sum_k w_k * reward_k(images, prompts, metadata): ``rewards`` maps a label to a reward (in a config, a reward
+    node: a registry name or ``{name: ..., its arguments}``) and ``weights`` the same labels to their weights."""
 
     def __init__(self, rewards: dict[str, Reward], weights: dict[str, float]):
+        if set(rewards) != set(weights):
+            raise ValueError(
+                f"weighted: rewards {sorted(rewards)} and weights {sorted(weights)} must name the same labels"
+            )
         self.rewards, self.weights = rewards, weights
         self.name = "+".join(f"{w:g}*{n}" for n, w in weights.items())
 
@@ -109,7 +114,3 @@ class WeightedReward:
     def load(self) -> None:
         for reward in self.rewards.values():
             load_now(reward)
-
-    @classmethod
-    def from_config(cls, rewards: dict[str, Reward], weights: dict[str, float]) -> "WeightedReward":
-        return cls(rewards, weights)

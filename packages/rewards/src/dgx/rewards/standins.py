@@ -67,4 +67,9 @@ def ocr(folder: Path) -> dict:
 
 def weighted(folder: Path) -> dict:
     """A weighted sum of two rewards that need no download."""
-    return {"args": {"weights": {"ink": 2.0, "geneval_shapes": 0.5}}}
+    return {
+        "args": {
+            "rewards": {"ink": "ink", "rules": {"name": "geneval_shapes", "partial": True}},
+            "weights": {"ink": 2.0, "rules": 0.5},
+        }
+    }

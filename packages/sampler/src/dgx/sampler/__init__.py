@@ -6,11 +6,10 @@ from dgx.sampler.errors import SamplerError
 from dgx.sampler.flux import FluxModel
 from dgx.sampler.model import Conditioning, FlowModel, SD3Model
 from dgx.sampler.schedules import ConstantNoise, NoiseSchedule, TableNoise, UniformNoise, Windowed
-from dgx.sampler.steps import STEPS, StepOutput, cps_step, gaussian_log_prob, ode_step, sde_step
+from dgx.sampler.steps import StepOutput, cps_step, gaussian_log_prob, ode_step, sde_step, takes_noise
 from dgx.sampler.trajectory import Trajectory, rollout, sample_generator
 
 __all__ = [
-    "STEPS",
     "Conditioning",
     "ConstantNoise",
     "FlowModel",
@@ -32,4 +31,5 @@ __all__ = [
     "rollout",
     "sample_generator",
     "sde_step",
+    "takes_noise",
 ]

@@ -20,11 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
 
 import dgx.sampler.compat  # noqa: F401  (before diffusers imports the pipelines)
 import torch
+from annotated_types import Ge
 from dgx.sampler.flux import FluxModel
-from dgx.sampler.model import SD3Model
+from dgx.sampler.model import Resolution, SD3Model
 from dgx.sampler.tiny import flux_scheduler, t5_encoder, word_level_tokenizer, word_tokenizer
 from diffusers import (
     AutoencoderKL,
@@ -159,8 +162,8 @@ def sd35_medium_random(
     path: str = "",
     dtype: torch.dtype = torch.float32,
     device: str = "cpu",
-    max_sequence_length: int = 256,
-    resolution: int | None = None,
+    max_sequence_length: Annotated[int, Ge(0)] = 256,
+    resolution: Resolution | None = None,
     layers: int | None = None,
     text_layers: int = 1,
 ) -> SD3Model:
@@ -223,8 +226,8 @@ def flux_dev_random(
     path: str = "",
     dtype: torch.dtype = torch.bfloat16,
     device: str = "cpu",
-    max_sequence_length: int = 512,
-    resolution: int | None = None,
+    max_sequence_length: Annotated[int, Ge(0)] = 512,
+    resolution: Resolution | None = None,
     layers: int | None = None,
     single_layers: int | None = None,
     text_layers: int = 1,
@@ -234,3 +237,15 @@ def flux_dev_random(
         pipe = flux_dev_pipeline(layers, single_layers, text_layers).to(device=device, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     return FluxModel(pipe, max_sequence_length, device, resolution=resolution)
+
+
+def sd35_stand_in(folder: Path) -> dict:
+    """``sd35m_random``'s offline stand-in (dgx.grpo.contracts): SD3.5-M's widths with two transformer blocks (the
+    last one has no context output, ``to_add_out``), at 64 px, so that the contract checks the family's layers in
+    seconds."""
+    return {"args": {"layers": 2, "resolution": 64, "max_sequence_length": 8}}
+
+
+def flux_dev_stand_in(folder: Path) -> dict:
+    """``flux_dev_random``'s offline stand-in: FLUX.1-dev's widths with one double- and one single-stream block."""
+    return {"args": {"layers": 1, "single_layers": 1, "resolution": 64, "max_sequence_length": 8}}

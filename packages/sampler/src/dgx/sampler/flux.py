@@ -12,11 +12,13 @@ with the number of image tokens (dynamic shifting), then 0.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
+from annotated_types import Ge
 from dgx.sampler.errors import SamplerError
-from dgx.sampler.model import Conditioning, PipelineModel, guided, load_pipeline
+from dgx.sampler.model import Conditioning, PipelineModel, Resolution, guided, load_pipeline
 
 
 class FluxModel(PipelineModel):
@@ -55,8 +57,8 @@ class FluxModel(PipelineModel):
         path: str | Path,
         dtype: torch.dtype = torch.bfloat16,
         device: str = "cpu",
-        max_sequence_length: int = 512,
-        resolution: int | None = None,
+        max_sequence_length: Annotated[int, Ge(0)] = 512,
+        resolution: Resolution | None = None,
     ) -> "FluxModel":
         """Load from a local pipeline folder or a Hub id (offline: a local folder or cached id)."""
         import dgx.sampler.compat  # noqa: F401  (before diffusers imports the pipeline)

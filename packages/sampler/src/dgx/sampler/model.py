@@ -13,10 +13,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Protocol
+from typing import Annotated, Protocol
 
 import torch
+from annotated_types import Ge, Gt, MultipleOf
 from dgx.sampler.errors import SamplerError
+
+# an image side in pixels: SD3's and FLUX's latents are 8x smaller and their transformers' patches (FLUX: packing) 2x2
+Resolution = Annotated[int, Gt(0), MultipleOf(16)]
 
 
 @dataclass
@@ -190,8 +194,8 @@ class SD3Model(PipelineModel):
         path: str | Path,
         dtype: torch.dtype = torch.float32,
         device: str = "cpu",
-        max_sequence_length: int = 256,
-        resolution: int | None = None,
+        max_sequence_length: Annotated[int, Ge(0)] = 256,
+        resolution: Resolution | None = None,
     ) -> "SD3Model":
         """Load from a local pipeline folder or a Hub id (offline: a local folder or cached id)."""
         import dgx.sampler.compat  # noqa: F401  (before diffusers imports the pipeline)

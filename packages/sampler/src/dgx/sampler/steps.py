@@ -11,6 +11,7 @@ reduction; it keeps ratios and KL independent of the latent size). Shape ``(B,)`
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 
@@ -97,4 +98,8 @@ def cps_step(x, v, t, t_next, sigma, generator=None, x_next=None) -> StepOutput:
     return _finish(mean, std, x_next, generator)
 
 
-STEPS = {"sde": sde_step, "ode": ode_step, "cps": cps_step}
+def takes_noise(step) -> bool:
+    """Whether a step function draws noise: its ``sigma`` is required (a deterministic step, like ``ode_step``,
+    defaults it to None). Training and calibration need such a step; a run's ``sampler.noise`` is only read by one."""
+    p = inspect.signature(step).parameters.get("sigma")
+    return p is not None and p.default is inspect.Parameter.empty

@@ -250,3 +250,22 @@ def tiny_flux_pipeline(
         tokenizer_2=t5_tok,
         transformer=transformer,
     )
+
+
+STAND_IN_WORDS = ["a", "photo", "of", "red", "blue", "two", "circle", "circles", "square", "squares"]
+
+
+def sd3_stand_in(folder: Path) -> dict:
+    """The ``sd3`` model entry's offline stand-in (dgx.grpo.contracts): a tiny random StableDiffusion3Pipeline saved
+    to ``folder`` (two blocks: the last one has no context output), and the node arguments that load it."""
+    tiny_sd3_pipeline(STAND_IN_WORDS, sample_size=8, vae_channels=(16, 16), layers=2, text_dim=16).save_pretrained(
+        folder
+    )
+    return {"args": {"path": str(folder), "max_sequence_length": 8}}
+
+
+def flux_stand_in(folder: Path) -> dict:
+    """The ``flux`` model entry's offline stand-in: a tiny random FluxPipeline (guidance-distilled, as FLUX.1-dev)
+    saved to ``folder``, at 16 px."""
+    tiny_flux_pipeline(STAND_IN_WORDS).save_pretrained(folder)
+    return {"args": {"path": str(folder), "max_sequence_length": 8, "resolution": 16}}

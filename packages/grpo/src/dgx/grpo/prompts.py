@@ -1,0 +1,56 @@
+"""Prompt sources: a config's ``prompts`` node names one, called as ``source(split, **its arguments)`` for the
+``"train"`` or ``"test"`` prompts (a list of metadata dicts, each with a ``prompt``), and ``choose_prompts`` draws
+each iteration's prompts from them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from dgx.grpo.errors import ConfigError
+
+
+def prompt_file(split: str, *, path: str, test_path: str | None = None) -> list[dict]:
+    """The prompts of a file, ``test_path`` for the test split when given, else ``path`` for both: a .jsonl file of
+    objects with a ``prompt`` (and GenEval metadata where the reward reads it), or one prompt per line."""
+    file = Path(test_path if split == "test" and test_path else path)
+    key = "test_path" if split == "test" and test_path else "path"
+    if not file.is_file():
+        raise ConfigError(f"prompts.{key}: prompt file {str(file)!r} not found")
+    lines = [ln for ln in file.read_text().splitlines() if ln.strip()]
+    if not lines:
+        raise ConfigError(f"prompts.{key}: {file} has no prompts")
+    if file.suffix != ".jsonl":
+        return [{"prompt": ln.strip()} for ln in lines]
+    out = []
+    for i, ln in enumerate(lines, 1):
+        try:
+            m = json.loads(ln)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{file}:{i}: not JSON ({e.msg})") from None
+        if not isinstance(m, dict) or "prompt" not in m:
+            raise ConfigError(f"{file}:{i}: object has no 'prompt' key")
+        out.append(m)
+    return out
+
+
+def choose_prompts(prompts: list[dict], n: int, rng: np.random.Generator, mode: str = "uniform") -> np.ndarray:
+    """Indices of ``n`` prompts: uniformly (without replacement where possible), or ``by_tag``: for each
+    pick a tag uniformly among the tags present, then a prompt of that tag."""
+    if mode == "uniform":
+        return rng.choice(len(prompts), n, replace=len(prompts) < n)
+    if any("tag" not in m for m in prompts):
+        raise ConfigError("train.prompt_sampling: by_tag needs a 'tag' in every prompt's metadata")
+    by_tag: dict[str, list[int]] = {}
+    for i, m in enumerate(prompts):
+        by_tag.setdefault(m["tag"], []).append(i)
+    tags = sorted(by_tag)
+    return np.array([rng.choice(by_tag[tags[rng.integers(len(tags))]]) for _ in range(n)])
+
+
+def file_stand_in(folder: Path) -> dict:
+    """The ``file`` source's offline stand-in (dgx.grpo.contracts): a JSONL train file and a TXT test file."""
+    (folder / "train.jsonl").write_text('{"prompt": "a red circle", "tag": "color"}\n{"prompt": "two squares"}\n')
+    (folder / "test.txt").write_text("a blue square\n")
+    return {"args": {"path": str(folder / "train.jsonl"), "test_path": str(folder / "test.txt")}}
