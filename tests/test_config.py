@@ -140,7 +140,7 @@ BAD = [
     (
         "weighted unknown",
         "reward: {name: weighted, rewards: {pick: pickscore, look: aesthtic}, weights: {pick: 1, look: 0.5}}",
-        r"reward.rewards.look.name: unknown reward 'aesthtic'; did you mean 'aesthetic'",
+        r"reward.rewards.look: unknown reward 'aesthtic'; did you mean 'aesthetic'",
     ),
 ]
 

@@ -111,7 +111,7 @@ CONFIGS = [
     (
         "unknown weighted part",
         edit("name: ink}", "name: weighted, rewards: {a: inkk}, weights: {a: 1.0}}"),
-        "reward.rewards.a.name: unknown reward 'inkk'",
+        "reward.rewards.a: unknown reward 'inkk'",
     ),
     (
         "noise window reversed",

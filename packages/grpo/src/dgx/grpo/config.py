@@ -40,6 +40,11 @@ class _Strict(BaseModel):
         return value
 
 
+def named(default: str, section: str, what: str) -> Any:
+    """The ``name`` field of a component node: an entry of the registry's ``section`` (or ``module:attr``)."""
+    return Field(default, description=f"registry `{section}` entry; its own arguments beside it{what}")
+
+
 class Node(_Strict):
     """A component: ``name`` (a registry name, or ``module:attr``: an importable class or function, or one in a
     ``module.py`` beside the config) and the component's own keyword arguments, which ``dgx validate`` checks against
@@ -54,16 +59,14 @@ class Node(_Strict):
 
 
 class ModelConfig(Node):
-    name: str = Field(
-        "shapes",
-        description="registry `models` entry; its own arguments beside it (`path`: Hub id or local folder, "
-        "`max_sequence_length`, `resolution`, ...; defaults from the registry entry)",
+    name: str = named(
+        "shapes", "models", " (`path`: a Hub id or local folder, `max_sequence_length`, `resolution`, ...)"
     )
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="model weights dtype")
 
 
 class NoiseConfig(Node):
-    name: str = Field("uniform", description="registry `noise` entry; its own arguments beside it (uniform: `a`)")
+    name: str = named("uniform", "noise", " (uniform: `a`)")
     window: tuple[int, int] | None = Field(
         None, description="[start, stop): noise only on these steps (0 = the first), ODE elsewhere; None = every step"
     )
@@ -77,24 +80,16 @@ class SamplerConfig(_Strict):
 
 
 class RewardConfig(Node):
-    name: str = Field(
-        "geneval_shapes", description="registry `rewards` entry; its own arguments beside it (`path`, `partial`, ...)"
-    )
+    name: str = named("geneval_shapes", "rewards", " (`path`, `partial`, ...)")
 
 
 class CreditConfig(Node):
-    name: str = Field(
-        "sparse",
-        description="registry `credit` entry: which reward each step is trained on; its own arguments beside it "
-        "(dense_gain: `ode_steps`, `chunk`, `pipeline`)",
-    )
+    name: str = named("sparse", "credit", " (which reward each step is trained on; dense_gain: `ode_steps`, ...)")
 
 
 class ObjectiveConfig(Node):
-    name: str = Field(
-        "flow_grpo",
-        description="registry `objectives` entry: the loss trained on and its advantages; its own arguments beside it "
-        "(flow_grpo: `clip_range`, `kl_beta`, `kl`, `guidance_grad`, `adv_std`, `adv_ddof`, `adv_clip_max`)",
+    name: str = named(
+        "flow_grpo", "objectives", " (the loss and its advantages; flow_grpo: `clip_range`, `kl_beta`, ...)"
     )
 
 
@@ -184,11 +179,7 @@ class EvalConfig(Node):
     """The evaluation (``name``, its own arguments beside it: a model ``path``, a ``prompts_file``, a ``reward``
     node, ...) and the sampling protocol every evaluation follows (the fields below; dgx.eval.benchmarks.Protocol)."""
 
-    name: str = Field(
-        "shapes_geneval",
-        description="registry `evaluations` entry; its own arguments beside it (shapes_reward: `reward`; geneval: "
-        "`path`, `processor_path`; pickscore, ocr, drawbench: `prompts_file`, ...)",
-    )
+    name: str = named("shapes_geneval", "evaluations", " (shapes_reward: `reward`; pickscore: `prompts_file`, ...)")
     steps: int = Field(20, ge=1, description="ODE steps at evaluation (paper: 40 for SD3.5-M)")
     images_per_prompt: int = Field(4, ge=1)
     min_images_per_tag: int = Field(
@@ -212,11 +203,7 @@ class EvalConfig(Node):
 
 
 class PromptsConfig(Node):
-    name: str = Field(
-        "shapes",
-        description="registry `prompts` entry: shapes (the shapes world's train and test splits) or file "
-        "(`path`, `test_path`: a JSONL or TXT file)",
-    )
+    name: str = named("shapes", "prompts", " (shapes: the shapes world's splits; file: `path`, `test_path`)")
 
 
 class RunConfig(_Strict):

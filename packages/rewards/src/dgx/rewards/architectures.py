@@ -15,56 +15,47 @@ from pathlib import Path
 import torch
 from dgx.sampler.tiny import word_tokenizer
 
-# laion/CLIP-ViT-H-14-laion2B-s32B-b79K, the model PickScore_v1 fine-tunes
-CLIP_VIT_H_14 = dict(
-    text_config=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16),
-    vision_config=dict(
-        hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16, patch_size=14
-    ),
-    projection_dim=1024,
-    hidden_act="gelu",
-)
-# openai/clip-vit-large-patch14, GenEval's colour classifier
-CLIP_VIT_L_14 = dict(
-    text_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
-    vision_config=dict(
-        hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, patch_size=14
-    ),
-    projection_dim=768,
-    hidden_act="quick_gelu",
-)
-CLIP_TINY = dict(
-    text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2),
-    vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, patch_size=8),
-    projection_dim=16,
-    hidden_act="gelu",
-)
+
+def clip_arch(text: tuple[int, ...], vision: tuple[int, ...], projection: int, act: str) -> dict:
+    """A ``CLIPConfig``'s keywords: ``text`` = (width, MLP width, layers, heads), ``vision`` = the same and the patch."""
+    keys = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "patch_size")
+    return dict(
+        text_config=dict(zip(keys, text)),
+        vision_config=dict(zip(keys, vision)),
+        projection_dim=projection,
+        hidden_act=act,
+    )
+
+
+CLIP_VIT_H_14 = clip_arch((1024, 4096, 24, 16), (1280, 5120, 32, 16, 14), 1024, "gelu")  # PickScore_v1's base
+CLIP_VIT_L_14 = clip_arch((768, 3072, 12, 12), (1024, 4096, 24, 16, 14), 768, "quick_gelu")  # GenEval's colours
+CLIP_TINY = clip_arch((32, 64, 1, 2), (32, 64, 1, 2, 8), 16, "gelu")
 CLIP_IMAGE_SIZE = {"paper": 224, "tiny": 32}
-# facebook/mask2former-swin-small-coco-instance
-MASK2FORMER_SWIN_S = dict(
-    backbone=dict(embed_dim=96, depths=[2, 2, 18, 2], num_heads=[3, 6, 12, 24], window_size=7, image_size=224),
-    num_queries=100,
-    hidden_dim=256,
-    feature_size=256,
-    mask_feature_size=256,
-    encoder_layers=6,
-    decoder_layers=10,
-    dim_feedforward=2048,
-    encoder_feedforward_dim=1024,
-    num_attention_heads=8,
-)
-MASK2FORMER_TINY = dict(
-    backbone=dict(embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=2, image_size=64),
-    num_queries=10,
-    hidden_dim=32,
-    feature_size=32,
-    mask_feature_size=32,
-    encoder_layers=1,
-    decoder_layers=2,
-    dim_feedforward=32,
-    encoder_feedforward_dim=32,
-    num_attention_heads=2,
-)
+
+
+def mask2former_arch(
+    backbone: dict, queries: int, width: int, layers: tuple[int, int], ffn: tuple[int, int], heads: int
+):
+    """A ``Mask2FormerConfig``'s keywords: the Swin ``backbone``, ``queries`` object queries, the pixel decoder's and the
+    masks' ``width``, (encoder, decoder) ``layers``, (decoder, encoder) feed-forward widths ``ffn`` and ``heads``."""
+    return dict(
+        backbone=backbone,
+        num_queries=queries,
+        hidden_dim=width,
+        feature_size=width,
+        mask_feature_size=width,
+        encoder_layers=layers[0],
+        decoder_layers=layers[1],
+        dim_feedforward=ffn[0],
+        encoder_feedforward_dim=ffn[1],
+        num_attention_heads=heads,
+    )
+
+
+SWIN_S = dict(embed_dim=96, depths=[2, 2, 18, 2], num_heads=[3, 6, 12, 24], window_size=7, image_size=224)
+SWIN_TINY = dict(embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=2, image_size=64)
+MASK2FORMER_SWIN_S = mask2former_arch(SWIN_S, 100, 256, (6, 10), (2048, 1024), 8)  # mask2former-swin-small-coco
+MASK2FORMER_TINY = mask2former_arch(SWIN_TINY, 10, 32, (1, 2), (32, 32), 2)
 
 
 def clip_model(arch: dict, image_size: int):

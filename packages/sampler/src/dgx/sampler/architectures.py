@@ -159,7 +159,6 @@ def sd35_medium_pipeline(
 
 
 def sd35_medium_random(
-    path: str = "",
     dtype: torch.dtype = torch.float32,
     device: str = "cpu",
     max_sequence_length: Annotated[int, Ge(0)] = 256,
@@ -167,7 +166,8 @@ def sd35_medium_random(
     layers: int | None = None,
     text_layers: int = 1,
 ) -> SD3Model:
-    """Registry builder (``models: sd35m_random``): the pipeline above as an ``SD3Model``; ``path`` is unused."""
+    """Registry builder (``models: sd35m_random``): the pipeline above as an ``SD3Model`` (no
+    weights to load, so no ``path``)."""
     with initialised_on(device, dtype):
         pipe = sd35_medium_pipeline(layers, text_layers).to(device=device, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
@@ -223,7 +223,6 @@ def flux_dev_pipeline(
 
 
 def flux_dev_random(
-    path: str = "",
     dtype: torch.dtype = torch.bfloat16,
     device: str = "cpu",
     max_sequence_length: Annotated[int, Ge(0)] = 512,
@@ -232,7 +231,8 @@ def flux_dev_random(
     single_layers: int | None = None,
     text_layers: int = 1,
 ) -> FluxModel:
-    """Registry builder (``models: flux_dev_random``): the pipeline above as a ``FluxModel``; ``path`` is unused."""
+    """Registry builder (``models: flux_dev_random``): the pipeline above as a ``FluxModel`` (no
+    weights to load, so no ``path``)."""
     with initialised_on(device, dtype):
         pipe = flux_dev_pipeline(layers, single_layers, text_layers).to(device=device, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)

@@ -11,18 +11,18 @@ with the number of image tokens (dynamic shifting), then 0.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
-
 import numpy as np
 import torch
-from annotated_types import Ge
 from dgx.sampler.errors import SamplerError
-from dgx.sampler.model import Conditioning, PipelineModel, Resolution, guided, load_pipeline
+from dgx.sampler.model import Conditioning, PipelineModel, guided
 
 
 class FluxModel(PipelineModel):
     """FLUX.1 [dev] / [schnell] (or a tiny FluxPipeline) as a ``FlowModel``."""
+
+    pipeline = "FluxPipeline"
+    default_dtype = torch.bfloat16
+    default_max_sequence_length = 512
 
     # Flow-GRPO's (scripts/train_flux.py): attention and feed-forward of the double blocks; peft matches suffixes, so
     # the single blocks' attn.to_q / to_k / to_v are adapted too
@@ -50,21 +50,6 @@ class FluxModel(PipelineModel):
             )
         super().__init__(pipe, device, resolution, pipe.vae_scale_factor * 2, pipe.transformer.config.in_channels // 4)
         self.max_sequence_length = max_sequence_length
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        path: str | Path,
-        dtype: torch.dtype = torch.bfloat16,
-        device: str = "cpu",
-        max_sequence_length: Annotated[int, Ge(0)] = 512,
-        resolution: Resolution | None = None,
-    ) -> "FluxModel":
-        """Load from a local pipeline folder or a Hub id (offline: a local folder or cached id)."""
-        import dgx.sampler.compat  # noqa: F401  (before diffusers imports the pipeline)
-        from diffusers import FluxPipeline
-
-        return cls(load_pipeline(FluxPipeline, path, dtype, device), max_sequence_length, device, resolution)
 
     @property
     def distilled_guidance(self) -> bool:

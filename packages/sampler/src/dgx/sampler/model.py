@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Annotated, Protocol
+from typing import Annotated, ClassVar, Protocol
 
 import torch
 from annotated_types import Ge, Gt, MultipleOf
@@ -104,6 +104,10 @@ class PipelineModel:
     ``transformer`` is what forward passes go through (a trainer may swap in a DDP wrapper);
     config and dtype are read from the pipeline's own module."""
 
+    pipeline: ClassVar[str]  # the diffusers pipeline class the family loads through
+    default_dtype: ClassVar[torch.dtype] = torch.float32
+    default_max_sequence_length: ClassVar[int] = 256
+
     def __init__(self, pipe, device: str | torch.device, resolution: int | None, multiple: int, latent_channels: int):
         if resolution is not None and (resolution <= 0 or resolution % multiple):
             raise SamplerError(
@@ -116,6 +120,30 @@ class PipelineModel:
         self.device = torch.device(device)
         self.latent_channels = latent_channels
         self.calls = self.evaluations = 0
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        dtype: torch.dtype | None = None,
+        device: str = "cpu",
+        max_sequence_length: Annotated[int, Ge(0)] | None = None,
+        resolution: Resolution | None = None,
+    ):
+        """Load from a local pipeline folder or a Hub id (offline: a local folder or cached id); ``dtype`` and
+        ``max_sequence_length`` default to the family's, ``resolution`` (the image side) to the pipeline's."""
+        import dgx.sampler.compat  # noqa: F401  (before diffusers imports the pipeline)
+        import diffusers
+
+        pipe_cls = getattr(diffusers, cls.pipeline)
+        pipe = load_pipeline(pipe_cls, path, dtype or cls.default_dtype, device, **cls.load_kwargs(path))
+        msl = cls.default_max_sequence_length if max_sequence_length is None else max_sequence_length
+        return cls(pipe, max_sequence_length=msl, device=device, resolution=resolution)
+
+    @classmethod
+    def load_kwargs(cls, path: str | Path) -> dict:
+        """Extra keywords of the pipeline's ``from_pretrained`` for ``path`` (none by default)."""
+        return {}
 
     @property
     def dtype(self) -> torch.dtype:
@@ -156,6 +184,8 @@ class PipelineModel:
 class SD3Model(PipelineModel):
     """SD3 / SD3.5 (and the shapes world) through diffusers' StableDiffusion3Pipeline parts."""
 
+    pipeline = "StableDiffusion3Pipeline"
+
     # Flow-GRPO's (scripts/train_sd3.py): the joint attention only, not SD3.5's second attention (attn2)
     lora_targets = (
         "attn.add_k_proj",
@@ -189,23 +219,10 @@ class SD3Model(PipelineModel):
         self.max_sequence_length = 0 if pipe.text_encoder_3 is None and not pad_missing_t5 else max_sequence_length
 
     @classmethod
-    def from_pretrained(
-        cls,
-        path: str | Path,
-        dtype: torch.dtype = torch.float32,
-        device: str = "cpu",
-        max_sequence_length: Annotated[int, Ge(0)] = 256,
-        resolution: Resolution | None = None,
-    ) -> "SD3Model":
-        """Load from a local pipeline folder or a Hub id (offline: a local folder or cached id)."""
-        import dgx.sampler.compat  # noqa: F401  (before diffusers imports the pipeline)
-        from diffusers import StableDiffusion3Pipeline
-
-        kwargs = {}
-        if Path(path).is_dir() and not (Path(path) / "text_encoder_3").is_dir():
-            kwargs |= {"text_encoder_3": None, "tokenizer_3": None}
-        pipe = load_pipeline(StableDiffusion3Pipeline, path, dtype, device, **kwargs)
-        return cls(pipe, max_sequence_length, device, resolution=resolution)
+    def load_kwargs(cls, path: str | Path) -> dict:
+        """A saved folder without T5 (the shapes world) loads without it."""
+        no_t5 = Path(path).is_dir() and not (Path(path) / "text_encoder_3").is_dir()
+        return {"text_encoder_3": None, "tokenizer_3": None} if no_t5 else {}
 
     @torch.no_grad()
     def encode(self, prompts: list[str], negative: str = "") -> Conditioning:
