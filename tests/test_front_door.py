@@ -29,7 +29,7 @@ def test_readme_is_within_its_budget():
 
 
 def test_every_command_the_docs_name_exists_and_has_help():
-    named = _named(r"`dgx ([a-z]+)") | _named(r"(?m)^\s*(?:\$ )?dgx ([a-z]+)", code_only=True)
+    named = _named(r"`dgx ([a-z][a-z-]*)") | _named(r"(?m)^\s*(?:\$ )?dgx ([a-z][a-z-]*)", code_only=True)
     assert {"run", "bench", "eval", "push", "validate", "calibrate", "registry"} <= named
     for cmd in sorted(named):
         res = CliRunner().invoke(main, [cmd, "--help"])

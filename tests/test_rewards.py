@@ -739,3 +739,41 @@ def test_pipelined_scoring_gives_the_serial_rewards_bit_for_bit():
     at_once = score_latents(model, reward, flat, [p for p in texts for _ in range(7)], None, 5, {}).view(6, 7)
     # other reward batches, other float32 rounding: 4.5e-5 relative on a PickScore of about 10 with transformers 5.25
     torch.testing.assert_close(at_once, serial.latent_rewards, atol=1e-4, rtol=1e-4)
+
+
+def test_hps_loads_an_open_clip_checkpoint_into_clip_and_scores_the_cosine(tmp_path):
+    """HPSv2 reads an HPS-style open_clip checkpoint (here a tiny CLIP's weights in open_clip's layout) into
+    transformers' CLIPModel: its score is the cosine of that CLIP's own image and text embeddings. The paper-size
+    architecture has open_clip ViT-H-14's parameter count (986,109,441, measured with open_clip:
+    research/experiments/hps_reference), and the reference check there matches hpsv2's own score within 2e-7."""
+    import json
+    from pathlib import Path
+
+    from dgx.rewards.architectures import CLIP_VIT_H_14, clip_model
+    from dgx.rewards.hps import HPSv2, clip_to_open_clip, open_clip_to_clip
+    from dgx.rewards.standins import hps
+    from transformers import CLIPModel
+
+    args = hps(tmp_path)["args"]
+    clip = CLIPModel.from_pretrained(args["processor_path"]).eval()
+    state = torch.load(args["path"])["state_dict"]
+    assert "visual.transformer.resblocks.0.attn.in_proj_weight" in state and "text_projection" in state
+    back = open_clip_to_clip(dict(state), 1, 1)
+    assert back.keys() == clip.state_dict().keys() and all(torch.equal(back[k], clip.state_dict()[k]) for k in back)
+    with pytest.raises(ValueError, match="no CLIP counterpart: \\['extra'\\]"):
+        open_clip_to_clip({**state, "extra": torch.zeros(1)}, 1, 1)
+    images = torch.rand(4, 3, 40, 40, generator=torch.Generator().manual_seed(0))
+    prompts = ["a red circle", "two blue squares", "a photo of a cat", "a sign that says hello"]
+    reward = HPSv2(args["path"], processor_path=args["processor_path"], preprocess="processor")
+    from dgx.rewards.pickscore import PickScore
+
+    same = PickScore(args["processor_path"], args["processor_path"], preprocess="processor")
+    with torch.no_grad():
+        want = same(images, prompts) / clip.logit_scale.exp()
+    torch.testing.assert_close(reward(images, prompts), want, rtol=1e-5, atol=1e-6)
+    assert clip_to_open_clip(clip.state_dict(), 1, 1).keys() == state.keys()
+    with torch.device("meta"):
+        paper = clip_model(CLIP_VIT_H_14, 224)
+    recorded = json.loads((Path(__file__).parents[1] / "research/experiments/hps_reference/result.json").read_text())
+    assert sum(p.numel() for p in paper.parameters()) == recorded["parameters"]["open_clip ViT-H-14"] == 986_109_441
+    assert recorded["open_clip_max_abs_difference"] < 1e-6

@@ -141,6 +141,48 @@ def calibrate(file: Path, variant: str | None, out: Path | None, sets: tuple[str
         )
 
 
+@main.command("serve-reward")
+@click.argument("reward")
+@click.option("--variant", default=None, help="Variant of an ablation file whose reward to serve (default: the first).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a key, e.g. --set reward.path=DIR.")
+@click.option("--device", default=None, help="Device of the reward's models, e.g. cuda:1 (default: the config's).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every one).")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--batch-window",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 10),
+    help="Seconds to gather concurrent requests into one batch (0: each request's batch as sent, bit-exact).",
+)
+@click.option("--max-batch", default=256, show_default=True, type=click.IntRange(1), help="Images per gathered batch.")
+def serve_reward(reward: str, variant, sets, device, host: str, port: int, batch_window: float, max_batch: int) -> None:
+    """Serve a reward over HTTP for `reward: {name: remote, url: ...}`: REWARD is a registry name or a config file."""
+    from dgx.grpo.build import build_reward
+    from dgx.grpo.distributed import device_for
+    from dgx.rewards.base import load_now
+    from dgx.rewards.server import serve
+
+    cfg, registry = _reward_config(reward, variant, _overrides(sets))
+    built = build_reward(cfg.reward, registry, device=device or device_for(cfg))
+    load_now(built)
+    click.echo(f"serving reward {cfg.reward.name!r} at http://{host}:{port} (POST /score, GET /health)")
+    serve(built, host=host, port=port, batch_window=batch_window, max_batch=max_batch)
+
+
+def _reward_config(reward: str, variant: str | None, overrides: dict):
+    """The run config whose reward a server hosts: a config file's (its variant), or a registry name's alone."""
+    from dgx.grpo.config import deep_merge, load, validate
+    from dgx.grpo.registry import Registry
+
+    if reward.endswith((".yaml", ".yml")) or Path(reward).is_file():
+        abl = load(Path(reward), overrides=overrides)
+        return abl.variant(variant)[1], abl.registry()
+    registry = Registry()
+    data = deep_merge({"reward": {"name": reward}}, overrides)
+    return validate(data, Path("serve-reward"), {}, "", registry, overrides), registry
+
+
 @main.command("eval")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option(

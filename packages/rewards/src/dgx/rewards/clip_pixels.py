@@ -48,14 +48,35 @@ def clip_pixels(images: torch.Tensor, processor) -> torch.Tensor:
     return x
 
 
-PREPROCESS = ("tensor", "processor")
+def open_clip_pixels(images: torch.Tensor, processor) -> torch.Tensor:
+    """open_clip's evaluation transform as HPS's own scoring applies it to 8-bit images (``ToTensor``, then
+    torchvision's tensor ``Resize`` of the shortest side to the crop size, bicubic with antialiasing and no rounding,
+    ``CenterCrop`` and ``Normalize`` with the processor's mean and std), on the images' own device."""
+    ip = getattr(processor, "image_processor", processor)
+    side = ip.crop_size["height"]
+    x = _quantise(images.float())
+    h, w = x.shape[-2:]
+    size = (side, int(side * w / h)) if h <= w else (int(side * h / w), side)
+    if size != (h, w):
+        x = F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False)
+    top, left = int(round((x.shape[-2] - side) / 2.0)), int(round((x.shape[-1] - side) / 2.0))
+    x = x[..., top : top + side, left : left + side]
+    mean = torch.tensor(ip.image_mean, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(ip.image_std, device=x.device).view(1, -1, 1, 1)
+    return (x - mean) / std
+
+
+PREPROCESS = ("tensor", "processor", "open_clip")
 
 
 def clip_inputs(images: torch.Tensor, processor, device: torch.device, how: str = "tensor") -> torch.Tensor:
     """CLIP ``pixel_values`` of ``images`` (float [0, 1], NCHW) on ``device``: ``tensor``, ``clip_pixels`` on the
-    device; ``processor``, uint8 arrays through the processor (the reference implementations' path)."""
+    device; ``processor``, uint8 arrays through the processor (PickScore's reference path); ``open_clip``, open_clip's
+    transform on the device (HPS's reference path)."""
     if how == "tensor":
         return clip_pixels(images.to(device), processor)
+    if how == "open_clip":
+        return open_clip_pixels(images.to(device), processor)
     from dgx.rewards.base import to_uint8
 
     return processor(images=list(to_uint8(images)), return_tensors="pt")["pixel_values"].to(device)

@@ -34,7 +34,7 @@ class PickScore(LazyModel):
         preprocess: str = "tensor",
     ):
         if preprocess not in PREPROCESS:
-            raise ValueError(f"PickScore preprocess={preprocess!r}: expected 'tensor' or 'processor'")
+            raise ValueError(f"preprocess={preprocess!r}: expected one of {', '.join(PREPROCESS)}")
         self.path, self.processor_path, self.device = path, processor_path, torch.device(device)
         self.preprocess = preprocess
         self.batch_size, self.scale = batch_size, scale

@@ -73,3 +73,53 @@ def weighted(folder: Path) -> dict:
             "weights": {"ink": 2.0, "rules": 0.5},
         }
     }
+
+
+def remote(folder: Path) -> dict:
+    """A reward server in this process, hosting the shapes world's ``ink``, on a free local port."""
+    from dgx.rewards.ink import Ink
+    from dgx.rewards.server import Background, app
+
+    return {"args": {"url": Background(app(Ink())).url}}
+
+
+def judge_app():
+    """A chat-completions server standing in for a VLM judge: its reply to an image is ``Score: N``, N from 1 to 10
+    by the image's mean brightness (deterministic, so a split batch scores the same)."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def chat(request: Request) -> JSONResponse:
+        content = (await request.json())["messages"][0]["content"]
+        url = next(c["image_url"]["url"] for c in content if c["type"] == "image_url")
+        pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB"))
+        reply = f"Score: {1 + 9 * pixels.mean() / 255:.3f}"
+        return JSONResponse({"choices": [{"message": {"role": "assistant", "content": reply}}]})
+
+    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+
+
+def vlm_judge(folder: Path) -> dict:
+    """The judge stand-in server in this process, on a free local port."""
+    from dgx.rewards.server import Background
+
+    return {"args": {"url": Background(judge_app()).url + "/v1", "model": "stand-in"}}
+
+
+def hps(folder: Path) -> dict:
+    """HPSv2: a tiny CLIP's config and processor, and its weights as an HPS-style open_clip checkpoint."""
+    from dgx.rewards.hps import clip_to_open_clip
+    from transformers import CLIPModel
+
+    path = _clip(folder)
+    model = CLIPModel.from_pretrained(path)
+    layers = (model.config.text_config.num_hidden_layers, model.config.vision_config.num_hidden_layers)
+    torch.save({"state_dict": clip_to_open_clip(model.state_dict(), *layers)}, folder / "hps.pt")
+    return {"args": {"path": str(folder / "hps.pt"), "processor_path": path}}
