@@ -261,7 +261,7 @@ def test_set_overrides_every_variant_last_and_errors_name_the_flag(tmp_path):
         (["train.lr"], "expected KEY=VALUE"),
         (["train..lr=1"], "expected KEY=VALUE"),
         (["train=3", "train.lr=1"], "train was already set to a value"),
-        (["train.lr=[1"], "not valid YAML"),
+        (["train.lr=[1"], "line 1, column 3: invalid YAML"),
     ]:
         with pytest.raises(ConfigError, match=msg):
             parse_sets(bad)

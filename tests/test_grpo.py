@@ -13,7 +13,7 @@ import yaml
 from dgx.grpo import checkpoint
 from dgx.grpo.advantages import advantages, normalize
 from dgx.grpo.assembly import assemble
-from dgx.grpo.config import ModelConfig, PromptsConfig
+from dgx.grpo.config import ModelConfig, PromptsConfig, RewardConfig
 from dgx.grpo.loss import grpo_loss
 from dgx.grpo.registry import Registry
 from dgx.grpo.trainer import train
@@ -1091,3 +1091,15 @@ device: cpu
     assert f"reward.temprature: reward '{names['reward']}' takes no 'temprature'; did you mean 'temperature'?" in (
         bad.output
     )
+
+
+def test_a_run_on_rewards_kept_apart_logs_each_rewards_mean(tmp_path, tiny_pipe_dir):
+    """`weighted` with normalize: per_reward trains (each reward normalised in its groups) and logs reward_<label>,
+    whose weighted sum is the logged reward."""
+    cfg = tiny_config(tmp_path, tiny_pipe_dir, iterations=1)
+    node = {"name": "weighted", "rewards": {"b": "brightness", "i": "ink"}, "weights": {"b": 1.0, "i": 3.0}}
+    cfg.reward = RewardConfig(**node, normalize="per_reward")
+    train(assemble(cfg, Registry([tmp_path / "reg.yaml"])), tmp_path / "run")
+    row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["reward_mean"] == pytest.approx(row["reward_b"] + 3.0 * row["reward_i"], rel=1e-5)
+    assert math.isfinite(row["loss"]) and row["adv_abs_mean"] > 0

@@ -229,6 +229,23 @@ CONFIGS = [
         "registry: reg_no_impl.yaml\n" + BASE,
         "rewards.mine: needs an 'impl: module:attr' entry",
     ),
+    (
+        "YAML alias bomb",
+        "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]\n"
+        + BASE,
+        "line 6: expands to more than 100,000 values",
+    ),
+    ("YAML nested 100 deep", edit("iterations: 1", "iterations: " + "[" * 100 + "]" * 100), "nested more than 50"),
+    ("YAML nested 5000 deep", edit("iterations: 1", "iterations: " + "[" * 5000 + "]" * 5000), "nested too deeply"),
+    ("YAML recursive alias", "a: &a [*a]\n" + BASE, "nested more than 50 levels deep"),
+    ("long unknown key", edit("group_size: 2}", "group_size: 2, " + "k" * 1000 + ": 1}"), "… (1002 characters)"),
+    ("registry file a number", "registry: reg_int.yaml\n" + BASE, "a registry file is a mapping of sections, got int"),
+    ("registry file a list", "registry: reg_list.yaml\n" + BASE, "a registry file is a mapping of sections, got list"),
+    ("registry file binary", "registry: reg_binary.yaml\n" + BASE, "not a text file (a registry file is UTF-8 text)"),
+    ("registry section a list", "registry: reg_section_list.yaml\n" + BASE, "rewards: a mapping of name -> entry"),
+    ("registry impl a number", "registry: reg_impl_int.yaml\n" + BASE, "rewards.mine: needs an 'impl: module:attr'"),
+    ("registry null", "registry: null\n" + BASE, "registry: a registry file or a list of them, got None"),
+    ("control character", "\x1f" + BASE, "invalid YAML: unacceptable character #x001f"),
 ]
 
 REGISTRIES = {
@@ -236,6 +253,10 @@ REGISTRIES = {
     "reg_invalid.yaml": "rewards: {mine: [\n",
     "reg_section.yaml": "reward:\n  mine: {impl: 'dgx.rewards.ink:Ink'}\n",
     "reg_no_impl.yaml": "rewards:\n  mine: {description: x}\n",
+    "reg_int.yaml": "42\n",
+    "reg_list.yaml": "- rewards\n- credit\n",
+    "reg_section_list.yaml": "rewards: [a, b]\n",
+    "reg_impl_int.yaml": "rewards:\n  mine: {impl: 3}\n",
 }
 
 
@@ -253,6 +274,7 @@ def folder(tmp_path, monkeypatch):
     (tmp_path / "empty.txt").write_text("\n\n")
     for name, text in REGISTRIES.items():
         (tmp_path / name).write_text(text)
+    (tmp_path / "reg_binary.yaml").write_bytes(bytes(range(256)))
     return tmp_path
 
 
@@ -297,7 +319,7 @@ COMMANDS = [
         "--set bad YAML",
         {"cfg.yaml": BASE.encode()},
         ["validate", "cfg.yaml", "--set", "train.lr=[1"],
-        "value is not valid YAML",
+        "--set 'train.lr=[1': line 1, column 3: invalid YAML",
     ),
     (
         "--set inf",
@@ -372,6 +394,17 @@ def test_implausible_sizes_warn_but_validate(folder):
     (folder / "cfg.yaml").write_text(edit("group_size: 2}", "group_size: 1000000000}"))
     res = CliRunner().invoke(main, ["validate", "cfg.yaml"])
     assert res.exit_code == 0 and "warning: " in res.output and "implausibly large" in res.output
+
+
+def test_yaml_merge_keys_share_a_block_between_variants(folder):
+    (folder / "cfg.yaml").write_text(
+        ablation("variants:\n  a: {}\n  b:\n    sampler: {<<: *s, guidance: 3.0}\n").replace(
+            "  sampler: {steps", "  sampler: &s {steps"
+        )
+    )
+    res = CliRunner().invoke(main, ["validate", "cfg.yaml", "--show"])
+    assert res.exit_code == 0 and "a, b" in res.output, res.output
+    assert res.output.count("guidance: 3.0") == 1 and res.output.count("steps: 4") == 2
 
 
 def test_a_valid_config_still_validates(folder):

@@ -777,3 +777,47 @@ def test_hps_loads_an_open_clip_checkpoint_into_clip_and_scores_the_cosine(tmp_p
     recorded = json.loads((Path(__file__).parents[1] / "research/experiments/hps_reference/result.json").read_text())
     assert sum(p.numel() for p in paper.parameters()) == recorded["parameters"]["open_clip ViT-H-14"] == 986_109_441
     assert recorded["open_clip_max_abs_difference"] < 1e-6
+
+
+def test_per_reward_normalisation_keeps_each_rewards_credit_apart_and_normalises_each_in_its_groups(tmp_path):
+    """A weighted reward with normalize: per_reward: the credit keeps each reward's terminal and dense gains (their
+    weighted sum is the credit), and the objective normalises each reward within its prompt groups before the
+    weighted sum, then standardises the sum over the batch (GDPO's decoupled normalisation)."""
+    from dgx.grpo.advantages import normalize
+    from dgx.grpo.build import build_reward
+    from dgx.grpo.config import RewardConfig
+    from dgx.grpo.contracts import _trajectory
+    from dgx.grpo.loss import FlowGRPO
+    from dgx.grpo.registry import Registry
+    from dgx.rewards.ink import Ink
+
+    node = RewardConfig(
+        name="weighted",
+        rewards={"ink": "ink", "dark": {"name": "ink", "background": 0.0}},
+        weights={"ink": 2.0, "dark": 0.5},
+        normalize="per_reward",
+    )
+    reward = build_reward(node, Registry())
+    model, traj, metas = _trajectory(steps=3)
+    c = dense_gain(model, traj, reward, metas, ode_steps="t")
+    ink, dark = (dense_gain(model, traj, r, metas, ode_steps="t") for r in (Ink(), Ink(background=0.0)))
+    assert set(c.parts) == {"ink", "dark"} and c.parts["ink"][2] == 2.0
+    torch.testing.assert_close(c.parts["ink"][1], ink.signal)
+    torch.testing.assert_close(c.parts["dark"][0], dark.terminal)
+    torch.testing.assert_close(c.signal, 2.0 * ink.signal + 0.5 * dark.signal)
+    assert (
+        dense_gain(
+            model,
+            traj,
+            build_reward(RewardConfig(**{**node.model_dump(), "normalize": "sum"}), Registry()),
+            metas,
+            ode_steps="t",
+        ).parts
+        is None
+    )
+    adv = FlowGRPO(adv_std="group").advantages(c.signal, c.weights, True, 2, [(x, w) for _, x, w in c.parts.values()])
+    want = 2.0 * normalize(ink.signal, 2, "group") + 0.5 * normalize(dark.signal, 2, "group")
+    want = ((want - want.mean(0)) / (want.std(0, correction=0) + 1e-4)).clamp(-5, 5)
+    torch.testing.assert_close(adv, want)
+    plain = FlowGRPO(adv_std="group").advantages(c.signal, c.weights, True, 2)
+    assert not torch.allclose(adv, plain)  # not the normalisation of the weighted sum

@@ -10,6 +10,11 @@ Which std (the objective's ``adv_std``), with ``ddof`` (``adv_ddof``; numpy's de
   per-step credit), so a group whose rewards barely differ gets small advantages;
 - ``group``: the group's own std (the papers' equations), so every group gets unit-scale advantages;
 - ``batch`` (dgx's option): one std of the group-centred values over the whole batch and all steps.
+
+Several rewards kept apart (a ``weighted`` reward with ``normalize: per_reward``; GDPO's decoupled normalisation):
+each reward's signal is normalised on its own as above, A = sum_k w_k A_k, and the sum is standardised over the
+batch (per step for per-step credit) before the clip, so no reward's spread decides the others' share
+(``dgx.grpo.loss.FlowGRPO.advantages``).
 """
 
 from __future__ import annotations

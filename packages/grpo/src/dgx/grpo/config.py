@@ -14,11 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Union, get_args
 
-import yaml
+from dgx.grpo import yamlfile
 from dgx.grpo.errors import ConfigError
 from dgx.grpo.metrics import missing_tracker
 from dgx.grpo.nodes import NodeError, check_arguments
-from dgx.grpo.registry import Registry, defaults_not_taken, suggest, yaml_problem
+from dgx.grpo.registry import Registry, defaults_not_taken, suggest
 from dgx.sampler.steps import takes_noise
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
@@ -308,10 +308,7 @@ def parse_sets(items: list[str] | tuple[str, ...]) -> dict:
         parts = key.strip().split(".")
         if not eq or not all(parts):
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. train.lr=1e-3")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"--set {item!r}: value is not valid YAML ({getattr(e, 'problem', e)})") from None
+        value = yamlfile.parse(text, f"--set {item!r}")
         if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):  # YAML 1.1 reads 1e-3 as a string
             value = float(value)
         node = out
@@ -323,39 +320,10 @@ def parse_sets(items: list[str] | tuple[str, ...]) -> dict:
     return out
 
 
-class _UniqueKeys(yaml.SafeLoader):
-    """YAML's safe loader, but a key given twice in one mapping is an error (YAML lets the last one win)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen: dict = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark
-                )
-            seen[key] = key_node.start_mark.line
-        return super().construct_mapping(node, deep=deep)
-
-
 def read_yaml(path: str | Path) -> dict:
     """A config file's top-level mapping; every problem (missing, unreadable, not text, not YAML, a duplicate key,
-    not a mapping) is a ConfigError naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: {'is a folder, not a file' if path.is_dir() else 'file not found'}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text file (a YAML config is UTF-8 text)") from None
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
-    if "\x00" in text:
-        raise ConfigError(f"{path}: not a text file (a YAML config is UTF-8 text)")
-    try:
-        data = yaml.load(text, Loader=_UniqueKeys)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}:{yaml_problem(e)}") from None
+    an alias bomb, too deep, not a mapping) is a ConfigError naming the file (dgx.grpo.yamlfile)."""
+    data = yamlfile.read(path)
     if data is None:
         raise ConfigError(f"{path}: empty file; expected a run config or an ablation (base/variants/seeds)")
     if not isinstance(data, dict):
@@ -369,7 +337,10 @@ def load(path: str | Path, registry: Registry | None = None, overrides: dict | N
     path = Path(path)
     data = read_yaml(path)
     extra = data.pop("registry", [])
-    files = [(path.parent / p) for p in ([extra] if isinstance(extra, str) else extra)]
+    extra = [extra] if isinstance(extra, str) else extra
+    if not isinstance(extra, list) or not all(isinstance(p, str) for p in extra):
+        raise ConfigError(f"{path}: registry: a registry file or a list of them, got {extra!r:.80}")
+    files = [(path.parent / p) for p in extra]
     registry = registry or Registry(files, config=path)
     ablation = "base" in data or "variants" in data
     base, variants, seeds = _ablation_parts(path, data) if ablation else (data, {"default": {}}, [data.get("seed", 0)])
@@ -432,13 +403,13 @@ def validate(
 
     def where(loc: tuple) -> str:
         if set_on_cli(loc):
-            return "--set " + ".".join(str(x) for x in loc)
+            return "--set " + ".".join(_key(x) for x in loc)
         node = override
         for k in loc:
             if not isinstance(node, dict) or k not in node:
-                return ".".join(["base"] * bool(prefix) + [str(x) for x in loc])
+                return ".".join(["base"] * bool(prefix) + [_key(x) for x in loc])
             node = node[k]
-        return ".".join([prefix] * bool(prefix) + [str(x) for x in loc])
+        return ".".join([prefix] * bool(prefix) + [_key(x) for x in loc])
 
     try:
         cfg = RunConfig.model_validate(data)
@@ -450,6 +421,12 @@ def validate(
         keys, message = problem
         raise ConfigError(f"{path}: {where(keys)}: {message}")
     return cfg
+
+
+def _key(part) -> str:
+    """A key of a config path as errors show it: a long one cut to a readable width."""
+    text = str(part)
+    return text if len(text) <= yamlfile.MAX_SHOWN else yamlfile.shorten(text)
 
 
 def _validation_lines(e: ValidationError, path: Path, where: Callable[[tuple], str]) -> str:

@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 
 import torch
 from annotated_types import Ge, Gt
-from dgx.grpo.advantages import advantages
+from dgx.grpo.advantages import EPS, advantages
 
 
 @dataclass
@@ -87,9 +87,18 @@ class FlowGRPO:
         """Whether the unconditional CFG branch is detached in the policy's forward pass."""
         return self.guidance_grad == "cond"
 
-    def advantages(self, signal: torch.Tensor, weights: torch.Tensor, per_step: bool, group_size: int) -> torch.Tensor:
-        """(N, T) advantages of the gathered credit (``signal``, ``weights``: (N, T))."""
-        return advantages(signal, weights, per_step, group_size, self.adv_clip_max, self.adv_std, self.adv_ddof)
+    def advantages(
+        self, signal: torch.Tensor, weights: torch.Tensor, per_step: bool, group_size: int, parts=None
+    ) -> torch.Tensor:
+        """(N, T) advantages of the gathered credit (``signal``, ``weights``: (N, T)); with ``parts`` (each kept
+        reward's (N, T) signal and weight) each reward is normalised on its own, GDPO's decoupled normalisation."""
+        std, ddof, clip = self.adv_std, self.adv_ddof, self.adv_clip_max
+        if not parts:
+            return advantages(signal, weights, per_step, group_size, clip, std, ddof)
+        ones = torch.ones_like(signal)  # each reward normalised alone, unclipped; the weighted sum standardised
+        total = sum(w * advantages(x, ones, per_step, group_size, float("inf"), std, ddof) for x, w in parts)
+        total = (total - total.mean(0)) / (total.std(0, correction=ddof) + EPS)
+        return (total * weights).clamp(-clip, clip)
 
     def __call__(self, out, old_log_prob: torch.Tensor, adv: torch.Tensor, ref_mean: torch.Tensor | None) -> LossOutput:
         """The loss of a batch of steps: ``out`` is the sampler step's output under the current policy (its

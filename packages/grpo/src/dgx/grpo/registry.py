@@ -96,22 +96,27 @@ class Registry:
             self.sources.append(str(Path(path).resolve()))
 
     def add_file(self, path: str | Path) -> None:
+        from dgx.grpo import yamlfile
+
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: registry file not found")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}:{yaml_problem(e)}") from None
+        data = yamlfile.read(path, "a registry file") or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a registry file is a mapping of sections, got {type(data).__name__}")
         self._add(data, str(path))
 
     def _add(self, data: dict, source: str) -> None:
         for section, entries in data.items():
             if section not in self.sections:
                 raise ConfigError(f"{source}: unknown registry section {section!r}; valid: {', '.join(SECTIONS)}")
+            if not isinstance(entries or {}, dict):
+                raise ConfigError(f"{source}: {section}: a mapping of name -> entry, got {type(entries).__name__}")
             for name, e in (entries or {}).items():
-                if not isinstance(e, dict) or "impl" not in e:
+                if not isinstance(e, dict) or not isinstance(e.get("impl"), str):
                     raise ConfigError(f"{source}: {section}.{name}: needs an 'impl: module:attr' entry")
+                if not isinstance(e.get("defaults", {}), dict):
+                    raise ConfigError(f"{source}: {section}.{name}.defaults: a mapping of argument -> value")
                 self.sections[section][name] = Entry(
                     name, e["impl"], e.get("description", ""), e.get("defaults", {}), source, e.get("stand_in")
                 )
@@ -143,13 +148,6 @@ def defaults_not_taken(entry: Entry, impl) -> tuple[list[str], set[str] | None]:
     """The keys of ``entry.defaults`` that ``impl`` takes no argument for (in the entry's order), and what it takes."""
     takes = accepted_arguments(impl)
     return [k for k in entry.defaults if takes is not None and k not in takes], takes
-
-
-def yaml_problem(e: yaml.YAMLError) -> str:
-    """A YAML error as one line: `` line L, column C: invalid YAML: problem``."""
-    mark = getattr(e, "problem_mark", None)
-    where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
-    return f"{where} invalid YAML: {getattr(e, 'problem', None) or str(e).splitlines()[0]}"
 
 
 def suggest(name: str, valid) -> str:

@@ -244,7 +244,9 @@ def iteration(run: Run, it: int) -> dict:
     terminal, signal, weights = gather(credit.terminal), gather(credit.signal), gather(credit.weights)
     check_finite(cfg, it, [parts.prompts[pick[s // G]]["prompt"] for s in range(len(terminal))], terminal, signal)
     latent = None if credit.latent_rewards is None else gather(credit.latent_rewards)
-    adv_all = parts.objective.advantages(signal, weights, credit.per_step, G)
+    kept = {n: (gather(term), gather(sig), w) for n, (term, sig, w) in (credit.parts or {}).items()}
+    by_reward = {"parts": [(x, w) for _, x, w in kept.values()]} if kept else {}  # rewards kept apart, if any
+    adv_all = parts.objective.advantages(signal, weights, credit.per_step, G, **by_reward)
 
     t0 = time.perf_counter()
     stats = update(
@@ -278,6 +280,7 @@ def iteration(run: Run, it: int) -> dict:
     }
     if acc.device.type == "cuda":  # the main process's peak since the previous row, or since this call started
         row["gpu_peak_gib"] = torch.cuda.max_memory_allocated(acc.device) / 2**30
+    row.update({f"reward_{n}": term.mean().item() for n, (term, _, _) in kept.items()})  # each kept reward's mean
     if latent is not None:  # R_k = R(ODE_n(x_k)) along the grid, gathered
         row["latent_reward_mean"] = latent.mean(0).tolist()
         row["grid"] = run.grid.tolist()

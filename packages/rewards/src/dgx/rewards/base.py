@@ -7,7 +7,7 @@ load lazily on first call, from a Hub id or a local folder.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Literal, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -92,25 +92,50 @@ class CheckedReward:
     def __call__(self, images: torch.Tensor, prompts: Sequence[str], metadata: Sequence[dict] | None = None):
         return checked(self.reward(images, prompts, metadata), len(images), self.label, prompts)
 
+    def parts(self, images: torch.Tensor, prompts: Sequence[str], metadata: Sequence[dict] | None = None):
+        """The wrapped reward's ``parts``, each checked as a reward's output."""
+        out = self.reward.parts(images, prompts, metadata)
+        return {n: checked(v, len(images), f"{self.label}.{n}", prompts) for n, v in out.items()}
+
     def __getattr__(self, key: str):
         return getattr(self.reward, key)
 
 
 class WeightedReward:
     """sum_k w_k * reward_k(images, prompts, metadata): ``rewards`` maps a label to a reward (in a config, a reward
-    node: a registry name or ``{name: ..., its arguments}``) and ``weights`` the same labels to their weights."""
+    node: a registry name or ``{name: ..., its arguments}``) and ``weights`` the same labels to their weights.
 
-    def __init__(self, rewards: dict[str, Reward], weights: dict[str, float]):
+    ``normalize``: ``sum`` trains on the weighted sum, normalised as one reward; ``per_reward`` (GDPO's decoupled
+    normalisation) gives the credit each reward's own scores (``parts``), which the objective normalises within each
+    prompt group separately before the weighted sum, so that a reward of small spread is not drowned by one of large
+    spread. Either way the call returns the weighted sum, and the trainer logs each reward's mean."""
+
+    def __init__(
+        self, rewards: dict[str, Reward], weights: dict[str, float], normalize: Literal["sum", "per_reward"] = "sum"
+    ):
         if set(rewards) != set(weights):
             raise ValueError(
                 f"weighted: rewards {sorted(rewards)} and weights {sorted(weights)} must name the same labels"
             )
-        self.rewards, self.weights = rewards, weights
+        self.rewards, self.weights, self.normalize = rewards, weights, normalize
         self.name = "+".join(f"{w:g}*{n}" for n, w in weights.items())
 
+    def parts(self, images, prompts, metadata=None) -> dict[str, torch.Tensor]:
+        """Each reward's own scores of the images, by label."""
+        return {n: self.rewards[n](images, prompts, metadata).float() for n in self.weights}
+
     def __call__(self, images, prompts, metadata=None) -> torch.Tensor:
-        return sum(w * self.rewards[n](images, prompts, metadata).float() for n, w in self.weights.items())
+        parts = self.parts(images, prompts, metadata)
+        return sum(w * parts[n] for n, w in self.weights.items())
 
     def load(self) -> None:
         for reward in self.rewards.values():
             load_now(reward)
+
+
+def reward_parts(reward) -> dict[str, float] | None:
+    """The weights of a reward whose parts the credit keeps apart (a ``weighted`` reward with ``per_reward``
+    normalisation), by label; None for any other reward."""
+    if getattr(reward, "normalize", None) != "per_reward" or not callable(getattr(reward, "parts", None)):
+        return None
+    return dict(reward.weights)

@@ -22,7 +22,7 @@ from typing import Annotated, Literal, Sequence
 
 import torch
 from annotated_types import Ge
-from dgx.rewards.base import Reward
+from dgx.rewards.base import Reward, reward_parts
 from dgx.sampler import FlowModel, Trajectory
 from dgx.sampler.continuation import continue_items
 
@@ -35,6 +35,19 @@ class Credit:
     weights: torch.Tensor  # (B, T) multiplies trajectory-wise advantages (1 = sparse)
     latent_rewards: torch.Tensor | None = None  # (B, T+1) R_k, dense wrappers only
     seconds: dict[str, float] = field(default_factory=dict)  # model / decode / reward time
+    parts: dict[str, tuple[torch.Tensor, torch.Tensor, float]] | None = None  # label -> (terminal, signal, weight)
+
+
+def credit_of(terminal, signal, per_step: bool, weights, latent, seconds: dict, reward) -> Credit:
+    """A ``Credit`` from the scores of a rule (each with a trailing part axis when the reward's parts are kept apart,
+    ``reward_parts``): the weighted sum is the credit, and each part's own terminal and signal go in ``parts``."""
+    w = reward_parts(reward)
+    if w is None:
+        return Credit(terminal, signal, per_step, weights, latent, seconds)
+    k = torch.tensor(list(w.values()))
+    parts = {n: (terminal[..., i], signal[..., i], float(w[n])) for i, n in enumerate(w)}
+    latent = None if latent is None else (latent * k).sum(-1)
+    return Credit((terminal * k).sum(-1), (signal * k).sum(-1), per_step, weights, latent, seconds, parts)
 
 
 def score_latents(
@@ -46,14 +59,20 @@ def score_latents(
     chunk: int,
     seconds: dict[str, float],
 ) -> torch.Tensor:
-    """Decode and score ``latents`` (N, C, H, W) ``chunk`` at a time -> (N,)."""
+    """Decode and score ``latents`` (N, C, H, W) ``chunk`` at a time -> (N,), or (N, K) for a reward whose K parts the
+    credit keeps apart (``reward_parts``)."""
+    kept = reward_parts(reward)
     out = []
     for s in range(0, len(latents), chunk):
         t0 = time.perf_counter()
         imgs = model.decode(latents[s : s + chunk])
         t1 = time.perf_counter()
         meta = None if metadata is None else list(metadata[s : s + chunk])
-        out.append(reward(imgs, list(prompts[s : s + chunk]), meta).float().cpu())
+        if kept is None:
+            out.append(reward(imgs, list(prompts[s : s + chunk]), meta).float().cpu())
+        else:
+            parts = reward.parts(imgs, list(prompts[s : s + chunk]), meta)
+            out.append(torch.stack([parts[n].float().cpu() for n in kept], -1))
         seconds["decode"] = seconds.get("decode", 0.0) + t1 - t0
         seconds["reward"] = seconds.get("reward", 0.0) + time.perf_counter() - t1
     return torch.cat(out)
@@ -66,7 +85,8 @@ def sparse_credit(
     sec: dict[str, float] = {}
     r = score_latents(model, reward, traj.latents[:, -1], traj.prompts, metadata, chunk, sec)
     ones = torch.ones(len(traj), traj.steps)
-    return Credit(r, r[:, None] * ones, False, ones, None, sec)
+    signal = r[:, None].expand(len(traj), traj.steps, *r.shape[1:]).clone()
+    return credit_of(r, signal, False, ones, None, sec, reward)
 
 
 def latent_rewards(
@@ -105,7 +125,7 @@ def latent_rewards(
             scores = [f.result() for f in scores]
     else:
         scores = [score(part, continued(part)) for part in chunks]
-    R = torch.empty(B, T + 1)
+    R = torch.empty(B, T + 1, *scores[0].shape[1:])
     for part, r in zip(chunks, scores):
         for (b, k), value in zip(part, r):
             R[b, k] = value
@@ -126,7 +146,7 @@ def dense_gain(
     integer or ``t`` (every remaining step); ``chunk``: latents continued, decoded and scored per batch;
     ``pipeline``: decode and score one chunk in a worker thread while the next one's continuation runs."""
     R, sec = latent_rewards(model, traj, reward, metadata, ode_steps, chunk, pipeline)
-    return Credit(R[:, -1], R[:, 1:] - R[:, :-1], True, torch.ones(len(traj), traj.steps), R, sec)
+    return credit_of(R[:, -1], R[:, 1:] - R[:, :-1], True, torch.ones(len(traj), traj.steps), R, sec, reward)
 
 
 def dense_latent(
@@ -141,7 +161,7 @@ def dense_latent(
 ) -> Credit:
     """Step i gets R_{i+1} itself (the paper's dense-latent baseline); arguments as ``dense_gain``."""
     R, sec = latent_rewards(model, traj, reward, metadata, ode_steps, chunk, pipeline)
-    return Credit(R[:, -1], R[:, 1:].clone(), True, torch.ones(len(traj), traj.steps), R, sec)
+    return credit_of(R[:, -1], R[:, 1:].clone(), True, torch.ones(len(traj), traj.steps), R, sec, reward)
 
 
 def coca_weights(latents: torch.Tensor) -> torch.Tensor:
