@@ -336,11 +336,7 @@ def load(path: str | Path, registry: Registry | None = None, overrides: dict | N
     ``overrides`` (e.g. from ``parse_sets``) is deep-merged into every variant last."""
     path = Path(path)
     data = read_yaml(path)
-    extra = data.pop("registry", [])
-    extra = [extra] if isinstance(extra, str) else extra
-    if not isinstance(extra, list) or not all(isinstance(p, str) for p in extra):
-        raise ConfigError(f"{path}: registry: a registry file or a list of them, got {extra!r:.80}")
-    files = [(path.parent / p) for p in extra]
+    files = _registry_files(path, data.pop("registry", []))
     registry = registry or Registry(files, config=path)
     ablation = "base" in data or "variants" in data
     base, variants, seeds = _ablation_parts(path, data) if ablation else (data, {"default": {}}, [data.get("seed", 0)])
@@ -360,6 +356,14 @@ def load(path: str | Path, registry: Registry | None = None, overrides: dict | N
         for w in implausible(c)
     ]
     return Ablation(path=path, variants=resolved, seeds=seeds, registry_files=files, warnings=notes)
+
+
+def _registry_files(path: Path, given) -> list[Path]:
+    """The config's own registry files (``registry:``, one or a list), relative to the config."""
+    given = [given] if isinstance(given, str) else given
+    if not isinstance(given, list) or not all(isinstance(p, str) for p in given):
+        raise ConfigError(f"{path}: registry: a registry file or a list of them, got {given!r:.80}")
+    return [path.parent / p for p in given]
 
 
 def _ablation_parts(path: Path, data: dict) -> tuple[dict, dict, list]:
