@@ -199,7 +199,7 @@ CONFIGS = [
     ("seeds text", ablation("variants: {a: {}}\nseeds: [zero]\n"), "seeds: expected a list of integers"),
     ("seeds bool", ablation("variants: {a: {}}\nseeds: [true]\n"), "seeds: expected a list of integers"),
     ("variants a list", ablation("variants: [a, b]\n"), "variants: expected a mapping of name -> overrides"),
-    ("variant name with space", ablation("variants: {'a b': {}}\n"), "variant names must be letters"),
+    ("variant name with space", ablation("variants: {'a b': {}}\n"), "variant names are 1 to 64 letters"),
     ("variant overrides a list", ablation("variants: {a: [1]}\n"), "variants.a: expected a mapping of overrides"),
     (
         "variant bad value",
@@ -244,6 +244,38 @@ CONFIGS = [
     ("registry file binary", "registry: reg_binary.yaml\n" + BASE, "not a text file (a registry file is UTF-8 text)"),
     ("registry section a list", "registry: reg_section_list.yaml\n" + BASE, "rewards: a mapping of name -> entry"),
     ("registry impl a number", "registry: reg_impl_int.yaml\n" + BASE, "rewards.mine: needs an 'impl: module:attr'"),
+    ("seed negative", BASE + "seed: -5\n", "seed: Input should be greater than or equal to 0"),
+    ("seed huge", BASE + "seed: 18446744073709551616\n", "seed: Input should be less than 9223372036854775808"),
+    (
+        "seeds negative",
+        ablation("variants: {a: {}}\nseeds: [0, -1]\n"),
+        "seeds: -1 is not a seed; seeds lie in [0, 2^63)",
+    ),
+    ("variant named base", ablation("variants: {base: {}}\n"), "variants.base: 'base' is the base model's results"),
+    ("variant name 300 long", ablation("variants: {" + "v" * 300 + ": {}}\n"), "variant names are 1 to 64 letters"),
+    (
+        "betas 2 and 3",
+        edit("group_size: 2}", "group_size: 2, betas: [2, 0.9]}"),
+        "train.betas.0: Input should be less than 1",
+    ),
+    (
+        "eval guidance negative",
+        edit("max_prompts: 2}", "max_prompts: 2, guidance: -3}"),
+        "eval.guidance: Input should be",
+    ),
+    (
+        "eval guidance 1e30",
+        edit("max_prompts: 2}", "max_prompts: 2, guidance: 1.0e+30}"),
+        "eval.guidance: Input should be",
+    ),
+    ("lora_alpha 1e9", edit("group_size: 2}", "group_size: 2, lora_alpha: 1000000000}"), "train.lora_alpha: Input"),
+    ("eval images 1e9", edit("max_prompts: 2}", "max_prompts: 2, images_per_prompt: 1000000000}"), "eval.images_per"),
+    ("resolution 100000", edit("name: shapes}", "name: shapes, resolution: 100000}"), "less than or equal to 8192"),
+    (
+        "warm-up longer than training",
+        edit("group_size: 2}", "group_size: 2, lr_warmup: 5}"),
+        "train.lr_warmup: 5 warm-up",
+    ),
     ("registry null", "registry: null\n" + BASE, "registry: a registry file or a list of them, got None"),
     ("control character", "\x1f" + BASE, "invalid YAML: unacceptable character #x001f"),
 ]
@@ -358,6 +390,12 @@ COMMANDS = [
         "no_run: no adapter.safetensors found",
     ),
     ("registry --file missing", {}, ["registry", "--file", "nope.yaml"], "nope.yaml: registry file not found"),
+    (
+        "--set seed on an ablation",
+        {"abl.yaml": ablation("variants: {a: {}}\n").encode()},
+        ["validate", "abl.yaml", "--set", "seed=7"],
+        "--set seed: abl.yaml is an ablation, whose runs take its seeds: list",
+    ),
     ("registry --section unknown", {}, ["registry", "--section", "reward"], "unknown section 'reward'"),
     (
         "registry --file malformed",

@@ -12,7 +12,7 @@ import copy
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, Union, get_args
+from typing import Annotated, Any, Literal, Union, get_args
 
 from dgx.grpo import yamlfile
 from dgx.grpo.errors import ConfigError
@@ -75,7 +75,7 @@ class NoiseConfig(Node):
 class SamplerConfig(_Strict):
     name: str = Field("sde", description="registry `samplers` entry used for training rollouts")
     steps: int = Field(10, ge=1, description="T, denoising steps per training rollout")
-    guidance: float = Field(1.0, ge=0, description="classifier-free guidance scale (1 = off)")
+    guidance: float = Field(1.0, ge=0, le=100, description="classifier-free guidance scale (1 = off)")
     noise: NoiseConfig = Field(default_factory=NoiseConfig)
 
 
@@ -117,8 +117,8 @@ class TrainConfig(_Strict):
         description="first: the first int(fraction * steps) stochastic steps, every sample, every epoch "
         "(Flow-GRPO: 9 of 10 at 0.99); random: ceil(fraction * steps) steps drawn per sample and epoch (dgx's option)",
     )
-    lora_rank: int = Field(8, ge=1)
-    lora_alpha: int = Field(16, ge=1)
+    lora_rank: int = Field(8, ge=1, le=1024, description="LoRA rank r")
+    lora_alpha: int = Field(16, ge=1, le=4096, description="LoRA alpha: the adapter's update is scaled by alpha / r")
     lora_targets: list[str] | None = Field(
         None,
         description="peft target_modules; None: the model's own (its adapter's `lora_targets`: Flow-GRPO's for SD3, the "
@@ -132,9 +132,11 @@ class TrainConfig(_Strict):
         "cosine decay to 0 at train.iterations",
     )
     lr_warmup: int = Field(0, ge=0, description="iterations of linear warmup from 0 to lr")
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = Field(1e-4, ge=0)
-    max_grad_norm: float = Field(1.0, gt=0)
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = Field(
+        (0.9, 0.999), description="AdamW's beta1 and beta2, each in [0, 1)"
+    )
+    weight_decay: float = Field(1e-4, ge=0, le=1, description="AdamW's decoupled weight decay of the adapter")
+    max_grad_norm: float = Field(1.0, gt=0, description="gradients clipped to this global norm before each step")
     ema: float | None = Field(None, gt=0, lt=1, description="EMA decay of the adapter (None = off)")
     gradient_checkpointing: bool = Field(
         False, description="recompute the transformer blocks' activations in the backward pass (less memory, more time)"
@@ -181,16 +183,16 @@ class EvalConfig(Node):
 
     name: str = named("shapes_geneval", "evaluations", " (shapes_reward: `reward`; pickscore: `prompts_file`, ...)")
     steps: int = Field(20, ge=1, description="ODE steps at evaluation (paper: 40 for SD3.5-M)")
-    images_per_prompt: int = Field(4, ge=1)
+    images_per_prompt: int = Field(4, ge=1, le=1024, description="images sampled per test prompt")
     min_images_per_tag: int = Field(
         0,
         ge=0,
         description="GenEval-style: more images per prompt for tags with few prompts, "
         "so every tag has at least this many images (0 = off, GenEval's own protocol)",
     )
-    guidance: float | None = Field(None, description="CFG at eval (default: sampler.guidance)")
+    guidance: float | None = Field(None, ge=0, le=100, description="CFG at eval (default: sampler.guidance)")
     max_prompts: int | None = Field(None, ge=1, description="evaluate only the first N prompts")
-    batch: int = Field(64, ge=1)
+    batch: int = Field(64, ge=1, description="images sampled and scored per forward pass at evaluation")
     every: int | None = Field(
         None,
         ge=1,
@@ -216,7 +218,9 @@ class RunConfig(_Strict):
     calibrate: CalibrateConfig = Field(default_factory=CalibrateConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     prompts: PromptsConfig = Field(default_factory=PromptsConfig)
-    seed: int = Field(0, description="the run's seed: every random draw (prompts, noise, LoRA init) is keyed by it")
+    seed: int = Field(
+        0, ge=0, lt=2**63, description="the run's seed: every random draw (prompts, noise, LoRA init) is keyed by it"
+    )
     device: Literal["auto", "cpu"] = Field(
         "auto",
         description="'auto': accelerate's device for this process (its GPU under `accelerate launch`, else a GPU "
@@ -340,11 +344,13 @@ def load(path: str | Path, registry: Registry | None = None, overrides: dict | N
     registry = registry or Registry(files, config=path)
     ablation = "base" in data or "variants" in data
     base, variants, seeds = _ablation_parts(path, data) if ablation else (data, {"default": {}}, [data.get("seed", 0)])
-    _check_seeds(path, seeds)
+    if ablation and "seed" in (overrides or {}):
+        raise ConfigError(f"--set seed: {path} is an ablation, whose runs take its seeds: list; use dgx run --seed N")
+    if ablation:
+        _check_seeds(path, seeds)
     resolved = {}
     for name, over in variants.items():
-        if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
-            raise ConfigError(f"{path}: variants.{name}: variant names must be letters, digits, '_' or '-'")
+        _check_variant_name(path, name)
         if over is not None and not isinstance(over, dict):
             raise ConfigError(f"{path}: variants.{name}: expected a mapping of overrides, got {over!r}")
         merged = deep_merge(deep_merge(base, over or {}), overrides or {})
@@ -388,6 +394,20 @@ def _check_seeds(path: Path, seeds) -> None:
         raise ConfigError(f"{path}: seeds: empty; give at least one seed, e.g. [0]")
     if len(set(seeds)) < len(seeds):
         raise ConfigError(f"{path}: seeds: {seeds} repeats a seed; each seed is one run, so repeats add nothing")
+    bad = next((s for s in seeds if not 0 <= s < 2**63), None)
+    if bad is not None:
+        raise ConfigError(f"{path}: seeds: {bad} is not a seed; seeds lie in [0, 2^63)")
+
+
+def _check_variant_name(path: Path, name) -> None:
+    """A variant's name is its results folder: letters, digits, '_' or '-', at most 64 characters, and not ``base``
+    (the base model's folder)."""
+    if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum() or len(name) > 64:
+        raise ConfigError(
+            f"{path}: variants.{_key(name)}: variant names are 1 to 64 letters, digits, '_' or '-' (a folder name)"
+        )
+    if name == "base":
+        raise ConfigError(f"{path}: variants.base: 'base' is the base model's results folder; name the variant else")
 
 
 def validate(
@@ -546,6 +566,8 @@ def _steps_problem(cfg: RunConfig) -> Problem:
 
 def _train_problem(cfg: RunConfig) -> Problem:
     t = cfg.train
+    if t.lr_warmup > t.iterations:
+        return ("train", "lr_warmup"), f"{t.lr_warmup} warm-up iterations exceed train.iterations = {t.iterations}"
     bad = [x for x in t.lora_targets or [] if not re.fullmatch(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*", x)]
     if t.lora_targets is not None and (not t.lora_targets or bad):
         return ("train", "lora_targets"), (

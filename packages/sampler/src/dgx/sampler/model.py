@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Annotated, ClassVar, Protocol
 
 import torch
-from annotated_types import Ge, Gt, MultipleOf
+from annotated_types import Ge, Gt, Le, MultipleOf
 from dgx.sampler.errors import SamplerError
 
-# an image side in pixels: SD3's and FLUX's latents are 8x smaller and their transformers' patches (FLUX: packing) 2x2
-Resolution = Annotated[int, Gt(0), MultipleOf(16)]
+# an image side in pixels, up to 8,192: SD3's and FLUX's latents are 8x smaller and their patches (FLUX: packing) 2x2
+Resolution = Annotated[int, Gt(0), Le(8192), MultipleOf(16)]
 
 
 @dataclass
