@@ -161,7 +161,11 @@ ABL_BAD = [
         "base: {sampler: {steps: x}}\nvariants:\n  a: {}\n",
         r"base.sampler.steps: .*valid integer.*\(got 'x'\)",
     ),
-    ("bad variant name", "base: {}\nvariants:\n  'dense grpo': {}\n", r"variants.dense grpo: variant names are 1 to 64"),
+    (
+        "bad variant name",
+        "base: {}\nvariants:\n  'dense grpo': {}\n",
+        r"variants.dense grpo: variant names are 1 to 64",
+    ),
     ("variant not a mapping", "base: {}\nvariants:\n  a: 3\n", r"variants.a: expected a mapping of overrides, got 3"),
     (
         "variants not a mapping",
