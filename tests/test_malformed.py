@@ -276,6 +276,24 @@ CONFIGS = [
         edit("group_size: 2}", "group_size: 2, lr_warmup: 5}"),
         "train.lr_warmup: 5 warm-up",
     ),
+    ("prompt file with a NUL", BASE + "prompts: {name: file, path: nul.txt}\n", "'nul.txt', line 2: a NUL byte"),
+    ("prompt file bad JSONL", BASE + "prompts: {name: file, path: bad.jsonl}\n", "'bad.jsonl', line 2: not JSON"),
+    (
+        "prompt file without prompt",
+        BASE + "prompts: {name: file, path: noprompt.jsonl}\n",
+        "'noprompt.jsonl', line 1: not an object with a 'prompt' string",
+    ),
+    (
+        "by_tag on a text file",
+        edit("group_size: 2}", "group_size: 2, prompt_sampling: by_tag}") + "prompts: {name: file, path: ok.txt}\n",
+        "'ok.txt' has no tags: train.prompt_sampling: by_tag needs a JSONL file",
+    ),
+    (
+        "by_tag without a tag",
+        edit("group_size: 2}", "group_size: 2, prompt_sampling: by_tag}")
+        + "prompts: {name: file, path: bad_tag.jsonl}\n",
+        "'bad_tag.jsonl', line 2: no 'tag'",
+    ),
     ("registry null", "registry: null\n" + BASE, "registry: a registry file or a list of them, got None"),
     ("control character", "\x1f" + BASE, "invalid YAML: unacceptable character #x001f"),
 ]
@@ -307,6 +325,11 @@ def folder(tmp_path, monkeypatch):
     for name, text in REGISTRIES.items():
         (tmp_path / name).write_text(text)
     (tmp_path / "reg_binary.yaml").write_bytes(bytes(range(256)))
+    (tmp_path / "nul.txt").write_text("a red circle\ntwo\x00squares\n")
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "a red circle"}\n{"prompt": "two squares"\n')
+    (tmp_path / "noprompt.jsonl").write_text('{"text": "a red circle"}\n')
+    (tmp_path / "ok.txt").write_text("a red circle\n")
+    (tmp_path / "bad_tag.jsonl").write_text('{"prompt": "a", "tag": "x"}\n{"prompt": "b"}\n')
     return tmp_path
 
 
@@ -443,6 +466,27 @@ def test_yaml_merge_keys_share_a_block_between_variants(folder):
     res = CliRunner().invoke(main, ["validate", "cfg.yaml", "--show"])
     assert res.exit_code == 0 and "a, b" in res.output, res.output
     assert res.output.count("guidance: 3.0") == 1 and res.output.count("steps: 4") == 2
+
+
+def test_zero_width_characters_in_prompts_are_a_warning(folder):
+    (folder / "odd.txt").write_text("a red circle\ntwo\u200bsquares\n")
+    (folder / "cfg.yaml").write_text(BASE + "prompts: {name: file, path: odd.txt}\n")
+    res = CliRunner().invoke(main, ["validate", "cfg.yaml"])
+    assert res.exit_code == 0 and "prompts.path: odd.txt, line 2: zero-width or control characters" in res.output
+
+
+def test_validate_imports_implementations_but_never_calls_them(folder):
+    """A config is code (`module:attr`, registry `impl`): validating imports it, building runs it; validate builds
+    nothing."""
+    (folder / "loud.py").write_text(
+        "from pathlib import Path\n\nclass Loud:\n    def __init__(self, level: int = 1):\n"
+        "        Path('called').write_text('x')\n\n    def __call__(self, images, prompts, metadata=None):\n"
+        "        return images.mean((1, 2, 3))\n"
+    )
+    (folder / "cfg.yaml").write_text(edit("name: ink}", "name: 'loud:Loud', level: 3}"))
+    res = CliRunner().invoke(main, ["validate", "cfg.yaml"])
+    assert res.exit_code == 0, res.output
+    assert not (folder / "called").exists()
 
 
 def test_a_valid_config_still_validates(folder):

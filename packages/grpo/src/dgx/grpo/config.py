@@ -9,6 +9,7 @@ closest valid names; component names are checked against the registry.
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -512,16 +513,46 @@ def _importable(entry, at: str) -> None:
         )
 
 
-def _prompt_file(path: str) -> str | None:
-    """Why a prompt file cannot serve (missing, unreadable, empty), or None."""
+def _prompt_file(path: str, needs_tags: bool = False) -> str | None:
+    """Why a prompt file cannot serve, or None: missing, unreadable, empty, a NUL byte, or (JSONL) a line that is
+    not a JSON object with a ``prompt`` (and a ``tag`` where ``needs_tags``), each naming the first bad line."""
     p = Path(path)
     if not p.is_file():
         return f"prompt file {path!r} not found"
     try:
-        text = p.read_text(encoding="utf-8")
+        lines = p.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         return f"prompt file {path!r} cannot be read as text ({getattr(e, 'strerror', None) or e})"
-    return None if text.strip() else f"prompt file {path!r} is empty"
+    if not any(ln.strip() for ln in lines):
+        return f"prompt file {path!r} is empty"
+    if needs_tags and p.suffix != ".jsonl":
+        return f"prompt file {path!r} has no tags: train.prompt_sampling: by_tag needs a JSONL file with a 'tag' each"
+    for i, ln in enumerate(lines, 1):
+        why = _prompt_line(ln, p.suffix == ".jsonl", needs_tags)
+        if why:
+            return f"prompt file {path!r}, line {i}: {why}"
+    return None
+
+
+def _prompt_line(line: str, jsonl: bool, needs_tags: bool) -> str | None:
+    if "\x00" in line:
+        return "a NUL byte"
+    if not jsonl or not line.strip():
+        return None
+    try:
+        item = json.loads(line)
+    except json.JSONDecodeError as e:
+        return f"not JSON ({e.msg})"
+    if not isinstance(item, dict) or not isinstance(item.get("prompt"), str):
+        return "not an object with a 'prompt' string"
+    return (
+        "no 'tag' (train.prompt_sampling: by_tag needs one on every prompt)"
+        if needs_tags and "tag" not in item
+        else None
+    )
+
+
+ODD = re.compile("[\u200b-\u200d\u2060\ufeff\x01-\x08\x0b\x0c\x0e-\x1f\x7f]")  # zero-width and control
 
 
 Problem = tuple[tuple, str] | None  # (key path, message) of the first rule a config breaks, or None
@@ -584,11 +615,20 @@ def _train_problem(cfg: RunConfig) -> Problem:
     return None
 
 
+def _prompt_files(cfg: RunConfig) -> list[tuple[tuple, str, bool]]:
+    """(key path, file, whether it needs tags) of the prompt files a config names."""
+    named = [
+        (("prompts", "path"), cfg.prompts.args.get("path"), cfg.train.prompt_sampling == "by_tag"),
+        (("prompts", "test_path"), cfg.prompts.args.get("test_path"), False),
+        (("eval", "prompts_file"), cfg.eval.args.get("prompts_file"), False),
+    ]
+    return [(keys, file, tags) for keys, file, tags in named if isinstance(file, str)]
+
+
 def _prompts_problem(cfg: RunConfig) -> Problem:
-    """A prompt file (the prompt source's or the evaluation's) that is missing, unreadable or empty."""
-    files = [(("prompts", k), cfg.prompts.args.get(k)) for k in ("path", "test_path")]
-    for keys, file in [*files, (("eval", "prompts_file"), cfg.eval.args.get("prompts_file"))]:
-        if isinstance(file, str) and (why := _prompt_file(file)):
+    """A prompt file (the prompt source's or the evaluation's) that cannot serve, named with its first bad line."""
+    for keys, file, tags in _prompt_files(cfg):
+        if why := _prompt_file(file, tags):
             return keys, why
     return None
 
@@ -605,7 +645,13 @@ def implausible(cfg: RunConfig) -> list[str]:
         "eval.batch": (cfg.eval.batch, 1 << 16),
         "sampler.steps": (cfg.sampler.steps, 1000),
     }
-    return [f"{k} = {v:,} is implausibly large (memory and time)" for k, (v, limit) in sizes.items() if v > limit]
+    out = [f"{k} = {v:,} is implausibly large (memory and time)" for k, (v, limit) in sizes.items() if v > limit]
+    for keys, file, _ in _prompt_files(cfg):
+        lines = Path(file).read_text(encoding="utf-8").splitlines()
+        odd = next((i for i, ln in enumerate(lines, 1) if ODD.search(ln)), None)
+        if odd:
+            out.append(f"{'.'.join(keys)}: {file}, line {odd}: zero-width or control characters in a prompt")
+    return out
 
 
 def _model_at(loc: tuple) -> type[BaseModel]:
