@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -41,6 +42,14 @@ def entry_arguments(entry: Entry, section: str, factory, given: dict | None = No
     return out
 
 
+def node_arguments(node, section: str, registry: Registry) -> tuple[object, dict]:
+    """A node's implementation (its registry entry's, or ``module:attr``) and its keyword arguments: the node's own,
+    and the entry's ``defaults`` for those the node leaves out."""
+    entry = registry.get(section, node.name)
+    factory = entry.load()
+    return factory, entry_arguments(entry, section, factory, node.args, set(node.args))
+
+
 def build_model(cfg: RunConfig, registry: Registry, device: str | torch.device | None = None):
     """The generator of ``cfg.model``: its registry entry's builder with the node's own arguments (``path``,
     ``max_sequence_length``, ``resolution``, ...; the entry's ``defaults`` for those it leaves out), the weights'
@@ -60,27 +69,25 @@ def build_reward(
     Every output is checked (``CheckedReward``: one finite float per image, else an error naming the reward)."""
     from dgx.rewards.base import CheckedReward
 
-    entry = registry.get("rewards", node.name)
-    factory = entry.load()
-    kwargs = entry_arguments(entry, "rewards", factory, node.args, set(node.args))
+    factory, kwargs = node_arguments(node, "rewards", registry)
     params = signature(factory).parameters
     takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
     if device is not None and ("device" in params or takes_any):
         kwargs["device"] = str(device)
-    kwargs = build_nested(factory, "rewards", kwargs, registry, device, where)
+    kwargs = build_nested(factory, "rewards", kwargs, lambda n, at: build_reward(n, registry, device, at), where)
     try:
         return CheckedReward(factory(**kwargs), node.name)
     except (TypeError, ValueError) as e:  # an argument the node's check could not see (``**kwargs``, label sets)
         raise ConfigError(f"{where}: the reward {node.name!r} does not take these arguments ({e})") from None
 
 
-def build_nested(factory, section: str, kwargs: dict, registry: Registry, device, where: str) -> dict:
+def build_nested(factory, section: str, kwargs: dict, build: Callable, where: str) -> dict:
     """``kwargs`` with each argument whose parameter is a component type (a reward, or a dict of them) built from
-    its node(s) through the registry, on ``device``."""
+    its node(s) by ``build(node, where)`` (``node``: a RewardConfig)."""
     params = parameters(factory, section)[0]
 
     def one(node, at: str):
-        return build_reward(RewardConfig(**({"name": node} if isinstance(node, str) else node)), registry, device, at)
+        return build(RewardConfig(**({"name": node} if isinstance(node, str) else node)), at)
 
     out = dict(kwargs)
     for key, value in kwargs.items():
@@ -96,9 +103,8 @@ def build_nested(factory, section: str, kwargs: dict, registry: Registry, device
 def build_credit(cfg: RunConfig, registry: Registry):
     """The credit rule of ``cfg.credit`` with its own arguments bound (and its entry's ``defaults`` for those the
     node leaves out): called as ``credit(model, trajectory, reward, metadata)``."""
-    entry = registry.get("credit", cfg.credit.name)
-    fn = entry.load()
-    return functools.partial(fn, **entry_arguments(entry, "credit", fn, cfg.credit.args, set(cfg.credit.args)))
+    fn, kwargs = node_arguments(cfg.credit, "credit", registry)
+    return functools.partial(fn, **kwargs)
 
 
 def build_objective(cfg: RunConfig, registry: Registry):
@@ -110,9 +116,8 @@ def build_objective(cfg: RunConfig, registry: Registry):
 def node_instance(node, section: str, registry: Registry, **supplied):
     """A registry entry's factory called with the node's own arguments, its ``defaults`` for those the node leaves
     out, and what dgx supplies itself (``supplied``)."""
-    entry = registry.get(section, node.name)
-    factory = entry.load()
-    return factory(**entry_arguments(entry, section, factory, node.args, set(node.args)), **supplied)
+    factory, kwargs = node_arguments(node, section, registry)
+    return factory(**kwargs, **supplied)
 
 
 def build_step(cfg: RunConfig, registry: Registry):
@@ -160,6 +165,5 @@ def needs_calibration(cfg: RunConfig, registry: Registry) -> bool:
 def load_prompts(cfg: RunConfig, registry: Registry, split: str = "train") -> list[dict]:
     """The ``split`` ("train" or "test") of the run's prompt source (``cfg.prompts``, dgx.grpo.prompts): metadata
     dicts, each with a ``prompt`` (and GenEval fields where known)."""
-    entry = registry.get("prompts", cfg.prompts.name)
-    source = entry.load()
-    return source(split, **entry_arguments(entry, "prompts", source, cfg.prompts.args, set(cfg.prompts.args)))
+    source, kwargs = node_arguments(cfg.prompts, "prompts", registry)
+    return source(split, **kwargs)

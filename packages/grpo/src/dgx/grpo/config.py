@@ -9,7 +9,6 @@ closest valid names; component names are checked against the registry.
 from __future__ import annotations
 
 import copy
-import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from dgx.grpo import yamlfile
 from dgx.grpo.errors import ConfigError
 from dgx.grpo.metrics import missing_tracker
 from dgx.grpo.nodes import NodeError, check_arguments
+from dgx.grpo.prompts import line_problem
 from dgx.grpo.registry import Registry, defaults_not_taken, suggest
 from dgx.sampler.steps import takes_noise
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
@@ -528,28 +528,10 @@ def _prompt_file(path: str, needs_tags: bool = False) -> str | None:
     if needs_tags and p.suffix != ".jsonl":
         return f"prompt file {path!r} has no tags: train.prompt_sampling: by_tag needs a JSONL file with a 'tag' each"
     for i, ln in enumerate(lines, 1):
-        why = _prompt_line(ln, p.suffix == ".jsonl", needs_tags)
+        why = line_problem(ln, p.suffix == ".jsonl", needs_tags)
         if why:
             return f"prompt file {path!r}, line {i}: {why}"
     return None
-
-
-def _prompt_line(line: str, jsonl: bool, needs_tags: bool) -> str | None:
-    if "\x00" in line:
-        return "a NUL byte"
-    if not jsonl or not line.strip():
-        return None
-    try:
-        item = json.loads(line)
-    except json.JSONDecodeError as e:
-        return f"not JSON ({e.msg})"
-    if not isinstance(item, dict) or not isinstance(item.get("prompt"), str):
-        return "not an object with a 'prompt' string"
-    return (
-        "no 'tag' (train.prompt_sampling: by_tag needs one on every prompt)"
-        if needs_tags and "tag" not in item
-        else None
-    )
 
 
 ODD = re.compile("[\u200b-\u200d\u2060\ufeff\x01-\x08\x0b\x0c\x0e-\x1f\x7f]")  # zero-width and control

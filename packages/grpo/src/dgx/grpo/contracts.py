@@ -238,7 +238,8 @@ def check_entry(registry: Registry, section: str, name: str, folder: Path, devic
     elif section == "models":
         check_model(impl(**kwargs, dtype=DTYPES["float32"], device=device))
     elif section == "evaluations":
-        check_evaluation(_evaluation(impl, build_nested(impl, section, kwargs, registry, device, name), device))
+        nested = build_nested(impl, section, kwargs, lambda node, at: build_reward(node, registry, device, at), name)
+        check_evaluation(_evaluation(impl, nested, device))
     elif section == "prompts":
         check_prompts(lambda split: impl(split, **kwargs))
     else:

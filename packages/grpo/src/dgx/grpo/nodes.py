@@ -187,7 +187,9 @@ def type_text(annotation) -> str:
         return " | ".join("None" if a is type(None) else type_text(a) for a in get_args(annotation))
     if annotation in COMPONENTS:
         return f"{COMPONENTS[annotation][:-1]} node"
-    return inspect.formatannotation(annotation).replace("typing.", "").replace("dgx.rewards.base.Reward", "reward node")
+    if get_origin(annotation) in (dict, list, tuple):
+        return f"{get_origin(annotation).__name__}[{', '.join(type_text(a) for a in get_args(annotation))}]"
+    return inspect.formatannotation(annotation).replace("typing.", "")
 
 
 BOUNDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<", "multiple_of": "multiple of"}

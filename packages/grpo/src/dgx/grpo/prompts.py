@@ -18,21 +18,32 @@ def prompt_file(split: str, *, path: str, test_path: str | None = None) -> list[
     key = "test_path" if split == "test" and test_path else "path"
     if not file.is_file():
         raise ConfigError(f"prompts.{key}: prompt file {str(file)!r} not found")
-    lines = [ln for ln in file.read_text().splitlines() if ln.strip()]
-    if not lines:
+    lines = file.read_text().splitlines()
+    if not any(ln.strip() for ln in lines):
         raise ConfigError(f"prompts.{key}: {file} has no prompts")
-    if file.suffix != ".jsonl":
-        return [{"prompt": ln.strip()} for ln in lines]
-    out = []
+    jsonl = file.suffix == ".jsonl"
     for i, ln in enumerate(lines, 1):
-        try:
-            m = json.loads(ln)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{file}:{i}: not JSON ({e.msg})") from None
-        if not isinstance(m, dict) or "prompt" not in m:
-            raise ConfigError(f"{file}:{i}: object has no 'prompt' key")
-        out.append(m)
-    return out
+        if why := line_problem(ln, jsonl):
+            raise ConfigError(f"prompts.{key}: {file}, line {i}: {why}")
+    return [json.loads(ln) if jsonl else {"prompt": ln.strip()} for ln in lines if ln.strip()]
+
+
+def line_problem(line: str, jsonl: bool, needs_tag: bool = False) -> str | None:
+    """Why one line of a prompt file cannot serve, or None: a NUL byte, or (JSONL) not a JSON object with a
+    ``prompt`` string (and a ``tag`` where ``needs_tag``). A blank line is skipped."""
+    if "\x00" in line:
+        return "a NUL byte"
+    if not jsonl or not line.strip():
+        return None
+    try:
+        item = json.loads(line)
+    except json.JSONDecodeError as e:
+        return f"not JSON ({e.msg})"
+    if not isinstance(item, dict) or not isinstance(item.get("prompt"), str):
+        return "not an object with a 'prompt' string"
+    if needs_tag and "tag" not in item:
+        return "no 'tag' (train.prompt_sampling: by_tag needs one on every prompt)"
+    return None
 
 
 def choose_prompts(prompts: list[dict], n: int, rng: np.random.Generator, mode: str = "uniform") -> np.ndarray:

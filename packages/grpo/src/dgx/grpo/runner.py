@@ -32,7 +32,7 @@ from dgx.eval.benchmarks import Protocol
 from dgx.grpo import checkpoint
 from dgx.grpo.adapter import adapter_disabled, load_adapter
 from dgx.grpo.assembly import Assembler, Assembly, assemble
-from dgx.grpo.build import build_reward, entry_arguments
+from dgx.grpo.build import build_nested, build_reward, node_arguments
 from dgx.grpo.calibrate import calibrate, psi_matches
 from dgx.grpo.config import Ablation, RewardConfig, RunConfig, load
 from dgx.grpo.distributed import accelerate_mode, check_supported, process_state, shard
@@ -60,8 +60,7 @@ def evaluate(parts: Assembly, out: Path, cfg: RunConfig | None = None, seed: int
     """
     cfg = cfg or parts.cfg
     ev, part = cfg.eval, shard(cfg)
-    entry = parts.registry.get("evaluations", ev.name)
-    fn = entry.load()
+    fn, own = node_arguments(ev, "evaluations", parts.registry)
     protocol = Protocol(
         steps=ev.steps,
         guidance=cfg.eval_guidance,
@@ -73,27 +72,22 @@ def evaluate(parts: Assembly, out: Path, cfg: RunConfig | None = None, seed: int
         out=out if part.index == 0 else None,
         shard=part,
     )
-    own = entry_arguments(entry, "evaluations", fn, ev.args, set(ev.args))
-    params = parameters(fn, "evaluations")[0]
-    for key, p in params.items():
-        kind = component(p.annotation)
-        if kind is not None and key in own:
-            own[key] = evaluation_reward(parts, own[key], f"eval.{key}")
-        elif kind == ("rewards", False) and p.default is inspect.Parameter.empty:
-            own[key] = parts.reward  # the run's own reward
+    own = build_nested(fn, "evaluations", own, lambda node, at: evaluation_reward(parts, node, at), "eval")
+    for key, p in parameters(fn, "evaluations")[0].items():  # a reward argument left out: the run's own reward
+        if key not in own and component(p.annotation) == ("rewards", False) and p.default is inspect.Parameter.empty:
+            own[key] = parts.reward
     if "scorers" in signature(fn).parameters:
         own["scorers"] = parts.scorers
     return fn(parts.model, protocol, **own)
 
 
-def evaluation_reward(parts: Assembly, node: str | dict, where: str = "eval.reward"):
+def evaluation_reward(parts: Assembly, node: RewardConfig, where: str = "eval.reward"):
     """The reward node ``node`` of an evaluation, built on the run's device and loaded once per run (kept in
     ``parts.scorers``)."""
-    node = {"name": node} if isinstance(node, str) else node
-    key = ("reward", json.dumps(node, sort_keys=True), str(parts.device))
+    key = ("reward", json.dumps(node.model_dump(mode="json"), sort_keys=True), str(parts.device))
 
     def build():
-        reward = build_reward(RewardConfig(**node), parts.registry, device=parts.device, where=where)
+        reward = build_reward(node, parts.registry, device=parts.device, where=where)
         load_now(reward)
         return reward
 

@@ -8,8 +8,6 @@ a silent 0.
 
 from __future__ import annotations
 
-import base64
-import io
 import os
 import re
 from collections.abc import Sequence
@@ -20,6 +18,7 @@ import torch
 from annotated_types import Ge, Gt
 from dgx.rewards.base import RewardError, to_uint8
 from dgx.rewards.remote import http_json
+from dgx.rewards.wire import png_base64
 
 TEMPLATE = (
     'You are judging an image generated for the prompt: "{prompt}". Rate how well the image matches the prompt and '
@@ -67,11 +66,7 @@ class VLMJudge:
         self.timeout, self.retries, self.api_key_env = timeout, retries, api_key_env
 
     def _ask(self, pixels, prompt: str) -> float:
-        from PIL import Image
-
-        buf = io.BytesIO()
-        Image.fromarray(pixels).save(buf, format="PNG")
-        image = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+        image = "data:image/png;base64," + png_base64(pixels)
         body = {
             "model": self.model,
             "messages": [

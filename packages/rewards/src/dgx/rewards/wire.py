@@ -37,13 +37,8 @@ def encode(images: torch.Tensor, prompts: Sequence[str], metadata: Sequence[dict
     """A batch as (content type, body bytes)."""
     if form == "png":
         from dgx.rewards.base import to_uint8
-        from PIL import Image
 
-        pngs = []
-        for pixels in to_uint8(images):
-            buf = io.BytesIO()
-            Image.fromarray(pixels).save(buf, format="PNG")
-            pngs.append(base64.b64encode(buf.getvalue()).decode())
+        pngs = [png_base64(pixels) for pixels in to_uint8(images)]
         body = {"images_png": pngs, "prompts": list(prompts), "metadata": None if metadata is None else list(metadata)}
         return JSON, json.dumps(body).encode()
     from safetensors.torch import save
@@ -53,6 +48,15 @@ def encode(images: torch.Tensor, prompts: Sequence[str], metadata: Sequence[dict
         "metadata": json.dumps(None if metadata is None else list(metadata)),
     }
     return SAFETENSORS, save({"images": images.detach().float().cpu().contiguous()}, metadata=header)
+
+
+def png_base64(pixels: np.ndarray) -> str:
+    """A uint8 HWC RGB image as base64 PNG text."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
 
 
 def decode(content_type: str, body: bytes) -> tuple[torch.Tensor, list[str], list[dict] | None]:
