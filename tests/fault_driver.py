@@ -1,7 +1,8 @@
-"""`python fault_driver.py PHASE K ARGS...`: run `dgx ARGS` and SIGKILL the process at the K-th call of the function
+"""`python fault_driver.py PHASE K ARGS...`: run `dgx ARGS` and signal the process at the K-th call of the function
 that does PHASE's work: calibration (``calibrate.dense_rewards``, after it returns), training (``trainer.update``,
 after the update, before its checkpoint), checkpoint (``checkpoint.sha256``, while the manifest of a checkpoint is
-written) or evaluation (``benchmarks.generate``, after the images are drawn, before they are scored)."""
+written) or evaluation (``benchmarks.generate``, after the images are drawn, before they are scored). The signal is
+SIGKILL, or the one named by $DGX_FAULT_SIGNAL (e.g. SIGTERM)."""
 
 import os
 import signal
@@ -31,7 +32,7 @@ def killing(*args, **kwargs):
     out = original(*args, **kwargs)
     calls[0] += 1
     if calls[0] == k:
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.Signals[os.environ.get("DGX_FAULT_SIGNAL", "SIGKILL")])
     return out
 
 

@@ -295,11 +295,19 @@ SHIPPED = sorted(
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_configs_validate(name, tmp_path, monkeypatch):
     """Every config in configs/ and research/experiments/ loads (registry files, component names, keys), given the
-    prompt files it names; without them it names the first missing one."""
+    prompt files and the local model folder it names; without them it names the first missing one."""
+    import re
+
     from dgx_test_helpers import user_data
 
-    needs_data = "data/" in (ROOT / name).read_text()
-    monkeypatch.chdir(tmp_path if needs_data else ROOT)  # prompt paths are relative to the working directory
+    text = (ROOT / name).read_text()
+    needs_data, local_model = "data/" in text, re.search(r"path: (runs/[\w/.-]+)", text)
+    # prompt and model paths are relative to the working directory
+    monkeypatch.chdir(tmp_path if needs_data or local_model else ROOT)
+    if local_model:  # a model a research script trains first
+        with pytest.raises(ConfigError, match=f"model.path: '{local_model[1]}': no such folder"):
+            load(ROOT / name)
+        (tmp_path / local_model[1]).mkdir(parents=True)
     if needs_data:
         with pytest.raises(ConfigError, match="prompt file 'data/.*' not found"):
             load(ROOT / name)

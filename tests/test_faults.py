@@ -40,8 +40,9 @@ seeds: [0]
 CALLS = {"calibration": 4, "training": 6, "checkpoint": 36, "evaluation": 3}
 
 
-def dgx(args: list[str], phase: str | None = None, k: int = 0) -> subprocess.CompletedProcess:
+def dgx(args: list[str], phase: str | None = None, k: int = 0, sig: str = "SIGKILL") -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "2"}
+    env["DGX_FAULT_SIGNAL"] = sig
     cmd = (
         [sys.executable, str(HERE / "fault_driver.py"), phase, str(k)]
         if phase
@@ -62,7 +63,7 @@ def outcome(out: Path) -> dict:
     return got
 
 
-def test_a_run_killed_in_any_phase_resumes_bitwise_identical(tmp_path, tiny_pipe_dir):
+def test_a_run_killed_or_stopped_in_any_phase_resumes_bitwise_identical(tmp_path, tiny_pipe_dir):
     tiny_config(tmp_path, tiny_pipe_dir)  # reg.yaml
     (tmp_path / "abl.yaml").write_text(ABLATION.format(pipe=tiny_pipe_dir))
     whole = dgx(["run", str(tmp_path / "abl.yaml"), "--out", str(tmp_path / "whole")])
@@ -79,6 +80,22 @@ def test_a_run_killed_in_any_phase_resumes_bitwise_identical(tmp_path, tiny_pipe
         assert resumed.returncode == 0, (phase, resumed.stderr[-2000:])
         got = outcome(out)
         assert got.keys() == expected.keys() and all(got[key] == expected[key] for key in expected), (phase, k)
+    # SIGTERM and SIGINT: the run stops cleanly (a checkpoint being written is finished first), says where and how
+    # to go on, and the resumed run is the uninterrupted one, bit for bit
+    for phase, k, sig in (("training", 4, "SIGTERM"), ("checkpoint", 20, "SIGTERM"), ("evaluation", 2, "SIGINT")):
+        out = tmp_path / f"{phase}_{sig}"
+        stopped = dgx(["run", str(tmp_path / "abl.yaml"), "--out", str(out)], phase, k, sig)
+        assert stopped.returncode == 128 + signal.Signals[sig], (phase, stopped.returncode, stopped.stderr[-2000:])
+        assert "Traceback" not in stopped.stderr and "Aborted" not in stopped.stderr
+        last = stopped.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"stopped by {sig} ") and "--resume` continues" in last, last
+        if phase == "checkpoint":  # the signal came while a manifest was written: that checkpoint is whole
+            for ckpts in out.glob("*/seed_0/checkpoints"):
+                assert checkpoint.damage(checkpoint.latest(ckpts)) is None and not list(ckpts.glob(".tmp*"))
+        resumed = dgx(["run", str(tmp_path / "abl.yaml"), "--out", str(out), "--resume"])
+        assert resumed.returncode == 0, (phase, resumed.stderr[-2000:])
+        got = outcome(out)
+        assert got.keys() == expected.keys() and all(got[key] == expected[key] for key in expected), (phase, sig)
 
 
 def two_checkpoints(tmp_path, tiny_pipe_dir, **train_kw):

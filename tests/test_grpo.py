@@ -844,7 +844,7 @@ def test_dgx_eval_cli_scores_base_and_adapter_with_set(tmp_path, tiny_pipe_dir):
         ) == 3
     assert len(outs["base"]) == 6 and [r["prompt"] for r in outs["base"]] == [r["prompt"] for r in outs["trained"]]
     bad = CliRunner().invoke(main, ["eval", str(tmp_path / "cfg.yaml"), "--adapter", str(tmp_path / "nothing")])
-    assert bad.exit_code == 2 and "no adapter.safetensors found" in bad.output
+    assert bad.exit_code == 2 and "nothing: no such folder" in bad.output
 
 
 def test_resume_may_shorten_a_run_only_above_what_it_has_trained(tmp_path, tiny_pipe_dir):

@@ -166,3 +166,48 @@ def test_a_pushed_run_uses_the_registry_files_it_was_trained_with(tmp_path):
     (tmp_path / "reg.yaml").unlink()  # a file since removed is left out, and the name is then unknown
     with pytest.raises(ConfigError, match="unknown model 'mine'"):
         run_registry(run).get("models", "mine")
+
+
+def test_checkpoint_takes_a_name_not_a_path(trained_run):
+    from dgx.grpo.errors import ConfigError
+
+    run, _, _ = trained_run
+    for name in ("../../../other/seed_0/checkpoints/iter_00005", "/abs/iter_00001", "iter_1"):
+        with pytest.raises(ConfigError, match="give a kept checkpoint's name \\(iter_NNNNN or best\\), not a path"):
+            list(push_run(run, "me/dgx-tiny", dry_run=True, checkpoint=name))
+
+
+def test_the_card_describes_the_checkpoint_exported(trained_run, tmp_path):
+    run, _, _ = trained_run
+    export_run(run, tmp_path / "last")
+    card = (tmp_path / "last" / "README.md").read_text()
+    assert "| iterations x prompts x group | 2 x" in card and "`iter_00001`" in card
+    export_run(run, tmp_path / "kept", checkpoint="iter_00000")
+    card = (tmp_path / "kept" / "README.md").read_text()
+    assert "| iterations x prompts x group | 1 (of 2) x" in card and "`iter_00000`" in card
+    assert not (tmp_path / "kept" / "eval_summary.json").exists()  # the run's final evaluation is not this one's
+
+
+def test_a_dead_hub_endpoint_fails_in_one_line_before_any_export(trained_run):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    run, _, _ = trained_run
+    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "0", "HF_TOKEN": TOKEN}
+    env["PYTHONPATH"] = f"{Path(__file__).parent}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    t0 = time.perf_counter()
+    res = subprocess.run(
+        [sys.executable, "-m", "dgx.grpo.cli", "push", str(run), "--repo-id", "me/dgx-tiny"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert len(errors) == 1 and "cannot reach the Hub to push me/dgx-tiny" in errors[0], res.stderr[-2000:]
+    assert "exported" not in res.stdout + res.stderr and "Loading pipeline" not in res.stderr  # no export work
+    assert TOKEN not in res.stdout + res.stderr
+    print(f"dead endpoint refused in {time.perf_counter() - t0:.1f} s")

@@ -410,7 +410,61 @@ COMMANDS = [
         "eval --adapter missing",
         {"cfg.yaml": BASE.encode()},
         ["eval", "cfg.yaml", "--adapter", "no_run"],
+        "--adapter no_run: no such folder",
+    ),
+    (
+        "eval --adapter without an adapter",
+        {"cfg.yaml": BASE.encode(), "no_run/x.txt": b""},
+        ["eval", "cfg.yaml", "--adapter", "no_run"],
         "no_run: no adapter.safetensors found",
+    ),
+    (
+        "run --resume --overwrite",
+        {"cfg.yaml": BASE.encode()},
+        ["run", "cfg.yaml", "--resume", "--overwrite"],
+        "--resume continues the runs in --out and --overwrite replaces them: give one",
+    ),
+    (
+        "run over earlier results",
+        {"cfg.yaml": BASE.encode(), "out/base/seed_0/eval/summary.json": b"{}"},
+        ["run", "cfg.yaml", "--out", "out"],
+        "out holds earlier results (base/seed_0): --resume continues them, --overwrite replaces them",
+    ),
+    (
+        "run --resume without the run's config.yaml",
+        {"cfg.yaml": BASE.encode(), "out/default/seed_0/checkpoints/latest": b"iter_00000"},
+        ["run", "cfg.yaml", "--out", "out", "--resume"],
+        "config.yaml is missing, so --resume cannot compare the settings",
+    ),
+    (
+        "run --resume with a damaged config.yaml",
+        {"cfg.yaml": BASE.encode(), "out/default/seed_0/config.yaml": b"train: ["},
+        ["run", "cfg.yaml", "--out", "out", "--resume"],
+        "config.yaml is damaged, so --resume cannot compare the settings",
+    ),
+    (
+        "run a batch beyond the machine's memory",
+        {"cfg.yaml": edit("group_size: 2}", "group_size: 1000000000}").encode()},
+        ["run", "cfg.yaml"],
+        "or accept it with --accept-memory-estimate",
+    ),
+    (
+        "calibrate over a finished calibration",
+        {"cfg.yaml": BASE.encode(), "cal/psi.json": b"{}"},
+        ["calibrate", "cfg.yaml", "--out", "cal"],
+        "cal holds a finished calibration (psi.json): --resume continues it",
+    ),
+    (
+        "calibrate --resume --overwrite",
+        {"cfg.yaml": BASE.encode()},
+        ["calibrate", "cfg.yaml", "--resume", "--overwrite"],
+        "give one",
+    ),
+    (
+        "push an invalid repo id",
+        {"norun/x.txt": b""},
+        ["push", "norun", "--repo-id", "not a repo id!", "--dry-run"],
+        "--repo-id 'not a repo id!'",
     ),
     ("registry --file missing", {}, ["registry", "--file", "nope.yaml"], "nope.yaml: registry file not found"),
     (
@@ -447,6 +501,15 @@ def test_a_malformed_command_is_one_line(folder, case, files, args, expected):
     assert expected in line, line
 
 
+def test_a_model_path_is_checked_before_any_model_loads(folder):
+    (folder / "model").mkdir()
+    for path, ok in (("./no/such/model", False), ("/no/such/model", False), ("./model", True), ("org/name", True)):
+        (folder / "cfg.yaml").write_text(edit("model: {name: shapes}", f"model: {{name: shapes, path: {path}}}"))
+        res = CliRunner().invoke(main, ["validate", "cfg.yaml"])
+        assert (res.exit_code == 0) == ok, res.output
+        assert ok or f"model.path: '{path}': no such folder" in one_line_error(res.output)
+
+
 def test_the_table_covers_at_least_sixty_inputs():
     assert len(CONFIGS) + len(COMMANDS) >= 60
 
@@ -455,6 +518,7 @@ def test_implausible_sizes_warn_but_validate(folder):
     (folder / "cfg.yaml").write_text(edit("group_size: 2}", "group_size: 1000000000}"))
     res = CliRunner().invoke(main, ["validate", "cfg.yaml"])
     assert res.exit_code == 0 and "warning: " in res.output and "implausibly large" in res.output
+    assert "one training iteration needs at least" in res.output  # more than this machine's memory: dgx run refuses
 
 
 def test_yaml_merge_keys_share_a_block_between_variants(folder):

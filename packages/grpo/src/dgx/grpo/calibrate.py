@@ -34,7 +34,9 @@ from dgx.grpo.checkpoint import write_text_atomic
 from dgx.grpo.config import RunConfig, load
 from dgx.grpo.distributed import process_state, shard
 from dgx.grpo.errors import ConfigError, TrainingError
+from dgx.grpo.folders import held, read_json, writable_folder
 from dgx.grpo.prompts import choose_prompts
+from dgx.grpo.stopping import Stopped
 from dgx.sampler import TableNoise, UniformNoise, rollout, sample_generator, takes_noise
 from tqdm.auto import tqdm
 
@@ -131,7 +133,7 @@ def calibrate(parts: Assembly, out_dir: Path, resume: bool = False) -> Path:
         raise ConfigError(f"calibrate.init has {len(init)} values but sampler.steps is {T}")
     out_dir.mkdir(parents=True, exist_ok=True)
     progress, fingerprint = out_dir / "progress.json", _fingerprint(cfg)
-    saved = json.loads(progress.read_text()) if resume and progress.is_file() else {}
+    saved = (read_json(progress, "the calibration starts over") if resume else None) or {}
     history = saved["history"][: c.iterations] if saved.get("fingerprint") == fingerprint else []
     seconds = saved.get("seconds", [])[: len(history)] if history else []  # each iteration's, for the cost tables
     psi = np.array(init)
@@ -234,8 +236,27 @@ def mean_imbalance(psi_path: Path) -> dict[str, float]:
 
 
 def calibrate_file(
-    file: Path, variant: str | None = None, out: Path | None = None, overrides: dict | None = None, resume: bool = False
+    file: Path,
+    variant: str | None = None,
+    out: Path | None = None,
+    overrides: dict | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> Path:
+    """`dgx calibrate`: the variant's psi(t) into ``out`` (checked writable and held before the model loads); a
+    finished calibration there is replaced only with ``overwrite``."""
     abl = load(file, overrides=overrides)
-    parts = assemble(abl.variant(variant)[1], abl.registry())
-    return calibrate(parts, out or Path("runs") / file.stem / "calibration", resume)
+    cfg = abl.variant(variant)[1]
+    out = writable_folder(out or Path("runs") / file.stem / "calibration", "--out")
+    with held(out, "dgx calibrate", process_state(cfg).is_main_process):
+        if (out / "psi.json").is_file() and not (resume or overwrite):
+            raise ConfigError(
+                f"{out} holds a finished calibration (psi.json): --resume continues it (more iterations), "
+                "--overwrite replaces it, or give another --out"
+            )
+        try:
+            return calibrate(assemble(cfg, abl.registry()), out, resume)
+        except Stopped as stop:
+            done = len((read_json(out / "progress.json", "the calibration starts over") or {}).get("history", []))
+            stop.where = f"after {done} of {cfg.calibrate.iterations} iterations in {out}; --resume continues"
+            raise

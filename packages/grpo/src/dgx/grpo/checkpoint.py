@@ -2,9 +2,11 @@
 
 A checkpoint is written into a temporary folder and renamed into place, then the
 ``latest`` pointer file is replaced atomically, so a crash never leaves a half checkpoint
-that ``--resume`` would pick up. Its ``manifest.json`` holds every file's sha256: a checkpoint
-whose files do not match (a flipped byte, a truncated file) is reported and skipped in favour
-of the newest one that does.
+that ``--resume`` would pick up; SIGINT and SIGTERM wait until it is written (``stopping``).
+Its ``manifest.json`` holds every file's sha256: a checkpoint without one, or whose files do
+not match (a flipped byte, a truncated file), is reported and skipped in favour of the newest
+one that is whole. Its ``adapter_config.json`` (PEFT's) holds the LoRA settings it was trained
+with, which ``dgx eval`` and ``dgx push`` use.
 
 A checkpoint holds whole tensors, however the run was distributed: under FSDP2 the sharded
 tensors (DTensor) are gathered when saving and cut into this process's shards when loading,
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from dgx.grpo.stopping import signals_wait
 from safetensors.torch import load_file, save_file
 from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
@@ -76,17 +79,32 @@ def save(
     keep: int = 2,
     write: bool = True,
     keep_every: int | None = None,
+    lora=None,
 ) -> Path:
     """Write checkpoint ``iter_{iteration}`` and point ``latest`` at it; keep the newest ``keep`` (this one
-    included) and the milestones: those after every ``keep_every``-th iteration.
+    included) and the milestones: those after every ``keep_every``-th iteration. ``lora`` (the adapter's peft
+    ``LoraConfig``) is kept as ``adapter_config.json``.
 
     Under several processes every process calls it (FSDP2 shards are gathered) and only the one
-    with ``write`` writes.
+    with ``write`` writes. A SIGINT or SIGTERM meanwhile takes effect once the checkpoint is whole.
     """
     adapter, ema, opt_state = whole(adapter), None if ema is None else whole(ema), optimizer_state(optimizer)
     final = ckpt_root / f"iter_{iteration:05d}"
     if not write:
         return final
+    with signals_wait():
+        write_checkpoint(ckpt_root, final, adapter, opt_state, scheduler, ema, psi_path, lora)
+        older = sorted(p for p in ckpt_root.glob("iter_*") if p != final)
+        for old in older[: len(older) - (keep - 1)] if keep > 1 else older:
+            if keep_every is None or (int(old.name.split("_")[1]) + 1) % keep_every:
+                shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def write_checkpoint(ckpt_root: Path, final: Path, adapter, opt_state, scheduler, ema, psi_path, lora) -> None:
+    """Write the files of checkpoint ``final`` into a temporary folder, its manifest last, rename it into place and
+    point ``latest`` at it."""
+    iteration = int(final.name.split("_")[1])
     ckpt_root.mkdir(parents=True, exist_ok=True)
     tmp = ckpt_root / f".tmp_iter_{iteration:05d}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -103,16 +121,13 @@ def save(
     torch.save(rng, tmp / "rng.pt")
     if psi_path is not None and Path(psi_path).is_file():
         shutil.copy(psi_path, tmp / "psi.json")
+    if lora is not None:
+        lora.save_pretrained(str(tmp))  # adapter_config.json
     (tmp / "state.json").write_text(json.dumps({"iteration": iteration}))
     (tmp / MANIFEST).write_text(json.dumps({"sha256": {f.name: sha256(f) for f in sorted(tmp.iterdir())}}, indent=1))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     write_text_atomic(ckpt_root / "latest", final.name)
-    older = sorted(p for p in ckpt_root.glob("iter_*") if p != final)
-    for old in older[: len(older) - (keep - 1)] if keep > 1 else older:
-        if keep_every is None or (int(old.name.split("_")[1]) + 1) % keep_every:
-            shutil.rmtree(old, ignore_errors=True)
-    return final
 
 
 def keep_best(ckpt_root: Path, final: Path, score: float, metric: str) -> bool:
@@ -131,6 +146,7 @@ def keep_best(ckpt_root: Path, final: Path, score: float, metric: str) -> bool:
 
 
 MANIFEST = "manifest.json"
+ADAPTER_CONFIG = "adapter_config.json"
 
 
 def sha256(path: Path) -> str:
@@ -142,21 +158,25 @@ def sha256(path: Path) -> str:
 
 
 def damage(path: Path) -> str | None:
-    """What is wrong with checkpoint ``path`` (a missing or changed file, a bad state.json), or None if it is whole.
-    A checkpoint written before manifests were kept is checked for its state.json only."""
+    """What is wrong with checkpoint ``path`` (no manifest, a missing or changed file, a bad state.json), or None if
+    it is whole: nothing unchecked is trusted."""
     path = Path(path)
     if not (path / "state.json").is_file():
         return "no state.json"
-    if (path / MANIFEST).is_file():
-        try:
-            expected = json.loads((path / MANIFEST).read_text())["sha256"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            return f"unreadable {MANIFEST}"
-        for name, digest in expected.items():
-            if not (path / name).is_file():
-                return f"{name} is missing"
-            if sha256(path / name) != digest:
-                return f"{name} does not match its sha256 in {MANIFEST}"
+    if not (path / MANIFEST).is_file():
+        return f"no {MANIFEST}, so its files cannot be checked"
+    try:
+        expected = json.loads((path / MANIFEST).read_text())["sha256"]
+        names = {"adapter.safetensors", "state.json"} - set(expected)
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return f"unreadable {MANIFEST}"
+    if names:
+        return f"{MANIFEST} does not list {', '.join(sorted(names))}"
+    for name, digest in expected.items():
+        if not (path / name).is_file():
+            return f"{name} is missing"
+        if sha256(path / name) != digest:
+            return f"{name} does not match its sha256 in {MANIFEST}"
     try:
         iteration(path)
     except (json.JSONDecodeError, KeyError, TypeError, ValueError):

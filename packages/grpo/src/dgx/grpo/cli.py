@@ -6,6 +6,8 @@ Every failure prints one line, ``error: ...``, and exits non-zero (2 for a confi
 
 from __future__ import annotations
 
+import gc
+import signal
 import sys
 from pathlib import Path
 
@@ -47,6 +49,16 @@ class _Commands(click.Group):
             for line in f"{one_line(e)}{hint}".splitlines():  # one line per problem found
                 click.secho(f"error: {line}", fg="red", err=True)
             sys.exit(2 if _own(e) else 1)
+        except KeyboardInterrupt as e:  # SIGINT or SIGTERM (stopping.Stopped): where it stopped, how to go on
+            from dgx.grpo.stopping import Stopped, exit_code
+
+            stop = e if isinstance(e, Stopped) else Stopped(signal.SIGINT)
+            message, code = str(stop), exit_code(stop)
+            del stop
+        # the exception and its frames are gone: interrupted progress bars close now, above the last line
+        gc.collect()
+        click.secho(f"\n{message}", fg="yellow", err=True)
+        sys.exit(code)
 
 
 SET_HELP = (
@@ -69,6 +81,9 @@ def main(debug: bool) -> None:
 
     Start with `dgx run configs/shapes_quick.yaml` (the embedded shapes world, CPU).
     """
+    from dgx.grpo.stopping import stop_on_signals
+
+    stop_on_signals()  # SIGINT and SIGTERM end a command cleanly, saying where it stopped
     if not debug:  # a warning is one line too (with --debug: Python's, with the file and line)
         import warnings
 
@@ -92,6 +107,10 @@ def _main_process() -> bool:
 @click.option("--seed", "seeds", type=int, multiple=True, help="Run only this seed (repeatable).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Results folder (default runs/<file stem>).")
 @click.option("--resume", is_flag=True, help="Continue killed runs from their last checkpoint; skip finished ones.")
+@click.option("--overwrite", is_flag=True, help="Replace the earlier results of these runs in OUT (else refused).")
+@click.option(
+    "--accept-memory-estimate", is_flag=True, help="Run even if a batch's memory estimate exceeds the machine's."
+)
 @click.option(
     "--iterations", type=int, default=None, help="Shortcut for --set train.iterations=N (with --resume: train longer)."
 )
@@ -102,14 +121,27 @@ def run(
     seeds: tuple[int, ...],
     out: Path | None,
     resume: bool,
+    overwrite: bool,
+    accept_memory_estimate: bool,
     iterations: int | None,
     sets: tuple[str, ...],
 ) -> None:
     """Train and evaluate every variant x seed of FILE into one results folder."""
     from dgx.grpo.runner import run_ablation
 
+    if resume and overwrite:
+        raise ConfigError("--resume continues the runs in --out and --overwrite replaces them: give one")
     overrides = _overrides(sets, train={"iterations": iterations} if iterations is not None else None)
-    out = run_ablation(file, out=out, only=list(only), seeds=list(seeds), resume=resume, overrides=overrides)
+    out = run_ablation(
+        file,
+        out=out,
+        only=list(only),
+        seeds=list(seeds),
+        resume=resume,
+        overrides=overrides,
+        overwrite=overwrite,
+        accept_memory=accept_memory_estimate,
+    )
     if not _main_process():
         return
     for table, title in (("summary.md", "test score"), ("gain.md", "gain over the base model (± standard error)")):
@@ -128,11 +160,18 @@ def run(
 @click.option(
     "--resume", is_flag=True, help="Continue from OUT/progress.json (same settings; more iterations allowed)."
 )
-def calibrate(file: Path, variant: str | None, out: Path | None, sets: tuple[str, ...], resume: bool) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace a finished calibration in OUT (else refused).")
+def calibrate(
+    file: Path, variant: str | None, out: Path | None, sets: tuple[str, ...], resume: bool, overwrite: bool
+) -> None:
     """Calibrate the per-timestep noise psi(t) (DenseGRPO Algorithm 1); writes psi.json and a plot."""
     from dgx.grpo.calibrate import calibrate_file, mean_imbalance
 
-    path = calibrate_file(file, variant=variant, out=out, overrides=_overrides(sets), resume=resume)
+    if resume and overwrite:
+        raise ConfigError("--resume continues the calibration in --out and --overwrite replaces it: give one")
+    path = calibrate_file(
+        file, variant=variant, out=out, overrides=_overrides(sets), resume=resume, overwrite=overwrite
+    )
     b = mean_imbalance(path)
     if _main_process():
         click.echo(
@@ -186,11 +225,17 @@ def _reward_config(reward: str, variant: str | None, overrides: dict):
 @main.command("eval")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option(
-    "--adapter", type=click.Path(path_type=Path), default=None, help="A run folder or checkpoint with a LoRA adapter."
+    "--adapter",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A run folder or checkpoint whose LoRA to evaluate, with its own LoRA settings (default: the base model).",
 )
 @click.option("--variant", default=None, help="Variant of an ablation file (default: the first).")
 @click.option(
-    "--out", type=click.Path(path_type=Path), default=None, help="Output folder for per-prompt JSONL and summary."
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Output folder for per-image JSONL and summary (default runs/<stem>/eval/<variant>).",
 )
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
 def eval_cmd(file: Path, adapter: Path | None, variant: str | None, out: Path | None, sets: tuple[str, ...]) -> None:
@@ -328,9 +373,11 @@ def validate(file: Path, show: bool, sets: tuple[str, ...]) -> None:
     """Check a config or ablation file without loading any model."""
     import yaml
     from dgx.grpo.config import load
+    from dgx.grpo.memory import memory_problem
 
     abl = load(file, overrides=_overrides(sets))
-    for line in abl.warnings:
+    memory = [f"{file}: {name}: {why}" for name, v in abl.variants.items() if (why := memory_problem(v))]
+    for line in abl.warnings + memory:
         click.secho(f"warning: {line}", fg="yellow", err=True)
     click.echo(f"{file}: OK - {len(abl.variants)} variant(s) x {len(abl.seeds)} seed(s): {', '.join(abl.variants)}")
     if show:

@@ -543,12 +543,24 @@ Problem = tuple[tuple, str] | None  # (key path, message) of the first rule a co
 def _cross_field(cfg: RunConfig, data: dict, registry: Registry) -> Problem:
     """The first rule across fields that ``cfg`` breaks, as (key path, message); None if it breaks none."""
     checks = (
+        lambda: _model_problem(cfg),
         lambda: _sampler_problem(cfg, data, registry),
         lambda: _steps_problem(cfg),
         lambda: _train_problem(cfg),
         lambda: _prompts_problem(cfg),
     )
     return next((p for check in checks if (p := check()) is not None), None)
+
+
+def _model_problem(cfg: RunConfig) -> Problem:
+    """A model ``path`` that is a local path (not a Hub id ``org/name``) and does not exist."""
+    path = cfg.model.args.get("path")
+    if not isinstance(path, str) or path.startswith("pkg://"):
+        return None
+    local = path.startswith(("/", "./", "../", "~", ".\\")) or path.count("/") > 1 or "\\" in path
+    if local and not Path(path).expanduser().exists():
+        return ("model", "path"), f"{path!r}: no such folder (a Hub model is named as org/name)"
+    return None
 
 
 def _sampler_problem(cfg: RunConfig, data: dict, registry: Registry) -> Problem:

@@ -13,11 +13,15 @@ logged or written anywhere.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
+from dgx.grpo import checkpoint as ckpt_module
 from dgx.grpo.config import RunConfig
 from dgx.grpo.errors import ConfigError, HubError
 from dgx.rewards.base import to_uint8
@@ -32,6 +36,7 @@ LoRA for `{base}` trained with **dgx** ({method}) on the `{reward}` reward.
 | credit | `{credit}`{ode_steps} |
 | sampler | `{sampler}`, {steps} steps, noise `{noise}` |
 | iterations x prompts x group | {iterations} x {prompts} x {group} |
+| checkpoint | `{checkpoint}` |
 | LoRA | rank {rank}, alpha {alpha} |
 
 ## Results ({eval_name}, ODE sampler, {eval_steps} steps)
@@ -77,9 +82,12 @@ def run_registry(run_dir: Path):
 
 def kept_checkpoint(run_dir: Path, name: str | None) -> Path:
     """``run_dir`` itself (its latest checkpoint) when ``name`` is None, else its kept checkpoint ``name``
-    (``iter_NNNNN``, a milestone, or ``best``); an unknown name is a ConfigError listing the kept ones."""
+    (``iter_NNNNN``, a milestone, or ``best``; never a path, which could name another run's); an unknown name is a
+    ConfigError listing the kept ones."""
     if name is None:
         return Path(run_dir)
+    if not re.fullmatch(r"iter_\d{5}|best", name):
+        raise ConfigError(f"--checkpoint {name!r}: give a kept checkpoint's name (iter_NNNNN or best), not a path")
     ckpts = Path(run_dir) / "checkpoints"
     if not (ckpts / name / "adapter.safetensors").is_file():
         kept = sorted(p.name for p in ckpts.glob("*") if (p / "adapter.safetensors").is_file())
@@ -103,7 +111,8 @@ def export_run(
     cfg = run_config(run_dir)
     registry = run_registry(run_dir)
     model = build_model(cfg, registry)
-    ckpt = load_adapter(model, cfg, kept_checkpoint(run_dir, checkpoint))
+    ckpt = load_adapter(model, cfg, kept_checkpoint(run_dir, checkpoint), strict=True)  # the card states cfg's LoRA
+    trained = ckpt_module.iteration(ckpt) + 1
     out.mkdir(parents=True, exist_ok=True)
     tr = model.transformer
     type(model.pipe).save_lora_weights(  # the pipeline class that will load it
@@ -112,7 +121,9 @@ def export_run(
         transformer_lora_adapter_metadata=tr.peft_config["default"].to_dict(),
     )
     shutil.copy(run_dir / "config.yaml", out / "config.yaml")
-    final_eval = [run_dir / "eval" / "summary.json"] if checkpoint is None else []
+    # the run's final evaluation describes its last checkpoint only (not a kept one, nor an older one exported
+    # because the last is damaged)
+    final_eval = [run_dir / "eval" / "summary.json"] if checkpoint is None and trained == cfg.train.iterations else []
     for src in [ckpt / "psi.json", *final_eval, run_dir / "metrics.jsonl"]:
         if src.is_file():
             shutil.copy(src, out / ("eval_summary.json" if src.name == "summary.json" else src.name))
@@ -149,7 +160,8 @@ def export_run(
             sampler=cfg.sampler.name,
             steps=cfg.sampler.steps,
             noise=cfg.sampler.noise.name,
-            iterations=cfg.train.iterations,
+            iterations=trained if trained == cfg.train.iterations else f"{trained} (of {cfg.train.iterations})",
+            checkpoint=ckpt.name,
             prompts=cfg.train.prompts_per_iter,
             group=cfg.train.group_size,
             rank=cfg.train.lora_rank,
@@ -163,22 +175,46 @@ def export_run(
     return sorted(p for p in out.rglob("*") if p.is_file())
 
 
-def network_errors() -> tuple[type[BaseException], ...]:
-    """The exception types a failed connection raises through huggingface_hub (httpx since 1.0, requests before)."""
-    kinds: list[type[BaseException]] = [OSError]
-    try:
-        import httpx
+NETWORK = ("Connect", "Timeout", "Network", "Transport", "Protocol")  # in the names of HTTP libraries' errors
 
-        kinds.append(httpx.TransportError)
-    except ImportError:
-        pass
-    try:
-        import requests
 
-        kinds.append(requests.ConnectionError)
-    except ImportError:
-        pass
-    return tuple(kinds)
+def network_error(e: BaseException) -> bool:
+    """Whether ``e`` is a failed connection, whichever HTTP library huggingface_hub uses (requests, httpx, httpx2,
+    urllib3...): an OSError, or an exception from such a library whose class names a connection problem."""
+    if isinstance(e, OSError):
+        return True
+    return any(
+        cls.__module__.split(".")[0] in ("requests", "urllib3", "httpx", "httpx2", "httpcore", "aiohttp")
+        and any(word in cls.__name__ for word in NETWORK)
+        for cls in type(e).__mro__
+    )
+
+
+@contextmanager
+def hub_errors(repo_id: str) -> Iterator[None]:
+    """The Hub's refusals and failed connections inside, as one HubError line saying what to do."""
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    try:
+        yield
+    except OfflineModeIsEnabled as e:
+        raise HubError(f"cannot push {repo_id}: offline mode (HF_HUB_OFFLINE=1); unset it and retry") from e
+    except HfHubHTTPError as e:
+        status = getattr(e.response, "status_code", None)
+        hint = {
+            401: "the token is missing or invalid: run `huggingface-cli login` or set HF_TOKEN",
+            403: f"the token has no write access to {repo_id}",
+            404: f"{repo_id} or the revision does not exist",
+        }
+        raise HubError(
+            f"push to {repo_id} failed (HTTP {status}): {hint.get(status, 'see the Hub response')}"
+        ) from None
+    except Exception as e:
+        if not network_error(e):
+            raise
+        raise HubError(
+            f"cannot reach the Hub to push {repo_id} ({type(e).__name__}); check the network or HF_ENDPOINT"
+        ) from None
 
 
 def push_run(
@@ -190,22 +226,31 @@ def push_run(
     api=None,
     checkpoint: str | None = None,
 ):
-    """Export into a staging folder and upload it in one commit; yields progress lines."""
+    """Check the repo id and reach the Hub (creating the repository and branch), then export into a staging folder
+    and upload it in one commit; yields progress lines. Nothing is exported before the Hub has answered."""
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
 
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise ConfigError(f"--repo-id {repo_id!r}: {str(e).splitlines()[0]}") from None
     run_config(run_dir)
-    with tempfile.TemporaryDirectory(prefix="dgx-export-") as tmp:
-        files = export_run(run_dir, Path(tmp), repo_id, checkpoint=checkpoint)
-        for f in files:
-            yield f"{'would upload' if dry_run else 'upload'} {f.relative_to(tmp)} ({f.stat().st_size} bytes)"
-        if dry_run:
-            return
+    kept_checkpoint(run_dir, checkpoint)
+    if not dry_run:
         api = api or HfApi()
-        try:
+        with hub_errors(repo_id):
             api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
             if revision:
                 api.create_branch(repo_id, branch=revision, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="dgx-export-") as tmp:
+        files = export_run(run_dir, Path(tmp), repo_id, checkpoint=checkpoint)
+        for f in files:
+            yield f"{'would upload' if dry_run else 'exported'} {f.relative_to(tmp)} ({f.stat().st_size} bytes)"
+        if dry_run:
+            return
+        with hub_errors(repo_id):
             info = api.upload_folder(
                 folder_path=tmp,
                 repo_id=repo_id,
@@ -213,20 +258,4 @@ def push_run(
                 repo_type="model",
                 commit_message=f"dgx push of {Path(run_dir).name}",
             )
-        except OfflineModeIsEnabled as e:
-            raise HubError(f"cannot push {repo_id}: offline mode (HF_HUB_OFFLINE=1); unset it and retry") from e
-        except HfHubHTTPError as e:
-            status = getattr(e.response, "status_code", None)
-            hint = {
-                401: "the token is missing or invalid: run `huggingface-cli login` or set HF_TOKEN",
-                403: f"the token has no write access to {repo_id}",
-                404: f"{repo_id} or the revision does not exist",
-            }
-            raise HubError(
-                f"push to {repo_id} failed (HTTP {status}): {hint.get(status, 'see the Hub response')}"
-            ) from None
-        except network_errors() as e:  # connection errors: OSError, and httpx's or requests' own
-            raise HubError(
-                f"cannot reach the Hub to push {repo_id} ({type(e).__name__}); check the network or HF_ENDPOINT"
-            ) from None
         yield f"pushed {len(files)} files to {repo_id}: {getattr(info, 'commit_url', info)}"

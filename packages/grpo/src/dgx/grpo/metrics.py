@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from dgx.grpo.folders import jsonl_rows
 
 CONSTANT_LISTS = ("grid",)  # logged in JSONL only: the same every iteration
 TRACKER_PACKAGES = {  # accelerate's tracker name -> the package it needs
@@ -71,7 +72,7 @@ def flat_scalars(row: dict) -> dict[str, float]:
 class MetricsLog:
     """Rows of one run: every key to ``metrics.jsonl`` (or ``name.jsonl``), scalars to its CSV, and scalars and
     per-step lists to the ``trackers`` (accelerate ``GeneralTracker`` objects, started here); ``resume_after``
-    keeps the rows of iterations up to it."""
+    keeps the rows of iterations up to it (those before a damaged line, with a warning)."""
 
     def __init__(
         self,
@@ -82,8 +83,9 @@ class MetricsLog:
         name: str = "metrics",
     ):
         self.jsonl, self.csv = run_dir / f"{name}.jsonl", run_dir / f"{name}.csv"
-        rows = [json.loads(ln) for ln in self.jsonl.read_text().splitlines()] if self.jsonl.is_file() else []
-        self.rows = [r for r in rows if resume_after is not None and r["iteration"] <= resume_after]
+        rows = jsonl_rows(self.jsonl)  # up to the last whole line: a killed run may leave one half-written
+        keep = -1 if resume_after is None else resume_after
+        self.rows = [r for r in rows if isinstance(r.get("iteration"), int) and r["iteration"] <= keep]
         self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
         self._rewrite_csv()
         self.trackers = list(trackers)

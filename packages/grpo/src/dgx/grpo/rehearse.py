@@ -343,7 +343,9 @@ def rehearse(
         folder = out / Path(config).stem
         change = overrides(kinds[config], paths, prompts, scale, iterations, state.num_processes)
         change = deep_merge(change, extra or {})
-        run_ablation(Path(config), folder, only=list(VARIANTS), seeds=[0], overrides=change)
+        run_ablation(
+            Path(config), folder, only=list(VARIANTS), seeds=[0], overrides=change, overwrite=True
+        )  # measured anew
         if not state.is_main_process:  # the main process writes the metrics and the tables
             continue
         result["wall_seconds"][Path(config).stem] = round(time.perf_counter() - t0, 1)

@@ -19,8 +19,12 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
+import re
+import shlex
+import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -30,17 +34,20 @@ import yaml
 from accelerate import Accelerator
 from dgx.eval.benchmarks import Protocol
 from dgx.grpo import checkpoint
-from dgx.grpo.adapter import adapter_disabled, load_adapter
+from dgx.grpo.adapter import adapter_disabled, check_targets, load_adapter
 from dgx.grpo.assembly import Assembler, Assembly, assemble
 from dgx.grpo.build import build_nested, build_reward, node_arguments
 from dgx.grpo.calibrate import calibrate, psi_matches
 from dgx.grpo.config import Ablation, RewardConfig, RunConfig, load
 from dgx.grpo.distributed import accelerate_mode, check_supported, process_state, shard
-from dgx.grpo.errors import ConfigError
+from dgx.grpo.errors import ConfigError, TrainingError
+from dgx.grpo.folders import held, read_json, writable_folder
+from dgx.grpo.memory import memory_problem
 from dgx.grpo.nodes import component, parameters, signature
 from dgx.grpo.prompts import choose_prompts
 from dgx.grpo.registry import suggest
 from dgx.grpo.results import headline, report
+from dgx.grpo.stopping import Stopped
 from dgx.grpo.trainer import train
 from dgx.rewards.base import load_now
 from dgx.sampler import ode_step, rollout, sample_generator
@@ -165,7 +172,7 @@ def paired_reward_gain(model, cfg: RunConfig, reward, prompts: list[dict], n: in
 
 
 def _summary(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json(path, "the evaluation is redone")
 
 
 # keys a resumed run may change: how long it trains, how often it saves, how it is evaluated
@@ -189,8 +196,15 @@ def check_resume(run_dir: Path, cfg: RunConfig) -> list[str]:
     length (not below what it has trained), save interval or evaluation (RESUMABLE_CHANGES)."""
     path = run_dir / "config.yaml"
     if not path.is_file():
+        if (run_dir / "checkpoints").is_dir() or (run_dir / "calibration").is_dir():
+            raise ConfigError(f"{path} is missing, so --resume cannot compare the settings: {REDO}")
         return []
-    written = yaml.safe_load(path.read_text())
+    try:
+        written = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError):
+        written = None
+    if not isinstance(written, dict) or not isinstance(written.get("train"), dict):
+        raise ConfigError(f"{path} is damaged, so --resume cannot compare the settings: {REDO}")
     try:  # fields added to dgx since the run was written take their defaults
         old = RunConfig.model_validate(written).model_dump(mode="json")
     except ValueError:
@@ -209,7 +223,20 @@ def check_resume(run_dir: Path, cfg: RunConfig) -> list[str]:
                 f"{run_dir}: --resume cannot shorten a run to {cfg.train.iterations} iterations: it has "
                 f"trained {done} of {old['train']['iterations']}; give a new --out"
             )
+    check_psi(run_dir)
     return changed
+
+
+REDO = "restore it, or start the run again with --overwrite"
+
+
+def check_psi(run_dir: Path) -> None:
+    """A ConfigError if the run's ``calibration/psi.json`` is not the psi(t) its last checkpoint trained with (the
+    checkpoint keeps a copy, listed in its manifest)."""
+    psi, last = run_dir / "calibration" / "psi.json", checkpoint.latest(run_dir / "checkpoints")
+    kept = None if last is None else last / "psi.json"
+    if kept is not None and kept.is_file() and psi.is_file() and checkpoint.sha256(psi) != checkpoint.sha256(kept):
+        raise ConfigError(f"{psi} is not the psi(t) checkpoint {last.name} trained with: {REDO} (its copy: {kept})")
 
 
 def environment() -> dict:
@@ -234,18 +261,6 @@ def environment() -> dict:
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "torch_threads": torch.get_num_threads(),
     }
-
-
-def writable_folder(path: Path, what: str) -> Path:
-    """Create folder ``path`` and check that files can be written in it, before any work; a ConfigError otherwise."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".dgx_write_check_{os.getpid()}"  # one per process under accelerate launch
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise ConfigError(f"{what} {path}: cannot write there ({e.strerror or e})") from None
-    return path
 
 
 def warn(lines: list[str]) -> None:
@@ -277,31 +292,61 @@ def run_ablation(
     seeds: list[int] = (),
     resume: bool = False,
     overrides: dict | None = None,
+    overwrite: bool = False,
+    accept_memory: bool = False,
 ) -> Path:
-    """Train + evaluate; ``overrides`` (a config fragment, e.g. from ``--set``) is deep-merged into every variant."""
-    plan = plan_runs(Path(file), out, only, seeds, resume, overrides)
-    results: dict[str, list[dict]] = {"base": [base_evaluation(plan, seed) for seed in plan.seeds]}
-    total = len(plan.seeds) * len(plan.variants)  # the whole run's place and ETA, above each run's own bar
-    runs = tqdm(total=total, unit="run", disable=not plan.acc.is_main_process, position=0, dynamic_ncols=True)
-    for seed in plan.seeds:  # seed by seed, so that an interrupted run has every variant for the first seeds
-        for name, vcfg in plan.variants.items():
-            runs.set_description(f"dgx run {runs.n + 1}/{total}: {name}, seed {seed}")
-            results.setdefault(name, []).append(one_run(plan, name, vcfg.model_copy(deep=True, update={"seed": seed})))
-            runs.update()
-    runs.close()
-    if plan.acc.is_main_process:
-        report(plan.out, results, {n: [plan.out / n / f"seed_{s}" for s in plan.seeds] for n in plan.variants})
-    plan.acc.wait_for_everyone()
+    """Train + evaluate; ``overrides`` (a config fragment, e.g. from ``--set``) is deep-merged into every variant.
+    ``overwrite``: replace the earlier results of these runs in ``out`` (else they are refused, unless ``resume``);
+    ``accept_memory``: run a batch whose memory estimate exceeds the machine's."""
+    plan = plan_runs(Path(file), out, only, seeds, resume, overrides, accept_memory)
+    with held(plan.out, "dgx run", plan.acc.is_main_process):
+        begin(plan, overwrite)
+        at = "during the base model's evaluation"
+        try:
+            results: dict[str, list[dict]] = {"base": [base_evaluation(plan, seed) for seed in plan.seeds]}
+            total = len(plan.seeds) * len(plan.variants)  # the whole run's place and ETA, above each run's own bar
+            runs = tqdm(total=total, unit="run", disable=not plan.acc.is_main_process, position=0, dynamic_ncols=True)
+            for seed in plan.seeds:  # seed by seed, so that an interrupted run has every variant for the first seeds
+                for name, vcfg in plan.variants.items():
+                    runs.set_description(f"dgx run {runs.n + 1}/{total}: {name}, seed {seed}")
+                    at = f"in {plan.out / name / f'seed_{seed}'}"
+                    run_cfg = vcfg.model_copy(deep=True, update={"seed": seed})
+                    results.setdefault(name, []).append(one_run(plan, name, run_cfg))
+                    runs.update()
+            runs.close()
+        except Stopped as stop:
+            stop.where = f"{at}{progress(plan)}; `{resume_command()}` continues"
+            raise
+        if plan.acc.is_main_process:
+            report(plan.out, results, {n: [plan.out / n / f"seed_{s}" for s in plan.seeds] for n in plan.variants})
+        plan.acc.wait_for_everyone()
     return plan.out
 
 
-def plan_runs(file: Path, out: Path | None, only, seeds, resume: bool, overrides: dict | None) -> Plan:
+def progress(plan: Plan) -> str:
+    """How far the runs of ``plan`` have trained, by their last whole checkpoints."""
+    done = [
+        f"{name}/seed_{s} {checkpoint.trained(plan.out / name / f'seed_{s}' / 'checkpoints')}/{v.train.iterations}"
+        for s in plan.seeds
+        for name, v in plan.variants.items()
+    ]
+    return f" (iterations in checkpoints: {', '.join(done)})"
+
+
+def resume_command() -> str:
+    """This command line with ``--resume``, to continue it."""
+    args = ["dgx", *sys.argv[1:]]
+    return shlex.join(args if "--resume" in args else [*args, "--resume"])
+
+
+def plan_runs(
+    file: Path, out: Path | None, only, seeds, resume: bool, overrides: dict | None, accept_memory: bool = False
+) -> Plan:
     """Load and check everything a `dgx run` needs before any work: the variants (``--only``) and seeds, that each
-    batch divides over the processes, that ``out`` is writable, and with ``resume`` that every run may continue (a
-    refused resume stops here, every file as it was). Records the invocation."""
+    batch divides over the processes and fits in memory (unless ``accept_memory``), that ``out`` is writable, and
+    with ``resume`` that every run may continue (a refused resume stops here, every file as it was)."""
     abl = load(file, overrides=overrides)
     out = out or Path("runs") / file.stem
-    warn(abl.warnings)
     for v in only:
         if v not in abl.variants:
             raise ConfigError(f"{file}: --only {v}: no such variant{suggest(v, abl.variants)}")
@@ -315,6 +360,9 @@ def plan_runs(file: Path, out: Path | None, only, seeds, resume: bool, overrides
                 f"{file}: variant {name}: train.prompts_per_iter x group_size = {n} samples per iteration "
                 f"do not divide over {acc.num_processes} processes"
             )
+        if not accept_memory and (why := memory_problem(v, acc.num_processes)):
+            raise ConfigError(f"{file}: variant {name}: {why}; or accept it with --accept-memory-estimate")
+    warn(abl.warnings)
     writable_folder(out, "--out")
     changed = {  # what each resumed run changed since it was written
         (name, seed): check_resume(out / name / f"seed_{seed}", vcfg.model_copy(update={"seed": seed}))
@@ -322,11 +370,54 @@ def plan_runs(file: Path, out: Path | None, only, seeds, resume: bool, overrides
         for name, vcfg in variants.items()
         if resume
     }
-    registry = abl.registry()
-    if acc.is_main_process:
-        with open(out / "invocations.jsonl", "a") as f:  # one line per `dgx run` into this folder (a resume adds one)
-            f.write(json.dumps({**environment(), **accelerate_mode(acc.state), "registry": registry.sources}) + "\n")
-    return Plan(abl, out, variants, run_seeds, acc, resume, changed, Assembler(registry))
+    return Plan(abl, out, variants, run_seeds, acc, resume, changed, Assembler(abl.registry()))
+
+
+def begin(plan: Plan, overwrite: bool) -> None:
+    """With the folder held: refuse earlier results of these runs (unless resumed), or delete them with
+    ``overwrite``; record the invocation."""
+    dirs = [plan.out / "base" / f"seed_{s}" for s in plan.seeds]
+    dirs += [plan.out / n / f"seed_{s}" for s in plan.seeds for n in plan.variants]
+    earlier = [d for d in dirs if d.is_dir() and any(d.iterdir())] if not plan.resume else []
+    if earlier and not overwrite:
+        more = f" and {len(earlier) - 1} more" if len(earlier) > 1 else ""
+        raise ConfigError(
+            f"{plan.out} holds earlier results ({earlier[0].relative_to(plan.out)}{more}): --resume continues "
+            "them, --overwrite replaces them, or give another --out"
+        )
+    if plan.acc.is_main_process:
+        for d in earlier:
+            shutil.rmtree(d)
+        with open(plan.out / "invocations.jsonl", "a") as f:  # one line per `dgx run` into this folder
+            env = {**environment(), **accelerate_mode(plan.acc.state), "registry": plan.assembler.registry.sources}
+            f.write(json.dumps(env) + "\n")
+    plan.acc.wait_for_everyone()
+
+
+MEMORY_FAILURE = re.compile(r"out of memory|can't allocate memory|DefaultCPUAllocator", re.IGNORECASE)
+
+
+@contextmanager
+def phase(what: str, sizes: str) -> Iterator[None]:
+    """A memory failure inside (the allocator's, a MemoryError) becomes one TrainingError naming the phase and the
+    ``sizes`` to lower (config keys with their values)."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as e:
+        if not (isinstance(e, MemoryError) or MEMORY_FAILURE.search(str(e))):
+            raise
+        raise TrainingError(f"{what}: out of memory ({type(e).__name__}); lower {sizes}") from None
+
+
+def sizes(cfg: RunConfig, what: str) -> str:
+    """The config keys (and their values) that set the memory of phase ``what``."""
+    t, c = cfg.train, cfg.calibrate
+    return {
+        "evaluation": f"eval.batch (now {cfg.eval.batch})",
+        "calibration": f"calibrate.prompts x group_size (now {c.prompts} x {c.group_size})",
+        "training": f"train.prompts_per_iter x group_size (now {t.prompts_per_iter} x {t.group_size}, rolled out at "
+        f"once) or train.micro_batch (now {t.micro_batch})",
+    }[what]
 
 
 def base_evaluation(plan: Plan, seed: int) -> dict:
@@ -340,7 +431,12 @@ def base_evaluation(plan: Plan, seed: int) -> dict:
     summary = _summary(ev_dir / "summary.json") if plan.resume and same else None
     plan.acc.wait_for_everyone()  # every process has read the folder before the main one rewrites it
     if summary is None:
-        summary = evaluate(plan.assembler.get(cfg), ev_dir)
+        parts = plan.assembler.get(cfg)
+        for v in plan.variants.values():  # every variant's LoRA targets, before the first run starts
+            if v.model == cfg.model:
+                check_targets(parts.model, v)
+        with phase("the base model's evaluation", sizes(cfg, "evaluation")):
+            summary = evaluate(parts, ev_dir)
         if plan.acc.is_main_process:
             (ev_dir / "config.yaml").write_text(stamp)
     return summary
@@ -367,11 +463,14 @@ def one_run(plan: Plan, name: str, cfg: RunConfig) -> dict:
     parts = plan.assembler.get(cfg)
     if parts.needs_calibration:
         if not have_psi:
-            calibrate(parts, psi.parent, resume=plan.resume)
+            with phase("calibration", sizes(cfg, "calibration")):
+                calibrate(parts, psi.parent, resume=plan.resume)
         parts = parts.with_psi(psi)
     evaluating = evaluation_during_training(parts, run_dir)
-    model = train(parts, run_dir, resume=plan.resume, evaluate_during=evaluating)
-    summary = evaluate(replace(parts, model=model), run_dir / "eval")
+    with phase("training", sizes(cfg, "training")):
+        model = train(parts, run_dir, resume=plan.resume, evaluate_during=evaluating)
+    with phase("evaluation", sizes(cfg, "evaluation")):
+        summary = evaluate(replace(parts, model=model), run_dir / "eval")
     plan.assembler.done(model)
     return summary
 
@@ -390,11 +489,20 @@ def evaluate_file(
     abl = load(file, overrides=overrides)
     name, cfg = abl.variant(variant)
     warn(abl.warnings)
+    if adapter is not None and not Path(adapter).is_dir():  # before the pipeline loads
+        raise ConfigError(f"--adapter {adapter}: no such folder (give a run folder or a checkpoint folder)")
     out = writable_folder(out or Path("runs") / Path(file).stem / "eval" / name, "--out")  # before minutes of sampling
-    parts = assemble(cfg, abl.registry(), load=False)  # the training reward is not used
-    if adapter is not None:
-        load_adapter(parts.model, cfg, adapter)
-    summary = evaluate(parts, out)
-    if process_state(cfg).is_main_process:
-        plot_samples({"base" if adapter is None else Path(adapter).name: out}, out / "samples.png")
+    main = process_state(cfg).is_main_process
+    with held(out, "dgx eval", main):
+        parts = assemble(cfg, abl.registry(), load=False)  # the training reward is not used
+        if adapter is not None:
+            load_adapter(parts.model, cfg, adapter)
+        try:
+            with phase("evaluation", sizes(cfg, "evaluation")):
+                summary = evaluate(parts, out)
+        except Stopped as stop:
+            stop.where = f"during the evaluation into {out}; run it again (an evaluation is not resumed)"
+            raise
+        if main:
+            plot_samples({"base" if adapter is None else Path(adapter).name: out}, out / "samples.png")
     return summary

@@ -322,6 +322,7 @@ def save_and_evaluate(run: Run, it: int, evaluate_during: Callable | None) -> No
             keep=tc.keep_last,
             write=acc.is_main_process,
             keep_every=tc.keep_every,
+            lora=policy.base.peft_config["default"],
         )
     if not evaluating:
         return
