@@ -344,8 +344,12 @@ def test_noise_window_builds_and_is_checked_against_the_steps(tmp_path):
 
     cfg = load(write(tmp_path, GOOD.replace("a: 0.7}", "a: 0.7, window: [0, 3]}"))).variants["flow_grpo"]
     assert build_schedule(cfg, Registry()) == Windowed(UniformNoise(0.7), 0, 3)
+    from dgx.grpo.config import WindowConfig
+
+    sliding = load(write(tmp_path, GOOD.replace("a: 0.7}", "a: 0.7, window: {start: 0, stop: 2, shift: 1, every: 5}}")))
+    assert build_schedule(sliding.variants["flow_grpo"], Registry()) == Windowed(UniformNoise(0.7), 0, 2, 1, 5, True)
     bad = cfg.model_copy(deep=True)
-    bad.sampler.noise.window = (3, 12)
+    bad.sampler.noise.window = WindowConfig(start=3, stop=12)
     with pytest.raises(ConfigError, match=r"window = \[3, 12\].*sampler.steps = 10"):
         build_schedule(bad, Registry())
 

@@ -144,12 +144,13 @@ def build_schedule(cfg: RunConfig, registry: Registry, psi_path: Path | None = N
     schedule = node_instance(n, "noise", registry, **supplied)
     if n.window is None:
         return schedule
-    start, stop = n.window
-    if not 0 <= start < stop <= cfg.sampler.steps:
+    w = n.window
+    if not 0 <= w.start < w.stop <= cfg.sampler.steps:
         raise ConfigError(
-            f"sampler.noise.window = [{start}, {stop}] must satisfy 0 <= start < stop <= sampler.steps = {cfg.sampler.steps}"
+            f"sampler.noise.window = [{w.start}, {w.stop}] must satisfy 0 <= start < stop <= sampler.steps = "
+            f"{cfg.sampler.steps}"
         )
-    return Windowed(schedule, start, stop)
+    return Windowed(schedule, w.start, w.stop, w.shift, w.every, w.roll_back)
 
 
 def needs_calibration(cfg: RunConfig, registry: Registry) -> bool:

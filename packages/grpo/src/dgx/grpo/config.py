@@ -21,7 +21,7 @@ from dgx.grpo.nodes import NodeError, check_arguments
 from dgx.grpo.prompts import line_problem
 from dgx.grpo.registry import Registry, defaults_not_taken, suggest
 from dgx.sampler.steps import takes_noise
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -66,10 +66,31 @@ class ModelConfig(Node):
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="model weights dtype")
 
 
+class WindowConfig(_Strict):
+    """The steps that draw noise; written ``[start, stop]`` for a fixed window."""
+
+    start: int = Field(ge=0, description="first noisy step of the first iteration (0 = the first step)")
+    stop: int = Field(gt=0, description="one past the last noisy step of the first iteration")
+    shift: int = Field(0, ge=0, description="steps the window moves every `every` iterations (0: fixed)")
+    every: int = Field(1, ge=1, description="iterations before each move (MixGRPO's iters_per_group)")
+    roll_back: bool = Field(
+        True, description="a window that would pass the last step starts over at `start` (else it stays at the end)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pair(cls, value):
+        if isinstance(value, (list, tuple)) and len(value) == 2:
+            return {"start": value[0], "stop": value[1]}
+        return value
+
+
 class NoiseConfig(Node):
     name: str = named("uniform", "noise", " (uniform: `a`)")
-    window: tuple[int, int] | None = Field(
-        None, description="[start, stop): noise only on these steps (0 = the first), ODE elsewhere; None = every step"
+    window: WindowConfig | None = Field(
+        None,
+        description="noise only on steps [start, stop) (0 = the first), ODE elsewhere: `[start, stop]`, or a "
+        "sliding window `{start, stop, shift, every, roll_back}` (MixGRPO); None = every step",
     )
 
 
@@ -569,9 +590,10 @@ def _sampler_problem(cfg: RunConfig, data: dict, registry: Registry) -> Problem:
         return ("sampler", "name"), (
             f"the sampler {cfg.sampler.name!r} draws no noise; remove sampler.noise or use a stochastic one (sde, cps)"
         )
-    if noise.window is not None and not 0 <= noise.window[0] < noise.window[1] <= steps:
+    w = noise.window
+    if w is not None and not 0 <= w.start < w.stop <= steps:
         return ("sampler", "noise", "window"), (
-            f"[{noise.window[0]}, {noise.window[1]}] must satisfy 0 <= start < stop <= sampler.steps = {steps}"
+            f"[{w.start}, {w.stop}] must satisfy 0 <= start < stop <= sampler.steps = {steps}"
         )
     return None
 

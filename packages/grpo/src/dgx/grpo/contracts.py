@@ -160,7 +160,10 @@ def check_objective(objective) -> None:
     sample = sde_step(x, v.detach(), t, t_next, sigma, generator=g).sample
     out = sde_step(x, v, t, t_next, sigma, x_next=sample)
     ref = (out.mean.detach() + 0.01 * torch.randn(out.mean.shape, generator=g)) if objective.needs_reference else None
-    loss = objective(out, out.log_prob.detach(), adv[:, 0], ref).loss
+    from dgx.grpo.loss import Recorded
+
+    old = Recorded(out.log_prob.detach(), out.mean.detach())  # on-policy: the rollout's own step
+    loss = objective(out, old, adv[:, 0], ref).loss
     _require(loss.ndim == 0 and bool(torch.isfinite(loss)), "a finite scalar loss")
     (grad,) = torch.autograd.grad(loss, out.log_prob)
     moves = adv[:, 0] != 0

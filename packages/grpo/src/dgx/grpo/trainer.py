@@ -34,10 +34,10 @@ from dgx.grpo.build import build_model, build_schedule
 from dgx.grpo.config import RunConfig
 from dgx.grpo.distributed import check_supported
 from dgx.grpo.errors import ConfigError, TrainingError
-from dgx.grpo.loss import LossOutput
+from dgx.grpo.loss import LossOutput, Recorded
 from dgx.grpo.metrics import MetricsLog, flat_scalars, make_trackers
 from dgx.grpo.prompts import choose_prompts
-from dgx.sampler import rollout, sample_generator
+from dgx.sampler import rollout, sample_generator, schedule_at
 from diffusers.optimization import get_scheduler
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from torch.distributed.tensor import DTensor
@@ -233,7 +233,8 @@ def iteration(run: Run, it: int) -> dict:
     uniq = sorted(set(texts))
     cond = model.encode(uniq).index([uniq.index(p) for p in texts])
     gens = [sample_generator(cfg.seed, it, s) for s in range(run.lo, run.hi)]
-    traj = rollout(model, cond, texts, cfg.sampler.steps, parts.step, run.schedule, gens, cfg.sampler.guidance)
+    schedule = schedule_at(run.schedule, it, cfg.sampler.steps)  # a sliding window's place this iteration
+    traj = rollout(model, cond, texts, cfg.sampler.steps, parts.step, schedule, gens, cfg.sampler.guidance)
     sec["rollout"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -252,7 +253,7 @@ def iteration(run: Run, it: int) -> dict:
     stats = update(
         policy,
         cfg,
-        Batch(traj, adv_all[run.lo : run.hi], run.schedule, parts.step, run.grid, parts.objective),
+        Batch(traj, adv_all[run.lo : run.hi], schedule, parts.step, run.grid, parts.objective),
         it,
         run.lo,
     )
@@ -455,7 +456,8 @@ def pair_loss(model, base: torch.nn.Module, batch: Batch, pairs: list[tuple[int,
     if objective.needs_reference:
         with torch.no_grad(), adapter_disabled(base):
             ref_mean = step_fn(x, model.velocity(x, t, cond, traj.guidance), t, t_next, sigma, x_next=x_next).mean
-    return objective(out, traj.log_probs[bi, si], adv[bi, si].to(out.log_prob.device), ref_mean)
+    old = Recorded(traj.log_probs[bi, si], traj.means[bi, si])
+    return objective(out, old, adv[bi, si].to(out.log_prob.device), ref_mean)
 
 
 def optimizer_step(policy: Policy, tc, batch: Batch, pairs: list[tuple[int, int]]) -> dict:

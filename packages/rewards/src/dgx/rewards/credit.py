@@ -97,15 +97,23 @@ def latent_rewards(
     ode_steps="t",
     chunk: int = 256,
     pipeline: bool = False,
+    score_ode_steps: bool = False,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """R_k = R(decode(ODE_n(x_k))) for every latent: (B, T+1), R_T = R(x_T).
 
     The (trajectory, k) pairs go ``chunk`` at a time, k by k: each chunk is continued to t = 0, then decoded and
     scored. With ``pipeline`` a worker thread decodes and scores chunk j while chunk j + 1's continuation runs; every
     call gets the same inputs as without it, so the rewards are the same.
+
+    With n = t a deterministic step of the rollout (sigma = 0, outside a noise window) is itself the continuation's
+    first step, so R_k = R_{k+1} there: those latents are not scored but take R_{k+1} (their gain is 0), unless
+    ``score_ode_steps``.
     """
     B, T = len(traj), traj.steps
-    items = [(b, k) for k in range(T + 1) for b in range(B)]
+    needed = torch.ones(B, T + 1, dtype=torch.bool)
+    if ode_steps == "t" and not score_ode_steps:
+        needed[:, :T] = traj.stds.cpu() > 0
+    items = [(b, k) for k in range(T + 1) for b in range(B) if needed[b, k]]
     chunks = [items[s : s + chunk] for s in range(0, len(items), chunk)]
     sec: dict[str, float] = {}
 
@@ -129,6 +137,8 @@ def latent_rewards(
     for part, r in zip(chunks, scores):
         for (b, k), value in zip(part, r):
             R[b, k] = value
+    for k in range(T - 1, -1, -1):  # a deterministic step's start scores as its end
+        R[~needed[:, k], k] = R[~needed[:, k], k + 1]
     return R, sec
 
 
@@ -141,11 +151,14 @@ def dense_gain(
     ode_steps: Annotated[int, Ge(1)] | Literal["t"] = "t",
     chunk: Annotated[int, Ge(1)] = 256,
     pipeline: bool = False,
+    score_ode_steps: bool = False,
 ) -> Credit:
     """Step i gets its reward gain R_{i+1} - R_i, R_k = R(decode(ODE_n(x_k))) (DenseGRPO). ``ode_steps``: n, an
     integer or ``t`` (every remaining step); ``chunk``: latents continued, decoded and scored per batch;
-    ``pipeline``: decode and score one chunk in a worker thread while the next one's continuation runs."""
-    R, sec = latent_rewards(model, traj, reward, metadata, ode_steps, chunk, pipeline)
+    ``pipeline``: decode and score one chunk in a worker thread while the next one's continuation runs;
+    ``score_ode_steps``: with n = t, score the latents of deterministic steps too (outside a noise window; their
+    gains are 0 up to rounding, so by default they are not scored)."""
+    R, sec = latent_rewards(model, traj, reward, metadata, ode_steps, chunk, pipeline, score_ode_steps)
     return credit_of(R[:, -1], R[:, 1:] - R[:, :-1], True, torch.ones(len(traj), traj.steps), R, sec, reward)
 
 
@@ -158,9 +171,10 @@ def dense_latent(
     ode_steps: Annotated[int, Ge(1)] | Literal["t"] = "t",
     chunk: Annotated[int, Ge(1)] = 256,
     pipeline: bool = False,
+    score_ode_steps: bool = False,
 ) -> Credit:
     """Step i gets R_{i+1} itself (the paper's dense-latent baseline); arguments as ``dense_gain``."""
-    R, sec = latent_rewards(model, traj, reward, metadata, ode_steps, chunk, pipeline)
+    R, sec = latent_rewards(model, traj, reward, metadata, ode_steps, chunk, pipeline, score_ode_steps)
     return credit_of(R[:, -1], R[:, 1:].clone(), True, torch.ones(len(traj), traj.steps), R, sec, reward)
 
 

@@ -5,7 +5,7 @@ from dgx.sampler.continuation import continuation_path, continue_ode, continue_o
 from dgx.sampler.errors import SamplerError
 from dgx.sampler.flux import FluxModel
 from dgx.sampler.model import Conditioning, FlowModel, SD3Model
-from dgx.sampler.schedules import ConstantNoise, NoiseSchedule, TableNoise, UniformNoise, Windowed
+from dgx.sampler.schedules import ConstantNoise, NoiseSchedule, TableNoise, UniformNoise, Windowed, schedule_at
 from dgx.sampler.steps import StepOutput, cps_step, gaussian_log_prob, ode_step, sde_step, takes_noise
 from dgx.sampler.trajectory import Trajectory, rollout, sample_generator
 
@@ -24,6 +24,7 @@ __all__ = [
     "continuation_path",
     "continue_ode",
     "Windowed",
+    "schedule_at",
     "continue_ode_naive",
     "cps_step",
     "gaussian_log_prob",

@@ -10,7 +10,9 @@ and returns sigma for each step ``grid[i] -> grid[i+1]``:
   the ``psi.json`` that ``dgx calibrate`` writes.
 - ``Windowed(inner, start, stop)``: ``inner``'s sigma on steps ``start <= i < stop`` and 0
   (a deterministic ODE step) elsewhere, as Flow-GRPO-Fast and MixGRPO do: only the window's
-  steps explore and are trained, and the rest of every rollout is the ODE the test uses.
+  steps explore and are trained, and the rest of every rollout is the ODE the test uses. With
+  ``shift`` the window slides through the steps as training goes on (MixGRPO); ``schedule_at``
+  gives a training iteration's schedule.
 
 For the CPS step the value is used as its noise level eta (see ``steps.cps_step``).
 """
@@ -80,9 +82,29 @@ class TableNoise:
 
 @dataclass(frozen=True)
 class Windowed:
+    """``inner``'s sigma on steps [start, stop), 0 elsewhere; with ``shift`` a sliding window (MixGRPO's progressive
+    strategy): ``at(iteration, steps)`` is the window of a training iteration."""
+
     inner: NoiseSchedule
     start: int
     stop: int
+    shift: int = 0
+    every: int = 1
+    roll_back: bool = True
+
+    def at(self, iteration: int, steps: int) -> Windowed:
+        """The fixed window of training iteration ``iteration`` (0-based) on ``steps`` steps: moved by ``shift`` after
+        every ``every`` iterations; one that would pass the end starts over at ``start`` (``roll_back``) or stays
+        at the last whole window."""
+        if not self.shift:
+            return self
+        size, moves = self.stop - self.start, iteration // self.every
+        last = steps - size  # the last start whose window lies within the steps
+        if self.roll_back:
+            start = self.start + self.shift * (moves % ((last - self.start) // self.shift + 1))
+        else:
+            start = min(self.start + self.shift * moves, last)
+        return Windowed(self.inner, start, start + size)
 
     def __call__(self, index: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
         if not 0 <= self.start < self.stop <= len(grid) - 1:
@@ -92,6 +114,11 @@ class Windowed:
         index = torch.as_tensor(index)
         inside = (index >= self.start) & (index < self.stop)
         return torch.where(inside.to(grid.device), self.inner(index, grid), 0.0)
+
+
+def schedule_at(schedule: NoiseSchedule | None, iteration: int, steps: int) -> NoiseSchedule | None:
+    """The noise schedule of training iteration ``iteration``: a sliding window's position then, else ``schedule``."""
+    return schedule.at(iteration, steps) if isinstance(schedule, Windowed) else schedule
 
 
 def psi_stand_in(folder: Path) -> dict:

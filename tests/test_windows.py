@@ -1,0 +1,93 @@
+"""Noise windows: MixGRPO's sliding window against a transcription of its progressive state machine, the trainer's
+rollouts following it, and dense credit scoring only the latents of noisy steps (with n = t the skipped gains are
+zero within 1e-6)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from dgx.sampler import UniformNoise, Windowed, rollout, sample_generator, schedule_at, sde_step
+from dgx_test_helpers import Brightness
+
+
+def mixgrpo_progressive(start: int, size: int, shift: int, every: int, last: int, roll_back: bool, n: int):
+    """The windows of n iterations as MixGRPO's GRPOTrainingStates steps them (progressive strategy, prog_overlap,
+    max_timesteps = the last whole window's start): move after every `every` iterations, past the end roll back or
+    clip."""
+    cur, in_group, out = start, 0, []
+    for _ in range(n):
+        out.append((cur, cur + size))
+        in_group += 1
+        if in_group >= every:
+            in_group = 0
+            cur += shift
+        if cur > last:
+            if roll_back:
+                cur, in_group = start, 0
+            else:
+                cur = last
+    return out
+
+
+@pytest.mark.parametrize(
+    "start,stop,shift,every,roll_back",
+    [(0, 2, 1, 1, True), (0, 4, 1, 25, True), (1, 3, 2, 3, False), (0, 3, 3, 2, True)],
+)
+def test_a_sliding_window_moves_as_mixgrpo_does(start, stop, shift, every, roll_back):
+    steps, n = 10, 120
+    w = Windowed(UniformNoise(0.7), start, stop, shift, every, roll_back)
+    got = [(a.start, a.stop) for a in (w.at(i, steps) for i in range(n))]
+    assert got == mixgrpo_progressive(start, stop - start, shift, every, steps - (stop - start), roll_back, n)
+    grid = torch.linspace(1, 0, steps + 1)
+    sigma = schedule_at(w, 7, steps)(torch.arange(steps), grid)
+    inside = torch.zeros(steps, dtype=torch.bool)
+    inside[got[7][0] : got[7][1]] = True
+    assert (sigma[~inside] == 0).all() and (sigma[inside] > 0).all()
+    assert schedule_at(UniformNoise(0.7), 7, steps) == UniformNoise(0.7)  # a schedule without a window is as it is
+
+
+def test_the_trainer_rolls_out_each_iteration_in_its_window(tmp_path, tiny_pipe_dir, monkeypatch):
+    from dgx.grpo import trainer
+    from dgx.grpo.assembly import assemble
+    from dgx.grpo.registry import Registry
+    from dgx_test_helpers import tiny_config
+
+    cfg = tiny_config(tmp_path, tiny_pipe_dir, iterations=3)
+    from dgx.grpo.config import WindowConfig
+
+    cfg.sampler.noise.window = WindowConfig(start=0, stop=2, shift=1)
+    seen, original = [], trainer.rollout
+
+    def recording(*args, **kwargs):
+        traj = original(*args, **kwargs)
+        seen.append(((traj.stds > 0).all(0)).nonzero().flatten().tolist())
+        return traj
+
+    monkeypatch.setattr(trainer, "rollout", recording)
+    trainer.train(assemble(cfg, Registry([tmp_path / "reg.yaml"])), tmp_path / "run")
+    assert seen == [[0, 1], [1, 2], [2, 3]]  # 4 steps: the window [0, 2) moves one step per iteration
+
+
+def test_dense_credit_scores_only_the_windows_latents(tiny_model):
+    from dgx.rewards.credit import dense_gain
+
+    steps, n = 6, 4
+    texts = ["a red circle", "two blue squares"] * 2
+    gens = [sample_generator(3, 0, s) for s in range(n)]
+    traj = rollout(
+        tiny_model, tiny_model.encode(texts), texts, steps, sde_step, Windowed(UniformNoise(0.7), 2, 4), gens, 2.0
+    )
+    images = []
+
+    def counting(imgs, prompts, metadata=None):
+        images.append(len(imgs))
+        return Brightness()(imgs, prompts)
+
+    full = dense_gain(tiny_model, traj, counting, ode_steps="t", score_ode_steps=True)
+    scored_all, images[:] = sum(images), []
+    window = dense_gain(tiny_model, traj, counting, ode_steps="t")
+    outside = [0, 1, 4, 5]
+    assert full.signal[:, outside].abs().max() < 1e-6  # an ODE step's gain, scored: zero up to rounding
+    assert (window.signal[:, outside] == 0).all()
+    torch.testing.assert_close(window.signal, full.signal, atol=1e-6, rtol=0)
+    assert scored_all == n * (steps + 1) and sum(images) == n * 3  # the window's 2 latents and the final image
