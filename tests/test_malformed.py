@@ -119,6 +119,21 @@ CONFIGS = [
         "sampler.noise.window: [3, 2] must satisfy 0 <= start < stop",
     ),
     (
+        "sliding window with an unknown key",
+        edit("guidance: 2.0}", "guidance: 2.0, noise: {window: {start: 0, stop: 2, shfit: 1}}}"),
+        "sampler.noise.window.shfit: unknown key",
+    ),
+    (
+        "drawn window that also slides",
+        edit("guidance: 2.0}", "guidance: 2.0, noise: {window: {start: 0, stop: 2, shift: 1, draw: [0, 4]}}}"),
+        "sampler.noise.window.draw: [0, 4]: a drawn window takes no shift",
+    ),
+    (
+        "drawn window past the steps",
+        edit("guidance: 2.0}", "guidance: 2.0, noise: {window: {start: 0, stop: 2, draw: [0, 9]}}}"),
+        "sampler.noise.window.draw: [0, 9]: hi must be <= sampler.steps = 4",
+    ),
+    (
         "noise window too long",
         edit("guidance: 2.0}", "guidance: 2.0, noise: {window: [0, 9]}}"),
         "sampler.noise.window: [0, 9] must satisfy",

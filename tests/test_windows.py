@@ -46,6 +46,16 @@ def test_a_sliding_window_moves_as_mixgrpo_does(start, stop, shift, every, roll_
     assert schedule_at(UniformNoise(0.7), 7, steps) == UniformNoise(0.7)  # a schedule without a window is as it is
 
 
+def test_a_drawn_window_starts_uniformly_in_its_range_as_flow_grpo_fast_does():
+    w = Windowed(UniformNoise(0.7), 0, 3, draw=(0, 5))  # Flow-GRPO-Fast's SD3.5 setting on 10 steps: size 3, (0, 5)
+    starts = [w.at(i, 10, seed=7).start for i in range(600)]
+    assert set(starts) == {0, 1, 2} and all(w.at(i, 10, seed=7).stop - s == 3 for i, s in enumerate(starts[:5]))
+    counts = torch.bincount(torch.tensor(starts)).float()
+    assert (counts / 600 - 1 / 3).abs().max() < 0.06  # uniform over lo..hi - size
+    assert starts == [w.at(i, 10, seed=7).start for i in range(600)]  # keyed by (seed, iteration)
+    assert starts != [w.at(i, 10, seed=8).start for i in range(600)]
+
+
 def test_the_trainer_rolls_out_each_iteration_in_its_window(tmp_path, tiny_pipe_dir, monkeypatch):
     from dgx.grpo import trainer
     from dgx.grpo.assembly import assemble

@@ -150,7 +150,7 @@ def build_schedule(cfg: RunConfig, registry: Registry, psi_path: Path | None = N
             f"sampler.noise.window = [{w.start}, {w.stop}] must satisfy 0 <= start < stop <= sampler.steps = "
             f"{cfg.sampler.steps}"
         )
-    return Windowed(schedule, w.start, w.stop, w.shift, w.every, w.roll_back)
+    return Windowed(schedule, w.start, w.stop, w.shift, w.every, w.roll_back, w.draw)
 
 
 def needs_calibration(cfg: RunConfig, registry: Registry) -> bool:

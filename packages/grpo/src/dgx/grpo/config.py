@@ -76,6 +76,11 @@ class WindowConfig(_Strict):
     roll_back: bool = Field(
         True, description="a window that would pass the last step starts over at `start` (else it stays at the end)"
     )
+    draw: tuple[int, int] | None = Field(
+        None,
+        description="[lo, hi]: each iteration's window of stop - start steps starts at a step drawn uniformly from "
+        "lo..hi - (stop - start) (Flow-GRPO-Fast's sde_window_range); None: `start`, moved by `shift`",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -595,6 +600,12 @@ def _sampler_problem(cfg: RunConfig, data: dict, registry: Registry) -> Problem:
         return ("sampler", "noise", "window"), (
             f"[{w.start}, {w.stop}] must satisfy 0 <= start < stop <= sampler.steps = {steps}"
         )
+    if w is not None and w.draw is not None and (w.shift or not 0 <= w.draw[0] <= w.draw[1] - (w.stop - w.start)):
+        return ("sampler", "noise", "window", "draw"), (
+            f"{list(w.draw)}: a drawn window takes no shift, and needs 0 <= lo <= hi - (stop - start)"
+        )
+    if w is not None and w.draw is not None and w.draw[1] > steps:
+        return ("sampler", "noise", "window", "draw"), f"{list(w.draw)}: hi must be <= sampler.steps = {steps}"
     return None
 
 

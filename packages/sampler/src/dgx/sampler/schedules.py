@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Protocol, Sequence
 
+import numpy as np
 import torch
 from annotated_types import Ge
 from dgx.sampler.errors import SamplerError
@@ -91,14 +92,21 @@ class Windowed:
     shift: int = 0
     every: int = 1
     roll_back: bool = True
+    draw: tuple[int, int] | None = None
 
-    def at(self, iteration: int, steps: int) -> Windowed:
+    def at(self, iteration: int, steps: int, seed: int = 0) -> Windowed:
         """The fixed window of training iteration ``iteration`` (0-based) on ``steps`` steps: moved by ``shift`` after
-        every ``every`` iterations; one that would pass the end starts over at ``start`` (``roll_back``) or stays
-        at the last whole window."""
+        every ``every`` iterations, one that would pass the end starting over at ``start`` (``roll_back``) or staying
+        at the last whole window; with ``draw = (lo, hi)`` starting at a step drawn uniformly from lo..hi - size,
+        keyed by (seed, iteration) (Flow-GRPO-Fast)."""
+        size = self.stop - self.start
+        if self.draw is not None:
+            lo, hi = self.draw
+            start = int(np.random.default_rng([seed, iteration, 1]).integers(lo, hi - size + 1))
+            return Windowed(self.inner, start, start + size)
         if not self.shift:
             return self
-        size, moves = self.stop - self.start, iteration // self.every
+        moves = iteration // self.every
         last = steps - size  # the last start whose window lies within the steps
         if self.roll_back:
             start = self.start + self.shift * (moves % ((last - self.start) // self.shift + 1))
@@ -116,9 +124,10 @@ class Windowed:
         return torch.where(inside.to(grid.device), self.inner(index, grid), 0.0)
 
 
-def schedule_at(schedule: NoiseSchedule | None, iteration: int, steps: int) -> NoiseSchedule | None:
-    """The noise schedule of training iteration ``iteration``: a sliding window's position then, else ``schedule``."""
-    return schedule.at(iteration, steps) if isinstance(schedule, Windowed) else schedule
+def schedule_at(schedule: NoiseSchedule | None, iteration: int, steps: int, seed: int = 0) -> NoiseSchedule | None:
+    """The noise schedule of training iteration ``iteration`` of a run of ``seed``: a moving window's place then, else
+    ``schedule``."""
+    return schedule.at(iteration, steps, seed) if isinstance(schedule, Windowed) else schedule
 
 
 def psi_stand_in(folder: Path) -> dict:
