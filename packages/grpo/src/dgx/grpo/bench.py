@@ -37,6 +37,14 @@ TASKS = {  # name -> (config, what it shows)
         "comparisons on a CPU. It does not test alignment: ink rewards more or darker paint whatever the prompt asks "
         "for, so the strict GenEval score beside it is there to show what the ink gain costs the prompt's rules.",
     ),
+    "methods": (
+        "configs/shapes_methods.yaml",
+        "The mechanism task's `ink` reward on 10 denoising steps, with the field's methods beside Flow-GRPO and "
+        "DenseGRPO as config swaps of one base: MixGRPO's sliding noise window (with the sparse reward, and with "
+        "DenseGRPO's dense gain scored on the window only), Flow-GRPO-Fast's drawn window, Flow-DPPO's KL trust "
+        "region and GRPO-Guard's normalised ratio. Gains are paired differences on the same test images; costs are "
+        "measured in the same run.",
+    ),
     "preference": (
         "configs/shapes_preference.yaml",
         "The shapes world trained on its PickScore (a small CLIP preference model), the analogue of the paper's "
@@ -60,6 +68,12 @@ CLAIMS = [  # (claim, better, worse)
     ("n = t > n = 2", "dense_grpo", "dense_grpo_n2"),
     ("n = 2 > n = 1", "dense_grpo_n2", "dense_grpo_n1"),
     ("uniform dense > Flow-GRPO", "dense_uniform", "flow_grpo"),
+    ("windowed DenseGRPO > MixGRPO (same sliding window, sparse reward)", "dense_window", "mixgrpo"),
+    ("DenseGRPO on every step > on a sliding window of 2", "dense_grpo", "dense_window"),
+    ("MixGRPO > Flow-GRPO", "mixgrpo", "flow_grpo"),
+    ("Flow-GRPO-Fast > Flow-GRPO", "flow_grpo_fast", "flow_grpo"),
+    ("Flow-DPPO > Flow-GRPO", "flow_dppo", "flow_grpo"),
+    ("GRPO-Guard > Flow-GRPO", "grpo_guard", "flow_grpo"),
 ]
 
 

@@ -250,10 +250,11 @@ def eval_cmd(file: Path, adapter: Path | None, variant: str | None, out: Path | 
 @main.command("bench")
 @click.option(
     "--task",
-    type=click.Choice(["mechanism", "preference", "all"]),
+    type=click.Choice(["mechanism", "methods", "preference", "all"]),
     default="all",
     show_default=True,
-    help="mechanism: the smooth ink reward (resolves on a CPU); preference: the shapes PickScore.",
+    help="mechanism: the smooth ink reward (resolves on a CPU); methods: the field's methods on it; preference: the "
+    "shapes PickScore.",
 )
 @click.option("--quick", is_flag=True, help="Smoke run: 1 iteration, 1 seed, 12 test prompts (a few minutes).")
 @click.option("--resume", is_flag=True, help="Keep finished runs and continue the others (after a crash).")

@@ -15,7 +15,7 @@ with no test edit.
 - objective: advantages of the credit's shape, and a loss whose gradient raises the log-prob of a step with a positive
   advantage and lowers it for a negative one;
 - model: ``encode``, ``velocity`` (the latents' shape, one call and two evaluations counted for a CFG pair of two),
-  ``decode`` to [0, 1] images, a time grid from 1 to 0, on its device, and LoRA targets that match its layers;
+  ``decode`` to [0, 1] images (each counted), a time grid from 1 to 0, on its device, and LoRA targets that match its layers;
 - evaluation: per-image records in image order and the same records on a second call (image i has the same prompt
   and noise for every model, so gains pair image by image), a numeric headline first in the summary;
 - prompts: a non-empty train and test split of metadata dicts, each with a prompt.
@@ -178,13 +178,14 @@ def check_model(model) -> None:
     grid = model.grid(3)
     _require(grid.shape == (4,) and bool((grid[1:] < grid[:-1]).all()), "a decreasing time grid of steps + 1 points")
     _require(x.device == torch.device(model.device), f"latents on {x.device}, the model on {model.device}")
-    calls, evaluations = model.calls, model.evaluations
+    calls, evaluations, decodes = model.calls, model.evaluations, model.decodes
     with torch.no_grad():
         v = model.velocity(x, grid[0].expand(2), cond, 2.0)
         images = model.decode(x)
     _require(v.shape == x.shape and bool(torch.isfinite(v).all()), "a finite velocity of the latents' shape")
     counted = (model.calls - calls, model.evaluations - evaluations)
     _require(counted in ((1, 2), (1, 4)), f"one call, one evaluation per image (two with CFG) counted: {counted}")
+    _require(model.decodes - decodes == 2, f"two decoded images counted: {model.decodes - decodes}")
     _require(images.shape[:2] == (2, 3) and bool(((images >= 0) & (images <= 1)).all()), "[0, 1] RGB images")
     names = [n for n, _ in model.transformer.named_modules()]
     for target in model.lora_targets:

@@ -66,12 +66,16 @@ def iteration_seconds(row: dict) -> float:
 
 
 def training_cost(rows: list[dict]) -> dict[str, float]:
-    """Seconds (rollout + credit + update) and model calls per iteration of one run's metrics rows, and its
-    peak GPU memory where every row logged one (``gpu_peak_gib``: building, sharding and training)."""
+    """Seconds (rollout + credit + update; the median over the iterations after the first, which pays the warm-up),
+    model calls and decoded (= scored) images per iteration of one run's metrics rows, and its peak GPU memory where
+    every row logged one (``gpu_peak_gib``: building, sharding and training)."""
+    timed = rows[1:] or rows
     cost = {
-        "seconds_per_iter": float(np.mean([iteration_seconds(r) for r in rows])),
+        "seconds_per_iter": float(np.median([iteration_seconds(r) for r in timed])),
         "model_calls_per_iter": float(np.mean([r["model_calls"] for r in rows])),
     }
+    if all("decoded_images" in r for r in rows):
+        cost["decodes_per_iter"] = float(np.mean([r["decoded_images"] for r in rows]))
     if all("gpu_peak_gib" in r for r in rows):
         cost["gpu_peak_gib"] = max(r["gpu_peak_gib"] for r in rows)
     return cost
@@ -99,8 +103,9 @@ def evaluation_overhead(run_dirs: dict[str, list[Path]]) -> list[str]:
 
 
 def cost_table(out: Path, run_dirs: dict[str, list[Path]]) -> tuple[str, str] | None:
-    """``cost.md`` / ``cost.csv``: each run's seconds and model calls per iteration and their ratios to the first
-    variant's, measured in the same run; returns (that variant, the Markdown table), or None without metrics."""
+    """``cost.md`` / ``cost.csv``: each run's seconds (median), model calls and decoded images per iteration and the
+    ratios to the first variant's, measured in the same run; returns (that variant, the Markdown table), or None
+    without metrics."""
     from dgx.eval.tables import write_tables
 
     cost: dict[str, list[dict]] = {}

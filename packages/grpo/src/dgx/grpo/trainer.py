@@ -224,7 +224,7 @@ def iteration(run: Run, it: int) -> dict:
     """
     cfg, parts, acc, policy = run.cfg, run.parts, run.acc, run.policy
     tc, model, G = cfg.train, policy.model, cfg.train.group_size
-    sec, calls0, evaluations0 = {}, model.calls, model.evaluations
+    sec, calls0, evaluations0, decodes0 = {}, model.calls, model.evaluations, model.decodes
     pick = choose_prompts(parts.prompts, tc.prompts_per_iter, np.random.default_rng([cfg.seed, it]), tc.prompt_sampling)
     metas = [parts.prompts[pick[s // G]] for s in range(run.lo, run.hi)]
     texts = [m["prompt"] for m in metas]
@@ -276,6 +276,7 @@ def iteration(run: Run, it: int) -> dict:
         "lr": lr,
         "model_calls": model.calls - calls0,
         "model_evaluations": model.evaluations - evaluations0,
+        "decoded_images": model.decodes - decodes0,  # each one scored by the reward
         **stats,
         **{f"seconds_{k}": v for k, v in sec.items()},
     }

@@ -64,10 +64,14 @@ def guided(v_u: torch.Tensor, v_c: torch.Tensor, guidance: float, detach_uncond:
 
 class FlowModel(Protocol):
     """What samplers, rewards and the trainer call on a model. ``lora_targets``: the module-name suffixes a LoRA
-    adapts by default (peft ``target_modules``), the family's reference choice."""
+    adapts by default (peft ``target_modules``), the family's reference choice; ``calls``, ``evaluations`` and
+    ``decodes`` count its work (``PipelineModel``)."""
 
     transformer: torch.nn.Module
     lora_targets: tuple[str, ...]
+    calls: int
+    evaluations: int
+    decodes: int
 
     def encode(self, prompts: list[str], negative: str = "") -> Conditioning: ...
     def velocity(
@@ -99,8 +103,9 @@ def load_pipeline(pipeline_cls, path: str | Path, dtype: torch.dtype, device: st
 
 class PipelineModel:
     """What the diffusers adapters share: NCHW float32 latents drawn per sample, VAE decoding, and
-    ``calls``, the count of transformer forward passes (a CFG pair counts once; it is one batch), and
-    ``evaluations``, the count of per-image forward passes (a batch of B counts B, a CFG pair 2B): the work.
+    ``calls``, the count of transformer forward passes (a CFG pair counts once; it is one batch),
+    ``evaluations``, the count of per-image forward passes (a batch of B counts B, a CFG pair 2B), and
+    ``decodes``, the count of images the VAE decoded: the work.
     ``transformer`` is what forward passes go through (a trainer may swap in a DDP wrapper);
     config and dtype are read from the pipeline's own module."""
 
@@ -119,7 +124,7 @@ class PipelineModel:
         self.vae = pipe.vae
         self.device = torch.device(device)
         self.latent_channels = latent_channels
-        self.calls = self.evaluations = 0
+        self.calls = self.evaluations = self.decodes = 0
 
     @classmethod
     def from_pretrained(
@@ -175,6 +180,7 @@ class PipelineModel:
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents (n, C, h, w) -> images float [0, 1] NCHW."""
+        self.decodes += latents.shape[0]
         cfg = self.vae.config
         z = latents.to(self.vae.dtype) / cfg.scaling_factor + (cfg.shift_factor or 0.0)
         img = self.vae.decode(z).sample.float()
