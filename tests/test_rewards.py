@@ -439,6 +439,37 @@ def test_dense_gains_telescope_and_vanish_on_ode():
     assert c.signal.abs().max() < 1e-5
 
 
+def tp_grpo_reference(R: torch.Tensor, eta: float) -> torch.Tensor:
+    """TP-GRPO's process rewards as its authors' training script computes them with its demo config's defaults
+    (YunzeTong/TurningPoint-GRPO scripts/my_train_sd3_fast_with_op3.py: take_delta_global_as_main, use_delta_global,
+    apply_first_step_bonus), transcribed loop by loop: R_0 the ODE reward, R_t after t noisy steps."""
+    sequence = [R[:, k] for k in range(R.shape[1])]
+    delta_global = sequence[-1] - sequence[0]
+    d_list = [sequence[t] - sequence[t - 1] for t in range(1, len(sequence))]
+    s_list = [torch.sign(d) * torch.sign(delta_global) for d in d_list]
+    out = []
+    for t in range(len(s_list)):
+        indicator = (s_list[0] > 0).float() if t == 0 else ((s_list[t - 1] < 0).float() * (s_list[t] > 0).float())
+        out.append(delta_global + eta * indicator * d_list[t])
+    return torch.stack(out, dim=1)
+
+
+def test_turning_point_credit_matches_tp_grpos_script():
+    from dgx.rewards.credit import turning_point
+
+    def wavy(images, prompts, metadata=None):  # a reward whose latent rewards go up and down along a trajectory
+        return torch.sin(5 * images.sum(1))
+
+    traj = _traj(n=16, T=8)
+    c = turning_point(LinearFlow(), traj, wavy, eta=0.5)
+    assert c.per_step and c.signal.shape == (16, 8)
+    torch.testing.assert_close(c.signal, tp_grpo_reference(c.latent_rewards, 0.5))
+    d = c.latent_rewards[:, 1:] - c.latent_rewards[:, :-1]
+    total = c.latent_rewards[:, -1] - c.latent_rewards[:, 0]
+    assert (c.signal != total[:, None]).any()  # some turning points were found
+    assert ((c.signal - total[:, None]).abs() <= 0.5 * d.abs() + 1e-7).all()
+
+
 def test_dense_latent_sparse_and_coca_values():
     traj = _traj()
     dl = dense_latent(LinearFlow(), traj, latent_sum, ode_steps=1)

@@ -42,7 +42,7 @@ TASKS = {  # name -> (config, what it shows)
         "The mechanism task's `ink` reward on 10 denoising steps, with the field's methods beside Flow-GRPO and "
         "DenseGRPO as config swaps of one base: MixGRPO's sliding noise window (with the sparse reward, and with "
         "DenseGRPO's dense gain scored on the window only), Flow-GRPO-Fast's drawn window, Flow-DPPO's KL trust "
-        "region and GRPO-Guard's normalised ratio. Gains are paired differences on the same test images; costs are "
+        "region, GRPO-Guard's normalised ratio, TP-GRPO's turning points and Stepwise-Flow-GRPO's one-step gains. Gains are paired differences on the same test images; costs are "
         "measured in the same run.",
     ),
     "preference": (
@@ -74,6 +74,9 @@ CLAIMS = [  # (claim, better, worse)
     ("Flow-GRPO-Fast > Flow-GRPO", "flow_grpo_fast", "flow_grpo"),
     ("Flow-DPPO > Flow-GRPO", "flow_dppo", "flow_grpo"),
     ("GRPO-Guard > Flow-GRPO", "grpo_guard", "flow_grpo"),
+    ("TP-GRPO > Flow-GRPO", "tp_grpo", "flow_grpo"),
+    ("DenseGRPO > TP-GRPO", "dense_grpo", "tp_grpo"),
+    ("DenseGRPO (n = t) > Stepwise-Flow-GRPO's one-step gains (n = 1)", "dense_grpo", "stepwise"),
 ]
 
 

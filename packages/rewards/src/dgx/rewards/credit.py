@@ -7,6 +7,8 @@ x_i -> x_{i+1} on the grid (latent index i at time grid[i], i = 0 is noise, T cl
 - dense_gain (DenseGRPO): R_k = R(decode(ODE_n(x_k))); step i gets dR = R_{i+1} - R_i,
   normalised per prompt group AND per step.
 - dense_latent (paper's baseline): step i gets R_{i+1}, normalised per group and step.
+- turning_point (TP-GRPO): every step gets R_T - R_0, and the steps where the gain's trend turns towards the
+  trajectory's add their own gain.
 - coca: trajectory-wise advantage A of R(x_T), spread over steps by latent change:
   A_{i} = A * T * ||x_{i+1} - x_i|| / sum_j ||x_{j+1} - x_j||  (our reading of CoCA's
   contribution weighting with latent change as the contribution measure; the weights
@@ -176,6 +178,31 @@ def dense_latent(
     """Step i gets R_{i+1} itself (the paper's dense-latent baseline); arguments as ``dense_gain``."""
     R, sec = latent_rewards(model, traj, reward, metadata, ode_steps, chunk, pipeline, score_ode_steps)
     return credit_of(R[:, -1], R[:, 1:].clone(), True, torch.ones(len(traj), traj.steps), R, sec, reward)
+
+
+def turning_point(
+    model: FlowModel,
+    traj: Trajectory,
+    reward: Reward,
+    metadata=None,
+    *,
+    eta: float = 1.0,
+    first_step: bool = True,
+    chunk: Annotated[int, Ge(1)] = 256,
+    pipeline: bool = False,
+) -> Credit:
+    """TP-GRPO: every step gets the trajectory's total gain D = R_T - R_0, and a turning point adds ``eta`` times its
+    own gain d_i = R_{i+1} - R_i (R_k = R(decode(ODE_t(x_k)))). With s_i = sign(d_i) sign(D), step i > 0 is a
+    turning point when s_{i-1} < 0 < s_i (the trend turns towards the trajectory's), step 0 when s_0 > 0
+    (``first_step``). Normalised per group and step, as DenseGRPO's gains."""
+    R, sec = latent_rewards(model, traj, reward, metadata, "t", chunk, pipeline)
+    d, total = R[:, 1:] - R[:, :-1], R[:, -1] - R[:, 0]
+    s = torch.sign(d) * torch.sign(total).unsqueeze(1)
+    turn = torch.zeros_like(s, dtype=torch.bool)
+    turn[:, 0] = (s[:, 0] > 0) & first_step
+    turn[:, 1:] = (s[:, :-1] < 0) & (s[:, 1:] > 0)
+    signal = total.unsqueeze(1) + eta * turn * d
+    return credit_of(R[:, -1], signal, True, torch.ones(len(traj), traj.steps), R, sec, reward)
 
 
 def coca_weights(latents: torch.Tensor) -> torch.Tensor:
