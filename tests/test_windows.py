@@ -78,15 +78,60 @@ def test_the_trainer_rolls_out_each_iteration_in_its_window(tmp_path, tiny_pipe_
     assert seen == [[0, 1], [1, 2], [2, 3]]  # 4 steps: the window [0, 2) moves one step per iteration
 
 
-def test_dense_credit_scores_only_the_windows_latents(tiny_model):
+class GaussianFlow:
+    """The closed-form velocity of N(0, 0.25 I) data on a grid of our choosing."""
+
+    def __init__(self, grid: torch.Tensor):
+        self._grid, self.calls = grid, 0
+
+    def velocity(self, x, t, cond=None, guidance=1.0, detach_uncond=False):
+        self.calls += 1
+        t = torch.as_tensor(t, dtype=torch.float32).reshape(-1, 1)
+        var = (1 - t) ** 2 * 0.25 + t**2
+        return t / var * x - (1 - t) * 0.25 / var * x
+
+    def grid(self, steps):
+        return self._grid
+
+    def init_latents(self, n, generator, height=None, width=None):
+        return torch.randn((n, 3), generator=generator)
+
+
+def test_heun_steps_match_diffusers_flow_match_heun_scheduler():
+    from diffusers import FlowMatchHeunDiscreteScheduler
+    from dgx.sampler import ConstantNoise
+    from dgx.sampler.model import Conditioning
+
+    sched = FlowMatchHeunDiscreteScheduler(shift=3.0)
+    sched.set_timesteps(6)
+    grid = torch.unique_consecutive(sched.sigmas.float())  # the scheduler's sigmas, each once
+    flow = GaussianFlow(grid)
+    x0 = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    x = x0.clone()
+    for t in sched.timesteps:
+        x = sched.step(flow.velocity(x, (t / 1000).expand(4)), t, x).prev_sample
+    cond = Conditioning(torch.zeros(4, 1, 1), torch.zeros(4, 1))
+    flow.calls = 0
+    traj = rollout(flow, cond, [""] * 4, 6, sde_step, ConstantNoise(0.0), None, latents=x0, ode_solver="heun")
+    torch.testing.assert_close(traj.latents[:, -1], x, atol=1e-6, rtol=0)
+    assert flow.calls == 6 + 5  # one more call per step, but for the last
+    euler = rollout(flow, cond, [""] * 4, 6, sde_step, ConstantNoise(0.0), None, latents=x0)
+    fine = rollout(
+        GaussianFlow(torch.linspace(1, 0, 2001)), cond, [""] * 4, 2000, sde_step, ConstantNoise(0.0), None, latents=x0
+    ).latents[:, -1]
+    assert (traj.latents[:, -1] - fine).abs().max() < (euler.latents[:, -1] - fine).abs().max() / 3
+
+
+@pytest.mark.parametrize("solver", ["euler", "heun"])
+def test_dense_credit_scores_only_the_windows_latents(tiny_model, solver):
     from dgx.rewards.credit import dense_gain
 
     steps, n = 6, 4
     texts = ["a red circle", "two blue squares"] * 2
     gens = [sample_generator(3, 0, s) for s in range(n)]
-    traj = rollout(
-        tiny_model, tiny_model.encode(texts), texts, steps, sde_step, Windowed(UniformNoise(0.7), 2, 4), gens, 2.0
-    )
+    window = Windowed(UniformNoise(0.7), 2, 4)
+    cond = tiny_model.encode(texts)
+    traj = rollout(tiny_model, cond, texts, steps, sde_step, window, gens, 2.0, ode_solver=solver)
     images = []
 
     def counting(imgs, prompts, metadata=None):

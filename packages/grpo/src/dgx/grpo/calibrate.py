@@ -57,7 +57,17 @@ def dense_rewards(parts: Assembly, schedule, key: int, n_prompts: int | None = N
     uniq = sorted(set(texts))
     cond = model.encode(uniq).index([uniq.index(p) for p in texts])
     gens = [sample_generator(cfg.seed, key, s) for s in mine]
-    traj = rollout(model, cond, texts, cfg.sampler.steps, parts.step, schedule, gens, cfg.sampler.guidance)
+    traj = rollout(
+        model,
+        cond,
+        texts,
+        cfg.sampler.steps,
+        parts.step,
+        schedule,
+        gens,
+        cfg.sampler.guidance,
+        ode_solver=cfg.sampler.ode_solver,
+    )
     credit = parts.credit(model, traj, parts.reward, metas)
     if not credit.per_step:
         raise ConfigError(

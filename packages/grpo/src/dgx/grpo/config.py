@@ -104,6 +104,11 @@ class SamplerConfig(_Strict):
     steps: int = Field(10, ge=1, description="T, denoising steps per training rollout")
     guidance: float = Field(1.0, ge=0, le=100, description="classifier-free guidance scale (1 = off)")
     noise: NoiseConfig = Field(default_factory=NoiseConfig)
+    ode_solver: Literal["euler", "heun"] = Field(
+        "euler",
+        description="the training rollouts' steps that draw no noise (outside a window) and the dense credit's "
+        "continuations: Euler, or Heun's second order (one more model call a step; the last step stays Euler)",
+    )
 
 
 class RewardConfig(Node):

@@ -234,7 +234,17 @@ def iteration(run: Run, it: int) -> dict:
     cond = model.encode(uniq).index([uniq.index(p) for p in texts])
     gens = [sample_generator(cfg.seed, it, s) for s in range(run.lo, run.hi)]
     schedule = schedule_at(run.schedule, it, cfg.sampler.steps, cfg.seed)  # a sliding window's place this iteration
-    traj = rollout(model, cond, texts, cfg.sampler.steps, parts.step, schedule, gens, cfg.sampler.guidance)
+    traj = rollout(
+        model,
+        cond,
+        texts,
+        cfg.sampler.steps,
+        parts.step,
+        schedule,
+        gens,
+        cfg.sampler.guidance,
+        ode_solver=cfg.sampler.ode_solver,
+    )
     sec["rollout"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -1,7 +1,8 @@
 """ODE_n continuation: deterministic denoising of intermediate latents to t = 0.
 
 DenseGRPO scores every intermediate latent x_k of a trajectory by denoising it with the
-ODE to a clean latent xhat_k (docs/method.md, section 3). ``n`` is the number of Euler steps:
+ODE to a clean latent xhat_k (docs/method.md, section 3), with the solver the trajectory's own deterministic steps
+used (Euler, or Heun: ``Trajectory.ode_solver``). ``n`` is the number of ODE steps:
 ``"t"`` follows the remaining grid (k -> T, T - k steps); an integer n uses n steps on
 the remaining grid (indices spread evenly from k to T; n = 1 is the x0 jump x - t v).
 
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from dgx.sampler.errors import SamplerError
 from dgx.sampler.model import FlowModel
+from dgx.sampler.steps import heun
 from dgx.sampler.trajectory import Trajectory
 
 
@@ -64,13 +66,19 @@ def continue_items(
             v = traj.velocities[bs[live], torch.tensor([paths[i][0] for i in live.tolist()])]
         else:
             v = model.velocity(x[live], t, cond.index(live), traj.guidance)
-        x[live] = x[live] + v * (t_next - t).view(-1, *([1] * (x.ndim - 1)))
+        euler = x[live] + v * (t_next - t).view(-1, *([1] * (x.ndim - 1)))
+        second = (t_next > 0) if traj.ode_solver == "heun" else torch.zeros_like(t_next, dtype=torch.bool)
+        if second.any():  # Heun's correction, as the rollout's deterministic steps (the step to t = 0 stays Euler)
+            at, on = live[second], second.nonzero().flatten()
+            v_next = model.velocity(euler[on], t_next[on], cond.index(at), traj.guidance)
+            euler[on] = heun(x[at], v[on], v_next, t[on], t_next[on])
+        x[live] = euler
     return x
 
 
 @torch.no_grad()
 def continue_ode_naive(model: FlowModel, traj: Trajectory, n: int | str = "t") -> torch.Tensor:
-    """Reference: a fresh ODE from each x_k, one (trajectory, k) at a time, no reuse."""
+    """Reference: a fresh Euler ODE from each x_k, one (trajectory, k) at a time, no reuse."""
     B, T = len(traj), traj.steps
     out = traj.latents.clone()
     for b in range(B):

@@ -64,6 +64,12 @@ def ode_step(x, v, t, t_next, sigma=None, generator=None, x_next=None) -> StepOu
     return StepOutput(mean, zero, mean, zero, zero)
 
 
+def heun(x: torch.Tensor, v: torch.Tensor, v_next: torch.Tensor, t, t_next) -> torch.Tensor:
+    """Heun's second-order ODE step: x_next = x + (v + v_next) / 2 * dt, where ``v_next`` is the velocity at the Euler
+    point x + v dt and t_next (diffusers' ``FlowMatchHeunDiscreteScheduler``, whose last step, to t = 0, is Euler)."""
+    return x.float() + (v.float() + v_next.float()) / 2 * (_bcast(t_next, x) - _bcast(t, x))
+
+
 def sde_step(x, v, t, t_next, sigma, generator=None, x_next=None) -> StepOutput:
     """Flow-GRPO SDE step with the same marginals as the ODE:
 

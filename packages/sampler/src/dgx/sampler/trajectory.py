@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import torch
 from dgx.sampler.model import Conditioning, FlowModel
 from dgx.sampler.schedules import NoiseSchedule
-from dgx.sampler.steps import StepOutput
+from dgx.sampler.steps import StepOutput, heun
 
 
 @dataclass
@@ -28,6 +28,7 @@ class Trajectory:
     cond: Conditioning
     prompts: list[str]
     guidance: float
+    ode_solver: str = "euler"  # how its deterministic steps were taken; continuations take them the same way
 
     @property
     def steps(self) -> int:
@@ -48,11 +49,14 @@ def rollout(
     generator: torch.Generator | list[torch.Generator],
     guidance: float = 1.0,
     latents: torch.Tensor | None = None,
+    ode_solver: Literal["euler", "heun"] = "euler",
 ) -> Trajectory:
     """Sample ``len(prompts)`` trajectories of ``steps`` steps.
 
     Every draw uses ``generator``; with a list (one per sample) each trajectory depends only
-    on its own generator, whatever the batch it is sampled in.
+    on its own generator, whatever the batch it is sampled in. A step that draws no noise (sigma = 0, outside a
+    noise window) is an Euler step, or with ``ode_solver="heun"`` Heun's (one more model call; the last step, to
+    t = 0, stays Euler).
     """
     grid = model.grid(steps)
     x = model.init_latents(len(prompts), generator) if latents is None else latents.float()
@@ -62,6 +66,10 @@ def rollout(
         v = model.velocity(x, t, cond, guidance)
         sigma = None if schedule is None else schedule(torch.full((len(x),), i, dtype=torch.long), grid)
         out = step_fn(x, v, t, t_next, sigma, generator=generator)
+        if ode_solver == "heun" and i + 1 < steps and not bool((out.std > 0).any()):
+            v_next = model.velocity(out.sample, t_next, cond, guidance)  # at the Euler point
+            x_next = heun(x, v, v_next, t, t_next)
+            out = StepOutput(x_next, out.log_prob, x_next, out.std, out.level)
         x = out.sample
         xs.append(x)
         lps.append(out.log_prob)
@@ -78,6 +86,7 @@ def rollout(
         cond,
         list(prompts),
         guidance,
+        ode_solver,
     )
 
 
