@@ -3,6 +3,8 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+# the prompt sets' cache (dgx data): empty, and never the user's
+os.environ["DGX_DATA"] = os.path.join(__import__("tempfile").mkdtemp(prefix="dgx-data-"), "cache")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -135,24 +135,6 @@ class NanForBlue(Brightness):
         return torch.where(torch.tensor(["blue" in p for p in prompts]), float("nan"), r)
 
 
-def user_data(folder: Path, config: Path) -> list[Path]:
-    """The prompt files a paper config expects the user to provide (``data/...``), created under ``folder`` with one
-    prompt each, so that the config can validate from ``folder``."""
-    import re
-
-    made = []
-    for rel in sorted(set(re.findall(r"data/[\w./-]+\.(?:txt|jsonl)", Path(config).read_text()))):
-        path = Path(folder) / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(
-            '{"prompt": "a photo of a cat", "tag": "single_object"}\n'
-            if rel.endswith(".jsonl")
-            else 'a sign that says "dgx"\n'
-        )
-        made.append(path)
-    return made
-
-
 def accelerate_launch(mode: list[str], processes: int, port: int, *args: str) -> list[str]:
     """``python -m accelerate.commands.launch MODE --num_processes N ... ARGS`` on one machine, no mixed precision
     or dynamo (``mode``: ``["--multi_gpu"]``, which runs gloo on CPUs, ``["--cpu"]`` or ``["--config_file", F]``)."""

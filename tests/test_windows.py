@@ -98,9 +98,9 @@ class GaussianFlow:
 
 
 def test_heun_steps_match_diffusers_flow_match_heun_scheduler():
-    from diffusers import FlowMatchHeunDiscreteScheduler
     from dgx.sampler import ConstantNoise
     from dgx.sampler.model import Conditioning
+    from diffusers import FlowMatchHeunDiscreteScheduler
 
     sched = FlowMatchHeunDiscreteScheduler(shift=3.0)
     sched.set_timesteps(6)

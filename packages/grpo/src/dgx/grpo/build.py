@@ -18,17 +18,21 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def resolve_path(path: str) -> str:
-    """``pkg://package/sub/path`` -> the folder inside an installed package; else unchanged."""
+    """``pkg://package/sub/path`` -> the folder inside an installed package; ``data://NAME`` -> the local file of a
+    prompt set (``dgx.grpo.data``, fetched on first use); else unchanged."""
     if path.startswith("pkg://"):
         pkg, _, sub = path[len("pkg://") :].partition("/")
         return str(resources.files(pkg).joinpath(sub))
-    return path
+    from dgx.grpo.data import resolve
+
+    return resolve(path)
 
 
 def entry_arguments(entry: Entry, section: str, factory, given: dict | None = None, explicit=()) -> dict:
     """The keyword arguments a registry entry's implementation gets: ``given`` (from the config), with the entry's
-    ``defaults`` (``pkg://`` paths resolved) in place of any key the config did not set (``explicit``). The same rule
-    for every kind of component. A default the implementation does not take is a ConfigError naming it."""
+    ``defaults`` in place of any key the config did not set (``explicit``), ``pkg://`` and ``data://`` paths resolved
+    (``resolve_path``). The same rule for every kind of component. A default the implementation does not take is a
+    ConfigError naming it."""
     bad, takes = defaults_not_taken(entry, factory)
     if bad:
         raise ConfigError(
@@ -38,8 +42,8 @@ def entry_arguments(entry: Entry, section: str, factory, given: dict | None = No
     out = dict(given or {})
     for k, v in entry.defaults.items():
         if k not in explicit:
-            out[k] = resolve_path(v) if isinstance(v, str) else v
-    return out
+            out[k] = v
+    return {k: resolve_path(v) if isinstance(v, str) else v for k, v in out.items()}
 
 
 def node_arguments(node, section: str, registry: Registry) -> tuple[object, dict]:

@@ -1,4 +1,4 @@
-"""The ``dgx`` command line: run, calibrate, eval, bench, push, registry, validate.
+"""The ``dgx`` command line: run, calibrate, eval, bench, push, registry, validate, data.
 
 Every failure prints one line, ``error: ...``, and exits non-zero (2 for a config or run error the message explains,
 1 for anything else: a file, a model that cannot load, the network); ``dgx --debug ...`` shows the traceback.
@@ -245,6 +245,25 @@ def eval_cmd(file: Path, adapter: Path | None, variant: str | None, out: Path | 
     summary = evaluate_file(file, adapter=adapter, variant=variant, out=out, overrides=_overrides(sets))
     for k, v in summary.items() if _main_process() else ():
         click.echo(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
+
+
+@main.command("data")
+@click.argument("names", nargs=-1)
+@click.option("--all", "fetch_all", is_flag=True, help="Fetch every set.")
+def data_cmd(names: tuple[str, ...], fetch_all: bool) -> None:
+    """Fetch the paper's prompt sets (Flow-GRPO's, at a pinned commit, sha256-checked) into the cache that configs
+    read as data://NAME; without NAME, list them."""
+    from dgx.grpo import data
+
+    if not names and not fetch_all:
+        for name, f in data.SETS.items():
+            path = data.cached(name)
+            check = "pinned sha256" if f.sha256 else "sha256 recorded on first download (kept outside git there)"
+            click.echo(f"  {name:16s} {'cached: ' + str(path) if path else 'not fetched'}  [{f.path}, {check}]")
+        click.echo(f"cache: {data.cache_dir()} ({data.REPOSITORY} at {data.COMMIT[:7]})")
+        return
+    for name in data.SETS if fetch_all else names:
+        click.echo(f"{name}: {data.fetch(name, progress=_main_process())}")
 
 
 @main.command("bench")

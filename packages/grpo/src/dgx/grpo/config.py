@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
 
-from dgx.grpo import yamlfile
+from dgx.grpo import data, yamlfile
 from dgx.grpo.errors import ConfigError
 from dgx.grpo.metrics import missing_tracker
 from dgx.grpo.nodes import NodeError, check_arguments
@@ -547,7 +547,11 @@ def _importable(entry, at: str) -> None:
 def _prompt_file(path: str, needs_tags: bool = False) -> str | None:
     """Why a prompt file cannot serve, or None: missing, unreadable, empty, a NUL byte, or (JSONL) a line that is
     not a JSON object with a ``prompt`` (and a ``tag`` where ``needs_tags``), each naming the first bad line."""
-    p = Path(path)
+    if path.startswith(data.SCHEME) and path[len(data.SCHEME) :] not in data.SETS:
+        return f"unknown data set {path!r} (known: {', '.join(data.SCHEME + n for n in data.SETS)})"
+    p = _local_prompts(path)
+    if p is None:  # a data set not fetched yet: a warning (implausible), fetched on first use
+        return None
     if not p.is_file():
         return f"prompt file {path!r} not found"
     try:
@@ -679,11 +683,23 @@ def implausible(cfg: RunConfig) -> list[str]:
     }
     out = [f"{k} = {v:,} is implausibly large (memory and time)" for k, (v, limit) in sizes.items() if v > limit]
     for keys, file, _ in _prompt_files(cfg):
-        lines = Path(file).read_text(encoding="utf-8").splitlines()
+        local = _local_prompts(file)
+        if local is None:
+            name = file[len(data.SCHEME) :]
+            out.append(
+                f"{'.'.join(keys)}: data set {name!r} is not fetched yet: `dgx data {name}` (or the run fetches it)"
+            )
+            continue
+        lines = local.read_text(encoding="utf-8").splitlines()
         odd = next((i for i, ln in enumerate(lines, 1) if ODD.search(ln)), None)
         if odd:
             out.append(f"{'.'.join(keys)}: {file}, line {odd}: zero-width or control characters in a prompt")
     return out
+
+
+def _local_prompts(path: str) -> Path | None:
+    """The local file of a prompt path: ``data://NAME``'s cached file (None while it is not fetched), else the path."""
+    return data.cached(path[len(data.SCHEME) :]) if path.startswith(data.SCHEME) else Path(path)
 
 
 def _model_at(loc: tuple) -> type[BaseModel]:

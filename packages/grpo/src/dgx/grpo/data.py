@@ -1,0 +1,154 @@
+"""The paper's prompt sets (`dgx data`), fetched from Flow-GRPO's repository at a pinned commit and cached.
+
+A config names a set as ``data://NAME`` (``prompts: {name: file, path: data://pickscore_train}``); ``dgx validate``
+says which sets are not fetched yet, and a run fetches them on first use. Each file is checked against its pinned
+sha256 before it enters the cache; the GenEval and OCR training files are kept outside git in Flow-GRPO's repository
+(Git LFS), their hashes are not known here, so the first download's hash is recorded (``hashes.json`` in the cache)
+and a later download that differs is refused. A download goes to a temporary file that is renamed into place only
+when whole and checked: an interrupted one leaves nothing behind.
+
+The cache is ``$DGX_DATA`` (default ``~/.cache/dgx/data``); ``$DGX_DATA_URL`` replaces the download base (a mirror);
+``HF_HUB_OFFLINE=1`` forbids downloads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from dgx.grpo.errors import ConfigError
+
+REPOSITORY = "yifan123/flow_grpo"
+COMMIT = "ac4c86e8cae021841f1fde853d340e0db67690dd"
+SCHEME = "data://"
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """One file of Flow-GRPO's repository: its path there, its pinned sha256 (None: recorded on first download) and
+    whether git keeps it outside the repository (Git LFS: served from GitHub's media host)."""
+
+    path: str
+    sha256: str | None
+    lfs: bool = False
+
+
+SETS = {
+    "pickscore_train": DataFile(
+        "dataset/pickscore/train.txt", "2f425adcbb9a6d0feee7c6c448e1cb83a1f71deca9434b803907e2578eca837f"
+    ),
+    "pickscore_test": DataFile(
+        "dataset/pickscore/test.txt", "d75c025fa451866e70f7e36243f7cdd93095523cb51f5f9651f2ce3236d20262"
+    ),
+    "geneval_train": DataFile("dataset/geneval/train_metadata.jsonl", None, lfs=True),
+    "geneval_test": DataFile(
+        "dataset/geneval/test_metadata.jsonl", "cec4b24b9fee7bac21c8f787054ecc8dc9ff831674037713a4cd35e0f0a74a28"
+    ),
+    "ocr_train": DataFile("dataset/ocr/train.txt", None, lfs=True),
+    "ocr_test": DataFile("dataset/ocr/test.txt", "4dd8caf3ab6ade73bd376c7d14c6ca49b6eacfb1bd321e22c40714ae4a98d4dc"),
+}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("DGX_DATA") or Path.home() / ".cache" / "dgx" / "data")
+
+
+def data_file(name: str) -> DataFile:
+    """The set ``name``; a ConfigError naming the known ones otherwise."""
+    if name not in SETS:
+        raise ConfigError(f"unknown data set {name!r} (known: {', '.join(SETS)})")
+    return SETS[name]
+
+
+def url(name: str) -> str:
+    f = data_file(name)
+    host = "https://media.githubusercontent.com/media" if f.lfs else "https://raw.githubusercontent.com"
+    base = os.environ.get("DGX_DATA_URL") or f"{host}/{REPOSITORY}/{COMMIT}"
+    return f"{base.rstrip('/')}/{f.path}"
+
+
+def local(name: str) -> Path:
+    """Where set ``name`` is cached (whether or not it is there)."""
+    return cache_dir() / name / Path(data_file(name).path).name
+
+
+def recorded() -> dict[str, str]:
+    path = cache_dir() / "hashes.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def expected_sha256(name: str) -> str | None:
+    """The pinned hash of set ``name``, else the one its first download recorded, else None."""
+    return data_file(name).sha256 or recorded().get(name)
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cached(name: str) -> Path | None:
+    """The cached file of set ``name`` when it is there and matches its hash; None otherwise."""
+    path = local(name)
+    want = expected_sha256(name)
+    return path if path.is_file() and (want is None or sha256(path) == want) else None
+
+
+def fetch(name: str, progress: bool = True) -> Path:
+    """Set ``name``'s file, downloading it into the cache when it is not there; a ConfigError in one line when it
+    cannot be had (offline, a network failure, a hash that does not match: nothing is cached then)."""
+    if (path := cached(name)) is not None:
+        return path
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise ConfigError(f"data set {name!r} is not fetched and HF_HUB_OFFLINE=1: run `dgx data {name}` online first")
+    path, want = local(name), expected_sha256(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        got = download(url(name), tmp, progress)
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        tmp.unlink(missing_ok=True)
+        why = getattr(e, "reason", None) or e
+        raise ConfigError(f"data set {name!r}: download from {url(name)} failed ({why})") from None
+    if want is not None and got != want:
+        tmp.unlink()
+        raise ConfigError(f"data set {name!r}: the download's sha256 {got[:12]}... is not the expected {want[:12]}...")
+    os.replace(tmp, path)
+    if want is None:  # trust on first use: a later download must match this one
+        hashes = recorded() | {name: got}
+        (cache_dir() / "hashes.json").write_text(json.dumps(hashes, indent=1))
+    return path
+
+
+def download(address: str, to: Path, progress: bool) -> str:
+    """Stream ``address`` into ``to``; its sha256. A response shorter than its Content-Length is an error."""
+    from tqdm.auto import tqdm
+
+    h = hashlib.sha256()
+    with urllib.request.urlopen(address, timeout=60) as response, open(to, "wb") as out:
+        size = int(response.headers.get("Content-Length") or 0) or None
+        with tqdm(
+            total=size, unit="B", unit_scale=True, desc=to.name.split(".part")[0][1:], disable=not progress
+        ) as bar:
+            got = 0
+            while block := response.read(1 << 16):
+                out.write(block)
+                h.update(block)
+                got += len(block)
+                bar.update(len(block))
+    if size is not None and got != size:
+        raise ValueError(f"connection cut after {got} of {size} bytes")
+    return h.hexdigest()
+
+
+def resolve(path: str) -> str:
+    """``data://NAME`` -> the local file of set NAME (fetched on first use); any other path unchanged."""
+    return str(fetch(path[len(SCHEME) :])) if path.startswith(SCHEME) else path
