@@ -1,6 +1,6 @@
-"""`dgx data`: the paper's prompt sets from a pinned commit, checked by sha256 and cached; tested offline against a
-local HTTP server: a good download, a wrong checksum, a cut connection, offline mode and a hash recorded on first
-use."""
+"""`dgx data`: the paper's prompt sets from a pinned commit, checked by sha256 (or git blob id) and cached; tested
+offline against a local HTTP server: a good download, a wrong checksum, a cut connection, offline mode and a file
+pinned by its git blob id."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ GOOD = b"a photo of a cat\na red circle\n"
 def server(tmp_path, monkeypatch):
     """A local HTTP server of the files in ``files`` (path -> bytes); ``cut`` paths promise more bytes than they
     send. Its requests are counted."""
-    files = {"/sets/good.txt": GOOD, "/sets/cut.txt": GOOD, "/sets/tofu.jsonl": b'{"prompt": "a cat"}\n'}
+    files = {"/sets/good.txt": GOOD, "/sets/cut.txt": GOOD, "/sets/blob.jsonl": b'{"prompt": "a cat"}\n'}
     requests = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -52,7 +52,10 @@ def server(tmp_path, monkeypatch):
             "good": data.DataFile("sets/good.txt", sha),
             "wrong": data.DataFile("sets/good.txt", "0" * 64),
             "cut": data.DataFile("sets/cut.txt", sha),
-            "tofu": data.DataFile("sets/tofu.jsonl", None, lfs=True),
+            # `git hash-object` of the served bytes, computed independently: sha1 of "blob <size>\0" + the bytes
+            "blob": data.DataFile(
+                "sets/blob.jsonl", git_blob=hashlib.sha1(b'blob 20\x00{"prompt": "a cat"}\n').hexdigest()
+            ),
         },
     )
     yield files, requests
@@ -72,7 +75,9 @@ def test_a_good_download_is_checked_cached_and_not_fetched_again(server, tmp_pat
 
 
 def test_a_wrong_checksum_is_refused_and_nothing_is_cached(server, tmp_path):
-    with pytest.raises(ConfigError, match=r"'wrong': the download's sha256 .* is not the expected 000000000000"):
+    with pytest.raises(
+        ConfigError, match=r"'wrong': the download is not the pinned file \(its sha256 is not 000000000000"
+    ):
         data.fetch("wrong", progress=False)
     assert leftovers(tmp_path) == []
 
@@ -94,14 +99,14 @@ def test_offline_mode_fails_in_one_line_without_a_request(server, tmp_path, monk
     )
 
 
-def test_an_unpinned_file_is_pinned_by_its_first_download(server, tmp_path):
+def test_a_file_pinned_by_its_git_blob_id(server, tmp_path):
     files, _ = server
-    first = data.fetch("tofu", progress=False)
-    assert data.recorded() == {"tofu": hashlib.sha256(files["/sets/tofu.jsonl"]).hexdigest()}
-    first.unlink()
-    files["/sets/tofu.jsonl"] = b'{"prompt": "a dog"}\n'  # changed upstream since
-    with pytest.raises(ConfigError, match="'tofu': the download's sha256 .* is not the expected"):
-        data.fetch("tofu", progress=False)
+    assert data.fetch("blob", progress=False).read_bytes() == files["/sets/blob.jsonl"]
+    data.local("blob").unlink()
+    files["/sets/blob.jsonl"] = b'{"prompt": "a dog"}\n'  # changed upstream since the pinned commit
+    with pytest.raises(ConfigError, match=r"'blob': the download is not the pinned file \(its git blob id is not"):
+        data.fetch("blob", progress=False)
+    assert leftovers(tmp_path) == []
 
 
 def test_a_config_names_a_set_and_validates_before_it_is_fetched(server, tmp_path):

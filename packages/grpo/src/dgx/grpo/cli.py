@@ -258,7 +258,7 @@ def data_cmd(names: tuple[str, ...], fetch_all: bool) -> None:
     if not names and not fetch_all:
         for name, f in data.SETS.items():
             path = data.cached(name)
-            check = "pinned sha256" if f.sha256 else "sha256 recorded on first download (kept outside git there)"
+            check = "pinned sha256" if f.sha256 else "pinned git blob id"
             click.echo(f"  {name:16s} {'cached: ' + str(path) if path else 'not fetched'}  [{f.path}, {check}]")
         click.echo(f"cache: {data.cache_dir()} ({data.REPOSITORY} at {data.COMMIT[:7]})")
         return

@@ -1,11 +1,11 @@
 """The paper's prompt sets (`dgx data`), fetched from Flow-GRPO's repository at a pinned commit and cached.
 
 A config names a set as ``data://NAME`` (``prompts: {name: file, path: data://pickscore_train}``); ``dgx validate``
-says which sets are not fetched yet, and a run fetches them on first use. Each file is checked against its pinned
-sha256 before it enters the cache; the GenEval and OCR training files are kept outside git in Flow-GRPO's repository
-(Git LFS), their hashes are not known here, so the first download's hash is recorded (``hashes.json`` in the cache)
-and a later download that differs is refused. A download goes to a temporary file that is renamed into place only
-when whole and checked: an interrupted one leaves nothing behind.
+says which sets are not fetched yet, and a run fetches them on first use. Each file is checked before it enters the
+cache: against its pinned sha256, or, for the GenEval and OCR training files (whose contents no snapshot here holds),
+against the git blob id the pinned commit's tree gives them (sha1 of ``blob <size>\0`` + the bytes). A download goes
+to a temporary file that is renamed into place only when whole and checked: an interrupted one leaves nothing
+behind.
 
 The cache is ``$DGX_DATA`` (default ``~/.cache/dgx/data``); ``$DGX_DATA_URL`` replaces the download base (a mirror);
 ``HF_HUB_OFFLINE=1`` forbids downloads.
@@ -14,7 +14,6 @@ The cache is ``$DGX_DATA`` (default ``~/.cache/dgx/data``); ``$DGX_DATA_URL`` re
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import urllib.error
 import urllib.request
@@ -30,12 +29,18 @@ SCHEME = "data://"
 
 @dataclass(frozen=True)
 class DataFile:
-    """One file of Flow-GRPO's repository: its path there, its pinned sha256 (None: recorded on first download) and
-    whether git keeps it outside the repository (Git LFS: served from GitHub's media host)."""
+    """One file of Flow-GRPO's repository: its path there and its pin, a sha256 or the git blob id of the commit's
+    tree."""
 
     path: str
-    sha256: str | None
-    lfs: bool = False
+    sha256: str | None = None
+    git_blob: str | None = None
+
+    def matches(self, path: Path) -> bool:
+        """Whether the file at ``path`` is this one."""
+        if self.sha256 is not None:
+            return sha256(path) == self.sha256
+        return git_blob_id(path) == self.git_blob
 
 
 SETS = {
@@ -45,11 +50,13 @@ SETS = {
     "pickscore_test": DataFile(
         "dataset/pickscore/test.txt", "d75c025fa451866e70f7e36243f7cdd93095523cb51f5f9651f2ce3236d20262"
     ),
-    "geneval_train": DataFile("dataset/geneval/train_metadata.jsonl", None, lfs=True),
+    "geneval_train": DataFile(
+        "dataset/geneval/train_metadata.jsonl", git_blob="0b97e8a6802c08fc7537cd00c76ae79c851bddcb"
+    ),
     "geneval_test": DataFile(
         "dataset/geneval/test_metadata.jsonl", "cec4b24b9fee7bac21c8f787054ecc8dc9ff831674037713a4cd35e0f0a74a28"
     ),
-    "ocr_train": DataFile("dataset/ocr/train.txt", None, lfs=True),
+    "ocr_train": DataFile("dataset/ocr/train.txt", git_blob="3ce0521b77b0a9031191d66ecc36ebaaf27a3922"),
     "ocr_test": DataFile("dataset/ocr/test.txt", "4dd8caf3ab6ade73bd376c7d14c6ca49b6eacfb1bd321e22c40714ae4a98d4dc"),
 }
 
@@ -66,10 +73,8 @@ def data_file(name: str) -> DataFile:
 
 
 def url(name: str) -> str:
-    f = data_file(name)
-    host = "https://media.githubusercontent.com/media" if f.lfs else "https://raw.githubusercontent.com"
-    base = os.environ.get("DGX_DATA_URL") or f"{host}/{REPOSITORY}/{COMMIT}"
-    return f"{base.rstrip('/')}/{f.path}"
+    base = os.environ.get("DGX_DATA_URL") or f"https://raw.githubusercontent.com/{REPOSITORY}/{COMMIT}"
+    return f"{base.rstrip('/')}/{data_file(name).path}"
 
 
 def local(name: str) -> Path:
@@ -77,18 +82,16 @@ def local(name: str) -> Path:
     return cache_dir() / name / Path(data_file(name).path).name
 
 
-def recorded() -> dict[str, str]:
-    path = cache_dir() / "hashes.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def expected_sha256(name: str) -> str | None:
-    """The pinned hash of set ``name``, else the one its first download recorded, else None."""
-    return data_file(name).sha256 or recorded().get(name)
-
-
 def sha256(path: Path) -> str:
-    h = hashlib.sha256()
+    return _digest(hashlib.sha256(), path)
+
+
+def git_blob_id(path: Path) -> str:
+    """git's object id of the file's bytes (``git hash-object``)."""
+    return _digest(hashlib.sha1(f"blob {path.stat().st_size}\0".encode()), path)
+
+
+def _digest(h, path: Path) -> str:
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
@@ -96,10 +99,9 @@ def sha256(path: Path) -> str:
 
 
 def cached(name: str) -> Path | None:
-    """The cached file of set ``name`` when it is there and matches its hash; None otherwise."""
+    """The cached file of set ``name`` when it is there and is the pinned one; None otherwise."""
     path = local(name)
-    want = expected_sha256(name)
-    return path if path.is_file() and (want is None or sha256(path) == want) else None
+    return path if path.is_file() and data_file(name).matches(path) else None
 
 
 def fetch(name: str, progress: bool = True) -> Path:
@@ -109,30 +111,27 @@ def fetch(name: str, progress: bool = True) -> Path:
         return path
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         raise ConfigError(f"data set {name!r} is not fetched and HF_HUB_OFFLINE=1: run `dgx data {name}` online first")
-    path, want = local(name), expected_sha256(name)
+    path, pin = local(name), data_file(name)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
     try:
-        got = download(url(name), tmp, progress)
+        download(url(name), tmp, progress)
     except (urllib.error.URLError, OSError, ValueError) as e:
         tmp.unlink(missing_ok=True)
         why = getattr(e, "reason", None) or e
         raise ConfigError(f"data set {name!r}: download from {url(name)} failed ({why})") from None
-    if want is not None and got != want:
+    if not pin.matches(tmp):
         tmp.unlink()
-        raise ConfigError(f"data set {name!r}: the download's sha256 {got[:12]}... is not the expected {want[:12]}...")
+        kind, want = ("sha256", pin.sha256) if pin.sha256 else ("git blob id", pin.git_blob)
+        raise ConfigError(f"data set {name!r}: the download is not the pinned file (its {kind} is not {want[:12]}...)")
     os.replace(tmp, path)
-    if want is None:  # trust on first use: a later download must match this one
-        hashes = recorded() | {name: got}
-        (cache_dir() / "hashes.json").write_text(json.dumps(hashes, indent=1))
     return path
 
 
-def download(address: str, to: Path, progress: bool) -> str:
-    """Stream ``address`` into ``to``; its sha256. A response shorter than its Content-Length is an error."""
+def download(address: str, to: Path, progress: bool) -> None:
+    """Stream ``address`` into ``to``. A response shorter than its Content-Length is an error."""
     from tqdm.auto import tqdm
 
-    h = hashlib.sha256()
     with urllib.request.urlopen(address, timeout=60) as response, open(to, "wb") as out:
         size = int(response.headers.get("Content-Length") or 0) or None
         with tqdm(
@@ -141,12 +140,10 @@ def download(address: str, to: Path, progress: bool) -> str:
             got = 0
             while block := response.read(1 << 16):
                 out.write(block)
-                h.update(block)
                 got += len(block)
                 bar.update(len(block))
     if size is not None and got != size:
         raise ValueError(f"connection cut after {got} of {size} bytes")
-    return h.hexdigest()
 
 
 def resolve(path: str) -> str:
