@@ -354,22 +354,19 @@ seeds: [0]
 
 
 def test_training_cost_adds_peak_gpu_memory_only_where_every_row_logged_it():
-    """cost.md's row of one run: mean seconds of the three phases and model calls per iteration; the largest
-    gpu_peak_gib when every row has one (GPU runs), else no memory column."""
+    """cost.md's row of one run: the median seconds of the three phases over the iterations after the first (which
+    pays the warm-up), model calls and decoded images per iteration; the largest gpu_peak_gib when every row has one
+    (GPU runs), else no memory column."""
     from dgx.grpo.results import training_cost
 
-    rows = [
-        {
-            "seconds_rollout": 1.0,
-            "seconds_credit": 0.5,
-            "seconds_train": 2.5,
-            "seconds_credit_decode": 9.0,
-            "model_calls": 10,
-        },
-        {"seconds_rollout": 2.0, "seconds_credit": 0.5, "seconds_train": 3.5, "model_calls": 14},
-    ]
+    def row(rollout: float, calls: int) -> dict:
+        return {"seconds_rollout": rollout, "seconds_credit": 0.5, "seconds_train": 2.5, "model_calls": calls}
+
+    rows = [row(30.0, 10), row(2.0, 14), row(1.0, 12), row(4.0, 12)]  # the first one's 33 s is the warm-up
     assert training_cost(rows) == {"seconds_per_iter": 5.0, "model_calls_per_iter": 12.0}
-    gpu = [{**rows[0], "gpu_peak_gib": 7.5}, {**rows[1], "gpu_peak_gib": 5.25}]
+    scored = [{**r, "decoded_images": n} for r, n in zip(rows, (24, 24, 72, 72))]
+    assert training_cost(scored)["decodes_per_iter"] == 48.0
+    gpu = [{**r, "gpu_peak_gib": g} for r, g in zip(rows, (7.5, 5.25, 5.0, 5.0))]
     assert training_cost(gpu) == {"seconds_per_iter": 5.0, "model_calls_per_iter": 12.0, "gpu_peak_gib": 7.5}
     assert "gpu_peak_gib" not in training_cost([gpu[0], rows[1]])
 
