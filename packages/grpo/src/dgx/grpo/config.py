@@ -258,6 +258,14 @@ class RunConfig(_Strict):
         description="'auto': accelerate's device for this process (its GPU under `accelerate launch`, else a GPU "
         "where there is one, else the CPU; choose GPUs with CUDA_VISIBLE_DEVICES), or 'cpu'",
     )
+    process_group_timeout: float = Field(
+        120,
+        gt=0,
+        le=10080,
+        description="minutes a process of an `accelerate launch` waits at a collective for the others (the process "
+        "group's timeout; the first variant's applies): long enough for the longest phase between two collectives "
+        "(docs/guide/gpus.md estimates it)",
+    )
 
     @property
     def eval_guidance(self) -> float:

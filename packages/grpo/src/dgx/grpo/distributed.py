@@ -10,6 +10,7 @@ the main process writes shared files.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 import torch
 from accelerate import PartialState
@@ -22,8 +23,9 @@ from torch.distributed.fsdp import CPUOffloadPolicy
 
 
 def process_state(cfg: RunConfig) -> PartialState:
-    """accelerate's state of this process (on the CPU when ``cfg.device`` is 'cpu')."""
-    return PartialState(cpu=cfg.device == "cpu")
+    """accelerate's state of this process (on the CPU when ``cfg.device`` is 'cpu'); the first call of a process
+    starts its process group, with ``cfg.process_group_timeout``."""
+    return PartialState(cpu=cfg.device == "cpu", timeout=timedelta(minutes=cfg.process_group_timeout))
 
 
 EXPERIMENTAL_OFFLOAD = "DGX_EXPERIMENTAL_FSDP_OFFLOAD"

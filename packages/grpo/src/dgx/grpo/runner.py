@@ -352,7 +352,9 @@ def plan_runs(
             raise ConfigError(f"{file}: --only {v}: no such variant{suggest(v, abl.variants)}")
     variants = {k: v for k, v in abl.variants.items() if not only or k in only}
     run_seeds = [s for s in abl.seeds if not seeds or s in seeds] or list(seeds)
-    acc = Accelerator(cpu=next(iter(variants.values())).device == "cpu")  # accelerate mode as the trainer will see it
+    first = next(iter(variants.values()))
+    process_state(first)  # the process group starts here, with the first variant's timeout
+    acc = Accelerator(cpu=first.device == "cpu")  # accelerate mode as the trainer will see it
     check_supported(acc.state)
     for name, v in variants.items():  # checked before hours of calibration and evaluation, not when training starts
         if (n := v.train.prompts_per_iter * v.train.group_size) % acc.num_processes:
