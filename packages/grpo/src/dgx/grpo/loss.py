@@ -46,19 +46,31 @@ def grpo_loss(
 ) -> LossOutput:
     """All per-pair tensors are (P,); ``mean``/``ref_mean`` are (P, ...) step means in float32; ``kl_std`` (P,)
     is the KL's divisor ``s`` (the step's ``level`` or ``std``, by the KL form)."""
-    ratio = torch.exp(log_prob - old_log_prob)
+    return clipped_loss(log_prob - old_log_prob, adv, mean, ref_mean, kl_std, clip_range, kl_beta)
+
+
+def clipped_loss(
+    log_ratio: torch.Tensor,
+    adv: torch.Tensor,
+    mean: torch.Tensor,
+    ref_mean: torch.Tensor | None,
+    kl_std: torch.Tensor,
+    clip_range: float,
+    kl_beta: float,
+) -> LossOutput:
+    """The clipped-ratio loss of ``grpo_loss`` for a given log-ratio (Flow-GRPO's, or GRPO-Guard's)."""
+    ratio = torch.exp(log_ratio)
     policy = torch.maximum(-adv * ratio, -adv * ratio.clamp(1 - clip_range, 1 + clip_range)).mean()
     if ref_mean is not None and kl_beta > 0:
-        kl = ((mean - ref_mean) ** 2).flatten(1).mean(1) / (2 * kl_std**2)
-        kl = kl.mean()
+        kl = step_kl(mean, ref_mean, kl_std).mean()
     else:
-        kl = torch.zeros((), device=log_prob.device)
+        kl = torch.zeros((), device=log_ratio.device)
     return LossOutput(
         policy + kl_beta * kl,
         policy.detach(),
         kl.detach(),
         ((ratio - 1).abs() > clip_range).float().mean().detach(),
-        (0.5 * (log_prob - old_log_prob) ** 2).mean().detach(),
+        (0.5 * log_ratio**2).mean().detach(),
     )
 
 
@@ -125,11 +137,15 @@ class GroupObjective:
         total = (total - total.mean(0)) / (total.std(0, correction=ddof) + EPS)
         return (total * weights).clamp(-clip, clip)
 
+    def kl_divisor(self, out) -> torch.Tensor:
+        """The divisor ``s`` of the KL to the reference, by ``kl``: the step's noise level or its std."""
+        return out.level if self.kl == "flow_grpo" else out.std
+
     def reference_kl(self, out, ref_mean: torch.Tensor | None) -> torch.Tensor:
         """The mean KL of the policy's steps to the reference's (0 without one)."""
         if ref_mean is None or self.kl_beta == 0:
             return torch.zeros((), device=out.log_prob.device)
-        return step_kl(out.mean, ref_mean, out.level if self.kl == "flow_grpo" else out.std).mean()
+        return step_kl(out.mean, ref_mean, self.kl_divisor(out)).mean()
 
 
 @dataclass(frozen=True)
@@ -146,20 +162,10 @@ class FlowGRPO(GroupObjective):
         """The loss of a batch of steps: ``out`` is the sampler step's output under the current policy (its
         ``log_prob``, ``mean``, ``level`` and ``std``), ``old`` what the rollout recorded, ``ref_mean`` the
         reference's step means (None without KL)."""
-        if self.ratio == "flow_grpo":
-            kl_std = out.level if self.kl == "flow_grpo" else out.std
-            return grpo_loss(out.log_prob, old.log_prob, adv, out.mean, ref_mean, kl_std, self.clip_range, self.kl_beta)
-        log_ratio = guard_log_ratio(out, old)
-        ratio = torch.exp(log_ratio)
-        policy = torch.maximum(-adv * ratio, -adv * ratio.clamp(1 - self.clip_range, 1 + self.clip_range)).mean()
-        kl = self.reference_kl(out, ref_mean)
-        return LossOutput(
-            policy + self.kl_beta * kl,
-            policy.detach(),
-            kl.detach(),
-            ((ratio - 1).abs() > self.clip_range).float().mean().detach(),
-            (0.5 * log_ratio**2).mean().detach(),
-        )
+        kl_std, eps, beta = self.kl_divisor(out), self.clip_range, self.kl_beta
+        if self.ratio == "guard":
+            return clipped_loss(guard_log_ratio(out, old), adv, out.mean, ref_mean, kl_std, eps, beta)
+        return grpo_loss(out.log_prob, old.log_prob, adv, out.mean, ref_mean, kl_std, eps, beta)
 
 
 @dataclass(frozen=True)
