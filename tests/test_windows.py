@@ -57,7 +57,7 @@ def test_a_drawn_window_starts_uniformly_in_its_range_as_flow_grpo_fast_does():
 
 
 def test_the_trainer_rolls_out_each_iteration_in_its_window(tmp_path, tiny_pipe_dir, monkeypatch):
-    from dgx.grpo import trainer
+    from dgx.grpo import assembly, trainer
     from dgx.grpo.assembly import assemble
     from dgx.grpo.registry import Registry
     from dgx_test_helpers import tiny_config
@@ -66,14 +66,14 @@ def test_the_trainer_rolls_out_each_iteration_in_its_window(tmp_path, tiny_pipe_
     from dgx.grpo.config import WindowConfig
 
     cfg.sampler.noise.window = WindowConfig(start=0, stop=2, shift=1)
-    seen, original = [], trainer.rollout
+    seen, original = [], assembly.rollout
 
     def recording(*args, **kwargs):
         traj = original(*args, **kwargs)
         seen.append(((traj.stds > 0).all(0)).nonzero().flatten().tolist())
         return traj
 
-    monkeypatch.setattr(trainer, "rollout", recording)
+    monkeypatch.setattr(assembly, "rollout", recording)  # the trainer's rollouts go through Assembly.rollouts
     trainer.train(assemble(cfg, Registry([tmp_path / "reg.yaml"])), tmp_path / "run")
     assert seen == [[0, 1], [1, 2], [2, 3]]  # 4 steps: the window [0, 2) moves one step per iteration
 

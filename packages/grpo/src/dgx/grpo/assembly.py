@@ -29,6 +29,7 @@ from dgx.grpo.config import RunConfig
 from dgx.grpo.distributed import device_for
 from dgx.grpo.registry import Registry
 from dgx.rewards.base import load_now
+from dgx.sampler import Trajectory, rollout, sample_generator
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,17 @@ class Assembly:
     def needs_calibration(self) -> bool:
         """Whether the noise schedule reads a psi table that calibration must write first."""
         return self.schedule is None
+
+    def rollouts(self, model, texts: list[str], schedule, key: int, indices) -> Trajectory:
+        """The run's stochastic rollouts of ``texts`` on ``model`` (its sampler, steps, guidance and ODE solver, the
+        noise ``schedule``): sample i of ``indices`` draws from the generator keyed by (seed, ``key``, i), each prompt
+        is encoded once."""
+        cfg = self.cfg
+        uniq = sorted(set(texts))
+        cond = model.encode(uniq).index([uniq.index(p) for p in texts])
+        gens = [sample_generator(cfg.seed, key, i) for i in indices]
+        s = cfg.sampler
+        return rollout(model, cond, texts, s.steps, self.step, schedule, gens, s.guidance, ode_solver=s.ode_solver)
 
     def with_psi(self, psi_path: Path) -> Assembly:
         """The same components with the noise schedule read from ``psi_path`` (calibration's psi.json)."""

@@ -37,7 +37,7 @@ from dgx.grpo.errors import ConfigError, TrainingError
 from dgx.grpo.folders import held, read_json, writable_folder
 from dgx.grpo.prompts import choose_prompts
 from dgx.grpo.stopping import Stopped
-from dgx.sampler import TableNoise, UniformNoise, rollout, sample_generator, takes_noise
+from dgx.sampler import TableNoise, UniformNoise, takes_noise
 from tqdm.auto import tqdm
 
 
@@ -53,21 +53,7 @@ def dense_rewards(parts: Assembly, schedule, key: int, n_prompts: int | None = N
     split = shard(cfg)
     mine = split.part(len(all_metas))
     metas = [all_metas[s] for s in mine]
-    texts = [m["prompt"] for m in metas]
-    uniq = sorted(set(texts))
-    cond = model.encode(uniq).index([uniq.index(p) for p in texts])
-    gens = [sample_generator(cfg.seed, key, s) for s in mine]
-    traj = rollout(
-        model,
-        cond,
-        texts,
-        cfg.sampler.steps,
-        parts.step,
-        schedule,
-        gens,
-        cfg.sampler.guidance,
-        ode_solver=cfg.sampler.ode_solver,
-    )
+    traj = parts.rollouts(model, [m["prompt"] for m in metas], schedule, key, mine)
     credit = parts.credit(model, traj, parts.reward, metas)
     if not credit.per_step:
         raise ConfigError(

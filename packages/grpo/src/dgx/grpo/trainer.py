@@ -37,7 +37,7 @@ from dgx.grpo.errors import ConfigError, TrainingError
 from dgx.grpo.loss import LossOutput, Recorded
 from dgx.grpo.metrics import MetricsLog, flat_scalars, make_trackers
 from dgx.grpo.prompts import choose_prompts
-from dgx.sampler import rollout, sample_generator, schedule_at
+from dgx.sampler import sample_generator, schedule_at
 from diffusers.optimization import get_scheduler
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from torch.distributed.tensor import DTensor
@@ -230,21 +230,8 @@ def iteration(run: Run, it: int) -> dict:
     texts = [m["prompt"] for m in metas]
 
     t0 = time.perf_counter()
-    uniq = sorted(set(texts))
-    cond = model.encode(uniq).index([uniq.index(p) for p in texts])
-    gens = [sample_generator(cfg.seed, it, s) for s in range(run.lo, run.hi)]
     schedule = schedule_at(run.schedule, it, cfg.sampler.steps, cfg.seed)  # a sliding window's place this iteration
-    traj = rollout(
-        model,
-        cond,
-        texts,
-        cfg.sampler.steps,
-        parts.step,
-        schedule,
-        gens,
-        cfg.sampler.guidance,
-        ode_solver=cfg.sampler.ode_solver,
-    )
+    traj = parts.rollouts(model, texts, schedule, it, range(run.lo, run.hi))
     sec["rollout"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
