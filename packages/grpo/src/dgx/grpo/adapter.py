@@ -25,16 +25,22 @@ def lora_config(model, cfg: RunConfig) -> LoraConfig:
     return LoraConfig(r=tc.lora_rank, lora_alpha=tc.lora_alpha, init_lora_weights="gaussian", target_modules=targets)
 
 
+def unmatched(transformer: torch.nn.Module, targets) -> list[str]:
+    """The LoRA ``targets`` that name no layer of ``transformer`` (peft's rule: a module name equal to the target, or
+    ending in ``.`` + the target)."""
+    names = [n for n, _ in transformer.named_modules()]
+    return [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+
+
 def check_targets(model, cfg: RunConfig) -> None:
     """A ConfigError if a target in ``train.lora_targets`` names no layer of the model's transformer (checked before
     any sampling: peft would refuse only when the adapter is added)."""
-    names = [n for n, _ in model.transformer.named_modules()]
-    for target in cfg.train.lora_targets or []:
-        if not any(n == target or n.endswith("." + target) for n in names):
-            raise ConfigError(
-                f"train.lora_targets: {target!r} names no layer of the {cfg.model.name!r} transformer "
-                f"(its default targets: {', '.join(model.lora_targets)})"
-            )
+    bad = unmatched(model.transformer, cfg.train.lora_targets or [])
+    if bad:
+        raise ConfigError(
+            f"train.lora_targets: {bad[0]!r} names no layer of the {cfg.model.name!r} transformer "
+            f"(its default targets: {', '.join(model.lora_targets)})"
+        )
 
 
 def add_lora(model, cfg: RunConfig, lora: LoraConfig | None = None) -> list[torch.nn.Parameter]:
@@ -89,8 +95,8 @@ def checkpoint_lora(model, cfg: RunConfig, ck: Path, strict: bool) -> LoraConfig
         if ranks != {mine.r}:
             raise ConfigError(f"checkpoint {ck}: its adapter has rank {sorted(ranks)}, train.lora_rank is {mine.r}")
         return mine
-    own = LoraConfig.from_pretrained(str(ck))
-    differ = {k: (v, settings(mine)[k]) for k, v in settings(own).items() if settings(mine)[k] != v}
+    own, says_cfg = LoraConfig.from_pretrained(str(ck)), settings(mine)
+    differ = {k: (v, says_cfg[k]) for k, v in settings(own).items() if says_cfg[k] != v}
     if differ:
         says = "; ".join(f"train.{k} is {b}, the adapter's {a}" for k, (a, b) in differ.items())
         if strict:

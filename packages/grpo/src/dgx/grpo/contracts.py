@@ -187,11 +187,10 @@ def check_model(model) -> None:
     _require(counted in ((1, 2), (1, 4)), f"one call, one evaluation per image (two with CFG) counted: {counted}")
     _require(model.decodes - decodes == 2, f"two decoded images counted: {model.decodes - decodes}")
     _require(images.shape[:2] == (2, 3) and bool(((images >= 0) & (images <= 1)).all()), "[0, 1] RGB images")
-    names = [n for n, _ in model.transformer.named_modules()]
-    for target in model.lora_targets:
-        _require(
-            any(n == target or n.endswith("." + target) for n in names), f"LoRA target {target!r} matches no layer"
-        )
+    from dgx.grpo.adapter import unmatched
+
+    bad = unmatched(model.transformer, model.lora_targets)
+    _require(not bad, f"LoRA target {bad[0]!r} matches no layer" if bad else "")
 
 
 def check_evaluation(run) -> None:
