@@ -15,7 +15,6 @@ so a checkpoint moves between FSDP, DDP and one process.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from dgx.grpo.folders import digest
 from dgx.grpo.stopping import signals_wait
 from safetensors.torch import load_file, save_file
 from torch.distributed.tensor import DTensor, distribute_tensor
@@ -150,11 +150,7 @@ ADAPTER_CONFIG = "adapter_config.json"
 
 
 def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return digest(path)
 
 
 def damage(path: Path) -> str | None:
@@ -172,10 +168,10 @@ def damage(path: Path) -> str | None:
         return f"unreadable {MANIFEST}"
     if names:
         return f"{MANIFEST} does not list {', '.join(sorted(names))}"
-    for name, digest in expected.items():
+    for name, recorded in expected.items():
         if not (path / name).is_file():
             return f"{name} is missing"
-        if sha256(path / name) != digest:
+        if sha256(path / name) != recorded:
             return f"{name} does not match its sha256 in {MANIFEST}"
     try:
         iteration(path)

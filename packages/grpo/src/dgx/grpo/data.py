@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dgx.grpo.errors import ConfigError
+from dgx.grpo.folders import digest
 
 REPOSITORY = "yifan123/flow_grpo"
 COMMIT = "ac4c86e8cae021841f1fde853d340e0db67690dd"
@@ -39,7 +40,7 @@ class DataFile:
     def matches(self, path: Path) -> bool:
         """Whether the file at ``path`` is this one."""
         if self.sha256 is not None:
-            return sha256(path) == self.sha256
+            return digest(path) == self.sha256
         return git_blob_id(path) == self.git_blob
 
 
@@ -82,20 +83,9 @@ def local(name: str) -> Path:
     return cache_dir() / name / Path(data_file(name).path).name
 
 
-def sha256(path: Path) -> str:
-    return _digest(hashlib.sha256(), path)
-
-
 def git_blob_id(path: Path) -> str:
     """git's object id of the file's bytes (``git hash-object``)."""
-    return _digest(hashlib.sha1(f"blob {path.stat().st_size}\0".encode()), path)
-
-
-def _digest(h, path: Path) -> str:
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return digest(path, hashlib.sha1(f"blob {path.stat().st_size}\0".encode()))
 
 
 def cached(name: str) -> Path | None:

@@ -8,6 +8,7 @@ however it ends, so a lock file left by a killed command is taken over with a wa
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -77,6 +78,16 @@ def held(folder: Path, command: str, enabled: bool = True) -> Iterator[None]:
             os.ftruncate(fd, 0)  # released cleanly: an empty file is no one's lock
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def digest(path: Path, h=None) -> str:
+    """The hex digest of the file at ``path`` through the hashlib object ``h`` (default sha256), read a megabyte at a
+    time."""
+    h = h or hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def read_json(path: Path, damaged: str) -> dict | None:
