@@ -94,8 +94,9 @@ class NoiseConfig(Node):
     name: str = named("uniform", "noise", " (uniform: `a`)")
     window: WindowConfig | None = Field(
         None,
-        description="noise only on steps [start, stop) (0 = the first), ODE elsewhere: `[start, stop]`, or a "
-        "sliding window `{start, stop, shift, every, roll_back}` (MixGRPO); None = every step",
+        description="noise only on steps [start, stop) (0 = the first), ODE elsewhere: `[start, stop]`, a sliding "
+        "window `{start, stop, shift, every, roll_back}` (MixGRPO) or a drawn one `{start, stop, draw}` "
+        "(Flow-GRPO-Fast); None = every step",
     )
 
 
