@@ -51,7 +51,7 @@ CONFIGS = [
     ("steps 0", edit("steps: 4", "steps: 0"), "sampler.steps: Input should be greater than or equal to 1"),
     ("timestep_fraction 0", edit("group_size: 2}", "group_size: 2, timestep_fraction: 0}"), "train.timestep_fraction"),
     ("timestep_fraction 2", edit("group_size: 2}", "group_size: 2, timestep_fraction: 2}"), "train.timestep_fraction"),
-    ("ema 1.5", edit("group_size: 2}", "group_size: 2, ema: 1.5}"), "train.ema: Input should be less than 1"),
+    ("ema 1.5", edit("group_size: 2}", "group_size: 2, ema: 1.5}"), "train.ema.decay: Input should be less than 1"),
     ("clip_range 0", edit("eval:", "objective: {clip_range: 0}\neval:"), "objective.clip_range"),
     ("kl_beta negative", edit("eval:", "objective: {kl_beta: -1}\neval:"), "objective.kl_beta"),
     (

@@ -284,3 +284,75 @@ def test_detached_guidance_sends_no_gradient_through_the_unconditional_branch(ro
     model.velocity(x, t, cond, W).sum().backward()
     assert relative_error(grads(params), (1 - W) * g_u + W * g_c) < 1e-5
     assert FlowGRPO().guidance_grad == "cond" and FlowGRPO().kl == "flow_grpo"
+
+
+class Capture(torch.optim.Optimizer):
+    """Records the gradient each optimizer step sees, and leaves the parameters alone."""
+
+    def __init__(self, params):
+        super().__init__(params, {})
+        self.seen: list[torch.Tensor] = []
+
+    def step(self, closure=None):
+        self.seen.append(torch.cat([p.grad.flatten().clone() for g in self.param_groups for p in g["params"]]))
+
+
+def flow_grpo_batch(traj, samples: list[int]):
+    """The rollouts of ``samples`` (Flow-GRPO's ``samples = {k: v[mask]}``), as ``flow_grpo_loss`` reads them."""
+    from types import SimpleNamespace
+
+    idx = torch.tensor(samples)
+    return SimpleNamespace(
+        latents=traj.latents[idx], log_probs=traj.log_probs[idx], cond=traj.cond.index(idx), grid=traj.grid
+    )
+
+
+@pytest.mark.parametrize("split", ["samples", "steps"])
+def test_zero_advantage_filter_and_sample_split_equal_flow_grpo(rollout_setup, split):
+    """The first prompt's 4 rewards tie: Flow-GRPO (train_sd3.py at ac4c86e) drops those samples and trains on the
+    other 4. dgx's default drops them too: its one optimizer step's gradient equals Flow-GRPO's loss on the kept
+    samples; `zero_advantage: keep` gives the loss over all 8, and differs by about the 8/4 of the mean. With 2 steps
+    per epoch, `update_split: samples` gives each step a shuffled half of the samples at all 9 trained steps, as
+    Flow-GRPO's reshape into batches does."""
+    from accelerate import Accelerator
+    from dgx.grpo import updates
+    from dgx.grpo.trainer import Policy, update
+
+    model, params, traj, texts, rewards = rollout_setup
+    rewards = rewards.clone()
+    rewards[:G] = 0.5  # a group of equal rewards: zero advantage at every step
+    objective = FlowGRPO(kl_beta=BETA)
+    adv = objective.advantages(rewards.float()[:, None].expand(len(texts), T), torch.ones(len(texts), T), False, G)
+    assert (adv[:G] == 0).all() and (adv[G:] != 0).all()
+    batch = Batch(traj, adv, UniformNoise(0.7), sde_step, traj.grid, objective)
+
+    def dgx(**train) -> list[torch.Tensor]:
+        cfg = RunConfig(train={"timestep_fraction": 0.99, "max_grad_norm": 1e9, "micro_batch": 5, **train})
+        opt = Capture(params)
+        policy = Policy(model, model.transformer, Accelerator(cpu=True), opt, params, None)
+        stats = update(policy, cfg, batch, adv, 7, [range(len(texts))], 0)
+        return opt.seen, stats
+
+    def reference(samples: list[int]) -> torch.Tensor:
+        flow_grpo_loss(model, flow_grpo_batch(traj, samples), adv[samples], range(9), 1e-4, BETA, 0.7).backward()
+        return grads(params)
+
+    kept = list(range(G, 2 * G))
+    seen, stats = dgx(update_split=split)
+    assert len(seen) == 1 and stats["trained_samples"] == G
+    assert relative_error(seen[0], reference(kept)) < 1e-5
+    seen, stats = dgx(update_split=split, zero_advantage="keep")
+    assert stats["trained_samples"] == 2 * G
+    g_all = reference(list(range(2 * G)))
+    assert relative_error(seen[0], g_all) < 1e-5
+    assert relative_error(g_all, reference(kept)) > 0.3  # the filter matters: about half the weight per sample
+
+    seen, _ = dgx(update_split=split, updates_per_epoch=2)  # 4 kept samples over 2 steps
+    assert len(seen) == 2
+    if split == "samples":
+        order = [kept[i] for i in torch.randperm(G, generator=updates.epoch_generator(0, 7, 0)).tolist()]
+        halves = [sorted(order[:2]), sorted(order[2:])]
+        for got, half in zip(seen, halves):
+            assert relative_error(got, reference(half)) < 1e-5
+    else:  # 36 pairs step by step: the first 18 are steps 0-3 of the 4 samples and step 4 of the first 2
+        assert relative_error(seen[0] + seen[1], 2 * reference(kept)) < 1e-5

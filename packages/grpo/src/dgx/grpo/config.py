@@ -126,6 +126,23 @@ class ObjectiveConfig(Node):
     )
 
 
+class EmaConfig(_Strict):
+    """The adapter's exponential moving average, used for evaluation and export (dgx.grpo.updates). A number in
+    its place is the decay, with Flow-GRPO's schedule."""
+
+    decay: float = Field(0.9, gt=0, lt=1, description="the decay d once warmed up (Flow-GRPO: 0.9)")
+    every: int = Field(
+        8, ge=1, description="update after optimizer step n when n + 1 is a multiple of this (Flow-GRPO: 8)"
+    )
+    warmup: bool = Field(True, description="decay min((1 + n) / (10 + n), d) after step n (Flow-GRPO); false: d")
+    repeats: int = Field(
+        1,
+        ge=1,
+        description="updates each time (Flow-GRPO updates once per training batch: its gradient_accumulation_steps, "
+        "the training batches per process per optimizer step)",
+    )
+
+
 class TrainConfig(_Strict):
     iterations: int = Field(20, ge=0, description="GRPO iterations (sampling + update rounds)")
     prompts_per_iter: int = Field(8, ge=1, description="prompts per iteration (global)")
@@ -135,9 +152,19 @@ class TrainConfig(_Strict):
     group_size: int = Field(8, ge=2, description="G, rollouts per prompt")
     inner_epochs: int = Field(1, ge=1, description="passes over each iteration's samples")
     updates_per_epoch: int = Field(
-        1,
-        ge=1,
-        description="optimizer steps per inner epoch: the epoch's (sample, step) pairs are split into this many chunks",
+        1, ge=1, description="optimizer steps per inner epoch (train.update_split says what each one trains)"
+    )
+    update_split: Literal["samples", "steps"] = Field(
+        "samples",
+        description="samples: each optimizer step of an epoch trains a shuffled share of the samples at all their "
+        "trained steps (Flow-GRPO); steps: the (sample, step) pairs, ordered step by step over all samples, cut into "
+        "updates_per_epoch pieces (dgx's option). The same with one step per epoch",
+    )
+    zero_advantage: Literal["drop", "keep"] = Field(
+        "drop",
+        description="drop: samples whose advantages are zero at every step (a group of equal rewards) are left out "
+        "of the update, some drawn back to make the count a multiple of updates_per_epoch (Flow-GRPO); keep: they "
+        "train with advantage 0, adding only their KL term (dgx's option)",
     )
     micro_batch: int = Field(
         32,
@@ -170,7 +197,17 @@ class TrainConfig(_Strict):
     )
     weight_decay: float = Field(1e-4, ge=0, le=1, description="AdamW's decoupled weight decay of the adapter")
     max_grad_norm: float = Field(1.0, gt=0, description="gradients clipped to this global norm before each step")
-    ema: float | None = Field(None, gt=0, lt=1, description="EMA decay of the adapter (None = off)")
+    ema: EmaConfig | None = Field(
+        None,
+        description="EMA of the adapter: {decay, every, warmup, repeats}, or a decay with Flow-GRPO's schedule "
+        "(None = off)",
+    )
+
+    @field_validator("ema", mode="before")
+    @classmethod
+    def _ema_decay(cls, value: Any) -> Any:
+        return {"decay": value} if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
     gradient_checkpointing: bool = Field(
         False, description="recompute the transformer blocks' activations in the backward pass (less memory, more time)"
     )

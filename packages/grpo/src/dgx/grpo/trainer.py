@@ -3,8 +3,9 @@
 Each iteration: choose prompts -> G SDE rollouts per prompt (no grad) -> reward credit
 (sparse, or per step through a wrapper) -> gather across processes -> advantages per
 prompt group (and per timestep) -> clipped GRPO loss with KL to the reference policy
-(LoRA disabled) on the recorded steps chosen by ``train.timestep_fraction`` -> AdamW on the LoRA parameters, its learning
-rate set per iteration by ``train.lr_schedule`` and ``train.lr_warmup``. The objective (``objective``, dgx.grpo.loss)
+(LoRA disabled) on the recorded steps chosen by ``train.timestep_fraction``, batched into optimizer steps as
+dgx.grpo.updates plans (zero-advantage samples dropped, a share of the samples per step) -> AdamW on the LoRA
+parameters, its learning rate set per iteration by ``train.lr_schedule`` and ``train.lr_warmup``, and the EMA. The objective (``objective``, dgx.grpo.loss)
 turns credit into advantages and gives the loss.
 
 Every random draw is keyed by (seed, iteration, global sample index), so a sample is the
@@ -27,7 +28,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from dgx.eval.benchmarks import Shard
-from dgx.grpo import checkpoint
+from dgx.grpo import checkpoint, updates
 from dgx.grpo.adapter import adapter_disabled, add_lora, copy_named
 from dgx.grpo.assembly import Assembly
 from dgx.grpo.build import build_model, build_schedule
@@ -74,8 +75,8 @@ class Batch:
 @dataclass
 class Run:
     """One call of ``train``: its config and components, the accelerator, the policy being trained (with its learning
-    rate schedule), the rollouts' noise schedule and time grid, this process's samples [lo, hi), the first iteration
-    to run, and the logs (the main process's; None elsewhere)."""
+    rate schedule), the rollouts' noise schedule and time grid, every process's share of the samples, the first
+    iteration to run, and the logs (the main process's; None elsewhere)."""
 
     cfg: RunConfig
     parts: Assembly
@@ -85,8 +86,7 @@ class Run:
     sched: object
     schedule: object
     grid: torch.Tensor
-    lo: int
-    hi: int
+    shares: list[range]
     start: int
     sharded: bool
     metrics: MetricsLog | None
@@ -95,6 +95,11 @@ class Run:
     @property
     def ckpts(self) -> Path:
         return self.run_dir / "checkpoints"
+
+    @property
+    def mine(self) -> range:
+        """This process's samples."""
+        return self.shares[self.acc.process_index]
 
 
 def train(
@@ -177,16 +182,14 @@ def prepare(cfg: RunConfig, parts: Assembly, run_dir: Path, acc: Accelerator, re
     N, world = tc.prompts_per_iter * tc.group_size, acc.num_processes
     if N % world:
         raise ConfigError(f"train.prompts_per_iter * group_size = {N} must divide over {world} processes")
-    mine = Shard(acc.process_index, world).part(N)  # this process's samples, split as calibration and evaluation do
+    shares = [Shard(p, world).part(N) for p in range(world)]  # split as calibration and evaluation split
     start, ema = restore(last, opt, sched, ema) if last is not None else (0, ema)
     if sharded and evaluating and tc.iterations:
         raise ConfigError("eval.every: evaluation during training needs an unsharded model; off under FSDP2")
     metrics, curve = logs(cfg, run_dir, start, evaluating) if acc.is_main_process else (None, None)
     policy = Policy(model, base, acc, opt, params, ema)
     grid = model.grid(cfg.sampler.steps)
-    return Run(
-        cfg, parts, run_dir, acc, policy, sched, schedule, grid, mine.start, mine.stop, start, sharded, metrics, curve
-    )
+    return Run(cfg, parts, run_dir, acc, policy, sched, schedule, grid, shares, start, sharded, metrics, curve)
 
 
 def restore(last: Path, opt, sched, ema: dict | None) -> tuple[int, dict | None]:
@@ -226,12 +229,12 @@ def iteration(run: Run, it: int) -> dict:
     tc, model, G = cfg.train, policy.model, cfg.train.group_size
     sec, calls0, evaluations0, decodes0 = {}, model.calls, model.evaluations, model.decodes
     pick = choose_prompts(parts.prompts, tc.prompts_per_iter, np.random.default_rng([cfg.seed, it]), tc.prompt_sampling)
-    metas = [parts.prompts[pick[s // G]] for s in range(run.lo, run.hi)]
+    metas = [parts.prompts[pick[s // G]] for s in run.mine]
     texts = [m["prompt"] for m in metas]
 
     t0 = time.perf_counter()
     schedule = schedule_at(run.schedule, it, cfg.sampler.steps, cfg.seed)  # a sliding window's place this iteration
-    traj = parts.rollouts(model, texts, schedule, it, range(run.lo, run.hi))
+    traj = parts.rollouts(model, texts, schedule, it, run.mine)
     sec["rollout"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -247,13 +250,8 @@ def iteration(run: Run, it: int) -> dict:
     adv_all = parts.objective.advantages(signal, weights, credit.per_step, G, **by_reward)
 
     t0 = time.perf_counter()
-    stats = update(
-        policy,
-        cfg,
-        Batch(traj, adv_all[run.lo : run.hi], schedule, parts.step, run.grid, parts.objective),
-        it,
-        run.lo,
-    )
+    batch = Batch(traj, adv_all[run.mine.start : run.mine.stop], schedule, parts.step, run.grid, parts.objective)
+    stats = update(policy, cfg, batch, adv_all, it, run.shares, acc.process_index)
     sec["train"] = time.perf_counter() - t0
     if not finite_state(acc, policy.params, policy.opt):
         last = checkpoint.latest(run.ckpts)
@@ -406,37 +404,47 @@ def steps_to_train(trainable: list[int], fraction: float, selection: str, genera
     return [trainable[j] for j in torch.randperm(n, generator=generator)[:k].tolist()]
 
 
-def update(policy: Policy, cfg: RunConfig, batch: Batch, it: int, lo: int) -> dict:
-    """Inner epochs of clipped-loss updates over (sample, step) pairs of ``batch`` (this process's samples, the
-    first being sample ``lo`` of iteration ``it``); returns stats averaged over optimizer steps."""
+def update(
+    policy: Policy, cfg: RunConfig, batch: Batch, adv: torch.Tensor, it: int, shares: list[range], rank: int
+) -> dict:
+    """Inner epochs of clipped-loss updates over (sample, step) pairs of ``batch`` (this process's samples, share
+    ``rank`` of ``shares``), planned by dgx.grpo.updates on the global batch's advantages ``adv``; returns stats
+    averaged over the optimizer steps, and ``trained_samples``, the samples the update kept."""
     tc, traj = cfg.train, batch.traj
     trainable = [i for i in range(traj.steps) if (traj.stds[:, i] > 0).all()]  # deterministic steps carry no gradient
     if not trainable:
         raise ConfigError(
             f"sampler {cfg.sampler.name!r} made no stochastic step to train on; use sde or cps with noise > 0"
         )
+    kept = list(range(len(adv)))
+    if tc.zero_advantage == "drop":
+        kept = updates.kept_samples(adv, tc.updates_per_epoch, updates.keep_generator(cfg.seed, it))
     sums: dict[str, float] = {}
     n_stats = 0
     for epoch in range(tc.inner_epochs):
-        # pairs are ordered slot by slot across samples (as Flow-GRPO loops over timesteps), so every optimizer
-        # step sees all samples
-        chosen = [
-            steps_to_train(
-                trainable,
-                tc.timestep_fraction,
-                tc.timestep_selection,
-                sample_generator(cfg.seed, it, lo + b, epoch + 1),
+        chosen = {
+            b: steps_to_train(
+                trainable, tc.timestep_fraction, tc.timestep_selection, sample_generator(cfg.seed, it, b, epoch + 1)
             )
-            for b in range(len(traj))
-        ]
-        pairs = [(b, chosen[b][j]) for j in range(len(chosen[0])) for b in range(len(traj))]
-        per_update = math.ceil(len(pairs) / tc.updates_per_epoch)
-        for chunk in (pairs[u : u + per_update] for u in range(0, len(pairs), per_update)):
+            for b in kept
+        }
+        epoch_steps = updates.plan(kept, chosen, shares, rank, tc, updates.epoch_generator(cfg.seed, it, epoch))
+        for u, step in enumerate(epoch_steps):
+            done = (it * tc.inner_epochs + epoch) * tc.updates_per_epoch + u  # optimizer steps before this one
+            before, after = updates.ema_decays(tc.ema, done) if policy.ema is not None else ([], [])
+            updates.ema_update(policy.ema, trained(policy), before)  # the parameters of the step before
             with sdpa_kernel(UPDATE_SDPA_BACKENDS):
-                stats = optimizer_step(policy, tc, batch, chunk)
-            sums = _accumulate(sums, stats)
-            n_stats += 1
-    return {k: v / n_stats for k, v in sums.items()}
+                stats = optimizer_step(policy, tc, batch, step, trainable[0])
+            updates.ema_update(policy.ema, trained(policy), after)
+            if stats is not None:
+                sums = _accumulate(sums, stats)
+                n_stats += 1
+    if not n_stats:  # every advantage was zero and the filter dropped every sample: nothing trained
+        sums, n_stats = (
+            dict.fromkeys(("loss", "policy", "kl", "clip_frac", "approx_kl", "grad_norm", "skipped_steps"), 0.0),
+            1,
+        )
+    return {**{k: v / n_stats for k, v in sums.items()}, "trained_samples": len(kept)}
 
 
 def pair_loss(model, base: torch.nn.Module, batch: Batch, pairs: list[tuple[int, int]]) -> LossOutput:
@@ -458,18 +466,25 @@ def pair_loss(model, base: torch.nn.Module, batch: Batch, pairs: list[tuple[int,
     return objective(out, old, adv[bi, si].to(out.log_prob.device), ref_mean)
 
 
-def optimizer_step(policy: Policy, tc, batch: Batch, pairs: list[tuple[int, int]]) -> dict:
-    """One AdamW step on ``pairs`` (sample, step), accumulated over micro-batches; returns stats."""
-    model, base, acc, opt, params, ema = policy.model, policy.base, policy.acc, policy.opt, policy.params, policy.ema
-    sums: dict[str, float] = {}
+def optimizer_step(policy: Policy, tc, batch: Batch, step: updates.Step, spare: int) -> dict | None:
+    """One optimizer step on this process's pairs of ``step``, accumulated over micro-batches
+    weighted so that the processes' mean is the mean over the step's pairs on all processes; the micro-batches this
+    process lacks run on the pair (0, ``spare``) with weight 0. Returns this process's stats, or None where no
+    process had a pair (no step taken)."""
+    model, base, acc, opt, params = policy.model, policy.base, policy.acc, policy.opt, policy.params
+    if not step.micro_batches:
+        return None
+    pairs = step.pairs
     micro = [pairs[s : s + tc.micro_batch] for s in range(0, len(pairs), tc.micro_batch)]
+    micro += [[]] * (step.micro_batches - len(micro))
+    sums = dict.fromkeys(("loss", "policy", "kl", "clip_frac", "approx_kl"), 0.0)
     for mi, mb in enumerate(micro):
         sync = nullcontext() if mi == len(micro) - 1 else acc.no_sync(model.transformer)
         with sync:
-            lo = pair_loss(model, base, batch, mb)
-            acc.backward(lo.loss * len(mb) / len(pairs))
-        for name in ("loss", "policy", "kl", "clip_frac", "approx_kl"):
-            sums[name] = sums.get(name, 0.0) + getattr(lo, name).item() * len(mb) / len(pairs)
+            lo = pair_loss(model, base, batch, mb or [(0, spare)])
+            acc.backward(lo.loss * len(mb) * acc.num_processes / step.total)
+        for name in sums:
+            sums[name] += getattr(lo, name).item() * len(mb) / max(1, len(pairs))
     norm = acc.clip_grad_norm_(params, tc.max_grad_norm)
     sums["grad_norm"] = float(norm.full_tensor() if isinstance(norm, DTensor) else norm)
     sums["skipped_steps"] = float(not math.isfinite(sums["grad_norm"]))  # the same on every process (reduced gradients)
@@ -480,12 +495,12 @@ def optimizer_step(policy: Policy, tc, batch: Batch, pairs: list[tuple[int, int]
     else:
         opt.step()
     opt.zero_grad(set_to_none=True)
-    if ema is not None:
-        with torch.no_grad():
-            for n, p in base.named_parameters():
-                if n in ema:
-                    ema[n].mul_(tc.ema).add_(p.detach(), alpha=1 - tc.ema)
     return sums
+
+
+def trained(policy: Policy) -> dict[str, torch.Tensor]:
+    """The parameters the policy's EMA averages, by name (none without one)."""
+    return {n: p for n, p in policy.base.named_parameters() if policy.ema is not None and n in policy.ema}
 
 
 def _accumulate(total: dict[str, float], new: dict[str, float]) -> dict[str, float]:
