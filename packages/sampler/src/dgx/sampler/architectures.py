@@ -82,6 +82,18 @@ FLUX_DEV_TRANSFORMER = dict(
     axes_dims_rope=(16, 56, 56),
 )
 FLUX_VAE = dict(SD3_VAE, scaling_factor=0.3611, shift_factor=0.1159)
+# Qwen/Qwen-Image's transformer/config.json: 60 double-stream blocks, 20.4B parameters
+QWEN_IMAGE_TRANSFORMER = dict(
+    patch_size=2,
+    in_channels=64,
+    out_channels=16,
+    num_layers=60,
+    attention_head_dim=128,
+    num_attention_heads=24,
+    joint_attention_dim=3584,
+    guidance_embeds=False,
+    axes_dims_rope=(16, 56, 56),
+)
 
 
 @contextmanager

@@ -11,10 +11,9 @@ with the number of image tokens (dynamic shifting), then 0.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from dgx.sampler.errors import SamplerError
-from dgx.sampler.model import Conditioning, PipelineModel, guided
+from dgx.sampler.model import Conditioning, PipelineModel, guided, shifted_grid
 
 
 class FluxModel(PipelineModel):
@@ -111,17 +110,4 @@ class FluxModel(PipelineModel):
 
     def grid(self, steps: int) -> torch.Tensor:
         """The pipeline's sigmas for ``steps`` steps at this resolution: ``1 = t_0 > ... > t_T = 0``."""
-        from diffusers.pipelines.flux.pipeline_flux import calculate_shift
-
-        sched = self._scheduler(steps)
-        tokens = (self.resolution // (self.pipe.vae_scale_factor * 2)) ** 2
-        c = sched.config
-        mu = calculate_shift(
-            tokens,
-            c.get("base_image_seq_len", 256),
-            c.get("max_image_seq_len", 4096),
-            c.get("base_shift", 0.5),
-            c.get("max_shift", 1.15),
-        )
-        sched.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu, device="cpu")
-        return sched.sigmas.float().to(self.device)
+        return shifted_grid(self, steps)

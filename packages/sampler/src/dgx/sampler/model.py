@@ -101,6 +101,26 @@ def load_pipeline(pipeline_cls, path: str | Path, dtype: torch.dtype, device: st
     return pipe.to(device)
 
 
+def shifted_grid(model, steps: int) -> torch.Tensor:
+    """FLUX's and Qwen-Image's pipelines' sigmas for ``steps`` steps at ``model.resolution``: linspace(1, 1/T, T)
+    shifted by mu, which grows with the image token count (the scheduler's dynamic shifting), then 0."""
+    import numpy as np
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+    sched = model._scheduler(steps)
+    tokens = (model.resolution // (model.pipe.vae_scale_factor * 2)) ** 2
+    c = sched.config
+    mu = calculate_shift(
+        tokens,
+        c.get("base_image_seq_len", 256),
+        c.get("max_image_seq_len", 4096),
+        c.get("base_shift", 0.5),
+        c.get("max_shift", 1.15),
+    )
+    sched.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu, device="cpu")
+    return sched.sigmas.float().to(model.device)
+
+
 class PipelineModel:
     """What the diffusers adapters share: NCHW float32 latents drawn per sample, VAE decoding, and
     ``calls``, the count of transformer forward passes (a CFG pair counts once; it is one batch),

@@ -1,11 +1,13 @@
-"""Tiny SD3- and FLUX-class pipelines from real diffusers/transformers classes, built offline.
+"""Tiny SD3-, FLUX- and Qwen-Image-class pipelines from real diffusers/transformers classes, built offline.
 
 Used for the shapes-world model (trained by ``scripts/train_shapes_model.py``) and for
 tests, the way diffusers' own tests use ``get_dummy_components``. The CLIP tokenizer is a
 real ``CLIPTokenizer`` whose BPE vocabulary and merges are generated for a word list: each
 word gets a left-to-right merge chain (merges of different words can interleave, so some
 words end up as a few sub-word tokens) and anything else falls back to characters. FLUX's
-T5 side gets a word-level ``PreTrainedTokenizerFast`` (tokenizers library) over the same words.
+T5 side gets a word-level ``PreTrainedTokenizerFast`` (tokenizers library) over the same words. Qwen-Image's
+``Qwen2Tokenizer`` is a byte-level BPE whose merges spell out its chat template's words and the listed ones, so the
+template's system part is 34 tokens, the count the pipeline drops.
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ import dgx.sampler.compat  # noqa: F401  (before diffusers imports the pipelines
 import torch
 from diffusers import (
     AutoencoderKL,
+    AutoencoderKLQwenImage,
     FlowMatchEulerDiscreteScheduler,
     FluxPipeline,
     FluxTransformer2DModel,
+    QwenImagePipeline,
+    QwenImageTransformer2DModel,
     SD3Transformer2DModel,
     StableDiffusion3Pipeline,
 )
@@ -31,6 +36,9 @@ from transformers import (
     CLIPTextModelWithProjection,
     CLIPTokenizer,
     PreTrainedTokenizerFast,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2Tokenizer,
     T5Config,
     T5EncoderModel,
 )
@@ -268,4 +276,107 @@ def flux_stand_in(folder: Path) -> dict:
     """The ``flux`` model entry's offline stand-in: a tiny random FluxPipeline (guidance-distilled, as FLUX.1-dev)
     saved to ``folder``, at 16 px."""
     tiny_flux_pipeline(STAND_IN_WORDS).save_pretrained(folder)
+    return {"args": {"path": str(folder), "max_sequence_length": 8, "resolution": 16}}
+
+
+# the words of QwenImagePipeline's chat template (its system prompt, the roles)
+QWEN_TEMPLATE_WORDS = (
+    "system user assistant Describe the image by detailing color shape size texture quantity text spatial "
+    "relationships of objects and background"
+).split()
+
+
+def qwen_tokenizer(words: list[str]) -> Qwen2Tokenizer:
+    """A byte-level BPE ``Qwen2Tokenizer`` whose merges spell out the chat template's words and ``words`` (each also
+    after a space, GPT-2's "Ġ"), before any other text falls back to bytes; <|im_start|> and <|im_end|> special."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    vocab = {c: i for i, c in enumerate(bytes_to_unicode().values())}
+    merges: list[tuple[str, str]] = []
+    everything = sorted(set(QWEN_TEMPLATE_WORDS) | set(words))
+    for w in ["Ġ" + w for w in everything] + everything:  # after a space first: "Ġ t" ranks before "t h"
+        left = w[0]
+        for right in w[1:]:
+            if (left, right) not in merges:
+                merges.append((left, right))
+            left += right
+            vocab.setdefault(left, len(vocab))
+    vocab.setdefault("<|endoftext|>", len(vocab))
+    tok = Qwen2Tokenizer(vocab=vocab, merges=merges)
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    return tok
+
+
+def qwen_image_scheduler() -> FlowMatchEulerDiscreteScheduler:
+    """Qwen-Image's kind of schedule: dynamic shifting with an exponential time shift, the last sigma stretched to
+    0.02."""
+    return FlowMatchEulerDiscreteScheduler(
+        use_dynamic_shifting=True,
+        base_shift=0.5,
+        max_shift=0.9,
+        base_image_seq_len=256,
+        max_image_seq_len=8192,
+        shift=1.0,
+        shift_terminal=0.02,
+        time_shift_type="exponential",
+    )
+
+
+def tiny_qwen_image_pipeline(
+    words: list[str],
+    *,
+    latent_channels: int = 4,
+    text_dim: int = 16,
+    layers: int = 2,
+    heads: int = 2,
+    head_dim: int = 16,
+    seed: int = 0,
+) -> QwenImagePipeline:
+    """A randomly initialised ``QwenImagePipeline``: a Qwen2.5-VL text encoder of one layer, the video VAE (4x
+    downsampling here) and a transformer of ``layers`` blocks. Pipelines default to 512 px; pass a small
+    ``resolution`` to ``QwenImageModel``."""
+    torch.manual_seed(seed)
+    tok = qwen_tokenizer(words)
+    rope = {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"}
+    ends = {"bos_token_id": None, "eos_token_id": tok.convert_tokens_to_ids("<|im_end|>")}
+    text = dict(hidden_size=text_dim, intermediate_size=text_dim, num_hidden_layers=1, num_attention_heads=2)
+    config = Qwen2_5_VLConfig(
+        text_config={**text, "num_key_value_heads": 2, "rope_scaling": rope, "vocab_size": len(tok), **ends},
+        vision_config={"depth": 1, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2, "out_hidden_size": 16},
+        hidden_size=text_dim,
+        vocab_size=len(tok),
+        **ends,
+    )
+    transformer = QwenImageTransformer2DModel(
+        patch_size=2,
+        in_channels=4 * latent_channels,
+        out_channels=latent_channels,
+        num_layers=layers,
+        attention_head_dim=head_dim,
+        num_attention_heads=heads,
+        joint_attention_dim=text_dim,
+        axes_dims_rope=(head_dim // 2, head_dim // 4, head_dim // 4),
+    )
+    vae = AutoencoderKLQwenImage(
+        base_dim=24,
+        z_dim=latent_channels,
+        dim_mult=[1, 2, 4],
+        num_res_blocks=1,
+        temperal_downsample=[False, True],
+        latents_mean=[0.1 * (i % 3 - 1) for i in range(latent_channels)],
+        latents_std=[1.0 + 0.25 * (i % 2) for i in range(latent_channels)],
+    )
+    return QwenImagePipeline(
+        scheduler=qwen_image_scheduler(),
+        vae=vae,
+        text_encoder=Qwen2_5_VLForConditionalGeneration(config).eval(),
+        tokenizer=tok,
+        transformer=transformer,
+    )
+
+
+def qwen_image_stand_in(folder: Path) -> dict:
+    """The ``qwen_image`` model entry's offline stand-in: a tiny random QwenImagePipeline saved to ``folder``, at
+    16 px."""
+    tiny_qwen_image_pipeline(STAND_IN_WORDS).save_pretrained(folder)
     return {"args": {"path": str(folder), "max_sequence_length": 8, "resolution": 16}}
