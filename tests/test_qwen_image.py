@@ -13,7 +13,7 @@ from dgx.sampler.schedules import UniformNoise
 
 @pytest.fixture(scope="module")
 def qwen_dir(tmp_path_factory):
-    from dgx.sampler.tiny import qwen_image_stand_in
+    from dgx.sampler.architectures import qwen_image_stand_in
 
     d = tmp_path_factory.mktemp("tiny_qwen_image")
     qwen_image_stand_in(d)
@@ -134,11 +134,18 @@ def test_dense_grpo_run_and_the_exported_lora_loads_into_the_pipeline(tmp_path, 
 
 
 def test_qwen_image_architecture_from_its_config():
-    """Qwen-Image's published transformer, built on the meta device: 60 blocks, 20.4B parameters."""
-    from dgx.sampler.architectures import QWEN_IMAGE_TRANSFORMER, initialised_on
-    from diffusers import QwenImageTransformer2DModel
+    """The paper-scale stand-in, built on the meta device: Qwen-Image's 60-block 20.4B transformer, Qwen2.5-VL-7B
+    (8.29B with its 152,064-token vocabulary, cut here to the stand-in tokenizer's) and the 127M video VAE."""
+    from dgx.sampler.architectures import QWEN25_VL_7B_TEXT, qwen_image_pipeline
 
-    with initialised_on("meta", torch.bfloat16):
-        full = QwenImageTransformer2DModel(**QWEN_IMAGE_TRANSFORMER)
-    assert len(full.transformer_blocks) == 60
-    assert sum(p.numel() for p in full.parameters()) == pytest.approx(20.43e9, rel=1e-3)
+    with torch.device("meta"):
+        pipe = qwen_image_pipeline()
+
+    def count(module) -> int:
+        return sum(p.numel() for p in module.parameters())
+
+    assert len(pipe.transformer.transformer_blocks) == 60
+    assert count(pipe.transformer) == pytest.approx(20.43e9, rel=1e-3)
+    cut = 2 * (152064 - len(pipe.tokenizer)) * QWEN25_VL_7B_TEXT["hidden_size"]  # input embeddings and LM head
+    assert count(pipe.text_encoder) + cut == pytest.approx(8.29e9, rel=2e-3)
+    assert count(pipe.vae) == pytest.approx(126.9e6, rel=1e-3)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from click.testing import CliRunner
 from dgx.grpo.cli import main
 
@@ -71,7 +72,7 @@ def test_tiny_rehearsal_runs_the_paper_configs_on_standins(tmp_path):
         assert ratio["calls_ratio"] > 1
     assert "| sd35m_ocr | dense_grpo |" in (out / "rehearsal.md").read_text()
     # the real components on the stand-ins: T5 among the text encoders, each benchmark's own score
-    assert (out / "standins" / "sd35m" / "text_encoder_3" / "config.json").is_file()
+    assert (out / "standins" / "model_sd3" / "text_encoder_3" / "config.json").is_file()
     summaries = {
         c: json.loads((out / c / "dense_grpo" / "seed_0" / "eval" / "summary.json").read_text())
         for c in ("sd35m_pickscore", "sd35m_geneval", "sd35m_ocr")
@@ -81,6 +82,22 @@ def test_tiny_rehearsal_runs_the_paper_configs_on_standins(tmp_path):
     config = (out / "sd35m_geneval" / "flow_grpo" / "seed_0" / "config.yaml").read_text()
     assert str(out / "standins" / "mask2former") in config and "kl_beta: 0.04" in config  # the paper config, re-pointed
     assert "chunk: 16" in config and result["set"] == {"credit": {"chunk": 16}}
+
+
+def test_rehearse_builds_each_configs_model_family_from_its_registry_stand_in(tmp_path):
+    """Qwen-Image's and Wan2.1's configs on their families' tiny stand-ins; Wan's video size cut to the rehearsal's."""
+    configs = [str(ROOT / "configs" / f"{c}.yaml") for c in ("qwen_image_pickscore", "wan21_ocr")]
+    res = CliRunner().invoke(main, ["rehearse", *configs, "--out", str(tmp_path), "--iterations", "1"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads((tmp_path / "rehearsal.json").read_text())["rows"]
+    assert [(r["config"], r["variant"]) for r in rows] == [
+        (c, v) for c in ("qwen_image_pickscore", "wan21_ocr") for v in ("flow_grpo", "dense_grpo")
+    ]
+    assert all(r["continuation"] > 0 for r in rows if r["variant"] == "dense_grpo")
+    for family in ("qwen_image", "wan"):
+        assert (tmp_path / "standins" / f"model_{family}" / "model_index.json").is_file()
+    model = yaml.safe_load((tmp_path / "wan21_ocr" / "dense_grpo" / "seed_0" / "config.yaml").read_text())["model"]
+    assert (model["height"], model["width"], model["frames"]) == (64, 64, 33)
 
 
 def test_rehearse_refuses_what_it_has_no_standins_for(tmp_path):

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
 import torch
-from dgx.rewards.base import Reward, checked, to_uint8
+from dgx.rewards.base import Reward, checked, frame_wise, to_uint8
 from dgx.rewards.geneval import summarize
 from dgx.rewards.geneval_reward import GenEvalReward
 from dgx.rewards.geneval_reward import shapes_geneval as shapes_rules
@@ -140,17 +140,27 @@ def _write(
     picks: Sequence[int] = (),
     first: int = 0,
 ) -> None:
-    """per_image.jsonl, summary.json, and ``images[j]`` for j in ``picks`` as samples/INDEX.png (INDEX = first + j)."""
+    """per_image.jsonl, summary.json, and ``images[j]`` for j in ``picks`` as samples/INDEX.png (INDEX = first + j);
+    a video as samples/INDEX.webp (animated) and its frame grid as the PNG."""
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "per_image.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         if picks and images is not None:
-            from PIL import Image
-
             (out / "samples").mkdir(exist_ok=True)
-            for j, pixels in zip(picks, to_uint8(images[list(picks)])):
-                Image.fromarray(pixels).save(out / "samples" / f"{first + j:05d}.png")
+            for j in picks:
+                save_sample(images[j], out / "samples" / f"{first + j:05d}")
+
+
+def save_sample(sample: torch.Tensor, stem: Path, fps: int = 16) -> None:
+    """An image (3, H, W) as ``stem``.png; a video (F, 3, H, W) also as ``stem``.webp, looping at ``fps``, with the
+    PNG showing its scored frames side by side (``to_uint8``)."""
+    from PIL import Image
+
+    Image.fromarray(to_uint8(sample[None])[0]).save(stem.with_suffix(".png"))
+    if sample.ndim == 4:
+        frames = [Image.fromarray(f) for f in to_uint8(sample)]
+        frames[0].save(stem.with_suffix(".webp"), save_all=True, append_images=frames[1:], duration=1000 // fps, loop=0)
 
 
 def score_batches(rewards: dict, images: torch.Tensor, prompts: list[str], metas: list[dict], batch: int) -> dict:
@@ -160,7 +170,7 @@ def score_batches(rewards: dict, images: torch.Tensor, prompts: list[str], metas
         name: torch.cat(
             [
                 checked(
-                    r(images[s : s + batch], prompts[s : s + batch], metas[s : s + batch]),
+                    frame_wise(r, images[s : s + batch], prompts[s : s + batch], metas[s : s + batch]),
                     len(images[s : s + batch]),
                     name,
                     prompts[s : s + batch],

@@ -51,14 +51,16 @@ class StandIn:
     metadata: list[dict] | None = None
 
 
-def stand_in(entry: Entry, folder: Path) -> StandIn:
-    """The entry's stand-in (its ``stand_in`` function run on ``folder``), or none: the entry builds offline as it is."""
+def stand_in(entry: Entry, folder: Path, **scale) -> StandIn:
+    """The entry's stand-in (its ``stand_in`` function run on ``folder``), or none: the entry builds offline as it is.
+    ``scale`` goes to a model family's stand-in, which takes ``scale="paper"``, ``words`` and ``device`` too (`dgx
+    rehearse`)."""
     if entry.stand_in is False:
         raise Unavailable(f"{entry.name!r} cannot be built offline (its registry entry: stand_in: false)")
     if not entry.stand_in:
         return StandIn()
     mod, _, attr = entry.stand_in.partition(":")
-    made = getattr(importlib.import_module(mod), attr)(Path(folder))
+    made = getattr(importlib.import_module(mod), attr)(Path(folder), **scale)
     return StandIn(made.get("args", {}), made.get("metadata"))
 
 
@@ -171,7 +173,7 @@ def check_objective(objective) -> None:
 
 
 def check_model(model) -> None:
-    """The model contract on two prompts, one CFG pair at the grid's first step."""
+    """The model contract on two prompts, one CFG pair at the grid's first step: images, or videos of frames."""
     texts = ["a red circle", "two blue squares"]
     cond = model.encode(texts)
     x = model.init_latents(2, [torch.Generator().manual_seed(i) for i in range(2)])
@@ -185,8 +187,11 @@ def check_model(model) -> None:
     _require(v.shape == x.shape and bool(torch.isfinite(v).all()), "a finite velocity of the latents' shape")
     counted = (model.calls - calls, model.evaluations - evaluations)
     _require(counted in ((1, 2), (1, 4)), f"one call, one evaluation per image (two with CFG) counted: {counted}")
-    _require(model.decodes - decodes == 2, f"two decoded images counted: {model.decodes - decodes}")
-    _require(images.shape[:2] == (2, 3) and bool(((images >= 0) & (images <= 1)).all()), "[0, 1] RGB images")
+    video = images.ndim == 5  # (n, frames, 3, H, W): each frame counts as a decoded image
+    frames = images.shape[0] * (images.shape[1] if video else 1)
+    _require(model.decodes - decodes == frames, f"{frames} decoded images counted: {model.decodes - decodes}")
+    rgb = images.shape[0] == 2 and images.shape[-3] == 3 and images.ndim in (4, 5)
+    _require(rgb and bool(((images >= 0) & (images <= 1)).all()), "[0, 1] RGB images (N, 3, H, W) or videos")
     from dgx.grpo.adapter import unmatched
 
     bad = unmatched(model.transformer, model.lora_targets)

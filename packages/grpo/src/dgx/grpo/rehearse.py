@@ -1,10 +1,10 @@
 """`dgx rehearse`: the paper configs end to end on stand-ins of every component, timed phase by phase.
 
-Where the weights cannot be downloaded (CI, an offline GPU box), each component of ``sd35m_pickscore``,
-``sd35m_geneval`` and ``sd35m_ocr`` is replaced by a folder of the same classes with random weights
-(``dgx.sampler.architectures``, ``dgx.rewards.architectures``): SD3.5-Medium's transformer and VAE, its CLIP-L, CLIP-G
-and T5-XXL text encoders, PickScore's CLIP ViT-H/14, GenEval's Mask2Former (Swin-S, COCO's classes) and CLIP ViT-L/14.
-OCR runs rapidocr's real PP-OCR models. The configs then run through ``dgx run`` unchanged but for the paths, the
+Where the weights cannot be downloaded (CI, an offline GPU box), each component of a config (by default
+``sd35m_pickscore``, ``sd35m_geneval`` and ``sd35m_ocr``) is replaced by a folder of the same classes with random
+weights: the model by its family's registry ``stand_in`` (SD3.5-Medium, FLUX.1-dev, Qwen-Image:
+``dgx.sampler.architectures``), PickScore's CLIP ViT-H/14, GenEval's Mask2Former (Swin-S, COCO's classes) and CLIP
+ViT-L/14 (``dgx.rewards.architectures``). OCR runs rapidocr's real PP-OCR models. The configs then run through ``dgx run`` unchanged but for the paths, the
 prompts and the size of one iteration: the base model's evaluation, Flow-GRPO and DenseGRPO (with its calibration)
 and their evaluations. ``scale="paper"`` builds the published sizes (a GPU's job); ``scale="tiny"`` the same classes
 at toy widths, for the CPU.
@@ -101,56 +101,46 @@ def prompt_vocabulary() -> list[str]:
     return vocabulary([*PICKSCORE_PROMPTS, *OCR_PROMPTS, *(m["prompt"] for m in geneval_prompts())])
 
 
-def standin_paths(folder: Path) -> dict[str, Path]:
-    return {k: folder / k for k in ("sd35m", "pickscore", "mask2former", "clip_l")}
+def standin_paths(folder: Path, families: list[str]) -> dict[str, Path]:
+    """The stand-in folders: each model family's (``model_NAME``) and the rewards'."""
+    return {k: folder / k for k in ("pickscore", "mask2former", "clip_l")} | {
+        f: folder / f"model_{f}" for f in families
+    }
 
 
-def write_standins(folder: Path, scale: str, words: list[str], device: str = "cpu") -> dict[str, Path]:
-    """The stand-in folders (written once; an existing ``folder/done.json`` of the same scale is reused)."""
+def write_standins(
+    folder: Path, scale: str, words: list[str], families: list[str], device: str = "cpu"
+) -> dict[str, Path]:
+    """The stand-in folders of the model ``families`` (their registry entries' ``stand_in``) and the rewards (written
+    once; an existing ``folder/done.json`` of the same scale, words and families is reused)."""
     from dgx.eval.geneval_prompts import COCO_CLASSES
+    from dgx.grpo.contracts import stand_in
+    from dgx.grpo.registry import Registry
     from dgx.rewards.architectures import CLIP_TINY, CLIP_VIT_L_14, save_clip, save_mask2former
     from dgx.rewards.geneval import COLORS
-    from dgx.sampler.architectures import initialised_on, sd35_medium_pipeline
-    from dgx.sampler.tiny import tiny_sd3_pipeline
 
-    paths = standin_paths(folder)
+    paths = standin_paths(folder, families)
     words = sorted(set(words) | set(vocabulary([*COCO_CLASSES, *COLORS, "a photo of an and colored object"])))
     done = folder / "done.json"
-    if done.is_file() and json.loads(done.read_text()) == {"scale": scale, "words": words}:
+    if done.is_file() and json.loads(done.read_text()) == {"scale": scale, "words": words, "families": families}:
         return paths
     folder.mkdir(parents=True, exist_ok=True)
-    if scale == "paper":  # bfloat16 on the device: T5-XXL alone is 19 GB in float32
-        with initialised_on(device, torch.bfloat16):
-            pipe = sd35_medium_pipeline(text_layers=None, t5_layers=24, words=words)
-    else:
-        pipe = tiny_sd3_pipeline(
-            words,
-            sample_size=16,
-            vae_channels=(16, 16, 16),
-            layers=2,
-            heads=2,
-            head_dim=16,
-            text_dim=16,
-            max_length=77,
-            shift=3.0,
-            dual_attention_layers=(0,),
-            t5_layers=1,
-        )
-    pipe.save_pretrained(paths["sd35m"])
-    del pipe
+    registry = Registry()
+    for family in families:
+        stand_in(registry.get("models", family), paths[family], scale=scale, words=words, device=device)
     save_clip(paths["pickscore"], words, scale, device=device)
     save_clip(paths["clip_l"], words, scale, CLIP_VIT_L_14 if scale == "paper" else CLIP_TINY, device)
     save_mask2former(paths["mask2former"], list(COCO_CLASSES), scale, device)
-    done.write_text(json.dumps({"scale": scale, "words": words}))
+    done.write_text(json.dumps({"scale": scale, "words": words, "families": families}))
     return paths
 
 
 KINDS = ("pickscore", "geneval", "ocr")  # the rewards the rehearsal has stand-ins and prompts for
 
 
-def reward_kind(config: str) -> str:
-    """The config's reward (``base.reward.name``, or ``reward.name`` of a single-run file), one of KINDS; read before
-    validation, which would want the prompt files the rehearsal replaces."""
+def config_body(config: str) -> dict:
+    """The run config of ``config`` (``base`` of an ablation file), read before validation, which would want the
+    prompt files and weights the rehearsal replaces."""
     import yaml
 
     try:
@@ -158,20 +148,46 @@ def reward_kind(config: str) -> str:
     except yaml.YAMLError as e:
         raise ConfigError(f"{config}: not valid YAML ({e})") from None
     body = data.get("base", data) if isinstance(data, dict) else {}
-    name = (body.get("reward") or {}).get("name") if isinstance(body, dict) else None
+    return body if isinstance(body, dict) else {}
+
+
+def reward_kind(config: str) -> str:
+    """The config's reward (``reward.name``), one of KINDS."""
+    name = (config_body(config).get("reward") or {}).get("name")
     if name not in KINDS:
         raise ConfigError(f"{config}: reward {name!r}: dgx rehearse has stand-ins for {', '.join(KINDS)} only")
     return name
 
 
+def model_family(config: str) -> str:
+    """The config's model family (``model.name``), whose registry entry must name a ``stand_in``."""
+    from dgx.grpo.registry import Registry
+
+    name = (config_body(config).get("model") or {}).get("name", "shapes")
+    entry = Registry().get("models", name, f"{config}: model.name: ")
+    if not entry.stand_in:
+        raise ConfigError(f"{config}: model {name!r} has no stand_in in its registry entry for dgx rehearse to build")
+    return name
+
+
 def overrides(
-    kind: str, paths: dict[str, Path], prompts: dict[str, Path], scale: str, iterations: int, processes: int = 1
+    kind: str,
+    family: str,
+    sides: set[str],
+    paths: dict[str, Path],
+    prompts: dict[str, Path],
+    scale: str,
+    iterations: int,
+    processes: int = 1,
 ) -> dict:
-    """What the rehearsal changes in a paper config whose reward is ``kind``: the stand-ins' folders, its prompt files
-    and the size of a run (calibration: at least one sample per process)."""
+    """What the rehearsal changes in a paper config whose reward is ``kind`` and model ``family`` (its model node
+    setting the keys ``sides``): the stand-ins' folders, its prompt files and the size of a run (calibration: at least
+    one sample per process)."""
     size = SIZES[scale]
-    model = {"path": str(paths["sd35m"])}
+    model = {"path": str(paths[family])}
     model |= {k: size[k] for k in ("dtype", "resolution", "max_sequence_length") if size[k] is not None}
+    if size["resolution"] is not None:  # a video's height and width too
+        model |= {k: size["resolution"] for k in ("height", "width") if k in sides}
     reward, ev = {}, {"max_prompts": size["eval_prompts"], "images_per_prompt": 1, "batch": size["eval_prompts"]}
     if kind == "pickscore":
         reward = {"path": str(paths["pickscore"]), "processor_path": str(paths["pickscore"])}
@@ -316,14 +332,16 @@ def rehearse(
         if not Path(c).is_file():
             raise ConfigError(f"{c}: config file not found (run from the repository root, or give the paper configs)")
     kinds = {c: reward_kind(c) for c in configs}  # every config checked before minutes of writing stand-ins
+    families = {c: model_family(c) for c in configs}
     # under `accelerate launch` the main process writes the stand-ins, the others wait; on the CPU, as the configs'
     # `device: cpu` would (--set device=cpu) for accelerate to see several CPU processes
     state = PartialState(cpu=(extra or {}).get("device") == "cpu")
     device = device or str(state.device if torch.cuda.is_available() else "cpu")
-    prompts, paths = prompt_files(out / "prompts"), standin_paths(out / "standins")
+    needed = sorted(set(families.values()))
+    prompts, paths = prompt_files(out / "prompts"), standin_paths(out / "standins", needed)
     if state.is_main_process:
         write_prompts(out / "prompts")
-        write_standins(out / "standins", scale, prompt_vocabulary(), device)
+        write_standins(out / "standins", scale, prompt_vocabulary(), needed, device)
     state.wait_for_everyone()
     result = {
         "scale": scale,
@@ -341,7 +359,10 @@ def rehearse(
     for config in configs:  # the tables are rewritten after each config: a run cut short keeps what it measured
         t0 = time.perf_counter()
         folder = out / Path(config).stem
-        change = overrides(kinds[config], paths, prompts, scale, iterations, state.num_processes)
+        sides = set(config_body(config).get("model") or {})
+        change = overrides(
+            kinds[config], families[config], sides, paths, prompts, scale, iterations, state.num_processes
+        )
         change = deep_merge(change, extra or {})
         run_ablation(
             Path(config), folder, only=list(VARIANTS), seeds=[0], overrides=change, overwrite=True

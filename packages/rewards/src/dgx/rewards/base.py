@@ -1,6 +1,7 @@
 """The reward interface: images + prompts + per-prompt metadata -> one float per image.
 
-Images are float tensors in [0, 1], NCHW (the convention of dgx.sampler). A reward is a
+Images are float tensors in [0, 1], NCHW (the convention of dgx.sampler); a video model's samples are videos
+(N, frames, 3, H, W), which a reward scores frame by frame (``frame_wise``). A reward is a
 callable ``reward(images, prompts, metadata) -> Tensor[N]`` with a ``name``; heavy models
 load lazily on first call, from a Hub id or a local folder.
 """
@@ -26,7 +27,11 @@ class Reward(Protocol):
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """[0, 1] NCHW tensor -> uint8 NHWC array."""
+    """[0, 1] NCHW tensor -> uint8 NHWC array; videos (N, F, 3, H, W) -> each one's scored frames (``frame_wise``)
+    side by side, (N, H, k W, 3)."""
+    if images.ndim == 5:
+        idx = scored_frames(images.shape[1])
+        images = torch.cat(list(images[:, idx].unbind(1)), dim=-1)
     return (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
@@ -80,6 +85,35 @@ def load_now(component) -> None:
         load()
 
 
+# a video's score is the mean of its frames' scores over at most this many frames, evenly spaced from first to last
+FRAMES_SCORED = 8
+
+
+def scored_frames(frames: int) -> torch.Tensor:
+    """The frames of a video of ``frames`` that a reward scores: ``FRAMES_SCORED`` evenly spaced from the first to the
+    last, or every one of a shorter video."""
+    return torch.linspace(0, frames - 1, min(frames, FRAMES_SCORED)).round().long()
+
+
+def frame_wise(score, images: torch.Tensor, prompts: Sequence[str], metadata: Sequence[dict] | None = None):
+    """``score(images, prompts, metadata)`` of images (N, 3, H, W); of videos (N, F, 3, H, W), the mean of the scores
+    of ``FRAMES_SCORED`` frames evenly spaced from the first to the last (every frame of a shorter video), each frame
+    scored as an image with its video's prompt and metadata. A ``score`` returning a dict (a reward's ``parts``) is
+    averaged entry by entry."""
+    if images.ndim != 5:
+        return score(images, prompts, metadata)
+    n, idx = images.shape[0], scored_frames(images.shape[1])
+    k = len(idx)
+
+    def each(items):
+        return None if items is None else [x for x in items for _ in range(k)]
+
+    out = score(images[:, idx].flatten(0, 1), each(list(prompts)), each(metadata))
+    if isinstance(out, dict):
+        return {name: v.view(n, k).mean(1) for name, v in out.items()}
+    return out.view(n, k).mean(1)
+
+
 class CheckedReward:
     """A reward whose every output passes ``checked`` (its errors call it ``label``, e.g. its registry name); its
     ``name`` and other attributes are the wrapped reward's."""
@@ -90,12 +124,21 @@ class CheckedReward:
         self.label = label or self.name
 
     def __call__(self, images: torch.Tensor, prompts: Sequence[str], metadata: Sequence[dict] | None = None):
-        return checked(self.reward(images, prompts, metadata), len(images), self.label, prompts)
+        """The reward's scores of ``images`` (of videos: ``frame_wise``), checked."""
+
+        def score(images, prompts, metadata):
+            return checked(self.reward(images, prompts, metadata), len(images), self.label, prompts)
+
+        return frame_wise(score, images, prompts, metadata)
 
     def parts(self, images: torch.Tensor, prompts: Sequence[str], metadata: Sequence[dict] | None = None):
         """The wrapped reward's ``parts``, each checked as a reward's output."""
-        out = self.reward.parts(images, prompts, metadata)
-        return {n: checked(v, len(images), f"{self.label}.{n}", prompts) for n, v in out.items()}
+
+        def score(images, prompts, metadata):
+            out = self.reward.parts(images, prompts, metadata)
+            return {n: checked(v, len(images), f"{self.label}.{n}", prompts) for n, v in out.items()}
+
+        return frame_wise(score, images, prompts, metadata)
 
     def __getattr__(self, key: str):
         return getattr(self.reward, key)

@@ -1,4 +1,4 @@
-"""Published SD3- and FLUX-class architectures with random weights, built offline (no Hub).
+"""Published SD3-, FLUX-, Qwen-Image- and Wan-class architectures with random weights, built offline (no Hub).
 
 For measuring time and memory of the real model sizes where the weights cannot be had
 (CI, an offline GPU box): the SD3.5-Medium transformer (MMDiT-X: 24 blocks, width 1536,
@@ -14,6 +14,10 @@ width (4096) with ``text_layers`` layers, and CLIP-L gives the pooled vector.
 
 The registry builders create the weights directly on the target device in the target dtype:
 FLUX.1-dev initialised in float32 on the CPU first would take 48 GB of RAM and minutes.
+
+Each model family's ``stand_in`` (its registry entry's, dgx.grpo.contracts) lives here too: a folder of the family's
+pipeline classes with random weights, tiny by default (the contract suite, the CPU rehearsal) or, at
+``scale="paper"``, the published architecture (``dgx rehearse --scale paper`` on a GPU).
 """
 
 from __future__ import annotations
@@ -28,16 +32,43 @@ import torch
 from annotated_types import Ge
 from dgx.sampler.flux import FluxModel
 from dgx.sampler.model import Resolution, SD3Model
-from dgx.sampler.tiny import flux_scheduler, t5_encoder, word_level_tokenizer, word_tokenizer
+from dgx.sampler.tiny import (
+    STAND_IN_WORDS,
+    flux_scheduler,
+    qwen_image_scheduler,
+    qwen_tokenizer,
+    t5_encoder,
+    tiny_flux_pipeline,
+    tiny_qwen_image_pipeline,
+    tiny_sd3_pipeline,
+    tiny_wan_pipeline,
+    umt5_encoder,
+    word_level_tokenizer,
+    word_tokenizer,
+)
 from diffusers import (
     AutoencoderKL,
+    AutoencoderKLQwenImage,
+    AutoencoderKLWan,
     FlowMatchEulerDiscreteScheduler,
     FluxPipeline,
     FluxTransformer2DModel,
+    QwenImagePipeline,
+    QwenImageTransformer2DModel,
     SD3Transformer2DModel,
     StableDiffusion3Pipeline,
+    WanPipeline,
+    WanTransformer3DModel,
 )
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    T5Config,
+    T5EncoderModel,
+)
 
 SD35_MEDIUM_TRANSFORMER = dict(
     sample_size=128,
@@ -187,19 +218,25 @@ def sd35_medium_random(
 
 
 def flux_dev_pipeline(
-    layers: int | None = None, single_layers: int | None = None, text_layers: int = 1, seed: int = 0
+    layers: int | None = None,
+    single_layers: int | None = None,
+    text_layers: int | None = 1,
+    seed: int = 0,
+    words: list[str] = WORDS,
 ) -> FluxPipeline:
-    """FLUX.1-dev-shaped pipeline with random weights; ``layers`` / ``single_layers`` cut the depth for quick checks."""
+    """FLUX.1-dev-shaped pipeline with random weights; ``layers`` / ``single_layers`` cut the depth for quick checks;
+    ``text_layers``: the depth of CLIP-L and T5-XXL (None: their published 12 and 24 layers). The tokenizers spell
+    ``words``."""
     torch.manual_seed(seed)
     arch = dict(FLUX_DEV_TRANSFORMER)
     arch.update({k: v for k, v in (("num_layers", layers), ("num_single_layers", single_layers)) if v is not None})
-    clip_tok, t5_tok = word_tokenizer(WORDS, 77), word_level_tokenizer(WORDS, 512)
+    clip_tok, t5_tok = word_tokenizer(words, 77), word_level_tokenizer(words, 512)
     clip = CLIPTextModel(
         CLIPTextConfig(
             vocab_size=len(clip_tok.get_vocab()),
             hidden_size=768,
             intermediate_size=3072,
-            num_hidden_layers=text_layers,
+            num_hidden_layers=12 if text_layers is None else text_layers,
             num_attention_heads=12,
             max_position_embeddings=77,
             bos_token_id=0,
@@ -214,7 +251,7 @@ def flux_dev_pipeline(
             d_model=4096,
             d_kv=64,
             d_ff=10240,
-            num_layers=text_layers,
+            num_layers=T5_XXL["layers"] if text_layers is None else text_layers,
             num_heads=64,
             feed_forward_proj="gated-gelu",
             dropout_rate=0.0,
@@ -249,6 +286,137 @@ def flux_dev_random(
         pipe = flux_dev_pipeline(layers, single_layers, text_layers).to(device=device, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     return FluxModel(pipe, max_sequence_length, device, resolution=resolution)
+
+
+# Qwen/Qwen-Image's text_encoder/config.json: Qwen2.5-VL-7B (its language model and vision tower), 8.3B parameters
+QWEN25_VL_7B_TEXT = dict(
+    hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4
+)
+QWEN25_VL_7B_VISION = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584)
+
+
+def qwen_image_pipeline(words: list[str] = WORDS, seed: int = 0) -> QwenImagePipeline:
+    """Qwen-Image-shaped pipeline with random weights: its 20.4B transformer, Qwen2.5-VL-7B as text encoder (the
+    vocabulary cut to the tokenizer's, which spells ``words``) and its video VAE (diffusers' defaults are
+    Qwen-Image's)."""
+    torch.manual_seed(seed)
+    tok = qwen_tokenizer(words)
+    rope = {"mrope_section": [16, 24, 24], "rope_type": "default", "type": "default"}
+    ends = {"bos_token_id": None, "eos_token_id": tok.convert_tokens_to_ids("<|im_end|>")}
+    text = {**QWEN25_VL_7B_TEXT, "rope_scaling": rope, "rope_theta": 1000000.0, "vocab_size": len(tok), **ends}
+    config = Qwen2_5_VLConfig(
+        text_config=text,
+        vision_config=QWEN25_VL_7B_VISION,
+        hidden_size=QWEN25_VL_7B_TEXT["hidden_size"],
+        vocab_size=len(tok),
+        **ends,
+    )
+    return QwenImagePipeline(
+        scheduler=qwen_image_scheduler(),
+        vae=AutoencoderKLQwenImage(),
+        text_encoder=Qwen2_5_VLForConditionalGeneration(config).eval(),
+        tokenizer=tok,
+        transformer=QwenImageTransformer2DModel(**QWEN_IMAGE_TRANSFORMER),
+    )
+
+
+# Wan-AI/Wan2.1-T2V-1.3B-Diffusers' transformer/config.json: 30 blocks of width 1536, 1.42B parameters
+WAN21_1_3B_TRANSFORMER = dict(
+    patch_size=(1, 2, 2),
+    num_attention_heads=12,
+    attention_head_dim=128,
+    in_channels=16,
+    out_channels=16,
+    text_dim=4096,
+    freq_dim=256,
+    ffn_dim=8960,
+    num_layers=30,
+    cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads",
+    eps=1e-6,
+    rope_max_seq_len=1024,
+)
+UMT5_XXL = dict(width=4096, layers=24, heads=64, d_ff=10240, vocab_size=256384)  # Wan's text encoder
+
+
+def wan21_pipeline(words: list[str] = WORDS, seed: int = 0) -> WanPipeline:
+    """Wan2.1-T2V-1.3B-shaped pipeline with random weights: its transformer, UMT5-XXL's encoder and the video VAE
+    (diffusers' defaults are Wan2.1's); the tokenizer spells ``words``."""
+    torch.manual_seed(seed)
+    u = UMT5_XXL
+    return WanPipeline(
+        tokenizer=word_level_tokenizer(words, 512),
+        text_encoder=umt5_encoder(words, u["width"], u["layers"], u["heads"], u["d_ff"], u["vocab_size"]),
+        vae=AutoencoderKLWan(),
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        transformer=WanTransformer3DModel(**WAN21_1_3B_TRANSFORMER),
+    )
+
+
+def _save(folder: Path, scale: str, device: str, paper, tiny) -> None:
+    """Save the pipeline ``paper()`` (bfloat16, created on ``device``: a GPU's job) or ``tiny()`` into ``folder``."""
+    if scale == "paper":
+        with initialised_on(device, torch.bfloat16):
+            pipe = paper()
+    else:
+        pipe = tiny()
+    pipe.save_pretrained(folder)
+
+
+def sd3_stand_in(folder: Path, scale: str = "tiny", words: list[str] | None = None, device: str = "cpu") -> dict:
+    """The ``sd3`` entry's stand-in: tiny (two blocks, the first with SD3.5's second attention, the last without a
+    context output; CLIP-L/G and a one-layer T5), or SD3.5-Medium at ``scale="paper"``; the tokenizers spell
+    ``words``. Returns the node arguments that load it."""
+    words = sorted(set(words or STAND_IN_WORDS))
+    _save(
+        folder,
+        scale,
+        device,
+        lambda: sd35_medium_pipeline(text_layers=None, t5_layers=24, words=words),
+        lambda: tiny_sd3_pipeline(
+            words,
+            sample_size=16,
+            vae_channels=(16, 16, 16),
+            layers=2,
+            heads=2,
+            head_dim=16,
+            text_dim=16,
+            max_length=77,
+            shift=3.0,
+            dual_attention_layers=(0,),
+            t5_layers=1,
+        ),
+    )
+    return {"args": {"path": str(folder), "max_sequence_length": 8, "resolution": 32}}
+
+
+def flux_stand_in(folder: Path, scale: str = "tiny", words: list[str] | None = None, device: str = "cpu") -> dict:
+    """The ``flux`` entry's stand-in: a tiny guidance-distilled FluxPipeline at 16 px, or FLUX.1-dev at
+    ``scale="paper"``."""
+    words = sorted(set(words or STAND_IN_WORDS))
+    _save(
+        folder,
+        scale,
+        device,
+        lambda: flux_dev_pipeline(text_layers=None, words=words),
+        lambda: tiny_flux_pipeline(words),
+    )
+    return {"args": {"path": str(folder), "max_sequence_length": 8, "resolution": 16}}
+
+
+def qwen_image_stand_in(folder: Path, scale: str = "tiny", words: list[str] | None = None, device: str = "cpu") -> dict:
+    """The ``qwen_image`` entry's stand-in: a tiny QwenImagePipeline at 16 px, or Qwen-Image at ``scale="paper"``."""
+    words = sorted(set(words or STAND_IN_WORDS))
+    _save(folder, scale, device, lambda: qwen_image_pipeline(words), lambda: tiny_qwen_image_pipeline(words))
+    return {"args": {"path": str(folder), "max_sequence_length": 8, "resolution": 16}}
+
+
+def wan_stand_in(folder: Path, scale: str = "tiny", words: list[str] | None = None, device: str = "cpu") -> dict:
+    """The ``wan`` entry's stand-in: a tiny WanPipeline for 5-frame 16 px videos, or Wan2.1-T2V-1.3B at
+    ``scale="paper"``."""
+    words = sorted(set(words or STAND_IN_WORDS))
+    _save(folder, scale, device, lambda: wan21_pipeline(words), lambda: tiny_wan_pipeline(words))
+    return {"args": {"path": str(folder), "max_sequence_length": 8, "resolution": 16, "frames": 5}}
 
 
 def sd35_stand_in(folder: Path) -> dict:

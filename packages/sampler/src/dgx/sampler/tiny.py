@@ -1,4 +1,4 @@
-"""Tiny SD3-, FLUX- and Qwen-Image-class pipelines from real diffusers/transformers classes, built offline.
+"""Tiny SD3-, FLUX-, Qwen-Image- and Wan-class pipelines from real diffusers/transformers classes, built offline.
 
 Used for the shapes-world model (trained by ``scripts/train_shapes_model.py``) and for
 tests, the way diffusers' own tests use ``get_dummy_components``. The CLIP tokenizer is a
@@ -22,6 +22,7 @@ import torch
 from diffusers import (
     AutoencoderKL,
     AutoencoderKLQwenImage,
+    AutoencoderKLWan,
     FlowMatchEulerDiscreteScheduler,
     FluxPipeline,
     FluxTransformer2DModel,
@@ -29,6 +30,8 @@ from diffusers import (
     QwenImageTransformer2DModel,
     SD3Transformer2DModel,
     StableDiffusion3Pipeline,
+    WanPipeline,
+    WanTransformer3DModel,
 )
 from transformers import (
     CLIPTextConfig,
@@ -41,6 +44,8 @@ from transformers import (
     Qwen2Tokenizer,
     T5Config,
     T5EncoderModel,
+    UMT5Config,
+    UMT5EncoderModel,
 )
 
 
@@ -263,22 +268,6 @@ def tiny_flux_pipeline(
 STAND_IN_WORDS = ["a", "photo", "of", "red", "blue", "two", "circle", "circles", "square", "squares"]
 
 
-def sd3_stand_in(folder: Path) -> dict:
-    """The ``sd3`` model entry's offline stand-in (dgx.grpo.contracts): a tiny random StableDiffusion3Pipeline saved
-    to ``folder`` (two blocks: the last one has no context output), and the node arguments that load it."""
-    tiny_sd3_pipeline(STAND_IN_WORDS, sample_size=8, vae_channels=(16, 16), layers=2, text_dim=16).save_pretrained(
-        folder
-    )
-    return {"args": {"path": str(folder), "max_sequence_length": 8}}
-
-
-def flux_stand_in(folder: Path) -> dict:
-    """The ``flux`` model entry's offline stand-in: a tiny random FluxPipeline (guidance-distilled, as FLUX.1-dev)
-    saved to ``folder``, at 16 px."""
-    tiny_flux_pipeline(STAND_IN_WORDS).save_pretrained(folder)
-    return {"args": {"path": str(folder), "max_sequence_length": 8, "resolution": 16}}
-
-
 # the words of QwenImagePipeline's chat template (its system prompt, the roles)
 QWEN_TEMPLATE_WORDS = (
     "system user assistant Describe the image by detailing color shape size texture quantity text spatial "
@@ -302,7 +291,10 @@ def qwen_tokenizer(words: list[str]) -> Qwen2Tokenizer:
             left += right
             vocab.setdefault(left, len(vocab))
     vocab.setdefault("<|endoftext|>", len(vocab))
-    tok = Qwen2Tokenizer(vocab=vocab, merges=merges)
+    with tempfile.TemporaryDirectory() as d:  # files: what both the slow and the fast Qwen2Tokenizer read
+        (Path(d) / "vocab.json").write_text(json.dumps(vocab))
+        (Path(d) / "merges.txt").write_text("".join(f"{a} {b}\n" for a, b in [("#version:", "0.2"), *merges]))
+        tok = Qwen2Tokenizer(str(Path(d) / "vocab.json"), str(Path(d) / "merges.txt"))
     tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
     return tok
 
@@ -375,8 +367,53 @@ def tiny_qwen_image_pipeline(
     )
 
 
-def qwen_image_stand_in(folder: Path) -> dict:
-    """The ``qwen_image`` model entry's offline stand-in: a tiny random QwenImagePipeline saved to ``folder``, at
-    16 px."""
-    tiny_qwen_image_pipeline(STAND_IN_WORDS).save_pretrained(folder)
-    return {"args": {"path": str(folder), "max_sequence_length": 8, "resolution": 16}}
+def umt5_encoder(words: list[str], width: int, layers: int, heads: int, d_ff: int, vocab_size: int | None = None):
+    """A UMT5 encoder (Wan's text encoder class) with random weights over a word-level vocabulary."""
+    return UMT5EncoderModel(
+        UMT5Config(
+            vocab_size=vocab_size or len(set(words)) + 3,
+            d_model=width,
+            d_kv=width // heads,
+            d_ff=d_ff,
+            num_layers=layers,
+            num_heads=heads,
+            feed_forward_proj="gated-gelu",
+            relative_attention_num_buckets=32,
+            dropout_rate=0.0,
+            pad_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=0,
+        )
+    )
+
+
+def tiny_wan_pipeline(words: list[str], *, layers: int = 2, heads: int = 2, head_dim: int = 12, seed: int = 0):
+    """A randomly initialised Wan2.1-class ``WanPipeline``: a one-layer UMT5 encoder, the causal video VAE (16 latent
+    channels, 4x in time, 8x in space) at toy widths and a transformer of ``layers`` blocks; the scheduler is flow
+    matching with Wan2.1's 480p shift, 3."""
+    torch.manual_seed(seed)
+    tok = word_level_tokenizer(words, 512)
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=heads,
+        attention_head_dim=head_dim,
+        in_channels=16,
+        out_channels=16,
+        text_dim=32,
+        freq_dim=256,
+        ffn_dim=32,
+        num_layers=layers,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32,
+    )
+    vae = AutoencoderKLWan(
+        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
+    )
+    return WanPipeline(
+        tokenizer=tok,
+        text_encoder=umt5_encoder(words, 32, 1, 2, 64, len(tok.get_vocab())),
+        vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        transformer=transformer,
+    )
