@@ -1,6 +1,7 @@
 """Run under `accelerate launch --use_fsdp --fsdp_version 2 --num_processes N`: train 1 iteration, resume for
 a 2nd (folder/run), train 2 iterations uninterrupted (folder/whole), then dump the resumed run's returned adapter
-and what accelerate selected. Arguments: folder, tiny pipeline, output.
+and what accelerate selected. Arguments: folder, tiny pipeline, output, and optionally what trains (``train.adapter``:
+lora, the default, or full).
 On CPUs, fsdp_shim makes accelerate select FSDP; on a GPU nothing is patched.
 """
 
@@ -13,14 +14,22 @@ import dgx.grpo.trainer as trainer  # noqa: E402
 import fsdp_shim  # noqa: E402, F401  (before accelerate builds its state)
 import torch  # noqa: E402
 from accelerate.state import AcceleratorState  # noqa: E402
+from dgx.grpo.adapter import trained_state  # noqa: E402
 from dgx.grpo.assembly import assemble  # noqa: E402
 from dgx.grpo.registry import Registry  # noqa: E402
 from dgx_test_helpers import tiny_config  # noqa: E402
-from peft.utils import get_peft_model_state_dict  # noqa: E402
 from torch.distributed.fsdp import FSDPModule  # noqa: E402
 
 tmp, pipe_dir, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
-cfg = tiny_config(tmp, pipe_dir, iterations=2, ema=0.5, gradient_checkpointing=True)
+adapter = sys.argv[4] if len(sys.argv) > 4 else "lora"
+cfg = tiny_config(
+    tmp,
+    pipe_dir,
+    iterations=2,
+    ema={"decay": 0.5, "every": 1, "warmup": False},
+    gradient_checkpointing=True,
+    adapter=adapter,
+)
 cfg.device = "auto"  # accelerate's device: the GPU, else the CPU
 # in each update: the class of the trained parameters, the device of their shards and the FSDP units' classes
 seen, where, units = [], [], []
@@ -40,7 +49,7 @@ model = trainer.train(assemble(cfg, Registry([tmp / "reg.yaml"])), tmp / "run", 
 trainer.train(assemble(cfg, Registry([tmp / "reg.yaml"])), tmp / "whole")
 state = AcceleratorState()
 if state.is_main_process:
-    torch.save(get_peft_model_state_dict(model.transformer), out)
+    torch.save(trained_state(model), out)
     out.with_suffix(".json").write_text(
         json.dumps(
             {

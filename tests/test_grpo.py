@@ -577,7 +577,7 @@ def test_fsdp2_matches_one_unsharded_process(tmp_path, tiny_pipe_dir, offload):
     one = tmp_path / "one"
     one.mkdir()
     cfg = tiny_config(
-        one, tiny_pipe_dir, iterations=2, ema=0.5, gradient_checkpointing=True
+        one, tiny_pipe_dir, iterations=2, ema={"decay": 0.5, "every": 1, "warmup": False}, gradient_checkpointing=True
     )  # the worker's, uninterrupted
     cfg.device = "auto" if gpu else "cpu"  # the worker's device
     model = train(assemble(cfg, Registry([one / "reg.yaml"])), one / "run")

@@ -1,9 +1,14 @@
-"""The LoRA adapter on a generator: added (on the model family's targets, or the config's), switched off for the
-reference policy and base-model samples, taken off after a run, and loaded from a run's checkpoint with the LoRA
-settings it was trained with (its ``adapter_config.json``, PEFT's format)."""
+"""What a run trains on a generator (``train.adapter``): a LoRA adapter (on the model family's targets, or the
+config's), or the whole transformer (``full``). Either is added, switched off for the reference policy and base-model
+samples, taken off after a run, saved in checkpoints and loaded from them: a LoRA with the settings it was trained
+with (its ``adapter_config.json``, PEFT's format).
+
+Full fine-tuning keeps a frozen copy of the transformer as it was (``model.reference``): the reference policy and the
+base model run through it, and the run's end copies it back, so the next run starts from the base weights."""
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,7 +19,7 @@ from dgx.grpo import checkpoint
 from dgx.grpo.config import RunConfig
 from dgx.grpo.errors import ConfigError
 from peft import LoraConfig
-from peft.utils import set_peft_model_state_dict
+from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
 
 def lora_config(model, cfg: RunConfig) -> LoraConfig:
@@ -44,9 +49,16 @@ def check_targets(model, cfg: RunConfig) -> None:
 
 
 def add_lora(model, cfg: RunConfig, lora: LoraConfig | None = None) -> list[torch.nn.Parameter]:
-    """Freeze the generator's transformer, add a peft LoRA adapter (``lora``, default ``lora_config(model, cfg)``),
-    return its (float32) parameters."""
+    """Make the generator's transformer trainable as ``train.adapter`` says and return the trained (float32)
+    parameters: a peft LoRA adapter (``lora``, default ``lora_config(model, cfg)``) on the frozen transformer, or, for
+    ``full``, every parameter of the transformer, after a frozen copy of it becomes ``model.reference``."""
     transformer = model.transformer
+    if cfg.train.adapter == "full":
+        model.reference = copy.deepcopy(transformer).requires_grad_(False)  # in the model's dtype
+        transformer.requires_grad_(True)
+        for p in transformer.parameters():
+            p.data = p.data.float()
+        return list(transformer.parameters())
     transformer.requires_grad_(False)
     transformer.add_adapter(lora or lora_config(model, cfg))
     params = [p for p in transformer.parameters() if p.requires_grad]
@@ -55,21 +67,57 @@ def add_lora(model, cfg: RunConfig, lora: LoraConfig | None = None) -> list[torc
     return params
 
 
-def remove_adapter(transformer: torch.nn.Module) -> None:
-    """Take the LoRA adapter off again: the base model as built (its weights were never trained), ready for the
-    next run's adapter."""
-    transformer.delete_adapters("default")
+def full(model) -> bool:
+    """Whether ``model`` trains its whole transformer (its frozen copy is ``model.reference``)."""
+    return getattr(model, "reference", None) is not None
+
+
+def remove_adapter(model) -> None:
+    """Take the run's training off the generator: the LoRA adapter deleted, or the whole transformer's weights copied
+    back from the frozen reference (in the model's dtype) and frozen again."""
+    if not full(model):
+        model.transformer.delete_adapters("default")
+        return
+    with torch.no_grad():
+        for p, q in zip(model.transformer.parameters(), model.reference.parameters(), strict=True):
+            p.data = q.data.clone()
+    model.transformer.requires_grad_(False)
+    model.reference = None
 
 
 @contextmanager
-def adapter_disabled(transformer: torch.nn.Module) -> Iterator[None]:
-    """The base model inside (the LoRA adapter off: the KL reference, base-model samples); the adapter is back
-    on afterwards, also after an error."""
-    transformer.disable_adapters()
+def adapter_disabled(model, base: torch.nn.Module | None = None) -> Iterator[None]:
+    """The base model inside (the KL reference, base-model samples): the LoRA adapter of ``base`` (default the model's
+    transformer) off, or under full fine-tuning the frozen reference in the transformer's place; as before
+    afterwards, also after an error."""
+    if full(model):
+        trained, model.transformer = model.transformer, model.reference
+        try:
+            yield
+        finally:
+            model.transformer = trained
+        return
+    base = base if base is not None else model.transformer
+    base.disable_adapters()
     try:
         yield
     finally:
-        transformer.enable_adapters()
+        base.enable_adapters()
+
+
+def trained_state(model, base: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
+    """What a checkpoint keeps of the training: the LoRA adapter's state (peft's keys) or the whole transformer's (of
+    ``base``, default the model's transformer)."""
+    base = base if base is not None else model.transformer
+    return base.state_dict() if full(model) else get_peft_model_state_dict(base)
+
+
+def load_trained(model, state: dict[str, torch.Tensor]) -> None:
+    """Load ``trained_state`` into the model's transformer."""
+    if full(model):
+        model.transformer.load_state_dict(state)
+    else:
+        set_peft_model_state_dict(model.transformer, state)
 
 
 def copy_named(module: torch.nn.Module, values: dict[str, torch.Tensor]) -> None:
@@ -106,16 +154,17 @@ def checkpoint_lora(model, cfg: RunConfig, ck: Path, strict: bool) -> LoraConfig
 
 
 def load_adapter(model, cfg: RunConfig, run_or_ckpt: Path, strict: bool = False) -> Path:
-    """Add a LoRA adapter to ``model`` with the settings it was trained with and load a run's latest checkpoint (EMA
-    weights if saved); ``strict``: a config whose LoRA settings differ is an error, not a warning."""
+    """Add a LoRA adapter to ``model`` with the settings it was trained with (or, with ``train.adapter: full``, make
+    its whole transformer the trained one) and load a run's latest checkpoint (EMA weights if saved); ``strict``: a
+    config whose LoRA settings differ is an error, not a warning."""
     run_or_ckpt = Path(run_or_ckpt)
     ck = checkpoint.latest(run_or_ckpt / "checkpoints") if (run_or_ckpt / "checkpoints").is_dir() else run_or_ckpt
     if ck is None or not (ck / "adapter.safetensors").is_file():
         raise ConfigError(f"{run_or_ckpt}: no adapter.safetensors found (give a run folder or a checkpoint folder)")
     if problem := checkpoint.damage(ck):
         raise ConfigError(f"checkpoint {ck}: {problem}; give another checkpoint")
-    add_lora(model, cfg, checkpoint_lora(model, cfg, ck, strict))
-    set_peft_model_state_dict(model.transformer, checkpoint.adapter_state(ck))
+    add_lora(model, cfg, None if cfg.train.adapter == "full" else checkpoint_lora(model, cfg, ck, strict))
+    load_trained(model, checkpoint.adapter_state(ck))
     if (ema := checkpoint.ema_state(ck)) is not None:
         copy_named(model.transformer, ema)
     return ck

@@ -138,6 +138,6 @@ class Assembler:
         """After a run: ``trained`` is the model train handed back; the next run gets it without this adapter."""
 
         if trained is self.model:
-            remove_adapter(trained.transformer)
+            remove_adapter(trained)
         else:
             self.model = self.model_key = None

@@ -177,6 +177,11 @@ class TrainConfig(_Strict):
         description="first: the first int(fraction * steps) stochastic steps, every sample, every epoch "
         "(Flow-GRPO: 9 of 10 at 0.99); random: ceil(fraction * steps) steps drawn per sample and epoch (dgx's option)",
     )
+    adapter: Literal["lora", "full"] = Field(
+        "lora",
+        description="what trains: a LoRA adapter (the lora_* keys), or full: every weight of the transformer, with a "
+        "frozen copy of it as the KL reference (about 4x the transformer's float32 size with AdamW, plus the copy)",
+    )
     lora_rank: int = Field(8, ge=1, le=1024, description="LoRA rank r")
     lora_alpha: int = Field(16, ge=1, le=4096, description="LoRA alpha: the adapter's update is scaled by alpha / r")
     lora_targets: list[str] | None = Field(

@@ -2,7 +2,8 @@
 
 The export holds the LoRA in the diffusers format (the model's pipeline class, e.g.
 ``StableDiffusion3Pipeline`` or ``FluxPipeline``, reads it with ``load_lora_weights``, LoRA
-config included), the resolved config, psi(t), the evaluation metrics, the training
+config included), or, for a run with ``train.adapter: full``, the whole transformer in diffusers'
+format (``transformer/``, read with the transformer class's ``from_pretrained``), the resolved config, psi(t), the evaluation metrics, the training
 metrics, sample images of the base model and the adapter (same prompts and noise) and a
 model card (README.md with Hub metadata).
 It is built in a staging folder, never in the run folder; the token comes from
@@ -29,7 +30,7 @@ from dgx.rewards.base import to_uint8
 CARD = """{front_matter}
 # {title}
 
-LoRA for `{base}` trained with **dgx** ({method}) on the `{reward}` reward.
+{what} for `{base}` trained with **dgx** ({method}) on the `{reward}` reward.
 
 | setting | value |
 |---|---|
@@ -37,13 +38,13 @@ LoRA for `{base}` trained with **dgx** ({method}) on the `{reward}` reward.
 | sampler | `{sampler}`, {steps} steps, noise `{noise}` |
 | iterations x prompts x group | {iterations} x {prompts} x {group} |
 | checkpoint | `{checkpoint}` |
-| LoRA | rank {rank}, alpha {alpha} |
+| trained | {trained_what} |
 
 ## Results ({eval_name}, ODE sampler, {eval_steps} steps)
 
 {results}
 
-The base model (top row) and this LoRA (bottom row) on the same prompts and initial noise:
+The base model (top row) and this {short} (bottom row) on the same prompts and initial noise:
 
 ![samples](samples.png)
 
@@ -51,9 +52,13 @@ The base model (top row) and this LoRA (bottom row) on the same prompts and init
 
 ```python
 {load}
-pipe.load_lora_weights("{repo_id}")
 ```
 """
+USE_LORA = '{load}\npipe.load_lora_weights("{repo_id}")'
+USE_FULL = (
+    'from diffusers import {transformer}\ntransformer = {transformer}.from_pretrained("{repo_id}", subfolder="transformer")'
+    "\n{load}"
+)
 LOAD_HUB = 'from diffusers import {cls}\npipe = {cls}.from_pretrained("{base}")'
 LOAD_PKG = (
     "from diffusers import StableDiffusion3Pipeline\nfrom dgx.grpo.build import resolve_path  # pip install dgx-grpo\n"
@@ -115,11 +120,14 @@ def export_run(
     trained = ckpt_module.iteration(ckpt) + 1
     out.mkdir(parents=True, exist_ok=True)
     tr = model.transformer
-    type(model.pipe).save_lora_weights(  # the pipeline class that will load it
-        out,
-        transformer_lora_layers=get_peft_model_state_dict(tr),
-        transformer_lora_adapter_metadata=tr.peft_config["default"].to_dict(),
-    )
+    if cfg.train.adapter == "full":  # the whole transformer, as diffusers saves one
+        tr.save_pretrained(out / "transformer")
+    else:
+        type(model.pipe).save_lora_weights(  # the pipeline class that will load it
+            out,
+            transformer_lora_layers=get_peft_model_state_dict(tr),
+            transformer_lora_adapter_metadata=tr.peft_config["default"].to_dict(),
+        )
     shutil.copy(run_dir / "config.yaml", out / "config.yaml")
     # the run's final evaluation describes its last checkpoint only (not a kept one, nor an older one exported
     # because the last is damaged)
@@ -128,17 +136,25 @@ def export_run(
         if src.is_file():
             shutil.copy(src, out / ("eval_summary.json" if src.name == "summary.json" else src.name))
     prompts = [m["prompt"] for m in load_prompts(cfg, registry, "test")[:n_samples]]
-    images = {"this LoRA": generate(model, prompts, cfg.eval.steps, cfg.eval_guidance, seed=0)}
-    with adapter_disabled(tr):  # the base model on the same prompts and noise
+    short = "model" if cfg.train.adapter == "full" else "LoRA"
+    images = {f"this {short}": generate(model, prompts, cfg.eval.steps, cfg.eval_guidance, seed=0)}
+    with adapter_disabled(model):  # the base model on the same prompts and noise
         images["base"] = generate(model, prompts, cfg.eval.steps, cfg.eval_guidance, seed=0)
-    sample_grid({k: list(to_uint8(images[k])) for k in ("base", "this LoRA")}, prompts, out / "samples.png")
+    sample_grid({k: list(to_uint8(images[k])) for k in ("base", f"this {short}")}, prompts, out / "samples.png")
     summary = json.loads((out / "eval_summary.json").read_text()) if (out / "eval_summary.json").is_file() else {}
     base = cfg.model.args.get("path") or registry.get("models", cfg.model.name).defaults.get("path", cfg.model.name)
     data = ModelCardData(
         base_model=None if base.startswith("pkg://") else base,
         library_name="diffusers",
         license="other",
-        tags=["dgx", "lora", "text-to-image", "grpo", cfg.credit.name, cfg.model.name],
+        tags=[
+            "dgx",
+            "full-finetune" if cfg.train.adapter == "full" else "lora",
+            "text-to-image",
+            "grpo",
+            cfg.credit.name,
+            cfg.model.name,
+        ],
     )
     # the credit rule's registry description names its method first ("DenseGRPO - ...")
     method = registry.get("credit", cfg.credit.name).description.split(" - ")[0] or cfg.credit.name
@@ -156,7 +172,18 @@ def export_run(
             reward=cfg.reward.name,
             credit=cfg.credit.name,
             ode_steps=f" ({args})" if args else "",
-            load=(LOAD_PKG if base.startswith("pkg://") else LOAD_HUB).format(base=base, cls=type(model.pipe).__name__),
+            load=(USE_FULL if cfg.train.adapter == "full" else USE_LORA).format(
+                load=(LOAD_PKG if base.startswith("pkg://") else LOAD_HUB).format(
+                    base=base, cls=type(model.pipe).__name__
+                ),
+                repo_id=repo_id,
+                transformer=type(tr).__name__,
+            ),
+            what="Fine-tuned transformer" if cfg.train.adapter == "full" else "LoRA",
+            short=short,
+            trained_what="the whole transformer"
+            if cfg.train.adapter == "full"
+            else f"LoRA rank {cfg.train.lora_rank}, alpha {cfg.train.lora_alpha}",
             sampler=cfg.sampler.name,
             steps=cfg.sampler.steps,
             noise=cfg.sampler.noise.name,
@@ -164,8 +191,6 @@ def export_run(
             checkpoint=ckpt.name,
             prompts=cfg.train.prompts_per_iter,
             group=cfg.train.group_size,
-            rank=cfg.train.lora_rank,
-            alpha=cfg.train.lora_alpha,
             eval_name=cfg.eval.name,
             eval_steps=cfg.eval.steps,
             results=results,

@@ -125,7 +125,7 @@ def evaluation_during_training(parts: Assembly, run_dir: Path):
     def at(model, iteration: int) -> tuple[dict, np.ndarray | None]:
         now = replace(parts, model=model)  # the trainer's unwrapped transformer
         if not base_done:
-            with adapter_disabled(model.transformer):
+            with adapter_disabled(model):
                 evaluate(now, folder / "base", sub)
             base_done.append(True)
         out = folder / f"iter_{iteration:05d}"
@@ -160,7 +160,7 @@ def paired_reward_gain(model, cfg: RunConfig, reward, prompts: list[dict], n: in
         return reward(model.decode(traj.latents[:, -1]), texts, metas).float()
 
     trained = score()
-    with adapter_disabled(model.transformer):
+    with adapter_disabled(model):
         base = score()
     d = trained - base
     return {

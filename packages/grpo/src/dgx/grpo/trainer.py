@@ -29,7 +29,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from dgx.eval.benchmarks import Shard
 from dgx.grpo import checkpoint, updates
-from dgx.grpo.adapter import adapter_disabled, add_lora, copy_named
+from dgx.grpo.adapter import adapter_disabled, add_lora, copy_named, load_trained, trained_state
 from dgx.grpo.assembly import Assembly
 from dgx.grpo.build import build_model, build_schedule
 from dgx.grpo.config import RunConfig
@@ -40,7 +40,6 @@ from dgx.grpo.metrics import MetricsLog, flat_scalars, make_trackers
 from dgx.grpo.prompts import choose_prompts
 from dgx.sampler import sample_generator, schedule_at
 from diffusers.optimization import get_scheduler
-from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from torch.distributed.tensor import DTensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
@@ -161,7 +160,7 @@ def prepare(cfg: RunConfig, parts: Assembly, run_dir: Path, acc: Accelerator, re
     base = model.transformer
     params = add_lora(model, cfg)
     if last is not None:  # whole weights, before accelerate may shard them
-        set_peft_model_state_dict(base, {k: v.to(acc.device) for k, v in checkpoint.adapter_state(last).items()})
+        load_trained(model, {k: v.to(acc.device) for k, v in checkpoint.adapter_state(last).items()})
     if tc.gradient_checkpointing:
         base.enable_gradient_checkpointing()
     opt, sched = optimizer(tc, params)
@@ -311,7 +310,7 @@ def save_and_evaluate(run: Run, it: int, evaluate_during: Callable | None) -> No
         saved = checkpoint.save(
             run.ckpts,
             it,
-            get_peft_model_state_dict(policy.base),
+            trained_state(model, policy.base),
             policy.opt,
             run.sched,
             policy.ema,
@@ -319,7 +318,7 @@ def save_and_evaluate(run: Run, it: int, evaluate_during: Callable | None) -> No
             keep=tc.keep_last,
             write=acc.is_main_process,
             keep_every=tc.keep_every,
-            lora=policy.base.peft_config["default"],
+            lora=getattr(policy.base, "peft_config", {}).get("default"),
         )
     if not evaluating:
         return
@@ -351,13 +350,13 @@ def finish(run: Run):
     model.transformer = policy.base
     if not run.sharded:
         return model
-    adapter = checkpoint.whole(get_peft_model_state_dict(policy.base))
+    adapter = checkpoint.whole(trained_state(model, policy.base))
     del model, policy
     run.policy = run.sched = None  # the sharded model and its optimizer state go before the rebuild
     run.acc.free_memory()
     model = build_model(cfg, run.parts.registry, run.acc.device)
     add_lora(model, cfg)
-    set_peft_model_state_dict(model.transformer, adapter)
+    load_trained(model, adapter)
     return model
 
 
@@ -460,7 +459,7 @@ def pair_loss(model, base: torch.nn.Module, batch: Batch, pairs: list[tuple[int,
     out = step_fn(x, model.velocity(x, t, cond, traj.guidance, detach_uncond=detach), t, t_next, sigma, x_next=x_next)
     ref_mean = None
     if objective.needs_reference:
-        with torch.no_grad(), adapter_disabled(base):
+        with torch.no_grad(), adapter_disabled(model, base):
             ref_mean = step_fn(x, model.velocity(x, t, cond, traj.guidance), t, t_next, sigma, x_next=x_next).mean
     old = Recorded(traj.log_probs[bi, si], traj.means[bi, si])
     return objective(out, old, adv[bi, si].to(out.log_prob.device), ref_mean)
