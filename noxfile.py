@@ -65,8 +65,11 @@ def docs(session):
 
 @nox.session(venv_backend="none")
 def bench(session):
-    """The shapes-world tasks -> BENCHMARKS.md (`dgx bench`; `-- --task mechanism`, `-- --quick` for a smoke run)."""
-    session.run(sys.executable, "-m", "dgx.grpo.cli", "bench", *session.posargs, env={"HF_HUB_OFFLINE": "1"})
+    """The shapes-world tasks -> the tracked BENCHMARKS.md and docs/bench/ (`dgx bench --publish`; `-- --task
+    mechanism`, `-- --quick` for a smoke run)."""
+    session.run(
+        sys.executable, "-m", "dgx.grpo.cli", "bench", "--publish", *session.posargs, env={"HF_HUB_OFFLINE": "1"}
+    )
 
 
 @nox.session(python=False)

@@ -85,7 +85,21 @@ def test_benchmarks_md_keeps_every_tasks_latest_section_mechanism_first(tmp_path
     (older / "section.md").write_text("## The preference task\n\n![samples](samples.png)\n")
     monkeypatch.setattr(bench, "run_ablation", lambda *a, **k: None)  # nothing trains: an empty runs folder
     monkeypatch.setattr(bench, "report", lambda *a, **k: None)
-    path = bench.bench(["mechanism"], report_only=True, root=tmp_path)
+    path = bench.bench(["mechanism"], report_only=True, root=tmp_path, publish=True)
+    assert path == tmp_path / "BENCHMARKS.md"
     text = path.read_text()
     assert text.index("## The mechanism task") < text.index("## The preference task")
     assert "![samples](docs/bench/preference/samples.png)" in text and "runs finished: 0 of 21 (PARTIAL" in text
+
+
+def test_bench_changes_tracked_files_only_with_publish(tmp_path, monkeypatch):
+    """Without --publish the report and its plots stay under runs/bench/: BENCHMARKS.md and docs/ are untouched."""
+    (tmp_path / "configs").mkdir()
+    for config, _ in bench.TASKS.values():
+        shutil.copy(ROOT / config, tmp_path / config)
+    monkeypatch.setattr(bench, "run_ablation", lambda *a, **k: None)
+    monkeypatch.setattr(bench, "report", lambda *a, **k: None)
+    path = bench.bench(["mechanism"], report_only=True, root=tmp_path)
+    assert path == tmp_path / "runs/bench/BENCHMARKS.md" and "## The mechanism task" in path.read_text()
+    assert (tmp_path / "runs/bench/mechanism/report/section.md").is_file()
+    assert not (tmp_path / "BENCHMARKS.md").exists() and not (tmp_path / "docs").exists()

@@ -90,3 +90,45 @@ def test_loading_a_model_prints_no_torchvision_warning():
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0 and "torchvision" not in res.stderr and "warn" not in res.stderr.lower(), res.stderr
+
+
+def test_help_lists_the_commands_in_the_order_of_the_work_with_whole_summaries():
+    from dgx.grpo.cli import WORKFLOW
+
+    out = CliRunner().invoke(main, ["--help"], terminal_width=200).output
+    listed = re.findall(r"^  ([a-z-]+) {2,}", out.split("Commands:")[1], flags=re.M)
+    assert listed == list(WORKFLOW) and set(listed) == set(main.commands)
+    listing = " ".join(out.split("Commands:")[1].split())
+    for name, cmd in main.commands.items():  # each summary whole, not cut short
+        assert " ".join(cmd.get_short_help_str(limit=1000).split()) in listing, name
+    assert "[default: runs/rehearsal]" in CliRunner().invoke(main, ["rehearse", "--help"], terminal_width=200).output
+
+
+def imported_by(*args: str) -> set[str]:
+    """The heavy libraries imported by running `dgx ARGS` in a fresh interpreter."""
+    code = (
+        "import sys\nfrom dgx.grpo.cli import main\ntry:\n    main([{}])\nexcept SystemExit:\n    pass\n"
+        "heavy = ('torch', 'diffusers', 'transformers', 'peft', 'accelerate')\n"
+        "print(' '.join(m for m in heavy if m in sys.modules), file=sys.stderr)"
+    ).format(", ".join(repr(a) for a in args))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    return set(res.stderr.strip().splitlines()[-1].split()) if res.stderr.strip() else set()
+
+
+def test_registry_imports_no_model_library_and_validate_only_torch():
+    """`dgx registry` reads the registry files only; `dgx validate` imports what checking the components' signatures
+    needs (torch, which the implementations' modules import), not diffusers, transformers, peft or accelerate."""
+    assert imported_by("registry") == set()
+    assert imported_by("validate", "configs/shapes_quick.yaml") == {"torch"}
+
+
+def test_eval_checks_its_adapter_before_any_model_loads_or_folder_is_made(tmp_path):
+    empty = tmp_path / "run_without_checkpoints"
+    empty.mkdir()
+    for adapter, says in ((tmp_path / "none", "no such folder"), (empty, "no adapter.safetensors")):
+        out = tmp_path / "eval_out"
+        res = CliRunner().invoke(
+            main, ["eval", str(ROOT / "configs/shapes_quick.yaml"), "--adapter", str(adapter), "--out", str(out)]
+        )
+        assert res.exit_code == 2 and f"error: --adapter {adapter}: {says}" in res.output, res.output
+        assert not out.exists()

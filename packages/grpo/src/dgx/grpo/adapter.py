@@ -153,16 +153,25 @@ def checkpoint_lora(model, cfg: RunConfig, ck: Path, strict: bool) -> LoraConfig
     return own
 
 
-def load_adapter(model, cfg: RunConfig, run_or_ckpt: Path, strict: bool = False) -> Path:
-    """Add a LoRA adapter to ``model`` with the settings it was trained with (or, with ``train.adapter: full``, make
-    its whole transformer the trained one) and load a run's latest checkpoint (EMA weights if saved); ``strict``: a
-    config whose LoRA settings differ is an error, not a warning."""
+def trained_checkpoint(run_or_ckpt: Path) -> Path:
+    """The checkpoint a run folder's training ends in (its latest whole one), or ``run_or_ckpt`` itself if it is a
+    checkpoint; a ConfigError if there is none, or it is damaged (checked before any model loads)."""
     run_or_ckpt = Path(run_or_ckpt)
+    if not run_or_ckpt.is_dir():
+        raise ConfigError(f"{run_or_ckpt}: no such folder (give a run folder or a checkpoint folder)")
     ck = checkpoint.latest(run_or_ckpt / "checkpoints") if (run_or_ckpt / "checkpoints").is_dir() else run_or_ckpt
     if ck is None or not (ck / "adapter.safetensors").is_file():
         raise ConfigError(f"{run_or_ckpt}: no adapter.safetensors found (give a run folder or a checkpoint folder)")
     if problem := checkpoint.damage(ck):
         raise ConfigError(f"checkpoint {ck}: {problem}; give another checkpoint")
+    return ck
+
+
+def load_adapter(model, cfg: RunConfig, run_or_ckpt: Path, strict: bool = False) -> Path:
+    """Add a LoRA adapter to ``model`` with the settings it was trained with (or, with ``train.adapter: full``, make
+    its whole transformer the trained one) and load a run's latest checkpoint (EMA weights if saved); ``strict``: a
+    config whose LoRA settings differ is an error, not a warning."""
+    ck = trained_checkpoint(run_or_ckpt)
     add_lora(model, cfg, None if cfg.train.adapter == "full" else checkpoint_lora(model, cfg, ck, strict))
     load_trained(model, checkpoint.adapter_state(ck))
     if (ema := checkpoint.ema_state(ck)) is not None:

@@ -6,8 +6,10 @@
     dgx bench --quick               # CI smoke: 1 iteration, few eval prompts
 
 Paths are relative to the working directory (the repository root): a task's runs land in runs/bench[_quick]/TASK/
-(see `dgx run`), its section of the report and its plots in docs/bench[_quick]/TASK/; BENCHMARKS.md (or
-BENCHMARKS_quick.md) is every task's latest section, mechanism first, so that benching one task keeps the other's.
+(see `dgx run`), its section of the report and its plots in runs/bench[_quick]/TASK/report/, and the report of every
+task's latest section, mechanism first, in runs/bench[_quick]/BENCHMARKS.md. With ``publish`` (`--publish`) they go
+to the tracked files instead: docs/bench[_quick]/TASK/ and BENCHMARKS[_quick].md at the root, so that benching one
+task keeps the other's published section.
 Each claim's verdict is computed from the numbers, whatever they show.
 """
 
@@ -272,10 +274,16 @@ def bench(
     resume: bool = False,
     report_only: bool = False,
     root: Path = Path("."),
+    publish: bool = False,
 ) -> Path:
-    """Run (or with ``report_only`` only report) each task under ``root``; returns BENCHMARKS[_quick].md, which holds
-    the latest section of every task that has one."""
+    """Run (or with ``report_only`` only report) each task under ``root``; returns the report (runs/bench[_quick]/
+    BENCHMARKS.md, or with ``publish`` the tracked BENCHMARKS[_quick].md), which holds the latest section of every
+    task that has one."""
     root, tag = Path(root), "_quick" if quick else ""
+
+    def sections_of(task: str) -> str:  # where a task's section and plots go, relative to root
+        return f"docs/bench{tag}/{task}/" if publish else f"runs/bench{tag}/{task}/report/"
+
     for task in tasks:
         load(root / TASKS[task][0])  # a config error stops here, before any work
     for task in tasks:
@@ -298,14 +306,16 @@ def bench(
             f"Python {sys.version.split()[0]}, torch {torch.__version__}",
             f"- command: `{cmd}`{wall}" + (" (this resumed invocation only)" if resume and wall else ""),
         ]
-        task_section(task, out, root / f"docs/bench{tag}/{task}", header, quick, root)
+        task_section(task, out, root / sections_of(task), header, quick, root)
+    home = root if publish else root / f"runs/bench{tag}"  # where the report is; its links are relative to it
     sections = []
     for task in TASKS:
-        section = root / f"docs/bench{tag}/{task}/section.md"
-        if section.is_file():
-            folder = f"docs/bench{tag}/{task}/"
-            sections.append(section.read_text().replace("](", "](" + folder).replace("](" + folder + "http", "](http"))
+        folder = root / sections_of(task)
+        if (folder / "section.md").is_file():
+            link = folder.relative_to(home).as_posix() + "/"
+            text = (folder / "section.md").read_text()
+            sections.append(text.replace("](", "](" + link).replace("](" + link + "http", "](http"))
     title = f"# Benchmarks{' (quick smoke)' if quick else ''}\n\n"
-    path = root / f"BENCHMARKS{tag}.md"
+    path = home / (f"BENCHMARKS{tag}.md" if publish else "BENCHMARKS.md")
     path.write_text(title + "\n".join(sections))
     return path

@@ -1,4 +1,4 @@
-"""The ``dgx`` command line: run, calibrate, eval, bench, push, registry, validate, data.
+"""The ``dgx`` command line: data, validate, run, calibrate, eval, rehearse, bench, push, registry, serve-reward.
 
 Every failure prints one line, ``error: ...``, and exits non-zero (2 for a config or run error the message explains,
 1 for anything else: a file, a model that cannot load, the network); ``dgx --debug ...`` shows the traceback.
@@ -32,8 +32,22 @@ def one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}"
 
 
+# the commands in the order of the work: fetch prompts, check a config, train and evaluate, check at scale, compare,
+# publish; then the tools
+WORKFLOW = ("data", "validate", "run", "calibrate", "eval", "rehearse", "bench", "push", "registry", "serve-reward")
+
+
 class _Commands(click.Group):
-    """A group whose commands fail with one line unless ``--debug`` is given."""
+    """A group whose commands fail with one line unless ``--debug`` is given, listed in the order of the work with
+    their whole summaries."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(self.commands, key=lambda n: WORKFLOW.index(n) if n in WORKFLOW else len(WORKFLOW))
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(n, self.commands[n].get_short_help_str(limit=1000)) for n in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -73,7 +87,10 @@ def _overrides(sets: tuple[str, ...], **extra) -> dict:
     return deep_merge(parse_sets(sets), {k: v for k, v in extra.items() if v is not None})
 
 
-@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=_Commands,
+    context_settings={"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 120},
+)
 @click.version_option(package_name="dgx-grpo", prog_name="dgx")
 @click.option("--debug", is_flag=True, help="Show the full traceback of a failure instead of one line.")
 def main(debug: bool) -> None:
@@ -277,12 +294,19 @@ def data_cmd(names: tuple[str, ...], fetch_all: bool) -> None:
 )
 @click.option("--quick", is_flag=True, help="Smoke run: 1 iteration, 1 seed, 12 test prompts (a few minutes).")
 @click.option("--resume", is_flag=True, help="Keep finished runs and continue the others (after a crash).")
-@click.option("--report-only", is_flag=True, help="Write BENCHMARKS.md from the runs finished so far; train nothing.")
-def bench_cmd(task: str, quick: bool, resume: bool, report_only: bool) -> None:
-    """The paper's comparisons on the shapes world -> runs/bench/TASK/, docs/bench/TASK/, BENCHMARKS.md (repo root)."""
+@click.option("--report-only", is_flag=True, help="Write the report from the runs finished so far; train nothing.")
+@click.option(
+    "--publish",
+    is_flag=True,
+    help="Write the report into the repository's tracked BENCHMARKS.md and docs/bench/ (else runs/bench/ only).",
+)
+def bench_cmd(task: str, quick: bool, resume: bool, report_only: bool, publish: bool) -> None:
+    """The paper's comparisons on the shapes world (about 50 minutes on a 2-core CPU) -> runs/bench/TASK/ and
+    runs/bench/BENCHMARKS.md; with --publish, the tracked BENCHMARKS.md and docs/bench/."""
     from dgx.grpo.bench import TASKS, bench
 
-    path = bench(list(TASKS) if task == "all" else [task], quick=quick, resume=resume, report_only=report_only)
+    tasks = list(TASKS) if task == "all" else [task]
+    path = bench(tasks, quick=quick, resume=resume, report_only=report_only, publish=publish)
     click.echo(path.read_text())
     click.echo(f"wrote {path}")
 
@@ -355,12 +379,11 @@ def push(
 )
 def registry(section: str | None, files: tuple[Path, ...], check: bool) -> None:
     """List the registered components (built-in, installed packages', $DGX_REGISTRY files and --file)."""
-    import tempfile
-
-    from dgx.grpo.contracts import KINDS, Unavailable, check_entry
     from dgx.grpo.registry import SECTIONS, Registry
 
     reg = Registry(list(files))
+    if check:  # the contracts build components: torch and the implementations load only then
+        from dgx.grpo.contracts import KINDS
     failed = 0
     for s in [section] if section else SECTIONS:
         if s not in reg.sections:
@@ -372,17 +395,28 @@ def registry(section: str | None, files: tuple[Path, ...], check: bool) -> None:
             if not check or s not in KINDS:
                 click.echo(f"  {name:16s} {e.description}{src}")
                 continue
-            try:
-                with tempfile.TemporaryDirectory() as folder:
-                    check_entry(reg, s, name, Path(folder))
-                verdict = "ok"
-            except Unavailable as why:
-                verdict = f"skipped: {why}"
-            except Exception as why:  # noqa: BLE001  (any failure of any package's component, reported)
-                verdict, failed = f"FAILED: {type(why).__name__}: {why}", failed + 1
+            verdict = _checked(reg, s, name)
+            failed += verdict.startswith("FAILED")
             click.echo(f"  {name:16s} {verdict}{src}")
     if failed:
         raise ConfigError(f"{failed} component(s) break their kind's contract (above)")
+
+
+def _checked(reg, section: str, name: str) -> str:
+    """``ok``, ``skipped: why`` or ``FAILED: why``: the entry built on its offline stand-in against its kind's
+    contract."""
+    import tempfile
+
+    from dgx.grpo.contracts import Unavailable, check_entry
+
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            check_entry(reg, section, name, Path(folder))
+        return "ok"
+    except Unavailable as why:
+        return f"skipped: {why}"
+    except Exception as why:  # noqa: BLE001  (any failure of any package's component, reported)
+        return f"FAILED: {type(why).__name__}: {why}"
 
 
 @main.command()

@@ -69,7 +69,7 @@ def installed_components() -> list[tuple[str, dict, str]]:
                 obj = ep.load()
                 data = obj() if callable(obj) else obj
             else:
-                data = yaml.safe_load(resources.files(ep.module).joinpath("registry.yaml").read_text())
+                data = yaml.safe_load(package_file(ep.module, "registry.yaml").read_text())
         except Exception as e:  # noqa: BLE001  (a third-party package's failure, named)
             raise ConfigError(
                 f"entry point {ENTRY_POINTS}:{ep.name} ({ep.value}): cannot load ({type(e).__name__}: {e})"
@@ -77,6 +77,16 @@ def installed_components() -> list[tuple[str, dict, str]]:
         dist = ep.dist.name if ep.dist is not None else ep.name
         out.append(("builtin" if ep.value.startswith("dgx.") else f"{dist} ({ep.value})", data or {}, dist))
     return out
+
+
+def package_file(module: str, name: str):
+    """The file ``name`` beside package ``module``'s code, found without running the package (dgx.sampler's import
+    alone takes seconds: torch), or through importlib.resources where it is not on disk."""
+    spec = importlib.util.find_spec(module)
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        if (Path(folder) / name).is_file():
+            return Path(folder) / name
+    return resources.files(module).joinpath(name)
 
 
 class Registry:

@@ -34,7 +34,7 @@ import yaml
 from accelerate import Accelerator
 from dgx.eval.benchmarks import Protocol
 from dgx.grpo import checkpoint
-from dgx.grpo.adapter import adapter_disabled, check_targets, load_adapter
+from dgx.grpo.adapter import adapter_disabled, check_targets, load_adapter, trained_checkpoint
 from dgx.grpo.assembly import Assembler, Assembly, assemble
 from dgx.grpo.build import build_nested, build_reward, node_arguments
 from dgx.grpo.calibrate import calibrate, psi_matches
@@ -491,8 +491,11 @@ def evaluate_file(
     abl = load(file, overrides=overrides)
     name, cfg = abl.variant(variant)
     warn(abl.warnings)
-    if adapter is not None and not Path(adapter).is_dir():  # before the pipeline loads
-        raise ConfigError(f"--adapter {adapter}: no such folder (give a run folder or a checkpoint folder)")
+    if adapter is not None:  # its checkpoint found and checked before the pipeline loads or OUT is made
+        try:
+            trained_checkpoint(adapter)
+        except ConfigError as e:
+            raise ConfigError(f"--adapter {e}") from None
     out = writable_folder(out or Path("runs") / Path(file).stem / "eval" / name, "--out")  # before minutes of sampling
     main = process_state(cfg).is_main_process
     with held(out, "dgx eval", main):
