@@ -1,9 +1,12 @@
-"""mkdocs hooks: pages generated from the code at build time, so they cannot drift from it.
+"""Pages generated from the code, so they cannot drift from it.
 
-``<!-- config-reference -->`` in a page becomes a table per config section (every field, its type, default and
-description, read from the pydantic models in ``dgx.grpo.config``); ``<!-- registry -->`` becomes the built-in
-registry's components, section by section; ``<!-- benchmarks -->`` becomes BENCHMARKS.md; ``<!-- experiments -->``
-becomes the research records' index (research/experiments/README.md), its folder links as repository paths.
+Committed, so that they read on GitHub too: between ``<!-- config-reference -->`` and ``<!-- /config-reference -->``
+a table per config section (every field, its type, default and description, read from the pydantic models in
+``dgx.grpo.config``), and between ``<!-- registry -->`` and ``<!-- /registry -->`` the built-in registry's components,
+section by section. ``python scripts/docs_hooks.py`` rewrites them; a test fails when they are not current.
+
+At build time (mkdocs hook): ``<!-- benchmarks -->`` becomes BENCHMARKS.md and ``<!-- experiments -->`` the research
+records' index (research/experiments/README.md), its folder links as repository paths.
 """
 
 from __future__ import annotations
@@ -21,6 +24,11 @@ def _is_model(ann) -> bool:
     return isinstance(ann, type) and issubclass(ann, BaseModel)
 
 
+def _optional_model(ann) -> type[BaseModel] | None:
+    """The model of an optional nested section (``EmaConfig | None``), or None."""
+    return next((a for a in getattr(ann, "__args__", ()) if _is_model(a)), None)
+
+
 def _tables(model: type[BaseModel], prefix: str) -> list[str]:
     """One table of ``model``'s plain fields, then one per nested model (``sampler.noise``)."""
     rows, nested = [], []
@@ -31,8 +39,11 @@ def _tables(model: type[BaseModel], prefix: str) -> list[str]:
             continue
         default = f.default_factory() if f.default_factory is not None else f.default
         text = (f.description or "").replace("|", "\\|")
-        typ = _type(f.annotation).replace(" | ", " or ")
-        rows.append(f"| `{key}` | `{typ}` | `{json.dumps(default)}` | {text} |")
+        typ = _type(f.annotation).replace(" | ", " or ").replace("dgx.grpo.config.", "")
+        shown = "required" if f.is_required() else f"`{json.dumps(default)}`"
+        rows.append(f"| `{key}` | `{typ}` | {shown} | {text} |")
+        if (sub := _optional_model(f.annotation)) is not None:  # its keys when it is given
+            nested.append((sub, key))
     out = []
     if rows:
         out = [
@@ -108,13 +119,35 @@ def experiments() -> str:
     return "\n".join("#" + line if line.startswith("#") else line for line in lines) + "\n"
 
 
+GENERATED = {"config-reference": config_reference, "registry": registry_reference}  # committed in the pages
+PAGES = ("docs/guide/configs.md", "docs/guide/components.md")
+
+
+def refresh(markdown: str) -> str:
+    """``markdown`` with each committed region (``<!-- NAME -->`` ... ``<!-- /NAME -->``) generated anew."""
+    for name, make in GENERATED.items():
+        start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+        if start in markdown:
+            head, rest = markdown.split(start, 1)
+            tail = rest.split(end, 1)[1] if end in rest else rest
+            markdown = f"{head}{start}\n\n{make()}\n{end}{tail}"
+    return markdown
+
+
 def on_page_markdown(markdown: str, **_) -> str:
-    if "<!-- config-reference -->" in markdown:
-        markdown = markdown.replace("<!-- config-reference -->", config_reference())
+    markdown = refresh(markdown)
     if "<!-- benchmarks -->" in markdown:
         markdown = markdown.replace("<!-- benchmarks -->", benchmarks())
-    if "<!-- registry -->" in markdown:
-        markdown = markdown.replace("<!-- registry -->", registry_reference())
     if "<!-- experiments -->" in markdown:
         markdown = markdown.replace("<!-- experiments -->", experiments())
     return markdown
+
+
+if __name__ == "__main__":  # rewrite the committed regions
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for page in PAGES:
+        path = root / page
+        path.write_text(refresh(path.read_text()))
+        print(f"wrote {page}")

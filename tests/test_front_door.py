@@ -132,3 +132,17 @@ def test_eval_checks_its_adapter_before_any_model_loads_or_folder_is_made(tmp_pa
         )
         assert res.exit_code == 2 and f"error: --adapter {adapter}: {says}" in res.output, res.output
         assert not out.exists()
+
+
+def test_the_committed_references_are_current():
+    """The config and registry references in docs/guide/ are generated from the code and committed (they read on
+    GitHub too); after a change to the configs or the registry, `python scripts/docs_hooks.py` rewrites them."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "scripts" / "docs_hooks.py")
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    for page in hooks.PAGES:
+        text = (ROOT / page).read_text()
+        assert all(f"<!-- /{name} -->" in text for name in hooks.GENERATED if f"<!-- {name} -->" in text)
+        assert hooks.refresh(text) == text, f"{page} is out of date: run python scripts/docs_hooks.py"

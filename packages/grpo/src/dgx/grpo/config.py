@@ -104,7 +104,9 @@ class SamplerConfig(_Strict):
     name: str = Field("sde", description="registry `samplers` entry used for training rollouts")
     steps: int = Field(10, ge=1, description="T, denoising steps per training rollout")
     guidance: float = Field(1.0, ge=0, le=100, description="classifier-free guidance scale (1 = off)")
-    noise: NoiseConfig = Field(default_factory=NoiseConfig)
+    noise: NoiseConfig = Field(
+        default_factory=NoiseConfig, description="the SDE's noise level per step: a `noise` node, and its window"
+    )
     ode_solver: Literal["euler", "heun"] = Field(
         "euler",
         description="the training rollouts' steps that draw no noise (outside a window) and the dense credit's "
@@ -284,15 +286,29 @@ class PromptsConfig(Node):
 
 
 class RunConfig(_Strict):
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
-    reward: RewardConfig = Field(default_factory=RewardConfig)
-    credit: CreditConfig = Field(default_factory=CreditConfig)
-    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    calibrate: CalibrateConfig = Field(default_factory=CalibrateConfig)
-    eval: EvalConfig = Field(default_factory=EvalConfig)
-    prompts: PromptsConfig = Field(default_factory=PromptsConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig, description="the generator: a `models` node")
+    sampler: SamplerConfig = Field(
+        default_factory=SamplerConfig, description="the training rollouts: step rule, steps, guidance, noise schedule"
+    )
+    reward: RewardConfig = Field(default_factory=RewardConfig, description="what training maximises: a `rewards` node")
+    credit: CreditConfig = Field(
+        default_factory=CreditConfig, description="which reward each step is trained on: a `credit` node"
+    )
+    objective: ObjectiveConfig = Field(
+        default_factory=ObjectiveConfig, description="the loss and its advantages: an `objectives` node"
+    )
+    train: TrainConfig = Field(
+        default_factory=TrainConfig, description="the loop: batch, what trains, optimiser, EMA, checkpoints, logs"
+    )
+    calibrate: CalibrateConfig = Field(
+        default_factory=CalibrateConfig, description="DenseGRPO's calibration of psi(t) (Algorithm 1)"
+    )
+    eval: EvalConfig = Field(
+        default_factory=EvalConfig, description="the evaluation (an `evaluations` node) and its sampling protocol"
+    )
+    prompts: PromptsConfig = Field(
+        default_factory=PromptsConfig, description="where the training and test prompts come from: a `prompts` node"
+    )
     seed: int = Field(
         0, ge=0, lt=2**63, description="the run's seed: every random draw (prompts, noise, LoRA init) is keyed by it"
     )
