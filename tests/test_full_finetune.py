@@ -75,6 +75,14 @@ def test_a_full_finetune_exports_its_transformer_in_diffusers_format(tmp_path, t
     prompts = ["a red circle", "two blue squares"]
     got = generate(SD3Model(pipe), prompts, 4, 2.0, seed=3)
     torch.testing.assert_close(got, generate(model, prompts, 4, 2.0, seed=3), atol=1e-5, rtol=1e-4)
+    # `dgx eval --adapter` with a config that says nothing of full fine-tuning reads the checkpoint as what it is
+    from dgx.grpo.adapter import load_adapter
+
+    fresh = SD3Model.from_pretrained(tiny_pipe_dir)
+    (tmp_path / "plain").mkdir()
+    load_adapter(fresh, tiny_config(tmp_path / "plain", tiny_pipe_dir), run)
+    assert full(fresh)
+    torch.testing.assert_close(generate(fresh, prompts, 4, 2.0, seed=3), got, atol=1e-5, rtol=1e-4)
 
 
 def test_fsdp2_full_finetune_matches_one_process(tmp_path, tiny_pipe_dir):

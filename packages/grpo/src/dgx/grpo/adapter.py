@@ -168,12 +168,15 @@ def trained_checkpoint(run_or_ckpt: Path) -> Path:
 
 
 def load_adapter(model, cfg: RunConfig, run_or_ckpt: Path, strict: bool = False) -> Path:
-    """Add a LoRA adapter to ``model`` with the settings it was trained with (or, with ``train.adapter: full``, make
-    its whole transformer the trained one) and load a run's latest checkpoint (EMA weights if saved); ``strict``: a
-    config whose LoRA settings differ is an error, not a warning."""
+    """Add a LoRA adapter to ``model`` with the settings it was trained with (or, for a checkpoint of the whole
+    transformer, make the transformer the trained one) and load a run's latest checkpoint (EMA weights if saved);
+    ``strict``: a config whose LoRA settings differ is an error, not a warning."""
     ck = trained_checkpoint(run_or_ckpt)
+    state = checkpoint.adapter_state(ck)
+    if not any(".lora_" in k for k in state):  # a full fine-tune's checkpoint, whatever the config says
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"adapter": "full"})})
     add_lora(model, cfg, None if cfg.train.adapter == "full" else checkpoint_lora(model, cfg, ck, strict))
-    load_trained(model, checkpoint.adapter_state(ck))
+    load_trained(model, state)
     if (ema := checkpoint.ema_state(ck)) is not None:
         copy_named(model.transformer, ema)
     return ck
