@@ -12,6 +12,7 @@ records' index (research/experiments/README.md), its folder links as repository 
 from __future__ import annotations
 
 import json
+import re
 
 from pydantic import BaseModel
 
@@ -119,6 +120,53 @@ def experiments() -> str:
     return "\n".join("#" + line if line.startswith("#") else line for line in lines) + "\n"
 
 
+# the site's JavaScript and CSS, served from its own assets (no CDN): npm packages at pinned versions, fetched when the
+# docs are built (into docs/assets/vendor/, not committed); package -> its files under package/dist/
+VENDOR = {
+    "mermaid@11.4.1": ["mermaid.min.js"],
+    "katex@0.16.22": ["katex.min.js", "katex.min.css", "contrib/auto-render.min.js", "fonts/"],
+}
+
+
+def fetch_assets(folder) -> None:
+    """Unpack VENDOR's files into ``folder`` (mermaid.min.js, katex.min.js, katex.min.css, auto-render.min.js,
+    fonts/) with ``npm pack``, unless they are there."""
+    import subprocess
+    import tarfile
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(folder)
+    if (folder / "fetched.json").is_file() and json.loads((folder / "fetched.json").read_text()) == VENDOR:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for package, files in VENDOR.items():
+            try:
+                subprocess.run(["npm", "pack", package, "--silent"], cwd=tmp, check=True, capture_output=True)
+            except (OSError, subprocess.CalledProcessError) as e:
+                raise RuntimeError(f"could not fetch {package} from the npm registry for the docs' assets: {e}") from e
+            tgz = next(Path(tmp).glob(package.split("@")[0] + "-*.tgz"))
+            with tarfile.open(tgz) as tar:
+                for member in tar.getmembers():
+                    name = member.name.removeprefix("package/dist/")
+                    if member.isfile() and any(name == f or (f.endswith("/") and name.startswith(f)) for f in files):
+                        target = (
+                            folder / Path(name).relative_to(Path(name).parts[0])
+                            if name.startswith("contrib/")
+                            else folder / name
+                        )
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        target.write_bytes(tar.extractfile(member).read())
+    (folder / "fetched.json").write_text(json.dumps(VENDOR))
+
+
+def on_pre_build(config, **_) -> None:
+    from pathlib import Path
+
+    fetch_assets(Path(config["docs_dir"]) / "assets" / "vendor")
+
+
 GENERATED = {"config-reference": config_reference, "registry": registry_reference}  # committed in the pages
 PAGES = ("docs/guide/configs.md", "docs/guide/components.md")
 
@@ -134,8 +182,27 @@ def refresh(markdown: str) -> str:
     return markdown
 
 
+ITEM = re.compile(r"^([-*]|\d+\.) ")
+
+
+def separate_lists(markdown: str) -> str:
+    """A blank line before a list that follows a paragraph or a list item's block (GitHub renders such a list; Python
+    Markdown reads it as the paragraph's text), outside code fences."""
+    out, fence = [], False
+    for line in markdown.split("\n"):
+        if line.lstrip().startswith("```"):
+            fence = not fence
+        before = out[-1] if out else ""
+        indent = len(before) - len(before.lstrip())
+        if not fence and ITEM.match(line) and before.strip() and not ITEM.match(before) and indent in (0, 2, 4):
+            if not before.lstrip().startswith(("|", "#", ">", "<", "```")):
+                out.append("")
+        out.append(line)
+    return "\n".join(out)
+
+
 def on_page_markdown(markdown: str, **_) -> str:
-    markdown = refresh(markdown)
+    markdown = separate_lists(refresh(markdown))
     if "<!-- benchmarks -->" in markdown:
         markdown = markdown.replace("<!-- benchmarks -->", benchmarks())
     if "<!-- experiments -->" in markdown:
