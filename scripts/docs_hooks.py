@@ -167,8 +167,67 @@ def on_pre_build(config, **_) -> None:
     fetch_assets(Path(config["docs_dir"]) / "assets" / "vendor")
 
 
-GENERATED = {"config-reference": config_reference, "registry": registry_reference}  # committed in the pages
-PAGES = ("docs/guide/configs.md", "docs/guide/components.md")
+PACKAGES = ("sampler", "rewards", "eval", "grpo")  # in the order their dependencies point
+
+
+def public_modules() -> dict[str, list[str]]:
+    """Every public module of the four packages (no leading underscore), by package."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "packages"
+    found = {}
+    for pkg in PACKAGES:
+        src = root / pkg / "src" / "dgx" / pkg
+        names = [p.relative_to(src.parent.parent).with_suffix("") for p in src.rglob("*.py")]
+        found[pkg] = sorted(
+            ".".join(n.parts if n.name != "__init__" else n.parts[:-1])
+            for n in names
+            if not any(part.startswith("_") and part != "__init__" for part in n.parts)
+        )
+    return found
+
+
+def on_config(config, **_):
+    """The API reference's nav: its index (api.md), then a page per public module, package by package."""
+    modules = public_modules()
+    for i, item in enumerate(config["nav"]):
+        if isinstance(item, dict) and "API reference" in item:
+            pages = [{f"dgx.{pkg}": [f"api/{m}.md" for m in modules[pkg]]} for pkg in PACKAGES]
+            config["nav"][i] = {"API reference": ["api.md", *pages]}
+    return config
+
+
+def on_files(files, config, **_):
+    """A generated page per public module: its docstrings and typed signatures (mkdocstrings, griffe)."""
+    from mkdocs.structure.files import File
+
+    for mods in public_modules().values():
+        for m in mods:
+            files.append(File.generated(config, f"api/{m}.md", content=f"# `{m}`\n\n::: {m}\n"))
+    return files
+
+
+def api_index() -> str:
+    """A list per package of its public modules' pages, each with the first line of the module's docstring."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "packages"
+    out = []
+    for pkg, mods in public_modules().items():
+        out += [f"### `dgx.{pkg}`", ""]
+        for m in mods:
+            parts = m.split(".")
+            path = root / pkg / "src" / Path(*parts).with_suffix(".py")
+            path = path if path.is_file() else root / pkg / "src" / Path(*parts) / "__init__.py"
+            doc = (ast.get_docstring(ast.parse(path.read_text())) or "").strip().split("\n")[0]
+            out.append(f"- [`{m}`](api/{m}.md): {doc}".rstrip(": "))
+        out.append("")
+    return "\n".join(out)
+
+
+GENERATED = {"config-reference": config_reference, "registry": registry_reference, "api-index": api_index}
+PAGES = ("docs/guide/configs.md", "docs/guide/components.md", "docs/api.md")  # those with committed regions
 
 
 def refresh(markdown: str) -> str:
