@@ -105,12 +105,8 @@ def export_run(
 ) -> list[Path]:
     """Write the export of ``run_dir`` (its latest checkpoint, or the kept ``checkpoint``) into ``out``; returns the
     files written. The run's final evaluation goes into the card only for the latest checkpoint."""
-    from dgx.eval.benchmarks import generate
-    from dgx.eval.plots import sample_grid
-    from dgx.grpo.adapter import adapter_disabled, load_adapter
-    from dgx.grpo.build import build_model, load_prompts
-    from huggingface_hub import ModelCardData
-    from peft.utils import get_peft_model_state_dict
+    from dgx.grpo.adapter import full, load_adapter
+    from dgx.grpo.build import build_model
 
     run_dir, out = Path(run_dir), Path(out)
     cfg = run_config(run_dir)
@@ -119,15 +115,8 @@ def export_run(
     ckpt = load_adapter(model, cfg, kept_checkpoint(run_dir, checkpoint), strict=True)  # the card states cfg's LoRA
     trained = ckpt_module.iteration(ckpt) + 1
     out.mkdir(parents=True, exist_ok=True)
-    tr = model.transformer
-    if cfg.train.adapter == "full":  # the whole transformer, as diffusers saves one
-        tr.save_pretrained(out / "transformer")
-    else:
-        type(model.pipe).save_lora_weights(  # the pipeline class that will load it
-            out,
-            transformer_lora_layers=get_peft_model_state_dict(tr),
-            transformer_lora_adapter_metadata=tr.peft_config["default"].to_dict(),
-        )
+    whole = full(model)  # what the checkpoint holds, as loaded: the whole transformer or a LoRA
+    write_weights(model, whole, out)
     shutil.copy(run_dir / "config.yaml", out / "config.yaml")
     # the run's final evaluation describes its last checkpoint only (not a kept one, nor an older one exported
     # because the last is damaged)
@@ -135,26 +124,57 @@ def export_run(
     for src in [ckpt / "psi.json", *final_eval, run_dir / "metrics.jsonl"]:
         if src.is_file():
             shutil.copy(src, out / ("eval_summary.json" if src.name == "summary.json" else src.name))
-    prompts = [m["prompt"] for m in load_prompts(cfg, registry, "test")[:n_samples]]
-    short = "model" if cfg.train.adapter == "full" else "LoRA"
+    short = "model" if whole else "LoRA"
+    write_samples(model, cfg, registry, short, n_samples, out / "samples.png")
+    summary = json.loads((out / "eval_summary.json").read_text()) if (out / "eval_summary.json").is_file() else {}
+    card = model_card(model, cfg, registry, whole, short, summary, repo_id, f"{ckpt.name}", trained)
+    (out / "README.md").write_text(card)
+    return sorted(p for p in out.rglob("*") if p.is_file())
+
+
+def write_weights(model, whole: bool, out: Path) -> None:
+    """The trained weights in diffusers' format: the whole transformer in ``out/transformer``, or the LoRA through
+    the pipeline class that will load it."""
+    from peft.utils import get_peft_model_state_dict
+
+    tr = model.transformer
+    if whole:
+        tr.save_pretrained(out / "transformer")
+        return
+    type(model.pipe).save_lora_weights(
+        out,
+        transformer_lora_layers=get_peft_model_state_dict(tr),
+        transformer_lora_adapter_metadata=tr.peft_config["default"].to_dict(),
+    )
+
+
+def write_samples(model, cfg: RunConfig, registry, short: str, n: int, path: Path) -> None:
+    """The first ``n`` test prompts' images of the base model (top row) and the trained one (``this SHORT``), on the
+    same prompts and noise."""
+    from dgx.eval.benchmarks import generate
+    from dgx.eval.plots import sample_grid
+    from dgx.grpo.adapter import adapter_disabled
+    from dgx.grpo.build import load_prompts
+
+    prompts = [m["prompt"] for m in load_prompts(cfg, registry, "test")[:n]]
     images = {f"this {short}": generate(model, prompts, cfg.eval.steps, cfg.eval_guidance, seed=0)}
     with adapter_disabled(model):  # the base model on the same prompts and noise
         images["base"] = generate(model, prompts, cfg.eval.steps, cfg.eval_guidance, seed=0)
-    sample_grid({k: list(to_uint8(images[k])) for k in ("base", f"this {short}")}, prompts, out / "samples.png")
-    summary = json.loads((out / "eval_summary.json").read_text()) if (out / "eval_summary.json").is_file() else {}
+    sample_grid({k: list(to_uint8(images[k])) for k in ("base", f"this {short}")}, prompts, path)
+
+
+def model_card(
+    model, cfg: RunConfig, registry, whole: bool, short: str, summary: dict, repo_id: str, ckpt: str, trained: int
+) -> str:
+    """README.md: Hub metadata, the run's settings, its evaluation ``summary`` and how to load the export."""
+    from huggingface_hub import ModelCardData
+
     base = cfg.model.args.get("path") or registry.get("models", cfg.model.name).defaults.get("path", cfg.model.name)
     data = ModelCardData(
         base_model=None if base.startswith("pkg://") else base,
         library_name="diffusers",
         license="other",
-        tags=[
-            "dgx",
-            "full-finetune" if cfg.train.adapter == "full" else "lora",
-            "text-to-image",
-            "grpo",
-            cfg.credit.name,
-            cfg.model.name,
-        ],
+        tags=["dgx", "full-finetune" if whole else "lora", "text-to-image", "grpo", cfg.credit.name, cfg.model.name],
     )
     # the credit rule's registry description names its method first ("DenseGRPO - ...")
     method = registry.get("credit", cfg.credit.name).description.split(" - ")[0] or cfg.credit.name
@@ -163,41 +183,35 @@ def export_run(
         "\n".join(["| metric | value |", "|---|---|"] + [f"| {k} | {v:.4f} |" for k, v in summary.items()])
         or "not evaluated"
     )
-    (out / "README.md").write_text(
-        CARD.format(
-            front_matter=f"---\n{data.to_yaml()}\n---",
-            title=f"dgx {method} LoRA",
-            base=base,
-            method=method,
-            reward=cfg.reward.name,
-            credit=cfg.credit.name,
-            ode_steps=f" ({args})" if args else "",
-            load=(USE_FULL if cfg.train.adapter == "full" else USE_LORA).format(
-                load=(LOAD_PKG if base.startswith("pkg://") else LOAD_HUB).format(
-                    base=base, cls=type(model.pipe).__name__
-                ),
-                repo_id=repo_id,
-                transformer=type(tr).__name__,
-            ),
-            what="Fine-tuned transformer" if cfg.train.adapter == "full" else "LoRA",
-            short=short,
-            trained_what="the whole transformer"
-            if cfg.train.adapter == "full"
-            else f"LoRA rank {cfg.train.lora_rank}, alpha {cfg.train.lora_alpha}",
-            sampler=cfg.sampler.name,
-            steps=cfg.sampler.steps,
-            noise=cfg.sampler.noise.name,
-            iterations=trained if trained == cfg.train.iterations else f"{trained} (of {cfg.train.iterations})",
-            checkpoint=ckpt.name,
-            prompts=cfg.train.prompts_per_iter,
-            group=cfg.train.group_size,
-            eval_name=cfg.eval.name,
-            eval_steps=cfg.eval.steps,
-            results=results,
-            repo_id=repo_id,
-        )
+    load = (LOAD_PKG if base.startswith("pkg://") else LOAD_HUB).format(base=base, cls=type(model.pipe).__name__)
+    return CARD.format(
+        front_matter=f"---\n{data.to_yaml()}\n---",
+        title=f"dgx {method} {'fine-tuned transformer' if whole else 'LoRA'}",
+        base=base,
+        method=method,
+        reward=cfg.reward.name,
+        credit=cfg.credit.name,
+        ode_steps=f" ({args})" if args else "",
+        load=(USE_FULL if whole else USE_LORA).format(
+            load=load, repo_id=repo_id, transformer=type(model.transformer).__name__
+        ),
+        what="Fine-tuned transformer" if whole else "LoRA",
+        short=short,
+        trained_what="the whole transformer"
+        if whole
+        else f"LoRA rank {cfg.train.lora_rank}, alpha {cfg.train.lora_alpha}",
+        sampler=cfg.sampler.name,
+        steps=cfg.sampler.steps,
+        noise=cfg.sampler.noise.name,
+        iterations=trained if trained == cfg.train.iterations else f"{trained} (of {cfg.train.iterations})",
+        checkpoint=ckpt,
+        prompts=cfg.train.prompts_per_iter,
+        group=cfg.train.group_size,
+        eval_name=cfg.eval.name,
+        eval_steps=cfg.eval.steps,
+        results=results,
+        repo_id=repo_id,
     )
-    return sorted(p for p in out.rglob("*") if p.is_file())
 
 
 NETWORK = ("Connect", "Timeout", "Network", "Transport", "Protocol")  # in the names of HTTP libraries' errors
