@@ -36,13 +36,13 @@ from dgx.sampler.tiny import (
     STAND_IN_WORDS,
     flux_scheduler,
     qwen_image_scheduler,
+    qwen_text_encoder,
     qwen_tokenizer,
     t5_encoder,
     tiny_flux_pipeline,
     tiny_qwen_image_pipeline,
     tiny_sd3_pipeline,
     tiny_wan_pipeline,
-    umt5_encoder,
     word_level_tokenizer,
     word_tokenizer,
 )
@@ -64,8 +64,6 @@ from transformers import (
     CLIPTextConfig,
     CLIPTextModel,
     CLIPTextModelWithProjection,
-    Qwen2_5_VLConfig,
-    Qwen2_5_VLForConditionalGeneration,
     T5Config,
     T5EncoderModel,
 )
@@ -301,20 +299,11 @@ def qwen_image_pipeline(words: list[str] = WORDS, seed: int = 0) -> QwenImagePip
     Qwen-Image's)."""
     torch.manual_seed(seed)
     tok = qwen_tokenizer(words)
-    rope = {"mrope_section": [16, 24, 24], "rope_type": "default", "type": "default"}
-    ends = {"bos_token_id": None, "eos_token_id": tok.convert_tokens_to_ids("<|im_end|>")}
-    text = {**QWEN25_VL_7B_TEXT, "rope_scaling": rope, "rope_theta": 1000000.0, "vocab_size": len(tok), **ends}
-    config = Qwen2_5_VLConfig(
-        text_config=text,
-        vision_config=QWEN25_VL_7B_VISION,
-        hidden_size=QWEN25_VL_7B_TEXT["hidden_size"],
-        vocab_size=len(tok),
-        **ends,
-    )
+    text = {**QWEN25_VL_7B_TEXT, "rope_theta": 1000000.0}
     return QwenImagePipeline(
         scheduler=qwen_image_scheduler(),
         vae=AutoencoderKLQwenImage(),
-        text_encoder=Qwen2_5_VLForConditionalGeneration(config).eval(),
+        text_encoder=qwen_text_encoder(tok, text, QWEN25_VL_7B_VISION, [16, 24, 24]),
         tokenizer=tok,
         transformer=QwenImageTransformer2DModel(**QWEN_IMAGE_TRANSFORMER),
     )
@@ -336,7 +325,7 @@ WAN21_1_3B_TRANSFORMER = dict(
     eps=1e-6,
     rope_max_seq_len=1024,
 )
-UMT5_XXL = dict(width=4096, layers=24, heads=64, d_ff=10240, vocab_size=256384)  # Wan's text encoder
+UMT5_XXL = dict(width=4096, layers=24, heads=64, vocab_size=256384)  # Wan's text encoder (d_ff 10240)
 
 
 def wan21_pipeline(words: list[str] = WORDS, seed: int = 0) -> WanPipeline:
@@ -346,7 +335,7 @@ def wan21_pipeline(words: list[str] = WORDS, seed: int = 0) -> WanPipeline:
     u = UMT5_XXL
     return WanPipeline(
         tokenizer=word_level_tokenizer(words, 512),
-        text_encoder=umt5_encoder(words, u["width"], u["layers"], u["heads"], u["d_ff"], u["vocab_size"]),
+        text_encoder=t5_encoder(words, u["width"], u["layers"], u["heads"], u["vocab_size"], umt5=True),
         vae=AutoencoderKLWan(),
         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
         transformer=WanTransformer3DModel(**WAN21_1_3B_TRANSFORMER),

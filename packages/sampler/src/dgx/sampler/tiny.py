@@ -174,10 +174,14 @@ def tiny_sd3_pipeline(
     )
 
 
-def t5_encoder(words: list[str], width: int, layers: int, heads: int, vocab_size: int | None = None) -> T5EncoderModel:
-    """A random ``T5EncoderModel`` (gated GELU, as T5 v1.1 / T5-XXL) for ``word_level_tokenizer(words)``."""
-    return T5EncoderModel(
-        T5Config(
+def t5_encoder(
+    words: list[str], width: int, layers: int, heads: int, vocab_size: int | None = None, umt5: bool = False
+) -> T5EncoderModel | UMT5EncoderModel:
+    """A random ``T5EncoderModel`` (gated GELU, as T5 v1.1 / T5-XXL), or with ``umt5`` a ``UMT5EncoderModel`` (Wan's
+    text encoder class), for ``word_level_tokenizer(words)``."""
+    config, model = (UMT5Config, UMT5EncoderModel) if umt5 else (T5Config, T5EncoderModel)
+    return model(
+        config(
             vocab_size=vocab_size or len(set(words)) + 3,
             d_model=width,
             d_kv=width // heads,
@@ -299,6 +303,21 @@ def qwen_tokenizer(words: list[str]) -> Qwen2Tokenizer:
     return tok
 
 
+def qwen_text_encoder(tok, text: dict, vision: dict, mrope_section: list[int]) -> Qwen2_5_VLForConditionalGeneration:
+    """A random Qwen2.5-VL (Qwen-Image's text encoder class) of the ``text`` and ``vision`` sizes, its vocabulary and
+    end token the tokenizer ``tok``'s."""
+    rope = {"mrope_section": mrope_section, "rope_type": "default", "type": "default"}
+    ends = {"bos_token_id": None, "eos_token_id": tok.convert_tokens_to_ids("<|im_end|>")}
+    config = Qwen2_5_VLConfig(
+        text_config={**text, "rope_scaling": rope, "vocab_size": len(tok), **ends},
+        vision_config=vision,
+        hidden_size=text["hidden_size"],
+        vocab_size=len(tok),
+        **ends,
+    )
+    return Qwen2_5_VLForConditionalGeneration(config).eval()
+
+
 def qwen_image_scheduler() -> FlowMatchEulerDiscreteScheduler:
     """Qwen-Image's kind of schedule: dynamic shifting with an exponential time shift, the last sigma stretched to
     0.02."""
@@ -329,16 +348,9 @@ def tiny_qwen_image_pipeline(
     ``resolution`` to ``QwenImageModel``."""
     torch.manual_seed(seed)
     tok = qwen_tokenizer(words)
-    rope = {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"}
-    ends = {"bos_token_id": None, "eos_token_id": tok.convert_tokens_to_ids("<|im_end|>")}
     text = dict(hidden_size=text_dim, intermediate_size=text_dim, num_hidden_layers=1, num_attention_heads=2)
-    config = Qwen2_5_VLConfig(
-        text_config={**text, "num_key_value_heads": 2, "rope_scaling": rope, "vocab_size": len(tok), **ends},
-        vision_config={"depth": 1, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2, "out_hidden_size": 16},
-        hidden_size=text_dim,
-        vocab_size=len(tok),
-        **ends,
-    )
+    vision = dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=2, out_hidden_size=16)
+    text_encoder = qwen_text_encoder(tok, {**text, "num_key_value_heads": 2}, vision, [1, 1, 2])
     transformer = QwenImageTransformer2DModel(
         patch_size=2,
         in_channels=4 * latent_channels,
@@ -361,29 +373,9 @@ def tiny_qwen_image_pipeline(
     return QwenImagePipeline(
         scheduler=qwen_image_scheduler(),
         vae=vae,
-        text_encoder=Qwen2_5_VLForConditionalGeneration(config).eval(),
+        text_encoder=text_encoder,
         tokenizer=tok,
         transformer=transformer,
-    )
-
-
-def umt5_encoder(words: list[str], width: int, layers: int, heads: int, d_ff: int, vocab_size: int | None = None):
-    """A UMT5 encoder (Wan's text encoder class) with random weights over a word-level vocabulary."""
-    return UMT5EncoderModel(
-        UMT5Config(
-            vocab_size=vocab_size or len(set(words)) + 3,
-            d_model=width,
-            d_kv=width // heads,
-            d_ff=d_ff,
-            num_layers=layers,
-            num_heads=heads,
-            feed_forward_proj="gated-gelu",
-            relative_attention_num_buckets=32,
-            dropout_rate=0.0,
-            pad_token_id=0,
-            eos_token_id=1,
-            decoder_start_token_id=0,
-        )
     )
 
 
@@ -412,7 +404,7 @@ def tiny_wan_pipeline(words: list[str], *, layers: int = 2, heads: int = 2, head
     )
     return WanPipeline(
         tokenizer=tok,
-        text_encoder=umt5_encoder(words, 32, 1, 2, 64, len(tok.get_vocab())),
+        text_encoder=t5_encoder(words, 32, 1, 2, len(tok.get_vocab()), umt5=True),
         vae=vae,
         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
         transformer=transformer,
