@@ -46,15 +46,60 @@ def brightness_eval(model, protocol):
 OBJECTIVE_KEYS = ("clip_range", "kl_beta", "kl", "guidance_grad", "adv_std", "adv_ddof", "adv_clip_max")
 
 
+def write_registry(folder: Path) -> Path:
+    """``folder/reg.yaml``: the tests' brightness reward and evaluation as user registry entries."""
+    (folder / "reg.yaml").write_text(
+        "evaluations:\n  brightness_eval: {impl: 'dgx_test_helpers:brightness_eval', description: test}\n"
+        "rewards:\n  brightness: {impl: 'dgx_test_helpers:Brightness', description: test}\n"
+    )
+    return folder / "reg.yaml"
+
+
+def dense_grpo_run(tmp_path: Path, model: dict, guidance: float) -> Path:
+    """Two DenseGRPO iterations (3 SDE steps, brightness reward, LoRA rank 2) with `dgx run` on the model node
+    ``model``, on the CPU; returns the run folder, its metrics checked: iterations 0 and 1, each with the dense gain of
+    every step."""
+    import json
+
+    import yaml
+    from click.testing import CliRunner
+    from dgx.grpo.cli import main
+
+    write_registry(tmp_path)
+    base = {
+        "model": model,
+        "sampler": {"steps": 3, "guidance": guidance},
+        "reward": {"name": "brightness"},
+        "credit": {"name": "dense_gain", "ode_steps": "t"},
+        "train": {
+            "iterations": 2,
+            "prompts_per_iter": 2,
+            "group_size": 2,
+            "lr": 0.05,
+            "lora_rank": 2,
+            "lora_alpha": 4,
+            "micro_batch": 8,
+            "save_every": 1,
+        },
+        "eval": {"name": "brightness_eval", "steps": 2, "images_per_prompt": 1, "max_prompts": 2},
+        "device": "cpu",
+    }
+    abl = tmp_path / "abl.yaml"
+    abl.write_text(yaml.safe_dump({"registry": "reg.yaml", "base": base, "variants": {"dense_grpo": {}}, "seeds": [0]}))
+    res = CliRunner().invoke(main, ["run", str(abl), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    run = tmp_path / "out" / "dense_grpo" / "seed_0"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [0, 1] and all(len(r["dense_mean"]) == 3 for r in rows)
+    return run
+
+
 def tiny_config(tmp_path, pipe_dir, **train):
     """A RunConfig on the tiny random pipeline with the brightness reward (user registry); ``train`` keys of the
     objective (``kl_beta``, ``clip_range``, ...) go to its node."""
     from dgx.grpo.config import load
 
-    (tmp_path / "reg.yaml").write_text(
-        "evaluations:\n  brightness_eval: {impl: 'dgx_test_helpers:brightness_eval', description: test}\n"
-        "rewards:\n  brightness: {impl: 'dgx_test_helpers:Brightness', description: test}\n"
-    )
+    write_registry(tmp_path)
     t = {
         "iterations": 3,
         "prompts_per_iter": 2,

@@ -9,6 +9,7 @@ import yaml
 from dgx.eval.benchmarks import generate
 from dgx.sampler import ode_step, rollout, sample_generator, sde_step
 from dgx.sampler.schedules import UniformNoise
+from dgx_test_helpers import dense_grpo_run
 
 
 @pytest.fixture(scope="module")
@@ -75,47 +76,12 @@ def test_sde_log_probs_are_the_gaussian_steps_and_recompute_exactly(qwen):
 def test_dense_grpo_run_and_the_exported_lora_loads_into_the_pipeline(tmp_path, qwen_dir):
     """Two DenseGRPO iterations with `dgx run` on the stand-in (CPU); the run's LoRA, exported by `dgx push`'s
     export, loads with QwenImagePipeline.load_lora_weights and gives the run's images."""
-    from click.testing import CliRunner
-    from dgx.grpo.cli import main
     from dgx.grpo.hub import export_run
     from dgx.sampler.qwen_image import QwenImageModel
     from diffusers import QwenImagePipeline
 
-    (tmp_path / "reg.yaml").write_text(
-        "evaluations:\n  brightness_eval: {impl: 'dgx_test_helpers:brightness_eval', description: test}\n"
-        "rewards:\n  brightness: {impl: 'dgx_test_helpers:Brightness', description: test}\n"
-    )
-    base = {
-        "model": {
-            "name": "qwen_image",
-            "path": str(qwen_dir),
-            "resolution": 16,
-            "max_sequence_length": 16,
-            "dtype": "float32",
-        },
-        "sampler": {"steps": 3, "guidance": 3.0},
-        "reward": {"name": "brightness"},
-        "credit": {"name": "dense_gain", "ode_steps": "t"},
-        "train": {
-            "iterations": 2,
-            "prompts_per_iter": 2,
-            "group_size": 2,
-            "lr": 0.05,
-            "lora_rank": 2,
-            "lora_alpha": 4,
-            "micro_batch": 8,
-            "save_every": 1,
-        },
-        "eval": {"name": "brightness_eval", "steps": 2, "images_per_prompt": 1, "max_prompts": 2},
-        "device": "cpu",
-    }
-    abl = tmp_path / "abl.yaml"
-    abl.write_text(yaml.safe_dump({"registry": "reg.yaml", "base": base, "variants": {"dense_grpo": {}}, "seeds": [0]}))
-    res = CliRunner().invoke(main, ["run", str(abl), "--out", str(tmp_path / "out")])
-    assert res.exit_code == 0, res.output
-    run = tmp_path / "out" / "dense_grpo" / "seed_0"
-    rows = [yaml.safe_load(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["iteration"] for r in rows] == [0, 1] and all(len(r["dense_mean"]) == 3 for r in rows)
+    node = {"name": "qwen_image", "path": str(qwen_dir), "resolution": 16, "max_sequence_length": 16}
+    run = dense_grpo_run(tmp_path, {**node, "dtype": "float32"}, 3.0)
 
     export_run(run, tmp_path / "export", "me/tiny-qwen")
     assert "QwenImagePipeline" in (tmp_path / "export" / "README.md").read_text()

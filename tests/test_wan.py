@@ -11,6 +11,7 @@ import yaml
 from dgx.eval.benchmarks import generate
 from dgx.sampler import ode_step, rollout, sample_generator, sde_step
 from dgx.sampler.schedules import UniformNoise
+from dgx_test_helpers import dense_grpo_run
 
 
 @pytest.fixture(scope="module")
@@ -102,45 +103,16 @@ def test_dense_grpo_run_writes_videos_and_the_exported_lora_loads_into_the_pipel
     """Two DenseGRPO iterations with `dgx run` on the stand-in (CPU), its evaluation writing animated WebP samples
     and frame grids; the run's LoRA, exported as `dgx push` does, loads with WanPipeline.load_lora_weights and gives
     the run's videos."""
-    from click.testing import CliRunner
     from dgx.grpo.adapter import load_adapter
-    from dgx.grpo.cli import main
     from dgx.grpo.config import RunConfig
     from dgx.grpo.hub import export_run
     from dgx.sampler.wan import WanModel
     from diffusers import WanPipeline
     from PIL import Image
 
-    (tmp_path / "reg.yaml").write_text(
-        "evaluations:\n  brightness_eval: {impl: 'dgx_test_helpers:brightness_eval', description: test}\n"
-        "rewards:\n  brightness: {impl: 'dgx_test_helpers:Brightness', description: test}\n"
-    )
     node = {"name": "wan", "path": str(wan_dir), "resolution": 16, "frames": 5, "max_sequence_length": 16}
-    base = {
-        "model": {**node, "dtype": "float32"},
-        "sampler": {"steps": 3, "guidance": 4.5},
-        "reward": {"name": "brightness"},
-        "credit": {"name": "dense_gain", "ode_steps": "t"},
-        "train": {
-            "iterations": 2,
-            "prompts_per_iter": 2,
-            "group_size": 2,
-            "lr": 0.05,
-            "lora_rank": 2,
-            "lora_alpha": 4,
-            "micro_batch": 8,
-            "save_every": 1,
-        },
-        "eval": {"name": "brightness_eval", "steps": 2, "images_per_prompt": 1, "max_prompts": 2},
-        "device": "cpu",
-    }
-    abl = tmp_path / "abl.yaml"
-    abl.write_text(yaml.safe_dump({"registry": "reg.yaml", "base": base, "variants": {"dense_grpo": {}}, "seeds": [0]}))
-    res = CliRunner().invoke(main, ["run", str(abl), "--out", str(tmp_path / "out")])
-    assert res.exit_code == 0, res.output
-    run = tmp_path / "out" / "dense_grpo" / "seed_0"
+    run = dense_grpo_run(tmp_path, {**node, "dtype": "float32"}, 4.5)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["iteration"] for r in rows] == [0, 1] and all(len(r["dense_mean"]) == 3 for r in rows)
     assert rows[0]["decoded_images"] % 5 == 0 and rows[0]["decoded_images"] >= 4 * 5  # frames, 5 a video
     webp = sorted((run / "eval" / "samples").glob("*.webp"))
     assert webp and Image.open(webp[0]).n_frames == 5
