@@ -157,13 +157,19 @@ class PipelineModel:
     ):
         """Load from a local pipeline folder or a Hub id (offline: a local folder or cached id); ``dtype`` and
         ``max_sequence_length`` default to the family's, ``resolution`` (the image side) to the pipeline's."""
+        pipe, msl = cls.pipeline_from(path, dtype, device, max_sequence_length)
+        return cls(pipe, max_sequence_length=msl, device=device, resolution=resolution)
+
+    @classmethod
+    def pipeline_from(cls, path: str | Path, dtype: torch.dtype | None, device: str, max_sequence_length: int | None):
+        """The family's ``pipeline`` from ``path`` in ``dtype`` (default the family's) on ``device``, and the prompt
+        length to encode (default the family's): what every family's ``from_pretrained`` starts with."""
         import dgx.sampler.compat  # noqa: F401  (before diffusers imports the pipeline)
         import diffusers
 
         pipe_cls = getattr(diffusers, cls.pipeline)
         pipe = load_pipeline(pipe_cls, path, dtype or cls.default_dtype, device, **cls.load_kwargs(path))
-        msl = cls.default_max_sequence_length if max_sequence_length is None else max_sequence_length
-        return cls(pipe, max_sequence_length=msl, device=device, resolution=resolution)
+        return pipe, cls.default_max_sequence_length if max_sequence_length is None else max_sequence_length
 
     @classmethod
     def load_kwargs(cls, path: str | Path) -> dict:

@@ -16,7 +16,7 @@ from typing import Annotated
 import torch
 from annotated_types import Ge, Gt, Le, MultipleOf
 from dgx.sampler.errors import SamplerError
-from dgx.sampler.model import Conditioning, PipelineModel, guided, load_pipeline
+from dgx.sampler.model import Conditioning, PipelineModel, guided
 
 # a side in pixels: 8x down-sampling by the VAE, 2x2 patches
 Side = Annotated[int, Gt(0), Le(8192), MultipleOf(16)]
@@ -65,11 +65,7 @@ class WanModel(PipelineModel):
     ):
         """Load from a local pipeline folder or a Hub id; ``resolution`` is a square side, or ``height`` and
         ``width`` (default 480 x 832), ``frames`` the video's length (1 + a multiple of 4)."""
-        import dgx.sampler.compat  # noqa: F401  (before diffusers imports the pipeline)
-        import diffusers
-
-        pipe = load_pipeline(diffusers.WanPipeline, path, dtype or cls.default_dtype, device)
-        msl = cls.default_max_sequence_length if max_sequence_length is None else max_sequence_length
+        pipe, msl = cls.pipeline_from(path, dtype, device, max_sequence_length)
         return cls(pipe, msl, device, resolution, height, width, frames)
 
     @torch.no_grad()
