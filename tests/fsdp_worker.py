@@ -16,6 +16,7 @@ import torch  # noqa: E402
 from accelerate.state import AcceleratorState  # noqa: E402
 from dgx.grpo.adapter import trained_state  # noqa: E402
 from dgx.grpo.assembly import assemble  # noqa: E402
+from dgx.grpo.checkpoint import whole  # noqa: E402
 from dgx.grpo.registry import Registry  # noqa: E402
 from dgx_test_helpers import tiny_config  # noqa: E402
 from torch.distributed.fsdp import FSDPModule  # noqa: E402
@@ -48,8 +49,9 @@ trainer.train(assemble(cfg, Registry([tmp / "reg.yaml"])), tmp / "run", stop_aft
 model = trainer.train(assemble(cfg, Registry([tmp / "reg.yaml"])), tmp / "run", resume=True)
 trainer.train(assemble(cfg, Registry([tmp / "reg.yaml"])), tmp / "whole")
 state = AcceleratorState()
+returned = whole(trained_state(model))  # a full fine-tune's model comes back sharded: gathered on every process
 if state.is_main_process:
-    torch.save(trained_state(model), out)
+    torch.save(returned, out)
     out.with_suffix(".json").write_text(
         json.dumps(
             {

@@ -289,3 +289,19 @@ def test_the_evaluation_models_come_from_the_config(tmp_path):
     (tmp_path / "d.yaml").write_text("registry: reg.yaml\neval: {name: plain, path: det/folder}\n")
     with pytest.raises(ConfigError, match="eval.path: evaluation 'plain' takes no 'path' \\(it takes no arguments\\)"):
         load(tmp_path / "d.yaml")
+
+
+def test_every_process_runs_the_busiest_ones_forward_batches(tiny_model):
+    """Under a sharded transformer each forward pass gathers shards on every process, so a process with fewer images
+    runs as many batches as the busiest one, on a throwaway image: 5 images over 2 processes in batches of 2 are
+    shares of 2 and 3, 2 batches each; the spare batch's image is not returned, and the real ones are unchanged."""
+    from dgx.eval.benchmarks import Shard, generate
+
+    prompts = ["a red circle", "a blue square"]
+    shards = [Shard(i, 2) for i in range(2)]
+    assert [len(s.part(5)) for s in shards] == [2, 3] and [s.batches(5, 2) for s in shards] == [2, 2]
+    calls = tiny_model.calls
+    padded = generate(tiny_model, prompts, 2, 1.0, seed=0, batch=2, batches=shards[0].batches(5, 2))
+    assert tiny_model.calls - calls == 2 * 2  # 2 batches of 2 ODE steps
+    assert padded.shape[0] == 2
+    torch.testing.assert_close(padded, generate(tiny_model, prompts, 2, 1.0, seed=0, batch=2))

@@ -12,6 +12,7 @@ import yaml
 from dgx.eval.benchmarks import generate
 from dgx.grpo.adapter import adapter_disabled, full, remove_adapter, trained_state
 from dgx.grpo.assembly import assemble
+from dgx.grpo.checkpoint import adapter_state, ema_state
 from dgx.grpo.registry import Registry
 from dgx.grpo.trainer import train
 from dgx_test_helpers import accelerate_launch, tiny_config
@@ -86,8 +87,8 @@ def test_a_full_finetune_exports_its_transformer_in_diffusers_format(tmp_path, t
 
 
 def test_fsdp2_full_finetune_matches_one_process(tmp_path, tiny_pipe_dir):
-    """2 CPU processes under `configs/accelerate/fsdp2.yaml` train the whole transformer sharded, resume from a
-    checkpoint of whole tensors, and end where one unsharded process with the same global batch ends."""
+    """2 CPU processes under `configs/accelerate/fsdp2.yaml` build the transformer sharded, train it, write sharded
+    checkpoints, resume from one exactly, and end where one unsharded process with the same global batch ends."""
     d = tmp_path / "fsdp"
     d.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_TORCH_DEVICE": "cpu"}
@@ -119,11 +120,34 @@ def test_fsdp2_full_finetune_matches_one_process(tmp_path, tiny_pipe_dir):
     ones = [json.loads(ln) for ln in (one / "run" / "metrics.jsonl").read_text().splitlines()]
     for r, o in zip(rows, ones, strict=True):  # the global gradient norm, averaged over the optimizer steps
         assert abs(r["grad_norm"] - o["grad_norm"]) < 1e-5 * o["grad_norm"]
+    assert info["returned"] == "DTensor"  # built sharded, handed back sharded
     returned, expected = torch.load(d / "out.pt"), trained_state(model)
     assert returned.keys() == expected.keys()
     close(returned, expected)  # the EMA weights, after 2 iterations
-    for name in ("adapter.safetensors", "ema.safetensors"):
-        close(*(load_file(r / "run" / "checkpoints" / "iter_00001" / name) for r in (d, one)))
+    sharded, whole = d / "run" / "checkpoints" / "iter_00001", one / "run" / "checkpoints" / "iter_00001"
+    assert sorted(p.name for p in sharded.glob("*-of-*")) == [
+        f"{stem}-{i:05d}-of-00002{ext}"
+        for stem, ext in (("adapter", ".safetensors"), ("ema", ".safetensors"), ("optimizer", ".pt"))
+        for i in (1, 2)
+    ]
+    close(adapter_state(sharded), adapter_state(whole))
+    close(ema_state(sharded), ema_state(whole))
+    # `dgx push`'s export reads the pieces: the exported transformer is the run's EMA weights
+    from dgx.grpo.hub import export_run
+
+    (d / "run" / "config.yaml").write_text(
+        yaml.safe_dump(tiny_config(d, tiny_pipe_dir, adapter="full").model_dump(mode="json"))
+    )
+    export_run(d / "run", tmp_path / "export", "me/tiny-full", n_samples=2)
+    exported, ema = (
+        load_file(tmp_path / "export" / "transformer" / "diffusion_pytorch_model.safetensors"),
+        ema_state(sharded),
+    )
+    assert ema.keys() <= exported.keys() and all(torch.equal(exported[k], ema[k]) for k in ema)
+    # the resumed sharded run equals the uninterrupted one byte for byte, every process's pieces
+    for piece in sharded.glob("*-of-*.safetensors"):
+        got, want = load_file(piece), load_file(d / "whole" / "checkpoints" / "iter_00001" / piece.name)
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want), piece.name
 
 
 def close(got: dict, want: dict) -> None:

@@ -402,13 +402,15 @@ seeds: [0]
     fsdp2 = ["--config_file", str(Path(__file__).parents[1] / "configs" / "accelerate" / "fsdp2.yaml")]
     # out3: FSDP2 on 2 CPU processes (fsdp_shim; device auto + ACCELERATE_TORCH_DEVICE=cpu, as in fsdp_worker.py)
     cmds = {}
-    for out, mode, n, port in (
-        ("out1", ["--cpu"], 1, 29511),
-        ("out2", ["--multi_gpu"], 2, 29512),
-        ("out3", fsdp2, 2, 29513),
+    # out4: the same with the whole transformer trained, built sharded from the start
+    for out, mode, n, port, extra in (
+        ("out1", ["--cpu"], 1, 29511, []),
+        ("out2", ["--multi_gpu"], 2, 29512, []),
+        ("out3", fsdp2, 2, 29513, []),
+        ("out4", fsdp2, 2, 29514, ["--set", "train.adapter=full"]),
     ):
         entry = ["-m", "fsdp_shim", "run", "--set", "device=auto"] if mode is fsdp2 else ["-m", "dgx.grpo.cli", "run"]
-        cmds[out] = cmd = accelerate_launch(mode, n, port, *entry, str(abl), "--out", str(tmp_path / out))
+        cmds[out] = cmd = accelerate_launch(mode, n, port, *entry, str(abl), "--out", str(tmp_path / out), *extra)
         res = subprocess.run(
             cmd,
             capture_output=True,
@@ -431,8 +433,8 @@ seeds: [0]
     assert (
         odd.returncode != 0 and "= 3 samples per iteration do not divide over 2 processes" in odd.stderr + odd.stdout
     ), odd.stderr[-3000:]
-    one, two, fsdp = tmp_path / "out1", tmp_path / "out2", tmp_path / "out3"
-    for out, mode in ((two, "MULTI_CPU"), (fsdp, "FSDP")):
+    one, two, fsdp, full = tmp_path / "out1", tmp_path / "out2", tmp_path / "out3", tmp_path / "out4"
+    for out, mode in ((two, "MULTI_CPU"), (fsdp, "FSDP"), (full, "FSDP")):
         (line,) = (out / "invocations.jsonl").read_text().splitlines()  # written by the main process only
         rec = json.loads(line)
         assert (rec["distributed"], rec["processes"], rec.get("fsdp_cpu_offload")) == (
@@ -440,10 +442,12 @@ seeds: [0]
             2,
             False if mode == "FSDP" else None,
         )
-    for other in (two, fsdp):  # DDP and FSDP2 on 2 processes against one process
+    for other in (two, fsdp, full):  # DDP and FSDP2 on 2 processes against one process
         psi1, psi2 = (json.loads((o / "dense_grpo/seed_0/calibration/psi.json").read_text()) for o in (one, other))
         assert psi1["psi"] == pytest.approx(psi2["psi"], abs=1e-9) and psi1["history"] == psi2["history"]
-        for run in ("base/seed_0", "dense_grpo/seed_0"):
+        # the base model's evaluation and calibration on the sharded transformer equal one process's; a full fine-tune
+        # trains something else than a LoRA, so its own runs are compared below
+        for run in ("base/seed_0",) + (("dense_grpo/seed_0",) if other != full else ()):
             rows1, rows2 = (
                 [json.loads(ln) for ln in (o / run / "eval/per_image.jsonl").read_text().splitlines()]
                 for o in (one, other)
@@ -459,9 +463,13 @@ seeds: [0]
             [json.loads(ln) for ln in (o / "dense_grpo/seed_0/metrics.jsonl").read_text().splitlines()]
             for o in (one, other)
         )
-        assert [r["reward_mean"] for r in m1] == pytest.approx([r["reward_mean"] for r in m2], abs=1e-4) and len(
-            m2
-        ) == 2
+        assert len(m2) == 2 and m1[0]["reward_mean"] == pytest.approx(m2[0]["reward_mean"], abs=1e-4)  # same rollouts
+        if other != full:
+            assert m1[1]["reward_mean"] == pytest.approx(m2[1]["reward_mean"], abs=1e-4)
+    pieces = sorted(p.name for p in (full / "dense_grpo/seed_0/checkpoints/iter_00001").glob("adapter-*"))
+    assert pieces == ["adapter-00001-of-00002.safetensors", "adapter-00002-of-00002.safetensors"]
+    trained = [json.loads(ln) for ln in (full / "dense_grpo/seed_0/eval/per_image.jsonl").read_text().splitlines()]
+    assert [r["index"] for r in trained] == list(range(10))  # the sharded model's own evaluation, after training
     base, trained = (
         [json.loads(ln)["brightness"] for ln in (one / run / "eval/per_image.jsonl").read_text().splitlines()]
         for run in ("base/seed_0", "dense_grpo/seed_0")
@@ -514,14 +522,14 @@ def test_accelerate_modes_the_trainer_does_not_handle_are_refused(tmp_path, tiny
 
 def assert_same_checkpoint(a: Path, b: Path, atol: float, moments_atol: float) -> None:
     """Checkpoints ``a`` and ``b`` hold the same adapter, EMA and AdamW moments (whole tensors, same shapes)."""
-    for name in ("adapter.safetensors", "ema.safetensors"):
-        got, want = load_file(a / name), load_file(b / name)
+    for name in ("adapter", "ema"):  # whole tensors, from per-process pieces or a whole file
+        got, want = checkpoint.read_whole(a, name), checkpoint.read_whole(b, name)
         assert got.keys() == want.keys()
         for k in want:
             torch.testing.assert_close(
                 got[k], want[k], atol=atol, rtol=1e-3, msg=lambda m, k=k, n=name: f"{n} {k}: {m}"
             )
-    got, want = (torch.load(c / "optimizer.pt", weights_only=False)["state"] for c in (a, b))
+    got, want = (checkpoint.read_optimizer(c)["state"] for c in (a, b))
     for i in want:
         for k in ("exp_avg", "exp_avg_sq"):
             assert type(got[i][k]) is torch.Tensor and got[i][k].shape == want[i][k].shape
@@ -531,7 +539,7 @@ def assert_same_checkpoint(a: Path, b: Path, atol: float, moments_atol: float) -
 @pytest.mark.parametrize("offload", [False, True], ids=["on_device", "cpu_offload"])
 def test_fsdp2_matches_one_unsharded_process(tmp_path, tiny_pipe_dir, offload):
     """`accelerate launch --config_file configs/accelerate/fsdp2.yaml` (shards on the device, or offloaded to the
-    CPU, which is experimental) trains the adapter sharded, resumes from a checkpoint of whole tensors where an
+    CPU, which is experimental) trains the adapter sharded, resumes from its sharded checkpoint where an
     uninterrupted sharded run is, and ends where one unsharded process ends: 2 processes on CPUs (see
     fsdp_worker.py), or 1 process on a GPU (FSDP2 over nccl; research/experiments/fsdp/gpu_check_offload.sh)."""
     gpu = torch.cuda.is_available()
@@ -919,7 +927,7 @@ def test_checkpoint_written_on_a_gpu_resumes_on_a_cpu(tmp_path, monkeypatch):
     q = torch.nn.Parameter(p.detach().clone())
     opt2 = torch.optim.AdamW([q], lr=1e-2)
     sched2 = get_scheduler("linear", opt2, num_warmup_steps=0, num_training_steps=10)
-    it, _ = checkpoint.load(ck, opt2, sched2)
+    it = checkpoint.load(ck, opt2, sched2)
     assert it == 4 and checkpoint.trained(tmp_path) == 5 and torch.equal(checkpoint.adapter_state(ck)["w"], p.detach())
     state = opt2.state_dict()["state"][0]
     assert state["exp_avg"].device == q.device and torch.equal(

@@ -39,6 +39,11 @@ class Shard:
     def part(self, n: int) -> range:
         return range(self.index * n // self.count, (self.index + 1) * n // self.count)
 
+    def batches(self, n: int, batch: int) -> int:
+        """Forward batches of ``batch`` images the busiest process runs for n images: every process runs as many
+        (``generate``), which a sharded transformer needs (each forward pass gathers its shards on all of them)."""
+        return math.ceil(math.ceil(n / self.count) / batch)
+
 
 S = TypeVar("S")
 
@@ -85,14 +90,20 @@ def generate(
     batch: int = 64,
     desc: str = "eval",
     first: int = 0,
+    batches: int = 0,
 ) -> torch.Tensor:
-    """ODE samples for ``prompts`` (one image each): float [0, 1] NCHW. Image i uses seed (seed, first + i)."""
+    """ODE samples for ``prompts`` (one image each): float [0, 1] NCHW. Image i uses seed (seed, first + i).
+    ``batches``: run at least this many forward batches (``Shard.batches``), the ones past the prompts on one
+    throwaway image."""
     out = []
-    for s in tqdm(range(0, len(prompts), batch), desc=desc, leave=False):
-        chunk = list(prompts[s : s + batch])
-        gens = [sample_generator(seed, first + s + i) for i in range(len(chunk))]
+    for b in tqdm(range(max(math.ceil(len(prompts) / batch), batches)), desc=desc, leave=False):
+        chunk = list(prompts[b * batch : (b + 1) * batch])
+        spare = not chunk
+        chunk = chunk or [prompts[0] if prompts else ""]
+        gens = [sample_generator(seed, first + b * batch + i) for i in range(len(chunk))]
         traj = rollout(model, model.encode(chunk), chunk, steps, ode_step, None, gens, guidance)
-        out.append(model.decode(traj.latents[:, -1]))
+        if not spare:
+            out.append(model.decode(traj.latents[:, -1]))
     return torch.cat(out) if out else torch.zeros(0, 3, 1, 1)  # no prompts: a process with an empty shard
 
 
@@ -196,7 +207,17 @@ def geneval_benchmark(
     mine = shard.part(len(metas))
     local = [metas[i] for i in mine]
     prompts = [m["prompt"] for m in local]
-    images = generate(model, prompts, p.steps, p.guidance, p.seed, p.batch, reward.name, mine.start)
+    images = generate(
+        model,
+        prompts,
+        p.steps,
+        p.guidance,
+        p.seed,
+        p.batch,
+        reward.name,
+        mine.start,
+        shard.batches(len(metas), p.batch),
+    )
     verdicts = reward.verdicts(images, local)
     extra = score_batches(scores or {}, images, prompts, local, p.batch)
     records = shard.gather(
@@ -292,7 +313,17 @@ def reward_benchmark(
     metas = [m for m in metadata[: p.max_prompts] for _ in range(p.images_per_prompt)]
     mine = shard.part(len(metas))
     prompts, local = [metas[i]["prompt"] for i in mine], [metas[i] for i in mine]
-    images = generate(model, prompts, p.steps, p.guidance, p.seed, p.batch, "+".join(rewards), mine.start)
+    images = generate(
+        model,
+        prompts,
+        p.steps,
+        p.guidance,
+        p.seed,
+        p.batch,
+        "+".join(rewards),
+        mine.start,
+        shard.batches(len(metas), p.batch),
+    )
     scores = score_batches(rewards, images, prompts, local, p.batch)
     records = shard.gather(
         [

@@ -3,8 +3,9 @@ config's), or the whole transformer (``full``). Either is added, switched off fo
 samples, taken off after a run, saved in checkpoints and loaded from them: a LoRA with the settings it was trained
 with (its ``adapter_config.json``, PEFT's format).
 
-Full fine-tuning keeps a frozen copy of the transformer as it was (``model.reference``): the reference policy and the
-base model run through it, and the run's end copies it back, so the next run starts from the base weights."""
+Full fine-tuning trains a float32 copy of the transformer and keeps the transformer as it was, frozen, as
+``model.reference``: the reference policy and the base model run through it, and it goes back in place after the run,
+so the next run starts from the base weights. Under FSDP2 both are sharded (dgx.grpo.shards)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from dgx.grpo import checkpoint
+from dgx.grpo import checkpoint, shards
 from dgx.grpo.config import RunConfig
 from dgx.grpo.errors import ConfigError
 from peft import LoraConfig
@@ -54,11 +55,9 @@ def add_lora(model, cfg: RunConfig, lora: LoraConfig | None = None) -> list[torc
     ``full``, every parameter of the transformer, after a frozen copy of it becomes ``model.reference``."""
     transformer = model.transformer
     if cfg.train.adapter == "full":
-        model.reference = copy.deepcopy(transformer).requires_grad_(False)  # in the model's dtype
-        transformer.requires_grad_(True)
-        for p in transformer.parameters():
-            p.data = p.data.float()
-        return list(transformer.parameters())
+        model.reference = transformer.requires_grad_(False)  # in the model's dtype
+        set_transformer(model, trainable_copy(transformer))
+        return list(model.transformer.parameters())
     transformer.requires_grad_(False)
     transformer.add_adapter(lora or lora_config(model, cfg))
     params = [p for p in transformer.parameters() if p.requires_grad]
@@ -67,21 +66,34 @@ def add_lora(model, cfg: RunConfig, lora: LoraConfig | None = None) -> list[torc
     return params
 
 
+def trainable_copy(transformer: torch.nn.Module) -> torch.nn.Module:
+    """A float32 copy of ``transformer`` that trains: sharded as it is (shard by shard) under FSDP2."""
+    if shards.is_sharded(transformer):
+        copy_ = shards.sharded_copy(transformer, torch.float32, shards.current_plugin())
+    else:
+        copy_ = copy.deepcopy(transformer).float()
+    return copy_.requires_grad_(True)
+
+
+def set_transformer(model, transformer: torch.nn.Module) -> None:
+    """Make ``transformer`` the model's (and its diffusers pipeline's, where it has one)."""
+    model.transformer = transformer
+    if hasattr(model, "pipe"):
+        model.pipe.transformer = transformer
+
+
 def full(model) -> bool:
     """Whether ``model`` trains its whole transformer (its frozen copy is ``model.reference``)."""
     return getattr(model, "reference", None) is not None
 
 
 def remove_adapter(model) -> None:
-    """Take the run's training off the generator: the LoRA adapter deleted, or the whole transformer's weights copied
-    back from the frozen reference (in the model's dtype) and frozen again."""
+    """Take the run's training off the generator: the LoRA adapter deleted, or the frozen reference (the
+    transformer as it was, in the model's dtype) put back in the trained copy's place."""
     if not full(model):
         model.transformer.delete_adapters("default")
         return
-    with torch.no_grad():
-        for p, q in zip(model.transformer.parameters(), model.reference.parameters(), strict=True):
-            p.data = q.data.clone()
-    model.transformer.requires_grad_(False)
+    set_transformer(model, model.reference)
     model.reference = None
 
 
@@ -160,7 +172,7 @@ def trained_checkpoint(run_or_ckpt: Path) -> Path:
     if not run_or_ckpt.is_dir():
         raise ConfigError(f"{run_or_ckpt}: no such folder (give a run folder or a checkpoint folder)")
     ck = checkpoint.latest(run_or_ckpt / "checkpoints") if (run_or_ckpt / "checkpoints").is_dir() else run_or_ckpt
-    if ck is None or not (ck / "adapter.safetensors").is_file():
+    if ck is None or not checkpoint.has_adapter(p.name for p in ck.iterdir()):
         raise ConfigError(f"{run_or_ckpt}: no adapter.safetensors found (give a run folder or a checkpoint folder)")
     if problem := checkpoint.damage(ck):
         raise ConfigError(f"checkpoint {ck}: {problem}; give another checkpoint")

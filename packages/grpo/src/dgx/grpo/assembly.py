@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from dgx.eval.benchmarks import Scorers
+from dgx.grpo import shards
 from dgx.grpo.adapter import remove_adapter
 from dgx.grpo.build import (
     build_credit,
@@ -113,8 +114,8 @@ def assemble(
 class Assembler:
     """Assemblies for the runs of one ``dgx run``: the generator and the reward are built once per process and reused
     while the model / reward settings stay the same (each run's adapter is taken off after it, ``done``); the
-    evaluations' scoring models are kept for the whole run. Under FSDP2 the trainer shards the generator in place and
-    hands back an unsharded rebuild, so the next run builds again."""
+    evaluations' scoring models are kept for the whole run. Under FSDP2 the trainer shards a LoRA's generator in place
+    and hands back an unsharded rebuild, so the next run builds again; a full fine-tune's is built sharded, and kept."""
 
     def __init__(self, registry: Registry):
         self.registry = registry
@@ -122,7 +123,9 @@ class Assembler:
         self.scorers = Scorers()
 
     def get(self, cfg: RunConfig, psi_path: Path | None = None) -> Assembly:
-        model_key = json.dumps([cfg.model.model_dump(mode="json"), cfg.device], sort_keys=True)
+        # a full fine-tune under FSDP2 builds its model sharded: a model of its own
+        sharded = shards.fsdp_plugin(cfg) is not None
+        model_key = json.dumps([cfg.model.model_dump(mode="json"), cfg.device, sharded], sort_keys=True)
         reward_key = json.dumps([cfg.reward.model_dump(mode="json"), cfg.device], sort_keys=True)  # its whole node
         if reward_key != self.reward_key:
             self.reward = self.reward_key = None

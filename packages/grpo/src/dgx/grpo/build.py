@@ -57,12 +57,24 @@ def node_arguments(node, section: str, registry: Registry) -> tuple[object, dict
 def build_model(cfg: RunConfig, registry: Registry, device: str | torch.device | None = None):
     """The generator of ``cfg.model``: its registry entry's builder with the node's own arguments (``path``,
     ``max_sequence_length``, ``resolution``, ...; the entry's ``defaults`` for those it leaves out), the weights'
-    ``dtype`` and ``device`` (default: ``device_for(cfg)``)."""
+    ``dtype`` and ``device`` (default: ``device_for(cfg)``). A full fine-tune under FSDP2 gets its transformer
+    built sharded (dgx.grpo.shards), which the builder takes as ``transformer``."""
+    from dgx.grpo import shards
+
     if device is None:
         from dgx.grpo.distributed import device_for
 
         device = device_for(cfg)
-    return node_instance(cfg.model, "models", registry, dtype=DTYPES[cfg.model.dtype], device=str(device))
+    factory, kwargs = node_arguments(cfg.model, "models", registry)
+    supplied = {"dtype": DTYPES[cfg.model.dtype], "device": str(device)}
+    if (plugin := shards.fsdp_plugin(cfg)) is not None:
+        if "transformer" not in signature(factory).parameters:
+            raise ConfigError(
+                f"train.adapter: full under FSDP2 builds the transformer sharded, and the builder of model "
+                f"{cfg.model.name!r} takes no `transformer` to receive it"
+            )
+        supplied["transformer"] = shards.load_transformer(kwargs["path"], supplied["dtype"], device, plugin)
+    return factory(**kwargs, **supplied)
 
 
 def build_reward(

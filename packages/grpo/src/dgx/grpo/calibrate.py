@@ -36,6 +36,7 @@ from dgx.grpo.distributed import process_state, shard
 from dgx.grpo.errors import ConfigError, TrainingError
 from dgx.grpo.folders import held, read_json, writable_folder
 from dgx.grpo.prompts import choose_prompts
+from dgx.grpo.shards import is_sharded
 from dgx.grpo.stopping import Stopped
 from dgx.sampler import TableNoise, UniformNoise, takes_noise
 from tqdm.auto import tqdm
@@ -51,6 +52,11 @@ def dense_rewards(parts: Assembly, schedule, key: int, n_prompts: int | None = N
     pick = choose_prompts(prompts, n_prompts, np.random.default_rng([cfg.seed, key]), cfg.train.prompt_sampling)
     all_metas = [prompts[i] for i in pick for _ in range(c.group_size)]
     split = shard(cfg)
+    if is_sharded(model.transformer) and len(all_metas) % split.count:  # the continuations' forward passes must pair up
+        raise ConfigError(
+            f"calibrate.prompts x group_size = {len(all_metas)} must divide over {split.count} processes "
+            "when the transformer is sharded (full fine-tuning under FSDP2)"
+        )
     mine = split.part(len(all_metas))
     metas = [all_metas[s] for s in mine]
     traj = parts.rollouts(model, [m["prompt"] for m in metas], schedule, key, mine)

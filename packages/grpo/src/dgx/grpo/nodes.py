@@ -22,7 +22,7 @@ from pydantic import TypeAdapter, ValidationError
 # (a credit rule is called as fn(model, trajectory, reward, metadata, **its arguments), an evaluation as
 # fn(model, protocol, **its arguments), a prompt source as fn(split, **its arguments))
 SUPPLIED = {
-    "models": ({"dtype", "device"}, False),
+    "models": ({"dtype", "device", "transformer"}, False),
     "rewards": ({"device"}, False),
     "credit": (set(), True),
     "noise": (set(), False),

@@ -29,7 +29,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from dgx.eval.benchmarks import Shard
 from dgx.grpo import checkpoint, updates
-from dgx.grpo.adapter import adapter_disabled, add_lora, copy_named, load_trained, trained_state
+from dgx.grpo.adapter import adapter_disabled, add_lora, copy_named, full, load_trained, trained_state
 from dgx.grpo.assembly import Assembly
 from dgx.grpo.build import build_model, build_schedule
 from dgx.grpo.config import RunConfig
@@ -38,6 +38,7 @@ from dgx.grpo.errors import ConfigError, TrainingError
 from dgx.grpo.loss import LossOutput, Recorded
 from dgx.grpo.metrics import MetricsLog, flat_scalars, make_trackers
 from dgx.grpo.prompts import choose_prompts
+from dgx.grpo.shards import is_sharded
 from dgx.sampler import sample_generator, schedule_at
 from diffusers.optimization import get_scheduler
 from torch.distributed.tensor import DTensor
@@ -157,15 +158,15 @@ def prepare(cfg: RunConfig, parts: Assembly, run_dir: Path, acc: Accelerator, re
     torch.manual_seed(cfg.seed)
     last = checkpoint.latest(run_dir / "checkpoints") if resume else None
     model = parts.model
-    base = model.transformer
     params = add_lora(model, cfg)
-    if last is not None:  # whole weights, before accelerate may shard them
-        load_trained(model, {k: v.to(acc.device) for k, v in checkpoint.adapter_state(last).items()})
+    base = model.transformer
+    if last is not None:  # laid out as the weights are: whole, or this process's shards of a model built sharded
+        load_trained(model, checkpoint.read_like(last, "adapter", trained_state(model)))
     if tc.gradient_checkpointing:
         base.enable_gradient_checkpointing()
     opt, sched = optimizer(tc, params)
     sharded = acc.distributed_type == DistributedType.FSDP
-    if sharded:
+    if sharded and not is_sharded(base):  # a LoRA's base, sharded here (a full fine-tune's was built sharded)
         # every process has built the whole model: accelerate's rank-0 loading (on by default) has nothing to save,
         # and it fails on persistent buffers such as SD3's pos_embed
         acc.state.fsdp_plugin.cpu_ram_efficient_loading = False
@@ -193,10 +194,10 @@ def prepare(cfg: RunConfig, parts: Assembly, run_dir: Path, acc: Accelerator, re
 
 def restore(last: Path, opt, sched, ema: dict | None) -> tuple[int, dict | None]:
     """The optimizer, schedule and EMA state of checkpoint ``last``; returns the iteration to continue from and the
-    EMA (the checkpoint's, shaped like this run's)."""
-    done, ema_state = checkpoint.load(last, opt, sched)
-    if ema is not None and ema_state is not None:
-        ema = {k: checkpoint.like(v, ema[k]) for k, v in ema_state.items()}
+    EMA (the checkpoint's, laid out as this run's)."""
+    done = checkpoint.load(last, opt, sched)
+    if ema is not None:
+        ema = checkpoint.read_like(last, "ema", ema) or ema
     return done + 1, ema
 
 
@@ -319,6 +320,7 @@ def save_and_evaluate(run: Run, it: int, evaluate_during: Callable | None) -> No
             write=acc.is_main_process,
             keep_every=tc.keep_every,
             lora=getattr(policy.base, "peft_config", {}).get("default"),
+            barrier=acc.wait_for_everyone,
         )
     if not evaluating:
         return
@@ -339,8 +341,9 @@ def save_and_evaluate(run: Run, it: int, evaluate_during: Callable | None) -> No
 
 def finish(run: Run):
     """Close the logs, put the EMA weights in (to evaluate and export them) and hand back the generator with its
-    trained adapter: under FSDP2 an unsharded rebuild, since evaluation gives the processes unequal shares of images,
-    which sharded forward passes cannot serve."""
+    trained adapter: a model built sharded as it is (evaluations give every process as many forward passes), a LoRA
+    sharded by accelerate as an unsharded rebuild (its adapter comes off after the run, which a sharded model does
+    not allow)."""
     policy, cfg = run.policy, run.cfg
     if run.metrics is not None:
         run.metrics.close()
@@ -348,7 +351,7 @@ def finish(run: Run):
         copy_named(policy.base, policy.ema)
     model = policy.model
     model.transformer = policy.base
-    if not run.sharded:
+    if not run.sharded or full(model):
         return model
     adapter = checkpoint.whole(trained_state(model, policy.base))
     del model, policy

@@ -154,21 +154,32 @@ class PipelineModel:
         device: str = "cpu",
         max_sequence_length: Annotated[int, Ge(0)] | None = None,
         resolution: Resolution | None = None,
+        transformer: torch.nn.Module | None = None,
     ):
         """Load from a local pipeline folder or a Hub id (offline: a local folder or cached id); ``dtype`` and
-        ``max_sequence_length`` default to the family's, ``resolution`` (the image side) to the pipeline's."""
-        pipe, msl = cls.pipeline_from(path, dtype, device, max_sequence_length)
+        ``max_sequence_length`` default to the family's, ``resolution`` (the image side) to the pipeline's.
+        ``transformer``: one already built (dgx's sharded one) instead of the pipeline's own."""
+        pipe, msl = cls.pipeline_from(path, dtype, device, max_sequence_length, transformer)
         return cls(pipe, max_sequence_length=msl, device=device, resolution=resolution)
 
     @classmethod
-    def pipeline_from(cls, path: str | Path, dtype: torch.dtype | None, device: str, max_sequence_length: int | None):
-        """The family's ``pipeline`` from ``path`` in ``dtype`` (default the family's) on ``device``, and the prompt
-        length to encode (default the family's): what every family's ``from_pretrained`` starts with."""
+    def pipeline_from(
+        cls,
+        path: str | Path,
+        dtype: torch.dtype | None,
+        device: str,
+        max_sequence_length: int | None,
+        transformer: torch.nn.Module | None = None,
+    ):
+        """The family's ``pipeline`` from ``path`` in ``dtype`` (default the family's) on ``device`` (with
+        ``transformer`` instead of its own, if given), and the prompt length to encode (default the family's): what
+        every family's ``from_pretrained`` starts with."""
         import dgx.sampler.compat  # noqa: F401  (before diffusers imports the pipeline)
         import diffusers
 
         pipe_cls = getattr(diffusers, cls.pipeline)
-        pipe = load_pipeline(pipe_cls, path, dtype or cls.default_dtype, device, **cls.load_kwargs(path))
+        extra = {} if transformer is None else {"transformer": transformer}
+        pipe = load_pipeline(pipe_cls, path, dtype or cls.default_dtype, device, **cls.load_kwargs(path), **extra)
         return pipe, cls.default_max_sequence_length if max_sequence_length is None else max_sequence_length
 
     @classmethod

@@ -62,10 +62,12 @@ class WanModel(PipelineModel):
         height: Side | None = None,
         width: Side | None = None,
         frames: Annotated[int, Ge(1)] = 33,
+        transformer: torch.nn.Module | None = None,
     ):
         """Load from a local pipeline folder or a Hub id; ``resolution`` is a square side, or ``height`` and
-        ``width`` (default 480 x 832), ``frames`` the video's length (1 + a multiple of 4)."""
-        pipe, msl = cls.pipeline_from(path, dtype, device, max_sequence_length)
+        ``width`` (default 480 x 832), ``frames`` the video's length (1 + a multiple of 4); ``transformer``: one
+        already built (dgx's sharded one) instead of the pipeline's own."""
+        pipe, msl = cls.pipeline_from(path, dtype, device, max_sequence_length, transformer)
         return cls(pipe, msl, device, resolution, height, width, frames)
 
     @torch.no_grad()
