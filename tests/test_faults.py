@@ -98,6 +98,27 @@ def test_a_run_killed_or_stopped_in_any_phase_resumes_bitwise_identical(tmp_path
         assert got.keys() == expected.keys() and all(got[key] == expected[key] for key in expected), (phase, sig)
 
 
+def test_a_full_finetune_killed_in_training_resumes_bitwise_identical(tmp_path, tiny_pipe_dir):
+    """`train.adapter: full`: killed after its 2nd update (before that iteration's checkpoint), resumed, it writes the
+    uninterrupted run's transformer, EMA and evaluation to the bit."""
+    tiny_config(tmp_path, tiny_pipe_dir)  # reg.yaml
+    abl = ABLATION.split("variants:")[0] + "variants:\n  flow_grpo: {{train: {{adapter: full, ema: 0.5}}}}\nseeds: [0]\n"
+    (tmp_path / "abl.yaml").write_text(abl.format(pipe=tiny_pipe_dir))
+    runs = {}
+    for name, phase in (("whole", None), ("killed", "training")):
+        out = tmp_path / name
+        first = dgx(["run", str(tmp_path / "abl.yaml"), "--out", str(out)], phase, 2)
+        assert first.returncode == (-signal.SIGKILL if phase else 0), first.stderr[-2000:]
+        if phase:
+            resumed = dgx(["run", str(tmp_path / "abl.yaml"), "--out", str(out), "--resume"])
+            assert resumed.returncode == 0, resumed.stderr[-2000:]
+        last = checkpoint.latest(out / "flow_grpo/seed_0/checkpoints")
+        runs[name] = [(last / f).read_bytes() for f in ("adapter.safetensors", "ema.safetensors")] + [
+            (out / "flow_grpo/seed_0/eval/per_image.jsonl").read_text()
+        ]
+    assert runs["killed"] == runs["whole"]
+
+
 def two_checkpoints(tmp_path, tiny_pipe_dir, **train_kw):
     cfg = tiny_config(tmp_path, tiny_pipe_dir, iterations=2, **train_kw)
     reg = Registry([tmp_path / "reg.yaml"])
