@@ -102,7 +102,9 @@ def test_a_full_finetune_killed_in_training_resumes_bitwise_identical(tmp_path, 
     """`train.adapter: full`: killed after its 2nd update (before that iteration's checkpoint), resumed, it writes the
     uninterrupted run's transformer, EMA and evaluation to the bit."""
     tiny_config(tmp_path, tiny_pipe_dir)  # reg.yaml
-    abl = ABLATION.split("variants:")[0] + "variants:\n  flow_grpo: {{train: {{adapter: full, ema: 0.5}}}}\nseeds: [0]\n"
+    abl = (
+        ABLATION.split("variants:")[0] + "variants:\n  flow_grpo: {{train: {{adapter: full, ema: 0.5}}}}\nseeds: [0]\n"
+    )
     (tmp_path / "abl.yaml").write_text(abl.format(pipe=tiny_pipe_dir))
     runs = {}
     for name, phase in (("whole", None), ("killed", "training")):

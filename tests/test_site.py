@@ -19,6 +19,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+REPOSITORY = "https://example.org/owner/dgx"  # where a build names the repository (DGX_REPO_URL)
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium (Debian's package; .ci/run installs it)")
 
 
@@ -42,7 +43,7 @@ class Refs(HTMLParser):
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     out = tmp_path_factory.mktemp("site")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_MKDOCS_2_WARNING": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_MKDOCS_2_WARNING": "1", "DGX_REPO_URL": REPOSITORY}
     build = [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(out)]
     res = subprocess.run(build, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -101,3 +102,22 @@ def test_nothing_loads_from_outside_the_site_and_every_link_resolves(site):
     for md in pages_of(nav):
         built = out / (md[: -len(".md")] + "/index.html" if not md.endswith("index.md") else "index.html")
         assert built.is_file() or (out / md.replace(".md", ".html")).is_file(), md
+
+
+def test_the_api_pages_have_typed_argument_sections(site):
+    """Every documented function's parameters in a table with their types and defaults (scripts/griffe_arguments.py),
+    described by the docstring's sentence that names them."""
+    out, _ = site
+    page = (out / "api" / "dgx.grpo.trainer" / "index.html").read_text()
+    train = page[page.index('id="dgx.grpo.trainer.train"') :]
+    table = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", train[train.index("Parameters") : train.index("</table>")]))
+    assert "stop_after int | None" in table and "ends the loop after that many iterations" in table, table[:2000]
+    pages = sorted((out / "api").rglob("index.html"))
+    with_tables = [p for p in pages if "doc-section-title" in p.read_text() and "Parameters" in p.read_text()]
+    assert len(pages) >= 70 and len(with_tables) >= 0.8 * len(pages), (len(with_tables), len(pages))
+
+
+def test_every_page_links_the_repository_it_was_built_with(site):
+    out, _ = site
+    pages = sorted(out.rglob("index.html"))
+    assert pages and all(f'href="{REPOSITORY}" title="Go to repository"' in p.read_text() for p in pages)

@@ -112,9 +112,8 @@ def train(
     evaluate_during: Callable | None = None,
 ):
     """Train the run of ``parts`` (its components, assembled once by the caller: ``assemble(cfg)``; its generator
-    without an adapter: it gets this run's, which ``remove_adapter`` takes off again) into ``run_dir``; returns the
-    model with its trained adapter enabled (under FSDP2 the model trains sharded, and an unsharded one with the
-    trained adapter is returned).
+    without an adapter: it gets this run's, which ``remove_adapter`` takes off again) into ``run_dir``. Returns the
+    model with its trained adapter enabled (``finish``: sharded as it trained, or an unsharded rebuild).
 
     ``stop_after`` ends the loop after that many iterations of this call (to test resuming).
     ``evaluate_during(model, iteration)`` (with ``eval.every``) returns a row of test scores and a uint8 NHWC grid of

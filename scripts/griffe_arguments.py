@@ -1,0 +1,82 @@
+"""A griffe extension for dgx's API pages: a typed Parameters section for every documented function, method and
+class whose docstring has none.
+
+dgx's docstrings are prose that names each argument in double backquotes. The section lists every parameter of the
+signature with its annotation and default, and as its description the sentence of the docstring that names it
+(or, for the names dgx uses throughout, what they mean), so the reference is typed without repeating the prose by
+hand.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import griffe
+
+SKIP = {"self", "cls"}
+
+# what the names dgx uses throughout mean, for the parameters whose docstring does not say
+COMMON = {
+    "cfg": "The run's config.",
+    "registry": "The component registry: dgx's entries and the config's own.",
+    "device": "Where the model runs.",
+    "model": "The generator (a flow-matching model adapter).",
+    "seed": "The random seed.",
+    "run_dir": "The run's folder.",
+    "prompts": "The prompts.",
+    "metadata": "Per-prompt (or per-image) metadata.",
+    "traj": "The rollouts' trajectories.",
+    "cond": "The prompts' conditioning.",
+    "protocol": "How the evaluation samples and where it writes.",
+    "scorers": "The run's scoring models, built once and shared.",
+    "guidance": "The classifier-free guidance scale.",
+    "images": "Images, float in [0, 1], NCHW.",
+}
+
+
+def mention(text: str, name: str) -> str:
+    """The first sentence or clause (between semicolons) of ``text`` that names ``name`` in backquotes, else
+    ''."""
+    clauses = re.split(r"(?<=\.)\s+(?=[A-Z`(])|;\s+", " ".join(text.split()))
+    return next((c for c in clauses if re.search(rf"`{{1,2}}{re.escape(name)}`{{1,2}}", c)), "")
+
+
+def add_parameters(obj: griffe.Object, params: griffe.Parameters) -> None:
+    """Append the section to ``obj``'s parsed docstring unless it has one, or no docstring or parameters."""
+    rows = [p for p in params if p.name not in SKIP]
+    if obj.docstring is None or not rows:
+        return
+    sections = obj.docstring.parsed
+    if any(s.kind is griffe.DocstringSectionKind.parameters for s in sections):
+        return
+    text = obj.docstring.value
+    table = [
+        griffe.DocstringParameter(
+            p.name,
+            description=mention(text, p.name) or COMMON.get(p.name, ""),
+            annotation=p.annotation,
+            value=p.default,
+        )
+        for p in rows
+    ]
+    obj.docstring.__dict__["parsed"] = [*sections, griffe.DocstringSectionParameters(table)]  # parsed is cached
+
+
+class ArgumentsFromSignature(griffe.Extension):
+    """Adds the sections once a package is loaded (dataclasses have their generated ``__init__`` by then)."""
+
+    def on_package(self, *, pkg: griffe.Module, **kwargs: Any) -> None:
+        for obj in walk(pkg):
+            if obj.is_function:
+                add_parameters(obj, obj.parameters)
+            elif obj.is_class and "__init__" in obj.members and not obj.members["__init__"].is_alias:
+                add_parameters(obj, obj.members["__init__"].parameters)
+
+
+def walk(obj: griffe.Object):
+    """``obj`` and every object defined in it (not aliases), depth first."""
+    yield obj
+    for member in obj.members.values():
+        if not member.is_alias:
+            yield from walk(member)
