@@ -2,13 +2,14 @@
 class whose docstring has none.
 
 dgx's docstrings are prose that names each argument in double backquotes. The section lists every parameter of the
-signature with its annotation and default, and as its description the sentence of the docstring that names it
-(or, for the names dgx uses throughout, what they mean), so the reference is typed without repeating the prose by
-hand.
+signature with its annotation and default, and as its description the sentence of the docstring that names it (for a
+command, its option's ``--help``; for the names dgx uses throughout, what they mean), so the reference is typed
+without repeating the prose by hand.
 """
 
 from __future__ import annotations
 
+import ast
 import re
 from typing import Any
 
@@ -32,6 +33,12 @@ COMMON = {
     "scorers": "The run's scoring models, built once and shared.",
     "guidance": "The classifier-free guidance scale.",
     "images": "Images, float in [0, 1], NCHW.",
+    "reward": "The reward: one score per image, for its prompt (and metadata).",
+    "chunk": "Latents continued, decoded and scored per batch.",
+    "ode_steps": "Steps of each ODE continuation to t = 0: an integer, or ``t`` (every remaining step).",
+    "pipeline": "Decode and score one chunk in a worker thread while the next one's continuation runs.",
+    "acc": "accelerate's Accelerator of this process.",
+    "psi_path": "The calibration's psi table (psi.json).",
 }
 
 
@@ -42,6 +49,26 @@ def mention(text: str, name: str) -> str:
     return next((c for c in clauses if re.search(rf"`{{1,2}}{re.escape(name)}`{{1,2}}", c)), "")
 
 
+def click_help(obj: griffe.Object) -> dict[str, str]:
+    """The ``help`` of each ``click.option`` decorating a command function, by the parameter it fills (click's rule:
+    the option's name without dashes unless one is given)."""
+    helps = {}
+    for decorator in getattr(obj, "decorators", []):
+        call = decorator.value
+        if not isinstance(call, griffe.ExprCall) or not str(call.function).endswith(".option"):
+            continue
+        keywords = {a.name: str(a.value) for a in call.arguments if isinstance(a, griffe.ExprKeyword)}
+        try:
+            names = [ast.literal_eval(str(a)) for a in call.arguments if not isinstance(a, griffe.ExprKeyword)]
+            text = ast.literal_eval(keywords["help"])
+        except (KeyError, ValueError, SyntaxError):  # no help, or one computed when the CLI is built
+            continue
+        plain = [n for n in names if not n.startswith("-")]
+        flag = max((n.split("/")[0] for n in names if n.startswith("--")), key=len, default="")
+        helps[plain[0] if plain else flag.lstrip("-").replace("-", "_")] = text
+    return helps
+
+
 def add_parameters(obj: griffe.Object, params: griffe.Parameters) -> None:
     """Append the section to ``obj``'s parsed docstring unless it has one, or no docstring or parameters."""
     rows = [p for p in params if p.name not in SKIP]
@@ -50,14 +77,13 @@ def add_parameters(obj: griffe.Object, params: griffe.Parameters) -> None:
     sections = obj.docstring.parsed
     if any(s.kind is griffe.DocstringSectionKind.parameters for s in sections):
         return
-    text = obj.docstring.value
+    text, helps = obj.docstring.value, click_help(obj)
+
+    def describe(name: str) -> str:
+        return mention(text, name) or helps.get(name) or COMMON.get(name, "")
+
     table = [
-        griffe.DocstringParameter(
-            p.name,
-            description=mention(text, p.name) or COMMON.get(p.name, ""),
-            annotation=p.annotation,
-            value=p.default,
-        )
+        griffe.DocstringParameter(p.name, description=describe(p.name), annotation=p.annotation, value=p.default)
         for p in rows
     ]
     obj.docstring.__dict__["parsed"] = [*sections, griffe.DocstringSectionParameters(table)]  # parsed is cached

@@ -111,7 +111,7 @@ def test_the_api_pages_have_typed_argument_sections(site):
     page = (out / "api" / "dgx.grpo.trainer" / "index.html").read_text()
     train = page[page.index('id="dgx.grpo.trainer.train"') :]
     table = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", train[train.index("Parameters") : train.index("</table>")]))
-    assert "stop_after int | None" in table and "ends the loop after that many iterations" in table, table[:2000]
+    assert "stop_after int | None" in table and "the loop after that many iterations" in table, table[:2000]
     pages = sorted((out / "api").rglob("index.html"))
     with_tables = [p for p in pages if "doc-section-title" in p.read_text() and "Parameters" in p.read_text()]
     assert len(pages) >= 70 and len(with_tables) >= 0.8 * len(pages), (len(with_tables), len(pages))

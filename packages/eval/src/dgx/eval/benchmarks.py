@@ -93,8 +93,19 @@ def generate(
     batches: int = 0,
 ) -> torch.Tensor:
     """ODE samples for ``prompts`` (one image each): float [0, 1] NCHW. Image i uses seed (seed, first + i).
-    ``batches``: run at least this many forward batches (``Shard.batches``), the ones past the prompts on one
-    throwaway image."""
+
+    Args:
+        model: The generator.
+        prompts: One prompt per image.
+        steps: ODE steps.
+        guidance: The classifier-free guidance scale.
+        seed: The seed every image's noise is keyed by.
+        batch: Images per forward pass.
+        desc: The progress bar's label.
+        first: The global index of the first image (a process's share starts there).
+        batches: Run at least this many forward batches (``Shard.batches``), the ones past the prompts on one
+            throwaway image.
+    """
     out = []
     for b in tqdm(range(max(math.ceil(len(prompts) / batch), batches)), desc=desc, leave=False):
         chunk = list(prompts[b * batch : (b + 1) * batch])

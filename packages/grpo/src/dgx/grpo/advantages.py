@@ -25,7 +25,15 @@ EPS = 1e-4  # as Flow-GRPO: a group with all-equal rewards gets zero advantage
 
 
 def normalize(x: torch.Tensor, group_size: int, std: str = "global", ddof: int = 0) -> torch.Tensor:
-    """Centre ``x`` (N, ...) within consecutive groups of ``group_size`` along dim 0 and divide by ``std``'s std."""
+    """Centre ``x`` (N, ...) within consecutive groups of ``group_size`` along dim 0 and divide by ``std``'s std.
+
+    Args:
+        x: (N, ...) values, groups of ``group_size`` consecutive rows.
+        group_size: Rows per group.
+        std: Which std divides: ``global`` (over all rows, Flow-GRPO's), ``group`` (each group's own) or ``batch``
+            (of all centred values).
+        ddof: The std's degrees of freedom correction (0: population, 1: sample).
+    """
     g = x.view(-1, group_size, *x.shape[1:])
     centred = g - g.mean(1, keepdim=True)
     if std == "group":
@@ -48,7 +56,17 @@ def advantages(
     std: str = "global",
     ddof: int = 0,
 ) -> torch.Tensor:
-    """(N, T) advantages for (N, T) ``signal`` and ``weights``, clipped to [-clip, clip]."""
+    """(N, T) advantages for (N, T) ``signal`` and ``weights``, clipped to [-clip, clip].
+
+    Args:
+        signal: (N, T) per-step credit.
+        weights: (N, T) per-step weights, multiplied in after normalising.
+        per_step: Normalise each step's column on its own (dense credit), else the first column, broadcast.
+        group_size: Samples per prompt.
+        clip: The advantages' bound.
+        std: Which std divides (``normalize``).
+        ddof: The std's degrees of freedom correction.
+    """
     if signal.shape[0] % group_size:
         raise ValueError(f"{signal.shape[0]} samples do not split into groups of {group_size}")
     if per_step:

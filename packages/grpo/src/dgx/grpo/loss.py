@@ -18,11 +18,14 @@ trust region on the exact KL between the policy's step and the rollout's.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import torch
 from annotated_types import Ge, Gt
 from dgx.grpo.advantages import EPS, advantages
+
+if TYPE_CHECKING:
+    from dgx.sampler.steps import StepOutput
 
 
 @dataclass
@@ -44,8 +47,18 @@ def grpo_loss(
     clip_range: float,
     kl_beta: float,
 ) -> LossOutput:
-    """All per-pair tensors are (P,); ``mean``/``ref_mean`` are (P, ...) step means in float32; ``kl_std`` (P,)
-    is the KL's divisor ``s`` (the step's ``level`` or ``std``, by the KL form)."""
+    """Flow-GRPO's clipped GRPO loss with a KL penalty, over P (sample, step) pairs.
+
+    Args:
+        log_prob: (P,) log-probs of the recorded steps under the current policy.
+        old_log_prob: (P,) log-probs the rollout recorded.
+        adv: (P,) advantages.
+        mean: (P, ...) the policy's step means, float32.
+        ref_mean: (P, ...) the reference policy's step means (None: no KL).
+        kl_std: (P,) the KL's divisor ``s``: the step's ``level`` or ``std``, by the KL form.
+        clip_range: Epsilon of the ratio's clip.
+        kl_beta: The KL's weight beta.
+    """
     return clipped_loss(log_prob - old_log_prob, adv, mean, ref_mean, kl_std, clip_range, kl_beta)
 
 
@@ -58,7 +71,17 @@ def clipped_loss(
     clip_range: float,
     kl_beta: float,
 ) -> LossOutput:
-    """The clipped-ratio loss of ``grpo_loss`` for a given log-ratio (Flow-GRPO's, or GRPO-Guard's)."""
+    """The clipped-ratio loss of ``grpo_loss`` for a given log-ratio (Flow-GRPO's, or GRPO-Guard's).
+
+    Args:
+        log_ratio: (P,) log of the ratio pi_theta / pi_old.
+        adv: (P,) advantages.
+        mean: (P, ...) the policy's step means, float32.
+        ref_mean: (P, ...) the reference policy's step means (None: no KL).
+        kl_std: (P,) the KL's divisor.
+        clip_range: Epsilon of the ratio's clip.
+        kl_beta: The KL's weight beta.
+    """
     ratio = torch.exp(log_ratio)
     policy = torch.maximum(-adv * ratio, -adv * ratio.clamp(1 - clip_range, 1 + clip_range)).mean()
     if ref_mean is not None and kl_beta > 0:
@@ -82,10 +105,15 @@ class Recorded:
     mean: torch.Tensor  # (P, ...) float32
 
 
-def guard_log_ratio(out, old: Recorded) -> torch.Tensor:
+def guard_log_ratio(out: StepOutput, old: Recorded) -> torch.Tensor:
     """GRPO-Guard's log-ratio: (log pi_theta - log pi_old) * s + mean(|mean_theta - mean_old|^2) / (2 s), s the step's
     std. For Gaussian steps of one std this is mean(eps * (mean_theta - mean_old)), eps = (x_next - mean_old) / s: the
-    1/s scale of the plain log-ratio and its negative bias -mean(|dmean|^2) / (2 s^2) are gone."""
+    1/s scale of the plain log-ratio and its negative bias -mean(|dmean|^2) / (2 s^2) are gone.
+
+    Args:
+        out: The sampler step's output under the current policy.
+        old: What the rollout recorded of the same steps.
+    """
     s = out.std
     mse = ((out.mean - old.mean) ** 2).flatten(1).mean(1)
     return (out.log_prob - old.log_prob) * s + mse / (2 * s)
@@ -125,10 +153,23 @@ class GroupObjective:
         return self.guidance_grad == "cond"
 
     def advantages(
-        self, signal: torch.Tensor, weights: torch.Tensor, per_step: bool, group_size: int, parts=None
+        self,
+        signal: torch.Tensor,
+        weights: torch.Tensor,
+        per_step: bool,
+        group_size: int,
+        parts: list[tuple[torch.Tensor, float]] | None = None,
     ) -> torch.Tensor:
-        """(N, T) advantages of the gathered credit (``signal``, ``weights``: (N, T)); with ``parts`` (each kept
-        reward's (N, T) signal and weight) each reward is normalised on its own, GDPO's decoupled normalisation."""
+        """(N, T) advantages of the gathered credit; with ``parts`` each reward is normalised on its own, GDPO's
+        decoupled normalisation.
+
+        Args:
+            signal: (N, T) the credit rule's per-step signal (every step the same for a sparse rule).
+            weights: (N, T) the credit rule's per-step weights.
+            per_step: Whether the signal differs per step (dense credit): normalised per step, else per trajectory.
+            group_size: Samples per prompt; groups are consecutive rows.
+            parts: Each kept reward's (N, T) signal and its weight, or None.
+        """
         std, ddof, clip = self.adv_std, self.adv_ddof, self.adv_clip_max
         if not parts:
             return advantages(signal, weights, per_step, group_size, clip, std, ddof)
@@ -137,12 +178,21 @@ class GroupObjective:
         total = (total - total.mean(0)) / (total.std(0, correction=ddof) + EPS)
         return (total * weights).clamp(-clip, clip)
 
-    def kl_divisor(self, out) -> torch.Tensor:
-        """The divisor ``s`` of the KL to the reference, by ``kl``: the step's noise level or its std."""
+    def kl_divisor(self, out: StepOutput) -> torch.Tensor:
+        """The divisor ``s`` of the KL to the reference, by ``kl``: the step's noise level or its std.
+
+        Args:
+            out: The sampler step's output.
+        """
         return out.level if self.kl == "flow_grpo" else out.std
 
-    def reference_kl(self, out, ref_mean: torch.Tensor | None) -> torch.Tensor:
-        """The mean KL of the policy's steps to the reference's (0 without one)."""
+    def reference_kl(self, out: StepOutput, ref_mean: torch.Tensor | None) -> torch.Tensor:
+        """The mean KL of the policy's steps to the reference's (0 without one).
+
+        Args:
+            out: The sampler step's output under the current policy.
+            ref_mean: The reference policy's step means, or None.
+        """
         if ref_mean is None or self.kl_beta == 0:
             return torch.zeros((), device=out.log_prob.device)
         return step_kl(out.mean, ref_mean, self.kl_divisor(out)).mean()
@@ -158,7 +208,7 @@ class FlowGRPO(GroupObjective):
     clip_range: Annotated[float, Gt(0)] = 1e-4
     ratio: Literal["flow_grpo", "guard"] = "flow_grpo"
 
-    def __call__(self, out, old: Recorded, adv: torch.Tensor, ref_mean: torch.Tensor | None) -> LossOutput:
+    def __call__(self, out: StepOutput, old: Recorded, adv: torch.Tensor, ref_mean: torch.Tensor | None) -> LossOutput:
         """The loss of a batch of steps: ``out`` is the sampler step's output under the current policy (its
         ``log_prob``, ``mean``, ``level`` and ``std``), ``old`` what the rollout recorded, ``ref_mean`` the
         reference's step means (None without KL)."""
@@ -179,7 +229,7 @@ class FlowDPPO(GroupObjective):
     kl_threshold: Annotated[float, Gt(0)] = 1e-5
     trust_kl: Literal["exact", "flow_grpo"] = "exact"
 
-    def __call__(self, out, old: Recorded, adv: torch.Tensor, ref_mean: torch.Tensor | None) -> LossOutput:
+    def __call__(self, out: StepOutput, old: Recorded, adv: torch.Tensor, ref_mean: torch.Tensor | None) -> LossOutput:
         """The masked policy-gradient loss (arguments as ``FlowGRPO``); ``clip_frac`` reports the masked share."""
         log_ratio = out.log_prob - old.log_prob
         ratio = torch.exp(log_ratio)

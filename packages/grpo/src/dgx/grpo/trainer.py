@@ -115,11 +115,16 @@ def train(
     without an adapter: it gets this run's, which ``remove_adapter`` takes off again) into ``run_dir``. Returns the
     model with its trained adapter enabled (``finish``: sharded as it trained, or an unsharded rebuild).
 
-    ``stop_after`` ends the loop after that many iterations of this call (to test resuming).
-    ``evaluate_during(model, iteration)`` (with ``eval.every``) returns a row of test scores and a uint8 NHWC grid of
-    sample images (or None); every process calls it, the main one logs the row to ``eval_curve.jsonl`` and the
-    trackers (as ``test/...``) and the images to the trackers, and keeps ``checkpoints/best`` by the row's
-    ``score``.
+    Args:
+        parts: The run's components (``assemble(cfg)``).
+        run_dir: The run's folder: checkpoints, metrics.
+        resume: Continue from the last whole checkpoint in ``run_dir``.
+        accelerator: accelerate's Accelerator (default: one for the config's device).
+        stop_after: End the loop after that many iterations of this call (to test resuming).
+        evaluate_during: With ``eval.every``, ``evaluate_during(model, iteration)`` returns a row of test scores and
+            a uint8 NHWC grid of sample images (or None); every process calls it, the main one logs the row to
+            ``eval_curve.jsonl`` and the trackers (as ``test/...``) and the images to the trackers, and keeps
+            ``checkpoints/best`` by the row's ``score``.
     """
     cfg = parts.cfg
     acc = accelerator or Accelerator(cpu=cfg.device == "cpu")

@@ -156,9 +156,16 @@ class PipelineModel:
         resolution: Resolution | None = None,
         transformer: torch.nn.Module | None = None,
     ):
-        """Load from a local pipeline folder or a Hub id (offline: a local folder or cached id); ``dtype`` and
-        ``max_sequence_length`` default to the family's, ``resolution`` (the image side) to the pipeline's.
-        ``transformer``: one already built (dgx's sharded one) instead of the pipeline's own."""
+        """Load from a local pipeline folder or a Hub id (offline: a local folder or cached id).
+
+        Args:
+            path: The pipeline's folder (saved with ``save_pretrained``) or Hub id.
+            dtype: The weights' dtype (default: the family's).
+            device: Where the model runs.
+            max_sequence_length: Prompt tokens to encode (default: the family's).
+            resolution: The image side in pixels (default: the pipeline's).
+            transformer: One already built (dgx's sharded one) instead of the pipeline's own.
+        """
         pipe, msl = cls.pipeline_from(path, dtype, device, max_sequence_length, transformer)
         return cls(pipe, max_sequence_length=msl, device=device, resolution=resolution)
 
@@ -198,7 +205,14 @@ class PipelineModel:
         height: int | None = None,
         width: int | None = None,
     ) -> torch.Tensor:
-        """x_T ~ N(0, I) in float32, (n, C, h, w); a list of ``n`` generators draws each sample from its own."""
+        """x_T ~ N(0, I) in float32, (n, C, h, w).
+
+        Args:
+            n: How many samples.
+            generator: A generator, or a list of ``n`` (each sample drawn from its own).
+            height: The image height in pixels (default: the model's resolution).
+            width: The image width in pixels (default: the model's resolution).
+        """
         from diffusers.utils.torch_utils import randn_tensor
 
         f = self.pipe.vae_scale_factor
@@ -216,7 +230,11 @@ class PipelineModel:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents (n, C, h, w) -> images float [0, 1] NCHW."""
+        """Latents (n, C, h, w) -> images float [0, 1] NCHW.
+
+        Args:
+            latents: Clean latents (t = 0), float32.
+        """
         self.decodes += latents.shape[0]
         cfg = self.vae.config
         z = latents.to(self.vae.dtype) / cfg.scaling_factor + (cfg.shift_factor or 0.0)
@@ -269,7 +287,12 @@ class SD3Model(PipelineModel):
 
     @torch.no_grad()
     def encode(self, prompts: list[str], negative: str = "") -> Conditioning:
-        """Encode each prompt once (and the negative prompt once)."""
+        """Encode each prompt once (and the negative prompt once).
+
+        Args:
+            prompts: The prompts.
+            negative: The negative prompt of classifier-free guidance.
+        """
         pe, _, pooled, _ = self.pipe.encode_prompt(
             prompts,
             None,
@@ -292,8 +315,15 @@ class SD3Model(PipelineModel):
     def velocity(
         self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning, guidance: float = 1.0, detach_uncond: bool = False
     ) -> torch.Tensor:
-        """v(x, t, c) in float32; ``t`` is per sample (B,) in [0, 1]; CFG when guidance > 1:
-        v = v_u + w (v_c - v_u), with no gradient through v_u if ``detach_uncond`` (Flow-GRPO's training)."""
+        """v(x, t, c) in float32; CFG when guidance > 1: v = v_u + w (v_c - v_u).
+
+        Args:
+            x: Latents (B, C, h, w).
+            t: Times, one per sample (B,), in [0, 1].
+            cond: The samples' conditioning.
+            guidance: The classifier-free guidance scale w.
+            detach_uncond: No gradient through v_u (Flow-GRPO's training).
+        """
         t = torch.as_tensor(t, dtype=torch.float32, device=x.device).expand(x.shape[0])
         xm = x.to(self.dtype)
         self.calls += 1

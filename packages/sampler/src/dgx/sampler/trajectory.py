@@ -57,6 +57,18 @@ def rollout(
     on its own generator, whatever the batch it is sampled in. A step that draws no noise (sigma = 0, outside a
     noise window) is an Euler step, or with ``ode_solver="heun"`` Heun's (one more model call; the last step, to
     t = 0, stays Euler).
+
+    Args:
+        model: The generator.
+        cond: The prompts' conditioning, one row per trajectory.
+        prompts: The trajectories' prompts, kept in the trajectory.
+        steps: Steps on the model's time grid.
+        step_fn: The sampler step (``sde_step``, ``cps_step``, ``ode_step``, ...).
+        schedule: The noise level per step, psi(t) (None: no noise).
+        generator: A generator, or one per trajectory.
+        guidance: The classifier-free guidance scale.
+        latents: Initial latents x_T (default: drawn with ``generator``).
+        ode_solver: ``euler`` or ``heun`` for the steps without noise.
     """
     grid = model.grid(steps)
     x = model.init_latents(len(prompts), generator) if latents is None else latents.float()
@@ -91,5 +103,10 @@ def rollout(
 
 
 def sample_generator(*key: int, device: str | torch.device = "cpu") -> torch.Generator:
-    """A generator seeded from an integer key (e.g. seed, iteration, global sample index)."""
+    """A generator seeded from an integer key (e.g. seed, iteration, global sample index).
+
+    Args:
+        key: The integers the seed is made of.
+        device: The generator's device.
+    """
     return torch.Generator(device).manual_seed(int(np.random.SeedSequence(list(key)).generate_state(1)[0]))
