@@ -39,6 +39,12 @@ COMMON = {
     "pipeline": "Decode and score one chunk in a worker thread while the next one's continuation runs.",
     "acc": "accelerate's Accelerator of this process.",
     "psi_path": "The calibration's psi table (psi.json).",
+    "prompts_file": "A prompt file: .txt (one a line), .jsonl or .csv (``dgx.eval.benchmarks.read_prompts``).",
+    "rewards": "Rewards by name.",
+    "metas": "Per-image metadata.",
+    "ckpt_root": "A run's ``checkpoints`` folder.",
+    "optimizer": "The optimizer of the trained parameters.",
+    "scheduler": "The learning-rate schedule.",
 }
 
 

@@ -25,6 +25,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -34,6 +35,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.distributed.tensor import DTensor, Shard
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
+
+if TYPE_CHECKING:
+    from peft import LoraConfig
 
 
 def rows(value: torch.Tensor) -> slice | None:
@@ -215,7 +219,7 @@ def save(
     keep: int = 2,
     write: bool = True,
     keep_every: int | None = None,
-    lora=None,
+    lora: LoraConfig | None = None,
     barrier: Callable[[], None] = lambda: None,
 ) -> Path:
     """Write checkpoint ``iter_{iteration}`` and point ``latest`` at it; keep the newest ``keep`` (this one
@@ -225,6 +229,20 @@ def save(
     Under several processes every process calls it, with ``barrier`` (accelerate's ``wait_for_everyone``): under
     FSDP2 each writes its pieces into the temporary folder, and the one with ``write`` writes the rest. A SIGINT or
     SIGTERM meanwhile takes effect once the checkpoint is whole.
+
+    Args:
+        ckpt_root: The run's ``checkpoints`` folder.
+        iteration: The iteration just trained (0-based).
+        adapter: What trains (``adapter.trained_state``): whole tensors, or DTensor shards under FSDP2.
+        optimizer: The optimizer of the trained parameters.
+        scheduler: The learning-rate schedule, or None.
+        ema: The EMA of the trained parameters by name, or None.
+        psi_path: The calibration's psi table, copied in (None: none).
+        keep: How many of the newest checkpoints to keep.
+        write: Whether this process writes the shared files (the main process).
+        keep_every: Keep the checkpoint after every this many iterations too (None: none).
+        lora: The adapter's peft ``LoraConfig`` (None for a full fine-tune).
+        barrier: Waits for every process (accelerate's ``wait_for_everyone``).
     """
     final = ckpt_root / f"iter_{iteration:05d}"
     tmp = ckpt_root / f".tmp_iter_{iteration:05d}"

@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass, field
 
 import torch
+from dgx.rewards.base import Reward
 from dgx.rewards.wire import TOKEN_ENV, WireError, decode
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -35,8 +36,15 @@ class _Pending:
     done: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
-def app(reward, batch_window: float = 0.0, max_batch: int = 256, token: str | None = None) -> Starlette:
-    """The server of ``reward``; ``token`` (default ``$DGX_REWARD_TOKEN``) is required as a bearer token when set."""
+def app(reward: Reward, batch_window: float = 0.0, max_batch: int = 256, token: str | None = None) -> Starlette:
+    """The server of ``reward`` (a Starlette application).
+
+    Args:
+        reward: The reward it scores with.
+        batch_window: Seconds a request waits for others to score with it in one batch (0: none).
+        max_batch: The most images scored in one batch.
+        token: Required as a bearer token when set (default ``$DGX_REWARD_TOKEN``).
+    """
     token = token if token is not None else os.environ.get(TOKEN_ENV) or None
     lock = asyncio.Lock()
     queue: asyncio.Queue[_Pending] = asyncio.Queue()
@@ -124,8 +132,18 @@ async def _score_group(group: list[_Pending], score) -> None:
         start += len(p.prompts)
 
 
-def serve(reward, host: str = "127.0.0.1", port: int = 8765, batch_window: float = 0.0, max_batch: int = 256) -> None:
-    """Run the server of ``reward`` until interrupted."""
+def serve(
+    reward: Reward, host: str = "127.0.0.1", port: int = 8765, batch_window: float = 0.0, max_batch: int = 256
+) -> None:
+    """Run the server of ``reward`` until interrupted.
+
+    Args:
+        reward: The reward it scores with.
+        host: The address it listens on.
+        port: The port it listens on.
+        batch_window: Seconds a request waits for others to score with it in one batch (0: none).
+        max_batch: The most images scored in one batch.
+    """
     import uvicorn
 
     uvicorn.run(app(reward, batch_window, max_batch), host=host, port=port, log_level="warning")
