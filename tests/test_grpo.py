@@ -372,9 +372,9 @@ def test_training_cost_adds_peak_gpu_memory_only_where_every_row_logged_it():
 
 
 def test_dgx_run_on_two_processes_matches_one(tmp_path, tiny_pipe_dir):
-    """`accelerate launch --num_processes 2 -m dgx.grpo.cli run`, with DDP and with FSDP2 (configs/accelerate/fsdp2.yaml):
-    calibration, training and evaluation split over the processes give one process's psi(t), metrics and scores,
-    and shared files are written once."""
+    """`accelerate launch --num_processes 2 -m dgx.grpo.cli run`, with DDP and with FSDP2 (configs/accelerate/fsdp2.yaml),
+    a LoRA and the whole transformer: calibration, training and evaluation (during training too) split over the
+    processes give one process's psi(t), metrics and scores, and shared files are written once."""
     tiny_config(tmp_path, tiny_pipe_dir)  # writes reg.yaml (brightness reward and benchmark)
     abl = tmp_path / "abl.yaml"
     abl.write_text(f"""
@@ -388,7 +388,7 @@ base:
   train: {{iterations: 2, prompts_per_iter: 2, group_size: 2, micro_batch: 8, lora_rank: 2, lora_alpha: 4,
           lr: 5.0e-2}}
   calibrate: {{iterations: 2, prompts: 2, group_size: 3, check_prompts: 2}}
-  eval: {{name: brightness_eval, steps: 2}}
+  eval: {{name: brightness_eval, steps: 2, every: 1}}
   device: cpu
 variants:
   dense_grpo: {{}}
@@ -464,8 +464,14 @@ seeds: [0]
             for o in (one, other)
         )
         assert len(m2) == 2 and m1[0]["reward_mean"] == pytest.approx(m2[0]["reward_mean"], abs=1e-4)  # same rollouts
+        c1, c2 = (
+            [json.loads(ln) for ln in (o / "dense_grpo/seed_0/eval_curve.jsonl").read_text().splitlines()]
+            for o in (one, other)
+        )
+        assert [r["iteration"] for r in c2] == [0, 1]  # evaluated during training, also on a sharded model
         if other != full:
             assert m1[1]["reward_mean"] == pytest.approx(m2[1]["reward_mean"], abs=1e-4)
+            assert [r["score"] for r in c1] == pytest.approx([r["score"] for r in c2], abs=1e-4)
     pieces = sorted(p.name for p in (full / "dense_grpo/seed_0/checkpoints/iter_00001").glob("adapter-*"))
     assert pieces == ["adapter-00001-of-00002.safetensors", "adapter-00002-of-00002.safetensors"]
     trained = [json.loads(ln) for ln in (full / "dense_grpo/seed_0/eval/per_image.jsonl").read_text().splitlines()]

@@ -188,8 +188,6 @@ def prepare(cfg: RunConfig, parts: Assembly, run_dir: Path, acc: Accelerator, re
         raise ConfigError(f"train.prompts_per_iter * group_size = {N} must divide over {world} processes")
     shares = [Shard(p, world).part(N) for p in range(world)]  # split as calibration and evaluation split
     start, ema = restore(last, opt, sched, ema) if last is not None else (0, ema)
-    if sharded and evaluating and tc.iterations:
-        raise ConfigError("eval.every: evaluation during training needs an unsharded model; off under FSDP2")
     metrics, curve = logs(cfg, run_dir, start, evaluating) if acc.is_main_process else (None, None)
     policy = Policy(model, base, acc, opt, params, ema)
     grid = model.grid(cfg.sampler.steps)
