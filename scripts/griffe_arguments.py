@@ -45,6 +45,17 @@ COMMON = {
     "ckpt_root": "A run's ``checkpoints`` folder.",
     "optimizer": "The optimizer of the trained parameters.",
     "scheduler": "The learning-rate schedule.",
+    "plugin": "accelerate's FSDP2 plugin, whose settings shard the module.",
+    "negative": "The negative prompt of classifier-free guidance.",
+    "detach_uncond": "No gradient through the unconditional velocity (Flow-GRPO's training).",
+    "generator": "A generator, or one per sample.",
+    "height": "The image height in pixels (default: the model's).",
+    "width": "The image width in pixels (default: the model's).",
+    "run_or_ckpt": "A run folder (its latest checkpoint) or a checkpoint folder.",
+    "images_per_prompt": "Images drawn per prompt.",
+    "min_images_per_tag": "Images per prompt raised so that every tag has at least this many (0: a fixed count).",
+    "score_ode_steps": "With n = t, score the latents of deterministic steps too (their gains are 0 up to rounding).",
+    "steps": "Denoising steps on the model's time grid.",
 }
 
 

@@ -2,8 +2,9 @@
 
 Each process builds the transformer on the meta device (parameters only; buffers are computed as usual), shards it
 as accelerate's FSDP2 preparation would (an FSDP unit per block its auto-wrap policy picks, then the whole), and
-reads from the safetensors files only its own rows of every weight: no process ever holds the whole model. FSDP2
-splits a weight's first dimension in chunks of ceil(rows / processes), in process order (``checkpoint.rows``).
+reads from the safetensors files only its own rows of every weight: no process ever holds the whole transformer (the
+text encoders and the VAE, which do not train, load whole). FSDP2 splits a weight's first dimension in chunks of
+ceil(rows / processes), in process order (``checkpoint.rows``).
 
 The frozen reference is loaded in the model's dtype; the trained copy is made from it shard by shard, in float32
 (``sharded_copy``).
@@ -96,7 +97,8 @@ def meta_build(cls, config, dtype: torch.dtype) -> torch.nn.Module:
 
 
 def transformer_folder(path: str | Path) -> Path:
-    """The local folder of a pipeline's ``transformer/`` (a Hub id's cached snapshot, fetched if missing)."""
+    """The local ``transformer/`` folder of the pipeline at ``path`` (a folder, or a Hub id: its cached snapshot,
+    fetched if missing)."""
     path = Path(path)
     if not path.is_dir():
         from huggingface_hub import snapshot_download
@@ -106,7 +108,7 @@ def transformer_folder(path: str | Path) -> Path:
 
 
 def safetensors_reader(folder: Path) -> Reader:
-    """Read weights by name from the safetensors file(s) of a diffusers model folder (one file, or an index of
+    """Read weights by name from the safetensors file(s) of ``folder``, a diffusers model's (one file, or an index of
     several). Each read maps the file only while it copies the rows asked for, so the process never keeps pages of
     other processes' rows."""
     index = folder / "diffusion_pytorch_model.safetensors.index.json"
