@@ -388,7 +388,7 @@ base:
   train: {{iterations: 2, prompts_per_iter: 2, group_size: 2, micro_batch: 8, lora_rank: 2, lora_alpha: 4,
           lr: 5.0e-2}}
   calibrate: {{iterations: 2, prompts: 2, group_size: 3, check_prompts: 2}}
-  eval: {{name: brightness_eval, steps: 2, every: 1}}
+  eval: {{name: brightness_eval, steps: 2, every: 1, every_images: 5}}
   device: cpu
 variants:
   dense_grpo: {{}}

@@ -52,7 +52,8 @@ def check_targets(model, cfg: RunConfig) -> None:
 def add_lora(model, cfg: RunConfig, lora: LoraConfig | None = None) -> list[torch.nn.Parameter]:
     """Make the generator's transformer trainable as ``train.adapter`` says and return the trained (float32)
     parameters: a peft LoRA adapter (``lora``, default ``lora_config(model, cfg)``) on the frozen transformer, or, for
-    ``full``, every parameter of the transformer, after a frozen copy of it becomes ``model.reference``."""
+    ``full``, every parameter of a float32 copy of the transformer (``trainable_copy``), which takes its place while
+    the transformer itself, frozen, becomes ``model.reference``."""
     transformer = model.transformer
     if cfg.train.adapter == "full":
         model.reference = transformer.requires_grad_(False)  # in the model's dtype
