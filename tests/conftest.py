@@ -13,6 +13,13 @@ from dgx_test_helpers import WORDS, save_tiny_sd3  # noqa: E402
 torch.set_num_threads(2)
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "slow: launches several processes (accelerate launch, or dgx killed and resumed); -m 'not slow' skips",
+    )
+
+
 @pytest.fixture(scope="session")
 def tiny_pipe_dir(tmp_path_factory):
     """A tiny random StableDiffusion3Pipeline saved to a folder (like diffusers' dummy components)."""

@@ -63,6 +63,7 @@ def outcome(out: Path) -> dict:
     return got
 
 
+@pytest.mark.slow
 def test_a_run_killed_or_stopped_in_any_phase_resumes_bitwise_identical(tmp_path, tiny_pipe_dir):
     tiny_config(tmp_path, tiny_pipe_dir)  # reg.yaml
     (tmp_path / "abl.yaml").write_text(ABLATION.format(pipe=tiny_pipe_dir))
@@ -98,6 +99,7 @@ def test_a_run_killed_or_stopped_in_any_phase_resumes_bitwise_identical(tmp_path
         assert got.keys() == expected.keys() and all(got[key] == expected[key] for key in expected), (phase, sig)
 
 
+@pytest.mark.slow
 def test_a_full_finetune_killed_in_training_resumes_bitwise_identical(tmp_path, tiny_pipe_dir):
     """`train.adapter: full`: killed after its 2nd update (before that iteration's checkpoint), resumed, it writes the
     uninterrupted run's transformer, EMA and evaluation to the bit."""

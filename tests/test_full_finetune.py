@@ -7,6 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 from dgx.eval.benchmarks import generate
@@ -86,6 +87,7 @@ def test_a_full_finetune_exports_its_transformer_in_diffusers_format(tmp_path, t
     torch.testing.assert_close(generate(fresh, prompts, 4, 2.0, seed=3), got, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_fsdp2_full_finetune_matches_one_process(tmp_path, tiny_pipe_dir):
     """2 CPU processes under `configs/accelerate/fsdp2.yaml` build the transformer sharded, train it, write sharded
     checkpoints, resume from one exactly, and end where one unsharded process with the same global batch ends."""

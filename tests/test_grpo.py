@@ -95,6 +95,7 @@ def test_resume_matches_uninterrupted(tmp_path, tiny_pipe_dir):
     assert r0["dense_mean"] == pytest.approx(np.diff(r0["latent_reward_mean"]).tolist(), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(tmp_path, tiny_pipe_dir):
     """accelerate launch --num_processes 2 (CPU, gloo) gives the same advantages and first update."""
     worker = Path(__file__).parent / "dist_worker.py"
@@ -371,6 +372,7 @@ def test_training_cost_adds_peak_gpu_memory_only_where_every_row_logged_it():
     assert "gpu_peak_gib" not in training_cost([gpu[0], rows[1]])
 
 
+@pytest.mark.slow
 def test_dgx_run_on_two_processes_matches_one(tmp_path, tiny_pipe_dir):
     """`accelerate launch --num_processes 2 -m dgx.grpo.cli run`, with DDP and with FSDP2 (configs/accelerate/fsdp2.yaml),
     a LoRA and the whole transformer: calibration, training and evaluation (during training too) split over the
@@ -542,6 +544,7 @@ def assert_same_checkpoint(a: Path, b: Path, atol: float, moments_atol: float) -
             torch.testing.assert_close(got[i][k], want[i][k], atol=moments_atol, rtol=1e-2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("offload", [False, True], ids=["on_device", "cpu_offload"])
 def test_fsdp2_matches_one_unsharded_process(tmp_path, tiny_pipe_dir, offload):
     """`accelerate launch --config_file configs/accelerate/fsdp2.yaml` (shards on the device, or offloaded to the

@@ -208,6 +208,7 @@ def test_a_run_loads_its_generator_reward_and_scorer_once(tmp_path, tiny_pipe_di
     assert len(scorer_loads) == 1 and len(list((tmp_path / "o").glob("*/seed_0/eval/summary.json"))) == 3
 
 
+@pytest.mark.slow
 def test_evaluation_during_training_on_two_processes(tmp_path, tiny_pipe_dir):
     """Under `accelerate launch --num_processes 2` (DDP over gloo) each process evaluates its share of the subset
     with the unwrapped transformer, and the main one writes the curve."""

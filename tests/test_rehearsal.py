@@ -108,6 +108,7 @@ def test_rehearse_refuses_what_it_has_no_standins_for(tmp_path):
     assert not (tmp_path / "standins").exists()  # refused before writing anything
 
 
+@pytest.mark.slow
 def test_rehearsal_under_accelerate_launch_on_two_processes(tmp_path):
     """The main process writes the stand-ins and the table, both train; the table is printed once."""
     import os

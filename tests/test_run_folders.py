@@ -246,6 +246,7 @@ def test_a_lora_target_that_names_no_layer_is_refused_before_any_sampling(tmp_pa
     assert not (tmp_path / "o/base/seed_0/eval/summary.json").exists()
 
 
+@pytest.mark.slow
 def test_the_process_group_timeout_reaches_gloo(tmp_path):
     """Two gloo processes, the second 6 s late at a barrier: with `process_group_timeout: 0.025` (1.5 s) the first
     gives up after about 1.5 s; with the default (120 minutes) it waits for the second."""

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from dgx.grpo.checkpoint import read_whole, stored
 from dgx_test_helpers import accelerate_launch, write_registry
@@ -50,6 +51,7 @@ def standin_pipeline(tiny_pipe_dir: Path, folder: Path) -> float:
     return sum(v.numel() * 4 for v in state.values()) / 2**20
 
 
+@pytest.mark.slow
 def test_each_process_holds_about_half_of_a_sharded_transformer(tmp_path, tiny_pipe_dir):
     """The peak resident memory a process gains while building a full fine-tune's generator: under FSDP2 on 2
     processes about half of what one process loading the whole model gains (the 1 GB transformer dominates)."""
