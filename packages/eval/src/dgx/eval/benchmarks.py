@@ -118,6 +118,31 @@ def generate(
     return torch.cat(out) if out else torch.zeros(0, 3, 1, 1)  # no prompts: a process with an empty shard
 
 
+def share_samples(
+    model: FlowModel, metas: list[dict], protocol: Protocol, desc: str
+) -> tuple[range, list[dict], list[str], torch.Tensor]:
+    """This process's share of an evaluation's images (``metas``: one entry per image) and their ODE samples under
+    ``protocol``: its indices, entries, prompts and images. Every process runs the busiest one's batch count.
+
+    Args:
+        model: The generator.
+        metas: One metadata entry (with its ``prompt``) per image of the whole evaluation.
+        protocol: How the evaluation samples, and this process's share.
+        desc: The progress bar's label.
+    """
+    p, shard = protocol, protocol.shard
+    mine = shard.part(len(metas))
+    local = [metas[i] for i in mine]
+    prompts = [m["prompt"] for m in local]
+    batches = shard.batches(len(metas), p.batch)
+    return (
+        mine,
+        local,
+        prompts,
+        generate(model, prompts, p.steps, p.guidance, p.seed, p.batch, desc, mine.start, batches),
+    )
+
+
 def images_per_prompt_by_tag(metadata: list[dict], images_per_prompt: int, min_images_per_tag: int = 0) -> list[int]:
     """Images for each prompt: ``images_per_prompt``, raised for tags with few prompts so that every
     tag gets at least ``min_images_per_tag`` images (0 keeps GenEval's fixed count)."""
@@ -215,20 +240,7 @@ def geneval_benchmark(
     reward) also scores the same images: each per image in the records, its mean first in the summary."""
     p, shard = protocol, protocol.shard
     metas = images_by_tag(metadata[: p.max_prompts], p.images_per_prompt, p.min_images_per_tag)
-    mine = shard.part(len(metas))
-    local = [metas[i] for i in mine]
-    prompts = [m["prompt"] for m in local]
-    images = generate(
-        model,
-        prompts,
-        p.steps,
-        p.guidance,
-        p.seed,
-        p.batch,
-        reward.name,
-        mine.start,
-        shard.batches(len(metas), p.batch),
-    )
+    mine, local, prompts, images = share_samples(model, metas, p, reward.name)
     verdicts = reward.verdicts(images, local)
     extra = score_batches(scores or {}, images, prompts, local, p.batch)
     records = shard.gather(
@@ -322,19 +334,7 @@ def reward_benchmark(
     mean per ``category`` (``metric/category``) where the prompts have one; per-image JSONL."""
     p, shard = protocol, protocol.shard
     metas = [m for m in metadata[: p.max_prompts] for _ in range(p.images_per_prompt)]
-    mine = shard.part(len(metas))
-    prompts, local = [metas[i]["prompt"] for i in mine], [metas[i] for i in mine]
-    images = generate(
-        model,
-        prompts,
-        p.steps,
-        p.guidance,
-        p.seed,
-        p.batch,
-        "+".join(rewards),
-        mine.start,
-        shard.batches(len(metas), p.batch),
-    )
+    mine, local, prompts, images = share_samples(model, metas, p, "+".join(rewards))
     scores = score_batches(rewards, images, prompts, local, p.batch)
     records = shard.gather(
         [

@@ -173,7 +173,7 @@ def trained_checkpoint(run_or_ckpt: Path) -> Path:
     if not run_or_ckpt.is_dir():
         raise ConfigError(f"{run_or_ckpt}: no such folder (give a run folder or a checkpoint folder)")
     ck = checkpoint.latest(run_or_ckpt / "checkpoints") if (run_or_ckpt / "checkpoints").is_dir() else run_or_ckpt
-    if ck is None or not checkpoint.has_adapter(p.name for p in ck.iterdir()):
+    if ck is None or not checkpoint.holds_adapter(ck):
         raise ConfigError(f"{run_or_ckpt}: no adapter.safetensors found (give a run folder or a checkpoint folder)")
     if problem := checkpoint.damage(ck):
         raise ConfigError(f"checkpoint {ck}: {problem}; give another checkpoint")

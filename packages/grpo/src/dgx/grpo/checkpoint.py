@@ -350,6 +350,11 @@ def has_adapter(names) -> bool:
     return bool(shards) and len(shards) == int(shards[0].split("-of-")[1].split(".")[0])
 
 
+def holds_adapter(folder: Path) -> bool:
+    """Whether ``folder`` is a checkpoint folder with its whole adapter (``has_adapter`` of its files)."""
+    return folder.is_dir() and has_adapter(p.name for p in folder.iterdir())
+
+
 def latest(ckpt_root: Path) -> Path | None:
     """The checkpoint to resume from: the one ``latest`` names if it is whole, else (with a warning saying why) the
     newest whole one; None if there is none."""

@@ -94,10 +94,8 @@ def kept_checkpoint(run_dir: Path, name: str | None) -> Path:
     if not re.fullmatch(r"iter_\d{5}|best", name):
         raise ConfigError(f"--checkpoint {name!r}: give a kept checkpoint's name (iter_NNNNN or best), not a path")
     ckpts = Path(run_dir) / "checkpoints"
-    if not (ckpts / name).is_dir() or not ckpt_module.has_adapter(p.name for p in (ckpts / name).iterdir()):
-        kept = sorted(
-            p.name for p in ckpts.glob("*") if p.is_dir() and ckpt_module.has_adapter(f.name for f in p.iterdir())
-        )
+    if not ckpt_module.holds_adapter(ckpts / name):
+        kept = sorted(p.name for p in ckpts.glob("*") if ckpt_module.holds_adapter(p))
         raise ConfigError(f"{run_dir}: no kept checkpoint {name!r} (kept: {', '.join(kept) or 'none'})")
     return ckpts / name
 
